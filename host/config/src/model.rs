@@ -1,0 +1,295 @@
+//! The configuration file's types. Field docs here become the descriptions in the generated
+//! JSON Schema (`config/rustygate.schema.json`), so they are written for users.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Duration;
+
+/// A RustyGate configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Worker threads. Each worker accepts its own connections and serves them start to end
+    /// (and will own its own WASM VMs). Default: the number of CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// Where traffic is accepted. At least one.
+    pub listeners: Vec<Listener>,
+    /// The admin listener (metrics, health, admin API).
+    #[serde(default)]
+    pub admin: Admin,
+    /// Log format and level.
+    #[serde(default)]
+    pub logging: Logging,
+    /// Graceful shutdown.
+    #[serde(default)]
+    pub shutdown: Shutdown,
+    /// Upstream clusters that routes forward to.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    /// Routes, tried in file order; the first that matches wins.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// A traffic listener: HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// `ip:port` to bind, e.g. `0.0.0.0:8080`. Port 0 picks a free port.
+    pub address: String,
+    /// Connection and request limits.
+    #[serde(default)]
+    pub limits: ListenerLimits,
+}
+
+/// Limits that protect the gateway from slow or abusive clients. All are on by default.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerLimits {
+    /// Largest request head (request line + headers) accepted, in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most request headers accepted; more gets 431.
+    pub max_headers: usize,
+    /// Time allowed to receive a complete request head (against slowloris).
+    pub header_read_timeout: Duration,
+    /// Most open client connections across all workers; further connections are closed at accept.
+    pub max_connections: usize,
+    /// A keep-alive connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Largest request body forwarded, in bytes; larger gets 413. Unset: unlimited (bodies are
+    /// streamed, never buffered, so this is a policy limit, not a memory one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            header_read_timeout: Duration::secs(10),
+            max_connections: 10_000,
+            idle_timeout: Duration::secs(60),
+            max_concurrent_streams: 100,
+            max_request_body_bytes: None,
+        }
+    }
+}
+
+/// The admin listener. It binds to loopback by default; binding it elsewhere requires a token.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Serve the admin listener at all.
+    pub enabled: bool,
+    /// `ip:port` to bind.
+    pub address: String,
+    /// Bearer token for `/admin/*` endpoints. `/metrics`, `/healthz` and `/readyz` stay open so
+    /// that probes and scrapers work without secrets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: "127.0.0.1:8081".into(),
+            token: None,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logging {
+    /// `json` (one object per line) or `human`.
+    pub format: LogFormat,
+    /// Level filter in `tracing` syntax: `info`, `debug`, `rustygate=debug,info`, ...
+    pub level: String,
+    /// Emit one access-log line per request.
+    pub access_log: bool,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+            access_log: true,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Human,
+}
+
+/// Graceful shutdown on SIGINT/SIGTERM.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// How long in-flight requests may take to finish after a stop signal.
+    pub grace_period: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            grace_period: Duration::secs(30),
+        }
+    }
+}
+
+/// A group of upstream endpoints serving the same thing.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Name that routes refer to.
+    pub name: String,
+    /// One or more endpoints; requests are spread by smooth weighted round-robin.
+    pub endpoints: Vec<Endpoint>,
+    /// Protocol spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Time allowed to establish a TCP connection to an endpoint.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Idle pooled connections are closed after this long.
+    #[serde(default = "default_pool_idle_timeout")]
+    pub pool_idle_timeout: Duration,
+    /// Most idle connections kept per endpoint per worker.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle_per_endpoint: usize,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::secs(5)
+}
+fn default_pool_idle_timeout() -> Duration {
+    Duration::secs(60)
+}
+fn default_pool_max_idle() -> usize {
+    256
+}
+
+/// One upstream endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// `http://host:port`. (TLS upstreams are not supported yet.)
+    pub url: String,
+    /// Relative share of requests.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Upstream protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext (prior knowledge), multiplexed.
+    Http2,
+}
+
+/// A route: what to match, and where to send it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Name used in logs and the `route` metric label. Default: `route-<index>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Conditions; all must hold. An empty match matches every request.
+    #[serde(default, rename = "match")]
+    pub matcher: RouteMatch,
+    /// Cluster to forward to.
+    pub cluster: String,
+    /// Time allowed for the upstream to answer with response headers.
+    #[serde(default = "default_route_timeout")]
+    pub timeout: Duration,
+    /// Overrides the listener's `max_request_body_bytes` for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
+}
+
+fn default_route_timeout() -> Duration {
+    Duration::secs(15)
+}
+
+/// Request conditions.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Path condition (the path without the query string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// Host (from `Host` or `:authority`, port ignored, case-insensitive). `*` matches any host;
+    /// `*.example.com` any subdomain; `api.*` any suffix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Allowed methods; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Header conditions; all must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    /// Query parameter conditions; all must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<ValueMatch>,
+}
+
+/// How the path is matched. Exactly one key.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum PathMatch {
+    /// The whole path equals this.
+    Exact(String),
+    /// The path starts with this (plain string prefix, as in Envoy).
+    Prefix(String),
+    /// The whole path matches this regular expression (RE2-like syntax, anchored).
+    Regex(String),
+}
+
+/// A condition on a named header or query parameter. Give exactly one of `exact`, `prefix`,
+/// `regex` or `present`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatch {
+    /// Header or parameter name (headers: case-insensitive).
+    pub name: String,
+    /// Value equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// Value starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Whole value matches this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// `true`: must be present (any value); `false`: must be absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
+    /// Negate the result.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub invert: bool,
+}

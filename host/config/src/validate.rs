@@ -1,0 +1,201 @@
+//! Semantic checks that types alone cannot express: references between sections, address and
+//! regex syntax, and exclusive options. Every problem is collected, not just the first.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use crate::error::Diagnostic;
+use crate::model::{Config, PathMatch, ValueMatch};
+use crate::positions::Positions;
+
+struct Checker<'a> {
+    file: &'a str,
+    pos: &'a Positions,
+    out: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, field: String, message: String) {
+        let (line, column) = self.pos.lookup(&field);
+        self.out.push(Diagnostic {
+            file: self.file.into(),
+            line,
+            column,
+            field: Some(field),
+            message,
+        });
+    }
+
+    fn unique<'n>(&mut self, seen: &mut HashSet<&'n str>, name: &'n str, field: String, what: &str) {
+        if !seen.insert(name) {
+            self.error(field, format!("duplicate {what} name {name:?}"));
+        }
+    }
+}
+
+/// Checks `config`; `Ok` or every problem, sorted by position.
+pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<Diagnostic>> {
+    let mut c = Checker { file, pos, out: Vec::new() };
+
+    if config.workers == Some(0) {
+        c.error("workers".into(), "must be at least 1".into());
+    }
+    if config.listeners.is_empty() {
+        c.error("listeners".into(), "at least one listener is required".into());
+    }
+    let mut names = HashSet::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        c.unique(&mut names, &l.name, format!("listeners[{i}].name"), "listener");
+        if let Err(e) = l.address.parse::<SocketAddr>() {
+            c.error(format!("listeners[{i}].address"), format!("invalid address {:?}: {e} (expected ip:port)", l.address));
+        }
+        if l.limits.max_header_bytes < 1024 {
+            c.error(format!("listeners[{i}].limits.max_header_bytes"), "must be at least 1024".into());
+        }
+    }
+
+    if config.admin.enabled {
+        match config.admin.address.parse::<SocketAddr>() {
+            Err(e) => c.error("admin.address".into(), format!("invalid address {:?}: {e} (expected ip:port)", config.admin.address)),
+            Ok(addr) if !addr.ip().is_loopback() && config.admin.token.as_deref().is_none_or(str::is_empty) => c.error(
+                "admin.address".into(),
+                format!("the admin listener binds to non-loopback {addr}; set admin.token to protect it"),
+            ),
+            Ok(_) => {}
+        }
+    }
+
+    let mut clusters = HashSet::new();
+    for (i, cl) in config.clusters.iter().enumerate() {
+        c.unique(&mut clusters, &cl.name, format!("clusters[{i}].name"), "cluster");
+        if cl.endpoints.is_empty() {
+            c.error(format!("clusters[{i}].endpoints"), "at least one endpoint is required".into());
+        }
+        for (j, ep) in cl.endpoints.iter().enumerate() {
+            if let Err(msg) = parse_endpoint_url(&ep.url) {
+                c.error(format!("clusters[{i}].endpoints[{j}].url"), msg);
+            }
+            if ep.weight == 0 {
+                c.error(format!("clusters[{i}].endpoints[{j}].weight"), "must be at least 1".into());
+            }
+        }
+    }
+
+    let mut routes = HashSet::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        if let Some(name) = &r.name {
+            c.unique(&mut routes, name, format!("routes[{i}].name"), "route");
+        }
+        if !clusters.contains(r.cluster.as_str()) {
+            c.error(format!("routes[{i}].cluster"), format!("unknown cluster {:?}", r.cluster));
+        }
+        let m = &r.matcher;
+        match &m.path {
+            Some(PathMatch::Exact(p)) | Some(PathMatch::Prefix(p)) if !p.starts_with('/') => {
+                c.error(format!("routes[{i}].match.path"), format!("path {p:?} must start with '/'"));
+            }
+            Some(PathMatch::Regex(re)) => {
+                if let Err(e) = regex::Regex::new(re) {
+                    c.error(format!("routes[{i}].match.path.regex"), regex_error(&e));
+                }
+            }
+            _ => {}
+        }
+        if let Some(h) = &m.host
+            && (h.is_empty() || h[1..].contains('*') && !h.ends_with(".*"))
+        {
+            c.error(
+                format!("routes[{i}].match.host"),
+                format!("invalid host pattern {h:?}: use a name, '*', '*.suffix' or 'prefix.*'"),
+            );
+        }
+        for (j, method) in m.methods.iter().enumerate() {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                c.error(format!("routes[{i}].match.methods[{j}]"), format!("invalid method {method:?} (use upper case, e.g. GET)"));
+            }
+        }
+        for (kind, list) in [("headers", &m.headers), ("query", &m.query)] {
+            for (j, vm) in list.iter().enumerate() {
+                check_value_match(&mut c, &format!("routes[{i}].match.{kind}[{j}]"), vm, kind == "headers");
+            }
+        }
+    }
+
+    let mut out = c.out;
+    out.sort_by_key(|d| (d.line, d.column));
+    if out.is_empty() { Ok(()) } else { Err(out) }
+}
+
+fn check_value_match(c: &mut Checker<'_>, field: &str, vm: &ValueMatch, is_header: bool) {
+    if is_header && http_token_invalid(&vm.name) {
+        c.error(format!("{field}.name"), format!("invalid header name {:?}", vm.name));
+    }
+    let given = [vm.exact.is_some(), vm.prefix.is_some(), vm.regex.is_some(), vm.present.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if given != 1 {
+        c.error(field.to_owned(), "give exactly one of exact, prefix, regex, present".into());
+    }
+    if let Some(re) = &vm.regex
+        && let Err(e) = regex::Regex::new(re)
+    {
+        c.error(format!("{field}.regex"), regex_error(&e));
+    }
+}
+
+/// regex's errors span several lines with a caret diagram; keep the one-line reason.
+fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let reason = text.lines().last().unwrap_or_default();
+    format!("invalid regex: {}", reason.trim_start_matches("error: "))
+}
+
+fn http_token_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// An endpoint's `host:port` from its `http://host:port` URL, or why the URL is not accepted.
+pub fn parse_endpoint_url(url: &str) -> Result<String, String> {
+    if url.starts_with("https://") {
+        return Err(format!("{url:?}: TLS upstreams are not supported yet; use http://"));
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!("{url:?}: expected http://host:port"));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return Err(format!("{url:?}: expected http://host:port with no path"));
+    }
+    let has_port = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') && host.contains(':') => {
+            return Err(format!("{url:?}: write IPv6 addresses in brackets, e.g. http://[::1]:{port}"));
+        }
+        Some((_, port)) => {
+            port.parse::<u16>()
+                .map_err(|_| format!("{url:?}: invalid port {port:?}"))?;
+            true
+        }
+        None => false,
+    };
+    Ok(if has_port { authority.to_owned() } else { format!("{authority}:80") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_endpoint_url;
+
+    #[test]
+    fn endpoint_urls() {
+        assert_eq!(parse_endpoint_url("http://127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
+        assert_eq!(parse_endpoint_url("http://localhost/").unwrap(), "localhost:80");
+        assert_eq!(parse_endpoint_url("http://[::1]:81").unwrap(), "[::1]:81");
+        assert!(parse_endpoint_url("https://x:1").unwrap_err().contains("TLS"));
+        assert!(parse_endpoint_url("http://x:1/path").unwrap_err().contains("no path"));
+        assert!(parse_endpoint_url("http://x:99999").unwrap_err().contains("invalid port"));
+        assert!(parse_endpoint_url("x:1").unwrap_err().contains("expected http://"));
+    }
+}
