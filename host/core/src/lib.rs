@@ -1,0 +1,10 @@
+//! RustyGate's core: the decisions a proxy makes about a request, with no I/O, no runtime and
+//! no WebAssembly. Everything here is a pure function of its inputs (randomness is passed in),
+//! so it is unit-tested and benchmarked in isolation.
+
+pub mod balance;
+pub mod error;
+pub mod forwarding;
+pub mod router;
+
+pub use error::{ErrorKind, Fault};

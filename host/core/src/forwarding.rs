@@ -1,0 +1,184 @@
+//! Header rules applied when a message crosses the gateway: hop-by-hop headers are dropped
+//! (RFC 9110 §7.6.1, including every header the `Connection` header names), `X-Forwarded-*`
+//! are set, and every request carries an `X-Request-Id`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The `x-request-id` header.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The `x-forwarded-for` header.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The `x-forwarded-proto` header.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// The `x-forwarded-host` header.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers in place. `TE: trailers` is kept on requests, because it is the
+/// one TE value that is end-to-end meaningful (it tells an HTTP/2 or gRPC upstream that the
+/// client accepts trailers).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    // Fast path: most requests on a keep-alive connection carry none of these.
+    let has_connection = headers.contains_key(header::CONNECTION);
+    if has_connection {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            // Never let a client use Connection to strip end-to-end framing we rely on.
+            if name != header::CONTENT_LENGTH {
+                headers.remove(&name);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    let te_trailers = keep_te_trailers
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+    for name in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TRAILER,
+    ] {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (from the original host, when there is one).
+pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: &'static str, host: Option<&HeaderValue>) {
+    let client = client.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
+        _ => client,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    if let Some(h) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+    }
+}
+
+/// The request id to use: the client's `X-Request-Id` when it is sane (1–128 visible ASCII
+/// characters), else a fresh UUIDv4 from `rng`.
+pub fn request_id(headers: &HeaderMap, rng: &mut fastrand::Rng) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    new_uuid_v4(rng)
+}
+
+/// A random UUIDv4 as a header value.
+pub fn new_uuid_v4(rng: &mut fastrand::Rng) -> HeaderValue {
+    let mut bytes = rng.u128(..).to_be_bytes();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 36];
+    let mut j = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[j] = b'-';
+            j += 1;
+        }
+        out[j] = HEX[(b >> 4) as usize];
+        out[j + 1] = HEX[(b & 0xf) as usize];
+        j += 2;
+    }
+    HeaderValue::from_bytes(&out).expect("hex and dashes are valid header bytes")
+}
+
+/// True when a request's framing is ambiguous and must be refused rather than forwarded
+/// (request smuggling): both `Content-Length` and `Transfer-Encoding`, or several
+/// `Content-Length` values that disagree.
+pub fn ambiguous_framing(headers: &HeaderMap) -> bool {
+    if headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH) {
+        return true;
+    }
+    let mut lens = headers.get_all(header::CONTENT_LENGTH).iter();
+    match lens.next() {
+        None => false,
+        Some(first) => lens.any(|v| v != first),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret, Content-Length"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("upgrade", "h2c"),
+            ("te", "gzip, trailers"),
+            ("content-length", "3"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["content-length", "te", "x-kept"]);
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn appends_to_x_forwarded_for() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
+        let host = HeaderValue::from_static("example.com");
+        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", Some(&host));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+    }
+
+    #[test]
+    fn request_id_is_propagated_or_generated() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(request_id(&h, &mut rng), "abc-123");
+        let id = request_id(&map(&[("x-request-id", "has space")]), &mut rng);
+        let s = id.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+    }
+
+    #[test]
+    fn detects_ambiguous_framing() {
+        assert!(ambiguous_framing(&map(&[("content-length", "3"), ("transfer-encoding", "chunked")])));
+        assert!(ambiguous_framing(&map(&[("content-length", "3"), ("content-length", "4")])));
+        assert!(!ambiguous_framing(&map(&[("content-length", "3"), ("content-length", "3")])));
+        assert!(!ambiguous_framing(&map(&[("transfer-encoding", "chunked")])));
+    }
+}

@@ -1,0 +1,295 @@
+//! Route matching: first match in file order wins. Routes are indexed by their path condition
+//! so a request only fully checks the routes whose exact path or prefix can apply, plus those
+//! that cannot be indexed (regex or no path condition); the lowest index among them that
+//! passes every condition is the answer, which keeps file-order semantics exact.
+
+use std::collections::HashMap;
+
+use http::{HeaderMap, Method};
+use regex::Regex;
+use rustygate_config::{PathMatch, RouteMatch, ValueMatch};
+
+/// What the router looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// Request method.
+    pub method: &'a Method,
+    /// Path without the query string.
+    pub path: &'a str,
+    /// Raw query string (after `?`), if any.
+    pub query: Option<&'a str>,
+    /// Host from `Host` / `:authority`, possibly with a port.
+    pub host: Option<&'a str>,
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// An invalid pattern; config validation reports these first, so this is a defence in depth.
+#[derive(Debug, thiserror::Error)]
+#[error("route {index}: invalid regex {pattern:?}: {source}")]
+pub struct RouterError {
+    index: usize,
+    pattern: String,
+    #[source]
+    source: regex::Error,
+}
+
+enum PathCond {
+    Any,
+    Exact,
+    Prefix,
+    Regex(Regex),
+}
+
+enum HostCond {
+    Exact(String),
+    Suffix(String),
+    Prefix(String),
+}
+
+enum ValueCond {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+    Present(bool),
+}
+
+struct ValueRule {
+    name: String,
+    cond: ValueCond,
+    invert: bool,
+}
+
+struct Matcher {
+    path: PathCond,
+    host: Option<HostCond>,
+    methods: Vec<Method>,
+    headers: Vec<ValueRule>,
+    query: Vec<ValueRule>,
+}
+
+/// A compiled, immutable route table.
+pub struct Router {
+    matchers: Vec<Matcher>,
+    exact: HashMap<Box<str>, Vec<u32>>,
+    prefixes: HashMap<Box<str>, Vec<u32>>,
+    /// Distinct prefix lengths, ascending.
+    prefix_lens: Vec<usize>,
+    /// Routes with no indexable path condition; always candidates.
+    unindexed: Vec<u32>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("routes", &self.matchers.len()).finish()
+    }
+}
+
+fn anchored(re: &str, index: usize) -> Result<Regex, RouterError> {
+    Regex::new(&format!("^(?:{re})$")).map_err(|source| RouterError {
+        index,
+        pattern: re.to_owned(),
+        source,
+    })
+}
+
+impl Router {
+    /// Compiles the match conditions of `routes`, in order.
+    pub fn new<'a>(routes: impl IntoIterator<Item = &'a RouteMatch>) -> Result<Self, RouterError> {
+        let mut r = Router {
+            matchers: Vec::new(),
+            exact: HashMap::new(),
+            prefixes: HashMap::new(),
+            prefix_lens: Vec::new(),
+            unindexed: Vec::new(),
+        };
+        for (i, m) in routes.into_iter().enumerate() {
+            let idx = i as u32;
+            let path = match &m.path {
+                None => {
+                    r.unindexed.push(idx);
+                    PathCond::Any
+                }
+                Some(PathMatch::Exact(p)) => {
+                    r.exact.entry(p.as_str().into()).or_default().push(idx);
+                    PathCond::Exact
+                }
+                Some(PathMatch::Prefix(p)) => {
+                    r.prefixes.entry(p.as_str().into()).or_default().push(idx);
+                    if !r.prefix_lens.contains(&p.len()) {
+                        r.prefix_lens.push(p.len());
+                    }
+                    PathCond::Prefix
+                }
+                Some(PathMatch::Regex(re)) => {
+                    r.unindexed.push(idx);
+                    PathCond::Regex(anchored(re, i)?)
+                }
+            };
+            let host = m.host.as_deref().and_then(|h| {
+                let h = h.to_ascii_lowercase();
+                if h == "*" {
+                    None
+                } else if let Some(s) = h.strip_prefix('*') {
+                    Some(HostCond::Suffix(s.to_owned()))
+                } else if let Some(p) = h.strip_suffix('*') {
+                    Some(HostCond::Prefix(p.to_owned()))
+                } else {
+                    Some(HostCond::Exact(h))
+                }
+            });
+            let rules = |list: &[ValueMatch], lower: bool| -> Result<Vec<ValueRule>, RouterError> {
+                list.iter()
+                    .map(|v| {
+                        let cond = if let Some(e) = &v.exact {
+                            ValueCond::Exact(e.clone())
+                        } else if let Some(p) = &v.prefix {
+                            ValueCond::Prefix(p.clone())
+                        } else if let Some(re) = &v.regex {
+                            ValueCond::Regex(anchored(re, i)?)
+                        } else {
+                            ValueCond::Present(v.present.unwrap_or(true))
+                        };
+                        let name = if lower { v.name.to_ascii_lowercase() } else { v.name.clone() };
+                        Ok(ValueRule { name, cond, invert: v.invert })
+                    })
+                    .collect()
+            };
+            r.matchers.push(Matcher {
+                path,
+                host,
+                methods: m.methods.iter().filter_map(|s| Method::from_bytes(s.as_bytes()).ok()).collect(),
+                headers: rules(&m.headers, true)?,
+                query: rules(&m.query, false)?,
+            });
+        }
+        r.prefix_lens.sort_unstable();
+        Ok(r)
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.matchers.len()
+    }
+
+    /// True when there are no routes.
+    pub fn is_empty(&self) -> bool {
+        self.matchers.is_empty()
+    }
+
+    /// Index of the first route (in file order) that matches `req`.
+    pub fn find(&self, req: &RequestView<'_>) -> Option<usize> {
+        let mut candidates: Vec<u32> = Vec::with_capacity(8);
+        if let Some(list) = self.exact.get(req.path) {
+            candidates.extend_from_slice(list);
+        }
+        for &len in &self.prefix_lens {
+            if len > req.path.len() {
+                break;
+            }
+            if let Some(p) = req.path.get(..len)
+                && let Some(list) = self.prefixes.get(p)
+            {
+                candidates.extend_from_slice(list);
+            }
+        }
+        candidates.extend_from_slice(&self.unindexed);
+        candidates.sort_unstable();
+        // Lowercasing the host once per request, not once per route.
+        let host = req.host.map(normalize_host);
+        candidates
+            .into_iter()
+            .map(|i| i as usize)
+            .find(|&i| self.matchers[i].matches(req, host.as_deref()))
+    }
+}
+
+/// Host without port, lower-cased.
+fn normalize_host(h: &str) -> String {
+    let without_port = if h.starts_with('[') {
+        h.find(']').map_or(h, |i| &h[..=i])
+    } else {
+        h.rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(h, |(host, _)| host)
+    };
+    without_port.to_ascii_lowercase()
+}
+
+impl Matcher {
+    fn matches(&self, req: &RequestView<'_>, host: Option<&str>) -> bool {
+        let path_ok = match &self.path {
+            // Exact and prefix were already established by the index lookup.
+            PathCond::Any | PathCond::Exact | PathCond::Prefix => true,
+            PathCond::Regex(re) => re.is_match(req.path),
+        };
+        if !path_ok {
+            return false;
+        }
+        if !self.methods.is_empty() && !self.methods.contains(req.method) {
+            return false;
+        }
+        if let Some(cond) = &self.host {
+            let Some(h) = host else { return false };
+            let ok = match cond {
+                HostCond::Exact(e) => h == e,
+                HostCond::Suffix(s) => h.len() > s.len() && h.ends_with(s.as_str()),
+                HostCond::Prefix(p) => h.len() > p.len() && h.starts_with(p.as_str()),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        self.headers.iter().all(|rule| {
+            let mut values = req.headers.get_all(rule.name.as_str()).iter().filter_map(|v| v.to_str().ok());
+            rule.check(values.next())
+        }) && self.query.iter().all(|rule| rule.check(query_param(req.query, &rule.name).as_deref()))
+    }
+}
+
+impl ValueRule {
+    fn check(&self, value: Option<&str>) -> bool {
+        let ok = match (&self.cond, value) {
+            (ValueCond::Present(want), v) => v.is_some() == *want,
+            (_, None) => false,
+            (ValueCond::Exact(e), Some(v)) => v == e,
+            (ValueCond::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
+            (ValueCond::Regex(re), Some(v)) => re.is_match(v),
+        };
+        ok != self.invert
+    }
+}
+
+/// First value of query parameter `name`, percent-decoded (`+` is left as is, per RFC 3986).
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_owned();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests;
