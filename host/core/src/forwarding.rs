@@ -19,8 +19,9 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes hop-by-hop headers in place. `TE: trailers` is kept on requests, because it is the
-/// one TE value that is end-to-end meaningful (it tells an HTTP/2 or gRPC upstream that the
-/// client accepts trailers).
+/// one TE value that is end-to-end meaningful (it tells the upstream that the client accepts
+/// trailers; hyper only sends HTTP/1.1 response trailers to clients that said so). `Trailer`
+/// is end-to-end and kept: it declares which trailer fields follow a chunked body.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     // Fast path: most requests on a keep-alive connection carry none of these.
     let has_connection = headers.contains_key(header::CONNECTION);
@@ -51,7 +52,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
         header::TE,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
-        header::TRAILER,
     ] {
         headers.remove(name);
     }

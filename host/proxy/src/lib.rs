@@ -1,0 +1,272 @@
+//! RustyGate's data plane.
+//!
+//! [`Gateway::start`] binds every listener once per worker (`SO_REUSEPORT`, so the kernel
+//! spreads connections), starts the worker threads, and returns a handle used to read the
+//! bound addresses and to drain. See `docs/architecture.md` for why workers are
+//! thread-per-core with no work stealing.
+
+mod body;
+mod exec;
+mod handler;
+mod pool;
+mod snapshot;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use rustygate_config::Config;
+use rustygate_telemetry::Metrics;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{Notify, watch};
+
+pub use snapshot::{Snapshot, SnapshotError};
+
+use worker::ListenerCtx;
+
+/// Lifecycle phase broadcast to workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Accepting and serving.
+    Running,
+    /// Not accepting; finishing in-flight requests.
+    Draining,
+    /// Workers exit; whatever is left is dropped.
+    Stopped,
+}
+
+/// State shared by all workers. Read-mostly: the snapshot is swapped atomically, the rest
+/// are counters.
+pub(crate) struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Metrics,
+    pub in_flight: AtomicUsize,
+    pub connections: AtomicUsize,
+    pub draining: AtomicBool,
+    closed: Notify,
+}
+
+impl Shared {
+    fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        if self.draining.load(Ordering::Relaxed) {
+            self.closed.notify_waiters();
+        }
+    }
+}
+
+/// The gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("listener {listener}: cannot bind {address}: {source}")]
+    Bind {
+        /// Listener name.
+        listener: String,
+        /// Configured address.
+        address: String,
+        /// Socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration could not be compiled.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// A worker thread could not be started.
+    #[error("cannot start worker thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// What a drain achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Requests in flight when the drain began.
+    pub in_flight_at_start: usize,
+    /// Of those (and any that arrived on open connections), how many were still running when
+    /// the grace period ended and were cut off.
+    pub abandoned: usize,
+    /// How long the drain took.
+    pub elapsed: Duration,
+}
+
+impl DrainReport {
+    /// Requests that were in flight at the start and completed.
+    pub fn drained(&self) -> usize {
+        self.in_flight_at_start.saturating_sub(self.abandoned)
+    }
+}
+
+/// Readiness as the admin listener reports it: false once a drain has begun.
+#[derive(Clone)]
+pub struct Readiness(Arc<Shared>);
+
+impl Readiness {
+    /// True while accepting traffic.
+    pub fn is_ready(&self) -> bool {
+        !self.0.draining.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Readiness").field(&self.is_ready()).finish()
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    phase: watch::Sender<Phase>,
+    threads: Vec<JoinHandle<()>>,
+    addrs: Vec<(String, SocketAddr)>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("listeners", &self.addrs).finish()
+    }
+}
+
+/// Default worker count: one per CPU.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+impl Gateway {
+    /// Binds all listeners and starts the workers. `config` must have passed validation.
+    pub fn start(config: &Config, metrics: Metrics) -> Result<Self, StartError> {
+        let workers = config.workers.unwrap_or_else(default_workers).max(1);
+        let snapshot = Snapshot::build(config, 1)?;
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            in_flight: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            closed: Notify::new(),
+        });
+
+        // sockets[w] = this worker's socket for each listener.
+        let mut sockets: Vec<Vec<(Arc<ListenerCtx>, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut addrs = Vec::new();
+        for l in &config.listeners {
+            let bind_err = |source| StartError::Bind {
+                listener: l.name.clone(),
+                address: l.address.clone(),
+                source,
+            };
+            let mut addr: SocketAddr = l.address.parse().map_err(|e| bind_err(std::io::Error::other(e)))?;
+            let ctx = Arc::new(ListenerCtx {
+                name: l.name.as_str().into(),
+                limits: l.limits.clone(),
+                max_request_body_bytes: l.limits.max_request_body_bytes,
+                connections: AtomicUsize::new(0),
+            });
+            for per_worker in sockets.iter_mut() {
+                let socket = bind(addr).map_err(bind_err)?;
+                // Port 0: every worker must share the port the first bind picked.
+                addr = socket.local_addr().map_err(bind_err)?;
+                per_worker.push((ctx.clone(), socket));
+            }
+            addrs.push((l.name.clone(), addr));
+        }
+
+        let (phase, phase_rx) = watch::channel(Phase::Running);
+        let mut threads = Vec::with_capacity(workers);
+        for (id, listeners) in sockets.into_iter().enumerate() {
+            let (shared, phase_rx) = (shared.clone(), phase_rx.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("rustygate-worker-{id}"))
+                .spawn(move || {
+                    if let Err(e) = worker::run(id, shared, listeners, phase_rx) {
+                        tracing::error!(worker = id, error = %e, "worker failed");
+                    }
+                })
+                .map_err(StartError::Thread)?;
+            threads.push(handle);
+        }
+        tracing::info!(workers, listeners = ?addrs, "gateway started");
+        Ok(Gateway {
+            shared,
+            phase,
+            threads,
+            addrs,
+        })
+    }
+
+    /// The bound address of listener `name` (useful with port 0).
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// All listeners' bound addresses, in config order.
+    pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// Requests currently in flight.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A readiness handle for the admin listener.
+    pub fn readiness(&self) -> Readiness {
+        Readiness(self.shared.clone())
+    }
+
+    /// Stops accepting, lets open connections finish their in-flight requests for up to
+    /// `grace`, then stops the workers. Call from within a tokio runtime.
+    pub async fn shutdown(self, grace: Duration) -> DrainReport {
+        let start = Instant::now();
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let in_flight_at_start = self.in_flight();
+        tracing::info!(in_flight = in_flight_at_start, grace_ms = grace.as_millis() as u64, "shutting down gracefully");
+        let _ = self.phase.send(Phase::Draining);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.shared.closed.notified();
+            if self.shared.connections.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            // Connection counters are also polled, in case a close raced the registration above.
+            let tick = tokio::time::sleep(Duration::from_millis(50));
+            tokio::select! {
+                _ = notified => {}
+                _ = tick => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let abandoned = self.in_flight();
+        let _ = self.phase.send(Phase::Stopped);
+        for t in self.threads {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let report = DrainReport {
+            in_flight_at_start,
+            abandoned,
+            elapsed: start.elapsed(),
+        };
+        tracing::info!(
+            drained = report.drained(),
+            abandoned = report.abandoned,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "shutdown complete"
+        );
+        report
+    }
+}

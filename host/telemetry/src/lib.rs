@@ -1,0 +1,168 @@
+//! Logs and metrics. The metric names and labels are defined here and nowhere else, so
+//! `docs/observability.md` can be checked against one file. Label values always come from
+//! configuration (route, cluster and listener names) or small fixed sets (status codes,
+//! failure reasons), never from request data, which bounds cardinality.
+
+mod logging;
+
+use std::sync::Arc;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+pub use logging::{LogGuard, LoggingError, check_level, init_logging};
+
+/// `rustygate_requests_total{route,status}`: completed requests.
+pub const REQUESTS_TOTAL: &str = "rustygate_requests_total";
+/// `rustygate_request_duration_seconds{route}`: time from request head to end of response.
+pub const REQUEST_DURATION: &str = "rustygate_request_duration_seconds";
+/// `rustygate_upstream_failures_total{cluster,reason}`: failed upstream attempts.
+pub const UPSTREAM_FAILURES: &str = "rustygate_upstream_failures_total";
+/// `rustygate_connections_active{listener}`: open client connections.
+pub const CONNECTIONS_ACTIVE: &str = "rustygate_connections_active";
+/// `rustygate_connections_rejected_total{listener,reason}`: connections closed at accept.
+pub const CONNECTIONS_REJECTED: &str = "rustygate_connections_rejected_total";
+
+/// Route label used when no route matched.
+pub const NO_ROUTE_LABEL: &str = "none";
+
+const METADATA: Metadata<'static> = Metadata::new("rustygate", metrics::Level::INFO, None);
+
+/// The gateway's metric registry. Cheap to clone; handles it returns are lock-free atomics, so
+/// callers register once (per worker, per label set) and keep the handle.
+#[derive(Clone)]
+pub struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with the catalogue described.
+    pub fn new() -> Self {
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+            .expect("bucket list is non-empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let r = &recorder;
+        r.describe_counter(REQUESTS_TOTAL.into(), None, "Completed requests by route and status.".into());
+        r.describe_histogram(
+            REQUEST_DURATION.into(),
+            Some(Unit::Seconds),
+            "Request duration from request head to end of response body.".into(),
+        );
+        r.describe_counter(
+            UPSTREAM_FAILURES.into(),
+            None,
+            "Failed upstream attempts by cluster and reason (connect_failure, reset, timeout, protocol_error).".into(),
+        );
+        r.describe_gauge(CONNECTIONS_ACTIVE.into(), None, "Open client connections by listener.".into());
+        r.describe_counter(
+            CONNECTIONS_REJECTED.into(),
+            None,
+            "Client connections closed at accept by listener and reason.".into(),
+        );
+        Self {
+            recorder: Arc::new(recorder),
+            handle,
+        }
+    }
+
+    /// Prometheus text exposition of everything recorded.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Periodic housekeeping (drains histogram samples); the admin server calls it.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+        Key::from_parts(
+            name,
+            labels.iter().map(|(k, v)| Label::new(*k, v.to_string())).collect::<Vec<_>>(),
+        )
+    }
+
+    /// Any counter by name and labels; for metrics defined outside this crate's catalogue.
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        self.recorder.register_counter(&Self::key(name, labels), &METADATA)
+    }
+
+    /// Any gauge by name and labels.
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.recorder.register_gauge(&Self::key(name, labels), &METADATA)
+    }
+
+    /// Any histogram by name and labels.
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        self.recorder.register_histogram(&Self::key(name, labels), &METADATA)
+    }
+
+    /// `rustygate_requests_total{route,status}`.
+    pub fn requests_total(&self, route: &str, status: u16) -> Counter {
+        self.counter(REQUESTS_TOTAL, &[("route", route), ("status", &status.to_string())])
+    }
+
+    /// `rustygate_request_duration_seconds{route}`.
+    pub fn request_duration(&self, route: &str) -> Histogram {
+        self.histogram(REQUEST_DURATION, &[("route", route)])
+    }
+
+    /// `rustygate_upstream_failures_total{cluster,reason}`.
+    pub fn upstream_failures(&self, cluster: &str, reason: &str) -> Counter {
+        self.counter(UPSTREAM_FAILURES, &[("cluster", cluster), ("reason", reason)])
+    }
+
+    /// `rustygate_connections_active{listener}`.
+    pub fn connections_active(&self, listener: &str) -> Gauge {
+        self.gauge(CONNECTIONS_ACTIVE, &[("listener", listener)])
+    }
+
+    /// `rustygate_connections_rejected_total{listener,reason}`.
+    pub fn connections_rejected(&self, listener: &str, reason: &str) -> Counter {
+        self.counter(CONNECTIONS_REJECTED, &[("listener", listener), ("reason", reason)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_recorded_values_with_labels() {
+        let m = Metrics::new();
+        m.requests_total("api", 200).increment(3);
+        m.request_duration("api").record(0.002);
+        m.connections_active("main").set(2.0);
+        let text = m.render();
+        assert!(text.contains("rustygate_requests_total{route=\"api\",status=\"200\"} 3"), "{text}");
+        assert!(text.contains("rustygate_request_duration_seconds_bucket{route=\"api\",le=\"0.0025\"} 1"), "{text}");
+        assert!(text.contains("rustygate_connections_active{listener=\"main\"} 2"), "{text}");
+        assert!(text.contains("# HELP rustygate_requests_total"), "{text}");
+    }
+
+    #[test]
+    fn registries_are_independent() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.requests_total("x", 200).increment(1);
+        assert!(!b.render().contains("route=\"x\""));
+    }
+}

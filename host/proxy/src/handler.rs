@@ -1,0 +1,254 @@
+//! One request through the gateway: route, pick an endpoint, rewrite headers, forward with a
+//! timeout, and turn every failure into a JSON error response. The request's lifecycle ends
+//! in [`Completion`], when the response body is dropped, which is where the access log and
+//! request metrics are written (after the last byte, so sizes and durations are complete).
+
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version, uri::PathAndQuery};
+use hyper::body::Incoming;
+use rustygate_config::UpstreamProtocol;
+use rustygate_core::ErrorKind;
+use rustygate_core::forwarding::{self, X_REQUEST_ID};
+use rustygate_core::router::RequestView;
+use rustygate_telemetry::NO_ROUTE_LABEL;
+
+use crate::body::{RequestBody, ResponseBody, Transfer};
+use crate::pool::SendError;
+use crate::snapshot::Snapshot;
+use crate::worker::{ConnCtx, Worker};
+
+/// A failure and its detail for the client.
+type Failure = (ErrorKind, String);
+
+/// Serves one request; never fails at the hyper level (failures are responses).
+pub(crate) async fn handle(
+    worker: Rc<Worker>,
+    conn: Rc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    conn.request_started();
+    worker.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+    let snapshot = worker.shared.snapshot.load_full();
+    let request_id = forwarding::request_id(req.headers(), &mut worker.rng.borrow_mut());
+    let transfer = Rc::new(Transfer::default());
+    let mut done = Completion {
+        worker: worker.clone(),
+        conn,
+        start,
+        method: req.method().clone(),
+        path: req.uri().path_and_query().cloned(),
+        version: req.version(),
+        request_id: request_id.clone(),
+        route: None,
+        upstream: None,
+        status: 0,
+        access_log: snapshot.access_log,
+        transfer: transfer.clone(),
+    };
+    let conn = done.conn.clone();
+    let resp = match forward(&worker, &conn, &snapshot, req, &request_id, &transfer, &mut done).await {
+        Ok(resp) => resp,
+        Err((kind, detail)) => error_response(kind, &detail, &request_id),
+    };
+    done.status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let body = body.with_completion(transfer, Box::new(move || done.finish()));
+    Ok(Response::from_parts(parts, body))
+}
+
+async fn forward(
+    worker: &Rc<Worker>,
+    conn: &ConnCtx,
+    snapshot: &Arc<Snapshot>,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+    transfer: &Rc<Transfer>,
+    done: &mut Completion,
+) -> Result<Response<ResponseBody>, Failure> {
+    if forwarding::ambiguous_framing(req.headers()) {
+        return Err((
+            ErrorKind::BadRequest,
+            "conflicting Content-Length / Transfer-Encoding headers".into(),
+        ));
+    }
+    let (mut parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let view = RequestView {
+        method: &parts.method,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        host: host.as_ref().and_then(|h| h.to_str().ok()),
+        headers: &parts.headers,
+    };
+    let Some(route_idx) = snapshot.router.find(&view) else {
+        return Err((ErrorKind::NoRoute, format!("{} {}", parts.method, parts.uri.path())));
+    };
+    let route = &snapshot.routes[route_idx];
+    done.route = Some((route_idx as u32, route.name.clone()));
+
+    let limit = route.max_request_body_bytes.or(conn.listener.max_request_body_bytes);
+    if let (Some(limit), Some(len)) = (limit, content_length(&parts.headers))
+        && len > limit
+    {
+        return Err((ErrorKind::BodyTooLarge, format!("{len} bytes declared, limit is {limit}")));
+    }
+
+    let cluster = &snapshot.clusters[route.cluster];
+    let endpoint = &cluster.endpoints[worker.pick_endpoint(snapshot, route.cluster)];
+    done.upstream = Some(endpoint.authority.clone());
+
+    forwarding::strip_hop_by_hop(&mut parts.headers, true);
+    // We answer `Expect: 100-continue` ourselves (hyper sends 100 when the body is first
+    // read), so it must not reach the upstream as well.
+    parts.headers.remove(header::EXPECT);
+    forwarding::set_forwarded(&mut parts.headers, conn.peer.ip(), "http", host.as_ref());
+    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    match cluster.settings.protocol {
+        UpstreamProtocol::Http1 => {
+            parts.uri = Uri::from(path_and_query);
+            parts.version = Version::HTTP_11;
+            if let (false, Some(h)) = (parts.headers.contains_key(header::HOST), &host) {
+                parts.headers.insert(header::HOST, h.clone());
+            }
+        }
+        UpstreamProtocol::Http2 => {
+            let authority = host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(&endpoint.authority)
+                .to_owned();
+            parts.uri = Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|e| (ErrorKind::BadRequest, format!("invalid authority: {e}")))?;
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+        }
+    }
+    let body: crate::pool::UpstreamBody = Box::pin(RequestBody::new(body, limit, transfer.clone()));
+    let upstream_req = Request::from_parts(parts, body);
+
+    let sent = tokio::time::timeout(
+        route.timeout,
+        worker.pool.send(&endpoint.authority, &cluster.settings, upstream_req),
+    )
+    .await;
+    let failure = match sent {
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            forwarding::strip_hop_by_hop(&mut parts.headers, false);
+            parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+            return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
+        }
+        Err(_) => (ErrorKind::UpstreamTimeout, format!("no response within {:?}", route.timeout)),
+        Ok(Err(SendError::Connect(e))) => (ErrorKind::UpstreamConnect, e.to_string()),
+        Ok(Err(SendError::Exchange(_))) if transfer.too_large.get() => {
+            return Err((
+                ErrorKind::BodyTooLarge,
+                format!("limit is {} bytes", limit.unwrap_or_default()),
+            ));
+        }
+        Ok(Err(SendError::Exchange(e))) => {
+            let kind = if e.is_parse() || e.is_parse_status() {
+                ErrorKind::UpstreamProtocol
+            } else if e.is_timeout() {
+                ErrorKind::UpstreamTimeout
+            } else {
+                ErrorKind::UpstreamReset
+            };
+            (kind, format!("{}: {e}", endpoint.authority))
+        }
+    };
+    worker.upstream_failure(&cluster.name, failure.0.code());
+    tracing::warn!(
+        cluster = &*cluster.name,
+        endpoint = &*endpoint.authority,
+        reason = failure.0.code(),
+        error = %failure.1,
+        request_id = request_id.to_str().unwrap_or_default(),
+        "upstream request failed"
+    );
+    Err(failure)
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The JSON error response for `kind`.
+pub(crate) fn error_response(kind: ErrorKind, detail: &str, request_id: &HeaderValue) -> Response<ResponseBody> {
+    let body = kind.json_body(Some(detail), request_id.to_str().unwrap_or_default());
+    let mut resp = Response::new(ResponseBody::full(body));
+    *resp.status_mut() = kind.status();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(X_REQUEST_ID.clone(), request_id.clone());
+    resp
+}
+
+/// The end of one request: runs when the response body is dropped, whether it was sent in
+/// full or the client went away.
+pub(crate) struct Completion {
+    worker: Rc<Worker>,
+    conn: Rc<ConnCtx>,
+    start: Instant,
+    method: Method,
+    path: Option<PathAndQuery>,
+    version: Version,
+    request_id: HeaderValue,
+    route: Option<(u32, Arc<str>)>,
+    upstream: Option<Arc<str>>,
+    status: u16,
+    access_log: bool,
+    transfer: Rc<Transfer>,
+}
+
+impl Completion {
+    fn finish(self) {
+        let elapsed = self.start.elapsed();
+        self.conn.request_finished();
+        self.worker.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let (route_idx, route_name) = match &self.route {
+            Some((i, n)) => (*i, &**n),
+            None => (u32::MAX, NO_ROUTE_LABEL),
+        };
+        self.worker.record_request(route_idx, route_name, self.status, elapsed);
+        if self.access_log {
+            let status = StatusCode::from_u16(self.status).map_or(0, |s| s.as_u16());
+            tracing::info!(
+                target: "access",
+                method = self.method.as_str(),
+                path = self.path.as_ref().map_or("/", |p| p.as_str()),
+                protocol = ?self.version,
+                status,
+                latency_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                route = route_name,
+                upstream = self.upstream.as_deref().unwrap_or("-"),
+                bytes_in = self.transfer.bytes_in.get(),
+                bytes_out = self.transfer.bytes_out.get(),
+                client = %self.conn.peer.ip(),
+                listener = &*self.conn.listener.name,
+                request_id = self.request_id.to_str().unwrap_or_default(),
+                "request"
+            );
+        }
+    }
+}

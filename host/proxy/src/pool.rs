@@ -1,0 +1,319 @@
+//! Per-worker upstream connection pools. Each worker owns its pool outright (Envoy does the
+//! same), so checkout and return are plain `RefCell` operations: no lock, no atomics, and a
+//! pooled connection is only ever driven by the thread that made it.
+//!
+//! HTTP/1.1 connections are checked out exclusively and come back when the response body has
+//! been read to the end; a response abandoned midway closes its connection, because the
+//! stream position is then unknown. HTTP/2 connections are shared: one per endpoint per
+//! worker, multiplexed.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{TrySendError, http1, http2};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustygate_config::UpstreamProtocol;
+use tokio::net::TcpStream;
+
+use crate::body::BoxError;
+use crate::exec::LocalExec;
+
+/// Body type of requests sent upstream. Not `Send`: bodies may hold worker-local state, and
+/// they never leave the worker.
+pub type UpstreamBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError>>>;
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP connect did not finish within the cluster's connect timeout.
+    #[error("connect to {authority} timed out after {timeout:?}")]
+    Timeout {
+        /// Endpoint.
+        authority: Arc<str>,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// TCP connect failed (refused, unreachable, DNS).
+    #[error("connect to {authority} failed: {source}")]
+    Io {
+        /// Endpoint.
+        authority: Arc<str>,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP handshake failed.
+    #[error("handshake with {authority} failed: {source}")]
+    Handshake {
+        /// Endpoint.
+        authority: Arc<str>,
+        /// hyper's error.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// Why a request could not be completed upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The exchange failed after a connection was had.
+    #[error("upstream exchange failed: {0}")]
+    Exchange(#[source] hyper::Error),
+}
+
+struct Idle {
+    sender: http1::SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+/// Settings for one endpoint's connections.
+#[derive(Debug, Clone)]
+pub struct EndpointSettings {
+    /// Protocol to speak.
+    pub protocol: UpstreamProtocol,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle connections older than this are closed instead of reused.
+    pub idle_timeout: Duration,
+    /// Most idle HTTP/1.1 connections kept.
+    pub max_idle: usize,
+}
+
+/// A worker's connection pool, keyed by endpoint authority.
+#[derive(Default)]
+pub struct Pool {
+    h1: RefCell<HashMap<Arc<str>, Vec<Idle>>>,
+    h2: RefCell<HashMap<Arc<str>, http2::SendRequest<UpstreamBody>>>,
+}
+
+impl Pool {
+    /// Sends `req` to `authority`, reusing a pooled connection when one is live. A request
+    /// that failed on a reused connection *before any of it was written* (the upstream had
+    /// closed the idle connection) is sent again on a fresh one; anything else is returned.
+    pub async fn send(
+        self: &Rc<Self>,
+        authority: &Arc<str>,
+        settings: &EndpointSettings,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        match settings.protocol {
+            UpstreamProtocol::Http1 => self.send_h1(authority, settings, req).await,
+            UpstreamProtocol::Http2 => self.send_h2(authority, settings, req).await,
+        }
+    }
+
+    async fn send_h1(
+        self: &Rc<Self>,
+        authority: &Arc<str>,
+        settings: &EndpointSettings,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        while let Some(mut sender) = self.take_idle(authority, settings.idle_timeout) {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.wrap_h1(resp, authority, settings.max_idle, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(SendError::Exchange(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect_h1(authority, settings).await?;
+        let resp = sender
+            .try_send_request(req)
+            .await
+            .map_err(|e: TrySendError<_>| SendError::Exchange(e.into_error()))?;
+        Ok(self.wrap_h1(resp, authority, settings.max_idle, sender))
+    }
+
+    async fn send_h2(
+        self: &Rc<Self>,
+        authority: &Arc<str>,
+        settings: &EndpointSettings,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        let cached = self.h2.borrow().get(authority).filter(|s| !s.is_closed()).cloned();
+        let mut sender = match cached {
+            Some(s) => s,
+            None => {
+                let s = self.connect_h2(authority, settings).await?;
+                self.h2.borrow_mut().insert(authority.clone(), s.clone());
+                s
+            }
+        };
+        let resp = sender
+            .try_send_request(req)
+            .await
+            .map_err(|e: TrySendError<_>| SendError::Exchange(e.into_error()))?;
+        Ok(resp.map(|b| PooledBody { inner: b, home: None }))
+    }
+
+    fn take_idle(&self, authority: &Arc<str>, idle_timeout: Duration) -> Option<http1::SendRequest<UpstreamBody>> {
+        let mut map = self.h1.borrow_mut();
+        let list = map.get_mut(authority)?;
+        // Most recently returned first: it is the least likely to have been closed by the peer.
+        while let Some(idle) = list.pop() {
+            if !idle.sender.is_closed() && idle.since.elapsed() < idle_timeout {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, authority: Arc<str>, sender: http1::SendRequest<UpstreamBody>, max_idle: usize) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut map = self.h1.borrow_mut();
+        let list = map.entry(authority).or_default();
+        if list.len() < max_idle {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn wrap_h1(
+        self: &Rc<Self>,
+        resp: Response<Incoming>,
+        authority: &Arc<str>,
+        max_idle: usize,
+        sender: http1::SendRequest<UpstreamBody>,
+    ) -> Response<PooledBody> {
+        let home = Some(Home {
+            pool: self.clone(),
+            authority: authority.clone(),
+            sender,
+            max_idle,
+        });
+        resp.map(|inner| PooledBody { inner, home })
+    }
+
+    async fn connect_h1(
+        &self,
+        authority: &Arc<str>,
+        settings: &EndpointSettings,
+    ) -> Result<http1::SendRequest<UpstreamBody>, ConnectError> {
+        let io = tcp_connect(authority, settings.connect_timeout).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                authority: authority.clone(),
+                source,
+            })?;
+        tokio::task::spawn_local(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection closed with error");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn connect_h2(
+        &self,
+        authority: &Arc<str>,
+        settings: &EndpointSettings,
+    ) -> Result<http2::SendRequest<UpstreamBody>, ConnectError> {
+        let io = tcp_connect(authority, settings.connect_timeout).await?;
+        let (sender, conn) = http2::Builder::new(LocalExec)
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                authority: authority.clone(),
+                source,
+            })?;
+        tokio::task::spawn_local(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream h2 connection closed with error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+async fn tcp_connect(authority: &Arc<str>, timeout: Duration) -> Result<TokioIo<TcpStream>, ConnectError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(&**authority))
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            authority: authority.clone(),
+            timeout,
+        })?
+        .map_err(|source| ConnectError::Io {
+            authority: authority.clone(),
+            source,
+        })?;
+    let _ = stream.set_nodelay(true);
+    Ok(TokioIo::new(stream))
+}
+
+struct Home {
+    pool: Rc<Pool>,
+    authority: Arc<str>,
+    sender: http1::SendRequest<UpstreamBody>,
+    max_idle: usize,
+}
+
+/// An upstream response body that gives its HTTP/1.1 connection back to the pool once it has
+/// been read to the end.
+pub struct PooledBody {
+    inner: Incoming,
+    home: Option<Home>,
+}
+
+impl PooledBody {
+    fn go_home(&mut self) {
+        if let Some(h) = self.home.take() {
+            h.pool.put_idle(h.authority, h.sender, h.max_idle);
+        }
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Bodies that were complete before anyone polled them (HEAD, 204, empty) still count.
+        if self.inner.is_end_stream() {
+            self.go_home();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            None => self.go_home(),
+            Some(Ok(f)) if f.is_trailers() => self.go_home(),
+            Some(Ok(_)) if self.inner.is_end_stream() => self.go_home(),
+            _ => {}
+        }
+        Poll::Ready(frame.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

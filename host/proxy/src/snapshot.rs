@@ -1,0 +1,128 @@
+//! The immutable routing snapshot: everything a request needs from configuration, compiled
+//! once. Workers read it through an `ArcSwap`, so a reload can replace it in one atomic step
+//! while in-flight requests keep the snapshot they started with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustygate_config::{Config, parse_endpoint_url};
+use rustygate_core::router::{Router, RouterError};
+
+use crate::pool::EndpointSettings;
+
+/// One route, resolved.
+#[derive(Debug)]
+pub struct RouteEntry {
+    /// Name used in logs and metrics.
+    pub name: Arc<str>,
+    /// Index into [`Snapshot::clusters`].
+    pub cluster: usize,
+    /// Time allowed for response headers.
+    pub timeout: Duration,
+    /// Request body limit override; `None` falls back to the listener's.
+    pub max_request_body_bytes: Option<u64>,
+}
+
+/// One upstream endpoint.
+#[derive(Debug)]
+pub struct EndpointEntry {
+    /// `host:port` to connect to; also the connection-pool key.
+    pub authority: Arc<str>,
+    /// Relative weight.
+    pub weight: u32,
+}
+
+/// One cluster, resolved.
+#[derive(Debug)]
+pub struct ClusterEntry {
+    /// Name used in logs and metrics.
+    pub name: Arc<str>,
+    /// Endpoints in config order.
+    pub endpoints: Vec<EndpointEntry>,
+    /// How connections to the endpoints are made and pooled.
+    pub settings: EndpointSettings,
+}
+
+/// Everything request handling reads from configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one for every configuration applied.
+    pub generation: u64,
+    /// Route matcher; indices refer to [`Snapshot::routes`].
+    pub router: Router,
+    /// Routes in file order.
+    pub routes: Vec<RouteEntry>,
+    /// Clusters in file order.
+    pub clusters: Vec<ClusterEntry>,
+    /// Emit access-log lines.
+    pub access_log: bool,
+}
+
+/// A configuration that passed validation still could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A route pattern did not compile.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// A reference or URL that validation should have caught.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Snapshot {
+    /// Compiles `config`.
+    pub fn build(config: &Config, generation: u64) -> Result<Self, SnapshotError> {
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|c| {
+                let endpoints = c
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let authority = parse_endpoint_url(&e.url).map_err(SnapshotError::Invalid)?;
+                        Ok(EndpointEntry {
+                            authority: authority.into(),
+                            weight: e.weight,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, SnapshotError>>()?;
+                Ok(ClusterEntry {
+                    name: c.name.as_str().into(),
+                    endpoints,
+                    settings: EndpointSettings {
+                        protocol: c.protocol,
+                        connect_timeout: c.connect_timeout.get(),
+                        idle_timeout: c.pool_idle_timeout.get(),
+                        max_idle: c.pool_max_idle_per_endpoint,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, SnapshotError>>()?;
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let cluster = config
+                    .clusters
+                    .iter()
+                    .position(|c| c.name == r.cluster)
+                    .ok_or_else(|| SnapshotError::Invalid(format!("routes[{i}]: unknown cluster {:?}", r.cluster)))?;
+                Ok(RouteEntry {
+                    name: r.name.clone().unwrap_or_else(|| format!("route-{i}")).into(),
+                    cluster,
+                    timeout: r.timeout.get(),
+                    max_request_body_bytes: r.max_request_body_bytes,
+                })
+            })
+            .collect::<Result<Vec<_>, SnapshotError>>()?;
+        Ok(Snapshot {
+            generation,
+            router: Router::new(config.routes.iter().map(|r| &r.matcher))?,
+            routes,
+            clusters,
+            access_log: config.logging.access_log,
+        })
+    }
+}
