@@ -1,0 +1,91 @@
+//! Test harness: builders for real upstream servers, the real gateway (in-process or as the
+//! `rustygate` binary) and real clients, all on `127.0.0.1:0`. Assertions in the tests are
+//! about what a client sees.
+
+pub mod client;
+pub mod process;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustygate_proxy::Gateway;
+use rustygate_telemetry::Metrics;
+
+/// A gateway running in this process, plus its admin listener.
+pub struct TestGateway {
+    gateway: Option<Gateway>,
+    /// Address of the listener named `main`.
+    pub addr: SocketAddr,
+    /// Address of the admin listener.
+    pub admin: SocketAddr,
+    stop_admin: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestGateway {
+    /// Starts a gateway from YAML text. The text should use port 0 for its listeners; the
+    /// admin listener is always started on a free port. Panics with the config error.
+    pub async fn start(yaml: &str) -> Self {
+        let config = rustygate_config::parse("test.yaml", yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let metrics = Metrics::new();
+        let gateway = Gateway::start(&config, metrics.clone()).expect("gateway starts");
+        let addr = gateway.local_addrs()[0].1;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = listener.local_addr().unwrap();
+        let readiness = gateway.readiness();
+        let state = rustygate_admin::AdminState {
+            metrics,
+            ready: Arc::new(move || readiness.is_ready()),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(rustygate_admin::serve(listener, state, async {
+            let _ = rx.await;
+        }));
+        TestGateway {
+            gateway: Some(gateway),
+            addr,
+            admin,
+            stop_admin: Some(tx),
+        }
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The running gateway.
+    pub fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().expect("running")
+    }
+
+    /// Drains and stops the gateway, then its admin listener (which reports 503 on
+    /// `/readyz` during the drain, as in the binary).
+    pub async fn stop(mut self, grace: std::time::Duration) -> rustygate_proxy::DrainReport {
+        let report = self.gateway.take().expect("running").shutdown(grace).await;
+        if let Some(tx) = self.stop_admin.take() {
+            let _ = tx.send(());
+        }
+        report
+    }
+}
+
+/// A one-cluster, one-route config with a port-0 listener in front of `upstream`.
+pub fn simple_config(upstream: SocketAddr, extra_route_yaml: &str) -> String {
+    format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+logging:
+  access_log: false
+clusters:
+  - name: up
+    endpoints:
+      - url: http://{upstream}
+routes:
+{extra_route_yaml}  - name: all
+    cluster: up
+"
+    )
+}

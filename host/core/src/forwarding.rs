@@ -109,20 +109,6 @@ pub fn new_uuid_v4(rng: &mut fastrand::Rng) -> HeaderValue {
     HeaderValue::from_bytes(&out).expect("hex and dashes are valid header bytes")
 }
 
-/// True when a request's framing is ambiguous and must be refused rather than forwarded
-/// (request smuggling): both `Content-Length` and `Transfer-Encoding`, or several
-/// `Content-Length` values that disagree.
-pub fn ambiguous_framing(headers: &HeaderMap) -> bool {
-    if headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH) {
-        return true;
-    }
-    let mut lens = headers.get_all(header::CONTENT_LENGTH).iter();
-    match lens.next() {
-        None => false,
-        Some(first) => lens.any(|v| v != first),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,13 +158,5 @@ mod tests {
         let s = id.to_str().unwrap();
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
-    }
-
-    #[test]
-    fn detects_ambiguous_framing() {
-        assert!(ambiguous_framing(&map(&[("content-length", "3"), ("transfer-encoding", "chunked")])));
-        assert!(ambiguous_framing(&map(&[("content-length", "3"), ("content-length", "4")])));
-        assert!(!ambiguous_framing(&map(&[("content-length", "3"), ("content-length", "3")])));
-        assert!(!ambiguous_framing(&map(&[("transfer-encoding", "chunked")])));
     }
 }

@@ -72,12 +72,6 @@ async fn forward(
     transfer: &Rc<Transfer>,
     done: &mut Completion,
 ) -> Result<Response<ResponseBody>, Failure> {
-    if forwarding::ambiguous_framing(req.headers()) {
-        return Err((
-            ErrorKind::BadRequest,
-            "conflicting Content-Length / Transfer-Encoding headers".into(),
-        ));
-    }
     let (mut parts, body) = req.into_parts();
     let host = parts
         .headers

@@ -1,0 +1,131 @@
+//! The real `rustygate` binary as a child process, for what only a process shows: signals,
+//! exit codes, stdout logs and memory use.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Path to the `rustygate` binary of the same profile as this test, built once per test run.
+pub fn gateway_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/<test> → target/<profile>
+            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = std::process::Command::new(cargo);
+            cmd.args(["build", "-q", "-p", "rustygate", "-p", "demo-upstream"]);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("cargo runs");
+            assert!(status.success(), "building the rustygate binary failed");
+            profile_dir.join("rustygate")
+        })
+        .clone()
+}
+
+/// A running `rustygate run` process with its stdout collected line by line.
+pub struct GatewayProcess {
+    /// The child.
+    pub child: Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Every stdout line read so far.
+    pub log: Vec<String>,
+}
+
+impl GatewayProcess {
+    /// Writes `yaml` to a temp file and starts `rustygate run --config` on it.
+    pub async fn start(yaml: &str) -> GatewayProcess {
+        let dir = std::env::temp_dir().join(format!("rustygate-test-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut child = Command::new(gateway_bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("rustygate starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        GatewayProcess {
+            child,
+            lines: rx,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle` (up to `timeout`) and returns it.
+    pub async fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                _ => panic!("no log line containing {needle:?} within {timeout:?}; log so far:\n{}", self.log.join("\n")),
+            }
+        }
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill").args(["-s", sig, &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Resident set size of the process, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.child.id().expect("running"), "VmRSS:")
+    }
+
+    /// Peak resident set size of the process, from /proc.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.child.id().expect("running"), "VmHWM:")
+    }
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{field} not in /proc/{pid}/status"))
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// A free loopback port (bound then released; good enough for a child process's listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

@@ -1,0 +1,114 @@
+//! Failures as the client sees them: the right status and a JSON body, and malformed
+//! requests never reach the upstream.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use rustygate_tests::client::{get, raw};
+use rustygate_tests::upstream::{Upstream, text};
+use rustygate_tests::{TestGateway, simple_config};
+
+fn assert_json_error(seen: &rustygate_tests::client::Seen, status: u16, code: &str) {
+    assert_eq!(seen.status.as_u16(), status, "{:?}", seen.body);
+    assert_eq!(seen.header("content-type"), Some("application/json"));
+    let body = seen.json();
+    assert_eq!(body["status"], status);
+    assert_eq!(body["error"], code);
+    assert!(body["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+}
+
+#[tokio::test]
+async fn refused_upstream_is_502() {
+    // Bind and drop: nothing listens on this port any more.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let gw = TestGateway::start(&simple_config(addr, "")).await;
+    let seen = get(&gw.url("/x")).await;
+    assert_json_error(&seen, 502, "connect_failure");
+}
+
+#[tokio::test]
+async fn upstream_that_resets_is_502() {
+    // Accepts, reads the request, and closes without answering.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        for stream in listener.incoming() {
+            let mut s = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            drop(s);
+        }
+    });
+    let gw = TestGateway::start(&simple_config(addr, "")).await;
+    let seen = get(&gw.url("/x")).await;
+    assert_json_error(&seen, 502, "reset");
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504_at_the_route_timeout() {
+    let up = Upstream::slow(Duration::from_secs(5));
+    let yaml = simple_config(up.addr, "  - name: quick\n    match: { path: { prefix: /quick } }\n    cluster: up\n    timeout: 300ms\n");
+    let gw = TestGateway::start(&yaml).await;
+    let started = std::time::Instant::now();
+    let seen = get(&gw.url("/quick")).await;
+    let took = started.elapsed();
+    assert_json_error(&seen, 504, "timeout");
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "took {took:?}");
+}
+
+/// A request with both Content-Length and Transfer-Encoding is the classic smuggling vector.
+/// hyper applies RFC 9112 §6.3 before our handler runs: the body is framed by
+/// Transfer-Encoding alone, Content-Length is discarded, and the connection is closed after the
+/// response, so the bytes after the chunked body are never read as a request. What a client
+/// (or attacker) sees: one sanitised request upstream, the smuggled one never.
+#[tokio::test]
+async fn conflicting_content_length_and_transfer_encoding_cannot_smuggle() {
+    let up = Upstream::echo();
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let smuggle = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n";
+    let started = std::time::Instant::now();
+    let out = raw(gw.addr, smuggle, Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_secs(4), "the gateway must close the connection");
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "exactly one response: {out}");
+    assert!(out.contains("connection: close"), "{out}");
+    assert!(!out.contains("/admin"), "the smuggled request was processed: {out}");
+    assert!(out.contains(r#""path":"/x""#) && out.contains(r#""body_len":0"#), "{out}");
+    assert!(!out.contains("content-length\":"), "Content-Length was forwarded: {out}");
+    assert_eq!(up.requests(), 1);
+}
+
+#[tokio::test]
+async fn disagreeing_content_lengths_are_400_and_not_forwarded() {
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let req = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde";
+    let out = raw(gw.addr, req, Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(up.requests(), 0);
+}
+
+#[tokio::test]
+async fn invalid_header_bytes_are_400_and_not_forwarded() {
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let out = raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n", Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    let out = raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: a\r\nX-Ctl: a\x01b\r\n\r\n", Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(up.requests(), 0);
+}
+
+#[tokio::test]
+async fn oversized_request_head_is_431() {
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
+    let yaml = simple_config(up.addr, "").replace(
+        "    address: 127.0.0.1:0\n",
+        "    address: 127.0.0.1:0\n    limits:\n      max_header_bytes: 8192\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let big = format!("GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let out = raw(gw.addr, big.as_bytes(), Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{}", &out[..out.len().min(200)]);
+    assert_eq!(up.requests(), 0);
+}
