@@ -26,7 +26,8 @@ pub struct Seen {
 impl Seen {
     /// Body parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     /// A response header as text.
@@ -42,7 +43,9 @@ pub fn http1() -> Client<HttpConnector, Full<Bytes>> {
 
 /// An HTTP/2 client with prior knowledge (h2c).
 pub fn h2c() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
 
 /// Sends `req` and reads the whole response.

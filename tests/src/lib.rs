@@ -26,7 +26,8 @@ impl TestGateway {
     /// Starts a gateway from YAML text. The text should use port 0 for its listeners; the
     /// admin listener is always started on a free port. Panics with the config error.
     pub async fn start(yaml: &str) -> Self {
-        let config = rustygate_config::parse("test.yaml", yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let config =
+            rustygate_config::parse("test.yaml", yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         let metrics = Metrics::new();
         let gateway = Gateway::start(&config, metrics.clone()).expect("gateway starts");
         let addr = gateway.local_addrs()[0].1;

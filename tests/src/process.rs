@@ -43,7 +43,11 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// Writes `yaml` to a temp file and starts `rustygate run --config` on it.
     pub async fn start(yaml: &str) -> GatewayProcess {
-        let dir = std::env::temp_dir().join(format!("rustygate-test-{}-{}", std::process::id(), rand_suffix()));
+        let dir = std::env::temp_dir().join(format!(
+            "rustygate-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.yaml");
         std::fs::write(&path, yaml).unwrap();
@@ -87,7 +91,10 @@ impl GatewayProcess {
                         return line;
                     }
                 }
-                _ => panic!("no log line containing {needle:?} within {timeout:?}; log so far:\n{}", self.log.join("\n")),
+                _ => panic!(
+                    "no log line containing {needle:?} within {timeout:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
             }
         }
     }
@@ -95,7 +102,10 @@ impl GatewayProcess {
     /// Sends a signal to the process.
     pub fn signal(&self, sig: &str) {
         let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill").args(["-s", sig, &pid]).status().unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-s", sig, &pid])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -122,10 +132,17 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 
 fn rand_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 /// A free loopback port (bound then released; good enough for a child process's listener).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

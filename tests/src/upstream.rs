@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 
 /// Response body type for test handlers.
 pub type Body = BoxBody<Bytes, std::io::Error>;
-type Handler = Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
 
 /// A running upstream.
 pub struct Upstream {
@@ -57,7 +59,9 @@ impl Upstream {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
                     let (handler, counter) = (handler.clone(), counter.clone());
                     tokio::spawn(async move {
                         let svc = service_fn(move |req| {
@@ -88,7 +92,10 @@ impl Upstream {
                 (sent < len).then(|| {
                     let n = (len - sent).min(64 * 1024);
                     let chunk = pattern(sent, n as usize);
-                    (Ok::<_, std::io::Error>(Frame::data(Bytes::from(chunk))), sent + n)
+                    (
+                        Ok::<_, std::io::Error>(Frame::data(Bytes::from(chunk))),
+                        sent + n,
+                    )
                 })
             });
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
@@ -139,7 +146,8 @@ async fn echo_response(req: Request<Incoming>) -> Response<Body> {
             Err(frame) => {
                 if let Ok(t) = frame.into_trailers() {
                     for (k, v) in &t {
-                        trailers.insert(k.to_string(), String::from_utf8_lossy(v.as_bytes()).into());
+                        trailers
+                            .insert(k.to_string(), String::from_utf8_lossy(v.as_bytes()).into());
                     }
                 }
             }
@@ -165,8 +173,10 @@ async fn echo_response(req: Request<Incoming>) -> Response<Body> {
         "trailers": trailers,
     });
     let mut r = Response::new(full(json.to_string()));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 

@@ -20,7 +20,10 @@ async fn large_upload_streams_through_with_identical_checksum() {
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
     let len = 64 * MIB;
     let chunks = (0..len / (256 * 1024)).map(|i| {
-        Ok::<_, std::io::Error>(Frame::data(Bytes::from(pattern(i * 256 * 1024, 256 * 1024))))
+        Ok::<_, std::io::Error>(Frame::data(Bytes::from(pattern(
+            i * 256 * 1024,
+            256 * 1024,
+        ))))
     });
     let expected = {
         let mut h = Sha256::new();
@@ -35,7 +38,8 @@ async fn large_upload_streams_through_with_identical_checksum() {
         .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let echo: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let echo: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(echo["body_len"], len);
     assert_eq!(echo["body_sha256"], expected.as_str());
 }
@@ -45,7 +49,10 @@ async fn large_download_streams_through_with_identical_checksum() {
     let len = 64 * MIB;
     let up = Upstream::download(len);
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
-    let resp = http1().request(Request::get(gw.url("/big")).body(Full::default()).unwrap()).await.unwrap();
+    let resp = http1()
+        .request(Request::get(gw.url("/big")).body(Full::default()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-length"], len.to_string().as_str());
     let mut body = resp.into_body();
@@ -78,7 +85,8 @@ async fn request_trailers_reach_the_upstream() {
         .body(StreamBody::new(stream::iter(frames)))
         .unwrap();
     let resp = client.request(req).await.unwrap();
-    let echo: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let echo: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(echo["body_sha256"], sha256_hex(b"hello").as_str());
     assert_eq!(echo["trailers"]["x-checksum"], "abc123");
 }
@@ -88,7 +96,10 @@ async fn response_trailers_reach_the_client() {
     let up = Upstream::start(|_| async {
         let mut t = HeaderMap::new();
         t.insert("grpc-status", "0".parse().unwrap());
-        let frames = vec![Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"data"))), Ok(Frame::trailers(t))];
+        let frames = vec![
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"data"))),
+            Ok(Frame::trailers(t)),
+        ];
         Response::builder()
             .header("trailer", "grpc-status")
             .body(StreamBody::new(stream::iter(frames)).boxed())
@@ -96,7 +107,12 @@ async fn response_trailers_reach_the_client() {
     });
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
     let resp = http1()
-        .request(Request::get(gw.url("/")).header("te", "trailers").body(Full::default()).unwrap())
+        .request(
+            Request::get(gw.url("/"))
+                .header("te", "trailers")
+                .body(Full::default())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let collected = resp.into_body().collect().await.unwrap();
@@ -115,11 +131,23 @@ fn limited_config(up: std::net::SocketAddr) -> String {
 async fn declared_body_over_the_limit_gets_413_without_forwarding() {
     let up = Upstream::echo();
     let gw = TestGateway::start(&limited_config(up.addr)).await;
-    let seen = send(&http1(), Request::post(gw.url("/")).body(Full::new(Bytes::from(vec![b'x'; 1001]))).unwrap()).await;
+    let seen = send(
+        &http1(),
+        Request::post(gw.url("/"))
+            .body(Full::new(Bytes::from(vec![b'x'; 1001])))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(seen.status, 413);
     assert_eq!(seen.json()["error"], "body_too_large");
     assert_eq!(up.requests(), 0);
-    let ok = send(&http1(), Request::post(gw.url("/")).body(Full::new(Bytes::from(vec![b'x'; 1000]))).unwrap()).await;
+    let ok = send(
+        &http1(),
+        Request::post(gw.url("/"))
+            .body(Full::new(Bytes::from(vec![b'x'; 1000])))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(ok.status, 200);
 }
 
@@ -128,10 +156,15 @@ async fn streamed_body_over_the_limit_gets_413() {
     // The upstream reads the whole body before answering, so the limit trips mid-stream.
     let up = Upstream::echo();
     let gw = TestGateway::start(&limited_config(up.addr)).await;
-    let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![b'y'; 500]))));
+    let chunks =
+        (0..10).map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![b'y'; 500]))));
     let client = Client::builder(TokioExecutor::new()).build_http();
     let resp = client
-        .request(Request::post(gw.url("/")).body(StreamBody::new(stream::iter(chunks))).unwrap())
+        .request(
+            Request::post(gw.url("/"))
+                .body(StreamBody::new(stream::iter(chunks)))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);

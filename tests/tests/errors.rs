@@ -20,7 +20,10 @@ fn assert_json_error(seen: &rustygate_tests::client::Seen, status: u16, code: &s
 #[tokio::test]
 async fn refused_upstream_is_502() {
     // Bind and drop: nothing listens on this port any more.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let gw = TestGateway::start(&simple_config(addr, "")).await;
     let seen = get(&gw.url("/x")).await;
     assert_json_error(&seen, 502, "connect_failure");
@@ -48,13 +51,19 @@ async fn upstream_that_resets_is_502() {
 #[tokio::test]
 async fn slow_upstream_is_504_at_the_route_timeout() {
     let up = Upstream::slow(Duration::from_secs(5));
-    let yaml = simple_config(up.addr, "  - name: quick\n    match: { path: { prefix: /quick } }\n    cluster: up\n    timeout: 300ms\n");
+    let yaml = simple_config(
+        up.addr,
+        "  - name: quick\n    match: { path: { prefix: /quick } }\n    cluster: up\n    timeout: 300ms\n",
+    );
     let gw = TestGateway::start(&yaml).await;
     let started = std::time::Instant::now();
     let seen = get(&gw.url("/quick")).await;
     let took = started.elapsed();
     assert_json_error(&seen, 504, "timeout");
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
 }
 
 /// A request with both Content-Length and Transfer-Encoding is the classic smuggling vector.
@@ -69,12 +78,28 @@ async fn conflicting_content_length_and_transfer_encoding_cannot_smuggle() {
     let smuggle = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n";
     let started = std::time::Instant::now();
     let out = raw(gw.addr, smuggle, Duration::from_secs(5)).await;
-    assert!(started.elapsed() < Duration::from_secs(4), "the gateway must close the connection");
-    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "exactly one response: {out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the gateway must close the connection"
+    );
+    assert_eq!(
+        out.matches("HTTP/1.1 ").count(),
+        1,
+        "exactly one response: {out}"
+    );
     assert!(out.contains("connection: close"), "{out}");
-    assert!(!out.contains("/admin"), "the smuggled request was processed: {out}");
-    assert!(out.contains(r#""path":"/x""#) && out.contains(r#""body_len":0"#), "{out}");
-    assert!(!out.contains("content-length\":"), "Content-Length was forwarded: {out}");
+    assert!(
+        !out.contains("/admin"),
+        "the smuggled request was processed: {out}"
+    );
+    assert!(
+        out.contains(r#""path":"/x""#) && out.contains(r#""body_len":0"#),
+        "{out}"
+    );
+    assert!(
+        !out.contains("content-length\":"),
+        "Content-Length was forwarded: {out}"
+    );
     assert_eq!(up.requests(), 1);
 }
 
@@ -92,9 +117,19 @@ async fn disagreeing_content_lengths_are_400_and_not_forwarded() {
 async fn invalid_header_bytes_are_400_and_not_forwarded() {
     let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
-    let out = raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n", Duration::from_secs(2)).await;
+    let out = raw(
+        gw.addr,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    let out = raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: a\r\nX-Ctl: a\x01b\r\n\r\n", Duration::from_secs(2)).await;
+    let out = raw(
+        gw.addr,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX-Ctl: a\x01b\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert_eq!(up.requests(), 0);
 }
@@ -107,8 +142,15 @@ async fn oversized_request_head_is_431() {
         "    address: 127.0.0.1:0\n    limits:\n      max_header_bytes: 8192\n",
     );
     let gw = TestGateway::start(&yaml).await;
-    let big = format!("GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let big = format!(
+        "GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     let out = raw(gw.addr, big.as_bytes(), Duration::from_secs(2)).await;
-    assert!(out.starts_with("HTTP/1.1 431"), "{}", &out[..out.len().min(200)]);
+    assert!(
+        out.starts_with("HTTP/1.1 431"),
+        "{}",
+        &out[..out.len().min(200)]
+    );
     assert_eq!(up.requests(), 0);
 }

@@ -27,14 +27,23 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
     assert_eq!(seen.status, 200);
     let echo = seen.json();
     let h = &echo["headers"];
-    for gone in ["x-hop-secret", "keep-alive", "proxy-connection", "upgrade", "te"] {
+    for gone in [
+        "x-hop-secret",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "te",
+    ] {
         assert!(h.get(gone).is_none(), "{gone} was forwarded: {h}");
     }
     assert_eq!(h["x-end-to-end"][0], "kept");
     assert_eq!(h["x-forwarded-for"][0], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"][0], "http");
     assert_eq!(h["x-forwarded-host"][0], "shop.example.com");
-    assert_eq!(h["host"][0], "shop.example.com", "Host is preserved, as in Envoy");
+    assert_eq!(
+        h["host"][0], "shop.example.com",
+        "Host is preserved, as in Envoy"
+    );
     assert_eq!(echo["path"], "/a?b=c");
     assert_eq!(echo["method"], "GET");
 }
@@ -43,14 +52,27 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
 async fn request_id_is_generated_and_returned_or_propagated() {
     let up = Upstream::echo();
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
-    let seen = send(&http1(), Request::get(gw.url("/")).body(Full::default()).unwrap()).await;
-    let generated = seen.header("x-request-id").expect("response carries x-request-id").to_owned();
+    let seen = send(
+        &http1(),
+        Request::get(gw.url("/")).body(Full::default()).unwrap(),
+    )
+    .await;
+    let generated = seen
+        .header("x-request-id")
+        .expect("response carries x-request-id")
+        .to_owned();
     assert_eq!(generated.len(), 36, "a UUID: {generated}");
-    assert_eq!(seen.json()["headers"]["x-request-id"][0], generated.as_str());
+    assert_eq!(
+        seen.json()["headers"]["x-request-id"][0],
+        generated.as_str()
+    );
 
     let seen = send(
         &http1(),
-        Request::get(gw.url("/")).header("x-request-id", "client-chosen-1").body(Full::default()).unwrap(),
+        Request::get(gw.url("/"))
+            .header("x-request-id", "client-chosen-1")
+            .body(Full::default())
+            .unwrap(),
     )
     .await;
     assert_eq!(seen.header("x-request-id"), Some("client-chosen-1"));
@@ -63,7 +85,10 @@ async fn te_trailers_is_the_one_te_value_forwarded() {
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
     let seen = send(
         &http1(),
-        Request::get(gw.url("/")).header("te", "gzip, trailers").body(Full::default()).unwrap(),
+        Request::get(gw.url("/"))
+            .header("te", "gzip, trailers")
+            .body(Full::default())
+            .unwrap(),
     )
     .await;
     assert_eq!(seen.json()["headers"]["te"][0], "trailers");
@@ -82,7 +107,11 @@ async fn hop_by_hop_response_headers_are_removed() {
             .unwrap()
     });
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
-    let seen = send(&http1(), Request::get(gw.url("/")).body(Full::default()).unwrap()).await;
+    let seen = send(
+        &http1(),
+        Request::get(gw.url("/")).body(Full::default()).unwrap(),
+    )
+    .await;
     assert_eq!(seen.status, 200);
     assert_eq!(seen.header("x-app"), Some("visible"));
     assert_eq!(seen.header("x-internal"), None);

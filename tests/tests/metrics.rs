@@ -10,7 +10,11 @@ use rustygate_tests::{TestGateway, simple_config};
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_status() {
     let up = Upstream::start(|req| async move {
-        if req.uri().path() == "/fail" { text(StatusCode::SERVICE_UNAVAILABLE, "down") } else { text(StatusCode::OK, "up") }
+        if req.uri().path() == "/fail" {
+            text(StatusCode::SERVICE_UNAVAILABLE, "down")
+        } else {
+            text(StatusCode::OK, "up")
+        }
     });
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
     for _ in 0..3 {
@@ -20,23 +24,57 @@ async fn metrics_count_requests_by_route_and_status() {
 
     let metrics = get(&format!("http://{}/metrics", gw.admin)).await;
     assert_eq!(metrics.status, 200);
-    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = String::from_utf8_lossy(&metrics.body);
-    assert!(text.contains(r#"rustygate_requests_total{route="all",status="200"} 3"#), "{text}");
-    assert!(text.contains(r#"rustygate_requests_total{route="all",status="503"} 1"#), "{text}");
-    assert!(text.contains(r#"rustygate_request_duration_seconds_count{route="all"} 4"#), "{text}");
-    assert!(text.contains("# TYPE rustygate_request_duration_seconds histogram"), "{text}");
-    assert!(text.contains("rustygate_connections_active{listener=\"main\"}"), "{text}");
+    assert!(
+        text.contains(r#"rustygate_requests_total{route="all",status="200"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"rustygate_requests_total{route="all",status="503"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"rustygate_request_duration_seconds_count{route="all"} 4"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE rustygate_request_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rustygate_connections_active{listener=\"main\"}"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn upstream_failures_are_counted_by_cluster_and_reason() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let gw = TestGateway::start(&simple_config(dead, "")).await;
     assert_eq!(get(&gw.url("/x")).await.status, 502);
-    assert_eq!(get(&gw.url("/nothing-routes-here-but-all-matches")).await.status, 502);
-    let text = String::from_utf8_lossy(&get(&format!("http://{}/metrics", gw.admin)).await.body).into_owned();
-    assert!(text.contains(r#"rustygate_upstream_failures_total{cluster="up",reason="connect_failure"} 2"#), "{text}");
+    assert_eq!(
+        get(&gw.url("/nothing-routes-here-but-all-matches"))
+            .await
+            .status,
+        502
+    );
+    let text = String::from_utf8_lossy(&get(&format!("http://{}/metrics", gw.admin)).await.body)
+        .into_owned();
+    assert!(
+        text.contains(
+            r#"rustygate_upstream_failures_total{cluster="up",reason="connect_failure"} 2"#
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -55,5 +93,12 @@ async fn health_and_readiness_follow_the_lifecycle() {
     assert_eq!(get(&format!("http://{admin}/readyz")).await.status, 503);
     assert_eq!(in_flight.await.unwrap().status, 200);
     let report = stopping.await.unwrap();
-    assert_eq!((report.in_flight_at_start, report.drained(), report.abandoned), (1, 1, 0));
+    assert_eq!(
+        (
+            report.in_flight_at_start,
+            report.drained(),
+            report.abandoned
+        ),
+        (1, 1, 0)
+    );
 }

@@ -38,7 +38,10 @@ routes:
 
 async fn wait_ready(port: u16) {
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -56,18 +59,29 @@ async fn sigterm_drains_the_in_flight_request_and_exits_zero() {
     let slow = tokio::spawn(async move { get(&url).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.signal("TERM");
-    gw.wait_for_log("shutting down gracefully", Duration::from_secs(5)).await;
+    gw.wait_for_log("shutting down gracefully", Duration::from_secs(5))
+        .await;
     // New connections are refused while the old request finishes.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "still accepting");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "still accepting"
+    );
     let seen = slow.await.unwrap();
     assert_eq!(seen.status, 200);
     assert_eq!(&seen.body[..], b"slow");
-    let done = gw.wait_for_log("shutdown complete", Duration::from_secs(5)).await;
+    let done = gw
+        .wait_for_log("shutdown complete", Duration::from_secs(5))
+        .await;
     let done: serde_json::Value = serde_json::from_str(&done).unwrap();
     assert_eq!(done["drained"], 1);
     assert_eq!(done["abandoned"], 0);
-    let status = tokio::time::timeout(Duration::from_secs(5), gw.child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), gw.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }
 
@@ -78,7 +92,10 @@ async fn sigint_stops_an_idle_gateway_promptly() {
     let mut gw = GatewayProcess::start(&config(port, admin, up.addr, "")).await;
     wait_ready(port).await;
     gw.signal("INT");
-    let status = tokio::time::timeout(Duration::from_secs(3), gw.child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(3), gw.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }
 
@@ -103,7 +120,10 @@ async fn access_log_is_one_json_object_per_request() {
     assert!(entry["latency_ms"].as_f64().unwrap() >= 0.0);
     // The admin listener serves metrics from the same process.
     let metrics = get(&format!("http://127.0.0.1:{admin}/metrics")).await;
-    assert!(String::from_utf8_lossy(&metrics.body).contains(r#"rustygate_requests_total{route="api",status="200"} 1"#));
+    assert!(
+        String::from_utf8_lossy(&metrics.body)
+            .contains(r#"rustygate_requests_total{route="api",status="200"} 1"#)
+    );
     gw.signal("TERM");
     gw.child.wait().await.unwrap();
 }
@@ -127,17 +147,27 @@ async fn gigabyte_bodies_stream_without_memory_growth() {
     let base2 = gw2.rss_kib();
 
     let chunk = Bytes::from(vec![0x5au8; 1024 * 1024]);
-    let frames = (0..GIB / chunk.len() as u64).map(move |_| Ok::<_, std::io::Error>(Frame::data(chunk.clone())));
+    let frames = (0..GIB / chunk.len() as u64)
+        .map(move |_| Ok::<_, std::io::Error>(Frame::data(chunk.clone())));
     let client = Client::builder(TokioExecutor::new()).build_http();
     let resp = client
-        .request(Request::post(format!("http://127.0.0.1:{port}/upload")).body(StreamBody::new(stream::iter(frames))).unwrap())
+        .request(
+            Request::post(format!("http://127.0.0.1:{port}/upload"))
+                .body(StreamBody::new(stream::iter(frames)))
+                .unwrap(),
+        )
         .await
         .unwrap();
-    let echo: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let echo: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(echo["body_len"], GIB);
 
     let resp = http1()
-        .request(Request::get(format!("http://127.0.0.1:{port2}/download")).body(Full::default()).unwrap())
+        .request(
+            Request::get(format!("http://127.0.0.1:{port2}/download"))
+                .body(Full::default())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let mut body = resp.into_body();
@@ -149,27 +179,53 @@ async fn gigabyte_bodies_stream_without_memory_growth() {
     }
     assert_eq!(got, GIB);
 
-    let (up_growth, down_growth) = (gw.peak_rss_kib().saturating_sub(base), gw2.peak_rss_kib().saturating_sub(base2));
+    let (up_growth, down_growth) = (
+        gw.peak_rss_kib().saturating_sub(base),
+        gw2.peak_rss_kib().saturating_sub(base2),
+    );
     println!("peak RSS growth: upload {up_growth} KiB, download {down_growth} KiB");
     assert!(up_growth < 16 * 1024, "upload grew RSS by {up_growth} KiB");
-    assert!(down_growth < 16 * 1024, "download grew RSS by {down_growth} KiB");
+    assert!(
+        down_growth < 16 * 1024,
+        "download grew RSS by {down_growth} KiB"
+    );
 }
 
 #[test]
 fn validate_accepts_the_default_config_and_rejects_bad_ones_with_location() {
     let bin = gateway_bin();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let ok = Command::new(&bin).args(["validate", "--config"]).arg(root.join("config/default.yaml")).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = Command::new(&bin)
+        .args(["validate", "--config"])
+        .arg(root.join("config/default.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("OK"));
 
     let bad = root.join("host/config/tests/golden/bad-unknown-cluster.yaml");
-    let out = Command::new(&bin).args(["validate", "--config"]).arg(&bad).output().unwrap();
+    let out = Command::new(&bin)
+        .args(["validate", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad-unknown-cluster.yaml:14:14: routes[2].cluster: unknown cluster \"users\""), "{err}");
+    assert!(
+        err.contains(
+            "bad-unknown-cluster.yaml:14:14: routes[2].cluster: unknown cluster \"users\""
+        ),
+        "{err}"
+    );
 
-    let out = Command::new(&bin).args(["validate", "--config", "/nonexistent.yaml"]).output().unwrap();
+    let out = Command::new(&bin)
+        .args(["validate", "--config", "/nonexistent.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.yaml: cannot read config"));
 }
@@ -179,7 +235,10 @@ fn version_and_help() {
     let bin = gateway_bin();
     let v = Command::new(&bin).arg("--version").output().unwrap();
     assert!(v.status.success());
-    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), format!("rustygate {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("rustygate {}", env!("CARGO_PKG_VERSION"))
+    );
     let h = Command::new(&bin).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&h.stdout);
     for cmd in ["run", "validate", "schema"] {
@@ -197,8 +256,15 @@ async fn run_refuses_a_busy_port_with_a_clear_error() {
     let path = dir.join("c.yaml");
     // SO_REUSEPORT lets two sockets share a port only if both set it; this one does not.
     std::fs::write(&path, config(port, free_port(), up.addr, "")).unwrap();
-    let out = Command::new(gateway_bin()).args(["run", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(gateway_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("listener main: cannot bind 127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.contains(&format!("listener main: cannot bind 127.0.0.1:{port}")),
+        "{err}"
+    );
 }

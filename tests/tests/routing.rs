@@ -4,9 +4,9 @@
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use rustygate_tests::TestGateway;
 use rustygate_tests::client::{get, http1, send};
 use rustygate_tests::upstream::{Upstream, text};
-use rustygate_tests::TestGateway;
 
 /// Five upstreams that each answer with their own name, so the body says which route won.
 fn named(name: &'static str) -> Upstream {
@@ -14,11 +14,18 @@ fn named(name: &'static str) -> Upstream {
 }
 
 async fn gateway() -> (TestGateway, Vec<Upstream>) {
-    let ups: Vec<Upstream> = ["exact", "prefix", "regex", "host", "method", "header", "query", "fallback"]
-        .into_iter()
-        .map(named)
-        .collect();
-    let cluster = |i: usize, name: &str| format!("  - name: {name}\n    endpoints:\n      - url: http://{}\n", ups[i].addr);
+    let ups: Vec<Upstream> = [
+        "exact", "prefix", "regex", "host", "method", "header", "query", "fallback",
+    ]
+    .into_iter()
+    .map(named)
+    .collect();
+    let cluster = |i: usize, name: &str| {
+        format!(
+            "  - name: {name}\n    endpoints:\n      - url: http://{}\n",
+            ups[i].addr
+        )
+    };
     let yaml = format!(
         "workers: 1
 listeners:
@@ -48,26 +55,52 @@ clusters:
     (TestGateway::start(&yaml).await, ups)
 }
 
-async fn req(gw: &TestGateway, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+async fn req(
+    gw: &TestGateway,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut b = Request::builder().method(method).uri(gw.url(path));
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
     let seen = send(&http1(), b.body(Full::<Bytes>::default()).unwrap()).await;
-    (seen.status.as_u16(), String::from_utf8_lossy(&seen.body).into_owned())
+    (
+        seen.status.as_u16(),
+        String::from_utf8_lossy(&seen.body).into_owned(),
+    )
 }
 
 #[tokio::test]
 async fn each_matcher_kind_selects_its_route() {
     let (gw, _ups) = gateway().await;
     assert_eq!(req(&gw, "GET", "/exact", &[]).await, (200, "exact".into()));
-    assert_eq!(req(&gw, "GET", "/pre/a/b?x=1", &[]).await, (200, "prefix".into()));
-    assert_eq!(req(&gw, "GET", "/items/42", &[]).await, (200, "regex".into()));
-    assert_eq!(req(&gw, "GET", "/x", &[("host", "api.example.com")]).await, (200, "host".into()));
+    assert_eq!(
+        req(&gw, "GET", "/pre/a/b?x=1", &[]).await,
+        (200, "prefix".into())
+    );
+    assert_eq!(
+        req(&gw, "GET", "/items/42", &[]).await,
+        (200, "regex".into())
+    );
+    assert_eq!(
+        req(&gw, "GET", "/x", &[("host", "api.example.com")]).await,
+        (200, "host".into())
+    );
     assert_eq!(req(&gw, "DELETE", "/x", &[]).await, (200, "method".into()));
-    assert_eq!(req(&gw, "GET", "/x", &[("x-tenant", "blue")]).await, (200, "header".into()));
-    assert_eq!(req(&gw, "GET", "/x?a=b&version=v2", &[]).await, (200, "query".into()));
-    assert_eq!(req(&gw, "GET", "/fallback", &[]).await, (200, "fallback".into()));
+    assert_eq!(
+        req(&gw, "GET", "/x", &[("x-tenant", "blue")]).await,
+        (200, "header".into())
+    );
+    assert_eq!(
+        req(&gw, "GET", "/x?a=b&version=v2", &[]).await,
+        (200, "query".into())
+    );
+    assert_eq!(
+        req(&gw, "GET", "/fallback", &[]).await,
+        (200, "fallback".into())
+    );
 }
 
 #[tokio::test]
@@ -77,9 +110,15 @@ async fn near_misses_fall_through_and_first_match_wins() {
     assert_eq!(req(&gw, "GET", "/exact/", &[]).await.0, 404);
     assert_eq!(req(&gw, "GET", "/items/abc", &[]).await.0, 404);
     // The regex route is listed before the host route, so it wins when both match.
-    assert_eq!(req(&gw, "GET", "/items/7", &[("host", "a.example.com")]).await, (200, "regex".into()));
+    assert_eq!(
+        req(&gw, "GET", "/items/7", &[("host", "a.example.com")]).await,
+        (200, "regex".into())
+    );
     // example.com itself is not a subdomain of example.com.
-    assert_eq!(req(&gw, "GET", "/x", &[("host", "example.com")]).await.0, 404);
+    assert_eq!(
+        req(&gw, "GET", "/x", &[("host", "example.com")]).await.0,
+        404
+    );
     assert_eq!(req(&gw, "GET", "/x", &[("x-tenant", "red")]).await.0, 404);
     assert_eq!(req(&gw, "GET", "/x?version=v3", &[]).await.0, 404);
 }
@@ -95,5 +134,8 @@ async fn unmatched_request_gets_json_404_with_request_id() {
     assert_eq!(body["status"], 404);
     assert!(body["message"].as_str().unwrap().contains("GET /nowhere"));
     assert_eq!(body["request_id"].as_str(), seen.header("x-request-id"));
-    assert!(ups.iter().all(|u| u.requests() == 0), "nothing was forwarded");
+    assert!(
+        ups.iter().all(|u| u.requests() == 0),
+        "nothing was forwarded"
+    );
 }

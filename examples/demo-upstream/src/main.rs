@@ -16,7 +16,11 @@ use hyper_util::server::conn::auto;
 
 async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body_bytes = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let body_bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
         .iter()
@@ -30,8 +34,10 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         "body_bytes": body_bytes,
     });
     let mut resp = Response::new(Full::new(Bytes::from(format!("{reply:#}\n"))));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     Ok(resp)
 }
 
@@ -43,7 +49,10 @@ async fn main() -> std::io::Result<()> {
         .parse()
         .map_err(std::io::Error::other)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("demo-upstream listening on http://{}", listener.local_addr()?);
+    println!(
+        "demo-upstream listening on http://{}",
+        listener.local_addr()?
+    );
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {

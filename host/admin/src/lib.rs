@@ -80,12 +80,24 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "text/plain; version=0.0.4; charset=utf-8",
             state.metrics.render(),
         ),
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#.into()),
+        (&Method::GET, "/healthz") => text(
+            StatusCode::OK,
+            "application/json",
+            r#"{"status":"ok"}"#.into(),
+        ),
         (&Method::GET, "/readyz") => {
             if (state.ready)() {
-                text(StatusCode::OK, "application/json", r#"{"status":"ready"}"#.into())
+                text(
+                    StatusCode::OK,
+                    "application/json",
+                    r#"{"status":"ready"}"#.into(),
+                )
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"draining"}"#.into())
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    r#"{"status":"draining"}"#.into(),
+                )
             }
         }
         (_, "/metrics" | "/healthz" | "/readyz") => text(
@@ -93,14 +105,20 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "application/json",
             r#"{"error":"method_not_allowed"}"#.into(),
         ),
-        _ => text(StatusCode::NOT_FOUND, "application/json", r#"{"error":"not_found"}"#.into()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            r#"{"error":"not_found"}"#.into(),
+        ),
     }
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     r
 }

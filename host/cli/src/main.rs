@@ -11,8 +11,18 @@ use rustygate_config::Config;
 use rustygate_proxy::{Gateway, Snapshot};
 use rustygate_telemetry::Metrics;
 
+// mimalloc's per-thread heaps suit thread-per-core workers: allocation and free of a request's
+// buffers stay on the worker's own heap, and it measured faster than glibc malloc on the load
+// benchmark (docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
-#[command(name = "rustygate", version, about = "A WASM-first programmable API gateway")]
+#[command(
+    name = "rustygate",
+    version,
+    about = "A WASM-first programmable API gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -99,9 +109,13 @@ fn run(path: &Path) -> anyhow::Result<()> {
                 metrics,
                 ready: Arc::new(move || readiness.is_ready()),
             };
-            Some(tokio::spawn(rustygate_admin::serve(listener, state, async {
-                let _ = admin_stopped.await;
-            })))
+            Some(tokio::spawn(rustygate_admin::serve(
+                listener,
+                state,
+                async {
+                    let _ = admin_stopped.await;
+                },
+            )))
         } else {
             None
         };
@@ -114,7 +128,10 @@ fn run(path: &Path) -> anyhow::Result<()> {
             let _ = admin.await;
         }
         if report.abandoned > 0 {
-            tracing::warn!(abandoned = report.abandoned, "grace period ended with requests still in flight");
+            tracing::warn!(
+                abandoned = report.abandoned,
+                "grace period ended with requests still in flight"
+            );
         }
         Ok(())
     })

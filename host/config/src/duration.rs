@@ -37,11 +37,11 @@ impl fmt::Debug for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 3_600_000 == 0 && ms > 0 {
+        if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
             write!(f, "{}m", ms / 60_000)
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -54,16 +54,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected a number followed by ms, s, m or h"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration {s:?}: expected a number followed by ms, s, m or h")
+    })?;
     let ms = match unit {
         "ms" => Some(n),
         "s" => n.checked_mul(1000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
-        "" => return Err(format!("invalid duration {s:?}: missing unit (ms, s, m or h)")),
-        other => return Err(format!("invalid duration {s:?}: unknown unit {other:?} (use ms, s, m or h)")),
+        "" => {
+            return Err(format!(
+                "invalid duration {s:?}: missing unit (ms, s, m or h)"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "invalid duration {s:?}: unknown unit {other:?} (use ms, s, m or h)"
+            ));
+        }
     };
     ms.map(Duration::millis)
         .ok_or_else(|| format!("invalid duration {s:?}: too large"))
@@ -112,7 +120,11 @@ mod tests {
     fn rejects_missing_or_unknown_unit() {
         assert!(parse_duration("30").unwrap_err().contains("missing unit"));
         assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("s").unwrap_err().contains("expected a number"));
+        assert!(
+            parse_duration("s")
+                .unwrap_err()
+                .contains("expected a number")
+        );
     }
 
     #[test]

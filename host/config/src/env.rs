@@ -35,10 +35,15 @@ pub fn substitute(
                 Some((n, d)) => (n, Some(d)),
                 None => (expr, None),
             };
-            let valid = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                errors.push(diag(file, line, col, format!("invalid variable name {name:?} in ${{...}}")));
+                errors.push(diag(
+                    file,
+                    line,
+                    col,
+                    format!("invalid variable name {name:?} in ${{...}}"),
+                ));
             } else {
                 match lookup(name).or_else(|| default.map(str::to_owned)) {
                     Some(v) => out.push_str(&v),
@@ -59,7 +64,11 @@ pub fn substitute(
         }
     }
     out.push_str(rest);
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 fn advance(line: &mut usize, col: &mut usize, s: &str) {

@@ -37,7 +37,11 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Parses and validates `text`; `file` is only used in messages.
-pub fn parse(file: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+pub fn parse(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     let text = env::substitute(file, text, env).map_err(ConfigError::Invalid)?;
     let positions = Positions::index(&text);
     let config = deserialize(file, &text, &positions).map_err(|d| ConfigError::Invalid(vec![d]))?;

@@ -26,7 +26,13 @@ impl Checker<'_> {
         });
     }
 
-    fn unique<'n>(&mut self, seen: &mut HashSet<&'n str>, name: &'n str, field: String, what: &str) {
+    fn unique<'n>(
+        &mut self,
+        seen: &mut HashSet<&'n str>,
+        name: &'n str,
+        field: String,
+        what: &str,
+    ) {
         if !seen.insert(name) {
             self.error(field, format!("duplicate {what} name {name:?}"));
         }
@@ -35,22 +41,40 @@ impl Checker<'_> {
 
 /// Checks `config`; `Ok` or every problem, sorted by position.
 pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<Diagnostic>> {
-    let mut c = Checker { file, pos, out: Vec::new() };
+    let mut c = Checker {
+        file,
+        pos,
+        out: Vec::new(),
+    };
 
     if config.workers == Some(0) {
         c.error("workers".into(), "must be at least 1".into());
     }
     if config.listeners.is_empty() {
-        c.error("listeners".into(), "at least one listener is required".into());
+        c.error(
+            "listeners".into(),
+            "at least one listener is required".into(),
+        );
     }
     let mut names = HashSet::new();
     for (i, l) in config.listeners.iter().enumerate() {
-        c.unique(&mut names, &l.name, format!("listeners[{i}].name"), "listener");
+        c.unique(
+            &mut names,
+            &l.name,
+            format!("listeners[{i}].name"),
+            "listener",
+        );
         if let Err(e) = l.address.parse::<SocketAddr>() {
-            c.error(format!("listeners[{i}].address"), format!("invalid address {:?}: {e} (expected ip:port)", l.address));
+            c.error(
+                format!("listeners[{i}].address"),
+                format!("invalid address {:?}: {e} (expected ip:port)", l.address),
+            );
         }
         if l.limits.max_header_bytes < 1024 {
-            c.error(format!("listeners[{i}].limits.max_header_bytes"), "must be at least 1024".into());
+            c.error(
+                format!("listeners[{i}].limits.max_header_bytes"),
+                "must be at least 1024".into(),
+            );
         }
     }
 
@@ -67,16 +91,27 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
 
     let mut clusters = HashSet::new();
     for (i, cl) in config.clusters.iter().enumerate() {
-        c.unique(&mut clusters, &cl.name, format!("clusters[{i}].name"), "cluster");
+        c.unique(
+            &mut clusters,
+            &cl.name,
+            format!("clusters[{i}].name"),
+            "cluster",
+        );
         if cl.endpoints.is_empty() {
-            c.error(format!("clusters[{i}].endpoints"), "at least one endpoint is required".into());
+            c.error(
+                format!("clusters[{i}].endpoints"),
+                "at least one endpoint is required".into(),
+            );
         }
         for (j, ep) in cl.endpoints.iter().enumerate() {
             if let Err(msg) = parse_endpoint_url(&ep.url) {
                 c.error(format!("clusters[{i}].endpoints[{j}].url"), msg);
             }
             if ep.weight == 0 {
-                c.error(format!("clusters[{i}].endpoints[{j}].weight"), "must be at least 1".into());
+                c.error(
+                    format!("clusters[{i}].endpoints[{j}].weight"),
+                    "must be at least 1".into(),
+                );
             }
         }
     }
@@ -87,12 +122,18 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
             c.unique(&mut routes, name, format!("routes[{i}].name"), "route");
         }
         if !clusters.contains(r.cluster.as_str()) {
-            c.error(format!("routes[{i}].cluster"), format!("unknown cluster {:?}", r.cluster));
+            c.error(
+                format!("routes[{i}].cluster"),
+                format!("unknown cluster {:?}", r.cluster),
+            );
         }
         let m = &r.matcher;
         match &m.path {
             Some(PathMatch::Exact(p)) | Some(PathMatch::Prefix(p)) if !p.starts_with('/') => {
-                c.error(format!("routes[{i}].match.path"), format!("path {p:?} must start with '/'"));
+                c.error(
+                    format!("routes[{i}].match.path"),
+                    format!("path {p:?} must start with '/'"),
+                );
             }
             Some(PathMatch::Regex(re)) => {
                 if let Err(e) = regex::Regex::new(re) {
@@ -111,12 +152,20 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
         }
         for (j, method) in m.methods.iter().enumerate() {
             if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-                c.error(format!("routes[{i}].match.methods[{j}]"), format!("invalid method {method:?} (use upper case, e.g. GET)"));
+                c.error(
+                    format!("routes[{i}].match.methods[{j}]"),
+                    format!("invalid method {method:?} (use upper case, e.g. GET)"),
+                );
             }
         }
         for (kind, list) in [("headers", &m.headers), ("query", &m.query)] {
             for (j, vm) in list.iter().enumerate() {
-                check_value_match(&mut c, &format!("routes[{i}].match.{kind}[{j}]"), vm, kind == "headers");
+                check_value_match(
+                    &mut c,
+                    &format!("routes[{i}].match.{kind}[{j}]"),
+                    vm,
+                    kind == "headers",
+                );
             }
         }
     }
@@ -128,14 +177,25 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
 
 fn check_value_match(c: &mut Checker<'_>, field: &str, vm: &ValueMatch, is_header: bool) {
     if is_header && http_token_invalid(&vm.name) {
-        c.error(format!("{field}.name"), format!("invalid header name {:?}", vm.name));
+        c.error(
+            format!("{field}.name"),
+            format!("invalid header name {:?}", vm.name),
+        );
     }
-    let given = [vm.exact.is_some(), vm.prefix.is_some(), vm.regex.is_some(), vm.present.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let given = [
+        vm.exact.is_some(),
+        vm.prefix.is_some(),
+        vm.regex.is_some(),
+        vm.present.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if given != 1 {
-        c.error(field.to_owned(), "give exactly one of exact, prefix, regex, present".into());
+        c.error(
+            field.to_owned(),
+            "give exactly one of exact, prefix, regex, present".into(),
+        );
     }
     if let Some(re) = &vm.regex
         && let Err(e) = regex::Regex::new(re)
@@ -161,7 +221,9 @@ fn http_token_invalid(name: &str) -> bool {
 /// An endpoint's `host:port` from its `http://host:port` URL, or why the URL is not accepted.
 pub fn parse_endpoint_url(url: &str) -> Result<String, String> {
     if url.starts_with("https://") {
-        return Err(format!("{url:?}: TLS upstreams are not supported yet; use http://"));
+        return Err(format!(
+            "{url:?}: TLS upstreams are not supported yet; use http://"
+        ));
     }
     let Some(rest) = url.strip_prefix("http://") else {
         return Err(format!("{url:?}: expected http://host:port"));
@@ -172,7 +234,9 @@ pub fn parse_endpoint_url(url: &str) -> Result<String, String> {
     }
     let has_port = match authority.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') && host.contains(':') => {
-            return Err(format!("{url:?}: write IPv6 addresses in brackets, e.g. http://[::1]:{port}"));
+            return Err(format!(
+                "{url:?}: write IPv6 addresses in brackets, e.g. http://[::1]:{port}"
+            ));
         }
         Some((_, port)) => {
             port.parse::<u16>()
@@ -181,7 +245,11 @@ pub fn parse_endpoint_url(url: &str) -> Result<String, String> {
         }
         None => false,
     };
-    Ok(if has_port { authority.to_owned() } else { format!("{authority}:80") })
+    Ok(if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    })
 }
 
 #[cfg(test)]
@@ -190,12 +258,34 @@ mod tests {
 
     #[test]
     fn endpoint_urls() {
-        assert_eq!(parse_endpoint_url("http://127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
-        assert_eq!(parse_endpoint_url("http://localhost/").unwrap(), "localhost:80");
+        assert_eq!(
+            parse_endpoint_url("http://127.0.0.1:9000").unwrap(),
+            "127.0.0.1:9000"
+        );
+        assert_eq!(
+            parse_endpoint_url("http://localhost/").unwrap(),
+            "localhost:80"
+        );
         assert_eq!(parse_endpoint_url("http://[::1]:81").unwrap(), "[::1]:81");
-        assert!(parse_endpoint_url("https://x:1").unwrap_err().contains("TLS"));
-        assert!(parse_endpoint_url("http://x:1/path").unwrap_err().contains("no path"));
-        assert!(parse_endpoint_url("http://x:99999").unwrap_err().contains("invalid port"));
-        assert!(parse_endpoint_url("x:1").unwrap_err().contains("expected http://"));
+        assert!(
+            parse_endpoint_url("https://x:1")
+                .unwrap_err()
+                .contains("TLS")
+        );
+        assert!(
+            parse_endpoint_url("http://x:1/path")
+                .unwrap_err()
+                .contains("no path")
+        );
+        assert!(
+            parse_endpoint_url("http://x:99999")
+                .unwrap_err()
+                .contains("invalid port")
+        );
+        assert!(
+            parse_endpoint_url("x:1")
+                .unwrap_err()
+                .contains("expected http://")
+        );
     }
 }

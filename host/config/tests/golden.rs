@@ -15,12 +15,18 @@ fn env(name: &str) -> Option<String> {
 #[test]
 fn golden_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
     let mut count = 0;
-    for path in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+    for path in entries
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    {
         count += 1;
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let text = std::fs::read_to_string(path).unwrap();
@@ -28,7 +34,11 @@ fn golden_files() {
             Ok(cfg) => serde_json::to_string_pretty(&cfg).unwrap() + "\n",
             Err(e) => format!("{e}\n"),
         };
-        assert_eq!(name.starts_with("ok-"), !actual.contains(".yaml:"), "{name}: ok-/bad- prefix disagrees with result:\n{actual}");
+        assert_eq!(
+            name.starts_with("ok-"),
+            !actual.contains(".yaml:"),
+            "{name}: ok-/bad- prefix disagrees with result:\n{actual}"
+        );
         let out = path.with_extension("out");
         if update {
             std::fs::write(&out, &actual).unwrap();
@@ -36,7 +46,9 @@ fn golden_files() {
         }
         let expected = std::fs::read_to_string(&out).unwrap_or_default();
         if expected != actual {
-            failures.push(format!("{name}:\n--- expected\n{expected}--- actual\n{actual}"));
+            failures.push(format!(
+                "{name}:\n--- expected\n{expected}--- actual\n{actual}"
+            ));
         }
     }
     assert!(count >= 10, "golden files missing");

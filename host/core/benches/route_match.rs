@@ -17,9 +17,17 @@ fn routes() -> Vec<RouteMatch> {
             };
             RouteMatch {
                 path: Some(path),
-                methods: if i % 3 == 0 { vec!["GET".into()] } else { vec![] },
+                methods: if i % 3 == 0 {
+                    vec!["GET".into()]
+                } else {
+                    vec![]
+                },
                 headers: if i % 7 == 0 {
-                    vec![ValueMatch { name: "x-tenant".into(), exact: Some("a".into()), ..Default::default() }]
+                    vec![ValueMatch {
+                        name: "x-tenant".into(),
+                        exact: Some("a".into()),
+                        ..Default::default()
+                    }]
                 } else {
                     vec![]
                 },
@@ -34,12 +42,26 @@ fn bench(c: &mut Criterion) {
     let router = Router::new(&routes).unwrap();
     let headers = HeaderMap::new();
     let get = Method::GET;
-    let view = |path| RequestView { method: &get, path, query: None, host: Some("api.example.com"), headers: &headers };
+    let view = |path| RequestView {
+        method: &get,
+        path,
+        query: None,
+        host: Some("api.example.com"),
+        headers: &headers,
+    };
     let mut g = c.benchmark_group("route_match_1000");
-    g.bench_function("last_prefix_route", |b| b.iter(|| router.find(&view("/svc995/users/1"))));
-    g.bench_function("exact_route", |b| b.iter(|| router.find(&view("/svc998/status"))));
-    g.bench_function("regex_route", |b| b.iter(|| router.find(&view("/re999/42"))));
-    g.bench_function("no_match", |b| b.iter(|| router.find(&view("/nothing/here"))));
+    g.bench_function("last_prefix_route", |b| {
+        b.iter(|| router.find(&view("/svc995/users/1")))
+    });
+    g.bench_function("exact_route", |b| {
+        b.iter(|| router.find(&view("/svc998/status")))
+    });
+    g.bench_function("regex_route", |b| {
+        b.iter(|| router.find(&view("/re999/42")))
+    });
+    g.bench_function("no_match", |b| {
+        b.iter(|| router.find(&view("/nothing/here")))
+    });
     g.finish();
 }
 

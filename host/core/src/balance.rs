@@ -25,7 +25,11 @@ impl SmoothWrr {
     /// The next endpoint index, or `None` for an empty list.
     pub fn pick(&mut self) -> Option<usize> {
         if self.weights.len() <= 1 {
-            return if self.weights.is_empty() { None } else { Some(0) };
+            return if self.weights.is_empty() {
+                None
+            } else {
+                Some(0)
+            };
         }
         let mut best = 0;
         for i in 0..self.weights.len() {

@@ -54,7 +54,9 @@ impl ErrorKind {
             ErrorKind::NoRoute => S::NOT_FOUND,
             ErrorKind::BadRequest => S::BAD_REQUEST,
             ErrorKind::BodyTooLarge => S::PAYLOAD_TOO_LARGE,
-            ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocol => S::BAD_GATEWAY,
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocol => {
+                S::BAD_GATEWAY
+            }
             ErrorKind::UpstreamTimeout => S::GATEWAY_TIMEOUT,
             ErrorKind::Overloaded => S::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => S::INTERNAL_SERVER_ERROR,
@@ -79,7 +81,9 @@ impl ErrorKind {
     /// Who is at fault.
     pub fn fault(self) -> Fault {
         match self {
-            ErrorKind::NoRoute | ErrorKind::BadRequest | ErrorKind::BodyTooLarge => Fault::Downstream,
+            ErrorKind::NoRoute | ErrorKind::BadRequest | ErrorKind::BodyTooLarge => {
+                Fault::Downstream
+            }
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamReset
             | ErrorKind::UpstreamTimeout
@@ -98,7 +102,12 @@ impl ErrorKind {
     /// `{"status":502,"error":"connect_failure","message":"…","request_id":"…"}`.
     pub fn json_body(self, detail: Option<&str>, request_id: &str) -> String {
         let mut s = String::with_capacity(128);
-        let _ = write!(s, "{{\"status\":{},\"error\":\"{}\",\"message\":", self.status().as_u16(), self.code());
+        let _ = write!(
+            s,
+            "{{\"status\":{},\"error\":\"{}\",\"message\":",
+            self.status().as_u16(),
+            self.code()
+        );
         match detail {
             Some(d) => json_string(&mut s, &format!("{self}: {d}")),
             None => json_string(&mut s, &self.to_string()),

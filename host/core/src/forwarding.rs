@@ -42,10 +42,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
         headers.remove(header::CONNECTION);
     }
     let te_trailers = keep_te_trailers
-        && headers
-            .get_all(header::TE)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+        && headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
     for name in [
         KEEP_ALIVE,
         PROXY_CONNECTION,
@@ -60,15 +62,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     }
 }
 
-/// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` (from the original host, when there is one).
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: &'static str, host: Option<&HeaderValue>) {
-    let client = client.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-        _ => client,
+/// The client address as an `X-Forwarded-For` element. Computed once per connection.
+pub fn client_address_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")
+}
+
+/// Appends `client` (from [`client_address_value`]) to `X-Forwarded-For` and sets
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` (from the original host, when there is one).
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    scheme: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    let appended = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) if !prev.trim_ascii().is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = appended {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
@@ -116,7 +133,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         m
     }
@@ -143,7 +163,12 @@ mod tests {
     fn appends_to_x_forwarded_for() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
         let host = HeaderValue::from_static("example.com");
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", Some(&host));
+        set_forwarded(
+            &mut h,
+            &client_address_value("127.0.0.1".parse().unwrap()),
+            "http",
+            Some(&host),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");

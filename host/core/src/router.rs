@@ -1,12 +1,14 @@
 //! Route matching: first match in file order wins. Routes are indexed by their path condition
-//! so a request only fully checks the routes whose exact path or prefix can apply, plus those
-//! that cannot be indexed (regex or no path condition); the lowest index among them that
-//! passes every condition is the answer, which keeps file-order semantics exact.
+//! so a request only fully checks the routes whose path can apply: exact paths by hash lookup,
+//! prefixes by one lookup per distinct prefix length, and all path regexes at once with a
+//! `RegexSet` (one pass over the path however many regex routes there are). Routes without a
+//! path condition are always candidates. The lowest index among the candidates that passes
+//! every other condition is the answer, which keeps file-order semantics exact.
 
 use std::collections::HashMap;
 
 use http::{HeaderMap, Method};
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use rustygate_config::{PathMatch, RouteMatch, ValueMatch};
 
 /// What the router looks at in a request.
@@ -34,13 +36,6 @@ pub struct RouterError {
     source: regex::Error,
 }
 
-enum PathCond {
-    Any,
-    Exact,
-    Prefix,
-    Regex(Regex),
-}
-
 enum HostCond {
     Exact(String),
     Suffix(String),
@@ -60,8 +55,8 @@ struct ValueRule {
     invert: bool,
 }
 
+/// The conditions besides the path, which [`Router::find`]'s index lookup has already decided.
 struct Matcher {
-    path: PathCond,
     host: Option<HostCond>,
     methods: Vec<Method>,
     headers: Vec<ValueRule>,
@@ -75,13 +70,18 @@ pub struct Router {
     prefixes: HashMap<Box<str>, Vec<u32>>,
     /// Distinct prefix lengths, ascending.
     prefix_lens: Vec<usize>,
-    /// Routes with no indexable path condition; always candidates.
+    /// All path regexes, anchored, in route order; `regex_routes[i]` is the route of pattern `i`.
+    regex_set: RegexSet,
+    regex_routes: Vec<u32>,
+    /// Routes with no path condition; always candidates.
     unindexed: Vec<u32>,
 }
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router").field("routes", &self.matchers.len()).finish()
+        f.debug_struct("Router")
+            .field("routes", &self.matchers.len())
+            .finish()
     }
 }
 
@@ -101,31 +101,31 @@ impl Router {
             exact: HashMap::new(),
             prefixes: HashMap::new(),
             prefix_lens: Vec::new(),
+            regex_set: RegexSet::empty(),
+            regex_routes: Vec::new(),
             unindexed: Vec::new(),
         };
+        let mut regexes = Vec::new();
         for (i, m) in routes.into_iter().enumerate() {
             let idx = i as u32;
-            let path = match &m.path {
-                None => {
-                    r.unindexed.push(idx);
-                    PathCond::Any
-                }
+            match &m.path {
+                None => r.unindexed.push(idx),
                 Some(PathMatch::Exact(p)) => {
-                    r.exact.entry(p.as_str().into()).or_default().push(idx);
-                    PathCond::Exact
+                    r.exact.entry(p.as_str().into()).or_default().push(idx)
                 }
                 Some(PathMatch::Prefix(p)) => {
                     r.prefixes.entry(p.as_str().into()).or_default().push(idx);
                     if !r.prefix_lens.contains(&p.len()) {
                         r.prefix_lens.push(p.len());
                     }
-                    PathCond::Prefix
                 }
                 Some(PathMatch::Regex(re)) => {
-                    r.unindexed.push(idx);
-                    PathCond::Regex(anchored(re, i)?)
+                    // Compiled alone first so that a bad pattern is reported with its route.
+                    anchored(re, i)?;
+                    regexes.push(format!("^(?:{re})$"));
+                    r.regex_routes.push(idx);
                 }
-            };
+            }
             let host = m.host.as_deref().and_then(|h| {
                 let h = h.to_ascii_lowercase();
                 if h == "*" {
@@ -150,20 +150,36 @@ impl Router {
                         } else {
                             ValueCond::Present(v.present.unwrap_or(true))
                         };
-                        let name = if lower { v.name.to_ascii_lowercase() } else { v.name.clone() };
-                        Ok(ValueRule { name, cond, invert: v.invert })
+                        let name = if lower {
+                            v.name.to_ascii_lowercase()
+                        } else {
+                            v.name.clone()
+                        };
+                        Ok(ValueRule {
+                            name,
+                            cond,
+                            invert: v.invert,
+                        })
                     })
                     .collect()
             };
             r.matchers.push(Matcher {
-                path,
                 host,
-                methods: m.methods.iter().filter_map(|s| Method::from_bytes(s.as_bytes()).ok()).collect(),
+                methods: m
+                    .methods
+                    .iter()
+                    .filter_map(|s| Method::from_bytes(s.as_bytes()).ok())
+                    .collect(),
                 headers: rules(&m.headers, true)?,
                 query: rules(&m.query, false)?,
             });
         }
         r.prefix_lens.sort_unstable();
+        r.regex_set = RegexSet::new(&regexes).map_err(|source| RouterError {
+            index: 0,
+            pattern: "(all path regexes together)".into(),
+            source,
+        })?;
         Ok(r)
     }
 
@@ -193,6 +209,14 @@ impl Router {
                 candidates.extend_from_slice(list);
             }
         }
+        if !self.regex_routes.is_empty() {
+            candidates.extend(
+                self.regex_set
+                    .matches(req.path)
+                    .iter()
+                    .map(|i| self.regex_routes[i]),
+            );
+        }
         candidates.extend_from_slice(&self.unindexed);
         candidates.sort_unstable();
         // Lowercasing the host once per request, not once per route.
@@ -218,14 +242,6 @@ fn normalize_host(h: &str) -> String {
 
 impl Matcher {
     fn matches(&self, req: &RequestView<'_>, host: Option<&str>) -> bool {
-        let path_ok = match &self.path {
-            // Exact and prefix were already established by the index lookup.
-            PathCond::Any | PathCond::Exact | PathCond::Prefix => true,
-            PathCond::Regex(re) => re.is_match(req.path),
-        };
-        if !path_ok {
-            return false;
-        }
         if !self.methods.is_empty() && !self.methods.contains(req.method) {
             return false;
         }
@@ -241,9 +257,16 @@ impl Matcher {
             }
         }
         self.headers.iter().all(|rule| {
-            let mut values = req.headers.get_all(rule.name.as_str()).iter().filter_map(|v| v.to_str().ok());
+            let mut values = req
+                .headers
+                .get_all(rule.name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok());
             rule.check(values.next())
-        }) && self.query.iter().all(|rule| rule.check(query_param(req.query, &rule.name).as_deref()))
+        }) && self
+            .query
+            .iter()
+            .all(|rule| rule.check(query_param(req.query, &rule.name).as_deref()))
     }
 }
 

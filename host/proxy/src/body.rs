@@ -46,7 +46,11 @@ pub struct RequestBody {
 impl RequestBody {
     /// Wraps `inner`; `limit` is the most bytes allowed through.
     pub fn new(inner: Incoming, limit: Option<u64>, transfer: Rc<Transfer>) -> Self {
-        Self { inner, limit, transfer }
+        Self {
+            inner,
+            limit,
+            transfer,
+        }
     }
 }
 
@@ -54,7 +58,10 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         Poll::Ready(match frame {
             Some(Ok(frame)) => {
@@ -138,7 +145,10 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let frame = match &mut this.kind {
             Kind::Full(b) => b.take().map(|b| Ok(Frame::data(b))),

@@ -53,7 +53,17 @@ pub(crate) async fn handle(
         transfer: transfer.clone(),
     };
     let conn = done.conn.clone();
-    let resp = match forward(&worker, &conn, &snapshot, req, &request_id, &transfer, &mut done).await {
+    let resp = match forward(
+        &worker,
+        &conn,
+        &snapshot,
+        req,
+        &request_id,
+        &transfer,
+        &mut done,
+    )
+    .await
+    {
         Ok(resp) => resp,
         Err((kind, detail)) => error_response(kind, &detail, &request_id),
     };
@@ -73,11 +83,12 @@ async fn forward(
     done: &mut Completion,
 ) -> Result<Response<ResponseBody>, Failure> {
     let (mut parts, body) = req.into_parts();
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let view = RequestView {
         method: &parts.method,
         path: parts.uri.path(),
@@ -86,16 +97,24 @@ async fn forward(
         headers: &parts.headers,
     };
     let Some(route_idx) = snapshot.router.find(&view) else {
-        return Err((ErrorKind::NoRoute, format!("{} {}", parts.method, parts.uri.path())));
+        return Err((
+            ErrorKind::NoRoute,
+            format!("{} {}", parts.method, parts.uri.path()),
+        ));
     };
     let route = &snapshot.routes[route_idx];
     done.route = Some((route_idx as u32, route.name.clone()));
 
-    let limit = route.max_request_body_bytes.or(conn.listener.max_request_body_bytes);
+    let limit = route
+        .max_request_body_bytes
+        .or(conn.listener.max_request_body_bytes);
     if let (Some(limit), Some(len)) = (limit, content_length(&parts.headers))
         && len > limit
     {
-        return Err((ErrorKind::BodyTooLarge, format!("{len} bytes declared, limit is {limit}")));
+        return Err((
+            ErrorKind::BodyTooLarge,
+            format!("{len} bytes declared, limit is {limit}"),
+        ));
     }
 
     let cluster = &snapshot.clusters[route.cluster];
@@ -106,8 +125,10 @@ async fn forward(
     // We answer `Expect: 100-continue` ourselves (hyper sends 100 when the body is first
     // read), so it must not reach the upstream as well.
     parts.headers.remove(header::EXPECT);
-    forwarding::set_forwarded(&mut parts.headers, conn.peer.ip(), "http", host.as_ref());
-    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    forwarding::set_forwarded(&mut parts.headers, &conn.peer_value, "http", host.as_ref());
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -142,17 +163,24 @@ async fn forward(
 
     let sent = tokio::time::timeout(
         route.timeout,
-        worker.pool.send(&endpoint.authority, &cluster.settings, upstream_req),
+        worker
+            .pool
+            .send(&endpoint.authority, &cluster.settings, upstream_req),
     )
     .await;
     let failure = match sent {
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             forwarding::strip_hop_by_hop(&mut parts.headers, false);
-            parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+            parts
+                .headers
+                .insert(X_REQUEST_ID.clone(), request_id.clone());
             return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
         }
-        Err(_) => (ErrorKind::UpstreamTimeout, format!("no response within {:?}", route.timeout)),
+        Err(_) => (
+            ErrorKind::UpstreamTimeout,
+            format!("no response within {:?}", route.timeout),
+        ),
         Ok(Err(SendError::Connect(e))) => (ErrorKind::UpstreamConnect, e.to_string()),
         Ok(Err(SendError::Exchange(_))) if transfer.too_large.get() => {
             return Err((
@@ -184,16 +212,28 @@ async fn forward(
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The JSON error response for `kind`.
-pub(crate) fn error_response(kind: ErrorKind, detail: &str, request_id: &HeaderValue) -> Response<ResponseBody> {
+pub(crate) fn error_response(
+    kind: ErrorKind,
+    detail: &str,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
     let body = kind.json_body(Some(detail), request_id.to_str().unwrap_or_default());
     let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = kind.status();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(X_REQUEST_ID.clone(), request_id.clone());
     resp
 }
@@ -224,7 +264,8 @@ impl Completion {
             Some((i, n)) => (*i, &**n),
             None => (u32::MAX, NO_ROUTE_LABEL),
         };
-        self.worker.record_request(route_idx, route_name, self.status, elapsed);
+        self.worker
+            .record_request(route_idx, route_name, self.status, elapsed);
         if self.access_log {
             let status = StatusCode::from_u16(self.status).map_or(0, |s| s.as_u16());
             tracing::info!(

@@ -127,7 +127,9 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("listeners", &self.addrs).finish()
+        f.debug_struct("Gateway")
+            .field("listeners", &self.addrs)
+            .finish()
     }
 }
 
@@ -162,7 +164,8 @@ impl Gateway {
         });
 
         // sockets[w] = this worker's socket for each listener.
-        let mut sockets: Vec<Vec<(Arc<ListenerCtx>, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut sockets: Vec<Vec<(Arc<ListenerCtx>, std::net::TcpListener)>> =
+            (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
         for l in &config.listeners {
             let bind_err = |source| StartError::Bind {
@@ -170,7 +173,10 @@ impl Gateway {
                 address: l.address.clone(),
                 source,
             };
-            let mut addr: SocketAddr = l.address.parse().map_err(|e| bind_err(std::io::Error::other(e)))?;
+            let mut addr: SocketAddr = l
+                .address
+                .parse()
+                .map_err(|e| bind_err(std::io::Error::other(e)))?;
             let ctx = Arc::new(ListenerCtx {
                 name: l.name.as_str().into(),
                 limits: l.limits.clone(),
@@ -235,7 +241,11 @@ impl Gateway {
         let start = Instant::now();
         self.shared.draining.store(true, Ordering::SeqCst);
         let in_flight_at_start = self.in_flight();
-        tracing::info!(in_flight = in_flight_at_start, grace_ms = grace.as_millis() as u64, "shutting down gracefully");
+        tracing::info!(
+            in_flight = in_flight_at_start,
+            grace_ms = grace.as_millis() as u64,
+            "shutting down gracefully"
+        );
         let _ = self.phase.send(Phase::Draining);
         let deadline = tokio::time::Instant::now() + grace;
         loop {

@@ -146,7 +146,12 @@ impl Pool {
         settings: &EndpointSettings,
         req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, SendError> {
-        let cached = self.h2.borrow().get(authority).filter(|s| !s.is_closed()).cloned();
+        let cached = self
+            .h2
+            .borrow()
+            .get(authority)
+            .filter(|s| !s.is_closed())
+            .cloned();
         let mut sender = match cached {
             Some(s) => s,
             None => {
@@ -159,10 +164,17 @@ impl Pool {
             .try_send_request(req)
             .await
             .map_err(|e: TrySendError<_>| SendError::Exchange(e.into_error()))?;
-        Ok(resp.map(|b| PooledBody { inner: b, home: None }))
+        Ok(resp.map(|b| PooledBody {
+            inner: b,
+            home: None,
+        }))
     }
 
-    fn take_idle(&self, authority: &Arc<str>, idle_timeout: Duration) -> Option<http1::SendRequest<UpstreamBody>> {
+    fn take_idle(
+        &self,
+        authority: &Arc<str>,
+        idle_timeout: Duration,
+    ) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut map = self.h1.borrow_mut();
         let list = map.get_mut(authority)?;
         // Most recently returned first: it is the least likely to have been closed by the peer.
@@ -174,7 +186,12 @@ impl Pool {
         None
     }
 
-    fn put_idle(&self, authority: Arc<str>, sender: http1::SendRequest<UpstreamBody>, max_idle: usize) {
+    fn put_idle(
+        &self,
+        authority: Arc<str>,
+        sender: http1::SendRequest<UpstreamBody>,
+        max_idle: usize,
+    ) {
         if sender.is_closed() {
             return;
         }
@@ -211,6 +228,7 @@ impl Pool {
     ) -> Result<http1::SendRequest<UpstreamBody>, ConnectError> {
         let io = tcp_connect(authority, settings.connect_timeout).await?;
         let (sender, conn) = http1::Builder::new()
+            .writev(false)
             .handshake(io)
             .await
             .map_err(|source| ConnectError::Handshake {
@@ -248,7 +266,10 @@ impl Pool {
     }
 }
 
-async fn tcp_connect(authority: &Arc<str>, timeout: Duration) -> Result<TokioIo<TcpStream>, ConnectError> {
+async fn tcp_connect(
+    authority: &Arc<str>,
+    timeout: Duration,
+) -> Result<TokioIo<TcpStream>, ConnectError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(&**authority))
         .await
         .map_err(|_| ConnectError::Timeout {
@@ -298,7 +319,10 @@ impl Body for PooledBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         match &frame {
             None => self.go_home(),

@@ -80,7 +80,8 @@ impl Snapshot {
                     .endpoints
                     .iter()
                     .map(|e| {
-                        let authority = parse_endpoint_url(&e.url).map_err(SnapshotError::Invalid)?;
+                        let authority =
+                            parse_endpoint_url(&e.url).map_err(SnapshotError::Invalid)?;
                         Ok(EndpointEntry {
                             authority: authority.into(),
                             weight: e.weight,
@@ -108,9 +109,18 @@ impl Snapshot {
                     .clusters
                     .iter()
                     .position(|c| c.name == r.cluster)
-                    .ok_or_else(|| SnapshotError::Invalid(format!("routes[{i}]: unknown cluster {:?}", r.cluster)))?;
+                    .ok_or_else(|| {
+                        SnapshotError::Invalid(format!(
+                            "routes[{i}]: unknown cluster {:?}",
+                            r.cluster
+                        ))
+                    })?;
                 Ok(RouteEntry {
-                    name: r.name.clone().unwrap_or_else(|| format!("route-{i}")).into(),
+                    name: r
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("route-{i}"))
+                        .into(),
                     cluster,
                     timeout: r.timeout.get(),
                     max_request_body_bytes: r.max_request_body_bytes,

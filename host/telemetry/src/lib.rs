@@ -8,7 +8,9 @@ mod logging;
 use std::sync::Arc;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 pub use logging::{LogGuard, LoggingError, check_level, init_logging};
 
@@ -52,7 +54,8 @@ impl Metrics {
     /// A fresh registry with the catalogue described.
     pub fn new() -> Self {
         let buckets = [
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
         ];
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
@@ -60,7 +63,11 @@ impl Metrics {
             .build_recorder();
         let handle = recorder.handle();
         let r = &recorder;
-        r.describe_counter(REQUESTS_TOTAL.into(), None, "Completed requests by route and status.".into());
+        r.describe_counter(
+            REQUESTS_TOTAL.into(),
+            None,
+            "Completed requests by route and status.".into(),
+        );
         r.describe_histogram(
             REQUEST_DURATION.into(),
             Some(Unit::Seconds),
@@ -71,7 +78,11 @@ impl Metrics {
             None,
             "Failed upstream attempts by cluster and reason (connect_failure, reset, timeout, protocol_error).".into(),
         );
-        r.describe_gauge(CONNECTIONS_ACTIVE.into(), None, "Open client connections by listener.".into());
+        r.describe_gauge(
+            CONNECTIONS_ACTIVE.into(),
+            None,
+            "Open client connections by listener.".into(),
+        );
         r.describe_counter(
             CONNECTIONS_REJECTED.into(),
             None,
@@ -96,28 +107,37 @@ impl Metrics {
     fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
         Key::from_parts(
             name,
-            labels.iter().map(|(k, v)| Label::new(*k, v.to_string())).collect::<Vec<_>>(),
+            labels
+                .iter()
+                .map(|(k, v)| Label::new(*k, v.to_string()))
+                .collect::<Vec<_>>(),
         )
     }
 
     /// Any counter by name and labels; for metrics defined outside this crate's catalogue.
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
-        self.recorder.register_counter(&Self::key(name, labels), &METADATA)
+        self.recorder
+            .register_counter(&Self::key(name, labels), &METADATA)
     }
 
     /// Any gauge by name and labels.
     pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
-        self.recorder.register_gauge(&Self::key(name, labels), &METADATA)
+        self.recorder
+            .register_gauge(&Self::key(name, labels), &METADATA)
     }
 
     /// Any histogram by name and labels.
     pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
-        self.recorder.register_histogram(&Self::key(name, labels), &METADATA)
+        self.recorder
+            .register_histogram(&Self::key(name, labels), &METADATA)
     }
 
     /// `rustygate_requests_total{route,status}`.
     pub fn requests_total(&self, route: &str, status: u16) -> Counter {
-        self.counter(REQUESTS_TOTAL, &[("route", route), ("status", &status.to_string())])
+        self.counter(
+            REQUESTS_TOTAL,
+            &[("route", route), ("status", &status.to_string())],
+        )
     }
 
     /// `rustygate_request_duration_seconds{route}`.
@@ -127,7 +147,10 @@ impl Metrics {
 
     /// `rustygate_upstream_failures_total{cluster,reason}`.
     pub fn upstream_failures(&self, cluster: &str, reason: &str) -> Counter {
-        self.counter(UPSTREAM_FAILURES, &[("cluster", cluster), ("reason", reason)])
+        self.counter(
+            UPSTREAM_FAILURES,
+            &[("cluster", cluster), ("reason", reason)],
+        )
     }
 
     /// `rustygate_connections_active{listener}`.
@@ -137,7 +160,10 @@ impl Metrics {
 
     /// `rustygate_connections_rejected_total{listener,reason}`.
     pub fn connections_rejected(&self, listener: &str, reason: &str) -> Counter {
-        self.counter(CONNECTIONS_REJECTED, &[("listener", listener), ("reason", reason)])
+        self.counter(
+            CONNECTIONS_REJECTED,
+            &[("listener", listener), ("reason", reason)],
+        )
     }
 }
 
@@ -152,9 +178,20 @@ mod tests {
         m.request_duration("api").record(0.002);
         m.connections_active("main").set(2.0);
         let text = m.render();
-        assert!(text.contains("rustygate_requests_total{route=\"api\",status=\"200\"} 3"), "{text}");
-        assert!(text.contains("rustygate_request_duration_seconds_bucket{route=\"api\",le=\"0.0025\"} 1"), "{text}");
-        assert!(text.contains("rustygate_connections_active{listener=\"main\"} 2"), "{text}");
+        assert!(
+            text.contains("rustygate_requests_total{route=\"api\",status=\"200\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "rustygate_request_duration_seconds_bucket{route=\"api\",le=\"0.0025\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("rustygate_connections_active{listener=\"main\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("# HELP rustygate_requests_total"), "{text}");
     }
 

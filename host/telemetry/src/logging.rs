@@ -39,11 +39,14 @@ pub enum LoggingError {
 /// `RUST_LOG`, when set, overrides `logging.level`.
 pub fn init_logging(cfg: &Logging) -> Result<LogGuard, LoggingError> {
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.level.clone());
-    let filter = EnvFilter::try_new(&level).map_err(|source| LoggingError::Filter { level, source })?;
+    let filter =
+        EnvFilter::try_new(&level).map_err(|source| LoggingError::Filter { level, source })?;
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     let result = match cfg.format {
         LogFormat::Json => builder
             .json()
@@ -61,5 +64,8 @@ pub fn init_logging(cfg: &Logging) -> Result<LogGuard, LoggingError> {
 pub fn check_level(cfg: &Logging) -> Result<(), LoggingError> {
     EnvFilter::try_new(&cfg.level)
         .map(drop)
-        .map_err(|source| LoggingError::Filter { level: cfg.level.clone(), source })
+        .map_err(|source| LoggingError::Filter {
+            level: cfg.level.clone(),
+            source,
+        })
 }

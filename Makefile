@@ -1,0 +1,72 @@
+# RustyGate: the one entry point. CI runs `make test` (see .ci/run).
+#
+#   make run     build and start the gateway on config/default.yaml with the demo upstream
+#   make test    formatting, lints, schema check and every test (unit, golden, end-to-end)
+#   make bench   criterion micro-benchmarks + loopback load benchmark against nginx/haproxy
+#
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+PROFILE ?= dev
+PROFILE_DIR := $(if $(filter release,$(PROFILE)),release,debug)
+DEMO_UPSTREAM_PORT ?= 9000
+export DEMO_UPSTREAM_PORT
+
+.PHONY: all deps build run test fmt fmt-check lint schema bench bench-micro bench-load bench-deps clean
+
+all: build
+
+## Toolchain pieces the build needs; idempotent and quick when already present.
+deps:
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs"; exit 1; }
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+
+build: deps
+	$(CARGO) build --profile $(PROFILE) -p rustygate -p demo-upstream
+
+## Starts the demo upstream in the background and the gateway in the foreground; Ctrl-C
+## stops the gateway gracefully, then the demo upstream.
+run: build
+	@./target/$(PROFILE_DIR)/demo-upstream 127.0.0.1:$(DEMO_UPSTREAM_PORT) & \
+	  up=$$!; trap 'kill $$up 2>/dev/null || true' EXIT; \
+	  echo "gateway: http://localhost:8080/api/test   admin: http://127.0.0.1:8081/metrics"; \
+	  ./target/$(PROFILE_DIR)/rustygate run --config config/default.yaml
+
+test: deps fmt-check lint
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Regenerates config/rustygate.schema.json from the config types (a test fails while stale).
+schema:
+	UPDATE_SCHEMA=1 $(CARGO) test -q -p rustygate-config --test golden committed_schema_is_current
+
+bench: bench-micro bench-load
+
+bench-micro: deps
+	$(CARGO) bench -p rustygate-core --bench route_match
+
+## Needs nginx, haproxy and wrk (installed by bench-deps). Peers and RustyGate run on loopback
+## in one interleaved session; see docs/benchmarks.md for how to read the table.
+bench-load: bench-deps
+	$(CARGO) build --release -p rustygate
+	TARGET_NAME=rustygate \
+	TARGET_URL=http://127.0.0.1:18090/api/test \
+	TARGET_CMD="$(CURDIR)/target/release/rustygate run --config $(CURDIR)/config/bench.yaml" \
+	  ../shared/bench/peers.sh
+
+bench-deps:
+	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk; }
+
+clean:
+	$(CARGO) clean
