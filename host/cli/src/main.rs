@@ -8,8 +8,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rustygate_config::Config;
+use rustygate_filter_api::ChainBuilder;
 use rustygate_proxy::{Gateway, Snapshot};
+use rustygate_proxy_wasm::ProxyWasm;
 use rustygate_telemetry::Metrics;
+use rustygate_wasm_runtime::{Runtime, RuntimeConfig};
 
 // mimalloc's per-thread heaps suit thread-per-core workers: allocation and free of a request's
 // buffers stay on the worker's own heap, and it measured faster than glibc malloc on the load
@@ -74,8 +77,44 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// The WebAssembly engine and the configured filters, compiled and validated on a canary VM.
+/// The runtime must live as long as the gateway: it owns the epoch ticker behind CPU deadlines.
+struct Filters {
+    _runtime: Runtime,
+    host: Arc<ProxyWasm>,
+}
+
+fn load_filters(
+    config: &Config,
+    path: &Path,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<Filters>> {
+    if config.filters.is_empty() {
+        return Ok(None);
+    }
+    let runtime = Runtime::new(&RuntimeConfig {
+        max_memory_bytes: config
+            .filters
+            .iter()
+            .map(|f| f.limits.max_memory_bytes)
+            .max()
+            .unwrap_or(0),
+        ..RuntimeConfig::default()
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let host = ProxyWasm::load(config, base, &runtime, metrics.clone())?;
+    for m in host.modules() {
+        tracing::info!(filter = %m.filter, sha256 = %m.sha256, abi = m.abi.as_str(), from_cache = m.from_cache, "filter loaded");
+    }
+    Ok(Some(Filters {
+        _runtime: runtime,
+        host: Arc::new(host),
+    }))
+}
+
 fn validate(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
+    load_filters(&config, path, &Metrics::new())?;
     println!(
         "{}: OK ({} listeners, {} clusters, {} routes)",
         path.display(),
@@ -90,7 +129,11 @@ fn run(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
     let _log_guard = rustygate_telemetry::init_logging(&config.logging)?;
     let metrics = Metrics::new();
-    let gateway = Gateway::start(&config, metrics.clone())?;
+    let filters = load_filters(&config, path, &metrics)?;
+    let chains = filters
+        .as_ref()
+        .map(|f| f.host.clone() as Arc<dyn ChainBuilder>);
+    let gateway = Gateway::start(&config, metrics.clone(), chains)?;
 
     // The main thread runs signals and the admin listener; traffic stays on the workers.
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -28,9 +28,97 @@ pub struct Config {
     /// Upstream clusters that routes forward to.
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// WebAssembly filters, declared once and chained per route by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
     /// Routes, tried in file order; the first that matches wins.
     #[serde(default)]
     pub routes: Vec<Route>,
+}
+
+/// A proxy-wasm filter: one `.wasm` module with its settings. Routes chain it by `name`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// Name that routes refer to; also prefixes the filter's log lines and labels its metrics.
+    pub name: String,
+    /// Path to the `.wasm` file (relative paths are relative to the config file).
+    pub module: String,
+    /// Root context id the SDK selects its root factory by (proxy-wasm `root_id`).
+    #[serde(default)]
+    pub root_id: String,
+    /// Filters with the same module, `vm_id` and `vm_configuration` share a VM per worker;
+    /// shared data and queues are scoped by `vm_id`.
+    #[serde(default)]
+    pub vm_id: String,
+    /// VM configuration (buffer 6), given to `proxy_on_vm_start`. A string is passed as is;
+    /// any other YAML value is passed as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_configuration: Option<serde_json::Value>,
+    /// Plugin configuration (buffer 7), given to `proxy_on_configure`. A string is passed as
+    /// is; any other YAML value is passed as JSON. Routes may override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<serde_json::Value>,
+    /// What a request sees when this filter fails (trap, CPU deadline, memory limit).
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+    /// Resource limits for each VM of this filter.
+    #[serde(default)]
+    pub limits: FilterLimits,
+}
+
+/// What happens to a request whose filter fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// 503 with a JSON body.
+    #[default]
+    FailClosed,
+    /// Skip the filter; the request carries on.
+    FailOpen,
+}
+
+/// Limits that bound a filter. On by default.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterLimits {
+    /// Largest linear memory of one VM, in bytes.
+    pub max_memory_bytes: usize,
+    /// CPU time one callback may take before it is stopped and the request fails.
+    pub cpu_per_callback: Duration,
+}
+
+impl Default for FilterLimits {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 16 << 20,
+            cpu_per_callback: Duration::millis(10),
+        }
+    }
+}
+
+/// A filter in a route's chain: its name, or its name with a per-route configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RouteFilter {
+    /// Just the filter's name: its own configuration applies.
+    Name(String),
+    /// The filter with a configuration that replaces its own on this route.
+    WithConfig {
+        /// Filter name.
+        name: String,
+        /// Plugin configuration for this route (string as is, other values as JSON).
+        configuration: serde_json::Value,
+    },
+}
+
+impl RouteFilter {
+    /// The filter's name.
+    pub fn name(&self) -> &str {
+        match self {
+            RouteFilter::Name(n) | RouteFilter::WithConfig { name: n, .. } => n,
+        }
+    }
 }
 
 /// A traffic listener: HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port.
@@ -230,6 +318,9 @@ pub struct Route {
     /// Overrides the listener's `max_request_body_bytes` for this route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_request_body_bytes: Option<u64>,
+    /// Filters run on this route, in order (responses pass through them in reverse).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<RouteFilter>,
 }
 
 fn default_route_timeout() -> Duration {

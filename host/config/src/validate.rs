@@ -116,6 +116,34 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
         }
     }
 
+    let mut filters = HashSet::new();
+    for (i, f) in config.filters.iter().enumerate() {
+        c.unique(
+            &mut filters,
+            &f.name,
+            format!("filters[{i}].name"),
+            "filter",
+        );
+        if f.module.is_empty() {
+            c.error(
+                format!("filters[{i}].module"),
+                "a path to a .wasm file is required".into(),
+            );
+        }
+        if f.limits.max_memory_bytes < 1 << 20 {
+            c.error(
+                format!("filters[{i}].limits.max_memory_bytes"),
+                "must be at least 1048576 (1 MiB)".into(),
+            );
+        }
+        if f.limits.cpu_per_callback.get().is_zero() {
+            c.error(
+                format!("filters[{i}].limits.cpu_per_callback"),
+                "must be more than 0".into(),
+            );
+        }
+    }
+
     let mut routes = HashSet::new();
     for (i, r) in config.routes.iter().enumerate() {
         if let Some(name) = &r.name {
@@ -126,6 +154,14 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
                 format!("routes[{i}].cluster"),
                 format!("unknown cluster {:?}", r.cluster),
             );
+        }
+        for (j, f) in r.filters.iter().enumerate() {
+            if !filters.contains(f.name()) {
+                c.error(
+                    format!("routes[{i}].filters[{j}]"),
+                    format!("unknown filter {:?}", f.name()),
+                );
+            }
         }
         let m = &r.matcher;
         match &m.path {

@@ -38,6 +38,9 @@ pub enum ErrorKind {
     /// The upstream sent an invalid response.
     #[error("upstream sent an invalid response")]
     UpstreamProtocol,
+    /// A filter failed (trap, CPU deadline, memory limit) and its policy is fail-closed.
+    #[error("a filter failed")]
+    FilterFailed,
     /// The gateway is shedding load (connection or request limits).
     #[error("gateway overloaded")]
     Overloaded,
@@ -58,7 +61,7 @@ impl ErrorKind {
                 S::BAD_GATEWAY
             }
             ErrorKind::UpstreamTimeout => S::GATEWAY_TIMEOUT,
-            ErrorKind::Overloaded => S::SERVICE_UNAVAILABLE,
+            ErrorKind::Overloaded | ErrorKind::FilterFailed => S::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +77,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "timeout",
             ErrorKind::UpstreamProtocol => "protocol_error",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::FilterFailed => "filter_failed",
             ErrorKind::Internal => "internal",
         }
     }
@@ -88,7 +92,9 @@ impl ErrorKind {
             | ErrorKind::UpstreamReset
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamProtocol => Fault::Upstream,
-            ErrorKind::Overloaded | ErrorKind::Internal => Fault::Internal,
+            ErrorKind::Overloaded | ErrorKind::Internal | ErrorKind::FilterFailed => {
+                Fault::Internal
+            }
         }
     }
 

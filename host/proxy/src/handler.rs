@@ -3,6 +3,7 @@
 //! in [`Completion`], when the response body is dropped, which is where the access log and
 //! request metrics are written (after the last byte, so sizes and durations are complete).
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -11,14 +12,17 @@ use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version, uri::PathAndQuery};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use rustygate_config::UpstreamProtocol;
 use rustygate_core::ErrorKind;
 use rustygate_core::forwarding::{self, X_REQUEST_ID};
 use rustygate_core::router::RequestView;
+use rustygate_filter_api::{Exchange, LocalResponse, RequestHead, ResponseHead, StreamInfo};
 use rustygate_telemetry::NO_ROUTE_LABEL;
 
 use crate::body::{RequestBody, ResponseBody, Transfer};
+use crate::chain::{ChainFailure, ChainRun, RequestOutcome, ResponseOutcome};
 use crate::pool::SendError;
 use crate::snapshot::Snapshot;
 use crate::worker::{ConnCtx, Worker};
@@ -51,6 +55,7 @@ pub(crate) async fn handle(
         status: 0,
         access_log: snapshot.access_log,
         transfer: transfer.clone(),
+        chain: None,
     };
     let conn = done.conn.clone();
     let resp = match forward(
@@ -118,9 +123,8 @@ async fn forward(
     }
 
     let cluster = &snapshot.clusters[route.cluster];
-    let endpoint = &cluster.endpoints[worker.pick_endpoint(snapshot, route.cluster)];
-    done.upstream = Some(endpoint.authority.clone());
-
+    // Connection-level rules come first, so filters see the request as the upstream will
+    // (as in Envoy, whose connection manager adds these before the filter chain runs).
     forwarding::strip_hop_by_hop(&mut parts.headers, true);
     // We answer `Expect: 100-continue` ourselves (hyper sends 100 when the body is first
     // read), so it must not reach the upstream as well.
@@ -129,6 +133,69 @@ async fn forward(
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
+
+    let chain = worker.chain(route_idx);
+    let mut authority = host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    if !chain.is_empty() {
+        let exchange = Rc::new(Exchange {
+            request: RefCell::new(RequestHead {
+                method: std::mem::take(&mut parts.method),
+                path: parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
+                authority: authority.clone().unwrap_or_default(),
+                scheme: "http",
+                headers: std::mem::take(&mut parts.headers),
+            }),
+            response: RefCell::new(None),
+            info: StreamInfo {
+                client: conn.peer,
+                local: conn.local,
+                request_id: request_id.clone(),
+                route: route.name.as_ref().into(),
+                cluster: cluster.name.as_ref().into(),
+                protocol: protocol_name(parts.version),
+            },
+        });
+        let w = worker.clone();
+        let mut run = ChainRun::new(
+            &chain,
+            exchange,
+            Box::new(move |f, reason| w.filter_failure(f, reason)),
+        );
+        let outcome = run.request(body.is_end_stream());
+        let exchange = run.exchange.clone();
+        done.chain = Some(run);
+        match outcome {
+            RequestOutcome::Forward => {}
+            RequestOutcome::Respond(local) => return Ok(local_response(local, request_id)),
+            RequestOutcome::Fail(f) => return Err(filter_failed(&f)),
+        }
+        let mut head = exchange.request.borrow_mut();
+        parts.method = std::mem::take(&mut head.method);
+        parts.uri = head.path.parse().map_err(|e| {
+            (
+                ErrorKind::Internal,
+                format!("a filter set an invalid path {:?}: {e}", head.path),
+            )
+        })?;
+        parts.headers = std::mem::take(&mut head.headers);
+        authority = Some(std::mem::take(&mut head.authority)).filter(|a| !a.is_empty());
+        if let Some(a) = authority
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
+            parts.headers.insert(header::HOST, a);
+        }
+    }
+
+    let endpoint = &cluster.endpoints[worker.pick_endpoint(snapshot, route.cluster)];
+    done.upstream = Some(endpoint.authority.clone());
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -138,19 +205,19 @@ async fn forward(
         UpstreamProtocol::Http1 => {
             parts.uri = Uri::from(path_and_query);
             parts.version = Version::HTTP_11;
-            if let (false, Some(h)) = (parts.headers.contains_key(header::HOST), &host) {
-                parts.headers.insert(header::HOST, h.clone());
+            if let (false, Some(a)) = (
+                parts.headers.contains_key(header::HOST),
+                authority
+                    .as_deref()
+                    .and_then(|a| HeaderValue::from_str(a).ok()),
+            ) {
+                parts.headers.insert(header::HOST, a);
             }
         }
         UpstreamProtocol::Http2 => {
-            let authority = host
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or(&endpoint.authority)
-                .to_owned();
             parts.uri = Uri::builder()
                 .scheme("http")
-                .authority(authority)
+                .authority(authority.as_deref().unwrap_or(&endpoint.authority))
                 .path_and_query(path_and_query)
                 .build()
                 .map_err(|e| (ErrorKind::BadRequest, format!("invalid authority: {e}")))?;
@@ -175,6 +242,29 @@ async fn forward(
             parts
                 .headers
                 .insert(X_REQUEST_ID.clone(), request_id.clone());
+            if let Some(run) = done.chain.as_mut() {
+                *run.exchange.response.borrow_mut() = Some(ResponseHead {
+                    status: parts.status,
+                    headers: std::mem::take(&mut parts.headers),
+                });
+                match run.response(body.is_end_stream()) {
+                    ResponseOutcome::Continue => {
+                        let head = run
+                            .exchange
+                            .response
+                            .borrow_mut()
+                            .take()
+                            .expect("set above");
+                        parts.status = head.status;
+                        parts.headers = head.headers;
+                    }
+                    // The upstream body is dropped unread, which closes that connection.
+                    ResponseOutcome::Respond(local) => {
+                        return Ok(local_response(local, request_id));
+                    }
+                    ResponseOutcome::Fail(f) => return Err(filter_failed(&f)),
+                }
+            }
             return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
         }
         Err(_) => (
@@ -209,6 +299,41 @@ async fn forward(
         "upstream request failed"
     );
     Err(failure)
+}
+
+fn protocol_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Clients learn which filter failed and how (trap, CPU deadline, memory), never the guest's
+/// internals; the details are in the log.
+fn filter_failed(f: &ChainFailure) -> Failure {
+    (
+        ErrorKind::FilterFailed,
+        format!("filter {} failed: {}", f.filter, f.error.reason()),
+    )
+}
+
+/// A filter's local response as sent to the client. As in Envoy, a non-empty body without a
+/// content type is labelled `text/plain`; hyper sets `content-length`.
+fn local_response(local: LocalResponse, request_id: &HeaderValue) -> Response<ResponseBody> {
+    let has_body = !local.body.is_empty();
+    let mut resp = Response::new(ResponseBody::full(local.body));
+    *resp.status_mut() = local.status;
+    let h = resp.headers_mut();
+    for (k, v) in local.headers {
+        h.append(k, v);
+    }
+    if has_body && !h.contains_key(header::CONTENT_TYPE) {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    h.remove(header::CONTENT_LENGTH);
+    h.insert(X_REQUEST_ID.clone(), request_id.clone());
+    resp
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
@@ -253,10 +378,15 @@ pub(crate) struct Completion {
     status: u16,
     access_log: bool,
     transfer: Rc<Transfer>,
+    /// The request's filters, ended (`on_log`, `on_done`, `on_delete`) with the request.
+    chain: Option<ChainRun>,
 }
 
 impl Completion {
-    fn finish(self) {
+    fn finish(mut self) {
+        if let Some(run) = self.chain.as_mut() {
+            run.complete();
+        }
         let elapsed = self.start.elapsed();
         self.conn.request_finished();
         self.worker.shared.in_flight.fetch_sub(1, Ordering::Relaxed);

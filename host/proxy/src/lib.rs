@@ -6,6 +6,7 @@
 //! thread-per-core with no work stealing.
 
 mod body;
+mod chain;
 mod exec;
 mod handler;
 mod pool;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use rustygate_config::Config;
+use rustygate_filter_api::ChainBuilder;
 use rustygate_telemetry::Metrics;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{Notify, watch};
@@ -76,6 +78,9 @@ pub enum StartError {
     /// The configuration could not be compiled.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// A worker could not start its filters.
+    #[error("{0}")]
+    Filters(String),
     /// A worker thread could not be started.
     #[error("cannot start worker thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -150,8 +155,13 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 impl Gateway {
-    /// Binds all listeners and starts the workers. `config` must have passed validation.
-    pub fn start(config: &Config, metrics: Metrics) -> Result<Self, StartError> {
+    /// Binds all listeners and starts the workers. `config` must have passed validation;
+    /// `filters` builds each worker's filter chains (one per route, in route order).
+    pub fn start(
+        config: &Config,
+        metrics: Metrics,
+        filters: Option<Arc<dyn ChainBuilder>>,
+    ) -> Result<Self, StartError> {
         let workers = config.workers.unwrap_or_else(default_workers).max(1);
         let snapshot = Snapshot::build(config, 1)?;
         let shared = Arc::new(Shared {
@@ -194,17 +204,33 @@ impl Gateway {
 
         let (phase, phase_rx) = watch::channel(Phase::Running);
         let mut threads = Vec::with_capacity(workers);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for (id, listeners) in sockets.into_iter().enumerate() {
-            let (shared, phase_rx) = (shared.clone(), phase_rx.clone());
+            let (shared, phase_rx, filters, ready) = (
+                shared.clone(),
+                phase_rx.clone(),
+                filters.clone(),
+                ready_tx.clone(),
+            );
             let handle = std::thread::Builder::new()
                 .name(format!("rustygate-worker-{id}"))
                 .spawn(move || {
-                    if let Err(e) = worker::run(id, shared, listeners, phase_rx) {
+                    if let Err(e) = worker::run(id, shared, listeners, phase_rx, filters, ready) {
                         tracing::error!(worker = id, error = %e, "worker failed");
                     }
                 })
                 .map_err(StartError::Thread)?;
             threads.push(handle);
+        }
+        drop(ready_tx);
+        for _ in 0..workers {
+            let result = ready_rx
+                .recv()
+                .unwrap_or_else(|_| Err("a worker exited during start-up".into()));
+            if let Err(e) = result {
+                let _ = phase.send(Phase::Stopped);
+                return Err(StartError::Filters(e));
+            }
         }
         tracing::info!(workers, listeners = ?addrs, "gateway started");
         Ok(Gateway {

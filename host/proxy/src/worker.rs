@@ -17,6 +17,7 @@ use hyper_util::server::conn::auto;
 use metrics::{Counter, Histogram};
 use rustygate_config::ListenerLimits;
 use rustygate_core::balance::SmoothWrr;
+use rustygate_filter_api::{ChainBuilder, FilterFactory};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -39,6 +40,8 @@ pub(crate) struct ListenerCtx {
 pub(crate) struct ConnCtx {
     pub listener: Arc<ListenerCtx>,
     pub peer: SocketAddr,
+    /// Our end of the connection.
+    pub local: SocketAddr,
     /// `peer`'s IP as a header value, for `X-Forwarded-For`.
     pub peer_value: http::HeaderValue,
     in_flight: Cell<usize>,
@@ -65,9 +68,14 @@ struct Cache {
     durations: HashMap<u32, Histogram>,
 }
 
+/// A route's filters on this worker.
+pub(crate) type Chain = Rc<[Rc<dyn FilterFactory>]>;
+
 /// One worker's state.
 pub(crate) struct Worker {
     pub shared: Arc<Shared>,
+    /// Filter chains by route index, built on this thread at start-up.
+    chains: Vec<Chain>,
     pub pool: Rc<Pool>,
     pub rng: RefCell<fastrand::Rng>,
     cache: RefCell<Cache>,
@@ -113,6 +121,22 @@ impl Worker {
             .record(elapsed.as_secs_f64());
     }
 
+    /// The filter chain of route `route` (empty when it has none).
+    pub fn chain(&self, route: usize) -> Chain {
+        self.chains
+            .get(route)
+            .cloned()
+            .unwrap_or_else(|| Rc::from(Vec::new()))
+    }
+
+    /// Counts a filter failure.
+    pub fn filter_failure(&self, filter: &str, reason: &str) {
+        self.shared
+            .metrics
+            .filter_failures(filter, reason)
+            .increment(1);
+    }
+
     /// Counts a failed upstream attempt.
     pub fn upstream_failure(&self, cluster: &str, reason: &str) {
         self.shared
@@ -128,14 +152,28 @@ pub(crate) fn run(
     shared: Arc<Shared>,
     listeners: Vec<(Arc<ListenerCtx>, std::net::TcpListener)>,
     phase: watch::Receiver<Phase>,
+    chains: Option<Arc<dyn ChainBuilder>>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
+    // Filter VMs are created here, on the thread that will run them, before any traffic.
+    let chains: Vec<Chain> = match chains.map(|b| b.build()).transpose() {
+        Ok(c) => {
+            let _ = ready.send(Ok(()));
+            c.unwrap_or_default().into_iter().map(Rc::from).collect()
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
     local.block_on(&rt, async move {
         let worker = Rc::new(Worker {
             shared,
+            chains,
             pool: Rc::new(Pool::default()),
             rng: RefCell::new(fastrand::Rng::new()),
             cache: RefCell::new(Cache::default()),
@@ -208,6 +246,7 @@ async fn accept_loop(
         let conn = Rc::new(ConnCtx {
             listener: ctx.clone(),
             peer,
+            local: stream.local_addr().unwrap_or(peer),
             peer_value: rustygate_core::forwarding::client_address_value(peer.ip()),
             in_flight: Cell::new(0),
             last_active: Cell::new(Instant::now()),

@@ -25,6 +25,10 @@ pub const CONNECTIONS_ACTIVE: &str = "rustygate_connections_active";
 /// `rustygate_connections_rejected_total{listener,reason}`: connections closed at accept.
 pub const CONNECTIONS_REJECTED: &str = "rustygate_connections_rejected_total";
 
+/// `rustygate_filter_failures_total{filter,reason}`: filter failures (trap, cpu_deadline,
+/// memory, unavailable), counted whatever the failure policy.
+pub const FILTER_FAILURES: &str = "rustygate_filter_failures_total";
+
 /// Route label used when no route matched.
 pub const NO_ROUTE_LABEL: &str = "none";
 
@@ -88,6 +92,12 @@ impl Metrics {
             None,
             "Client connections closed at accept by listener and reason.".into(),
         );
+        r.describe_counter(
+            FILTER_FAILURES.into(),
+            None,
+            "Filter failures by filter and reason (trap, cpu_deadline, memory, unavailable)."
+                .into(),
+        );
         Self {
             recorder: Arc::new(recorder),
             handle,
@@ -104,7 +114,7 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 
-    fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    fn key(name: impl Into<metrics::KeyName>, labels: &[(&'static str, &str)]) -> Key {
         Key::from_parts(
             name,
             labels
@@ -115,19 +125,31 @@ impl Metrics {
     }
 
     /// Any counter by name and labels; for metrics defined outside this crate's catalogue.
-    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+    pub fn counter(
+        &self,
+        name: impl Into<metrics::KeyName>,
+        labels: &[(&'static str, &str)],
+    ) -> Counter {
         self.recorder
             .register_counter(&Self::key(name, labels), &METADATA)
     }
 
     /// Any gauge by name and labels.
-    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+    pub fn gauge(
+        &self,
+        name: impl Into<metrics::KeyName>,
+        labels: &[(&'static str, &str)],
+    ) -> Gauge {
         self.recorder
             .register_gauge(&Self::key(name, labels), &METADATA)
     }
 
     /// Any histogram by name and labels.
-    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+    pub fn histogram(
+        &self,
+        name: impl Into<metrics::KeyName>,
+        labels: &[(&'static str, &str)],
+    ) -> Histogram {
         self.recorder
             .register_histogram(&Self::key(name, labels), &METADATA)
     }
@@ -156,6 +178,11 @@ impl Metrics {
     /// `rustygate_connections_active{listener}`.
     pub fn connections_active(&self, listener: &str) -> Gauge {
         self.gauge(CONNECTIONS_ACTIVE, &[("listener", listener)])
+    }
+
+    /// `rustygate_filter_failures_total{filter,reason}`.
+    pub fn filter_failures(&self, filter: &str, reason: &str) -> Counter {
+        self.counter(FILTER_FAILURES, &[("filter", filter), ("reason", reason)])
     }
 
     /// `rustygate_connections_rejected_total{listener,reason}`.

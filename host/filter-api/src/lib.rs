@@ -1,0 +1,173 @@
+//! The filter contract. The proxy knows filters only through these types: it never sees
+//! wasmtime, proxy-wasm or WIT. A filter engine (the proxy-wasm host, the component host)
+//! supplies a [`FilterFactory`] per configured filter and per worker; the proxy asks it for one
+//! [`HttpFilter`] per request and drives the phases in order.
+//!
+//! Everything here lives on one worker thread: factories and filters are not `Send`.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+/// The request as filters see and change it.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// Method (`:method`).
+    pub method: Method,
+    /// Path with query (`:path`).
+    pub path: String,
+    /// Authority (`:authority`, from `Host` for HTTP/1.1).
+    pub authority: String,
+    /// `http` or `https` (`:scheme`).
+    pub scheme: &'static str,
+    /// Regular headers (no `Host`: it is `authority`).
+    pub headers: HeaderMap,
+}
+
+/// The response as filters see and change it.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    /// Status (`:status`).
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+}
+
+/// A response a filter sends instead of (or in place of) the upstream's.
+#[derive(Debug, Clone)]
+pub struct LocalResponse {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers to send (beyond `content-length`, which the proxy sets).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Body.
+    pub body: Bytes,
+    /// Why, for logs (`details` in proxy-wasm).
+    pub details: String,
+}
+
+/// What a phase decided.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Go on to the next filter (or the upstream / the client).
+    Continue,
+    /// Stop here and send this response instead. When given during request phases, the
+    /// response still passes through the response phases of this filter and those before it.
+    Respond(LocalResponse),
+}
+
+/// Facts about the request that filters may read (proxy-wasm properties, WIT request info).
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The gateway's local address for this connection.
+    pub local: SocketAddr,
+    /// `X-Request-Id`.
+    pub request_id: HeaderValue,
+    /// Route name.
+    pub route: Rc<str>,
+    /// Cluster name.
+    pub cluster: Rc<str>,
+    /// `HTTP/1.1`, `HTTP/2`.
+    pub protocol: &'static str,
+}
+
+/// One request as the proxy and its filters share it for the request's whole life. Filters may
+/// read and change the heads only while one of their phases runs (or, for an engine with
+/// deferred work, from a callback the engine runs on the same worker); the proxy never holds a
+/// borrow across a phase.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The request head; what is here after the request phases is what goes upstream.
+    pub request: RefCell<RequestHead>,
+    /// The response head, once there is one.
+    pub response: RefCell<Option<ResponseHead>>,
+    /// Read-only facts about the request.
+    pub info: StreamInfo,
+}
+
+/// Why a filter failed a request. The proxy applies the filter's [`FailurePolicy`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FilterError {
+    /// The filter trapped (panic, abort, bad memory access).
+    #[error("filter trapped: {0}")]
+    Trap(String),
+    /// The filter exceeded its CPU deadline.
+    #[error("filter exceeded its CPU deadline")]
+    Deadline,
+    /// The filter exceeded its memory limit.
+    #[error("filter exceeded its memory limit")]
+    Memory,
+    /// The filter cannot serve (its VM failed earlier and is being replaced, or it refused its
+    /// configuration).
+    #[error("filter unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl FilterError {
+    /// Short reason, used as the `reason` metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FilterError::Trap(_) => "trap",
+            FilterError::Deadline => "cpu_deadline",
+            FilterError::Memory => "memory",
+            FilterError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// What happens to a request when its filter fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Answer 503 with a JSON body (Envoy's default).
+    #[default]
+    FailClosed,
+    /// Skip the filter and carry on.
+    FailOpen,
+}
+
+/// One filter's work on one request. Phases are called in order, at most once each:
+/// request headers, then (after the upstream answered, or after a local response)
+/// response headers, then `complete` exactly once at the end, whatever happened.
+pub trait HttpFilter {
+    /// Request headers arrived (`exchange.request`). `end_of_stream` is true when there is no
+    /// body.
+    fn on_request_headers(
+        &mut self,
+        exchange: &Rc<Exchange>,
+        end_of_stream: bool,
+    ) -> Result<Verdict, FilterError>;
+
+    /// Response headers arrived (`exchange.response`, from the upstream or a local response).
+    fn on_response_headers(
+        &mut self,
+        exchange: &Rc<Exchange>,
+        end_of_stream: bool,
+    ) -> Result<Verdict, FilterError>;
+
+    /// The request is over (sent, failed or abandoned): final logging and clean-up.
+    fn complete(&mut self);
+}
+
+/// Creates a filter's per-request instances on one worker.
+pub trait FilterFactory {
+    /// Name from the configuration, for logs and metrics.
+    fn name(&self) -> &str;
+
+    /// The configured failure policy.
+    fn failure_policy(&self) -> FailurePolicy;
+
+    /// A filter instance for a new request.
+    fn create(&self, exchange: &Rc<Exchange>) -> Result<Box<dyn HttpFilter>, FilterError>;
+}
+
+/// Builds one worker's filter chains. The proxy calls [`ChainBuilder::build`] once on each
+/// worker thread at start-up, so instantiation never happens on the request path.
+pub trait ChainBuilder: Send + Sync {
+    /// The worker's chains, one per route in route order (empty for routes without filters).
+    fn build(&self) -> Result<Vec<Vec<Rc<dyn FilterFactory>>>, String>;
+}

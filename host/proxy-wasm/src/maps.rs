@@ -1,0 +1,175 @@
+//! Header maps as proxy-wasm sees them: the request map leads with `:method`, `:path`,
+//! `:authority`, `:scheme`; the response map with `:status`. Names are lower case. Writes to
+//! pseudo-headers change the method, path, authority or status themselves.
+//!
+//! Outside its phase a map reads as empty (Envoy returns OK with an empty map, and the Rust SDK
+//! panics on anything else) and refuses writes with `BAD_ARGUMENT`.
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use rustygate_filter_api::Exchange;
+
+use crate::abi::{map, status};
+use crate::state::{Phase, StreamCtx};
+
+/// A map's current pairs; `None` when the map does not exist now (reads as empty).
+pub(crate) fn pairs(stream: &StreamCtx, map_type: i32) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let ex: &Exchange = &stream.exchange;
+    match map_type {
+        map::REQUEST_HEADERS => {
+            let r = ex.request.borrow();
+            let mut out = Vec::with_capacity(r.headers.len() + 4);
+            out.push((b":method".to_vec(), r.method.as_str().as_bytes().to_vec()));
+            out.push((b":path".to_vec(), r.path.as_bytes().to_vec()));
+            out.push((b":authority".to_vec(), r.authority.as_bytes().to_vec()));
+            out.push((b":scheme".to_vec(), r.scheme.as_bytes().to_vec()));
+            out.extend(
+                r.headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())),
+            );
+            Some(out)
+        }
+        map::RESPONSE_HEADERS => {
+            let r = ex.response.borrow();
+            let r = r.as_ref()?;
+            let mut out = Vec::with_capacity(r.headers.len() + 1);
+            out.push((b":status".to_vec(), r.status.as_str().as_bytes().to_vec()));
+            out.extend(
+                r.headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())),
+            );
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// The first value of `key` (case-insensitive).
+pub(crate) fn value(stream: &StreamCtx, map_type: i32, key: &[u8]) -> Option<Vec<u8>> {
+    let key = key.to_ascii_lowercase();
+    pairs(stream, map_type)?
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// The map's size in bytes (sum of name and value lengths), which is what Envoy returns for
+/// `proxy_get_header_map_size`.
+pub(crate) fn byte_size(stream: &StreamCtx, map_type: i32) -> u32 {
+    pairs(stream, map_type).map_or(0, |p| {
+        p.iter().map(|(k, v)| (k.len() + v.len()) as u32).sum()
+    })
+}
+
+/// How a write changes a map.
+pub(crate) enum Edit<'a> {
+    Add(&'a [u8]),
+    Replace(&'a [u8]),
+    Remove,
+}
+
+fn writable(stream: &StreamCtx, map_type: i32) -> bool {
+    match map_type {
+        map::REQUEST_HEADERS => stream.phase == Phase::Request,
+        map::RESPONSE_HEADERS => {
+            stream.phase == Phase::Response && stream.exchange.response.borrow().is_some()
+        }
+        _ => false,
+    }
+}
+
+/// Applies one edit; returns a proxy-wasm status.
+pub(crate) fn edit(stream: &StreamCtx, map_type: i32, key: &[u8], edit: Edit<'_>) -> i32 {
+    if !(0..=map::LAST).contains(&map_type) || !writable(stream, map_type) {
+        return status::BAD_ARGUMENT;
+    }
+    let key = key.to_ascii_lowercase();
+    if key.first() == Some(&b':') || (map_type == map::REQUEST_HEADERS && key == b"host") {
+        return edit_pseudo(stream, map_type, &key, edit);
+    }
+    let Ok(name) = HeaderName::from_bytes(&key) else {
+        return status::BAD_ARGUMENT;
+    };
+    let value = match &edit {
+        Edit::Add(v) | Edit::Replace(v) => match HeaderValue::from_bytes(v) {
+            Ok(v) => Some(v),
+            Err(_) => return status::BAD_ARGUMENT,
+        },
+        Edit::Remove => None,
+    };
+    let apply = |headers: &mut http::HeaderMap| match (edit, value) {
+        (Edit::Add(_), Some(v)) => {
+            headers.append(name, v);
+        }
+        (Edit::Replace(_), Some(v)) => {
+            headers.insert(name, v);
+        }
+        _ => {
+            headers.remove(name);
+        }
+    };
+    if map_type == map::REQUEST_HEADERS {
+        apply(&mut stream.exchange.request.borrow_mut().headers);
+    } else if let Some(r) = stream.exchange.response.borrow_mut().as_mut() {
+        apply(&mut r.headers);
+    }
+    status::OK
+}
+
+fn edit_pseudo(stream: &StreamCtx, map_type: i32, key: &[u8], edit: Edit<'_>) -> i32 {
+    let (Edit::Add(v) | Edit::Replace(v)) = edit else {
+        // Pseudo-headers cannot be removed; Envoy ignores such removals.
+        return status::OK;
+    };
+    let Ok(text) = std::str::from_utf8(v) else {
+        return status::BAD_ARGUMENT;
+    };
+    if map_type == map::RESPONSE_HEADERS {
+        return match (
+            key,
+            text.parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok()),
+        ) {
+            (b":status", Some(code)) => {
+                if let Some(r) = stream.exchange.response.borrow_mut().as_mut() {
+                    r.status = code;
+                }
+                status::OK
+            }
+            _ => status::BAD_ARGUMENT,
+        };
+    }
+    let mut r = stream.exchange.request.borrow_mut();
+    match key {
+        b":method" => match Method::from_bytes(v) {
+            Ok(m) => r.method = m,
+            Err(_) => return status::BAD_ARGUMENT,
+        },
+        b":path" if text.starts_with('/') => r.path = text.to_owned(),
+        b":authority" | b"host" => r.authority = text.to_owned(),
+        b":scheme" => {}
+        _ => return status::BAD_ARGUMENT,
+    }
+    status::OK
+}
+
+/// Replaces a whole map from decoded pairs.
+pub(crate) fn replace_all(stream: &StreamCtx, map_type: i32, new: &[(&[u8], &[u8])]) -> i32 {
+    if !writable(stream, map_type) {
+        return status::BAD_ARGUMENT;
+    }
+    if map_type == map::REQUEST_HEADERS {
+        stream.exchange.request.borrow_mut().headers.clear();
+    } else if let Some(r) = stream.exchange.response.borrow_mut().as_mut() {
+        r.headers.clear();
+    }
+    for (k, v) in new {
+        let s = edit(stream, map_type, k, Edit::Add(v));
+        if s != status::OK {
+            return s;
+        }
+    }
+    status::OK
+}

@@ -1,0 +1,88 @@
+//! `proxy_get_property` values, named and encoded as Envoy does: strings raw, integers as
+//! 8-byte little endian, `source.address` with its port.
+
+use crate::state::HostState;
+
+fn u64le(v: u64) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+
+/// The value at `path` for context `ctx`; `None` is `NOT_FOUND`.
+pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let seg = |i: usize| path.get(i).map(|s| s.as_slice());
+    let root = state.root_of(ctx)?;
+    match (seg(0)?, seg(1)) {
+        (b"plugin_root_id", None) => return Some(root.root_id.as_bytes().to_vec()),
+        (b"plugin_name", None) => return Some(root.plugin.as_bytes().to_vec()),
+        (b"plugin_vm_id", None) => return Some(state.vm_id.as_bytes().to_vec()),
+        _ => {}
+    }
+    let stream = state.streams.get(&ctx)?;
+    let joined = path.join(&0u8);
+    if let Some(v) = stream.properties.get(&joined) {
+        return Some(v.clone());
+    }
+    let ex = &stream.exchange;
+    let info = &ex.info;
+    let req = ex.request.borrow();
+    let (path_only, query) = req
+        .path
+        .split_once('?')
+        .map_or((req.path.as_str(), ""), |(p, q)| (p, q));
+    Some(match (seg(0)?, seg(1), seg(2)) {
+        (b"request", Some(b"path"), None) => req.path.as_bytes().to_vec(),
+        (b"request", Some(b"url_path"), None) => path_only.as_bytes().to_vec(),
+        (b"request", Some(b"query"), None) => query.as_bytes().to_vec(),
+        (b"request", Some(b"host"), None) => req.authority.as_bytes().to_vec(),
+        (b"request", Some(b"method"), None) => req.method.as_str().as_bytes().to_vec(),
+        (b"request", Some(b"scheme"), None) => req.scheme.as_bytes().to_vec(),
+        (b"request", Some(b"protocol"), None) => info.protocol.as_bytes().to_vec(),
+        (b"request", Some(b"id"), None) => info.request_id.as_bytes().to_vec(),
+        (b"request", Some(b"headers"), Some(name)) => {
+            let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
+            let values: Vec<&[u8]> = req
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            if values.is_empty() {
+                return None;
+            }
+            values.join(&b","[..])
+        }
+        (b"source", Some(b"address"), None) => info.client.to_string().into_bytes(),
+        (b"source", Some(b"port"), None) => u64le(u64::from(info.client.port())),
+        (b"destination", Some(b"address"), None) => info.local.to_string().into_bytes(),
+        (b"destination", Some(b"port"), None) => u64le(u64::from(info.local.port())),
+        (b"route_name", None, None) | (b"xds", Some(b"route_name"), None) => {
+            info.route.as_bytes().to_vec()
+        }
+        (b"cluster_name", None, None) | (b"xds", Some(b"cluster_name"), None) => {
+            info.cluster.as_bytes().to_vec()
+        }
+        (b"response", Some(b"code"), None) => {
+            u64le(u64::from(ex.response.borrow().as_ref()?.status.as_u16()))
+        }
+        (b"response", Some(b"headers"), Some(name)) => {
+            let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
+            let resp = ex.response.borrow();
+            resp.as_ref()?
+                .headers
+                .get(name.as_str())?
+                .as_bytes()
+                .to_vec()
+        }
+        _ => return None,
+    })
+}
+
+/// Splits a NUL-separated path; a trailing NUL (C++ SDK) is ignored, and a single dotted
+/// segment (`request.path`) is accepted too, as Kong does.
+pub(crate) fn split(raw: &[u8]) -> Vec<Vec<u8>> {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    if !raw.contains(&0) && raw.contains(&b'.') && !raw.starts_with(b"request.headers.") {
+        return raw.split(|b| *b == b'.').map(<[u8]>::to_vec).collect();
+    }
+    raw.split(|b| *b == 0).map(<[u8]>::to_vec).collect()
+}

@@ -1,0 +1,200 @@
+//! Process-wide state that proxy-wasm lets filters share across VMs and workers: shared data
+//! (with CAS) and shared queues, both partitioned by `vm_id`, and filter-defined metrics.
+//! These are the only places a filter's work crosses threads; each call takes one short lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use parking_lot::Mutex;
+use rustygate_telemetry::Metrics;
+
+/// The kinds `proxy_define_metric` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+enum Handle {
+    Counter(metrics::Counter),
+    Gauge(metrics::Gauge),
+    Histogram(metrics::Histogram),
+}
+
+pub(crate) struct FilterMetric {
+    pub kind: MetricKind,
+    /// Current value for `proxy_get_metric` (counters and gauges).
+    pub value: AtomicI64,
+    handle: Handle,
+}
+
+impl FilterMetric {
+    /// Adds `delta` (counters: > 0 only; gauges: either sign).
+    pub fn add(&self, delta: i64) {
+        let now = self.value.fetch_add(delta, Ordering::Relaxed) + delta;
+        match &self.handle {
+            Handle::Counter(c) => c.increment(delta as u64),
+            Handle::Gauge(g) => g.set(now as f64),
+            Handle::Histogram(_) => {}
+        }
+    }
+
+    /// Counter: add; gauge: set; histogram: record a sample.
+    pub fn record(&self, v: u64) {
+        match &self.handle {
+            Handle::Counter(_) => self.add(v as i64),
+            Handle::Gauge(g) => {
+                self.value.store(v as i64, Ordering::Relaxed);
+                g.set(v as f64);
+            }
+            Handle::Histogram(h) => h.record(v as f64),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (vm_id, key) → (value, cas).
+    data: HashMap<(String, Vec<u8>), (Vec<u8>, u32)>,
+    next_cas: u32,
+    /// (vm_id, name) → queue id; ids start at 1.
+    queue_ids: HashMap<(String, Vec<u8>), u32>,
+    queues: HashMap<u32, Queue>,
+    /// Metric name → id (ids start at 1, shared by every VM so that all workers add to one series).
+    metric_ids: HashMap<(MetricKind, String), u32>,
+}
+
+/// Shared by every VM in the process.
+pub struct Shared {
+    /// Origin of the monotonic clock filters see.
+    pub(crate) started: std::time::Instant,
+    inner: Mutex<Inner>,
+    metrics_by_id: Mutex<Vec<Arc<FilterMetric>>>,
+    registry: Metrics,
+}
+
+impl Shared {
+    /// Empty shared state recording filter metrics into `registry`.
+    pub fn new(registry: Metrics) -> Arc<Self> {
+        Arc::new(Shared {
+            started: std::time::Instant::now(),
+            inner: Mutex::new(Inner {
+                next_cas: 1,
+                ..Inner::default()
+            }),
+            metrics_by_id: Mutex::new(Vec::new()),
+            registry,
+        })
+    }
+
+    /// `proxy_get_shared_data`: (value, cas).
+    pub(crate) fn get(&self, vm_id: &str, key: &[u8]) -> Option<(Vec<u8>, u32)> {
+        self.inner
+            .lock()
+            .data
+            .get(&(vm_id.to_owned(), key.to_vec()))
+            .cloned()
+    }
+
+    /// `proxy_set_shared_data`: false on CAS mismatch.
+    pub(crate) fn set(&self, vm_id: &str, key: &[u8], value: Vec<u8>, cas: u32) -> bool {
+        let mut g = self.inner.lock();
+        let k = (vm_id.to_owned(), key.to_vec());
+        if let Some((_, current)) = g.data.get(&k)
+            && cas != 0
+            && cas != *current
+        {
+            return false;
+        }
+        let next = g.next_cas;
+        g.next_cas = next.checked_add(1).unwrap_or(1);
+        g.data.insert(k, (value, next));
+        true
+    }
+
+    pub(crate) fn register_queue(&self, vm_id: &str, name: &[u8]) -> u32 {
+        let mut g = self.inner.lock();
+        let next = g.queue_ids.len() as u32 + 1;
+        let id = *g
+            .queue_ids
+            .entry((vm_id.to_owned(), name.to_vec()))
+            .or_insert(next);
+        g.queues.entry(id).or_default();
+        id
+    }
+
+    pub(crate) fn resolve_queue(&self, vm_id: &str, name: &[u8]) -> Option<u32> {
+        self.inner
+            .lock()
+            .queue_ids
+            .get(&(vm_id.to_owned(), name.to_vec()))
+            .copied()
+    }
+
+    pub(crate) fn enqueue(&self, id: u32, item: Vec<u8>) -> bool {
+        match self.inner.lock().queues.get_mut(&id) {
+            Some(q) => {
+                q.items.push_back(item);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `None`: no such queue; `Some(None)`: empty.
+    pub(crate) fn dequeue(&self, id: u32) -> Option<Option<Vec<u8>>> {
+        self.inner
+            .lock()
+            .queues
+            .get_mut(&id)
+            .map(|q| q.items.pop_front())
+    }
+
+    /// `proxy_define_metric`: the id for `name`, defining it on first use. Exported to
+    /// Prometheus as `rustygate_filter_<name>` (non-alphanumerics become `_`) with a `filter`
+    /// label, so filters cannot collide with the gateway's own metrics.
+    pub(crate) fn define_metric(&self, kind: MetricKind, name: &str, filter: &str) -> u32 {
+        let mut g = self.inner.lock();
+        if let Some(id) = g.metric_ids.get(&(kind, name.to_owned())) {
+            return *id;
+        }
+        let prom: String = format!("rustygate_filter_{name}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let labels = [("filter", filter)];
+        let handle = match kind {
+            MetricKind::Counter => Handle::Counter(self.registry.counter(prom, &labels)),
+            MetricKind::Gauge => Handle::Gauge(self.registry.gauge(prom, &labels)),
+            MetricKind::Histogram => Handle::Histogram(self.registry.histogram(prom, &labels)),
+        };
+        let metric = Arc::new(FilterMetric {
+            kind,
+            value: AtomicI64::new(0),
+            handle,
+        });
+        let mut by_id = self.metrics_by_id.lock();
+        by_id.push(metric);
+        let id = by_id.len() as u32;
+        g.metric_ids.insert((kind, name.to_owned()), id);
+        id
+    }
+
+    pub(crate) fn metric(&self, id: u32) -> Option<Arc<FilterMetric>> {
+        let i = (id as usize).checked_sub(1)?;
+        self.metrics_by_id.lock().get(i).cloned()
+    }
+}

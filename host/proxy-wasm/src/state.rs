@@ -1,0 +1,149 @@
+//! What a VM's host functions can see: the store data. One per VM, on one worker.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rustygate_filter_api::{Exchange, LocalResponse};
+use rustygate_wasm_runtime::wasmtime::{Memory, ResourceLimiter, TypedFunc};
+
+use crate::shared::Shared;
+
+/// A root context: one configured plugin inside this VM.
+pub(crate) struct RootCtx {
+    /// Filter name (logs, metric labels, `plugin_name`).
+    pub plugin: Rc<str>,
+    /// `plugin_root_id`.
+    pub root_id: Rc<str>,
+    /// Tick period requested with `proxy_set_tick_period_milliseconds`.
+    pub tick_ms: u32,
+}
+
+/// Which maps a stream's callbacks may change right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Request,
+    Response,
+    /// `proxy_on_log` and later: everything read-only.
+    Done,
+}
+
+/// A stream context: one request through one plugin.
+pub(crate) struct StreamCtx {
+    pub root: u32,
+    pub phase: Phase,
+    pub exchange: Rc<Exchange>,
+    /// Values stored with `proxy_set_property`, readable back in the same stream.
+    pub properties: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+/// Something a callback asked for that takes effect after it returns (no re-entry).
+pub(crate) enum Deferred {
+    LocalResponse(LocalResponse),
+    CloseStream,
+}
+
+pub(crate) struct HostState {
+    pub memory: Option<Memory>,
+    pub alloc: Option<TypedFunc<i32, i32>>,
+    /// The module speaks ABI 0.1.0 (missing header values read as empty, not NOT_FOUND).
+    pub abi_v01: bool,
+    /// During `_initialize` / `_start` only logging and WASI are allowed.
+    pub initializing: bool,
+    pub limiter: MemoryLimiter,
+    /// The context later host calls act on (`proxy_set_effective_context`).
+    pub effective: u32,
+    pub roots: HashMap<u32, RootCtx>,
+    pub streams: HashMap<u32, StreamCtx>,
+    /// Plugin configuration, readable only during `proxy_on_configure`.
+    pub plugin_config: Option<Bytes>,
+    pub vm_config: Bytes,
+    /// Per context: what the current callback asked for.
+    pub deferred: HashMap<u32, Deferred>,
+    /// Roots that called `proxy_done`.
+    pub done: Vec<u32>,
+    pub shared: Arc<Shared>,
+    pub vm_id: Rc<str>,
+    pub rng: fastrand::Rng,
+    /// Unfinished stdout / stderr lines: guests write a line in several pieces.
+    pub output: [Vec<u8>; 2],
+}
+
+impl HostState {
+    /// Appends guest output for fd 1 or 2 and logs every complete line.
+    pub fn write_output(&mut self, fd: usize, bytes: &[u8]) {
+        self.output[fd - 1].extend_from_slice(bytes);
+        while let Some(nl) = self.output[fd - 1].iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.output[fd - 1].drain(..=nl).collect();
+            self.log_output(fd, &line[..line.len() - 1]);
+        }
+        if self.output[fd - 1].len() > 16 * 1024 {
+            let line = std::mem::take(&mut self.output[fd - 1]);
+            self.log_output(fd, &line);
+        }
+    }
+
+    /// Logs whatever partial lines remain (at the end of every callback).
+    pub fn flush_output(&mut self) {
+        for fd in 1..=2 {
+            if !self.output[fd - 1].is_empty() {
+                let line = std::mem::take(&mut self.output[fd - 1]);
+                self.log_output(fd, &line);
+            }
+        }
+    }
+
+    fn log_output(&self, fd: usize, line: &[u8]) {
+        let plugin = self.root_of(self.effective).map_or("", |r| &r.plugin);
+        let text = String::from_utf8_lossy(line);
+        if fd == 1 {
+            tracing::info!(target: "filter", filter = %plugin, stream = "stdout", "{text}");
+        } else {
+            tracing::error!(target: "filter", filter = %plugin, stream = "stderr", "{text}");
+        }
+    }
+
+    /// The root context that owns `ctx` (itself, for a root).
+    pub fn root_of(&self, ctx: u32) -> Option<&RootCtx> {
+        match self.streams.get(&ctx) {
+            Some(s) => self.roots.get(&s.root),
+            None => self.roots.get(&ctx),
+        }
+    }
+}
+
+/// Caps linear memory, and remembers a refusal so that the trap that usually follows (the
+/// guest's allocator aborting) is reported as "memory limit" rather than a generic trap.
+pub(crate) struct MemoryLimiter {
+    pub max: usize,
+    pub denied: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime_result::Result<bool> {
+        if desired > self.max {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime_result::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+mod wasmtime_result {
+    pub use rustygate_wasm_runtime::wasmtime::Result;
+}

@@ -1,0 +1,342 @@
+//! One proxy-wasm VM: a wasmtime store and instance on one worker, with its context table.
+//! Callbacks are called one at a time, each under a CPU deadline; a trap, a deadline or a
+//! denied memory grow marks the VM failed, and no callback runs on it again.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rustygate_filter_api::{Exchange, FilterError};
+use rustygate_wasm_runtime::Runtime;
+use rustygate_wasm_runtime::wasmtime::{
+    Instance, InstancePre, Store, Trap, TypedFunc, WasmParams, WasmResults,
+};
+
+use crate::abi::AbiVersion;
+use crate::shared::Shared;
+use crate::state::{Deferred, HostState, MemoryLimiter, Phase, RootCtx, StreamCtx};
+
+/// What a module's callbacks look like; each is optional, as in the ABI.
+struct Callbacks {
+    context_create: Option<TypedFunc<(i32, i32), ()>>,
+    vm_start: Option<TypedFunc<(i32, i32), i32>>,
+    configure: Option<TypedFunc<(i32, i32), i32>>,
+    /// 0.2: (ctx, headers, eos); 0.1 modules are adapted at lookup.
+    request_headers: Option<HeadersFn>,
+    response_headers: Option<HeadersFn>,
+    on_log: Option<TypedFunc<i32, ()>>,
+    on_done: Option<TypedFunc<i32, i32>>,
+    on_delete: Option<TypedFunc<i32, ()>>,
+}
+
+enum HeadersFn {
+    V1(TypedFunc<(i32, i32), i32>),
+    V2(TypedFunc<(i32, i32, i32), i32>),
+}
+
+/// How a VM is configured.
+pub(crate) struct VmSpec {
+    pub pre: InstancePre<HostState>,
+    pub abi: AbiVersion,
+    pub vm_id: Rc<str>,
+    pub vm_config: Bytes,
+    pub max_memory: usize,
+    pub deadline_ticks: u64,
+    pub shared: Arc<Shared>,
+}
+
+/// A live VM.
+pub(crate) struct Vm {
+    store: Store<HostState>,
+    cb: Callbacks,
+    next_id: u32,
+    deadline_ticks: u64,
+    /// Set once the VM trapped; it is then never called again.
+    pub failed: Option<FilterError>,
+}
+
+fn typed<P: WasmParams, R: WasmResults>(
+    instance: &Instance,
+    store: &mut Store<HostState>,
+    name: &str,
+) -> Result<Option<TypedFunc<P, R>>, String> {
+    match instance.get_func(&mut *store, name) {
+        None => Ok(None),
+        Some(f) => f
+            .typed::<P, R>(&*store)
+            .map(Some)
+            .map_err(|e| format!("export {name} has the wrong signature: {e:#}")),
+    }
+}
+
+impl Vm {
+    /// Instantiates and initialises a module (`_initialize` then `main(0, 0)`, or `_start`).
+    pub fn new(spec: &VmSpec) -> Result<Vm, String> {
+        let state = HostState {
+            memory: None,
+            alloc: None,
+            abi_v01: spec.abi == AbiVersion::V0_1_0,
+            initializing: true,
+            limiter: MemoryLimiter {
+                max: spec.max_memory,
+                denied: false,
+            },
+            effective: 0,
+            roots: HashMap::new(),
+            streams: HashMap::new(),
+            plugin_config: None,
+            vm_config: spec.vm_config.clone(),
+            deferred: HashMap::new(),
+            done: Vec::new(),
+            shared: spec.shared.clone(),
+            vm_id: spec.vm_id.clone(),
+            rng: fastrand::Rng::new(),
+            output: [Vec::new(), Vec::new()],
+        };
+        let mut store = Store::new(spec.pre.module().engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        // Initialisation gets a generous budget: Go's runtime start-up alone takes milliseconds.
+        store.set_epoch_deadline(
+            spec.deadline_ticks
+                .max(Runtime::ticks(std::time::Duration::from_secs(2))),
+        );
+        let instance = spec
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| format!("instantiation failed: {e:#}"))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or("the module exports no memory")?;
+        // The spec's order: proxy_on_memory_allocate first, malloc only when it is absent.
+        let alloc = match typed::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")? {
+            Some(f) => f,
+            None => typed::<i32, i32>(&instance, &mut store, "malloc")?
+                .ok_or("the module exports neither proxy_on_memory_allocate nor malloc")?,
+        };
+        store.data_mut().memory = Some(memory);
+        store.data_mut().alloc = Some(alloc);
+        let init = typed::<(), ()>(&instance, &mut store, "_initialize")?;
+        let start = typed::<(), ()>(&instance, &mut store, "_start")?;
+        match (init, start) {
+            (Some(init), _) => {
+                init.call(&mut store, ())
+                    .map_err(|e| format!("_initialize trapped: {e:#}"))?;
+                if let Some(main) = typed::<(i32, i32), i32>(&instance, &mut store, "main")? {
+                    main.call(&mut store, (0, 0))
+                        .map_err(|e| format!("main trapped: {e:#}"))?;
+                }
+            }
+            (None, Some(start)) => start
+                .call(&mut store, ())
+                .map_err(|e| format!("_start trapped: {e:#}"))?,
+            (None, None) => {}
+        }
+        store.data_mut().initializing = false;
+        let headers =
+            |name: &str, store: &mut Store<HostState>| -> Result<Option<HeadersFn>, String> {
+                if spec.abi == AbiVersion::V0_1_0 {
+                    Ok(typed(&instance, store, name)?.map(HeadersFn::V1))
+                } else {
+                    Ok(typed(&instance, store, name)?.map(HeadersFn::V2))
+                }
+            };
+        let cb = Callbacks {
+            context_create: typed(&instance, &mut store, "proxy_on_context_create")?,
+            vm_start: typed(&instance, &mut store, "proxy_on_vm_start")?,
+            configure: typed(&instance, &mut store, "proxy_on_configure")?,
+            request_headers: headers("proxy_on_request_headers", &mut store)?,
+            response_headers: headers("proxy_on_response_headers", &mut store)?,
+            on_log: typed(&instance, &mut store, "proxy_on_log")?,
+            on_done: typed(&instance, &mut store, "proxy_on_done")?,
+            on_delete: typed(&instance, &mut store, "proxy_on_delete")?,
+        };
+        Ok(Vm {
+            store,
+            cb,
+            next_id: 1,
+            deadline_ticks: spec.deadline_ticks,
+            failed: None,
+        })
+    }
+
+    /// Runs one callback for context `ctx` under the CPU deadline, classifying failures.
+    fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        f: &TypedFunc<P, R>,
+        ctx: u32,
+        args: P,
+    ) -> Result<R, FilterError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        self.store.data_mut().effective = ctx;
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        match f.call(&mut self.store, args) {
+            Ok(r) => {
+                self.store.data_mut().flush_output();
+                Ok(r)
+            }
+            Err(e) => {
+                let err = if self.store.data().limiter.denied {
+                    FilterError::Memory
+                } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    FilterError::Deadline
+                } else {
+                    // The guest's frames (function names from the name section) go to the
+                    // log; clients only ever see the failure's kind.
+                    FilterError::Trap(format!("{e:#}"))
+                };
+                if let FilterError::Trap(detail) = &err {
+                    let plugin = self
+                        .store
+                        .data()
+                        .root_of(ctx)
+                        .map_or("", |r| &r.plugin)
+                        .to_owned();
+                    tracing::error!(target: "filter", filter = %plugin, context = ctx, trap = %detail, "filter trapped");
+                }
+                self.store.data_mut().flush_output();
+                self.failed = Some(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    fn next_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Creates a root context for a plugin and runs `vm_start` and `configure` on it.
+    pub fn start_plugin(
+        &mut self,
+        plugin: Rc<str>,
+        root_id: Rc<str>,
+        config: Bytes,
+    ) -> Result<u32, String> {
+        let id = self.next_id();
+        self.store.data_mut().roots.insert(
+            id,
+            RootCtx {
+                plugin: plugin.clone(),
+                root_id,
+                tick_ms: 0,
+            },
+        );
+        let fail = |stage: &str, e: FilterError| format!("filter {plugin}: {stage} failed: {e}");
+        if let Some(f) = self.cb.context_create.clone() {
+            self.call(&f, id, (id as i32, 0))
+                .map_err(|e| fail("proxy_on_context_create", e))?;
+        }
+        let vm_config_len = self.store.data().vm_config.len() as i32;
+        if let Some(f) = self.cb.vm_start.clone() {
+            let ok = self
+                .call(&f, id, (id as i32, vm_config_len))
+                .map_err(|e| fail("proxy_on_vm_start", e))?;
+            if ok == 0 {
+                return Err(format!("filter {plugin}: proxy_on_vm_start returned false"));
+            }
+        }
+        let len = config.len() as i32;
+        self.store.data_mut().plugin_config = Some(config);
+        let configured = self
+            .cb
+            .configure
+            .clone()
+            .map(|f| self.call(&f, id, (id as i32, len)));
+        self.store.data_mut().plugin_config = None;
+        if let Some(r) = configured {
+            if r.map_err(|e| fail("proxy_on_configure", e))? == 0 {
+                return Err(format!(
+                    "filter {plugin}: the filter rejected its configuration (proxy_on_configure returned false; see its log lines)"
+                ));
+            }
+        }
+        Ok(id)
+    }
+
+    /// Creates a stream context under `root` for one request.
+    pub fn create_stream(&mut self, root: u32, exchange: Rc<Exchange>) -> Result<u32, FilterError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let id = self.next_id();
+        self.store.data_mut().streams.insert(
+            id,
+            StreamCtx {
+                root,
+                phase: Phase::Request,
+                exchange,
+                properties: HashMap::new(),
+            },
+        );
+        if let Some(f) = self.cb.context_create.clone() {
+            self.call(&f, id, (id as i32, root as i32))?;
+        }
+        Ok(id)
+    }
+
+    fn set_phase(&mut self, ctx: u32, phase: Phase) {
+        if let Some(s) = self.store.data_mut().streams.get_mut(&ctx) {
+            s.phase = phase;
+        }
+    }
+
+    /// Runs a headers callback; returns the raw action and whatever it deferred.
+    pub fn on_headers(
+        &mut self,
+        ctx: u32,
+        response: bool,
+        headers: usize,
+        eos: bool,
+    ) -> Result<(i32, Option<Deferred>), FilterError> {
+        self.set_phase(
+            ctx,
+            if response {
+                Phase::Response
+            } else {
+                Phase::Request
+            },
+        );
+        let f = if response {
+            &self.cb.response_headers
+        } else {
+            &self.cb.request_headers
+        };
+        let action = match f {
+            None => 0,
+            Some(HeadersFn::V1(f)) => {
+                let f = f.clone();
+                self.call(&f, ctx, (ctx as i32, headers as i32))?
+            }
+            Some(HeadersFn::V2(f)) => {
+                let f = f.clone();
+                self.call(&f, ctx, (ctx as i32, headers as i32, i32::from(eos)))?
+            }
+        };
+        Ok((action, self.store.data_mut().deferred.remove(&ctx)))
+    }
+
+    /// Ends a stream: `on_log`, `on_done`, `on_delete` (Envoy's order for HTTP). Skipped on a
+    /// failed VM, whose contexts can no longer be trusted.
+    pub fn finish_stream(&mut self, ctx: u32) {
+        self.set_phase(ctx, Phase::Done);
+        if self.failed.is_none() {
+            if let Some(f) = self.cb.on_log.clone() {
+                let _ = self.call(&f, ctx, ctx as i32);
+            }
+            if let Some(f) = self.cb.on_done.clone() {
+                let _ = self.call(&f, ctx, ctx as i32);
+            }
+            if let Some(f) = self.cb.on_delete.clone() {
+                let _ = self.call(&f, ctx, ctx as i32);
+            }
+        }
+        let st = self.store.data_mut();
+        st.streams.remove(&ctx);
+        st.deferred.remove(&ctx);
+    }
+}

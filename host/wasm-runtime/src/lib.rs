@@ -1,0 +1,282 @@
+//! The only place RustyGate configures wasmtime.
+//!
+//! - One [`Runtime`] (one `Engine`) per process: Cranelift, the pooling allocator, and epoch
+//!   interruption for CPU deadlines.
+//! - A background ticker advances the engine's epoch every [`EPOCH_TICK`]; a store's deadline
+//!   of N ticks therefore bounds one guest call to about N × tick of wall-clock time, which on a
+//!   worker that does nothing else while the call runs is CPU time.
+//! - Modules are compiled once and cached on disk by the SHA-256 of their bytes (and of the
+//!   engine's configuration, which wasmtime checks on load), so a restart does not recompile a
+//!   2 MB Go filter.
+//! - [`StoreLimits`](wasmtime::StoreLimits) cap each store's linear memory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
+
+pub use wasmtime;
+
+/// Resolution of CPU deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Largest linear memory any store may have (per-store limits are set lower).
+    pub max_memory_bytes: usize,
+    /// Instance slots in the pooling allocator; `0` uses on-demand allocation.
+    pub pool_slots: u32,
+    /// Where compiled modules are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 256 << 20,
+            pool_slots: 64,
+            cache_dir: default_cache_dir(),
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/rustygate/modules`, or `$HOME/.cache/rustygate/modules`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("rustygate").join("modules"))
+}
+
+/// Why a module could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine could not be configured.
+    #[error("cannot configure the WebAssembly engine: {0}")]
+    Engine(String),
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not a valid module for this engine.
+    #[error("{path}: not a valid WebAssembly module: {reason}")]
+    Compile {
+        /// File.
+        path: String,
+        /// wasmtime's explanation.
+        reason: String,
+    },
+}
+
+/// A compiled module and its identity.
+#[derive(Clone)]
+pub struct LoadedModule {
+    /// The compiled module (cheap to clone, shareable across threads).
+    pub module: Module,
+    /// Hex SHA-256 of the `.wasm` bytes.
+    pub sha256: String,
+    /// Whether it came from the on-disk cache.
+    pub from_cache: bool,
+}
+
+impl std::fmt::Debug for LoadedModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModule")
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+/// The process's WebAssembly engine and its epoch ticker.
+pub struct Runtime {
+    engine: Engine,
+    cache_dir: Option<PathBuf>,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("cache_dir", &self.cache_dir)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and starts the epoch ticker.
+    pub fn new(cfg: &RuntimeConfig) -> Result<Self, RuntimeError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.max_wasm_stack(512 * 1024);
+        if cfg.pool_slots > 0 {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_core_instances(cfg.pool_slots)
+                .total_memories(cfg.pool_slots)
+                .total_tables(cfg.pool_slots)
+                .max_memory_size(cfg.max_memory_bytes);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("rustygate-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?
+        };
+        Ok(Self {
+            engine,
+            cache_dir: cfg.cache_dir.clone(),
+            stop,
+            ticker: Some(ticker),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Epoch ticks that make up `d` (at least one).
+    pub fn ticks(d: Duration) -> u64 {
+        (d.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+    }
+
+    /// Reads and compiles `path`, or loads its compiled form from the cache.
+    pub fn load_file(&self, path: &Path) -> Result<LoadedModule, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load_bytes(&path.display().to_string(), &bytes)
+    }
+
+    /// Compiles `bytes` (named `name` in errors), using the cache when possible.
+    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<LoadedModule, RuntimeError> {
+        let sha256: String = Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{sha256}.cwasm")));
+        if let Some(file) = cached.as_ref().filter(|f| f.exists()) {
+            match load_cached(&self.engine, file) {
+                Ok(module) => {
+                    return Ok(LoadedModule {
+                        module,
+                        sha256,
+                        from_cache: true,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached module")
+                }
+            }
+        }
+        let module = Module::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
+            path: name.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        if let Some(file) = cached {
+            if let Err(e) = store_cached(&module, &file) {
+                tracing::warn!(file = %file.display(), error = %e, "cannot cache compiled module");
+            }
+        }
+        Ok(LoadedModule {
+            module,
+            sha256,
+            from_cache: false,
+        })
+    }
+}
+
+#[allow(unsafe_code)]
+fn load_cached(engine: &Engine, file: &Path) -> Result<Module, String> {
+    // SAFETY: the file was written by `store_cached` from a module this same engine
+    // configuration compiled; wasmtime verifies the artifact's engine/version header and
+    // refuses mismatches. The directory is private to the gateway's user.
+    unsafe { Module::deserialize_file(engine, file) }.map_err(|e| format!("{e:#}"))
+}
+
+fn store_cached(module: &Module, file: &Path) -> std::io::Result<()> {
+    let bytes = module
+        .serialize()
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Write then rename, so a concurrent reader never sees half a file.
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, file)
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(dir: &Path) -> Runtime {
+        Runtime::new(&RuntimeConfig {
+            cache_dir: Some(dir.to_path_buf()),
+            pool_slots: 4,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn second_load_comes_from_the_cache() {
+        let dir = std::env::temp_dir().join(format!("rg-cache-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let wasm = wat::parse_str("(module (func (export \"f\")))").unwrap();
+        let rt = runtime(&dir);
+        let first = rt.load_bytes("f.wasm", &wasm).unwrap();
+        assert!(!first.from_cache);
+        let second = rt.load_bytes("f.wasm", &wasm).unwrap();
+        assert!(second.from_cache);
+        assert_eq!(first.sha256, second.sha256);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn invalid_bytes_are_refused_with_the_file_name() {
+        let dir = std::env::temp_dir().join(format!("rg-cache-test-bad-{}", std::process::id()));
+        let rt = runtime(&dir);
+        let err = rt
+            .load_bytes("broken.wasm", b"\0asm\x01\0\0\0\x01")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("broken.wasm: not a valid WebAssembly module"),
+            "{err}"
+        );
+    }
+}

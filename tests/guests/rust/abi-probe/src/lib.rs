@@ -1,0 +1,150 @@
+//! abi-probe: a test filter for RustyGate's proxy-wasm host. Every behaviour is opt-in through
+//! the plugin configuration (JSON), so tests can configure one module differently per route.
+
+use std::collections::BTreeMap;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use serde::Deserialize;
+
+#[derive(Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    /// Name echoed in `x-probe` on responses, so tests can tell chained filters apart.
+    name: String,
+    request_add: BTreeMap<String, String>,
+    request_remove: Vec<String>,
+    response_add: BTreeMap<String, String>,
+    response_remove: Vec<String>,
+    /// Answer requests to this path locally with 403 from the request-headers phase.
+    deny_path: Option<String>,
+    /// Replace upstream responses with this status by a local 502 (response phase).
+    replace_status: Option<u16>,
+    /// Copy properties into response headers: `x-prop-<name>` for each listed path (dot form).
+    properties: Vec<String>,
+    /// Misbehave on these paths.
+    trap_path: Option<String>,
+    loop_path: Option<String>,
+    oom_path: Option<String>,
+}
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: Config::default() }) });
+}}
+
+struct Root {
+    config: Config,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = self.get_plugin_configuration().unwrap_or_default();
+        if raw.is_empty() {
+            return true;
+        }
+        match serde_json::from_slice::<Config>(&raw) {
+            Ok(c) => {
+                self.config = c;
+                true
+            }
+            Err(e) => {
+                log::error!("abi-probe: invalid configuration: {e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Stream { id: context_id, config: self.config.clone(), path: String::new() }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Stream {
+    id: u32,
+    config: Config,
+    path: String,
+}
+
+impl Context for Stream {}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        self.path = self.get_http_request_header(":path").unwrap_or_default();
+        log::info!("abi-probe[{}] #{} request {} {}", self.config.name, self.id,
+            self.get_http_request_header(":method").unwrap_or_default(), self.path);
+        let c = &self.config;
+        if c.trap_path.as_deref() == Some(&self.path) {
+            panic!("abi-probe: trap requested");
+        }
+        if c.loop_path.as_deref() == Some(&self.path) {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        if c.oom_path.as_deref() == Some(&self.path) {
+            let mut hog: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hog.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hog);
+            }
+        }
+        if c.deny_path.as_deref() == Some(&self.path) {
+            self.send_http_response(
+                403,
+                vec![("x-denied-by", c.name.as_str())],
+                Some(b"denied by abi-probe\n"),
+            );
+            return Action::Pause;
+        }
+        for name in &c.request_remove {
+            self.set_http_request_header(name, None);
+        }
+        for (k, v) in &c.request_add {
+            self.add_http_request_header(k, v);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        let c = self.config.clone();
+        if let Some(status) = c.replace_status {
+            if self.get_http_response_header(":status").as_deref() == Some(status.to_string().as_str()) {
+                self.send_http_response(502, vec![("x-replaced-by", c.name.as_str())], Some(b"replaced by abi-probe\n"));
+                return Action::Pause;
+            }
+        }
+        for name in &c.response_remove {
+            self.set_http_response_header(name, None);
+        }
+        for (k, v) in &c.response_add {
+            self.add_http_response_header(k, v);
+        }
+        for p in &c.properties {
+            let path: Vec<&str> = p.split('.').collect();
+            let value = match self.get_property(path) {
+                Some(bytes) if p == "source.port" && bytes.len() == 8 => {
+                    u64::from_le_bytes(bytes.try_into().unwrap()).to_string()
+                }
+                Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                None => "<none>".into(),
+            };
+            self.add_http_response_header(&format!("x-prop-{}", p.replace('.', "-")), &value);
+        }
+        if !c.name.is_empty() {
+            self.add_http_response_header("x-probe", &c.name);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        log::info!("abi-probe[{}] #{} done {}", self.config.name, self.id, self.path);
+    }
+}
