@@ -20,16 +20,56 @@ pub struct TestGateway {
     /// Address of the admin listener.
     pub admin: SocketAddr,
     stop_admin: Option<tokio::sync::oneshot::Sender<()>>,
+    _runtime: Option<Arc<rustygate_wasm_runtime::Runtime>>,
 }
+
+/// A WebAssembly runtime for tests: a module cache under `target/`, shared by test runs.
+pub fn test_runtime() -> rustygate_wasm_runtime::Runtime {
+    rustygate_wasm_runtime::Runtime::new(&rustygate_wasm_runtime::RuntimeConfig {
+        cache_dir: Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/module-cache"),
+        ),
+        ..Default::default()
+    })
+    .expect("runtime")
+}
+
+/// Path of the abi-probe guest filter, built from `tests/guests/rust/abi-probe` by build.rs.
+pub const ABI_PROBE_WASM: &str = env!("ABI_PROBE_WASM");
 
 impl TestGateway {
     /// Starts a gateway from YAML text. The text should use port 0 for its listeners; the
     /// admin listener is always started on a free port. Panics with the config error.
     pub async fn start(yaml: &str) -> Self {
+        Self::try_start(yaml)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`TestGateway::start`], returning configuration, filter and start-up errors.
+    /// Filter module paths are absolute or relative to the current directory.
+    pub async fn try_start(yaml: &str) -> Result<Self, String> {
         let config =
-            rustygate_config::parse("test.yaml", yaml, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+            rustygate_config::parse("test.yaml", yaml, &|_| None).map_err(|e| e.to_string())?;
         let metrics = Metrics::new();
-        let gateway = Gateway::start(&config, metrics.clone()).expect("gateway starts");
+        let filters = if config.filters.is_empty() {
+            None
+        } else {
+            let runtime = Arc::new(test_runtime());
+            let host = rustygate_proxy_wasm::ProxyWasm::load(
+                &config,
+                std::path::Path::new("."),
+                &runtime,
+                metrics.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+            Some((runtime, Arc::new(host)))
+        };
+        let chains = filters
+            .as_ref()
+            .map(|(_, h)| h.clone() as Arc<dyn rustygate_filter_api::ChainBuilder>);
+        let gateway =
+            Gateway::start(&config, metrics.clone(), chains).map_err(|e| e.to_string())?;
         let addr = gateway.local_addrs()[0].1;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = listener.local_addr().unwrap();
@@ -42,12 +82,13 @@ impl TestGateway {
         tokio::spawn(rustygate_admin::serve(listener, state, async {
             let _ = rx.await;
         }));
-        TestGateway {
+        Ok(TestGateway {
             gateway: Some(gateway),
             addr,
             admin,
             stop_admin: Some(tx),
-        }
+            _runtime: filters.map(|(r, _)| r),
+        })
     }
 
     /// `http://<addr><path>`.

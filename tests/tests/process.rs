@@ -268,3 +268,65 @@ async fn run_refuses_a_busy_port_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn filter_log_lines_carry_the_filter_name_and_request_id() {
+    let up = Upstream::echo();
+    let (port, admin) = (free_port(), free_port());
+    let extra = format!(
+        "filters:\n  - name: probe\n    module: {}\n    configuration: {{ name: logged }}\n",
+        rustygate_tests::ABI_PROBE_WASM
+    );
+    let yaml = config(port, admin, up.addr, &extra).replace(
+        "    cluster: up\n",
+        "    cluster: up\n    filters: [probe]\n",
+    );
+    let mut gw = GatewayProcess::start(&yaml).await;
+    wait_ready(port).await;
+    let seen = get(&format!("http://127.0.0.1:{port}/hello")).await;
+    assert_eq!(seen.header("x-probe"), Some("logged"));
+    let id = seen.header("x-request-id").unwrap().to_owned();
+    let line = gw
+        .wait_for_log("abi-probe[logged]", Duration::from_secs(5))
+        .await;
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["target"], "filter");
+    assert_eq!(entry["filter"], "probe");
+    assert_eq!(entry["request_id"], id.as_str());
+    assert!(
+        entry["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("request GET /hello"),
+        "{entry}"
+    );
+    gw.signal("TERM");
+    assert_eq!(gw.child.wait().await.unwrap().code(), Some(0));
+}
+
+#[test]
+fn validate_refuses_a_filter_that_is_not_webassembly() {
+    let dir =
+        std::env::temp_dir().join(format!("rustygate-validate-filter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("broken.wasm"), b"this is not wasm").unwrap();
+    let yaml = config(
+        free_port(),
+        free_port(),
+        "127.0.0.1:9".parse().unwrap(),
+        "filters:\n  - name: broken\n    module: broken.wasm\n",
+    );
+    std::fs::write(dir.join("c.yaml"), yaml).unwrap();
+    let out = Command::new(gateway_bin())
+        .args(["validate", "--config"])
+        .arg(dir.join("c.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("filter broken")
+            && err.contains("broken.wasm: not a valid WebAssembly module"),
+        "{err}"
+    );
+}

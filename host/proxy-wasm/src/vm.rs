@@ -248,12 +248,12 @@ impl Vm {
             .clone()
             .map(|f| self.call(&f, id, (id as i32, len)));
         self.store.data_mut().plugin_config = None;
-        if let Some(r) = configured {
-            if r.map_err(|e| fail("proxy_on_configure", e))? == 0 {
-                return Err(format!(
-                    "filter {plugin}: the filter rejected its configuration (proxy_on_configure returned false; see its log lines)"
-                ));
-            }
+        if let Some(r) = configured
+            && r.map_err(|e| fail("proxy_on_configure", e))? == 0
+        {
+            return Err(format!(
+                "filter {plugin}: the filter rejected its configuration (proxy_on_configure returned false; see its log lines)"
+            ));
         }
         Ok(id)
     }

@@ -4,6 +4,7 @@
 
 use std::rc::Rc;
 
+use crate::worker::Worker;
 use rustygate_filter_api::{
     Exchange, FailurePolicy, FilterError, FilterFactory, HttpFilter, LocalResponse, ResponseHead,
     Verdict,
@@ -43,15 +44,15 @@ struct Slot {
 pub(crate) struct ChainRun {
     slots: Vec<Slot>,
     pub exchange: Rc<Exchange>,
-    /// Called for each failure, fail-open or not: (filter name, reason).
-    on_failure: Box<dyn Fn(&str, &'static str)>,
+    /// Counts failures (fail-open or not) in the worker's metrics.
+    worker: Rc<Worker>,
 }
 
 impl ChainRun {
     pub fn new(
         chain: &[Rc<dyn FilterFactory>],
         exchange: Rc<Exchange>,
-        on_failure: Box<dyn Fn(&str, &'static str)>,
+        worker: Rc<Worker>,
     ) -> Self {
         let slots = chain
             .iter()
@@ -63,14 +64,14 @@ impl ChainRun {
         Self {
             slots,
             exchange,
-            on_failure,
+            worker,
         }
     }
 
     /// Applies the failure policy: `Some` fails the request, `None` skips the filter.
     fn failed(&mut self, i: usize, error: FilterError) -> Option<ChainFailure> {
         let name = self.slots[i].factory.name().to_owned();
-        (self.on_failure)(&name, error.reason());
+        self.worker.filter_failure(&name, error.reason());
         // A trap's guest backtrace was logged where it happened; here, the decision.
         let detail = match &error {
             FilterError::Unavailable(why) => why.as_str(),

@@ -162,12 +162,7 @@ async fn forward(
                 protocol: protocol_name(parts.version),
             },
         });
-        let w = worker.clone();
-        let mut run = ChainRun::new(
-            &chain,
-            exchange,
-            Box::new(move |f, reason| w.filter_failure(f, reason)),
-        );
+        let mut run = ChainRun::new(&chain, exchange, worker.clone());
         let outcome = run.request(body.is_end_stream());
         let exchange = run.exchange.clone();
         done.chain = Some(run);
@@ -176,16 +171,17 @@ async fn forward(
             RequestOutcome::Respond(local) => return Ok(local_response(local, request_id)),
             RequestOutcome::Fail(f) => return Err(filter_failed(&f)),
         }
-        let mut head = exchange.request.borrow_mut();
-        parts.method = std::mem::take(&mut head.method);
+        // Copied, not moved: filters may still read the request in their response phases.
+        let head = exchange.request.borrow();
+        parts.method = head.method.clone();
         parts.uri = head.path.parse().map_err(|e| {
             (
                 ErrorKind::Internal,
                 format!("a filter set an invalid path {:?}: {e}", head.path),
             )
         })?;
-        parts.headers = std::mem::take(&mut head.headers);
-        authority = Some(std::mem::take(&mut head.authority)).filter(|a| !a.is_empty());
+        parts.headers = head.headers.clone();
+        authority = Some(head.authority.clone()).filter(|a| !a.is_empty());
         if let Some(a) = authority
             .as_deref()
             .and_then(|a| HeaderValue::from_str(a).ok())

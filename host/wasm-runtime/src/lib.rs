@@ -196,10 +196,10 @@ impl Runtime {
             path: name.to_owned(),
             reason: format!("{e:#}"),
         })?;
-        if let Some(file) = cached {
-            if let Err(e) = store_cached(&module, &file) {
-                tracing::warn!(file = %file.display(), error = %e, "cannot cache compiled module");
-            }
+        if let Some(file) = cached
+            && let Err(e) = store_cached(&module, &file)
+        {
+            tracing::warn!(file = %file.display(), error = %e, "cannot cache compiled module");
         }
         Ok(LoadedModule {
             module,

@@ -22,6 +22,11 @@ struct Config {
     replace_status: Option<u16>,
     /// Copy properties into response headers: `x-prop-<name>` for each listed path (dot form).
     properties: Vec<String>,
+    /// Count requests in this shared-data key (CAS loop, shared by every worker's VM) and
+    /// return the count in `x-shared-count`.
+    shared_counter: Option<String>,
+    /// Count requests in a counter metric of this name (`proxy_define_metric`).
+    metric: Option<String>,
     /// Misbehave on these paths.
     trap_path: Option<String>,
     loop_path: Option<String>,
@@ -30,11 +35,12 @@ struct Config {
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: Config::default() }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: Config::default(), metric_id: None }) });
 }}
 
 struct Root {
     config: Config,
+    metric_id: Option<u32>,
 }
 
 impl Context for Root {}
@@ -47,6 +53,9 @@ impl RootContext for Root {
         }
         match serde_json::from_slice::<Config>(&raw) {
             Ok(c) => {
+                if let Some(name) = &c.metric {
+                    self.metric_id = proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, name).ok();
+                }
                 self.config = c;
                 true
             }
@@ -58,7 +67,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream { id: context_id, config: self.config.clone(), path: String::new() }))
+        Some(Box::new(Stream { id: context_id, config: self.config.clone(), path: String::new(), metric_id: self.metric_id, shared_count: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -70,6 +79,8 @@ struct Stream {
     id: u32,
     config: Config,
     path: String,
+    metric_id: Option<u32>,
+    shared_count: Option<u64>,
 }
 
 impl Context for Stream {}
@@ -104,6 +115,21 @@ impl HttpContext for Stream {
             );
             return Action::Pause;
         }
+        if let Some(id) = self.metric_id {
+            let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+        }
+        if let Some(key) = c.shared_counter.clone() {
+            // Compare-and-swap until our increment lands: other workers race on the same key.
+            loop {
+                let (value, cas) = self.get_shared_data(&key);
+                let n = value.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or([0; 8]))) + 1;
+                if self.set_shared_data(&key, Some(&n.to_le_bytes()), cas).is_ok() {
+                    self.shared_count = Some(n);
+                    break;
+                }
+            }
+        }
+        let c = &self.config;
         for name in &c.request_remove {
             self.set_http_request_header(name, None);
         }
@@ -140,6 +166,9 @@ impl HttpContext for Stream {
         }
         if !c.name.is_empty() {
             self.add_http_response_header("x-probe", &c.name);
+        }
+        if let Some(n) = self.shared_count {
+            self.add_http_response_header("x-shared-count", &n.to_string());
         }
         Action::Continue
     }

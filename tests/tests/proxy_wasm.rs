@@ -1,0 +1,322 @@
+//! proxy-wasm filters through the real gateway: abi-probe is built from source with the
+//! upstream Rust SDK (`proxy-wasm` crate), exactly as a filter for Envoy is built; the WAT
+//! probes misbehave on purpose. Assertions are what a client sees.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use rustygate_tests::client::{get, http1, send};
+use rustygate_tests::upstream::{Upstream, text};
+use rustygate_tests::{ABI_PROBE_WASM, TestGateway};
+
+/// A gateway with one route (`/`) whose chain is `chain_yaml`, and the abi-probe filter
+/// declared with `filter_yaml` settings.
+fn config(upstream: std::net::SocketAddr, filter_yaml: &str, chain_yaml: &str) -> String {
+    format!(
+        "workers: 2
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+logging: {{ access_log: false }}
+clusters:
+  - name: up
+    endpoints:
+      - url: http://{upstream}
+filters:
+  - name: probe
+    module: {ABI_PROBE_WASM}
+{filter_yaml}
+routes:
+  - name: api
+    match: {{ path: {{ prefix: / }} }}
+    cluster: up
+    filters: {chain_yaml}
+"
+    )
+}
+
+#[tokio::test]
+async fn filter_rewrites_request_and_response_headers() {
+    let up = Upstream::echo();
+    let filter = "    configuration:
+      name: p1
+      request_add: { x-added: from-filter }
+      request_remove: [x-secret]
+      response_add: { x-resp: r1 }
+      response_remove: [content-type]";
+    let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
+    let req = Request::get(gw.url("/a"))
+        .header("x-secret", "s")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let seen = send(&http1(), req).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.header("x-resp"), Some("r1"));
+    assert_eq!(seen.header("x-probe"), Some("p1"));
+    assert_eq!(seen.header("content-type"), None, "removed by the filter");
+    let echo: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(echo["headers"]["x-added"][0], "from-filter");
+    assert!(echo["headers"].get("x-secret").is_none());
+    // The filter saw the gateway's forwarding headers, as filters do in Envoy.
+    assert!(echo["headers"]["x-request-id"][0].is_string());
+}
+
+#[tokio::test]
+async fn one_module_serves_routes_with_different_configurations() {
+    let up = Upstream::echo();
+    let filter = "    configuration: { name: base, response_add: { x-base: \"1\" } }";
+    let chain = "[probe, { name: probe, configuration: { name: override, response_add: { x-override: \"2\" } } }]";
+    let gw = TestGateway::start(&config(up.addr, filter, chain)).await;
+    let seen = get(&gw.url("/x")).await;
+    assert_eq!(seen.status, 200);
+    // Response phases run in reverse: the override (second in the chain) adds its header first.
+    let probes: Vec<&str> = seen
+        .headers
+        .get_all("x-probe")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(probes, ["override", "base"]);
+    assert_eq!(seen.header("x-base"), Some("1"));
+    assert_eq!(seen.header("x-override"), Some("2"));
+}
+
+#[tokio::test]
+async fn local_response_from_the_request_phase_skips_the_upstream() {
+    let up = Upstream::echo();
+    let filter = "    configuration: { name: guard, deny_path: /denied, response_add: { x-seen-by-response-phase: \"yes\" } }";
+    let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
+    let seen = get(&gw.url("/denied")).await;
+    assert_eq!(seen.status, StatusCode::FORBIDDEN);
+    assert_eq!(&seen.body[..], b"denied by abi-probe\n");
+    assert_eq!(seen.header("x-denied-by"), Some("guard"));
+    assert_eq!(seen.header("content-type"), Some("text/plain"));
+    assert_eq!(seen.header("content-length"), Some("20"));
+    // The local reply ran through the same filter's response phase, as in Envoy.
+    assert_eq!(seen.header("x-seen-by-response-phase"), Some("yes"));
+    assert!(seen.header("x-request-id").is_some());
+    assert_eq!(up.requests(), 0);
+}
+
+#[tokio::test]
+async fn local_response_from_the_response_phase_replaces_the_upstream_response() {
+    let up =
+        Upstream::start(|_| async { text(StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded") });
+    let filter = "    configuration: { name: mask, replace_status: 500 }";
+    let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
+    let seen = get(&gw.url("/x")).await;
+    assert_eq!(seen.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(&seen.body[..], b"replaced by abi-probe\n");
+    assert_eq!(seen.header("x-replaced-by"), Some("mask"));
+}
+
+#[tokio::test]
+async fn properties_are_encoded_as_envoy_does() {
+    let up = Upstream::echo();
+    let filter = "    configuration: { properties: [request.path, request.method, source.port, plugin_name, route_name, request.headers.x-tag] }";
+    let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
+    let req = Request::get(gw.url("/p?q=1"))
+        .header("x-tag", "t1")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let seen = send(&http1(), req).await;
+    assert_eq!(seen.header("x-prop-request-path"), Some("/p?q=1"));
+    assert_eq!(seen.header("x-prop-request-method"), Some("GET"));
+    assert_eq!(seen.header("x-prop-plugin_name"), Some("probe"));
+    assert_eq!(seen.header("x-prop-route_name"), Some("api"));
+    assert_eq!(seen.header("x-prop-request-headers-x-tag"), Some("t1"));
+    // source.port is an 8-byte little-endian integer; the probe decodes it.
+    let port: u16 = seen.header("x-prop-source-port").unwrap().parse().unwrap();
+    assert!(port > 0);
+}
+
+#[tokio::test]
+async fn shared_data_counts_exactly_across_workers() {
+    let up = Upstream::echo();
+    let filter = "    configuration: { shared_counter: hits }";
+    let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let url = gw.url("/c");
+        // Separate connections, so both workers (SO_REUSEPORT) take part.
+        tasks.push(tokio::spawn(async move { get(&url).await }));
+    }
+    let mut counts: Vec<u64> = Vec::new();
+    for t in tasks {
+        counts.push(
+            t.await
+                .unwrap()
+                .header("x-shared-count")
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+    }
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (1..=40).collect::<Vec<u64>>(),
+        "every increment landed exactly once"
+    );
+}
+
+#[tokio::test]
+async fn filter_metrics_and_failures_appear_on_metrics() {
+    let up = Upstream::echo();
+    let filter = "    configuration: { metric: probe_requests, trap_path: /trap }";
+    let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/ok")).await.status, 200);
+    }
+    assert_eq!(get(&gw.url("/trap")).await.status, 503);
+    let text = String::from_utf8_lossy(&get(&format!("http://{}/metrics", gw.admin)).await.body)
+        .into_owned();
+    // The trapping request died before the probe counted it.
+    assert!(
+        text.contains(r#"rustygate_filter_probe_requests{filter="probe"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"rustygate_filter_failures_total{filter="probe",reason="trap"} 1"#),
+        "{text}"
+    );
+}
+
+async fn assert_fails_closed_then_recovers(gw: &TestGateway, path: &str, reason: &str) {
+    let started = Instant::now();
+    let seen = get(&gw.url(path)).await;
+    let took = started.elapsed();
+    assert_eq!(seen.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+    let body = seen.json();
+    assert_eq!(body["error"], "filter_failed");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.ends_with(&format!("filter probe failed: {reason}")),
+        "{message}"
+    );
+    assert!(
+        !message.contains("wasm"),
+        "no guest internals in client errors: {message}"
+    );
+    assert!(took < Duration::from_secs(2), "{path} took {took:?}");
+    // The VM was replaced: the gateway keeps serving through the same filter.
+    for _ in 0..4 {
+        let ok = get(&gw.url("/fine")).await;
+        assert_eq!(ok.status, 200, "after {path}");
+        assert_eq!(ok.header("x-probe"), Some("f"));
+    }
+}
+
+#[tokio::test]
+async fn trap_infinite_loop_and_memory_bomb_fail_the_request_not_the_gateway() {
+    let up = Upstream::echo();
+    let filter =
+        "    configuration: { name: f, trap_path: /trap, loop_path: /loop, oom_path: /oom }
+    limits: { max_memory_bytes: 8388608, cpu_per_callback: 20ms }";
+    let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
+    assert_fails_closed_then_recovers(&gw, "/trap", "trap").await;
+    assert_fails_closed_then_recovers(&gw, "/loop", "cpu_deadline").await;
+    assert_fails_closed_then_recovers(&gw, "/oom", "memory").await;
+    assert_eq!(
+        up.requests(),
+        12,
+        "only the 12 good requests reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn fail_open_skips_the_failed_filter() {
+    let up = Upstream::echo();
+    let filter = "    configuration: { name: f, trap_path: /trap, request_add: { x-added: \"1\" } }
+    failure_policy: fail_open";
+    let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
+    let seen = get(&gw.url("/trap")).await;
+    assert_eq!(seen.status, 200, "the request passed through");
+    assert_eq!(
+        seen.header("x-probe"),
+        None,
+        "the failed filter did not run its response phase"
+    );
+    assert_eq!(get(&gw.url("/next")).await.header("x-probe"), Some("f"));
+}
+
+fn wat_file(name: &str) -> String {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("guests/wat")
+        .join(format!("{name}.wat"));
+    let wasm = wat::parse_file(&src).unwrap();
+    let out = std::env::temp_dir().join(format!("rustygate-{name}-{}.wasm", std::process::id()));
+    std::fs::write(&out, wasm).unwrap();
+    out.display().to_string()
+}
+
+fn with_module(upstream: std::net::SocketAddr, module: &str, extra: &str) -> String {
+    config(upstream, extra, "[probe]").replace(ABI_PROBE_WASM, module)
+}
+
+#[tokio::test]
+async fn bad_guest_pointers_get_invalid_memory_access_not_a_crash() {
+    let up = Upstream::echo();
+    let gw = TestGateway::start(&with_module(up.addr, &wat_file("bad_pointers"), "")).await;
+    for _ in 0..3 {
+        // 400 + 6 * 10 + 6: both calls returned INVALID_MEMORY_ACCESS and the VM lives on.
+        assert_eq!(get(&gw.url("/x")).await.status.as_u16(), 466);
+    }
+}
+
+#[tokio::test]
+async fn modules_that_cannot_work_are_refused_at_load_with_the_reason() {
+    let up = Upstream::echo();
+    let err = TestGateway::try_start(&with_module(up.addr, &wat_file("unknown_import"), ""))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("filter probe") && err.contains("proxy_does_not_exist"),
+        "{err}"
+    );
+
+    let err = TestGateway::try_start(&with_module(up.addr, &wat_file("no_abi"), ""))
+        .await
+        .err()
+        .unwrap();
+    assert!(err.contains("not a proxy-wasm module"), "{err}");
+
+    let full = std::fs::read(ABI_PROBE_WASM).unwrap();
+    let truncated =
+        std::env::temp_dir().join(format!("rustygate-truncated-{}.wasm", std::process::id()));
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    let err = TestGateway::try_start(&with_module(up.addr, &truncated.display().to_string(), ""))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("rustygate-truncated") && err.contains("not a valid WebAssembly module"),
+        "{err}"
+    );
+
+    let err = TestGateway::try_start(&with_module(up.addr, "/nonexistent/filter.wasm", ""))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("/nonexistent/filter.wasm: cannot read"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_filter_that_rejects_its_configuration_stops_start_up() {
+    let up = Upstream::echo();
+    let filter = "    configuration: { no_such_option: true }";
+    let err = TestGateway::try_start(&config(up.addr, filter, "[probe]"))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("filter probe") && err.contains("rejected its configuration"),
+        "{err}"
+    );
+}
