@@ -12,7 +12,7 @@ PROFILE_DIR := $(if $(filter release,$(PROFILE)),release,debug)
 DEMO_UPSTREAM_PORT ?= 9000
 export DEMO_UPSTREAM_PORT
 
-.PHONY: all deps build run test fmt fmt-check lint schema bench bench-micro bench-load bench-deps clean
+.PHONY: all deps build run test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-deps guests clean
 
 all: build
 
@@ -51,10 +51,20 @@ lint:
 schema:
 	UPDATE_SCHEMA=1 $(CARGO) test -q -p rustygate-config --test golden committed_schema_is_current
 
-bench: bench-micro bench-load
+bench: bench-micro bench-load bench-filters
 
 bench-micro: deps
 	$(CARGO) bench -p rustygate-core --bench route_match
+	$(CARGO) bench -p rustygate-proxy-wasm --bench filter_call
+
+## Guest filters for benchmarks, built from source like the tests' (tests/build.rs).
+guests: deps
+	$(CARGO) build --release --locked --target wasm32-wasip1 --manifest-path tests/guests/rust/Cargo.toml --target-dir target/guests
+
+## Throughput with 0, 1 and 3 no-op proxy-wasm filters, same gateway, same run.
+bench-filters: bench-deps guests
+	$(CARGO) build --release -p rustygate
+	tests/bench/filter-load.sh
 
 ## Needs nginx, haproxy and wrk (installed by bench-deps). Peers and RustyGate run on loopback
 ## in one interleaved session; see docs/benchmarks.md for how to read the table.

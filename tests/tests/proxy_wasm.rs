@@ -61,6 +61,8 @@ async fn filter_rewrites_request_and_response_headers() {
     assert!(echo["headers"].get("x-secret").is_none());
     // The filter saw the gateway's forwarding headers, as filters do in Envoy.
     assert!(echo["headers"]["x-request-id"][0].is_string());
+    // Host reached the upstream once, from `:authority`.
+    assert_eq!(echo["headers"]["host"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -115,7 +117,7 @@ async fn local_response_from_the_response_phase_replaces_the_upstream_response()
 #[tokio::test]
 async fn properties_are_encoded_as_envoy_does() {
     let up = Upstream::echo();
-    let filter = "    configuration: { properties: [request.path, request.method, source.port, plugin_name, route_name, request.headers.x-tag] }";
+    let filter = "    configuration: { properties: [request.path, request.method, request.host, source.port, plugin_name, route_name, request.headers.x-tag] }";
     let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
     let req = Request::get(gw.url("/p?q=1"))
         .header("x-tag", "t1")
@@ -127,6 +129,7 @@ async fn properties_are_encoded_as_envoy_does() {
     assert_eq!(seen.header("x-prop-plugin_name"), Some("probe"));
     assert_eq!(seen.header("x-prop-route_name"), Some("api"));
     assert_eq!(seen.header("x-prop-request-headers-x-tag"), Some("t1"));
+    assert_eq!(seen.header("x-prop-request-host"), Some(gw.addr.to_string().as_str()));
     // source.port is an 8-byte little-endian integer; the probe decodes it.
     let port: u16 = seen.header("x-prop-source-port").unwrap().parse().unwrap();
     assert!(port > 0);

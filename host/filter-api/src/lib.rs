@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -68,10 +69,10 @@ pub struct StreamInfo {
     pub local: SocketAddr,
     /// `X-Request-Id`.
     pub request_id: HeaderValue,
-    /// Route name.
-    pub route: Rc<str>,
+    /// Route name (shared with the routing snapshot: no copy per request).
+    pub route: Arc<str>,
     /// Cluster name.
-    pub cluster: Rc<str>,
+    pub cluster: Arc<str>,
     /// `HTTP/1.1`, `HTTP/2`.
     pub protocol: &'static str,
 }

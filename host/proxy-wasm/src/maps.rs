@@ -45,13 +45,39 @@ pub(crate) fn pairs(stream: &StreamCtx, map_type: i32) -> Option<Vec<(Vec<u8>, V
     }
 }
 
-/// The first value of `key` (case-insensitive).
+/// The first value of `key` (case-insensitive), looked up directly (no list is built).
 pub(crate) fn value(stream: &StreamCtx, map_type: i32, key: &[u8]) -> Option<Vec<u8>> {
     let key = key.to_ascii_lowercase();
-    pairs(stream, map_type)?
-        .into_iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
+    let ex: &Exchange = &stream.exchange;
+    match map_type {
+        map::REQUEST_HEADERS => {
+            let r = ex.request.borrow();
+            Some(match key.as_slice() {
+                b":method" => r.method.as_str().as_bytes().to_vec(),
+                b":path" => r.path.as_bytes().to_vec(),
+                b":authority" => r.authority.as_bytes().to_vec(),
+                b":scheme" => r.scheme.as_bytes().to_vec(),
+                k => r
+                    .headers
+                    .get(HeaderName::from_bytes(k).ok()?)?
+                    .as_bytes()
+                    .to_vec(),
+            })
+        }
+        map::RESPONSE_HEADERS => {
+            let r = ex.response.borrow();
+            let r = r.as_ref()?;
+            Some(match key.as_slice() {
+                b":status" => r.status.as_str().as_bytes().to_vec(),
+                k => r
+                    .headers
+                    .get(HeaderName::from_bytes(k).ok()?)?
+                    .as_bytes()
+                    .to_vec(),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// The map's size in bytes (sum of name and value lengths), which is what Envoy returns for

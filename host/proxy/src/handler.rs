@@ -140,6 +140,8 @@ async fn forward(
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
     if !chain.is_empty() {
+        // Filters see the host as `:authority` only, as in Envoy; it is put back below.
+        parts.headers.remove(header::HOST);
         let exchange = Rc::new(Exchange {
             request: RefCell::new(RequestHead {
                 method: std::mem::take(&mut parts.method),
@@ -157,8 +159,8 @@ async fn forward(
                 client: conn.peer,
                 local: conn.local,
                 request_id: request_id.clone(),
-                route: route.name.as_ref().into(),
-                cluster: cluster.name.as_ref().into(),
+                route: route.name.clone(),
+                cluster: cluster.name.clone(),
                 protocol: protocol_name(parts.version),
             },
         });
@@ -174,19 +176,26 @@ async fn forward(
         // Copied, not moved: filters may still read the request in their response phases.
         let head = exchange.request.borrow();
         parts.method = head.method.clone();
-        parts.uri = head.path.parse().map_err(|e| {
-            (
-                ErrorKind::Internal,
-                format!("a filter set an invalid path {:?}: {e}", head.path),
-            )
-        })?;
+        // Most filters leave the path alone: re-parse only when it changed.
+        if parts.uri.path_and_query().map(|p| p.as_str()) != Some(head.path.as_str()) {
+            parts.uri = head.path.parse().map_err(|e| {
+                (
+                    ErrorKind::Internal,
+                    format!("a filter set an invalid path {:?}: {e}", head.path),
+                )
+            })?;
+        }
         parts.headers = head.headers.clone();
-        authority = Some(head.authority.clone()).filter(|a| !a.is_empty());
-        if let Some(a) = authority
-            .as_deref()
-            .and_then(|a| HeaderValue::from_str(a).ok())
-        {
-            parts.headers.insert(header::HOST, a);
+        if authority.as_deref() != Some(head.authority.as_str()) {
+            authority = Some(head.authority.clone()).filter(|a| !a.is_empty());
+            if let Some(a) = authority
+                .as_deref()
+                .and_then(|a| HeaderValue::from_str(a).ok())
+            {
+                parts.headers.insert(header::HOST, a);
+            }
+        } else if let Some(h) = &host {
+            parts.headers.insert(header::HOST, h.clone());
         }
     }
 
