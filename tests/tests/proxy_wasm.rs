@@ -129,7 +129,10 @@ async fn properties_are_encoded_as_envoy_does() {
     assert_eq!(seen.header("x-prop-plugin_name"), Some("probe"));
     assert_eq!(seen.header("x-prop-route_name"), Some("api"));
     assert_eq!(seen.header("x-prop-request-headers-x-tag"), Some("t1"));
-    assert_eq!(seen.header("x-prop-request-host"), Some(gw.addr.to_string().as_str()));
+    assert_eq!(
+        seen.header("x-prop-request-host"),
+        Some(gw.addr.to_string().as_str())
+    );
     // source.port is an 8-byte little-endian integer; the probe decodes it.
     let port: u16 = seen.header("x-prop-source-port").unwrap().parse().unwrap();
     assert!(port > 0);

@@ -47,6 +47,11 @@ fn give_status(caller: &mut C<'_>, bytes: &[u8], ret_ptr: i32, ret_len: i32) -> 
     })
 }
 
+/// The stream the current (effective) context refers to; `None` for root contexts.
+fn stream<'a>(c: &'a C<'_>) -> Option<&'a crate::state::StreamCtx> {
+    c.data().streams.get(&c.data().effective)
+}
+
 fn log_line(caller: &C<'_>, level: i32, msg: &str) {
     let st = caller.data();
     let ctx = st.effective;
@@ -377,11 +382,7 @@ fn register_maps(l: &mut Linker<HostState>) -> Result<()> {
             if !(0..=map::LAST).contains(&kind) {
                 return Ok(status::BAD_ARGUMENT);
             }
-            let ctx = c.data().effective;
-            let list = c
-                .data()
-                .streams
-                .get(&ctx)
+            let list = stream(&c)
                 .and_then(|s| maps::pairs(s, kind))
                 .unwrap_or_default();
             let encoded = pairs::encode(list.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
@@ -395,8 +396,7 @@ fn register_maps(l: &mut Linker<HostState>) -> Result<()> {
             not_in_init!(c);
             let raw = tri!(read(&c, ptr, len));
             let decoded = pairs::decode(&raw).unwrap_or_default();
-            let ctx = c.data().effective;
-            Ok(match c.data().streams.get(&ctx) {
+            Ok(match stream(&c) {
                 Some(s) => maps::replace_all(s, kind, &decoded),
                 None => status::BAD_ARGUMENT,
             })
@@ -411,14 +411,8 @@ fn register_maps(l: &mut Linker<HostState>) -> Result<()> {
                 return Ok(status::BAD_ARGUMENT);
             }
             let key = tri!(read(&c, kp, kl));
-            let ctx = c.data().effective;
             let v1 = c.data().abi_v01;
-            match c
-                .data()
-                .streams
-                .get(&ctx)
-                .and_then(|s| maps::value(s, kind, &key))
-            {
+            match stream(&c).and_then(|s| maps::value(s, kind, &key)) {
                 Some(v) => give_status(&mut c, &v, ptr, len),
                 // ABI 0.1.0 answered a missing key with OK and an empty value.
                 None if v1 => give_status(&mut c, b"", ptr, len),
@@ -437,13 +431,12 @@ fn register_maps(l: &mut Linker<HostState>) -> Result<()> {
                 not_in_init!(c);
                 let key = tri!(read(&c, kp, kl));
                 let value = tri!(read(&c, vp, vl));
-                let ctx = c.data().effective;
                 let op = if replace {
                     Edit::Replace(&value)
                 } else {
                     Edit::Add(&value)
                 };
-                Ok(match c.data().streams.get(&ctx) {
+                Ok(match stream(&c) {
                     Some(s) => maps::edit(s, kind, &key, op),
                     None => status::BAD_ARGUMENT,
                 })
@@ -456,8 +449,7 @@ fn register_maps(l: &mut Linker<HostState>) -> Result<()> {
         |c: C<'_>, kind: i32, kp: i32, kl: i32| -> Result<i32> {
             not_in_init!(c);
             let key = tri!(read(&c, kp, kl));
-            let ctx = c.data().effective;
-            Ok(match c.data().streams.get(&ctx) {
+            Ok(match stream(&c) {
                 Some(s) => maps::edit(s, kind, &key, Edit::Remove),
                 None => status::BAD_ARGUMENT,
             })
@@ -471,12 +463,7 @@ fn register_maps(l: &mut Linker<HostState>) -> Result<()> {
             if !(0..=map::LAST).contains(&kind) {
                 return Ok(status::BAD_ARGUMENT);
             }
-            let ctx = c.data().effective;
-            let n = c
-                .data()
-                .streams
-                .get(&ctx)
-                .map_or(0, |s| maps::byte_size(s, kind));
+            let n = stream(&c).map_or(0, |s| maps::byte_size(s, kind));
             Ok(write_u32(&mut c, ret, n).err().unwrap_or(status::OK))
         },
     )?;

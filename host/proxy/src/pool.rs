@@ -235,11 +235,7 @@ impl Pool {
                 authority: authority.clone(),
                 source,
             })?;
-        tokio::task::spawn_local(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection closed with error");
-            }
-        });
+        drive(conn);
         Ok(sender)
     }
 
@@ -257,13 +253,21 @@ impl Pool {
                 authority: authority.clone(),
                 source,
             })?;
-        tokio::task::spawn_local(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream h2 connection closed with error");
-            }
-        });
+        drive(conn);
         Ok(sender)
     }
+}
+
+/// Runs a client connection's I/O on this worker until it closes.
+fn drive<F>(conn: F)
+where
+    F: std::future::Future<Output = Result<(), hyper::Error>> + 'static,
+{
+    tokio::task::spawn_local(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection closed with error");
+        }
+    });
 }
 
 async fn tcp_connect(
