@@ -24,8 +24,9 @@ pub struct TestGateway {
 }
 
 /// A WebAssembly runtime for tests: a module cache under `target/`, shared by test runs.
-pub fn test_runtime() -> rustygate_wasm_runtime::Runtime {
+pub fn test_runtime(pool_slots: u32) -> rustygate_wasm_runtime::Runtime {
     rustygate_wasm_runtime::Runtime::new(&rustygate_wasm_runtime::RuntimeConfig {
+        pool_slots,
         cache_dir: Some(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/module-cache"),
         ),
@@ -55,7 +56,12 @@ impl TestGateway {
         let filters = if config.filters.is_empty() {
             None
         } else {
-            let runtime = Arc::new(test_runtime());
+            let workers = config
+                .workers
+                .unwrap_or_else(rustygate_proxy::default_workers);
+            let runtime = Arc::new(test_runtime(rustygate_proxy_wasm::vm_slots(
+                &config, workers,
+            )));
             let host = rustygate_proxy_wasm::ProxyWasm::load(
                 &config,
                 std::path::Path::new("."),

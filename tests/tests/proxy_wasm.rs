@@ -326,3 +326,31 @@ async fn a_filter_that_rejects_its_configuration_stops_start_up() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn every_worker_gets_its_own_vm_for_every_filter() {
+    // 16 workers × 5 filters with distinct vm_ids = 80 VMs, each instantiated at start-up.
+    let up = Upstream::echo();
+    let filters: String = (1..=5)
+        .map(|i| format!("  - {{ name: p{i}, module: {ABI_PROBE_WASM}, vm_id: vm{i}, configuration: {{ name: p{i} }} }}\n"))
+        .collect();
+    let yaml = format!(
+        "workers: 16
+listeners: [{{ name: main, address: 127.0.0.1:0 }}]
+logging: {{ access_log: false }}
+clusters: [{{ name: up, endpoints: [{{ url: http://{} }}] }}]
+filters:
+{filters}routes: [{{ name: api, cluster: up, filters: [p1, p2, p3, p4, p5] }}]
+",
+        up.addr
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let seen = get(&gw.url("/x")).await;
+    let probes: Vec<&str> = seen
+        .headers
+        .get_all("x-probe")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(probes, ["p5", "p4", "p3", "p2", "p1"]);
+}

@@ -92,7 +92,11 @@ fn load_filters(
     if config.filters.is_empty() {
         return Ok(None);
     }
+    let workers = config
+        .workers
+        .unwrap_or_else(rustygate_proxy::default_workers);
     let runtime = Runtime::new(&RuntimeConfig {
+        pool_slots: rustygate_proxy_wasm::vm_slots(config, workers),
         max_memory_bytes: config
             .filters
             .iter()

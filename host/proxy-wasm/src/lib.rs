@@ -132,6 +132,16 @@ pub fn config_bytes(v: Option<&serde_json::Value>) -> Bytes {
     }
 }
 
+/// How many instance slots the pooling allocator needs for `config` with `workers` workers:
+/// at most one VM per filter per worker, twice over (a failed VM's replacement is built before
+/// the old one is dropped), plus the canary VMs of a load.
+pub fn vm_slots(config: &Config, workers: usize) -> u32 {
+    let filters = config.filters.len();
+    u32::try_from((workers * 2 + 1) * filters)
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
 fn linker(runtime: &Runtime) -> Result<Linker<HostState>, String> {
     let mut l = Linker::new(runtime.engine());
     env::register(&mut l).map_err(|e| format!("{e:#}"))?;
