@@ -354,3 +354,131 @@ filters:
         .collect();
     assert_eq!(probes, ["p5", "p4", "p3", "p2", "p1"]);
 }
+
+/// An auth service: 200 with the user's name for `x-user: alice`, 401 otherwise.
+fn auth_service() -> Upstream {
+    Upstream::start(|req| async move {
+        match req.headers().get("x-user").and_then(|v| v.to_str().ok()) {
+            Some("alice") => text(StatusCode::OK, "alice"),
+            _ => text(StatusCode::UNAUTHORIZED, "who are you"),
+        }
+    })
+}
+
+fn with_auth_cluster(yaml: String, auth: std::net::SocketAddr) -> String {
+    yaml.replace(
+        "filters:\n  - name: probe",
+        &format!(
+            "  - name: auth\n    endpoints:\n      - url: http://{auth}\nfilters:\n  - name: probe"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn http_call_decides_and_the_paused_request_resumes() {
+    let app = Upstream::echo();
+    let auth = auth_service();
+    let yaml = with_auth_cluster(
+        config(
+            app.addr,
+            "    configuration: { auth_cluster: auth, auth_path: /check }",
+            "[probe]",
+        ),
+        auth.addr,
+    );
+    let gw = TestGateway::start(&yaml).await;
+
+    let req = Request::get(gw.url("/data"))
+        .header("x-user", "alice")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let seen = send(&http1(), req).await;
+    assert_eq!(seen.status, 200);
+    let echo: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(
+        echo["headers"]["x-auth-user"][0], "alice",
+        "header added after the call, before forwarding"
+    );
+
+    let req = Request::get(gw.url("/data"))
+        .header("x-user", "mallory")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let seen = send(&http1(), req).await;
+    assert_eq!(seen.status, StatusCode::FORBIDDEN);
+    assert_eq!(seen.header("x-auth-status"), Some("401"));
+    assert_eq!(
+        app.requests(),
+        1,
+        "the denied request never reached the app"
+    );
+    assert_eq!(auth.requests(), 2);
+}
+
+#[tokio::test]
+async fn many_paused_requests_resume_independently() {
+    let app = Upstream::echo();
+    let auth = auth_service();
+    let yaml = with_auth_cluster(
+        config(
+            app.addr,
+            "    configuration: { auth_cluster: auth }",
+            "[probe]",
+        ),
+        auth.addr,
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = http1();
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (client, url) = (client.clone(), gw.url(&format!("/r{i}")));
+        let user = if i % 3 == 0 { "mallory" } else { "alice" };
+        tasks.push(tokio::spawn(async move {
+            let req = Request::get(url)
+                .header("x-user", user)
+                .body(Full::<Bytes>::default())
+                .unwrap();
+            (user, send(&client, req).await.status)
+        }));
+    }
+    for t in tasks {
+        let (user, status) = t.await.unwrap();
+        assert_eq!(status, if user == "alice" { 200 } else { 403 }, "{user}");
+    }
+    assert_eq!(app.requests(), 20);
+}
+
+#[tokio::test]
+async fn http_call_to_a_down_cluster_answers_503_as_in_envoy() {
+    let app = Upstream::echo();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let yaml = with_auth_cluster(
+        config(
+            app.addr,
+            "    configuration: { auth_cluster: auth }",
+            "[probe]",
+        ),
+        dead,
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let seen = get(&gw.url("/x")).await;
+    assert_eq!(seen.status, StatusCode::FORBIDDEN);
+    assert_eq!(seen.header("x-auth-status"), Some("503"));
+}
+
+#[tokio::test]
+async fn http_call_to_an_unknown_cluster_is_refused_to_the_filter() {
+    let app = Upstream::echo();
+    let gw = TestGateway::start(&config(
+        app.addr,
+        "    configuration: { auth_cluster: nowhere }",
+        "[probe]",
+    ))
+    .await;
+    let seen = get(&gw.url("/x")).await;
+    assert_eq!(seen.status, 500);
+    assert_eq!(&seen.body[..], b"http_call failed: BadArgument\n");
+}

@@ -6,7 +6,9 @@
 //! Everything here lives on one worker thread: factories and filters are not `Send`.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -55,6 +57,9 @@ pub struct LocalResponse {
 pub enum Verdict {
     /// Go on to the next filter (or the upstream / the client).
     Continue,
+    /// Hold the request here until [`HttpFilter::resumed`] completes (for example, until an
+    /// outbound call the filter made has answered).
+    Pause,
     /// Stop here and send this response instead. When given during request phases, the
     /// response still passes through the response phases of this filter and those before it.
     Respond(LocalResponse),
@@ -150,8 +155,36 @@ pub trait HttpFilter {
         end_of_stream: bool,
     ) -> Result<Verdict, FilterError>;
 
+    /// After a phase returned [`Verdict::Pause`]: completes when the filter lets the request
+    /// go on (`Continue`) or answers it (`Respond`). The proxy bounds the wait with the route
+    /// timeout.
+    fn resumed(&mut self) -> LocalFuture<'_, Result<Verdict, FilterError>>;
+
     /// The request is over (sent, failed or abandoned): final logging and clean-up.
     fn complete(&mut self);
+}
+
+/// A boxed future that stays on the worker thread.
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// Outbound HTTP for filters (proxy-wasm `proxy_http_call`), to the gateway's configured
+/// clusters, using the worker's own connection pools.
+pub trait Upstreams {
+    /// Whether `cluster` is configured.
+    fn has_cluster(&self, cluster: &str) -> bool;
+
+    /// Sends `request` to an endpoint of `cluster` and reads the whole response (bounded in
+    /// size). `timeout` of `None` waits as long as the upstream takes.
+    fn call(
+        &self,
+        cluster: &str,
+        request: http::Request<Bytes>,
+        timeout: Option<std::time::Duration>,
+    ) -> LocalFuture<'static, Result<http::Response<Bytes>, String>>;
+
+    /// Runs `task` on this worker. Filter engines deliver outbound-call results through it;
+    /// an implementation used before traffic starts (validation) may drop tasks.
+    fn spawn(&self, task: LocalFuture<'static, ()>);
 }
 
 /// Creates a filter's per-request instances on one worker.
@@ -170,5 +203,9 @@ pub trait FilterFactory {
 /// worker thread at start-up, so instantiation never happens on the request path.
 pub trait ChainBuilder: Send + Sync {
     /// The worker's chains, one per route in route order (empty for routes without filters).
-    fn build(&self) -> Result<Vec<Vec<Rc<dyn FilterFactory>>>, String>;
+    /// `upstreams` is how this worker's filters reach clusters.
+    fn build(
+        &self,
+        upstreams: Rc<dyn Upstreams>,
+    ) -> Result<Vec<Vec<Rc<dyn FilterFactory>>>, String>;
 }

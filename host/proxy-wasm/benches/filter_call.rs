@@ -8,7 +8,9 @@ use std::rc::Rc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
-use rustygate_filter_api::{ChainBuilder, Exchange, FilterFactory, RequestHead, StreamInfo};
+use rustygate_filter_api::{
+    ChainBuilder, Exchange, FilterFactory, LocalFuture, RequestHead, StreamInfo, Upstreams,
+};
 use rustygate_proxy_wasm::ProxyWasm;
 use rustygate_telemetry::Metrics;
 use rustygate_wasm_runtime::{Runtime, RuntimeConfig};
@@ -60,7 +62,27 @@ routes: [{{ cluster: c, filters: [{name}] }}]
     );
     let config = rustygate_config::parse("bench.yaml", &yaml, &|_| None).unwrap();
     let host = ProxyWasm::load(&config, &dir, runtime, Metrics::new()).unwrap();
-    host.build().unwrap().remove(0).remove(0)
+    host.build(Rc::new(NoCalls)).unwrap().remove(0).remove(0)
+}
+
+/// The benchmark guests make no outbound calls.
+struct NoCalls;
+
+impl Upstreams for NoCalls {
+    fn has_cluster(&self, _: &str) -> bool {
+        false
+    }
+
+    fn call(
+        &self,
+        _: &str,
+        _: http::Request<bytes::Bytes>,
+        _: Option<std::time::Duration>,
+    ) -> LocalFuture<'static, Result<http::Response<bytes::Bytes>, String>> {
+        Box::pin(async { Err("no calls in benchmarks".to_owned()) })
+    }
+
+    fn spawn(&self, _: LocalFuture<'static, ()>) {}
 }
 
 fn exchange() -> Rc<Exchange> {

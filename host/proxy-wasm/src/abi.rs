@@ -16,11 +16,14 @@ pub mod status {
 pub mod map {
     pub const REQUEST_HEADERS: i32 = 0;
     pub const RESPONSE_HEADERS: i32 = 2;
+    pub const HTTP_CALL_RESPONSE_HEADERS: i32 = 6;
+    pub const HTTP_CALL_RESPONSE_TRAILERS: i32 = 7;
     pub const LAST: i32 = 7;
 }
 
 /// `proxy_buffer_type_t`.
 pub mod buffer {
+    pub const HTTP_CALL_RESPONSE_BODY: i32 = 4;
     pub const VM_CONFIGURATION: i32 = 6;
     pub const PLUGIN_CONFIGURATION: i32 = 7;
     pub const LAST: i32 = 8;

@@ -47,6 +47,16 @@ fn give_status(caller: &mut C<'_>, bytes: &[u8], ret_ptr: i32, ret_len: i32) -> 
     })
 }
 
+fn record_continue(c: &mut C<'_>) -> i32 {
+    let st = c.data_mut();
+    let ctx = st.effective;
+    if !st.streams.contains_key(&ctx) {
+        return status::BAD_ARGUMENT;
+    }
+    st.deferred.entry(ctx).or_insert(Deferred::Continue);
+    status::OK
+}
+
 /// The stream the current (effective) context refers to; `None` for root contexts.
 fn stream<'a>(c: &'a C<'_>) -> Option<&'a crate::state::StreamCtx> {
     c.data().streams.get(&c.data().effective)
@@ -200,6 +210,10 @@ fn register_core(l: &mut Linker<HostState>) -> Result<()> {
                     None => return Ok(status::NOT_FOUND),
                 },
                 buffer::VM_CONFIGURATION => st.vm_config.clone(),
+                buffer::HTTP_CALL_RESPONSE_BODY => match &st.call_response {
+                    Some(r) => r.body.clone(),
+                    None => return Ok(status::NOT_FOUND),
+                },
                 _ => return Ok(status::NOT_FOUND),
             };
             // Sizes are unsigned and may be u32::MAX ("everything"): 64-bit math, clamp.
@@ -326,29 +340,30 @@ fn register_core(l: &mut Linker<HostState>) -> Result<()> {
             Ok(status::OK)
         },
     )?;
-    // Pausing is not resumable yet (docs/filters/proxy-wasm.md), so continuing a stream that
-    // runs is a no-op that succeeds, as in Envoy for a stream that is not stopped.
+    // Resuming is recorded and applied after the callback returns (no re-entry). A local
+    // response recorded in the same callback wins, as in Envoy.
     l.func_wrap(
         "env",
         "proxy_continue_stream",
-        |c: C<'_>, kind: i32| -> Result<i32> {
+        |mut c: C<'_>, kind: i32| -> Result<i32> {
             not_in_init!(c);
-            Ok(if (0..=1).contains(&kind) {
-                status::OK
-            } else if kind <= 3 {
-                status::UNIMPLEMENTED
-            } else {
-                status::BAD_ARGUMENT
+            Ok(match kind {
+                0 | 1 => record_continue(&mut c),
+                2 | 3 => status::UNIMPLEMENTED,
+                _ => status::BAD_ARGUMENT,
             })
         },
     )?;
-    for name in [
-        "proxy_continue_request",
-        "proxy_continue_response",
-        "proxy_clear_route_cache",
-    ] {
-        l.func_wrap("env", name, |_c: C<'_>| -> Result<i32> { Ok(status::OK) })?;
+    for name in ["proxy_continue_request", "proxy_continue_response"] {
+        l.func_wrap("env", name, |mut c: C<'_>| -> Result<i32> {
+            Ok(record_continue(&mut c))
+        })?;
     }
+    l.func_wrap(
+        "env",
+        "proxy_clear_route_cache",
+        |_c: C<'_>| -> Result<i32> { Ok(status::OK) },
+    )?;
     l.func_wrap(
         "env",
         "proxy_close_stream",
@@ -373,6 +388,39 @@ fn register_core(l: &mut Linker<HostState>) -> Result<()> {
     Ok(())
 }
 
+/// The request of a `proxy_http_call`: `:method`, `:path` and `:authority` are required (as
+/// in Envoy); other pairs become headers.
+fn call_request(raw_headers: &[u8], body: Vec<u8>) -> Option<http::Request<Bytes>> {
+    let pairs = pairs::decode(raw_headers)?;
+    let (mut method, mut path, mut authority) = (None, None, None);
+    let mut builder = http::Request::builder();
+    for (k, v) in pairs {
+        match k {
+            b":method" => method = Some(v),
+            b":path" => path = Some(v),
+            b":authority" => authority = Some(v),
+            k if k.first() == Some(&b':') => {}
+            k => builder = builder.header(k.to_ascii_lowercase().as_slice(), v),
+        }
+    }
+    builder
+        .method(method?)
+        .uri(std::str::from_utf8(path?).ok()?)
+        .header(http::header::HOST, authority?)
+        .body(Bytes::from(body))
+        .ok()
+}
+
+/// A header map of a `proxy_http_call` response (map 6; map 7, trailers, is empty).
+fn call_pairs(c: &C<'_>, kind: i32) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let r = c.data().call_response.as_ref()?;
+    match kind {
+        map::HTTP_CALL_RESPONSE_HEADERS => Some(r.headers.clone()),
+        map::HTTP_CALL_RESPONSE_TRAILERS => Some(Vec::new()),
+        _ => None,
+    }
+}
+
 fn register_maps(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",
@@ -382,8 +430,8 @@ fn register_maps(l: &mut Linker<HostState>) -> Result<()> {
             if !(0..=map::LAST).contains(&kind) {
                 return Ok(status::BAD_ARGUMENT);
             }
-            let list = stream(&c)
-                .and_then(|s| maps::pairs(s, kind))
+            let list = call_pairs(&c, kind)
+                .or_else(|| stream(&c).and_then(|s| maps::pairs(s, kind)))
                 .unwrap_or_default();
             let encoded = pairs::encode(list.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
             give_status(&mut c, &encoded, ptr, len)
@@ -412,7 +460,10 @@ fn register_maps(l: &mut Linker<HostState>) -> Result<()> {
             }
             let key = tri!(read(&c, kp, kl));
             let v1 = c.data().abi_v01;
-            match stream(&c).and_then(|s| maps::value(s, kind, &key)) {
+            let key_lower = key.to_ascii_lowercase();
+            let from_call = call_pairs(&c, kind)
+                .and_then(|p| p.into_iter().find(|(k, _)| *k == key_lower).map(|(_, v)| v));
+            match from_call.or_else(|| stream(&c).and_then(|s| maps::value(s, kind, &key))) {
                 Some(v) => give_status(&mut c, &v, ptr, len),
                 // ABI 0.1.0 answered a missing key with OK and an empty value.
                 None if v1 => give_status(&mut c, b"", ptr, len),
@@ -632,21 +683,47 @@ fn register_shared(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",
         "proxy_http_call",
-        |c: C<'_>,
-         _a: i32,
-         _b: i32,
-         _c3: i32,
-         _d: i32,
-         _e: i32,
-         _f: i32,
-         _g: i32,
-         _h: i32,
-         _t: i32,
-         _r: i32|
+        |mut c: C<'_>,
+         up: i32,
+         up_len: i32,
+         hp: i32,
+         hl: i32,
+         bp: i32,
+         bl: i32,
+         _tp: i32,
+         _tl: i32,
+         timeout: i32,
+         ret: i32|
          -> Result<i32> {
             not_in_init!(c);
-            tracing::warn!(target: "filter", "proxy_http_call is not supported yet");
-            Ok(status::INTERNAL_FAILURE)
+            let cluster = tri!(read(&c, up, up_len));
+            let headers = tri!(read(&c, hp, hl));
+            let body = tri!(read(&c, bp, bl));
+            tri!(crate::memory::check(&c, ret, 4));
+            let cluster = String::from_utf8_lossy(&cluster).into_owned();
+            if !c.data().upstreams.has_cluster(&cluster) || timeout < 0 {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            let Some(request) = call_request(&headers, body) else {
+                return Ok(status::BAD_ARGUMENT);
+            };
+            let st = c.data_mut();
+            let ctx = st.effective;
+            let root = match st.streams.get(&ctx) {
+                Some(s) => s.root,
+                None if st.roots.contains_key(&ctx) => ctx,
+                None => return Ok(status::BAD_ARGUMENT),
+            };
+            let token = st.next_token;
+            st.next_token += 1;
+            st.calls.push(crate::state::PendingCall {
+                token,
+                root,
+                cluster,
+                request,
+                timeout: (timeout > 0).then(|| std::time::Duration::from_millis(timeout as u64)),
+            });
+            Ok(write_u32(&mut c, ret, token).err().unwrap_or(status::OK))
         },
     )?;
     l.func_wrap(

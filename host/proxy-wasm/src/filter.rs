@@ -1,22 +1,36 @@
 //! The filter-api implementation: a worker's VM slot, the per-plugin factory, and the
 //! per-request filter that drives callbacks.
+//!
+//! Everything a callback asks for beyond its own return value (outbound calls, resuming or
+//! answering another stream) is collected while it runs and acted on here, after it returned:
+//! the module is never re-entered.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use http::StatusCode;
 use rustygate_filter_api::{
-    Exchange, FailurePolicy, FilterError, FilterFactory, HttpFilter, LocalResponse, Verdict,
+    Exchange, FailurePolicy, FilterError, FilterFactory, HttpFilter, LocalFuture, LocalResponse,
+    Verdict,
 };
+use tokio::sync::Notify;
 
-use crate::state::Deferred;
+use crate::state::{CallResponse, Deferred};
 use crate::vm::{Vm, VmSpec};
 
 struct Plugin {
     name: Rc<str>,
     root_id: Rc<str>,
     config: Bytes,
+}
+
+/// How a paused stream is woken.
+#[derive(Default)]
+struct Waiter {
+    outcome: RefCell<Option<Result<Deferred, FilterError>>>,
+    notify: Notify,
 }
 
 /// One VM on one worker, and the plugins (root contexts) it hosts. When the VM fails it is
@@ -27,8 +41,10 @@ pub(crate) struct VmSlot {
     vm: RefCell<Vm>,
     /// Root context id of each plugin in the current VM.
     roots: RefCell<Vec<u32>>,
-    /// Bumped on every rebuild; a request only talks to the VM it started on.
+    /// Bumped on every rebuild; a request or a call only talks to the VM it started on.
     generation: Cell<u64>,
+    /// Paused streams by context id.
+    waiters: RefCell<HashMap<u32, Rc<Waiter>>>,
 }
 
 impl VmSlot {
@@ -39,12 +55,13 @@ impl VmSlot {
             vm: RefCell::new(vm),
             roots: RefCell::new(Vec::new()),
             generation: Cell::new(0),
+            waiters: RefCell::new(HashMap::new()),
         }
     }
 
     /// Starts a plugin in this VM; returns its index.
     pub fn add_plugin(
-        &self,
+        self: &Rc<Self>,
         name: Rc<str>,
         root_id: Rc<str>,
         config: Bytes,
@@ -54,20 +71,92 @@ impl VmSlot {
                 .borrow_mut()
                 .start_plugin(name.clone(), root_id.clone(), config.clone())?;
         self.roots.borrow_mut().push(root);
-        let mut plugins = self.plugins.borrow_mut();
-        plugins.push(Plugin {
+        self.plugins.borrow_mut().push(Plugin {
             name,
             root_id,
             config,
         });
-        Ok(plugins.len() - 1)
+        // A plugin may call out from its configure callback (a JWKS fetch, say).
+        self.after_callback();
+        Ok(self.plugins.borrow().len() - 1)
+    }
+
+    /// Acts on what the last callback asked for: wakes streams it resumed or answered, and
+    /// starts the calls it made. On a failed VM, every paused stream is woken with the failure.
+    fn after_callback(self: &Rc<Self>) {
+        let (calls, deferred, failed) = {
+            let mut vm = self.vm.borrow_mut();
+            (vm.take_calls(), vm.take_deferred(), vm.failed.clone())
+        };
+        for (ctx, action) in deferred {
+            self.wake(ctx, Ok(action));
+        }
+        if let Some(e) = failed {
+            let all: Vec<u32> = self.waiters.borrow().keys().copied().collect();
+            for ctx in all {
+                self.wake(ctx, Err(e.clone()));
+            }
+            return;
+        }
+        for call in calls {
+            let slot = self.clone();
+            let generation = self.generation.get();
+            let upstreams = self.spec.upstreams.clone();
+            let fut = upstreams.call(&call.cluster, call.request, call.timeout);
+            self.spec.upstreams.spawn(Box::pin(async move {
+                let result = fut.await;
+                slot.deliver(generation, call.root, call.token, result);
+            }));
+        }
+    }
+
+    fn wake(&self, ctx: u32, outcome: Result<Deferred, FilterError>) {
+        if let Some(w) = self.waiters.borrow_mut().remove(&ctx) {
+            *w.outcome.borrow_mut() = Some(outcome);
+            w.notify.notify_one();
+        }
+    }
+
+    fn deliver(
+        self: &Rc<Self>,
+        generation: u64,
+        root: u32,
+        token: u32,
+        result: Result<http::Response<Bytes>, String>,
+    ) {
+        if generation != self.generation.get() {
+            return; // the VM that made the call is gone
+        }
+        let response = match result {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                let mut headers = vec![(
+                    b":status".to_vec(),
+                    parts.status.as_str().as_bytes().to_vec(),
+                )];
+                headers.extend(
+                    parts
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())),
+                );
+                Some(CallResponse { headers, body })
+            }
+            Err(e) => {
+                tracing::warn!(target: "filter", error = %e, "http_call failed");
+                None
+            }
+        };
+        let _ = self.vm.borrow_mut().deliver_call(root, token, response);
+        self.after_callback();
     }
 
     /// Replaces a failed VM with a fresh instance and restarts its plugins.
-    fn rebuild_if_failed(&self) {
+    fn rebuild_if_failed(self: &Rc<Self>) {
         if self.vm.borrow().failed.is_none() {
             return;
         }
+        self.after_callback();
         let result = Vm::new(&self.spec).and_then(|mut vm| {
             let roots = self
                 .plugins
@@ -83,6 +172,7 @@ impl VmSlot {
                 *self.roots.borrow_mut() = roots;
                 self.generation.set(self.generation.get() + 1);
                 tracing::info!(target: "filter", vm_id = %self.spec.vm_id, "replaced a failed filter VM");
+                self.after_callback();
             }
             Err(e) => {
                 tracing::error!(target: "filter", error = %e, "cannot replace a failed filter VM; will retry")
@@ -127,6 +217,7 @@ impl FilterFactory for Factory {
             .vm
             .borrow_mut()
             .create_stream(root, exchange.clone());
+        self.slot.after_callback();
         match created {
             Ok(ctx) => Ok(Box::new(Stream {
                 slot: self.slot.clone(),
@@ -147,6 +238,19 @@ struct Stream {
     slot: Rc<VmSlot>,
     ctx: u32,
     generation: u64,
+}
+
+fn verdict_of(action: Deferred) -> Verdict {
+    match action {
+        Deferred::LocalResponse(r) => Verdict::Respond(r),
+        Deferred::CloseStream => Verdict::Respond(LocalResponse {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            details: "wasm_close_stream".into(),
+        }),
+        Deferred::Continue => Verdict::Continue,
+    }
 }
 
 impl Stream {
@@ -170,26 +274,26 @@ impl Stream {
         } else {
             exchange.request.borrow().headers.len() + 4
         };
-        let (action, deferred) = self
+        let result = self
             .slot
             .vm
             .borrow_mut()
-            .on_headers(self.ctx, response, n, eos)?;
-        match deferred {
-            Some(Deferred::LocalResponse(r)) => Ok(Verdict::Respond(r)),
-            Some(Deferred::CloseStream) => Ok(Verdict::Respond(LocalResponse {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                headers: Vec::new(),
-                body: Bytes::new(),
-                details: "wasm_close_stream".into(),
-            })),
+            .on_headers(self.ctx, response, n, eos);
+        self.slot.after_callback();
+        let (action, deferred) = result?;
+        Ok(match deferred {
+            Some(d) => verdict_of(d),
             // 0 Continue; 2 ContinueAndEndStream, which Envoy treats as Continue.
-            None if action == 0 || action == 2 => Ok(Verdict::Continue),
-            None => Err(FilterError::Unavailable(
-                "the filter paused the request, and resuming paused requests is not supported yet"
-                    .into(),
-            )),
-        }
+            None if action == 0 || action == 2 => Verdict::Continue,
+            // Any stop value: hold the stream until the filter continues or answers it.
+            None => {
+                self.slot
+                    .waiters
+                    .borrow_mut()
+                    .insert(self.ctx, Rc::new(Waiter::default()));
+                Verdict::Pause
+            }
+        })
     }
 }
 
@@ -210,9 +314,26 @@ impl HttpFilter for Stream {
         self.headers(exchange, true, end_of_stream)
     }
 
+    fn resumed(&mut self) -> LocalFuture<'_, Result<Verdict, FilterError>> {
+        let waiter = self.slot.waiters.borrow().get(&self.ctx).cloned();
+        Box::pin(async move {
+            let Some(w) = waiter else {
+                return Ok(Verdict::Continue);
+            };
+            loop {
+                if let Some(outcome) = w.outcome.borrow_mut().take() {
+                    return outcome.map(verdict_of);
+                }
+                w.notify.notified().await;
+            }
+        })
+    }
+
     fn complete(&mut self) {
+        self.slot.waiters.borrow_mut().remove(&self.ctx);
         if self.slot.generation.get() == self.generation {
             self.slot.vm.borrow_mut().finish_stream(self.ctx);
+            self.slot.after_callback();
         }
         self.slot.rebuild_if_failed();
     }

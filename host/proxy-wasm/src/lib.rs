@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rustygate_config::{Config, FailurePolicy as ConfigPolicy};
-use rustygate_filter_api::{ChainBuilder, FailurePolicy, FilterFactory};
+use rustygate_filter_api::{ChainBuilder, FailurePolicy, FilterFactory, Upstreams};
 use rustygate_telemetry::Metrics;
 use rustygate_wasm_runtime::wasmtime::{InstancePre, Linker};
 use rustygate_wasm_runtime::{LoadedModule, Runtime, RuntimeError};
@@ -229,7 +229,11 @@ impl ProxyWasm {
             metrics,
         };
         // The canary: every plugin (including per-route overrides) starts on a throw-away VM.
-        me.build_chains().map_err(LoadError::Start)?;
+        // Calls it makes while configuring are accepted (the cluster must exist) but not sent.
+        let canary = Rc::new(Canary(
+            config.clusters.iter().map(|c| c.name.clone()).collect(),
+        ));
+        me.build_chains(canary).map_err(LoadError::Start)?;
         Ok(me)
     }
 
@@ -246,7 +250,10 @@ impl ProxyWasm {
             .collect()
     }
 
-    fn build_chains(&self) -> Result<Vec<Vec<Rc<dyn FilterFactory>>>, String> {
+    fn build_chains(
+        &self,
+        upstreams: Rc<dyn Upstreams>,
+    ) -> Result<Vec<Vec<Rc<dyn FilterFactory>>>, String> {
         let defs: Vec<Rc<FilterDef>> = self
             .templates
             .iter()
@@ -299,6 +306,7 @@ impl ProxyWasm {
                             max_memory: def.max_memory,
                             deadline_ticks: def.deadline_ticks,
                             shared: self.shared.clone(),
+                            upstreams: upstreams.clone(),
                         };
                         let vm = Vm::new(&spec).map_err(|e| format!("filter {}: {e}", def.name))?;
                         let slot = Rc::new(VmSlot::new(spec, vm));
@@ -318,9 +326,32 @@ impl ProxyWasm {
 }
 
 impl ChainBuilder for ProxyWasm {
-    fn build(&self) -> Result<Vec<Vec<Rc<dyn FilterFactory>>>, String> {
-        self.build_chains()
+    fn build(
+        &self,
+        upstreams: Rc<dyn Upstreams>,
+    ) -> Result<Vec<Vec<Rc<dyn FilterFactory>>>, String> {
+        self.build_chains(upstreams)
     }
+}
+
+/// The canary VM's view of the clusters: names only; nothing is sent.
+struct Canary(Vec<String>);
+
+impl Upstreams for Canary {
+    fn has_cluster(&self, cluster: &str) -> bool {
+        self.0.iter().any(|c| c == cluster)
+    }
+
+    fn call(
+        &self,
+        _cluster: &str,
+        _request: http::Request<Bytes>,
+        _timeout: Option<std::time::Duration>,
+    ) -> rustygate_filter_api::LocalFuture<'static, Result<http::Response<Bytes>, String>> {
+        Box::pin(async { Err("not sent while validating the configuration".to_owned()) })
+    }
+
+    fn spawn(&self, _task: rustygate_filter_api::LocalFuture<'static, ()>) {}
 }
 
 impl ProxyWasm {

@@ -42,6 +42,24 @@ pub(crate) struct StreamCtx {
 pub(crate) enum Deferred {
     LocalResponse(LocalResponse),
     CloseStream,
+    /// `proxy_continue_stream` / `proxy_continue_request|response`: resume a paused stream.
+    Continue,
+}
+
+/// An outbound call made with `proxy_http_call`, started after the callback returns.
+pub(crate) struct PendingCall {
+    pub token: u32,
+    /// The root context that owns the call and receives its response.
+    pub root: u32,
+    pub cluster: String,
+    pub request: http::Request<Bytes>,
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// The response readable (map 6, buffer 4) during `proxy_on_http_call_response`.
+pub(crate) struct CallResponse {
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Bytes,
 }
 
 pub(crate) struct HostState {
@@ -66,6 +84,13 @@ pub(crate) struct HostState {
     pub shared: Arc<Shared>,
     pub vm_id: Rc<str>,
     pub rng: fastrand::Rng,
+    /// Calls made during the current callback.
+    pub calls: Vec<PendingCall>,
+    pub next_token: u32,
+    /// Set only while `proxy_on_http_call_response` runs.
+    pub call_response: Option<CallResponse>,
+    /// Where `proxy_http_call` goes.
+    pub upstreams: Rc<dyn rustygate_filter_api::Upstreams>,
     /// Unfinished stdout / stderr lines: guests write a line in several pieces.
     pub output: [Vec<u8>; 2],
 }

@@ -15,7 +15,9 @@ use rustygate_wasm_runtime::wasmtime::{
 
 use crate::abi::AbiVersion;
 use crate::shared::Shared;
-use crate::state::{Deferred, HostState, MemoryLimiter, Phase, RootCtx, StreamCtx};
+use crate::state::{
+    CallResponse, Deferred, HostState, MemoryLimiter, PendingCall, Phase, RootCtx, StreamCtx,
+};
 
 /// What a module's callbacks look like; each is optional, as in the ABI.
 struct Callbacks {
@@ -28,7 +30,11 @@ struct Callbacks {
     on_log: Option<TypedFunc<i32, ()>>,
     on_done: Option<TypedFunc<i32, i32>>,
     on_delete: Option<TypedFunc<i32, ()>>,
+    http_call_response: Option<CallResponseFn>,
 }
+
+/// `proxy_on_http_call_response(root, token, headers, body_size, trailers)`.
+type CallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 
 enum HeadersFn {
     V1(TypedFunc<(i32, i32), i32>),
@@ -44,6 +50,7 @@ pub(crate) struct VmSpec {
     pub max_memory: usize,
     pub deadline_ticks: u64,
     pub shared: Arc<Shared>,
+    pub upstreams: Rc<dyn rustygate_filter_api::Upstreams>,
 }
 
 /// A live VM.
@@ -93,6 +100,11 @@ impl Vm {
             vm_id: spec.vm_id.clone(),
             rng: fastrand::Rng::new(),
             output: [Vec::new(), Vec::new()],
+            calls: Vec::new(),
+            // Tokens start at 1 and are unique per VM for its whole life (0 is never a token).
+            next_token: 1,
+            call_response: None,
+            upstreams: spec.upstreams.clone(),
         };
         let mut store = Store::new(spec.pre.module().engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -151,6 +163,7 @@ impl Vm {
             on_log: typed(&instance, &mut store, "proxy_on_log")?,
             on_done: typed(&instance, &mut store, "proxy_on_done")?,
             on_delete: typed(&instance, &mut store, "proxy_on_delete")?,
+            http_call_response: typed(&instance, &mut store, "proxy_on_http_call_response")?,
         };
         Ok(Vm {
             store,
@@ -338,5 +351,40 @@ impl Vm {
         let st = self.store.data_mut();
         st.streams.remove(&ctx);
         st.deferred.remove(&ctx);
+    }
+
+    /// Calls made by the last callback, to be started now that it has returned.
+    pub fn take_calls(&mut self) -> Vec<PendingCall> {
+        std::mem::take(&mut self.store.data_mut().calls)
+    }
+
+    /// Continue / local-response / close requests recorded for streams by the last callback.
+    pub fn take_deferred(&mut self) -> Vec<(u32, Deferred)> {
+        self.store.data_mut().deferred.drain().collect()
+    }
+
+    /// Delivers a call's outcome to the root context that made it, as Envoy does:
+    /// `proxy_on_http_call_response(root, token, headers, body_size, trailers)`, with no
+    /// headers at all when the call failed outright.
+    pub fn deliver_call(
+        &mut self,
+        root: u32,
+        token: u32,
+        response: Option<CallResponse>,
+    ) -> Result<(), FilterError> {
+        let Some(f) = self.cb.http_call_response.clone() else {
+            return Ok(());
+        };
+        let (headers, body) = response
+            .as_ref()
+            .map_or((0, 0), |r| (r.headers.len(), r.body.len()));
+        self.store.data_mut().call_response = response;
+        let result = self.call(
+            &f,
+            root,
+            (root as i32, token as i32, headers as i32, body as i32, 0),
+        );
+        self.store.data_mut().call_response = None;
+        result
     }
 }

@@ -3,6 +3,7 @@
 //! that answered, and each filter's failure policy when it fails.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use crate::worker::Worker;
 use rustygate_filter_api::{
@@ -90,19 +91,37 @@ impl ChainRun {
         }
     }
 
-    /// Runs every filter's request phase.
-    pub fn request(&mut self, end_of_stream: bool) -> RequestOutcome {
+    /// Waits for a paused filter to continue or answer, at most `limit`.
+    async fn resume(&mut self, i: usize, limit: Duration) -> Result<Verdict, FilterError> {
+        let Some(filter) = self.slots[i].filter.as_mut() else {
+            return Ok(Verdict::Continue);
+        };
+        match tokio::time::timeout(limit, filter.resumed()).await {
+            Ok(v) => v,
+            Err(_) => Err(FilterError::Unavailable(format!(
+                "the filter held the request longer than the route timeout ({limit:?})"
+            ))),
+        }
+    }
+
+    /// Runs every filter's request phase. A paused filter is waited for (at most `limit`)
+    /// before the next one runs.
+    pub async fn request(&mut self, end_of_stream: bool, limit: Duration) -> RequestOutcome {
         for i in 0..self.slots.len() {
             let created = self.slots[i].factory.create(&self.exchange);
-            let verdict = created.and_then(|mut f| {
+            let mut verdict = created.and_then(|mut f| {
                 let v = f.on_request_headers(&self.exchange, end_of_stream);
                 self.slots[i].filter = Some(f);
                 v
             });
+            if let Ok(Verdict::Pause) = verdict {
+                verdict = self.resume(i, limit).await;
+            }
             match verdict {
+                Ok(Verdict::Pause) => unreachable!("resume never yields Pause"),
                 Ok(Verdict::Continue) => {}
                 Ok(Verdict::Respond(local)) => {
-                    return match self.respond_through(i + 1, local) {
+                    return match self.respond_through(i + 1, local, limit).await {
                         Ok(local) => RequestOutcome::Respond(local),
                         Err(f) => RequestOutcome::Fail(f),
                     };
@@ -118,18 +137,24 @@ impl ChainRun {
     }
 
     /// Runs response phases of filters `[0, upto)` in reverse on `exchange.response`.
-    fn response_phases(
+    async fn response_phases(
         &mut self,
         upto: usize,
         end_of_stream: bool,
+        limit: Duration,
     ) -> Result<Option<LocalResponse>, ChainFailure> {
         let mut replaced = None;
         for i in (0..upto).rev() {
             let Some(filter) = self.slots[i].filter.as_mut() else {
                 continue;
             };
-            match filter.on_response_headers(&self.exchange, end_of_stream) {
+            let mut verdict = filter.on_response_headers(&self.exchange, end_of_stream);
+            if let Ok(Verdict::Pause) = verdict {
+                verdict = self.resume(i, limit).await;
+            }
+            match verdict {
                 Ok(Verdict::Continue) => {}
+                Ok(Verdict::Pause) => unreachable!("resume never yields Pause"),
                 Ok(Verdict::Respond(local)) => {
                     // Replaces the response for the filters still to run (earlier in the chain).
                     *self.exchange.response.borrow_mut() = Some(head_of(&local));
@@ -147,14 +172,15 @@ impl ChainRun {
 
     /// A local response from filter `upto - 1`: it passes through that filter's response phase
     /// and those before it, which may change its headers.
-    fn respond_through(
+    async fn respond_through(
         &mut self,
         upto: usize,
         local: LocalResponse,
+        limit: Duration,
     ) -> Result<LocalResponse, ChainFailure> {
         *self.exchange.response.borrow_mut() = Some(head_of(&local));
         let eos = local.body.is_empty();
-        let mut local = match self.response_phases(upto, eos)? {
+        let mut local = match self.response_phases(upto, eos, limit).await? {
             Some(replacement) => replacement,
             None => local,
         };
@@ -166,8 +192,11 @@ impl ChainRun {
     }
 
     /// Runs the response phases on the upstream response in `exchange.response`.
-    pub fn response(&mut self, end_of_stream: bool) -> ResponseOutcome {
-        match self.response_phases(self.slots.len(), end_of_stream) {
+    pub async fn response(&mut self, end_of_stream: bool, limit: Duration) -> ResponseOutcome {
+        match self
+            .response_phases(self.slots.len(), end_of_stream, limit)
+            .await
+        {
             Ok(None) => ResponseOutcome::Continue,
             Ok(Some(mut local)) => {
                 if let Some(head) = self.exchange.response.borrow_mut().take() {
@@ -187,6 +216,14 @@ impl ChainRun {
                 f.complete();
             }
         }
+    }
+}
+
+impl Drop for ChainRun {
+    /// A request abandoned midway (the client went away while a filter held it) still ends
+    /// every filter's part, so no stream context is left behind in a VM.
+    fn drop(&mut self) {
+        self.complete();
     }
 }
 

@@ -165,7 +165,7 @@ async fn forward(
             },
         });
         let mut run = ChainRun::new(&chain, exchange, worker.clone());
-        let outcome = run.request(body.is_end_stream());
+        let outcome = run.request(body.is_end_stream(), route.timeout).await;
         let exchange = run.exchange.clone();
         done.chain = Some(run);
         match outcome {
@@ -252,7 +252,7 @@ async fn forward(
                     status: parts.status,
                     headers: std::mem::take(&mut parts.headers),
                 });
-                match run.response(body.is_end_stream()) {
+                match run.response(body.is_end_stream(), route.timeout).await {
                     ResponseOutcome::Continue => {
                         let head = run
                             .exchange

@@ -11,6 +11,7 @@ mod exec;
 mod handler;
 mod pool;
 mod snapshot;
+mod upstreams;
 mod worker;
 
 use std::net::SocketAddr;

@@ -159,22 +159,28 @@ pub(crate) fn run(
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    // Filter VMs are created here, on the thread that will run them, before any traffic.
-    let chains: Vec<Chain> = match chains.map(|b| b.build()).transpose() {
-        Ok(c) => {
-            let _ = ready.send(Ok(()));
-            c.unwrap_or_default().into_iter().map(Rc::from).collect()
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return Ok(());
-        }
-    };
     local.block_on(&rt, async move {
+        // Filter VMs are created here, on the thread and inside the task set that will run
+        // them (their outbound calls are worker tasks), before any traffic.
+        let pool = Rc::new(Pool::default());
+        let upstreams = Rc::new(crate::upstreams::WorkerUpstreams::new(
+            shared.clone(),
+            pool.clone(),
+        ));
+        let chains: Vec<Chain> = match chains.map(|b| b.build(upstreams)).transpose() {
+            Ok(c) => {
+                let _ = ready.send(Ok(()));
+                c.unwrap_or_default().into_iter().map(Rc::from).collect()
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return Ok(());
+            }
+        };
         let worker = Rc::new(Worker {
             shared,
             chains,
-            pool: Rc::new(Pool::default()),
+            pool,
             rng: RefCell::new(fastrand::Rng::new()),
             cache: RefCell::new(Cache::default()),
         });

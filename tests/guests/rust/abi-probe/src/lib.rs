@@ -27,6 +27,11 @@ struct Config {
     shared_counter: Option<String>,
     /// Count requests in a counter metric of this name (`proxy_define_metric`).
     metric: Option<String>,
+    /// Ask this cluster (GET `auth_path`, forwarding `x-user`) before letting a request
+    /// through: 200 lets it go on with `x-auth-user: <response body>`; anything else is a
+    /// local 403 carrying the call's status in `x-auth-status`.
+    auth_cluster: Option<String>,
+    auth_path: String,
     /// Misbehave on these paths.
     trap_path: Option<String>,
     loop_path: Option<String>,
@@ -83,7 +88,19 @@ struct Stream {
     shared_count: Option<u64>,
 }
 
-impl Context for Stream {}
+impl Context for Stream {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let status = self.get_http_call_response_header(":status").unwrap_or_default();
+        if status == "200" {
+            let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+            self.add_http_request_header("x-auth-user", String::from_utf8_lossy(&body).trim());
+            self.resume_http_request();
+        } else {
+            let status = if status.is_empty() { "failed".to_owned() } else { status };
+            self.send_http_response(403, vec![("x-auth-status", status.as_str())], Some(b"forbidden\n"));
+        }
+    }
+}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
@@ -107,6 +124,19 @@ impl HttpContext for Stream {
                 std::hint::black_box(&hog);
             }
         }
+        if let Some(cluster) = c.auth_cluster.clone() {
+            let user = self.get_http_request_header("x-user").unwrap_or_default();
+            let path = if c.auth_path.is_empty() { "/check".to_owned() } else { c.auth_path.clone() };
+            let headers = vec![(":method", "GET"), (":path", path.as_str()), (":authority", "auth"), ("x-user", user.as_str())];
+            match self.dispatch_http_call(&cluster, headers, None, vec![], std::time::Duration::from_secs(2)) {
+                Ok(_) => return Action::Pause,
+                Err(e) => {
+                    self.send_http_response(500, vec![], Some(format!("http_call failed: {e:?}\n").as_bytes()));
+                    return Action::Pause;
+                }
+            }
+        }
+        let c = &self.config;
         if c.deny_path.as_deref() == Some(&self.path) {
             self.send_http_response(
                 403,

@@ -1,0 +1,142 @@
+//! Outbound calls for filters (`proxy_http_call`), made with the worker's own pools to the
+//! configured clusters. As in Envoy, a call that cannot connect or times out still answers,
+//! with a 503 or 504 generated here; only a reset or an oversized response is a failed call.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Full, Limited};
+use rustygate_config::UpstreamProtocol;
+use rustygate_filter_api::{LocalFuture, Upstreams};
+
+use crate::Shared;
+use crate::body::BoxError;
+use crate::pool::{Pool, SendError, UpstreamBody};
+
+/// Largest call response body a filter may receive (Envoy's default buffer limit).
+const MAX_CALL_RESPONSE: usize = 1 << 20;
+
+/// A worker's clusters, as filters reach them.
+pub(crate) struct WorkerUpstreams {
+    pub shared: Arc<Shared>,
+    pub pool: Rc<Pool>,
+    next: Cell<usize>,
+}
+
+impl WorkerUpstreams {
+    pub fn new(shared: Arc<Shared>, pool: Rc<Pool>) -> Self {
+        Self {
+            shared,
+            pool,
+            next: Cell::new(0),
+        }
+    }
+}
+
+fn generated(status: StatusCode, body: &'static str) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::from_static(body.as_bytes()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+impl Upstreams for WorkerUpstreams {
+    fn has_cluster(&self, cluster: &str) -> bool {
+        self.shared
+            .snapshot
+            .load()
+            .clusters
+            .iter()
+            .any(|c| &*c.name == cluster)
+    }
+
+    fn call(
+        &self,
+        cluster: &str,
+        request: Request<Bytes>,
+        timeout: Option<Duration>,
+    ) -> LocalFuture<'static, Result<Response<Bytes>, String>> {
+        let snapshot = self.shared.snapshot.load_full();
+        let pool = self.pool.clone();
+        let turn = self.next.get();
+        self.next.set(turn.wrapping_add(1));
+        let cluster = cluster.to_owned();
+        Box::pin(async move {
+            let Some(c) = snapshot.clusters.iter().find(|c| *c.name == cluster) else {
+                return Err(format!("unknown cluster {cluster:?}"));
+            };
+            let endpoint = &c.endpoints[turn % c.endpoints.len()];
+            let (mut parts, body) = request.into_parts();
+            let path = parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            match c.settings.protocol {
+                UpstreamProtocol::Http1 => {
+                    parts.uri = path.parse::<Uri>().map_err(|e| e.to_string())?;
+                    parts.version = Version::HTTP_11;
+                }
+                UpstreamProtocol::Http2 => {
+                    let authority = parts
+                        .headers
+                        .remove(header::HOST)
+                        .and_then(|h| h.to_str().ok().map(str::to_owned))
+                        .unwrap_or_else(|| endpoint.authority.to_string());
+                    parts.uri = format!("http://{authority}{path}")
+                        .parse::<Uri>()
+                        .map_err(|e| e.to_string())?;
+                    parts.version = Version::HTTP_2;
+                }
+            }
+            let body: UpstreamBody =
+                Box::pin(Full::new(body).map_err(|never| -> BoxError { match never {} }));
+            let exchange = async {
+                let resp = pool
+                    .send(
+                        &endpoint.authority,
+                        &c.settings,
+                        Request::from_parts(parts, body),
+                    )
+                    .await;
+                match resp {
+                    Ok(resp) => {
+                        let (parts, body) = resp.into_parts();
+                        let bytes = Limited::new(body, MAX_CALL_RESPONSE)
+                            .collect()
+                            .await
+                            .map_err(|e| format!("reading the response: {e}"))?
+                            .to_bytes();
+                        Ok(Response::from_parts(parts, bytes))
+                    }
+                    Err(SendError::Connect(_)) => Ok(generated(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no healthy upstream",
+                    )),
+                    Err(SendError::Exchange(e)) => Err(format!("{}: {e}", endpoint.authority)),
+                }
+            };
+            match timeout {
+                None => exchange.await,
+                Some(t) => match tokio::time::timeout(t, exchange).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(generated(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream request timeout",
+                    )),
+                },
+            }
+        })
+    }
+
+    fn spawn(&self, task: LocalFuture<'static, ()>) {
+        tokio::task::spawn_local(task);
+    }
+}
