@@ -75,7 +75,7 @@ struct FilterDef {
     config: Bytes,
     policy: FailurePolicy,
     max_memory: usize,
-    deadline_ticks: u64,
+    cpu_limit: std::time::Duration,
 }
 
 /// Plain data that can cross to worker threads; `Rc`s are made per worker.
@@ -90,7 +90,7 @@ struct FilterTemplate {
     config: Bytes,
     policy: FailurePolicy,
     max_memory: usize,
-    deadline_ticks: u64,
+    cpu_limit: std::time::Duration,
 }
 
 /// A loaded module, for the admin API and logs.
@@ -196,7 +196,7 @@ impl ProxyWasm {
                     ConfigPolicy::FailOpen => FailurePolicy::FailOpen,
                 },
                 max_memory: f.limits.max_memory_bytes,
-                deadline_ticks: Runtime::ticks(f.limits.cpu_per_callback.get()),
+                cpu_limit: f.limits.cpu_per_callback.get(),
             });
         }
         let routes = config
@@ -269,7 +269,7 @@ impl ProxyWasm {
                     config: t.config.clone(),
                     policy: t.policy,
                     max_memory: t.max_memory,
-                    deadline_ticks: t.deadline_ticks,
+                    cpu_limit: t.cpu_limit,
                 })
             })
             .collect();
@@ -304,7 +304,7 @@ impl ProxyWasm {
                             vm_id: def.vm_id.clone(),
                             vm_config: def.vm_config.clone(),
                             max_memory: def.max_memory,
-                            deadline_ticks: def.deadline_ticks,
+                            cpu_limit: def.cpu_limit,
                             shared: self.shared.clone(),
                             upstreams: upstreams.clone(),
                         };

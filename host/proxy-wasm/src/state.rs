@@ -70,6 +70,8 @@ pub(crate) struct HostState {
     /// During `_initialize` / `_start` only logging and WASI are allowed.
     pub initializing: bool,
     pub limiter: MemoryLimiter,
+    /// The running callback's CPU budget.
+    pub cpu: rustygate_wasm_runtime::CpuBudget,
     /// The context later host calls act on (`proxy_set_effective_context`).
     pub effective: u32,
     pub roots: HashMap<u32, RootCtx>,

@@ -8,12 +8,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rustygate_filter_api::{Exchange, FilterError};
-use rustygate_wasm_runtime::Runtime;
+use rustygate_wasm_runtime::CpuBudget;
 use rustygate_wasm_runtime::wasmtime::{
-    Instance, InstancePre, Store, Trap, TypedFunc, WasmParams, WasmResults,
+    Instance, InstancePre, Store, Trap, TypedFunc, UpdateDeadline, WasmParams, WasmResults,
 };
 
 use crate::abi::AbiVersion;
+
+/// CPU budget for module initialisation and plugin start-up.
+const INIT_CPU: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::shared::Shared;
 use crate::state::{
     CallResponse, Deferred, HostState, MemoryLimiter, PendingCall, Phase, RootCtx, StreamCtx,
@@ -48,7 +51,7 @@ pub(crate) struct VmSpec {
     pub vm_id: Rc<str>,
     pub vm_config: Bytes,
     pub max_memory: usize,
-    pub deadline_ticks: u64,
+    pub cpu_limit: std::time::Duration,
     pub shared: Arc<Shared>,
     pub upstreams: Rc<dyn rustygate_filter_api::Upstreams>,
 }
@@ -58,7 +61,10 @@ pub(crate) struct Vm {
     store: Store<HostState>,
     cb: Callbacks,
     next_id: u32,
-    deadline_ticks: u64,
+    cpu_limit: std::time::Duration,
+    /// Plugin start-up (`context_create`, `vm_start`, `configure` of roots) runs with the
+    /// initialisation budget: SDKs do their set-up there.
+    starting: bool,
     /// Set once the VM trapped; it is then never called again.
     pub failed: Option<FilterError>,
 }
@@ -85,6 +91,7 @@ impl Vm {
             alloc: None,
             abi_v01: spec.abi == AbiVersion::V0_1_0,
             initializing: true,
+            cpu: CpuBudget::new(INIT_CPU),
             limiter: MemoryLimiter {
                 max: spec.max_memory,
                 denied: false,
@@ -108,12 +115,16 @@ impl Vm {
         };
         let mut store = Store::new(spec.pre.module().engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
-        // Initialisation gets a generous budget: Go's runtime start-up alone takes milliseconds.
-        store.set_epoch_deadline(
-            spec.deadline_ticks
-                .max(Runtime::ticks(std::time::Duration::from_secs(2))),
-        );
+        // Ticks are wall-clock; the budget checks the thread's CPU clock before stopping a guest.
+        store.epoch_deadline_callback(|mut ctx| {
+            Ok(match ctx.data_mut().cpu.on_tick() {
+                Some(ticks) => UpdateDeadline::Continue(ticks),
+                None => UpdateDeadline::Interrupt,
+            })
+        });
+        // Initialisation gets a generous budget (INIT_CPU): Go's runtime start-up alone takes
+        // milliseconds.
+        store.set_epoch_deadline(1);
         let instance = spec
             .pre
             .instantiate(&mut store)
@@ -169,7 +180,8 @@ impl Vm {
             store,
             cb,
             next_id: 1,
-            deadline_ticks: spec.deadline_ticks,
+            cpu_limit: spec.cpu_limit,
+            starting: false,
             failed: None,
         })
     }
@@ -185,7 +197,13 @@ impl Vm {
             return Err(e.clone());
         }
         self.store.data_mut().effective = ctx;
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        let limit = if self.starting {
+            INIT_CPU
+        } else {
+            self.cpu_limit
+        };
+        self.store.data_mut().cpu.arm(limit);
+        self.store.set_epoch_deadline(1);
         match f.call(&mut self.store, args) {
             Ok(r) => {
                 self.store.data_mut().flush_output();

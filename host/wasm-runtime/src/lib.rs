@@ -209,6 +209,64 @@ impl Runtime {
     }
 }
 
+/// CPU time the calling thread has used. Epoch ticks are wall-clock time; callers compare
+/// this clock before deciding a guest has really used up its CPU budget, so a worker that the
+/// OS simply did not schedule is not mistaken for a runaway filter.
+#[allow(unsafe_code)]
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec, and CLOCK_THREAD_CPUTIME_ID is supported on
+    // every Linux and BSD this builds for; on failure the fields stay zero.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Per-call CPU budget enforced through epoch ticks, as a wasmtime epoch-deadline callback
+/// would drive it: arm with [`CpuBudget::arm`] before each guest call (deadline: one tick),
+/// and let [`CpuBudget::on_tick`] decide at each tick that passes during the call. The CPU
+/// clock is read only at ticks, so short calls cost nothing extra.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuBudget {
+    limit: Duration,
+    /// CPU clock at the first tick during the current call.
+    first_tick_cpu: Option<Duration>,
+}
+
+impl CpuBudget {
+    /// A budget of `limit` CPU per call.
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            first_tick_cpu: None,
+        }
+    }
+
+    /// Starts a call with `limit` of CPU. The store's epoch deadline must be set to 1 tick.
+    pub fn arm(&mut self, limit: Duration) {
+        self.limit = limit;
+        self.first_tick_cpu = None;
+    }
+
+    /// Called at a tick during the call: `None` to stop the guest, else the ticks until the
+    /// next check. CPU used before the first tick is at most one tick, counted against the
+    /// budget.
+    pub fn on_tick(&mut self) -> Option<u64> {
+        let now = thread_cpu_time();
+        let start = *self.first_tick_cpu.get_or_insert(now);
+        let used = now.saturating_sub(start) + EPOCH_TICK;
+        if used >= self.limit {
+            None
+        } else {
+            Some(Runtime::ticks(self.limit - used))
+        }
+    }
+}
+
 #[allow(unsafe_code)]
 fn load_cached(engine: &Engine, file: &Path) -> Result<Module, String> {
     // SAFETY: the file was written by `store_cached` from a module this same engine
@@ -264,6 +322,31 @@ mod tests {
         assert!(second.from_cache);
         assert_eq!(first.sha256, second.sha256);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn cpu_budget_counts_cpu_not_wall_time() {
+        // Idle for 5× the budget in wall time: a thread that was not scheduled keeps running.
+        let mut idle = CpuBudget::new(Duration::from_millis(10));
+        for _ in 0..50 {
+            std::thread::sleep(EPOCH_TICK);
+            assert!(idle.on_tick().is_some(), "stopped a guest that used no CPU");
+        }
+        // Spinning: stopped once the budget is really spent.
+        let mut busy = CpuBudget::new(Duration::from_millis(10));
+        assert!(busy.on_tick().is_some());
+        let start = thread_cpu_time();
+        let stopped = loop {
+            let spin = std::time::Instant::now();
+            while spin.elapsed() < EPOCH_TICK {
+                std::hint::black_box(0u64);
+            }
+            if busy.on_tick().is_none() {
+                break thread_cpu_time() - start;
+            }
+            assert!(thread_cpu_time() - start < Duration::from_secs(1), "never stopped");
+        };
+        assert!(stopped >= Duration::from_millis(8), "stopped after only {stopped:?} of CPU");
     }
 
     #[test]
