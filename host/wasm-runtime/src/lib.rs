@@ -344,9 +344,15 @@ mod tests {
             if busy.on_tick().is_none() {
                 break thread_cpu_time() - start;
             }
-            assert!(thread_cpu_time() - start < Duration::from_secs(1), "never stopped");
+            assert!(
+                thread_cpu_time() - start < Duration::from_secs(1),
+                "never stopped"
+            );
         };
-        assert!(stopped >= Duration::from_millis(8), "stopped after only {stopped:?} of CPU");
+        assert!(
+            stopped >= Duration::from_millis(8),
+            "stopped after only {stopped:?} of CPU"
+        );
     }
 
     #[test]
