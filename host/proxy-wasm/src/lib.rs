@@ -112,7 +112,6 @@ pub struct ProxyWasm {
     /// Per route: (filter index, configuration override).
     routes: Vec<Vec<(usize, Option<Bytes>)>>,
     shared: Arc<Shared>,
-    metrics: Metrics,
 }
 
 impl std::fmt::Debug for ProxyWasm {
@@ -159,7 +158,7 @@ impl ProxyWasm {
         metrics: Metrics,
     ) -> Result<Self, LoadError> {
         let linker = linker(runtime).map_err(LoadError::Start)?;
-        let shared = Shared::new(metrics.clone());
+        let shared = Shared::new(metrics);
         let mut templates = Vec::new();
         for f in &config.filters {
             let path: PathBuf = base_dir.join(&f.module);
@@ -226,7 +225,6 @@ impl ProxyWasm {
             templates,
             routes,
             shared,
-            metrics,
         };
         // The canary: every plugin (including per-route overrides) starts on a throw-away VM.
         // Calls it makes while configuring are accepted (the cluster must exist) but not sent.
@@ -352,11 +350,4 @@ impl Upstreams for Canary {
     }
 
     fn spawn(&self, _task: rustygate_filter_api::LocalFuture<'static, ()>) {}
-}
-
-impl ProxyWasm {
-    /// The metrics registry filters record into.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
 }

@@ -112,7 +112,7 @@ async fn forward(
 
     let limit = route
         .max_request_body_bytes
-        .or(conn.listener.max_request_body_bytes);
+        .or(conn.listener.limits.max_request_body_bytes);
     if let (Some(limit), Some(len)) = (limit, content_length(&parts.headers))
         && len > limit
     {

@@ -191,7 +191,6 @@ impl Gateway {
             let ctx = Arc::new(ListenerCtx {
                 name: l.name.as_str().into(),
                 limits: l.limits.clone(),
-                max_request_body_bytes: l.limits.max_request_body_bytes,
                 connections: AtomicUsize::new(0),
             });
             for per_worker in sockets.iter_mut() {

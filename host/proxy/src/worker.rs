@@ -31,7 +31,6 @@ use crate::{Phase, Shared};
 pub(crate) struct ListenerCtx {
     pub name: Arc<str>,
     pub limits: ListenerLimits,
-    pub max_request_body_bytes: Option<u64>,
     /// Open connections on this listener across all workers.
     pub connections: AtomicUsize,
 }
