@@ -137,3 +137,29 @@ routes:
 "
     )
 }
+
+/// A gateway with one route (`/`) whose chain is `chain_yaml`, and the abi-probe filter
+/// declared as `probe` with `filter_yaml` settings (indented four spaces).
+pub fn probe_config(upstream: SocketAddr, filter_yaml: &str, chain_yaml: &str) -> String {
+    format!(
+        "workers: 2
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+logging: {{ access_log: false }}
+clusters:
+  - name: up
+    endpoints:
+      - url: http://{upstream}
+filters:
+  - name: probe
+    module: {ABI_PROBE_WASM}
+{filter_yaml}
+routes:
+  - name: api
+    match: {{ path: {{ prefix: / }} }}
+    cluster: up
+    filters: {chain_yaml}
+"
+    )
+}

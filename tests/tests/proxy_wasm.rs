@@ -9,32 +9,10 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use rustygate_tests::client::{get, http1, send};
 use rustygate_tests::upstream::{Upstream, text};
-use rustygate_tests::{ABI_PROBE_WASM, TestGateway};
+use rustygate_tests::{ABI_PROBE_WASM, TestGateway, probe_config};
 
-/// A gateway with one route (`/`) whose chain is `chain_yaml`, and the abi-probe filter
-/// declared with `filter_yaml` settings.
 fn config(upstream: std::net::SocketAddr, filter_yaml: &str, chain_yaml: &str) -> String {
-    format!(
-        "workers: 2
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-logging: {{ access_log: false }}
-clusters:
-  - name: up
-    endpoints:
-      - url: http://{upstream}
-filters:
-  - name: probe
-    module: {ABI_PROBE_WASM}
-{filter_yaml}
-routes:
-  - name: api
-    match: {{ path: {{ prefix: / }} }}
-    cluster: up
-    filters: {chain_yaml}
-"
-    )
+    probe_config(upstream, filter_yaml, chain_yaml)
 }
 
 #[tokio::test]

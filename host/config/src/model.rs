@@ -154,6 +154,9 @@ pub struct ListenerLimits {
     /// streamed, never buffered, so this is a policy limit, not a memory one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request_body_bytes: Option<u64>,
+    /// Most body bytes one filter may hold while it buffers (Envoy's per-connection buffer
+    /// limit, 1 MiB by default). Over it, a request gets 413 and a response 500.
+    pub max_buffered_body_bytes: usize,
 }
 
 impl Default for ListenerLimits {
@@ -166,6 +169,7 @@ impl Default for ListenerLimits {
             idle_timeout: Duration::secs(60),
             max_concurrent_streams: 100,
             max_request_body_bytes: None,
+            max_buffered_body_bytes: 1024 * 1024,
         }
     }
 }

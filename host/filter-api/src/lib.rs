@@ -15,6 +15,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
+mod body;
+pub use body::{BodyBuffer, UnsupportedEdit};
+
 /// The request as filters see and change it.
 #[derive(Debug, Clone)]
 pub struct RequestHead {
@@ -94,6 +97,70 @@ pub struct Exchange {
     pub response: RefCell<Option<ResponseHead>>,
     /// Read-only facts about the request.
     pub info: StreamInfo,
+    /// During a request body phase (and while a filter is paused in one): the body data the
+    /// filter holds. Empty otherwise.
+    pub request_body: RefCell<BodyBuffer>,
+    /// The same for the response body.
+    pub response_body: RefCell<BodyBuffer>,
+    /// Request trailers, once they arrived (or a filter added some at the end of the body).
+    pub request_trailers: RefCell<Option<HeaderMap>>,
+    /// Response trailers, likewise.
+    pub response_trailers: RefCell<Option<HeaderMap>>,
+}
+
+impl Exchange {
+    /// A new exchange for a request whose head is `request`.
+    pub fn new(request: RequestHead, info: StreamInfo) -> Self {
+        Self {
+            request: RefCell::new(request),
+            response: RefCell::new(None),
+            info,
+            request_body: RefCell::default(),
+            response_body: RefCell::default(),
+            request_trailers: RefCell::default(),
+            response_trailers: RefCell::default(),
+        }
+    }
+
+    /// The body slot of one direction.
+    pub fn body(&self, direction: Direction) -> &RefCell<BodyBuffer> {
+        match direction {
+            Direction::Request => &self.request_body,
+            Direction::Response => &self.response_body,
+        }
+    }
+
+    /// The trailers slot of one direction.
+    pub fn trailers(&self, direction: Direction) -> &RefCell<Option<HeaderMap>> {
+        match direction {
+            Direction::Request => &self.request_trailers,
+            Direction::Response => &self.response_trailers,
+        }
+    }
+}
+
+/// Which way data is flowing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to upstream.
+    Request,
+    /// Upstream (or a local response) to client.
+    Response,
+}
+
+/// What a body phase decided about the data the filter holds
+/// (`exchange.request_body` / `response_body`).
+#[derive(Debug)]
+pub enum BodyVerdict {
+    /// Pass on everything held (what earlier calls kept, and this chunk, as edited).
+    Continue,
+    /// Keep it: the next call sees it followed by the next chunk. After the last chunk the data
+    /// stays held until [`HttpFilter::resumed`] completes.
+    Buffer,
+    /// Hold iteration but keep nothing: the data is dropped (Envoy's `StopIterationNoBuffer`).
+    StopNoBuffer,
+    /// Stop here and send this response instead.
+    Respond(LocalResponse),
 }
 
 /// Why a filter failed a request. The proxy applies the filter's [`FailurePolicy`].
@@ -155,10 +222,47 @@ pub trait HttpFilter {
         end_of_stream: bool,
     ) -> Result<Verdict, FilterError>;
 
-    /// After a phase returned [`Verdict::Pause`]: completes when the filter lets the request
-    /// go on (`Continue`) or answers it (`Respond`). The proxy bounds the wait with the route
-    /// timeout.
-    fn resumed(&mut self) -> LocalFuture<'_, Result<Verdict, FilterError>>;
+    /// Body data arrived in `direction`; the data the filter holds is in
+    /// [`Exchange::body`]. `end_of_stream` is true for the last data (with no trailers after
+    /// it). Called only after that direction's headers phase continued.
+    fn on_body(
+        &mut self,
+        exchange: &Rc<Exchange>,
+        direction: Direction,
+        end_of_stream: bool,
+    ) -> Result<BodyVerdict, FilterError> {
+        let _ = (exchange, direction, end_of_stream);
+        Ok(BodyVerdict::Continue)
+    }
+
+    /// Trailers arrived in `direction` ([`Exchange::trailers`]).
+    fn on_trailers(
+        &mut self,
+        exchange: &Rc<Exchange>,
+        direction: Direction,
+    ) -> Result<Verdict, FilterError> {
+        let _ = (exchange, direction);
+        Ok(Verdict::Continue)
+    }
+
+    /// Whether the filter has body or trailer phases in `direction` at all. The proxy skips
+    /// buffering decisions and per-chunk calls for chains where no filter does.
+    fn wants_body(&self, direction: Direction) -> bool {
+        let _ = direction;
+        false
+    }
+
+    /// After a phase of `direction` returned [`Verdict::Pause`], [`BodyVerdict::Buffer`] or
+    /// [`BodyVerdict::StopNoBuffer`]: completes when the filter lets that direction go on
+    /// (`Continue`) or answers the request (`Respond`). After a body stop, it completes only
+    /// when the filter resumes explicitly (a later body call returning `Continue` also lets the
+    /// data go). The proxy
+    /// bounds the wait with the route timeout. The future does not borrow the filter, so other
+    /// phases of the same request may run while it is pending.
+    fn resumed(
+        &mut self,
+        direction: Direction,
+    ) -> LocalFuture<'static, Result<Verdict, FilterError>>;
 
     /// The request is over (sent, failed or abandoned): final logging and clean-up.
     fn complete(&mut self);

@@ -3,7 +3,6 @@
 //! (`on_log`, `on_done`, `on_delete`). Two guests: one that does nothing, and one that reads
 //! `:path` and sets a header (a host call each way, with a guest allocation for the value).
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -94,16 +93,15 @@ fn exchange() -> Rc<Exchange> {
     ] {
         headers.insert(k, HeaderValue::from_static(v));
     }
-    Rc::new(Exchange {
-        request: RefCell::new(RequestHead {
+    Rc::new(Exchange::new(
+        RequestHead {
             method: Method::GET,
             path: "/api/test".into(),
             authority: "example.com".into(),
             scheme: "http",
             headers,
-        }),
-        response: RefCell::new(None),
-        info: StreamInfo {
+        },
+        StreamInfo {
             client: "127.0.0.1:40000".parse().unwrap(),
             local: "127.0.0.1:8080".parse().unwrap(),
             request_id: HeaderValue::from_static("0b6e"),
@@ -111,7 +109,7 @@ fn exchange() -> Rc<Exchange> {
             cluster: "c".into(),
             protocol: "HTTP/1.1",
         },
-    })
+    ))
 }
 
 fn bench(c: &mut Criterion) {

@@ -15,7 +15,9 @@ pub mod status {
 /// `proxy_map_type_t`.
 pub mod map {
     pub const REQUEST_HEADERS: i32 = 0;
+    pub const REQUEST_TRAILERS: i32 = 1;
     pub const RESPONSE_HEADERS: i32 = 2;
+    pub const RESPONSE_TRAILERS: i32 = 3;
     pub const HTTP_CALL_RESPONSE_HEADERS: i32 = 6;
     pub const HTTP_CALL_RESPONSE_TRAILERS: i32 = 7;
     pub const LAST: i32 = 7;
@@ -23,6 +25,8 @@ pub mod map {
 
 /// `proxy_buffer_type_t`.
 pub mod buffer {
+    pub const HTTP_REQUEST_BODY: i32 = 0;
+    pub const HTTP_RESPONSE_BODY: i32 = 1;
     pub const HTTP_CALL_RESPONSE_BODY: i32 = 4;
     pub const VM_CONFIGURATION: i32 = 6;
     pub const PLUGIN_CONFIGURATION: i32 = 7;

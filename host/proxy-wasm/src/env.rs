@@ -47,14 +47,24 @@ fn give_status(caller: &mut C<'_>, bytes: &[u8], ret_ptr: i32, ret_len: i32) -> 
     })
 }
 
-fn record_continue(c: &mut C<'_>) -> i32 {
+fn record_continue(c: &mut C<'_>, response: bool) -> i32 {
     let st = c.data_mut();
     let ctx = st.effective;
     if !st.streams.contains_key(&ctx) {
         return status::BAD_ARGUMENT;
     }
-    st.deferred.entry(ctx).or_insert(Deferred::Continue);
+    st.deferred
+        .entry(ctx)
+        .or_insert(Deferred::Continue { response });
     status::OK
+}
+
+fn body_direction(kind: i32) -> rustygate_filter_api::Direction {
+    if kind == buffer::HTTP_RESPONSE_BODY {
+        rustygate_filter_api::Direction::Response
+    } else {
+        rustygate_filter_api::Direction::Request
+    }
 }
 
 /// The stream the current (effective) context refers to; `None` for root contexts.
@@ -214,6 +224,18 @@ fn register_core(l: &mut Linker<HostState>) -> Result<()> {
                     Some(r) => r.body.clone(),
                     None => return Ok(status::NOT_FOUND),
                 },
+                buffer::HTTP_REQUEST_BODY | buffer::HTTP_RESPONSE_BODY => {
+                    let Some(s) = stream(&c) else {
+                        return Ok(status::NOT_FOUND);
+                    };
+                    let (start, max) = (start as u32 as usize, max as u32 as usize);
+                    let bytes = s
+                        .exchange
+                        .body(body_direction(kind))
+                        .borrow()
+                        .range(start, max);
+                    return give_status(&mut c, &bytes, ptr, len);
+                }
                 _ => return Ok(status::NOT_FOUND),
             };
             // Sizes are unsigned and may be u32::MAX ("everything"): 64-bit math, clamp.
@@ -237,6 +259,14 @@ fn register_core(l: &mut Linker<HostState>) -> Result<()> {
                     None => return Ok(status::NOT_FOUND),
                 },
                 buffer::VM_CONFIGURATION => st.vm_config.len(),
+                buffer::HTTP_CALL_RESPONSE_BODY => match &st.call_response {
+                    Some(r) => r.body.len(),
+                    None => return Ok(status::NOT_FOUND),
+                },
+                buffer::HTTP_REQUEST_BODY | buffer::HTTP_RESPONSE_BODY => match stream(&c) {
+                    Some(s) => s.exchange.body(body_direction(kind)).borrow().len(),
+                    None => return Ok(status::NOT_FOUND),
+                },
                 k if (0..=buffer::LAST).contains(&k) => return Ok(status::NOT_FOUND),
                 _ => return Ok(status::BAD_ARGUMENT),
             };
@@ -247,14 +277,25 @@ fn register_core(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",
         "proxy_set_buffer_bytes",
-        |c: C<'_>, kind: i32, _start: i32, _size: i32, _ptr: i32, _len: i32| -> Result<i32> {
+        |c: C<'_>, kind: i32, start: i32, size: i32, ptr: i32, len: i32| -> Result<i32> {
             not_in_init!(c);
-            // Configurations are read-only; body buffers are not exposed yet (see
-            // docs/filters/proxy-wasm.md), which Envoy also reports as NOT_FOUND outside a body phase.
-            Ok(if (0..=buffer::LAST).contains(&kind) && kind >= 4 {
-                status::BAD_ARGUMENT
-            } else {
-                status::NOT_FOUND
+            match kind {
+                buffer::HTTP_REQUEST_BODY | buffer::HTTP_RESPONSE_BODY => {}
+                // Configurations and call responses are read-only.
+                _ => return Ok(status::BAD_ARGUMENT),
+            }
+            let data = tri!(read(&c, ptr, len));
+            let Some(s) = stream(&c) else {
+                return Ok(status::NOT_FOUND);
+            };
+            let edited = s.exchange.body(body_direction(kind)).borrow_mut().splice(
+                start as u32 as usize,
+                size as u32 as usize,
+                Bytes::from(data),
+            );
+            Ok(match edited {
+                Ok(()) => status::OK,
+                Err(_) => status::BAD_ARGUMENT,
             })
         },
     )?;
@@ -348,17 +389,22 @@ fn register_core(l: &mut Linker<HostState>) -> Result<()> {
         |mut c: C<'_>, kind: i32| -> Result<i32> {
             not_in_init!(c);
             Ok(match kind {
-                0 | 1 => record_continue(&mut c),
+                0 | 1 => record_continue(&mut c, kind == 1),
                 2 | 3 => status::UNIMPLEMENTED,
                 _ => status::BAD_ARGUMENT,
             })
         },
     )?;
-    for name in ["proxy_continue_request", "proxy_continue_response"] {
-        l.func_wrap("env", name, |mut c: C<'_>| -> Result<i32> {
-            Ok(record_continue(&mut c))
-        })?;
-    }
+    l.func_wrap(
+        "env",
+        "proxy_continue_request",
+        |mut c: C<'_>| -> Result<i32> { Ok(record_continue(&mut c, false)) },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_continue_response",
+        |mut c: C<'_>| -> Result<i32> { Ok(record_continue(&mut c, true)) },
+    )?;
     l.func_wrap(
         "env",
         "proxy_clear_route_cache",

@@ -12,8 +12,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 use http::StatusCode;
 use rustygate_filter_api::{
-    Exchange, FailurePolicy, FilterError, FilterFactory, HttpFilter, LocalFuture, LocalResponse,
-    Verdict,
+    BodyVerdict, Direction, Exchange, FailurePolicy, FilterError, FilterFactory, HttpFilter,
+    LocalFuture, LocalResponse, Verdict,
 };
 use tokio::sync::Notify;
 
@@ -29,7 +29,7 @@ struct Plugin {
 /// How a paused stream is woken.
 #[derive(Default)]
 struct Waiter {
-    outcome: RefCell<Option<Result<Deferred, FilterError>>>,
+    outcome: RefCell<Option<Result<Verdict, FilterError>>>,
     notify: Notify,
 }
 
@@ -43,8 +43,8 @@ pub(crate) struct VmSlot {
     roots: RefCell<Vec<u32>>,
     /// Bumped on every rebuild; a request or a call only talks to the VM it started on.
     generation: Cell<u64>,
-    /// Paused streams by context id.
-    waiters: RefCell<HashMap<u32, Rc<Waiter>>>,
+    /// Paused streams by context id and direction (`true`: response).
+    waiters: RefCell<HashMap<(u32, bool), Rc<Waiter>>>,
 }
 
 impl VmSlot {
@@ -89,12 +89,25 @@ impl VmSlot {
             (vm.take_calls(), vm.take_deferred(), vm.failed.clone())
         };
         for (ctx, action) in deferred {
-            self.wake(ctx, Ok(action));
+            match action {
+                Deferred::Continue { response } => self.wake((ctx, response), Ok(action)),
+                // An answer ends both directions.
+                _ => {
+                    let answer = verdict_of(action);
+                    for key in [(ctx, false), (ctx, true)] {
+                        let again = match &answer {
+                            Verdict::Respond(r) => Verdict::Respond(r.clone()),
+                            _ => Verdict::Continue,
+                        };
+                        self.wake_with(key, Ok(again));
+                    }
+                }
+            }
         }
         if let Some(e) = failed {
-            let all: Vec<u32> = self.waiters.borrow().keys().copied().collect();
-            for ctx in all {
-                self.wake(ctx, Err(e.clone()));
+            let all: Vec<(u32, bool)> = self.waiters.borrow().keys().copied().collect();
+            for key in all {
+                self.wake_with(key, Err(e.clone()));
             }
             return;
         }
@@ -110,8 +123,13 @@ impl VmSlot {
         }
     }
 
-    fn wake(&self, ctx: u32, outcome: Result<Deferred, FilterError>) {
-        if let Some(w) = self.waiters.borrow_mut().remove(&ctx) {
+    fn wake(&self, key: (u32, bool), outcome: Result<Deferred, FilterError>) {
+        self.wake_with(key, outcome.map(verdict_of));
+    }
+
+    fn wake_with(&self, key: (u32, bool), outcome: Result<Verdict, FilterError>) {
+        let waiter = self.waiters.borrow_mut().remove(&key);
+        if let Some(w) = waiter {
             *w.outcome.borrow_mut() = Some(outcome);
             w.notify.notify_one();
         }
@@ -249,22 +267,54 @@ fn verdict_of(action: Deferred) -> Verdict {
             body: Bytes::new(),
             details: "wasm_close_stream".into(),
         }),
-        Deferred::Continue => Verdict::Continue,
+        Deferred::Continue { .. } => Verdict::Continue,
     }
 }
 
 impl Stream {
+    fn check(&self) -> Result<(), FilterError> {
+        if self.slot.generation.get() != self.generation {
+            return Err(FilterError::Unavailable(
+                "the filter's VM was replaced".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Holds `direction` of this stream until the filter continues it or answers.
+    fn hold(&self, response: bool) {
+        self.slot
+            .waiters
+            .borrow_mut()
+            .entry((self.ctx, response))
+            .or_default();
+    }
+
+    fn release(&self, response: bool) {
+        self.slot.waiters.borrow_mut().remove(&(self.ctx, response));
+    }
+
+    /// The verdict of a headers or trailers callback.
+    fn stop_or_go(&self, response: bool, action: i32, deferred: Option<Deferred>) -> Verdict {
+        match deferred {
+            Some(d) => verdict_of(d),
+            // 0 Continue; 2 ContinueAndEndStream, which Envoy treats as Continue.
+            None if action == 0 || action == 2 => Verdict::Continue,
+            // Any stop value: hold the stream until the filter continues or answers it.
+            None => {
+                self.hold(response);
+                Verdict::Pause
+            }
+        }
+    }
+
     fn headers(
         &mut self,
         exchange: &Exchange,
         response: bool,
         eos: bool,
     ) -> Result<Verdict, FilterError> {
-        if self.slot.generation.get() != self.generation {
-            return Err(FilterError::Unavailable(
-                "the filter's VM was replaced".into(),
-            ));
-        }
+        self.check()?;
         let n = if response {
             exchange
                 .response
@@ -281,19 +331,7 @@ impl Stream {
             .on_headers(self.ctx, response, n, eos);
         self.slot.after_callback();
         let (action, deferred) = result?;
-        Ok(match deferred {
-            Some(d) => verdict_of(d),
-            // 0 Continue; 2 ContinueAndEndStream, which Envoy treats as Continue.
-            None if action == 0 || action == 2 => Verdict::Continue,
-            // Any stop value: hold the stream until the filter continues or answers it.
-            None => {
-                self.slot
-                    .waiters
-                    .borrow_mut()
-                    .insert(self.ctx, Rc::new(Waiter::default()));
-                Verdict::Pause
-            }
-        })
+        Ok(self.stop_or_go(response, action, deferred))
     }
 }
 
@@ -314,15 +352,88 @@ impl HttpFilter for Stream {
         self.headers(exchange, true, end_of_stream)
     }
 
-    fn resumed(&mut self) -> LocalFuture<'_, Result<Verdict, FilterError>> {
-        let waiter = self.slot.waiters.borrow().get(&self.ctx).cloned();
+    fn on_body(
+        &mut self,
+        exchange: &Rc<Exchange>,
+        direction: Direction,
+        end_of_stream: bool,
+    ) -> Result<BodyVerdict, FilterError> {
+        self.check()?;
+        let response = direction == Direction::Response;
+        let size = exchange.body(direction).borrow().len();
+        let result = self
+            .slot
+            .vm
+            .borrow_mut()
+            .on_body(self.ctx, response, size, end_of_stream);
+        self.slot.after_callback();
+        let (action, deferred) = result?;
+        Ok(match deferred.map(verdict_of) {
+            Some(Verdict::Respond(r)) => BodyVerdict::Respond(r),
+            // Continued from within its own callback.
+            Some(_) => {
+                self.release(response);
+                BodyVerdict::Continue
+            }
+            None => match action {
+                0 => {
+                    self.release(response);
+                    BodyVerdict::Continue
+                }
+                // StopIterationAndBuffer; StopIterationAndWatermark, which Envoy also keeps
+                // (with flow control, here the buffer limit).
+                1 | 2 => {
+                    self.hold(response);
+                    BodyVerdict::Buffer
+                }
+                _ => {
+                    self.hold(response);
+                    BodyVerdict::StopNoBuffer
+                }
+            },
+        })
+    }
+
+    fn on_trailers(
+        &mut self,
+        exchange: &Rc<Exchange>,
+        direction: Direction,
+    ) -> Result<Verdict, FilterError> {
+        self.check()?;
+        let response = direction == Direction::Response;
+        let n = exchange
+            .trailers(direction)
+            .borrow()
+            .as_ref()
+            .map_or(0, |t| t.len());
+        let result = self.slot.vm.borrow_mut().on_trailers(self.ctx, response, n);
+        self.slot.after_callback();
+        let (action, deferred) = result?;
+        Ok(self.stop_or_go(response, action, deferred))
+    }
+
+    fn wants_body(&self, direction: Direction) -> bool {
+        self.slot.generation.get() == self.generation
+            && self
+                .slot
+                .vm
+                .borrow()
+                .has_body_callbacks(direction == Direction::Response)
+    }
+
+    fn resumed(
+        &mut self,
+        direction: Direction,
+    ) -> LocalFuture<'static, Result<Verdict, FilterError>> {
+        let key = (self.ctx, direction == Direction::Response);
+        let waiter = self.slot.waiters.borrow().get(&key).cloned();
         Box::pin(async move {
             let Some(w) = waiter else {
                 return Ok(Verdict::Continue);
             };
             loop {
                 if let Some(outcome) = w.outcome.borrow_mut().take() {
-                    return outcome.map(verdict_of);
+                    return outcome;
                 }
                 w.notify.notified().await;
             }
@@ -330,7 +441,8 @@ impl HttpFilter for Stream {
     }
 
     fn complete(&mut self) {
-        self.slot.waiters.borrow_mut().remove(&self.ctx);
+        self.release(false);
+        self.release(true);
         if self.slot.generation.get() == self.generation {
             self.slot.vm.borrow_mut().finish_stream(self.ctx);
             self.slot.after_callback();

@@ -41,7 +41,24 @@ pub(crate) fn pairs(stream: &StreamCtx, map_type: i32) -> Option<Vec<(Vec<u8>, V
             );
             Some(out)
         }
+        map::REQUEST_TRAILERS | map::RESPONSE_TRAILERS => {
+            let t = trailers(ex, map_type).borrow();
+            Some(
+                t.as_ref()?
+                    .iter()
+                    .map(|(k, v)| (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect(),
+            )
+        }
         _ => None,
+    }
+}
+
+fn trailers(ex: &Exchange, map_type: i32) -> &std::cell::RefCell<Option<http::HeaderMap>> {
+    if map_type == map::REQUEST_TRAILERS {
+        &ex.request_trailers
+    } else {
+        &ex.response_trailers
     }
 }
 
@@ -76,6 +93,15 @@ pub(crate) fn value(stream: &StreamCtx, map_type: i32, key: &[u8]) -> Option<Vec
                     .to_vec(),
             })
         }
+        map::REQUEST_TRAILERS | map::RESPONSE_TRAILERS => {
+            let t = trailers(ex, map_type).borrow();
+            Some(
+                t.as_ref()?
+                    .get(HeaderName::from_bytes(&key).ok()?)?
+                    .as_bytes()
+                    .to_vec(),
+            )
+        }
         _ => None,
     }
 }
@@ -101,6 +127,9 @@ fn writable(stream: &StreamCtx, map_type: i32) -> bool {
         map::RESPONSE_HEADERS => {
             stream.phase == Phase::Response && stream.exchange.response.borrow().is_some()
         }
+        // Trailers may be added (created) from the body phase of their direction.
+        map::REQUEST_TRAILERS => stream.phase == Phase::Request,
+        map::RESPONSE_TRAILERS => stream.phase == Phase::Response,
         _ => false,
     }
 }
@@ -111,7 +140,10 @@ pub(crate) fn edit(stream: &StreamCtx, map_type: i32, key: &[u8], edit: Edit<'_>
         return status::BAD_ARGUMENT;
     }
     let key = key.to_ascii_lowercase();
-    if key.first() == Some(&b':') || (map_type == map::REQUEST_HEADERS && key == b"host") {
+    let is_headers = map_type == map::REQUEST_HEADERS || map_type == map::RESPONSE_HEADERS;
+    if is_headers
+        && (key.first() == Some(&b':') || (map_type == map::REQUEST_HEADERS && key == b"host"))
+    {
         return edit_pseudo(stream, map_type, &key, edit);
     }
     let Ok(name) = HeaderName::from_bytes(&key) else {
@@ -135,10 +167,18 @@ pub(crate) fn edit(stream: &StreamCtx, map_type: i32, key: &[u8], edit: Edit<'_>
             headers.remove(name);
         }
     };
-    if map_type == map::REQUEST_HEADERS {
-        apply(&mut stream.exchange.request.borrow_mut().headers);
-    } else if let Some(r) = stream.exchange.response.borrow_mut().as_mut() {
-        apply(&mut r.headers);
+    match map_type {
+        map::REQUEST_HEADERS => apply(&mut stream.exchange.request.borrow_mut().headers),
+        map::RESPONSE_HEADERS => {
+            if let Some(r) = stream.exchange.response.borrow_mut().as_mut() {
+                apply(&mut r.headers);
+            }
+        }
+        _ => apply(
+            trailers(&stream.exchange, map_type)
+                .borrow_mut()
+                .get_or_insert_with(http::HeaderMap::new),
+        ),
     }
     status::OK
 }
@@ -186,10 +226,14 @@ pub(crate) fn replace_all(stream: &StreamCtx, map_type: i32, new: &[(&[u8], &[u8
     if !writable(stream, map_type) {
         return status::BAD_ARGUMENT;
     }
-    if map_type == map::REQUEST_HEADERS {
-        stream.exchange.request.borrow_mut().headers.clear();
-    } else if let Some(r) = stream.exchange.response.borrow_mut().as_mut() {
-        r.headers.clear();
+    match map_type {
+        map::REQUEST_HEADERS => stream.exchange.request.borrow_mut().headers.clear(),
+        map::RESPONSE_HEADERS => {
+            if let Some(r) = stream.exchange.response.borrow_mut().as_mut() {
+                r.headers.clear();
+            }
+        }
+        _ => *trailers(&stream.exchange, map_type).borrow_mut() = Some(http::HeaderMap::new()),
     }
     for (k, v) in new {
         let s = edit(stream, map_type, k, Edit::Add(v));

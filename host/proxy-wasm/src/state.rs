@@ -42,8 +42,11 @@ pub(crate) struct StreamCtx {
 pub(crate) enum Deferred {
     LocalResponse(LocalResponse),
     CloseStream,
-    /// `proxy_continue_stream` / `proxy_continue_request|response`: resume a paused stream.
-    Continue,
+    /// `proxy_continue_stream` / `proxy_continue_request|response`: resume one direction of a
+    /// paused stream.
+    Continue {
+        response: bool,
+    },
 }
 
 /// An outbound call made with `proxy_http_call`, started after the callback returns.

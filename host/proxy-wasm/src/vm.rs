@@ -30,6 +30,12 @@ struct Callbacks {
     /// 0.2: (ctx, headers, eos); 0.1 modules are adapted at lookup.
     request_headers: Option<HeadersFn>,
     response_headers: Option<HeadersFn>,
+    /// (ctx, body_size, eos) -> action.
+    request_body: Option<TypedFunc<(i32, i32, i32), i32>>,
+    response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
+    /// (ctx, trailers) -> action.
+    request_trailers: Option<TypedFunc<(i32, i32), i32>>,
+    response_trailers: Option<TypedFunc<(i32, i32), i32>>,
     on_log: Option<TypedFunc<i32, ()>>,
     on_done: Option<TypedFunc<i32, i32>>,
     on_delete: Option<TypedFunc<i32, ()>>,
@@ -42,6 +48,14 @@ type CallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 enum HeadersFn {
     V1(TypedFunc<(i32, i32), i32>),
     V2(TypedFunc<(i32, i32, i32), i32>),
+}
+
+fn phase_of(response: bool) -> Phase {
+    if response {
+        Phase::Response
+    } else {
+        Phase::Request
+    }
 }
 
 /// How a VM is configured.
@@ -171,6 +185,10 @@ impl Vm {
             configure: typed(&instance, &mut store, "proxy_on_configure")?,
             request_headers: headers("proxy_on_request_headers", &mut store)?,
             response_headers: headers("proxy_on_response_headers", &mut store)?,
+            request_body: typed(&instance, &mut store, "proxy_on_request_body")?,
+            response_body: typed(&instance, &mut store, "proxy_on_response_body")?,
+            request_trailers: typed(&instance, &mut store, "proxy_on_request_trailers")?,
+            response_trailers: typed(&instance, &mut store, "proxy_on_response_trailers")?,
             on_log: typed(&instance, &mut store, "proxy_on_log")?,
             on_done: typed(&instance, &mut store, "proxy_on_done")?,
             on_delete: typed(&instance, &mut store, "proxy_on_delete")?,
@@ -324,14 +342,7 @@ impl Vm {
         headers: usize,
         eos: bool,
     ) -> Result<(i32, Option<Deferred>), FilterError> {
-        self.set_phase(
-            ctx,
-            if response {
-                Phase::Response
-            } else {
-                Phase::Request
-            },
-        );
+        self.set_phase(ctx, phase_of(response));
         let f = if response {
             &self.cb.response_headers
         } else {
@@ -347,6 +358,56 @@ impl Vm {
                 let f = f.clone();
                 self.call(&f, ctx, (ctx as i32, headers as i32, i32::from(eos)))?
             }
+        };
+        Ok((action, self.store.data_mut().deferred.remove(&ctx)))
+    }
+
+    /// Whether the module has body or trailer callbacks for one direction.
+    pub fn has_body_callbacks(&self, response: bool) -> bool {
+        if response {
+            self.cb.response_body.is_some() || self.cb.response_trailers.is_some()
+        } else {
+            self.cb.request_body.is_some() || self.cb.request_trailers.is_some()
+        }
+    }
+
+    /// Runs a body callback; returns the raw action and whatever it deferred.
+    pub fn on_body(
+        &mut self,
+        ctx: u32,
+        response: bool,
+        size: usize,
+        eos: bool,
+    ) -> Result<(i32, Option<Deferred>), FilterError> {
+        self.set_phase(ctx, phase_of(response));
+        let f = if response {
+            &self.cb.response_body
+        } else {
+            &self.cb.request_body
+        };
+        let action = match f.clone() {
+            None => 0,
+            Some(f) => self.call(&f, ctx, (ctx as i32, size as u32 as i32, i32::from(eos)))?,
+        };
+        Ok((action, self.store.data_mut().deferred.remove(&ctx)))
+    }
+
+    /// Runs a trailers callback; returns the raw action and whatever it deferred.
+    pub fn on_trailers(
+        &mut self,
+        ctx: u32,
+        response: bool,
+        trailers: usize,
+    ) -> Result<(i32, Option<Deferred>), FilterError> {
+        self.set_phase(ctx, phase_of(response));
+        let f = if response {
+            &self.cb.response_trailers
+        } else {
+            &self.cb.request_trailers
+        };
+        let action = match f.clone() {
+            None => 0,
+            Some(f) => self.call(&f, ctx, (ctx as i32, trailers as i32))?,
         };
         Ok((action, self.store.data_mut().deferred.remove(&ctx)))
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::pool::PooledBody;
+use crate::pool::{PooledBody, UpstreamBody};
 
 /// Boxed error for body streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -103,6 +103,7 @@ pub struct ResponseBody {
 enum Kind {
     Full(Option<Bytes>),
     Upstream(PooledBody),
+    Filtered(UpstreamBody),
 }
 
 impl ResponseBody {
@@ -120,6 +121,15 @@ impl ResponseBody {
     pub fn upstream(body: PooledBody) -> Self {
         Self {
             kind: Kind::Upstream(body),
+            transfer: None,
+            on_done: None,
+        }
+    }
+
+    /// A body coming out of the filters' response body phases.
+    pub(crate) fn filtered(body: UpstreamBody) -> Self {
+        Self {
+            kind: Kind::Filtered(body),
             transfer: None,
             on_done: None,
         }
@@ -153,6 +163,7 @@ impl Body for ResponseBody {
         let frame = match &mut this.kind {
             Kind::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
             Kind::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Kind::Filtered(body) => ready!(body.as_mut().poll_frame(cx)),
         };
         if let (Some(Ok(f)), Some(t)) = (&frame, &this.transfer)
             && let Some(d) = f.data_ref()
@@ -166,6 +177,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Filtered(body) => body.is_end_stream(),
         }
     }
 
@@ -173,6 +185,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(body) => body.size_hint(),
+            Kind::Filtered(body) => body.size_hint(),
         }
     }
 }

@@ -32,6 +32,26 @@ struct Config {
     /// local 403 carrying the call's status in `x-auth-status`.
     auth_cluster: Option<String>,
     auth_path: String,
+    /// Buffer the whole request body, then replace every `[0]` in it with `[1]`.
+    request_body_replace: Option<(String, String)>,
+    /// Buffer the whole request body and answer 403 from the body phase if it contains this.
+    request_body_deny: Option<String>,
+    /// Make the `auth_cluster` call from the end of the request body (sending the body)
+    /// instead of from the request headers.
+    auth_on_body: bool,
+    /// Report the request body phases in response headers: `x-request-body-calls` and
+    /// `x-request-body-size` (the size the last call was given).
+    report_request_body: bool,
+    /// Buffer the whole response body, then replace every `[0]` in it with `[1]`.
+    response_body_replace: Option<(String, String)>,
+    /// Let each response chunk through as it comes, and append this at the end.
+    response_body_suffix: Option<String>,
+    /// Leave `content-length` alone when changing the response body (the SDK examples remove it).
+    keep_content_length: bool,
+    /// Trailers to add to the request when it has trailers.
+    request_trailers_add: BTreeMap<String, String>,
+    /// Trailers to add at the end of the response body.
+    response_trailers_add: BTreeMap<String, String>,
     /// Misbehave on these paths.
     trap_path: Option<String>,
     loop_path: Option<String>,
@@ -72,7 +92,15 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream { id: context_id, config: self.config.clone(), path: String::new(), metric_id: self.metric_id, shared_count: None }))
+        Some(Box::new(Stream {
+            id: context_id,
+            config: self.config.clone(),
+            path: String::new(),
+            metric_id: self.metric_id,
+            shared_count: None,
+            request_body_calls: 0,
+            request_body_size: 0,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -86,6 +114,21 @@ struct Stream {
     path: String,
     metric_id: Option<u32>,
     shared_count: Option<u64>,
+    request_body_calls: u32,
+    request_body_size: usize,
+}
+
+impl Stream {
+    fn call_auth(&mut self, cluster: &str, body: Option<&[u8]>) -> Action {
+        let c = &self.config;
+        let user = self.get_http_request_header("x-user").unwrap_or_default();
+        let path = if c.auth_path.is_empty() { "/check".to_owned() } else { c.auth_path.clone() };
+        let headers = vec![(":method", "GET"), (":path", path.as_str()), (":authority", "auth"), ("x-user", user.as_str())];
+        if let Err(e) = self.dispatch_http_call(cluster, headers, body, vec![], std::time::Duration::from_secs(2)) {
+            self.send_http_response(500, vec![], Some(format!("http_call failed: {e:?}\n").as_bytes()));
+        }
+        Action::Pause
+    }
 }
 
 impl Context for Stream {
@@ -124,17 +167,8 @@ impl HttpContext for Stream {
                 std::hint::black_box(&hog);
             }
         }
-        if let Some(cluster) = c.auth_cluster.clone() {
-            let user = self.get_http_request_header("x-user").unwrap_or_default();
-            let path = if c.auth_path.is_empty() { "/check".to_owned() } else { c.auth_path.clone() };
-            let headers = vec![(":method", "GET"), (":path", path.as_str()), (":authority", "auth"), ("x-user", user.as_str())];
-            match self.dispatch_http_call(&cluster, headers, None, vec![], std::time::Duration::from_secs(2)) {
-                Ok(_) => return Action::Pause,
-                Err(e) => {
-                    self.send_http_response(500, vec![], Some(format!("http_call failed: {e:?}\n").as_bytes()));
-                    return Action::Pause;
-                }
-            }
+        if let (Some(cluster), false) = (c.auth_cluster.clone(), c.auth_on_body) {
+            return self.call_auth(&cluster, None);
         }
         let c = &self.config;
         if c.deny_path.as_deref() == Some(&self.path) {
@@ -199,6 +233,70 @@ impl HttpContext for Stream {
         }
         if let Some(n) = self.shared_count {
             self.add_http_response_header("x-shared-count", &n.to_string());
+        }
+        if c.report_request_body {
+            self.add_http_response_header("x-request-body-calls", &self.request_body_calls.to_string());
+            self.add_http_response_header("x-request-body-size", &self.request_body_size.to_string());
+        }
+        let rewrites = c.response_body_replace.is_some() || c.response_body_suffix.is_some();
+        if rewrites && !c.keep_content_length {
+            self.set_http_response_header("content-length", None);
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.request_body_calls += 1;
+        self.request_body_size = body_size;
+        let c = self.config.clone();
+        let whole = c.request_body_replace.is_some() || c.request_body_deny.is_some() || c.auth_on_body;
+        if !whole {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        if let Some(word) = &c.request_body_deny {
+            if String::from_utf8_lossy(&body).contains(word.as_str()) {
+                self.send_http_response(403, vec![("x-denied-by", c.name.as_str())], Some(b"body denied by abi-probe\n"));
+                return Action::Pause;
+            }
+        }
+        if let Some((from, to)) = &c.request_body_replace {
+            let new = String::from_utf8_lossy(&body).replace(from.as_str(), to);
+            self.set_http_request_body(0, body_size, new.as_bytes());
+        }
+        if let (Some(cluster), true) = (c.auth_cluster.clone(), c.auth_on_body) {
+            return self.call_auth(&cluster, Some(&body));
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _n: usize) -> Action {
+        for (k, v) in &self.config.request_trailers_add.clone() {
+            self.add_http_request_trailer(k, v);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let c = self.config.clone();
+        if let Some((from, to)) = &c.response_body_replace {
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            let body = self.get_http_response_body(0, body_size).unwrap_or_default();
+            let new = String::from_utf8_lossy(&body).replace(from.as_str(), to);
+            self.set_http_response_body(0, body_size, new.as_bytes());
+        }
+        if end_of_stream {
+            if let Some(suffix) = &c.response_body_suffix {
+                self.set_http_response_body(body_size, 0, suffix.as_bytes());
+            }
+            for (k, v) in &c.response_trailers_add {
+                self.add_http_response_trailer(k, v);
+            }
         }
         Action::Continue
     }

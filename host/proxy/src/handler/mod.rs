@@ -3,7 +3,6 @@
 //! in [`Completion`], when the response body is dropped, which is where the access log and
 //! request metrics are written (after the last byte, so sizes and durations are complete).
 
-use std::cell::RefCell;
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,14 +17,17 @@ use rustygate_config::UpstreamProtocol;
 use rustygate_core::ErrorKind;
 use rustygate_core::forwarding::{self, X_REQUEST_ID};
 use rustygate_core::router::RequestView;
-use rustygate_filter_api::{Exchange, LocalResponse, RequestHead, ResponseHead, StreamInfo};
+use rustygate_filter_api::{Direction, Exchange, RequestHead, ResponseHead, StreamInfo};
 use rustygate_telemetry::NO_ROUTE_LABEL;
 
+mod filtering;
+
 use crate::body::{RequestBody, ResponseBody, Transfer};
-use crate::chain::{ChainFailure, ChainRun, RequestOutcome, ResponseOutcome};
-use crate::pool::SendError;
+use crate::chain::{ChainRun, RequestOutcome, ResponseOutcome};
+use crate::pool::{SendError, UpstreamBody};
 use crate::snapshot::Snapshot;
 use crate::worker::{ConnCtx, Worker};
+use filtering::filter_failed;
 
 /// A failure and its detail for the client.
 type Failure = (ErrorKind, String);
@@ -113,6 +115,7 @@ async fn forward(
     let limit = route
         .max_request_body_bytes
         .or(conn.listener.limits.max_request_body_bytes);
+    let max_held = conn.listener.limits.max_buffered_body_bytes;
     if let (Some(limit), Some(len)) = (limit, content_length(&parts.headers))
         && len > limit
     {
@@ -139,42 +142,41 @@ async fn forward(
         .as_ref()
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
+    let mut run = None;
     if !chain.is_empty() {
         // Filters see the host as `:authority` only, as in Envoy; it is put back below.
         parts.headers.remove(header::HOST);
-        let exchange = Rc::new(Exchange {
-            request: RefCell::new(RequestHead {
-                method: std::mem::take(&mut parts.method),
-                path: parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned(),
-                authority: authority.clone().unwrap_or_default(),
-                scheme: "http",
-                headers: std::mem::take(&mut parts.headers),
-            }),
-            response: RefCell::new(None),
-            info: StreamInfo {
-                client: conn.peer,
-                local: conn.local,
-                request_id: request_id.clone(),
-                route: route.name.clone(),
-                cluster: cluster.name.clone(),
-                protocol: protocol_name(parts.version),
-            },
-        });
-        let mut run = ChainRun::new(&chain, exchange, worker.clone());
-        let outcome = run.request(body.is_end_stream(), route.timeout).await;
-        let exchange = run.exchange.clone();
-        done.chain = Some(run);
-        match outcome {
+        let head = RequestHead {
+            method: std::mem::take(&mut parts.method),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            authority: authority.clone().unwrap_or_default(),
+            scheme: "http",
+            headers: std::mem::take(&mut parts.headers),
+        };
+        let info = StreamInfo {
+            client: conn.peer,
+            local: conn.local,
+            request_id: request_id.clone(),
+            route: route.name.clone(),
+            cluster: cluster.name.clone(),
+            protocol: protocol_name(parts.version),
+        };
+        let chain_run = ChainRun::new(&chain, Rc::new(Exchange::new(head, info)), worker.clone());
+        done.chain = Some(chain_run.clone());
+        match chain_run.request(body.is_end_stream(), route.timeout).await {
             RequestOutcome::Forward => {}
-            RequestOutcome::Respond(local) => return Ok(local_response(local, request_id)),
+            RequestOutcome::Respond(reply) => {
+                let ctx = filtering::Ctx::new(&chain_run, route.timeout, max_held, request_id);
+                return Ok(ctx.reply(reply).await);
+            }
             RequestOutcome::Fail(f) => return Err(filter_failed(&f)),
         }
         // Copied, not moved: filters may still read the request in their response phases.
-        let head = exchange.request.borrow();
+        let head = chain_run.exchange.request.borrow();
         parts.method = head.method.clone();
         // Most filters leave the path alone: re-parse only when it changed.
         if parts.uri.path_and_query().map(|p| p.as_str()) != Some(head.path.as_str()) {
@@ -197,6 +199,8 @@ async fn forward(
         } else if let Some(h) = &host {
             parts.headers.insert(header::HOST, h.clone());
         }
+        drop(head);
+        run = Some(chain_run);
     }
 
     let endpoint = &cluster.endpoints[worker.pick_endpoint(snapshot, route.cluster)];
@@ -230,7 +234,20 @@ async fn forward(
             parts.headers.remove(header::HOST);
         }
     }
-    let body: crate::pool::UpstreamBody = Box::pin(RequestBody::new(body, limit, transfer.clone()));
+    let body_ended = body.is_end_stream();
+    let mut body: UpstreamBody = Box::pin(RequestBody::new(body, limit, transfer.clone()));
+    if let Some(run) = &run
+        && !body_ended
+    {
+        let ctx = filtering::Ctx::new(run, route.timeout, max_held, request_id);
+        match ctx
+            .body(body, Direction::Request, &mut parts.headers, transfer)
+            .await?
+        {
+            Ok(filtered) => body = filtered,
+            Err(answer) => return Ok(answer),
+        }
+    }
     let upstream_req = Request::from_parts(parts, body);
 
     let sent = tokio::time::timeout(
@@ -247,36 +264,61 @@ async fn forward(
             parts
                 .headers
                 .insert(X_REQUEST_ID.clone(), request_id.clone());
-            if let Some(run) = done.chain.as_mut() {
-                *run.exchange.response.borrow_mut() = Some(ResponseHead {
-                    status: parts.status,
-                    headers: std::mem::take(&mut parts.headers),
-                });
-                match run.response(body.is_end_stream(), route.timeout).await {
-                    ResponseOutcome::Continue => {
-                        let head = run
-                            .exchange
-                            .response
-                            .borrow_mut()
-                            .take()
-                            .expect("set above");
-                        parts.status = head.status;
-                        parts.headers = head.headers;
-                    }
-                    // The upstream body is dropped unread, which closes that connection.
-                    ResponseOutcome::Respond(local) => {
-                        return Ok(local_response(local, request_id));
-                    }
-                    ResponseOutcome::Fail(f) => return Err(filter_failed(&f)),
+            let Some(run) = &run else {
+                return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
+            };
+            *run.exchange.response.borrow_mut() = Some(ResponseHead {
+                status: parts.status,
+                headers: std::mem::take(&mut parts.headers),
+            });
+            let body_ended = body.is_end_stream();
+            match run.response(body_ended, route.timeout).await {
+                ResponseOutcome::Continue => {
+                    // Cloned: `on_log` may still read the response headers.
+                    let head = run.exchange.response.borrow();
+                    let head = head.as_ref().expect("set above");
+                    parts.status = head.status;
+                    parts.headers = head.headers.clone();
                 }
+                // The upstream body is dropped unread, which closes that connection.
+                ResponseOutcome::Respond(reply) => {
+                    let ctx = filtering::Ctx::new(run, route.timeout, max_held, request_id);
+                    return Ok(ctx.reply(reply).await);
+                }
+                ResponseOutcome::Fail(f) => return Err(filter_failed(&f)),
             }
-            return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
+            if body_ended {
+                return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
+            }
+            let ctx = filtering::Ctx::new(run, route.timeout, max_held, request_id);
+            let body = match ctx
+                .body(
+                    Box::pin(body),
+                    Direction::Response,
+                    &mut parts.headers,
+                    transfer,
+                )
+                .await?
+            {
+                Ok(filtered) => filtered,
+                Err(answer) => return Ok(answer),
+            };
+            return Ok(Response::from_parts(parts, ResponseBody::filtered(body)));
         }
         Err(_) => (
             ErrorKind::UpstreamTimeout,
             format!("no response within {:?}", route.timeout),
         ),
         Ok(Err(SendError::Connect(e))) => (ErrorKind::UpstreamConnect, e.to_string()),
+        // A filter cut the request body short (it answered, failed or buffered too much).
+        Ok(Err(SendError::Exchange(_)))
+            if run.as_ref().is_some_and(|r| r.body_stop.borrow().is_some()) =>
+        {
+            let run = run.as_ref().expect("checked");
+            return filtering::Ctx::new(run, route.timeout, max_held, request_id)
+                .stopped(Direction::Request, transfer)
+                .await;
+        }
         Ok(Err(SendError::Exchange(_))) if transfer.too_large.get() => {
             return Err((
                 ErrorKind::BodyTooLarge,
@@ -312,33 +354,6 @@ fn protocol_name(v: Version) -> &'static str {
         Version::HTTP_10 => "HTTP/1.0",
         _ => "HTTP/1.1",
     }
-}
-
-/// Clients learn which filter failed and how (trap, CPU deadline, memory), never the guest's
-/// internals; the details are in the log.
-fn filter_failed(f: &ChainFailure) -> Failure {
-    (
-        ErrorKind::FilterFailed,
-        format!("filter {} failed: {}", f.filter, f.error.reason()),
-    )
-}
-
-/// A filter's local response as sent to the client. As in Envoy, a non-empty body without a
-/// content type is labelled `text/plain`; hyper sets `content-length`.
-fn local_response(local: LocalResponse, request_id: &HeaderValue) -> Response<ResponseBody> {
-    let has_body = !local.body.is_empty();
-    let mut resp = Response::new(ResponseBody::full(local.body));
-    *resp.status_mut() = local.status;
-    let h = resp.headers_mut();
-    for (k, v) in local.headers {
-        h.append(k, v);
-    }
-    if has_body && !h.contains_key(header::CONTENT_TYPE) {
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    }
-    h.remove(header::CONTENT_LENGTH);
-    h.insert(X_REQUEST_ID.clone(), request_id.clone());
-    resp
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
@@ -384,12 +399,12 @@ pub(crate) struct Completion {
     access_log: bool,
     transfer: Rc<Transfer>,
     /// The request's filters, ended (`on_log`, `on_done`, `on_delete`) with the request.
-    chain: Option<ChainRun>,
+    chain: Option<Rc<ChainRun>>,
 }
 
 impl Completion {
     fn finish(mut self) {
-        if let Some(run) = self.chain.as_mut() {
+        if let Some(run) = self.chain.take() {
             run.complete();
         }
         let elapsed = self.start.elapsed();

@@ -1,0 +1,337 @@
+//! Runs a route's filter chain for one request: request phases in order, response phases in
+//! reverse, local responses passing back through the filters before (and including) the one
+//! that answered, and each filter's failure policy when it fails. Bodies and trailers go
+//! through the filters in [`pipeline`].
+//!
+//! A `ChainRun` is shared (`Rc`) between the request's handler and its body streams, which may
+//! run phases of the same request concurrently (the response can start while the request body
+//! still streams). Each filter is borrowed only for the duration of one synchronous phase
+//! call, never across an await.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::worker::Worker;
+use rustygate_filter_api::{
+    Direction, Exchange, FailurePolicy, FilterError, FilterFactory, HttpFilter, LocalResponse,
+    ResponseHead, Verdict,
+};
+
+pub(crate) mod pipeline;
+
+/// A filter failure that fails the request (fail-closed).
+#[derive(Debug)]
+pub(crate) struct ChainFailure {
+    pub filter: String,
+    pub error: FilterError,
+}
+
+/// A local response and the filters it still passes through (`[0, upto)`, in reverse).
+pub(crate) struct Reply {
+    pub local: LocalResponse,
+    pub upto: usize,
+}
+
+/// What the request phases decided.
+pub(crate) enum RequestOutcome {
+    /// Send the (possibly changed) request upstream.
+    Forward,
+    /// Answer with this response instead; its header phases have run.
+    Respond(Reply),
+    Fail(ChainFailure),
+}
+
+/// What the response phases decided.
+pub(crate) enum ResponseOutcome {
+    /// Send the (possibly changed) upstream response.
+    Continue,
+    /// Replace the upstream response with this one; its header phases have run.
+    Respond(Reply),
+    Fail(ChainFailure),
+}
+
+/// How a body phase ended the request early.
+pub(crate) enum BodyStop {
+    /// A filter answered from a body or trailers phase.
+    Respond(Reply),
+    Fail(ChainFailure),
+    /// A filter held more body than the buffer limit allows.
+    TooLarge {
+        filter: String,
+        limit: usize,
+    },
+}
+
+struct Slot {
+    factory: Rc<dyn FilterFactory>,
+    filter: RefCell<Option<Box<dyn HttpFilter>>>,
+}
+
+/// The filters of one request.
+pub(crate) struct ChainRun {
+    slots: Vec<Slot>,
+    pub exchange: Rc<Exchange>,
+    /// Counts failures (fail-open or not) in the worker's metrics.
+    worker: Rc<Worker>,
+    /// Set when a body stream was cut short by a filter, for the handler to answer with.
+    pub body_stop: RefCell<Option<BodyStop>>,
+}
+
+impl ChainRun {
+    pub fn new(
+        chain: &[Rc<dyn FilterFactory>],
+        exchange: Rc<Exchange>,
+        worker: Rc<Worker>,
+    ) -> Rc<Self> {
+        let slots = chain
+            .iter()
+            .map(|f| Slot {
+                factory: f.clone(),
+                filter: RefCell::new(None),
+            })
+            .collect();
+        Rc::new(Self {
+            slots,
+            exchange,
+            worker,
+            body_stop: RefCell::new(None),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Runs `f` on filter `i` if it is still part of the request.
+    fn with<T>(&self, i: usize, f: impl FnOnce(&mut Box<dyn HttpFilter>) -> T) -> Option<T> {
+        let mut slot = self.slots[i].filter.borrow_mut();
+        slot.as_mut().map(f)
+    }
+
+    /// Whether any of filters `[0, upto)` has body phases in `direction`.
+    pub fn wants_body(&self, direction: Direction, upto: usize) -> bool {
+        (0..upto).any(|i| self.with(i, |f| f.wants_body(direction)) == Some(true))
+    }
+
+    /// Applies the failure policy: `Some` fails the request, `None` skips the filter.
+    pub fn failed(&self, i: usize, error: FilterError) -> Option<ChainFailure> {
+        let name = self.slots[i].factory.name().to_owned();
+        self.worker.filter_failure(&name, error.reason());
+        // A trap's guest backtrace was logged where it happened; here, the decision.
+        let detail = match &error {
+            FilterError::Unavailable(why) => why.as_str(),
+            _ => "",
+        };
+        tracing::warn!(filter = %name, reason = error.reason(), detail, policy = ?self.slots[i].factory.failure_policy(), "filter failed");
+        let taken = self.slots[i].filter.borrow_mut().take();
+        if let Some(mut f) = taken {
+            f.complete();
+        }
+        match self.slots[i].factory.failure_policy() {
+            FailurePolicy::FailOpen => None,
+            FailurePolicy::FailClosed => Some(ChainFailure {
+                filter: name,
+                error,
+            }),
+        }
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        self.slots[i].factory.name()
+    }
+
+    /// Waits for a paused filter to continue or answer, at most `limit`.
+    pub async fn resume(
+        &self,
+        i: usize,
+        direction: Direction,
+        limit: Duration,
+    ) -> Result<Verdict, FilterError> {
+        let Some(waiting) = self.with(i, |f| f.resumed(direction)) else {
+            return Ok(Verdict::Continue);
+        };
+        match tokio::time::timeout(limit, waiting).await {
+            Ok(v) => v,
+            Err(_) => Err(FilterError::Unavailable(format!(
+                "the filter held the request longer than the route timeout ({limit:?})"
+            ))),
+        }
+    }
+
+    /// Whether a filter that stopped earlier has been resumed since (without waiting).
+    pub fn resumed_now(
+        &self,
+        i: usize,
+        direction: Direction,
+    ) -> Option<Result<Verdict, FilterError>> {
+        let waiting = self.with(i, |f| f.resumed(direction))?;
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut waiting = waiting;
+        match waiting.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    /// Runs a phase call on filter `i`, waits if it paused, and sorts the result.
+    async fn phase(
+        &self,
+        i: usize,
+        direction: Direction,
+        verdict: Option<Result<Verdict, FilterError>>,
+        limit: Duration,
+    ) -> Step {
+        let mut verdict = match verdict {
+            Some(v) => v,
+            None => return Step::Next,
+        };
+        if let Ok(Verdict::Pause) = verdict {
+            verdict = self.resume(i, direction, limit).await;
+        }
+        match verdict {
+            Ok(Verdict::Continue) => Step::Next,
+            Ok(Verdict::Pause) => unreachable!("resume never yields Pause"),
+            Ok(Verdict::Respond(local)) => Step::Respond(local),
+            Err(e) => match self.failed(i, e) {
+                Some(f) => Step::Fail(f),
+                None => Step::Next,
+            },
+        }
+    }
+
+    /// Runs every filter's request phase. A paused filter is waited for (at most `limit`)
+    /// before the next one runs.
+    pub async fn request(&self, end_of_stream: bool, limit: Duration) -> RequestOutcome {
+        for i in 0..self.slots.len() {
+            let verdict = match self.slots[i].factory.create(&self.exchange) {
+                Ok(mut f) => {
+                    let v = f.on_request_headers(&self.exchange, end_of_stream);
+                    *self.slots[i].filter.borrow_mut() = Some(f);
+                    v
+                }
+                Err(e) => Err(e),
+            };
+            match self
+                .phase(i, Direction::Request, Some(verdict), limit)
+                .await
+            {
+                Step::Next => {}
+                Step::Respond(local) => {
+                    return match self.respond_through(i + 1, local, limit).await {
+                        Ok(reply) => RequestOutcome::Respond(reply),
+                        Err(f) => RequestOutcome::Fail(f),
+                    };
+                }
+                Step::Fail(f) => return RequestOutcome::Fail(f),
+            }
+        }
+        RequestOutcome::Forward
+    }
+
+    /// Runs response phases of filters `[0, upto)` in reverse on `exchange.response`. Returns
+    /// the replacement response (and the filters it still has to reach) if one answered.
+    async fn response_phases(
+        &self,
+        upto: usize,
+        end_of_stream: bool,
+        limit: Duration,
+    ) -> Result<Option<Reply>, ChainFailure> {
+        let mut replaced = None;
+        for i in (0..upto).rev() {
+            let verdict = self.with(i, |f| f.on_response_headers(&self.exchange, end_of_stream));
+            match self.phase(i, Direction::Response, verdict, limit).await {
+                Step::Next => {}
+                Step::Respond(local) => {
+                    // Replaces the response for the filters still to run (earlier in the chain).
+                    *self.exchange.response.borrow_mut() = Some(head_of(&local));
+                    replaced = Some(Reply { local, upto: i + 1 });
+                }
+                Step::Fail(f) => return Err(f),
+            }
+        }
+        Ok(replaced)
+    }
+
+    /// A local response from filter `upto - 1`: it passes through that filter's response phase
+    /// and those before it, which may change its headers.
+    pub async fn respond_through(
+        &self,
+        upto: usize,
+        local: LocalResponse,
+        limit: Duration,
+    ) -> Result<Reply, ChainFailure> {
+        *self.exchange.response.borrow_mut() = Some(head_of(&local));
+        let eos = local.body.is_empty();
+        let mut reply = match self.response_phases(upto, eos, limit).await? {
+            Some(replacement) => replacement,
+            None => Reply { local, upto },
+        };
+        self.take_head_into(&mut reply.local);
+        Ok(reply)
+    }
+
+    /// Runs the response phases on the upstream response in `exchange.response`.
+    pub async fn response(&self, end_of_stream: bool, limit: Duration) -> ResponseOutcome {
+        match self
+            .response_phases(self.slots.len(), end_of_stream, limit)
+            .await
+        {
+            Ok(None) => ResponseOutcome::Continue,
+            Ok(Some(mut reply)) => {
+                self.take_head_into(&mut reply.local);
+                ResponseOutcome::Respond(reply)
+            }
+            Err(f) => ResponseOutcome::Fail(f),
+        }
+    }
+
+    /// The response head as the filters left it, into `local`.
+    fn take_head_into(&self, local: &mut LocalResponse) {
+        if let Some(head) = self.exchange.response.borrow().as_ref() {
+            local.status = head.status;
+            local.headers = header_pairs(&head.headers);
+        }
+    }
+
+    /// Ends every filter's part in the request.
+    pub fn complete(&self) {
+        for slot in &self.slots {
+            let taken = slot.filter.borrow_mut().take();
+            if let Some(mut f) = taken {
+                f.complete();
+            }
+        }
+    }
+}
+
+enum Step {
+    Next,
+    Respond(LocalResponse),
+    Fail(ChainFailure),
+}
+
+impl Drop for ChainRun {
+    /// A request abandoned midway (the client went away while a filter held it) still ends
+    /// every filter's part, so no stream context is left behind in a VM.
+    fn drop(&mut self) {
+        self.complete();
+    }
+}
+
+fn head_of(local: &LocalResponse) -> ResponseHead {
+    let mut headers = http::HeaderMap::with_capacity(local.headers.len());
+    for (k, v) in &local.headers {
+        headers.append(k.clone(), v.clone());
+    }
+    ResponseHead {
+        status: local.status,
+        headers,
+    }
+}
+
+/// A header map as pairs.
+fn header_pairs(map: &http::HeaderMap) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}

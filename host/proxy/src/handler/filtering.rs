@@ -1,0 +1,206 @@
+//! The parts of a request's handling that involve its filters beyond the header phases:
+//! bodies through the body phases, local responses (whose bodies pass the response body
+//! phases too), and the answer when a filter cut a body short.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Response};
+use http_body_util::BodyExt;
+use rustygate_core::ErrorKind;
+use rustygate_filter_api::{Direction, LocalResponse};
+
+use super::{Failure, error_response};
+use crate::body::{ResponseBody, Transfer};
+use crate::chain::pipeline::{FilteredBody, Settled};
+use crate::chain::{BodyStop, ChainFailure, ChainRun, Reply};
+use crate::pool::UpstreamBody;
+
+/// Clients learn which filter failed and how (trap, CPU deadline, memory), never the guest's
+/// internals; the details are in the log.
+pub(super) fn filter_failed(f: &ChainFailure) -> Failure {
+    (
+        ErrorKind::FilterFailed,
+        format!("filter {} failed: {}", f.filter, f.error.reason()),
+    )
+}
+
+/// A filter's local response as sent to the client.
+pub(super) fn local_response(
+    local: LocalResponse,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
+    let body = ResponseBody::full(local.body.clone());
+    local_head(local, body, request_id)
+}
+
+/// As in Envoy, a non-empty body without a content type is labelled `text/plain`; hyper sets
+/// `content-length` from the body.
+fn local_head(
+    local: LocalResponse,
+    body: ResponseBody,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
+    let has_body = !local.body.is_empty();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = local.status;
+    let h = resp.headers_mut();
+    for (k, v) in local.headers {
+        h.append(k, v);
+    }
+    if has_body && !h.contains_key(header::CONTENT_TYPE) {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    h.remove(header::CONTENT_LENGTH);
+    h.insert(
+        rustygate_core::forwarding::X_REQUEST_ID.clone(),
+        request_id.clone(),
+    );
+    resp
+}
+
+/// After the filters produced the whole body: a `content-length` still in the head is made
+/// to match it (filters that edit bodies often leave the old one behind).
+fn fix_content_length(headers: &mut HeaderMap, len: u64) {
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+}
+
+/// What filtering a request's bodies needs to know.
+pub(super) struct Ctx<'a> {
+    run: &'a Rc<ChainRun>,
+    /// How long a paused filter may hold a body (the route timeout).
+    pause_limit: Duration,
+    /// Most bytes one filter may buffer.
+    max_held: usize,
+    request_id: &'a HeaderValue,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        run: &'a Rc<ChainRun>,
+        pause_limit: Duration,
+        max_held: usize,
+        request_id: &'a HeaderValue,
+    ) -> Self {
+        Self {
+            run,
+            pause_limit,
+            max_held,
+            request_id,
+        }
+    }
+
+    fn filtered(&self, source: UpstreamBody, direction: Direction, upto: usize) -> FilteredBody {
+        FilteredBody::new(
+            source,
+            self.run.clone(),
+            direction,
+            upto,
+            self.pause_limit,
+            self.max_held,
+        )
+    }
+
+    /// Puts `body` through the chain's body phases in `direction`, and holds its head
+    /// (`headers`) until the filters settled (see [`FilteredBody::settle`]). `Ok(Err(_))` is
+    /// the answer to send instead, when a filter answered from a body phase.
+    pub async fn body(
+        &self,
+        body: UpstreamBody,
+        direction: Direction,
+        headers: &mut HeaderMap,
+        transfer: &Transfer,
+    ) -> Result<Result<UpstreamBody, Response<ResponseBody>>, Failure> {
+        if !self.run.wants_body(direction, self.run.len()) {
+            return Ok(Ok(body));
+        }
+        let mut filtered = self.filtered(body, direction, self.run.len());
+        match filtered.settle().await {
+            Settled::Aborted => return self.stopped(direction, transfer).await.map(Err),
+            Settled::Complete { len } => fix_content_length(headers, len),
+            Settled::Streaming => {}
+        }
+        Ok(Ok(Box::pin(filtered)))
+    }
+
+    /// A local response whose header phases have run: its body still goes through the
+    /// response body phases of the filters it passes (`[0, reply.upto)`), as in Envoy.
+    pub async fn reply(&self, reply: Reply) -> Response<ResponseBody> {
+        let Reply { local, upto } = reply;
+        if local.body.is_empty() || !self.run.wants_body(Direction::Response, upto) {
+            return local_response(local, self.request_id);
+        }
+        let source: UpstreamBody =
+            Box::pin(http_body_util::Full::new(local.body.clone()).map_err(|never| match never {}));
+        let mut filtered = self.filtered(source, Direction::Response, upto);
+        match filtered.settle().await {
+            // A filter answered the local response's body in turn: that answer goes out as is.
+            Settled::Aborted => match self.run.body_stop.take() {
+                Some(BodyStop::Respond(again)) => local_response(again.local, self.request_id),
+                Some(BodyStop::Fail(f)) => {
+                    let (kind, detail) = filter_failed(&f);
+                    error_response(kind, &detail, self.request_id)
+                }
+                _ => error_response(
+                    ErrorKind::Internal,
+                    "a filter buffered more of a local response than the limit allows",
+                    self.request_id,
+                ),
+            },
+            Settled::Complete { .. } | Settled::Streaming => local_head(
+                local,
+                ResponseBody::filtered(Box::pin(filtered)),
+                self.request_id,
+            ),
+        }
+    }
+
+    /// The answer for a body stream that a filter (or the source) cut short.
+    pub async fn stopped(
+        &self,
+        direction: Direction,
+        transfer: &Transfer,
+    ) -> Result<Response<ResponseBody>, Failure> {
+        let stop = self.run.body_stop.take();
+        match (stop, direction) {
+            (Some(BodyStop::Respond(reply)), Direction::Request) => {
+                // As from the request headers phase: back through the response phases.
+                match self
+                    .run
+                    .respond_through(reply.upto, reply.local, self.pause_limit)
+                    .await
+                {
+                    Ok(reply) => Ok(self.reply(reply).await),
+                    Err(f) => Err(filter_failed(&f)),
+                }
+            }
+            (Some(BodyStop::Respond(reply)), Direction::Response) => {
+                Ok(local_response(reply.local, self.request_id))
+            }
+            (Some(BodyStop::Fail(f)), _) => Err(filter_failed(&f)),
+            (Some(BodyStop::TooLarge { filter, limit }), Direction::Request) => Err((
+                ErrorKind::BodyTooLarge,
+                format!("filter {filter} buffered more than {limit} bytes of the request body"),
+            )),
+            (Some(BodyStop::TooLarge { filter, limit }), Direction::Response) => Err((
+                ErrorKind::Internal,
+                format!("filter {filter} buffered more than {limit} bytes of the response body"),
+            )),
+            (None, Direction::Request) if transfer.too_large.get() => Err((
+                ErrorKind::BodyTooLarge,
+                "the request body exceeds the route's limit".into(),
+            )),
+            (None, Direction::Request) => Err((
+                ErrorKind::BadRequest,
+                "the request body could not be read".into(),
+            )),
+            (None, Direction::Response) => Err((
+                ErrorKind::UpstreamReset,
+                "the upstream response body failed".into(),
+            )),
+        }
+    }
+}
