@@ -460,3 +460,62 @@ async fn http_call_to_an_unknown_cluster_is_refused_to_the_filter() {
     assert_eq!(seen.status, 500);
     assert_eq!(&seen.body[..], b"http_call failed: BadArgument\n");
 }
+
+/// GETs `/` until `header` satisfies `done` (at most 5 s); returns the last value seen.
+async fn poll_header(gw: &TestGateway, header: &str, done: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = get(&gw.url("/")).await;
+        let value: u64 = seen.header(header).expect(header).parse().unwrap();
+        if done(value) || Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn ticks_fire_on_every_worker_until_the_filter_stops_them() {
+    let app = Upstream::echo();
+    let gw = TestGateway::start(&config(
+        app.addr,
+        "    configuration: { tick_ms: 20, tick_stop_after: 5 }",
+        "[probe]",
+    ))
+    .await;
+    // Each worker's VM counts its own ticks and stops at 5.
+    assert_eq!(poll_header(&gw, "x-ticks", |n| n == 5).await, 5);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..8 {
+        let seen = get(&gw.url("/")).await;
+        assert_eq!(
+            seen.header("x-ticks"),
+            Some("5"),
+            "no tick after the period was set to 0, on any worker"
+        );
+    }
+}
+
+#[tokio::test]
+async fn shared_queue_items_from_every_worker_reach_the_consumer() {
+    let app = Upstream::echo();
+    let gw = TestGateway::start(&config(
+        app.addr,
+        "    configuration: { queue: audit }",
+        "[probe]",
+    ))
+    .await;
+    let sent = 20;
+    let mut tasks = Vec::new();
+    for _ in 0..sent {
+        let url = gw.url("/item");
+        tasks.push(tokio::spawn(async move { get(&url).await.status }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    // Each request enqueued its path; the consumer (one worker's VM) is told with
+    // proxy_on_queue_ready and counts what it dequeued. The polling requests enqueue too.
+    let consumed = poll_header(&gw, "x-queue-consumed", |n| n >= sent).await;
+    assert!(consumed >= sent, "consumed {consumed} of {sent}");
+}

@@ -153,6 +153,7 @@ fn register_core(l: &mut Linker<HostState>) -> Result<()> {
             match st.roots.get_mut(&root) {
                 Some(r) => {
                     r.tick_ms = period as u32;
+                    st.tick_changes.push((root, period as u32));
                     Ok(status::OK)
                 }
                 None => Ok(status::BAD_ARGUMENT),
@@ -608,7 +609,13 @@ fn register_shared(l: &mut Linker<HostState>) -> Result<()> {
             not_in_init!(c);
             let name = tri!(read(&c, np, nl));
             let st = c.data();
-            let id = st.shared.register_queue(&st.vm_id, &name);
+            let root = st
+                .streams
+                .get(&st.effective)
+                .map_or(st.effective, |s| s.root);
+            let id = st
+                .shared
+                .register_queue(&st.vm_id, &name, (st.mailbox.clone(), root));
             Ok(write_u32(&mut c, ret, id).err().unwrap_or(status::OK))
         },
     )?;

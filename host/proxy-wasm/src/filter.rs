@@ -17,6 +17,7 @@ use rustygate_filter_api::{
 };
 use tokio::sync::Notify;
 
+use crate::shared::Mail;
 use crate::state::{CallResponse, Deferred};
 use crate::vm::{Vm, VmSpec};
 
@@ -45,6 +46,9 @@ pub(crate) struct VmSlot {
     generation: Cell<u64>,
     /// Paused streams by context id and direction (`true`: response).
     waiters: RefCell<HashMap<(u32, bool), Rc<Waiter>>>,
+    /// The current ticker of each root context; a ticker whose number is no longer here stops.
+    tickers: RefCell<HashMap<u32, u64>>,
+    next_ticker: Cell<u64>,
 }
 
 impl VmSlot {
@@ -56,7 +60,56 @@ impl VmSlot {
             roots: RefCell::new(Vec::new()),
             generation: Cell::new(0),
             waiters: RefCell::new(HashMap::new()),
+            tickers: RefCell::new(HashMap::new()),
+            next_ticker: Cell::new(0),
         }
+    }
+
+    /// Delivers work posted to this VM from other threads (shared-queue notifications), on
+    /// this worker, one callback at a time like everything else.
+    pub fn receive(self: &Rc<Self>, mut inbox: tokio::sync::mpsc::UnboundedReceiver<Mail>) {
+        let slot = Rc::downgrade(self);
+        self.spec.upstreams.spawn(Box::pin(async move {
+            while let Some(mail) = inbox.recv().await {
+                let Some(slot) = slot.upgrade() else { return };
+                match mail {
+                    Mail::QueueReady { root, queue } => {
+                        let _ = slot.vm.borrow_mut().on_queue_ready(root, queue);
+                    }
+                }
+                slot.after_callback();
+                slot.rebuild_if_failed();
+            }
+        }));
+    }
+
+    /// Starts (or, with period 0, stops) `proxy_on_tick` for a root context. Ticks are per
+    /// worker, as in Envoy: each worker's VM has its own timer.
+    fn tick(self: &Rc<Self>, root: u32, period_ms: u32) {
+        let id = self.next_ticker.get() + 1;
+        self.next_ticker.set(id);
+        self.tickers.borrow_mut().insert(root, id);
+        if period_ms == 0 {
+            return;
+        }
+        let slot = Rc::downgrade(self);
+        let generation = self.generation.get();
+        let period = std::time::Duration::from_millis(u64::from(period_ms));
+        self.spec.upstreams.spawn(Box::pin(async move {
+            let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                timer.tick().await;
+                let Some(slot) = slot.upgrade() else { return };
+                let current = slot.tickers.borrow().get(&root) == Some(&id);
+                if !current || slot.generation.get() != generation {
+                    return;
+                }
+                let _ = slot.vm.borrow_mut().on_tick(root);
+                slot.after_callback();
+                slot.rebuild_if_failed();
+            }
+        }));
     }
 
     /// Starts a plugin in this VM; returns its index.
@@ -84,10 +137,18 @@ impl VmSlot {
     /// Acts on what the last callback asked for: wakes streams it resumed or answered, and
     /// starts the calls it made. On a failed VM, every paused stream is woken with the failure.
     fn after_callback(self: &Rc<Self>) {
-        let (calls, deferred, failed) = {
+        let (calls, deferred, ticks, failed) = {
             let mut vm = self.vm.borrow_mut();
-            (vm.take_calls(), vm.take_deferred(), vm.failed.clone())
+            (
+                vm.take_calls(),
+                vm.take_deferred(),
+                vm.take_tick_changes(),
+                vm.failed.clone(),
+            )
         };
+        for (root, period) in ticks {
+            self.tick(root, period);
+        }
         for (ctx, action) in deferred {
             match action {
                 Deferred::Continue { response } => self.wake((ctx, response), Ok(action)),

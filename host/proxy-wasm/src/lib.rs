@@ -296,6 +296,7 @@ impl ProxyWasm {
                 {
                     Some((.., slot)) => slot.clone(),
                     None => {
+                        let (mailbox, inbox) = tokio::sync::mpsc::unbounded_channel();
                         let spec = VmSpec {
                             pre: def.pre.clone(),
                             abi: def.abi,
@@ -305,9 +306,11 @@ impl ProxyWasm {
                             cpu_limit: def.cpu_limit,
                             shared: self.shared.clone(),
                             upstreams: upstreams.clone(),
+                            mailbox,
                         };
                         let vm = Vm::new(&spec).map_err(|e| format!("filter {}: {e}", def.name))?;
                         let slot = Rc::new(VmSlot::new(spec, vm));
+                        slot.receive(inbox);
                         slots.push((key.0, key.1, key.2, slot.clone()));
                         slot
                     }

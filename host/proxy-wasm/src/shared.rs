@@ -54,9 +54,22 @@ impl FilterMetric {
     }
 }
 
+/// A VM's inbox for work posted from other threads: it is delivered on the VM's own worker.
+pub(crate) type Mailbox = tokio::sync::mpsc::UnboundedSender<Mail>;
+
+/// Work posted to a VM.
+#[derive(Debug)]
+pub(crate) enum Mail {
+    /// `proxy_on_queue_ready(root, queue)`.
+    QueueReady { root: u32, queue: u32 },
+}
+
 #[derive(Default)]
 struct Queue {
     items: VecDeque<Vec<u8>>,
+    /// The root context told about new items, and its VM's mailbox. The last registration wins,
+    /// as in Envoy (every worker's VM registers the queue; one of them consumes it).
+    consumer: Option<(Mailbox, u32)>,
 }
 
 #[derive(Default)]
@@ -119,14 +132,15 @@ impl Shared {
         true
     }
 
-    pub(crate) fn register_queue(&self, vm_id: &str, name: &[u8]) -> u32 {
+    /// Registers (or re-registers) a queue; `consumer` becomes the one told of new items.
+    pub(crate) fn register_queue(&self, vm_id: &str, name: &[u8], consumer: (Mailbox, u32)) -> u32 {
         let mut g = self.inner.lock();
         let next = g.queue_ids.len() as u32 + 1;
         let id = *g
             .queue_ids
             .entry((vm_id.to_owned(), name.to_vec()))
             .or_insert(next);
-        g.queues.entry(id).or_default();
+        g.queues.entry(id).or_default().consumer = Some(consumer);
         id
     }
 
@@ -138,10 +152,19 @@ impl Shared {
             .copied()
     }
 
+    /// Appends an item and posts `proxy_on_queue_ready` to the consumer (never run inline:
+    /// the consumer may be the caller itself).
     pub(crate) fn enqueue(&self, id: u32, item: Vec<u8>) -> bool {
         match self.inner.lock().queues.get_mut(&id) {
             Some(q) => {
                 q.items.push_back(item);
+                if let Some((mailbox, root)) = &q.consumer {
+                    // A closed mailbox is a VM that is gone; the items wait for the next consumer.
+                    let _ = mailbox.send(Mail::QueueReady {
+                        root: *root,
+                        queue: id,
+                    });
+                }
                 true
             }
             None => false,

@@ -96,6 +96,10 @@ pub(crate) struct HostState {
     pub call_response: Option<CallResponse>,
     /// Where `proxy_http_call` goes.
     pub upstreams: Rc<dyn rustygate_filter_api::Upstreams>,
+    /// This VM's inbox (shared-queue consumers hand it out).
+    pub mailbox: crate::shared::Mailbox,
+    /// Tick periods set during the current callback: (root, milliseconds; 0 stops).
+    pub tick_changes: Vec<(u32, u32)>,
     /// Unfinished stdout / stderr lines: guests write a line in several pieces.
     pub output: [Vec<u8>; 2],
 }

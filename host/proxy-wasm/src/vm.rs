@@ -40,6 +40,8 @@ struct Callbacks {
     on_done: Option<TypedFunc<i32, i32>>,
     on_delete: Option<TypedFunc<i32, ()>>,
     http_call_response: Option<CallResponseFn>,
+    on_tick: Option<TypedFunc<i32, ()>>,
+    queue_ready: Option<TypedFunc<(i32, i32), ()>>,
 }
 
 /// `proxy_on_http_call_response(root, token, headers, body_size, trailers)`.
@@ -68,6 +70,8 @@ pub(crate) struct VmSpec {
     pub cpu_limit: std::time::Duration,
     pub shared: Arc<Shared>,
     pub upstreams: Rc<dyn rustygate_filter_api::Upstreams>,
+    /// Where work for this VM's slot is posted from other threads.
+    pub mailbox: crate::shared::Mailbox,
 }
 
 /// A live VM.
@@ -126,6 +130,8 @@ impl Vm {
             next_token: 1,
             call_response: None,
             upstreams: spec.upstreams.clone(),
+            mailbox: spec.mailbox.clone(),
+            tick_changes: Vec::new(),
         };
         let mut store = Store::new(spec.pre.module().engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -193,6 +199,8 @@ impl Vm {
             on_done: typed(&instance, &mut store, "proxy_on_done")?,
             on_delete: typed(&instance, &mut store, "proxy_on_delete")?,
             http_call_response: typed(&instance, &mut store, "proxy_on_http_call_response")?,
+            on_tick: typed(&instance, &mut store, "proxy_on_tick")?,
+            queue_ready: typed(&instance, &mut store, "proxy_on_queue_ready")?,
         };
         Ok(Vm {
             store,
@@ -430,6 +438,31 @@ impl Vm {
         let st = self.store.data_mut();
         st.streams.remove(&ctx);
         st.deferred.remove(&ctx);
+    }
+
+    /// `proxy_on_tick(root)`.
+    pub fn on_tick(&mut self, root: u32) -> Result<(), FilterError> {
+        match self.cb.on_tick.clone() {
+            Some(f) if self.store.data().roots.contains_key(&root) => {
+                self.call(&f, root, root as i32)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `proxy_on_queue_ready(root, queue)`.
+    pub fn on_queue_ready(&mut self, root: u32, queue: u32) -> Result<(), FilterError> {
+        match self.cb.queue_ready.clone() {
+            Some(f) if self.store.data().roots.contains_key(&root) => {
+                self.call(&f, root, (root as i32, queue as i32))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Tick periods changed by the last callback.
+    pub fn take_tick_changes(&mut self) -> Vec<(u32, u32)> {
+        std::mem::take(&mut self.store.data_mut().tick_changes)
     }
 
     /// Calls made by the last callback, to be started now that it has returned.

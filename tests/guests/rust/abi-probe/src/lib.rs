@@ -2,6 +2,7 @@
 //! the plugin configuration (JSON), so tests can configure one module differently per route.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -52,6 +53,14 @@ struct Config {
     request_trailers_add: BTreeMap<String, String>,
     /// Trailers to add at the end of the response body.
     response_trailers_add: BTreeMap<String, String>,
+    /// Tick every this many milliseconds; responses carry this VM's tick count in `x-ticks`.
+    tick_ms: u64,
+    /// Stop ticking after this many ticks (sets the period to 0).
+    tick_stop_after: Option<u32>,
+    /// Register this shared queue (the last worker to register consumes it), enqueue every
+    /// request's path, and count consumed items in shared data `consumed`; responses carry
+    /// that count in `x-queue-consumed`.
+    queue: Option<String>,
     /// Misbehave on these paths.
     trap_path: Option<String>,
     loop_path: Option<String>,
@@ -60,12 +69,31 @@ struct Config {
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: Config::default(), metric_id: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: Config::default(), metric_id: None, queue_id: None }) });
 }}
 
 struct Root {
     config: Config,
     metric_id: Option<u32>,
+    queue_id: Option<u32>,
+}
+
+/// Ticks seen by this VM (one VM per worker, so per worker).
+static TICKS: AtomicU32 = AtomicU32::new(0);
+
+fn shared_u64(ctx: &dyn Context, key: &str) -> (u64, Option<u32>) {
+    let (value, cas) = ctx.get_shared_data(key);
+    (value.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or([0; 8]))), cas)
+}
+
+/// Adds `n` to a shared-data counter with a compare-and-swap loop; returns the new value.
+fn shared_add(ctx: &dyn Context, key: &str, n: u64) -> u64 {
+    loop {
+        let (value, cas) = shared_u64(ctx, key);
+        if ctx.set_shared_data(key, Some(&(value + n).to_le_bytes()), cas).is_ok() {
+            return value + n;
+        }
+    }
 }
 
 impl Context for Root {}
@@ -81,6 +109,12 @@ impl RootContext for Root {
                 if let Some(name) = &c.metric {
                     self.metric_id = proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, name).ok();
                 }
+                if c.tick_ms > 0 {
+                    self.set_tick_period(std::time::Duration::from_millis(c.tick_ms));
+                }
+                if let Some(name) = &c.queue {
+                    self.queue_id = Some(proxy_wasm::hostcalls::register_shared_queue(name).expect("register queue"));
+                }
                 self.config = c;
                 true
             }
@@ -88,6 +122,23 @@ impl RootContext for Root {
                 log::error!("abi-probe: invalid configuration: {e}");
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let n = TICKS.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.config.tick_stop_after == Some(n) {
+            self.set_tick_period(std::time::Duration::ZERO);
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        let mut n = 0;
+        while let Ok(Some(_item)) = proxy_wasm::hostcalls::dequeue_shared_queue(queue_id) {
+            n += 1;
+        }
+        if n > 0 {
+            shared_add(self, "consumed", n);
         }
     }
 
@@ -184,14 +235,11 @@ impl HttpContext for Stream {
         }
         if let Some(key) = c.shared_counter.clone() {
             // Compare-and-swap until our increment lands: other workers race on the same key.
-            loop {
-                let (value, cas) = self.get_shared_data(&key);
-                let n = value.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or([0; 8]))) + 1;
-                if self.set_shared_data(&key, Some(&n.to_le_bytes()), cas).is_ok() {
-                    self.shared_count = Some(n);
-                    break;
-                }
-            }
+            self.shared_count = Some(shared_add(self, &key, 1));
+        }
+        if let Some(name) = &c.queue {
+            let id = proxy_wasm::hostcalls::resolve_shared_queue("", name).ok().flatten().expect("queue registered");
+            proxy_wasm::hostcalls::enqueue_shared_queue(id, Some(self.path.as_bytes())).expect("enqueue");
         }
         let c = &self.config;
         for name in &c.request_remove {
@@ -233,6 +281,12 @@ impl HttpContext for Stream {
         }
         if let Some(n) = self.shared_count {
             self.add_http_response_header("x-shared-count", &n.to_string());
+        }
+        if c.tick_ms > 0 {
+            self.add_http_response_header("x-ticks", &TICKS.load(Ordering::Relaxed).to_string());
+        }
+        if c.queue.is_some() {
+            self.add_http_response_header("x-queue-consumed", &shared_u64(self, "consumed").0.to_string());
         }
         if c.report_request_body {
             self.add_http_response_header("x-request-body-calls", &self.request_body_calls.to_string());
