@@ -1,7 +1,8 @@
 //! Builds the guest filters in `guests/` from source, so the tests always run the `.wasm` that
 //! the current source produces, and exports their paths as `env!` constants:
-//! Rust (`proxy-wasm` crate, wasm32-wasip1), Go (stock Go, `GOOS=wasip1`, no modules) and C
-//! (clang + wasi-libc). `make deps` installs the toolchains.
+//! Rust (`proxy-wasm` crate, wasm32-wasip1), Go (stock Go, `GOOS=wasip1`, no modules), C
+//! (clang + wasi-libc) and AssemblyScript (`@solo-io/proxy-runtime` from npm). `make deps`
+//! installs the toolchains.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +14,7 @@ fn main() {
     build_rust(&manifest_dir.join("guests/rust"), &out);
     build_go(&manifest_dir.join("guests/go"), &out, &workspace);
     build_c(&manifest_dir.join("guests/c"), &out);
+    build_assemblyscript(&manifest_dir.join("guests/assemblyscript"), &out);
 }
 
 fn rerun_if_changed(path: &Path) {
@@ -128,4 +130,36 @@ fn build_c(src: &Path, out: &Path) {
         "building the C guest filter failed; it needs clang, lld, wasi-libc and libclang-rt-dev-wasm32 (make deps installs them)"
     );
     println!("cargo:rustc-env=C_PROBE_WASM={}", wasm.display());
+}
+
+fn build_assemblyscript(src: &Path, out: &Path) {
+    for p in ["package.json", "package-lock.json", "assembly/index.ts"] {
+        rerun_if_changed(&src.join(p));
+    }
+    let asc = src.join("node_modules/.bin/asc");
+    assert!(
+        asc.exists(),
+        "AssemblyScript is not installed for {}: `make deps` runs `npm ci` there",
+        src.display()
+    );
+    let wasm = out.join("as-probe.wasm");
+    std::fs::create_dir_all(out).expect("guest output dir");
+    let output = Command::new(&asc)
+        .args([
+            "assembly/index.ts",
+            "--use",
+            "abort=abort_proc_exit",
+            "--optimize",
+            "-b",
+        ])
+        .arg(&wasm)
+        .current_dir(src)
+        .output()
+        .expect("asc runs (node is needed)");
+    assert!(
+        output.status.success(),
+        "building the AssemblyScript guest filter failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("cargo:rustc-env=AS_PROBE_WASM={}", wasm.display());
 }

@@ -41,6 +41,8 @@ pub const ABI_PROBE_WASM: &str = env!("ABI_PROBE_WASM");
 pub const GO_PROBE_WASM: &str = env!("GO_PROBE_WASM");
 /// The C test filter (clang + wasi-libc), built by `build.rs`.
 pub const C_PROBE_WASM: &str = env!("C_PROBE_WASM");
+/// The AssemblyScript test filter (`@solo-io/proxy-runtime`), built by `build.rs`.
+pub const AS_PROBE_WASM: &str = env!("AS_PROBE_WASM");
 
 impl TestGateway {
     /// Starts a gateway from YAML text. The text should use port 0 for its listeners; the

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustygate_tests::client::{get, http1, send};
 use rustygate_tests::upstream::{Upstream, sha256_hex};
-use rustygate_tests::{C_PROBE_WASM, GO_PROBE_WASM, TestGateway, filters_config};
+use rustygate_tests::{AS_PROBE_WASM, C_PROBE_WASM, GO_PROBE_WASM, TestGateway, filters_config};
 
 /// One route through `chain`, with the Go filter declared as `go` and the C filter as `c`.
 fn config(upstream: std::net::SocketAddr, chain: &str) -> String {
@@ -135,4 +135,61 @@ async fn go_and_c_filters_chain_with_each_other() {
     assert_eq!(echo["body_sha256"], sha256_hex(b"MIXED").as_str());
     assert_eq!(echo["headers"]["x-go-tag"][0], "blue");
     assert_eq!(echo["headers"]["x-c-headers"][0], "consistent");
+}
+
+#[tokio::test]
+async fn an_assemblyscript_filter_asks_a_cluster_from_its_root_context() {
+    let app = Upstream::echo();
+    // 200 for alice, 401 for anyone else.
+    let auth = Upstream::start(|req| async move {
+        match req.headers().get("x-user").and_then(|v| v.to_str().ok()) {
+            Some("alice") => rustygate_tests::upstream::text(StatusCode::OK, "ok"),
+            _ => rustygate_tests::upstream::text(StatusCode::UNAUTHORIZED, "no"),
+        }
+    });
+    let filters = format!(
+        "  - name: guard
+    module: {AS_PROBE_WASM}
+    root_id: as_guard
+    # proxy-runtime 0.1.8 reads a stale buffer for an empty configuration, in Envoy too.
+    configuration: \"on\""
+    );
+    let yaml = filters_config(app.addr, &filters, "[guard]").replace(
+        "filters:\n  - name: guard",
+        &format!(
+            "  - name: auth\n    endpoints:\n      - url: http://{}\nfilters:\n  - name: guard",
+            auth.addr
+        ),
+    );
+    let gw = TestGateway::start(&yaml).await;
+
+    let req = |user: &str| {
+        Request::get(gw.url("/app"))
+            .header("x-user", user)
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    let seen = send(&http1(), req("alice")).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.header("x-as-probe"), Some("seen"));
+    assert_eq!(seen.json()["headers"]["x-as-user"][0], "approved");
+
+    let seen = send(&http1(), req("mallory")).await;
+    assert_eq!(seen.status, StatusCode::FORBIDDEN);
+    assert_eq!(seen.header("x-as-status"), Some("401"));
+    assert_eq!(&seen.body[..], b"denied by as-probe\n");
+    // The local response passed through the filter's own response phase, as in Envoy.
+    assert_eq!(seen.header("x-as-probe"), Some("seen"));
+
+    let seen = get(&gw.url("/as-teapot")).await;
+    assert_eq!(seen.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(seen.header("x-as-teapot"), Some("yes"));
+    assert_eq!(app.requests(), 1);
+    assert_eq!(auth.requests(), 2);
+
+    // The runtime looks its root factory up by plugin_root_id: a wrong root_id is refused at
+    // start-up, with the filter's own message, not at request time.
+    let wrong = yaml.replace("root_id: as_guard", "root_id: nope");
+    let err = TestGateway::try_start(&wrong).await.err().expect("refused");
+    assert!(err.contains("filter guard"), "{err}");
 }

@@ -47,6 +47,15 @@ fn give_status(caller: &mut C<'_>, bytes: &[u8], ret_ptr: i32, ret_len: i32) -> 
     })
 }
 
+/// Buffer reads as Envoy answers them: nothing to copy is OK with the return slots left
+/// untouched (the AssemblyScript runtime relies on that for an empty plugin configuration).
+fn give_buffer(caller: &mut C<'_>, bytes: &[u8], ret_ptr: i32, ret_len: i32) -> Result<i32> {
+    if bytes.is_empty() {
+        return Ok(status::OK);
+    }
+    give_status(caller, bytes, ret_ptr, ret_len)
+}
+
 fn record_continue(c: &mut C<'_>, response: bool) -> i32 {
     let st = c.data_mut();
     let ctx = st.effective;
@@ -235,7 +244,7 @@ fn register_core(l: &mut Linker<HostState>) -> Result<()> {
                         .body(body_direction(kind))
                         .borrow()
                         .range(start, max);
-                    return give_status(&mut c, &bytes, ptr, len);
+                    return give_buffer(&mut c, &bytes, ptr, len);
                 }
                 _ => return Ok(status::NOT_FOUND),
             };
@@ -246,7 +255,7 @@ fn register_core(l: &mut Linker<HostState>) -> Result<()> {
             } else {
                 &data[start..data.len().min(start.saturating_add(max))]
             };
-            give_status(&mut c, slice, ptr, len)
+            give_buffer(&mut c, slice, ptr, len)
         },
     )?;
     l.func_wrap(
