@@ -519,3 +519,59 @@ async fn shared_queue_items_from_every_worker_reach_the_consumer() {
     let consumed = poll_header(&gw, "x-queue-consumed", |n| n >= sent).await;
     assert!(consumed >= sent, "consumed {consumed} of {sent}");
 }
+
+#[tokio::test]
+async fn gateway_errors_pass_through_the_filters_response_phases() {
+    // Nothing listens on this port: the gateway answers 502 itself.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let filter = "    configuration: { name: edge, response_add: { x-edge: \"1\" } }";
+    let gw = TestGateway::start(&config(addr, filter, "[probe]")).await;
+    let seen = get(&gw.url("/x")).await;
+    assert_eq!(seen.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(seen.json()["error"], "connect_failure");
+    assert_eq!(seen.header("content-type"), Some("application/json"));
+    // As in Envoy, the filter saw the gateway's own response.
+    assert_eq!(seen.header("x-edge"), Some("1"));
+    assert_eq!(seen.header("x-probe"), Some("edge"));
+}
+
+#[tokio::test]
+async fn a_rewritten_path_is_routed_again() {
+    let old = Upstream::echo();
+    let new = Upstream::echo();
+    let yaml = format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+logging: {{ access_log: false }}
+clusters:
+  - name: old
+    endpoints: [ {{ url: \"http://{}\" }} ]
+  - name: new
+    endpoints: [ {{ url: \"http://{}\" }} ]
+filters:
+  - name: probe
+    module: {ABI_PROBE_WASM}
+    configuration: {{ rewrite_prefix: [/v1/, /v2/] }}
+routes:
+  - name: v2
+    match: {{ path: {{ prefix: /v2/ }} }}
+    cluster: new
+  - name: v1
+    match: {{ path: {{ prefix: /v1/ }} }}
+    cluster: old
+    filters: [probe]
+",
+        old.addr, new.addr
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let seen = get(&gw.url("/v1/users?id=7")).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.json()["path"], "/v2/users?id=7");
+    // As in Envoy (the route cache is cleared on header writes), the new path picked the v2
+    // route's cluster.
+    assert_eq!((old.requests(), new.requests()), (0, 1));
+}

@@ -106,6 +106,10 @@ pub struct Exchange {
     pub request_trailers: RefCell<Option<HeaderMap>>,
     /// Response trailers, likewise.
     pub response_trailers: RefCell<Option<HeaderMap>>,
+    /// Set by engines when a filter changed the request head. The proxy then routes the
+    /// request again (Envoy clears its route cache on such writes), so a rewritten path or host
+    /// can reach another route's cluster.
+    pub request_changed: std::cell::Cell<bool>,
 }
 
 impl Exchange {
@@ -119,6 +123,7 @@ impl Exchange {
             response_body: RefCell::default(),
             request_trailers: RefCell::default(),
             response_trailers: RefCell::default(),
+            request_changed: std::cell::Cell::new(false),
         }
     }
 

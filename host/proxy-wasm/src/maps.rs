@@ -140,6 +140,9 @@ pub(crate) fn edit(stream: &StreamCtx, map_type: i32, key: &[u8], edit: Edit<'_>
         return status::BAD_ARGUMENT;
     }
     let key = key.to_ascii_lowercase();
+    if map_type == map::REQUEST_HEADERS {
+        stream.exchange.request_changed.set(true);
+    }
     let is_headers = map_type == map::REQUEST_HEADERS || map_type == map::RESPONSE_HEADERS;
     if is_headers
         && (key.first() == Some(&b':') || (map_type == map::REQUEST_HEADERS && key == b"host"))

@@ -158,6 +158,32 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// An error the gateway generated after the request phases (upstream unreachable, timed
+    /// out, reset), through every filter's response phases like any local response.
+    pub async fn gateway_error(
+        &self,
+        (kind, detail): Failure,
+    ) -> Result<Response<ResponseBody>, Failure> {
+        let body = kind.json_body(Some(&detail), self.request_id.to_str().unwrap_or_default());
+        let local = LocalResponse {
+            status: kind.status(),
+            headers: vec![(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body: body.into(),
+            details: kind.code().to_owned(),
+        };
+        match self
+            .run
+            .respond_through(self.run.len(), local, self.pause_limit)
+            .await
+        {
+            Ok(reply) => Ok(self.reply(reply).await),
+            Err(f) => Err(filter_failed(&f)),
+        }
+    }
+
     /// The answer for a body stream that a filter (or the source) cut short.
     pub async fn stopped(
         &self,

@@ -109,7 +109,7 @@ async fn forward(
             format!("{} {}", parts.method, parts.uri.path()),
         ));
     };
-    let route = &snapshot.routes[route_idx];
+    let mut route = &snapshot.routes[route_idx];
     done.route = Some((route_idx as u32, route.name.clone()));
 
     let limit = route
@@ -125,7 +125,7 @@ async fn forward(
         ));
     }
 
-    let cluster = &snapshot.clusters[route.cluster];
+    let mut cluster = &snapshot.clusters[route.cluster];
     // Connection-level rules come first, so filters see the request as the upstream will
     // (as in Envoy, whose connection manager adds these before the filter chain runs).
     forwarding::strip_hop_by_hop(&mut parts.headers, true);
@@ -200,7 +200,40 @@ async fn forward(
             parts.headers.insert(header::HOST, h.clone());
         }
         drop(head);
+        let changed = chain_run.exchange.request_changed.get();
         run = Some(chain_run);
+        if changed {
+            // Routed again on what the filters made of the request; its filters have run.
+            let view = RequestView {
+                method: &parts.method,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                host: authority.as_deref(),
+                headers: &parts.headers,
+            };
+            match snapshot.router.find(&view) {
+                Some(i) if i != route_idx => {
+                    route = &snapshot.routes[i];
+                    cluster = &snapshot.clusters[route.cluster];
+                    done.route = Some((i as u32, route.name.clone()));
+                }
+                Some(_) => {}
+                None => {
+                    let run = run.as_ref().expect("set above");
+                    let failure = (
+                        ErrorKind::NoRoute,
+                        format!(
+                            "{} {} (as rewritten by filters)",
+                            parts.method,
+                            parts.uri.path()
+                        ),
+                    );
+                    return filtering::Ctx::new(run, route.timeout, max_held, request_id)
+                        .gateway_error(failure)
+                        .await;
+                }
+            }
+        }
     }
 
     let endpoint = &cluster.endpoints[worker.pick_endpoint(snapshot, route.cluster)];
@@ -345,7 +378,14 @@ async fn forward(
         request_id = request_id.to_str().unwrap_or_default(),
         "upstream request failed"
     );
-    Err(failure)
+    match &run {
+        // As in Envoy, the gateway's own answer passes through the filters' response phases.
+        Some(run) => {
+            let ctx = filtering::Ctx::new(run, route.timeout, max_held, request_id);
+            ctx.gateway_error(failure).await
+        }
+        None => Err(failure),
+    }
 }
 
 fn protocol_name(v: Version) -> &'static str {

@@ -17,6 +17,8 @@ struct Config {
     request_remove: Vec<String>,
     response_add: BTreeMap<String, String>,
     response_remove: Vec<String>,
+    /// Rewrite a `:path` that starts with `[0]` to start with `[1]` instead.
+    rewrite_prefix: Option<(String, String)>,
     /// Answer requests to this path locally with 403 from the request-headers phase.
     deny_path: Option<String>,
     /// Replace upstream responses with this status by a local 502 (response phase).
@@ -242,6 +244,11 @@ impl HttpContext for Stream {
             proxy_wasm::hostcalls::enqueue_shared_queue(id, Some(self.path.as_bytes())).expect("enqueue");
         }
         let c = &self.config;
+        if let Some((from, to)) = &c.rewrite_prefix {
+            if let Some(rest) = self.path.strip_prefix(from.as_str()) {
+                self.set_http_request_header(":path", Some(&format!("{to}{rest}")));
+            }
+        }
         for name in &c.request_remove {
             self.set_http_request_header(name, None);
         }
