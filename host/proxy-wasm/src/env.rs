@@ -845,8 +845,18 @@ fn register_shared(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",
         "proxy_call_foreign_function",
-        |_c: C<'_>, _n: i32, _nl: i32, _a: i32, _al: i32, _r: i32, _rl: i32| -> Result<i32> {
-            Ok(status::NOT_FOUND)
+        |mut c: C<'_>, np: i32, nl: i32, ap: i32, al: i32, rp: i32, rl: i32| -> Result<i32> {
+            not_in_init!(c);
+            let name = tri!(read(&c, np, nl));
+            let args = tri!(read(&c, ap, al));
+            let result = match name.as_slice() {
+                b"rustygate_rate_limit" => c.data().shared.limiter.call(&args),
+                _ => return Ok(status::NOT_FOUND),
+            };
+            match result {
+                Some(bytes) => give_status(&mut c, &bytes, rp, rl),
+                None => Ok(status::BAD_ARGUMENT),
+            }
         },
     )?;
     Ok(())

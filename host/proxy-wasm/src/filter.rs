@@ -6,11 +6,11 @@
 //! the module is never re-entered.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use http::StatusCode;
+use rustc_hash::FxHashMap;
 use rustygate_filter_api::{
     BodyVerdict, Direction, Exchange, FailurePolicy, FilterError, FilterFactory, HttpFilter,
     LocalFuture, LocalResponse, Verdict,
@@ -45,9 +45,9 @@ pub(crate) struct VmSlot {
     /// Bumped on every rebuild; a request or a call only talks to the VM it started on.
     generation: Cell<u64>,
     /// Paused streams by context id and direction (`true`: response).
-    waiters: RefCell<HashMap<(u32, bool), Rc<Waiter>>>,
+    waiters: RefCell<FxHashMap<(u32, bool), Rc<Waiter>>>,
     /// The current ticker of each root context; a ticker whose number is no longer here stops.
-    tickers: RefCell<HashMap<u32, u64>>,
+    tickers: RefCell<FxHashMap<u32, u64>>,
     next_ticker: Cell<u64>,
 }
 
@@ -59,8 +59,8 @@ impl VmSlot {
             vm: RefCell::new(vm),
             roots: RefCell::new(Vec::new()),
             generation: Cell::new(0),
-            waiters: RefCell::new(HashMap::new()),
-            tickers: RefCell::new(HashMap::new()),
+            waiters: RefCell::default(),
+            tickers: RefCell::default(),
             next_ticker: Cell::new(0),
         }
     }

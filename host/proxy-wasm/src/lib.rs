@@ -10,6 +10,7 @@
 mod abi;
 mod env;
 mod filter;
+mod foreign;
 mod maps;
 mod memory;
 mod pairs;

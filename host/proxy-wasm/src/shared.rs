@@ -91,6 +91,8 @@ pub struct Shared {
     inner: Mutex<Inner>,
     metrics_by_id: Mutex<Vec<Arc<FilterMetric>>>,
     registry: Metrics,
+    /// The `rustygate_rate_limit` foreign function's counters.
+    pub(crate) limiter: crate::foreign::Limiter,
 }
 
 impl Shared {
@@ -104,6 +106,7 @@ impl Shared {
             }),
             metrics_by_id: Mutex::new(Vec::new()),
             registry,
+            limiter: crate::foreign::Limiter::default(),
         })
     }
 

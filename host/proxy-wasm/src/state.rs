@@ -1,6 +1,8 @@
 //! What a VM's host functions can see: the store data. One per VM, on one worker.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -77,13 +79,13 @@ pub(crate) struct HostState {
     pub cpu: rustygate_wasm_runtime::CpuBudget,
     /// The context later host calls act on (`proxy_set_effective_context`).
     pub effective: u32,
-    pub roots: HashMap<u32, RootCtx>,
-    pub streams: HashMap<u32, StreamCtx>,
+    pub roots: FxHashMap<u32, RootCtx>,
+    pub streams: FxHashMap<u32, StreamCtx>,
     /// Plugin configuration, readable only during `proxy_on_configure`.
     pub plugin_config: Option<Bytes>,
     pub vm_config: Bytes,
     /// Per context: what the current callback asked for.
-    pub deferred: HashMap<u32, Deferred>,
+    pub deferred: FxHashMap<u32, Deferred>,
     /// Roots that called `proxy_done`.
     pub done: Vec<u32>,
     pub shared: Arc<Shared>,

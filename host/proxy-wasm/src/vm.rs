@@ -3,6 +3,8 @@
 //! denied memory grow marks the VM failed, and no callback runs on it again.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -77,7 +79,9 @@ pub(crate) struct VmSpec {
 /// A live VM.
 pub(crate) struct Vm {
     store: Store<HostState>,
-    cb: Callbacks,
+    /// Shared so a call can hold a callback while borrowing the VM mutably (a `TypedFunc`
+    /// clone costs a type-registry reference count per call).
+    cb: Rc<Callbacks>,
     next_id: u32,
     cpu_limit: std::time::Duration,
     /// Plugin start-up (`context_create`, `vm_start`, `configure` of roots) runs with the
@@ -115,11 +119,11 @@ impl Vm {
                 denied: false,
             },
             effective: 0,
-            roots: HashMap::new(),
-            streams: HashMap::new(),
+            roots: FxHashMap::default(),
+            streams: FxHashMap::default(),
             plugin_config: None,
             vm_config: spec.vm_config.clone(),
-            deferred: HashMap::new(),
+            deferred: FxHashMap::default(),
             done: Vec::new(),
             shared: spec.shared.clone(),
             vm_id: spec.vm_id.clone(),
@@ -204,7 +208,7 @@ impl Vm {
         };
         Ok(Vm {
             store,
-            cb,
+            cb: Rc::new(cb),
             next_id: 1,
             cpu_limit: spec.cpu_limit,
             starting: false,
@@ -284,14 +288,14 @@ impl Vm {
             },
         );
         let fail = |stage: &str, e: FilterError| format!("filter {plugin}: {stage} failed: {e}");
-        if let Some(f) = self.cb.context_create.clone() {
-            self.call(&f, id, (id as i32, 0))
+        if let Some(f) = &self.cb.clone().context_create {
+            self.call(f, id, (id as i32, 0))
                 .map_err(|e| fail("proxy_on_context_create", e))?;
         }
         let vm_config_len = self.store.data().vm_config.len() as i32;
-        if let Some(f) = self.cb.vm_start.clone() {
+        if let Some(f) = &self.cb.clone().vm_start {
             let ok = self
-                .call(&f, id, (id as i32, vm_config_len))
+                .call(f, id, (id as i32, vm_config_len))
                 .map_err(|e| fail("proxy_on_vm_start", e))?;
             if ok == 0 {
                 return Err(format!("filter {plugin}: proxy_on_vm_start returned false"));
@@ -299,11 +303,11 @@ impl Vm {
         }
         let len = config.len() as i32;
         self.store.data_mut().plugin_config = Some(config);
-        let configured = self
-            .cb
+        let cb = self.cb.clone();
+        let configured = cb
             .configure
-            .clone()
-            .map(|f| self.call(&f, id, (id as i32, len)));
+            .as_ref()
+            .map(|f| self.call(f, id, (id as i32, len)));
         self.store.data_mut().plugin_config = None;
         if let Some(r) = configured
             && r.map_err(|e| fail("proxy_on_configure", e))? == 0
@@ -330,8 +334,8 @@ impl Vm {
                 properties: HashMap::new(),
             },
         );
-        if let Some(f) = self.cb.context_create.clone() {
-            self.call(&f, id, (id as i32, root as i32))?;
+        if let Some(f) = &self.cb.clone().context_create {
+            self.call(f, id, (id as i32, root as i32))?;
         }
         Ok(id)
     }
@@ -351,20 +355,17 @@ impl Vm {
         eos: bool,
     ) -> Result<(i32, Option<Deferred>), FilterError> {
         self.set_phase(ctx, phase_of(response));
+        let cb = self.cb.clone();
         let f = if response {
-            &self.cb.response_headers
+            &cb.response_headers
         } else {
-            &self.cb.request_headers
+            &cb.request_headers
         };
         let action = match f {
             None => 0,
-            Some(HeadersFn::V1(f)) => {
-                let f = f.clone();
-                self.call(&f, ctx, (ctx as i32, headers as i32))?
-            }
+            Some(HeadersFn::V1(f)) => self.call(f, ctx, (ctx as i32, headers as i32))?,
             Some(HeadersFn::V2(f)) => {
-                let f = f.clone();
-                self.call(&f, ctx, (ctx as i32, headers as i32, i32::from(eos)))?
+                self.call(f, ctx, (ctx as i32, headers as i32, i32::from(eos)))?
             }
         };
         Ok((action, self.store.data_mut().deferred.remove(&ctx)))
@@ -388,14 +389,15 @@ impl Vm {
         eos: bool,
     ) -> Result<(i32, Option<Deferred>), FilterError> {
         self.set_phase(ctx, phase_of(response));
+        let cb = self.cb.clone();
         let f = if response {
-            &self.cb.response_body
+            &cb.response_body
         } else {
-            &self.cb.request_body
+            &cb.request_body
         };
-        let action = match f.clone() {
+        let action = match f {
             None => 0,
-            Some(f) => self.call(&f, ctx, (ctx as i32, size as u32 as i32, i32::from(eos)))?,
+            Some(f) => self.call(f, ctx, (ctx as i32, size as u32 as i32, i32::from(eos)))?,
         };
         Ok((action, self.store.data_mut().deferred.remove(&ctx)))
     }
@@ -408,14 +410,15 @@ impl Vm {
         trailers: usize,
     ) -> Result<(i32, Option<Deferred>), FilterError> {
         self.set_phase(ctx, phase_of(response));
+        let cb = self.cb.clone();
         let f = if response {
-            &self.cb.response_trailers
+            &cb.response_trailers
         } else {
-            &self.cb.request_trailers
+            &cb.request_trailers
         };
-        let action = match f.clone() {
+        let action = match f {
             None => 0,
-            Some(f) => self.call(&f, ctx, (ctx as i32, trailers as i32))?,
+            Some(f) => self.call(f, ctx, (ctx as i32, trailers as i32))?,
         };
         Ok((action, self.store.data_mut().deferred.remove(&ctx)))
     }
@@ -425,14 +428,14 @@ impl Vm {
     pub fn finish_stream(&mut self, ctx: u32) {
         self.set_phase(ctx, Phase::Done);
         if self.failed.is_none() {
-            if let Some(f) = self.cb.on_log.clone() {
-                let _ = self.call(&f, ctx, ctx as i32);
+            if let Some(f) = &self.cb.clone().on_log {
+                let _ = self.call(f, ctx, ctx as i32);
             }
-            if let Some(f) = self.cb.on_done.clone() {
-                let _ = self.call(&f, ctx, ctx as i32);
+            if let Some(f) = &self.cb.clone().on_done {
+                let _ = self.call(f, ctx, ctx as i32);
             }
-            if let Some(f) = self.cb.on_delete.clone() {
-                let _ = self.call(&f, ctx, ctx as i32);
+            if let Some(f) = &self.cb.clone().on_delete {
+                let _ = self.call(f, ctx, ctx as i32);
             }
         }
         let st = self.store.data_mut();
@@ -442,9 +445,9 @@ impl Vm {
 
     /// `proxy_on_tick(root)`.
     pub fn on_tick(&mut self, root: u32) -> Result<(), FilterError> {
-        match self.cb.on_tick.clone() {
+        match &self.cb.clone().on_tick {
             Some(f) if self.store.data().roots.contains_key(&root) => {
-                self.call(&f, root, root as i32)
+                self.call(f, root, root as i32)
             }
             _ => Ok(()),
         }
@@ -452,9 +455,9 @@ impl Vm {
 
     /// `proxy_on_queue_ready(root, queue)`.
     pub fn on_queue_ready(&mut self, root: u32, queue: u32) -> Result<(), FilterError> {
-        match self.cb.queue_ready.clone() {
+        match &self.cb.clone().queue_ready {
             Some(f) if self.store.data().roots.contains_key(&root) => {
-                self.call(&f, root, (root as i32, queue as i32))
+                self.call(f, root, (root as i32, queue as i32))
             }
             _ => Ok(()),
         }
@@ -484,7 +487,8 @@ impl Vm {
         token: u32,
         response: Option<CallResponse>,
     ) -> Result<(), FilterError> {
-        let Some(f) = self.cb.http_call_response.clone() else {
+        let cb = self.cb.clone();
+        let Some(f) = &cb.http_call_response else {
             return Ok(());
         };
         let (headers, body) = response
@@ -492,7 +496,7 @@ impl Vm {
             .map_or((0, 0), |r| (r.headers.len(), r.body.len()));
         self.store.data_mut().call_response = response;
         let result = self.call(
-            &f,
+            f,
             root,
             (root as i32, token as i32, headers as i32, body as i32, 0),
         );

@@ -116,10 +116,19 @@ impl Pump {
         self
     }
 
-    /// Takes one source item through every stage, in order.
+    /// Takes one source item through every stage, in order. Items wait in FIFO order per
+    /// stage; the usual case (one item, no flushes) needs no queue at all.
     async fn feed(&mut self, item: Item) -> Result<(), BodyStop> {
-        let mut queue = VecDeque::from([(0usize, item)]);
-        while let Some((s, item)) = queue.pop_front() {
+        let mut next = Some((0usize, item));
+        let mut queue: VecDeque<(usize, Item)> = VecDeque::new();
+        let push = |next: &mut Option<(usize, Item)>, queue: &mut VecDeque<_>, entry| {
+            if next.is_none() && queue.is_empty() {
+                *next = Some(entry);
+            } else {
+                queue.push_back(entry);
+            }
+        };
+        while let Some((s, item)) = next.take().or_else(|| queue.pop_front()) {
             if s == self.stages.len() {
                 self.sink(item);
                 continue;
@@ -133,12 +142,12 @@ impl Pump {
                 self.stages[s].stopped = false;
                 self.after_resume(i, v)?;
                 let flushed = self.stages[s].held.take().into_bytes();
-                queue.push_back((s + 1, Item::Data(flushed, false)));
+                push(&mut next, &mut queue, (s + 1, Item::Data(flushed, false)));
             }
             match item {
                 Item::Data(data, eos) => {
-                    if let Some(next) = self.data(s, data, eos).await? {
-                        queue.push_back((s + 1, next));
+                    if let Some(out) = self.data(s, data, eos).await? {
+                        push(&mut next, &mut queue, (s + 1, out));
                     }
                 }
                 Item::Trailers => {
@@ -152,8 +161,8 @@ impl Pump {
                     }
                     self.stages[s].stopped = false;
                     let flushed = self.stages[s].held.take().into_bytes();
-                    queue.push_back((s + 1, Item::Data(flushed, false)));
-                    queue.push_back((s + 1, Item::Trailers));
+                    push(&mut next, &mut queue, (s + 1, Item::Data(flushed, false)));
+                    push(&mut next, &mut queue, (s + 1, Item::Trailers));
                 }
             }
         }

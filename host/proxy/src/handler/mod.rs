@@ -176,30 +176,31 @@ async fn forward(
             RequestOutcome::Fail(f) => return Err(filter_failed(&f)),
         }
         // Copied, not moved: filters may still read the request in their response phases.
-        let head = chain_run.exchange.request.borrow();
-        parts.method = head.method.clone();
-        // Most filters leave the path alone: re-parse only when it changed.
-        if parts.uri.path_and_query().map(|p| p.as_str()) != Some(head.path.as_str()) {
-            parts.uri = head.path.parse().map_err(|e| {
-                (
-                    ErrorKind::Internal,
-                    format!("a filter set an invalid path {:?}: {e}", head.path),
-                )
-            })?;
-        }
-        parts.headers = head.headers.clone();
-        if authority.as_deref() != Some(head.authority.as_str()) {
-            authority = Some(head.authority.clone()).filter(|a| !a.is_empty());
-            if let Some(a) = authority
-                .as_deref()
-                .and_then(|a| HeaderValue::from_str(a).ok())
-            {
-                parts.headers.insert(header::HOST, a);
+        {
+            let head = chain_run.exchange.request.borrow();
+            parts.method = head.method.clone();
+            // Most filters leave the path alone: re-parse only when it changed.
+            if parts.uri.path_and_query().map(|p| p.as_str()) != Some(head.path.as_str()) {
+                parts.uri = head.path.parse().map_err(|e| {
+                    (
+                        ErrorKind::Internal,
+                        format!("a filter set an invalid path {:?}: {e}", head.path),
+                    )
+                })?;
             }
-        } else if let Some(h) = &host {
-            parts.headers.insert(header::HOST, h.clone());
+            parts.headers = head.headers.clone();
+            if authority.as_deref() != Some(head.authority.as_str()) {
+                authority = Some(head.authority.clone()).filter(|a| !a.is_empty());
+                if let Some(a) = authority
+                    .as_deref()
+                    .and_then(|a| HeaderValue::from_str(a).ok())
+                {
+                    parts.headers.insert(header::HOST, a);
+                }
+            } else if let Some(h) = &host {
+                parts.headers.insert(header::HOST, h.clone());
+            }
         }
-        drop(head);
         let changed = chain_run.exchange.request_changed.get();
         run = Some(chain_run);
         if changed {
