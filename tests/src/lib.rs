@@ -3,6 +3,7 @@
 //! about what a client sees.
 
 pub mod client;
+pub mod jwt;
 pub mod process;
 pub mod upstream;
 
@@ -47,6 +48,8 @@ pub const HEADERS_WASM: &str = env!("HEADERS_WASM");
 pub const CORS_WASM: &str = env!("CORS_WASM");
 /// See [`HEADERS_WASM`].
 pub const RATE_LIMIT_WASM: &str = env!("RATE_LIMIT_WASM");
+/// See [`HEADERS_WASM`].
+pub const JWT_AUTH_WASM: &str = env!("JWT_AUTH_WASM");
 /// The AssemblyScript test filter (`@solo-io/proxy-runtime`), built by `build.rs`.
 pub const AS_PROBE_WASM: &str = env!("AS_PROBE_WASM");
 

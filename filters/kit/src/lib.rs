@@ -2,5 +2,6 @@
 //! so it is unit-tested natively; the proxy-wasm glue lives in each filter's `plugin` module.
 
 pub mod config;
+pub mod duration;
 pub mod net;
 pub mod template;

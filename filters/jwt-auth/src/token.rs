@@ -1,0 +1,183 @@
+//! Compact JWS / JWT verification (RFC 7515, 7519): signature, then the registered claims.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value};
+
+use crate::keys::{Alg, Key};
+
+/// What a token must satisfy beyond its signature.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// Algorithms accepted (never `none`).
+    pub algorithms: Vec<Alg>,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// `aud` must name at least one of these (when not empty).
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    pub leeway: u64,
+    /// Claims that must be present.
+    pub required: Vec<String>,
+}
+
+/// Why a token was refused. The text goes to the client in `error_description`, so it says
+/// what is wrong without echoing token contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Malformed(&'static str),
+    Algorithm(String),
+    /// No key with this `kid` (a JWKS refresh may find it).
+    UnknownKey(Option<String>),
+    Signature,
+    Expired,
+    NotYetValid,
+    Issuer,
+    Audience,
+    MissingClaim(String),
+}
+
+impl Refusal {
+    /// For `WWW-Authenticate: Bearer error="invalid_token", error_description="…"`.
+    pub fn description(&self) -> String {
+        match self {
+            Refusal::Malformed(why) => format!("malformed token: {why}"),
+            Refusal::Algorithm(a) => format!("algorithm {a} is not accepted"),
+            Refusal::UnknownKey(Some(kid)) => format!("no key with kid {kid}"),
+            Refusal::UnknownKey(None) => "no key for this token".into(),
+            Refusal::Signature => "signature verification failed".into(),
+            Refusal::Expired => "token expired".into(),
+            Refusal::NotYetValid => "token not yet valid".into(),
+            Refusal::Issuer => "issuer not accepted".into(),
+            Refusal::Audience => "audience not accepted".into(),
+            Refusal::MissingClaim(c) => format!("claim {c} is missing"),
+        }
+    }
+}
+
+fn decode(part: &str, what: &'static str) -> Result<Vec<u8>, Refusal> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| Refusal::Malformed(what))
+}
+
+/// The token's `kid`, without verifying anything (to decide whether a JWKS refresh could help).
+pub fn kid(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let json: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+    json.get("kid")?.as_str().map(str::to_owned)
+}
+
+/// Verifies `token` with `keys` under `rules` at `now` (seconds since the epoch); returns its
+/// claims.
+pub fn verify(
+    token: &str,
+    keys: &[Key],
+    rules: &Rules,
+    now: u64,
+) -> Result<Map<String, Value>, Refusal> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Refusal::Malformed("a JWT has three parts"));
+    };
+    let header: Value = serde_json::from_slice(&decode(h, "header is not base64url")?)
+        .map_err(|_| Refusal::Malformed("header is not JSON"))?;
+    let alg_name = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(Refusal::Malformed("no alg"))?;
+    if header.get("crit").is_some() {
+        return Err(Refusal::Malformed(
+            "critical header extensions are not supported",
+        ));
+    }
+    let alg = Alg::parse(alg_name)
+        .filter(|a| rules.algorithms.contains(a))
+        .ok_or_else(|| Refusal::Algorithm(alg_name.to_owned()))?;
+    let kid = header.get("kid").and_then(Value::as_str);
+    let candidates: Vec<&Key> = keys
+        .iter()
+        .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
+        .collect();
+    if candidates.is_empty() {
+        return Err(Refusal::UnknownKey(kid.map(str::to_owned)));
+    }
+    let usable: Vec<&&Key> = candidates.iter().filter(|k| k.accepts(alg)).collect();
+    if usable.is_empty() {
+        // A key exists but of another kind: the classic HS/RS confusion is refused here.
+        return Err(Refusal::Algorithm(alg_name.to_owned()));
+    }
+    let signature = decode(s, "signature is not base64url")?;
+    let input = &token[..h.len() + 1 + p.len()];
+    if !usable
+        .iter()
+        .any(|k| k.verify(alg, input.as_bytes(), &signature))
+    {
+        return Err(Refusal::Signature);
+    }
+    let claims: Map<String, Value> =
+        serde_json::from_slice(&decode(p, "payload is not base64url")?)
+            .map_err(|_| Refusal::Malformed("payload is not a JSON object"))?;
+    let number = |name: &str| -> Result<Option<u64>, Refusal> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .filter(|f| *f >= 0.0)
+                .map(|f| Some(f as u64))
+                .ok_or(Refusal::Malformed("exp and nbf must be numbers")),
+        }
+    };
+    if let Some(exp) = number("exp")?
+        && now >= exp.saturating_add(rules.leeway)
+    {
+        return Err(Refusal::Expired);
+    }
+    if let Some(nbf) = number("nbf")?
+        && now.saturating_add(rules.leeway) < nbf
+    {
+        return Err(Refusal::NotYetValid);
+    }
+    if let Some(iss) = &rules.issuer
+        && claims.get("iss").and_then(Value::as_str) != Some(iss.as_str())
+    {
+        return Err(Refusal::Issuer);
+    }
+    if !rules.audiences.is_empty() {
+        let ok = match claims.get("aud") {
+            Some(Value::String(a)) => rules.audiences.contains(a),
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|a| rules.audiences.iter().any(|x| x == a)),
+            _ => false,
+        };
+        if !ok {
+            return Err(Refusal::Audience);
+        }
+    }
+    if let Some(missing) = rules
+        .required
+        .iter()
+        .find(|c| !claims.contains_key(c.as_str()))
+    {
+        return Err(Refusal::MissingClaim(missing.clone()));
+    }
+    Ok(claims)
+}
+
+/// A claim as a header value: strings as they are, other JSON as JSON (arrays of strings
+/// joined with spaces, as OAuth scopes are).
+pub fn claim_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    }
+}
