@@ -1,7 +1,9 @@
 //! The jwt-auth filter through the gateway: inline secrets, a JWKS served by a real upstream
 //! (with key rotation), claim forwarding, and what clients see when a token is refused.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -158,7 +160,7 @@ fn idp(keys: Vec<serde_json::Value>) -> Idp {
     let keys = Arc::new(Mutex::new(keys));
     let served = keys.clone();
     let upstream = Upstream::start(move |_req| {
-        let doc = serde_json::json!({ "keys": *served.lock().unwrap() }).to_string();
+        let doc = serde_json::json!({ "keys": *served.lock() }).to_string();
         async move {
             http::Response::builder()
                 .header("content-type", "application/json")
@@ -193,7 +195,7 @@ async fn jwks_keys_are_fetched_and_refetched_for_a_new_kid_at_a_bounded_rate() {
 
     // The identity provider rotates to k2. A token signed with k2 names a kid the gateway has
     // not seen: the filter fetches the key set again and lets the request through.
-    idp.keys.lock().unwrap().push(jwk2);
+    idp.keys.lock().push(jwk2);
     let before = idp.upstream.requests();
     let t2 = es256(
         &k2,
