@@ -40,7 +40,7 @@ build: deps
 
 ## Starts the demo upstream in the background and the gateway in the foreground; Ctrl-C
 ## stops the gateway gracefully, then the demo upstream.
-run: build
+run: build filters
 	@./target/$(PROFILE_DIR)/demo-upstream 127.0.0.1:$(DEMO_UPSTREAM_PORT) & \
 	  up=$$!; trap 'kill $$up 2>/dev/null || true' EXIT; \
 	  echo "gateway: http://localhost:8080/api/test   admin: http://127.0.0.1:8081/metrics"; \

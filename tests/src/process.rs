@@ -51,9 +51,15 @@ impl GatewayProcess {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.yaml");
         std::fs::write(&path, yaml).unwrap();
+        Self::start_file(&path, &[]).await
+    }
+
+    /// Starts `rustygate run --config path` with extra environment variables.
+    pub async fn start_file(path: &std::path::Path, env: &[(&str, String)]) -> GatewayProcess {
         let mut child = Command::new(gateway_bin())
             .args(["run", "--config"])
-            .arg(&path)
+            .arg(path)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
