@@ -68,6 +68,7 @@ filters: deps
 ## Regenerates config/rustygate.schema.json from the config types (a test fails while stale).
 schema:
 	UPDATE_SCHEMA=1 $(CARGO) test -q -p rustygate-config --test golden committed_schema_is_current
+	UPDATE_SCHEMA=1 $(CARGO) test -q $(FILTER_PACKAGES) committed_schema_is_current
 
 bench: bench-micro bench-load bench-filters
 

@@ -8,3 +8,12 @@ pub mod policy;
 
 #[cfg(target_arch = "wasm32")]
 mod plugin;
+
+/// The configuration's JSON Schema, carried in the module so that RustyGate checks
+/// configurations against it at load (`rustygate validate` names the field).
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)] // a link section is how data reaches a custom section
+#[unsafe(link_section = "rustygate:config-schema")]
+#[used]
+static CONFIG_SCHEMA: [u8; include_bytes!("../config.schema.json").len()] =
+    *include_bytes!("../config.schema.json");

@@ -404,3 +404,12 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[test]
+fn committed_schema_is_current() {
+    rustygate_filter_kit::schema::check_committed::<Config>(
+        env!("CARGO_MANIFEST_DIR"),
+        "cors filter configuration",
+    );
+}

@@ -120,3 +120,12 @@ mod tests {
         assert!(e.message.contains("unknown field"), "{e}");
     }
 }
+
+#[cfg(test)]
+#[test]
+fn committed_schema_is_current() {
+    rustygate_filter_kit::schema::check_committed::<Config>(
+        env!("CARGO_MANIFEST_DIR"),
+        "headers filter configuration",
+    );
+}

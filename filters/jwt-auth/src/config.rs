@@ -305,3 +305,12 @@ pub fn extract_token(
     }
     None
 }
+
+#[cfg(test)]
+#[test]
+fn committed_schema_is_current() {
+    rustygate_filter_kit::schema::check_committed::<Config>(
+        env!("CARGO_MANIFEST_DIR"),
+        "jwt-auth filter configuration",
+    );
+}

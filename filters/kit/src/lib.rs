@@ -4,4 +4,6 @@
 pub mod config;
 pub mod duration;
 pub mod net;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod schema;
 pub mod template;

@@ -116,12 +116,18 @@ fn register_core(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
         "env",
         "proxy_log",
-        |c: C<'_>, level: i32, ptr: i32, len: i32| -> Result<i32> {
+        |mut c: C<'_>, level: i32, ptr: i32, len: i32| -> Result<i32> {
             if !(0..=5).contains(&level) {
                 return Ok(status::BAD_ARGUMENT);
             }
             let msg = tri!(read(&c, ptr, len));
-            log_line(&c, level, &String::from_utf8_lossy(&msg));
+            let msg = String::from_utf8_lossy(&msg);
+            log_line(&c, level, &msg);
+            if level >= 4 {
+                // Kept so a plugin that refuses its configuration can be told about with the
+                // filter's own words.
+                c.data_mut().last_error = Some(msg.into_owned());
+            }
             Ok(status::OK)
         },
     )?;

@@ -15,6 +15,7 @@ mod maps;
 mod memory;
 mod pairs;
 mod properties;
+mod schema;
 mod shared;
 mod state;
 mod vm;
@@ -177,6 +178,36 @@ impl ProxyWasm {
             let abi = AbiVersion::detect(module.module.exports().map(|e| e.name())).ok_or_else(|| {
                 invalid("not a proxy-wasm module: it exports no proxy_abi_version_* marker (0.1.0, 0.2.0 or 0.2.1)".into())
             })?;
+            // A published configuration schema is checked against every configuration of the
+            // filter (its own and the routes' overrides), so the field is named at load.
+            let bytes = std::fs::read(&path).map_err(|e| invalid(e.to_string()))?;
+            if let Some(section) = schema::custom_section(&bytes, schema::SECTION) {
+                let checker = schema::ConfigSchema::parse(section).map_err(&invalid)?;
+                let own = std::iter::once((None, f.configuration.as_ref()));
+                let overrides = config.routes.iter().enumerate().flat_map(|(i, r)| {
+                    r.filters.iter().filter_map(move |rf| match rf {
+                        rustygate_config::RouteFilter::WithConfig {
+                            name,
+                            configuration,
+                        } if *name == f.name => Some((
+                            Some(r.name.clone().unwrap_or_else(|| format!("routes[{i}]"))),
+                            Some(configuration),
+                        )),
+                        _ => None,
+                    })
+                });
+                for (route, value) in own.chain(overrides) {
+                    if let Err(errors) = checker.check(&config_bytes(value)) {
+                        let place = route.map_or(String::from("configuration"), |r| {
+                            format!("configuration on route {r}")
+                        });
+                        return Err(invalid(format!(
+                            "{place} does not match the filter's schema: {}",
+                            errors.join("; ")
+                        )));
+                    }
+                }
+            }
             // Imports the host does not provide are refused here, by name ("unknown import:
             // `env::x` has not been defined"), never at the first request.
             let pre = linker

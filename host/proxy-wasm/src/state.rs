@@ -100,6 +100,8 @@ pub(crate) struct HostState {
     pub upstreams: Rc<dyn rustygate_filter_api::Upstreams>,
     /// This VM's inbox (shared-queue consumers hand it out).
     pub mailbox: crate::shared::Mailbox,
+    /// The last error the module logged (`proxy_log` at error or critical).
+    pub last_error: Option<String>,
     /// Tick periods set during the current callback: (root, milliseconds; 0 stops).
     pub tick_changes: Vec<(u32, u32)>,
     /// Unfinished stdout / stderr lines: guests write a line in several pieces.

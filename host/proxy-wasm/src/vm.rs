@@ -136,6 +136,7 @@ impl Vm {
             upstreams: spec.upstreams.clone(),
             mailbox: spec.mailbox.clone(),
             tick_changes: Vec::new(),
+            last_error: None,
         };
         let mut store = Store::new(spec.pre.module().engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -303,6 +304,7 @@ impl Vm {
         }
         let len = config.len() as i32;
         self.store.data_mut().plugin_config = Some(config);
+        self.store.data_mut().last_error = None;
         let cb = self.cb.clone();
         let configured = cb
             .configure
@@ -312,9 +314,14 @@ impl Vm {
         if let Some(r) = configured
             && r.map_err(|e| fail("proxy_on_configure", e))? == 0
         {
-            return Err(format!(
-                "filter {plugin}: the filter rejected its configuration (proxy_on_configure returned false; see its log lines)"
-            ));
+            return Err(match self.store.data_mut().last_error.take() {
+                Some(said) => {
+                    format!("filter {plugin}: the filter rejected its configuration: {said}")
+                }
+                None => format!(
+                    "filter {plugin}: the filter rejected its configuration (proxy_on_configure returned false; see its log lines)"
+                ),
+            });
         }
         Ok(id)
     }
