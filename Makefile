@@ -19,7 +19,7 @@ TOOLS := $(CURDIR)/.tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all deps build run test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-deps guests filters clean
+.PHONY: all deps build run test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-deps guests filters clean
 
 all: build
 
@@ -70,7 +70,7 @@ schema:
 	UPDATE_SCHEMA=1 $(CARGO) test -q -p rustygate-config --test golden committed_schema_is_current
 	UPDATE_SCHEMA=1 $(CARGO) test -q $(FILTER_PACKAGES) committed_schema_is_current
 
-bench: bench-micro bench-load bench-filters
+bench: bench-micro bench-load bench-filters bench-chain
 
 bench-micro: deps
 	$(CARGO) bench -p rustygate-core --bench route_match
@@ -93,6 +93,13 @@ bench-load: bench-deps
 	TARGET_URL=http://127.0.0.1:18090/api/test \
 	TARGET_CMD="$(CURDIR)/target/release/rustygate run --config $(CURDIR)/config/bench.yaml" \
 	  ../shared/bench/peers.sh
+
+## The shipped chain (cors + jwt-auth HS256 + rate-limit + headers) against no filters, same run.
+bench-chain: bench-deps filters
+	$(CARGO) build --release -p rustygate
+	CONFIG=$(CURDIR)/config/bench-chain.yaml ROUTES="none secure" \
+	WRK_HEADER="Authorization: Bearer $$(examples/mint-token.sh bench 86400)" \
+	  tests/bench/filter-load.sh
 
 bench-deps:
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null || { \

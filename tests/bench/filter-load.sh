@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Filter overhead under load: one RustyGate process (config/bench-filters.yaml, one worker pinned
-# to CPU 0) serving three routes with 0, 1 and 3 no-op filters; wrk (CPU 1) drives each route in
-# turn, round after round, so slow drift of the shared machine hits all three alike. The backend
-# is nginx from ../shared/bench. Prints median req/s and p99 per route and the ratios to "none".
-# Everything runs on 127.0.0.1 and is stopped on exit.
+# Filter overhead under load: one RustyGate process ($CONFIG, default config/bench-filters.yaml;
+# one worker pinned to CPU 0) serving routes /api/<route> for each of $ROUTES (the first is the
+# baseline, default "none one three": 0, 1 and 3 no-op filters); wrk (CPU 1) drives each route in
+# turn, round after round, so slow drift of the shared machine hits all alike. $WRK_HEADER, if
+# set, is sent with every request. The backend is nginx from ../shared/bench. Prints median
+# req/s and p99 per route and the ratios to the baseline. Everything runs on 127.0.0.1 and is
+# stopped on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=$ROOT/../shared/bench
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-50}
+CONFIG=${CONFIG:-$ROOT/config/bench-filters.yaml}
+read -r -a ROUTE_LIST <<< "${ROUTES:-none one three}"
+WRK_EXTRA=()
+if [ -n "${WRK_HEADER:-}" ]; then WRK_EXTRA=(-H "$WRK_HEADER"); fi
 RUN=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$RUN"; }
@@ -17,20 +23,20 @@ trap cleanup EXIT
 mkdir -p "$RUN/logs" "$RUN/tmp" "$RUN/www"
 head -c 16384 /dev/zero > "$RUN/www/16k.bin"
 taskset -c 1 nginx -p "$RUN/" -c "$SHARED/nginx-backend.conf" & pids+=($!)
-taskset -c 0 "$ROOT/target/release/rustygate" run --config "$ROOT/config/bench-filters.yaml" > "$RUN/gateway.log" 2>&1 & pids+=($!)
-for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:18090/api/none && break; sleep 0.2; done
-for route in none one three; do curl -sf -o /dev/null "http://127.0.0.1:18090/api/$route" || { echo "route $route not answering"; cat "$RUN/gateway.log"; exit 1; }; done
+taskset -c 0 "$ROOT/target/release/rustygate" run --config "$CONFIG" > "$RUN/gateway.log" 2>&1 & pids+=($!)
+for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:18090/api/${ROUTE_LIST[0]}" && break; sleep 0.2; done
+for route in "${ROUTE_LIST[@]}"; do curl -sf -o /dev/null "${WRK_EXTRA[@]}" "http://127.0.0.1:18090/api/$route" || { echo "route $route not answering"; cat "$RUN/gateway.log"; exit 1; }; done
 results=$RUN/results.tsv
 for round in $(seq "$ROUNDS"); do
-  for route in none one three; do
-    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:18090/api/$route")
+  for route in "${ROUTE_LIST[@]}"; do
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${WRK_EXTRA[@]}" "http://127.0.0.1:18090/api/$route")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
     printf '%s\t%s\t%s\t%s\n' "$round" "$route" "$rps" "$p99" >> "$results"
     printf '[filters] round %s %-5s %s req/s p99 %s\n' "$round" "$route" "$rps" "$p99" >&2
   done
 done
-python3 - "$results" <<'PY'
+python3 - "$results" "${ROUTE_LIST[@]}" <<'PY'
 import sys, statistics, collections
 rows = [l.split('\t') for l in open(sys.argv[1]).read().split('\n') if l]
 def ms(s):
@@ -42,12 +48,13 @@ def ms(s):
 by = collections.defaultdict(list)
 for rnd, route, rps, p99 in rows:
     by[route].append((int(rnd), float(rps), ms(p99)))
-base = {r: rps for r, rps, _ in by['none']}
-print('| route | filters | req/s (median) | p99 ms (median) | req/s vs none (paired, min-max) |')
-print('|---|--:|--:|--:|---|')
-for route, n in (('none', 0), ('one', 1), ('three', 3)):
+routes = sys.argv[2:]
+base = {r: rps for r, rps, _ in by[routes[0]]}
+print(f'| route | req/s (median) | p99 ms (median) | req/s vs {routes[0]} (paired, min-max) |')
+print('|---|--:|--:|---|')
+for route in routes:
     runs = by[route]
     ratios = [rps / base[r] for r, rps, _ in runs]
-    print(f"| {route} | {n} | {statistics.median(x[1] for x in runs):.0f} | {statistics.median(x[2] for x in runs):.3f} | "
+    print(f"| {route} | {statistics.median(x[1] for x in runs):.0f} | {statistics.median(x[2] for x in runs):.3f} | "
           f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |")
 PY
