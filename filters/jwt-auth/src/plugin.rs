@@ -12,7 +12,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 
 use crate::config::{Auth, extract_token, from_config};
 use crate::keys::{Key, parse_jwks};
-use crate::token::{Refusal, claim_value, verify};
+use crate::token::{Refusal, Verified, claim_value};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -32,6 +32,8 @@ struct State {
     auth: Auth,
     /// The inline keys, then the JWKS keys.
     keys: Rc<Vec<Key>>,
+    /// Tokens verified with these keys.
+    verified: Verified,
     jwks: Jwks,
 }
 
@@ -179,9 +181,15 @@ fn jwks_answered(ctx: &dyn Context, shared: &Shared, token: u32, body_size: usiz
         if hostcalls::set_effective_context(id).is_err() {
             continue; // the request is gone
         }
-        match verify(&token, &state.keys, &state.auth.rules, now) {
+        let State {
+            keys,
+            auth,
+            verified,
+            ..
+        } = &mut *state;
+        match verified.verify(&token, keys, &auth.rules, now) {
             Ok(claims) => {
-                admit(&state.auth, &claims);
+                admit(auth, &claims);
                 let _ = hostcalls::resume_http_request();
             }
             Err(r) => refuse(&r.description()),
@@ -204,6 +212,7 @@ impl RootContext for Root {
         self.state = Some(Rc::new(RefCell::new(State {
             auth,
             keys,
+            verified: Verified::default(),
             jwks: Jwks::default(),
         })));
         if has_jwks {
@@ -280,9 +289,15 @@ impl HttpContext for Stream {
             return Action::Pause;
         };
         let now = now_ms(self);
-        match verify(&token, &state.keys, &state.auth.rules, now / 1000) {
+        let State {
+            keys,
+            auth,
+            verified,
+            ..
+        } = &mut *state;
+        match verified.verify(&token, keys, &auth.rules, now / 1000) {
             Ok(claims) => {
-                admit(&state.auth, &claims);
+                admit(auth, &claims);
                 Action::Continue
             }
             Err(Refusal::UnknownKey(kid)) if state.auth.jwks.is_some() => {

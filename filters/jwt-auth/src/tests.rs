@@ -430,3 +430,23 @@ fn pem_keys_load() {
     assert!(matches!(Key::from_pem(&pem), Ok(Material::P256(_))));
     assert!(Key::from_pem("-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----").is_err());
 }
+
+#[test]
+fn the_cache_rechecks_the_clock_and_forgets_with_the_keys() {
+    let mut cache = crate::token::Verified::default();
+    assert!(cache.verify(A1_JWS, &[hs_key()], &rules(), THEN).is_ok());
+    // A hit does not need the key any more...
+    assert!(cache.verify(A1_JWS, &[], &rules(), THEN).is_ok());
+    // ...but still expires.
+    assert_eq!(
+        cache.verify(A1_JWS, &[], &rules(), 1_300_819_380),
+        Err(Refusal::Expired)
+    );
+    cache.clear();
+    assert_eq!(
+        cache.verify(A1_JWS, &[], &rules(), THEN),
+        Err(Refusal::UnknownKey(None))
+    );
+    // Failures are not remembered.
+    assert!(cache.verify("a.b.c", &[hs_key()], &rules(), THEN).is_err());
+}

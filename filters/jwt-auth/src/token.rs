@@ -181,3 +181,65 @@ pub fn claim_value(v: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// Tokens already verified on this worker, so a client that sends the same token again costs a
+/// lookup instead of a signature check and two JSON parses (Envoy's jwt_authn keeps a similar
+/// cache). Only what depends on the clock (`exp`, `nbf`) is checked again. Cleared whenever the
+/// keys change; bounded by dropping everything when full.
+#[derive(Debug, Default)]
+pub struct Verified {
+    tokens: std::collections::HashMap<String, Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    claims: std::rc::Rc<Map<String, Value>>,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+}
+
+/// Most tokens kept per worker.
+const CACHE_MAX: usize = 4096;
+
+impl Verified {
+    /// [`verify`], remembering successes.
+    pub fn verify(
+        &mut self,
+        token: &str,
+        keys: &[Key],
+        rules: &Rules,
+        now: u64,
+    ) -> Result<std::rc::Rc<Map<String, Value>>, Refusal> {
+        if let Some(e) = self.tokens.get(token) {
+            if e.exp
+                .is_some_and(|exp| now >= exp.saturating_add(rules.leeway))
+            {
+                self.tokens.remove(token);
+                return Err(Refusal::Expired);
+            }
+            if e.nbf
+                .is_some_and(|nbf| now.saturating_add(rules.leeway) < nbf)
+            {
+                return Err(Refusal::NotYetValid);
+            }
+            return Ok(e.claims.clone());
+        }
+        let claims = std::rc::Rc::new(verify(token, keys, rules, now)?);
+        if self.tokens.len() >= CACHE_MAX {
+            self.tokens.clear();
+        }
+        let time = |name: &str| claims.get(name).and_then(Value::as_f64).map(|f| f as u64);
+        let entry = Entry {
+            exp: time("exp"),
+            nbf: time("nbf"),
+            claims: claims.clone(),
+        };
+        self.tokens.insert(token.to_owned(), entry);
+        Ok(claims)
+    }
+
+    /// Forgets everything (the keys changed).
+    pub fn clear(&mut self) {
+        self.tokens.clear();
+    }
+}
