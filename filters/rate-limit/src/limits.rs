@@ -108,23 +108,10 @@ pub fn parse_rate(rate: &str) -> Result<(u32, u64), String> {
         "second" => 1_000,
         "minute" => 60_000,
         "hour" => 3_600_000,
-        _ => {
-            let (num, unit) = w
-                .find(|c: char| !c.is_ascii_digit())
-                .map(|i| w.split_at(i))
-                .ok_or_else(bad)?;
-            let num: u64 = num.parse().map_err(|_| bad())?;
-            let scale = match unit {
-                "ms" => 1,
-                "s" => 1_000,
-                "m" => 60_000,
-                "h" => 3_600_000,
-                _ => return Err(bad()),
-            };
-            num.checked_mul(scale)
-                .filter(|ms| *ms > 0)
-                .ok_or_else(bad)?
-        }
+        _ => rustygate_filter_kit::duration::parse_ms(w)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(bad)?,
     };
     Ok((requests, ms))
 }
