@@ -33,30 +33,12 @@ const FILTERS: [(&str, &str, &str); 4] = [
 fn build_filters(workspace: &Path) {
     rerun_if_changed(&workspace.join("filters"));
     let target_dir = workspace.join("target/filters");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--locked",
-        "--profile",
-        "filter",
-        "--target",
-        "wasm32-wasip1",
-    ])
-    .arg("--manifest-path")
-    .arg(workspace.join("Cargo.toml"))
-    .arg("--target-dir")
-    .arg(&target_dir);
+    let mut cmd = wasm_cargo(&workspace.join("Cargo.toml"), &target_dir);
+    cmd.args(["--profile", "filter"]);
     for (package, _, _) in FILTERS {
         cmd.args(["-p", package]);
     }
-    let status = cmd
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .expect("cargo runs");
+    let status = cmd.status().expect("cargo runs");
     assert!(status.success(), "building the filters in filters/ failed");
     for (_, file, var) in FILTERS {
         let wasm = target_dir.join(format!("wasm32-wasip1/filter/{file}.wasm"));
@@ -68,29 +50,30 @@ fn rerun_if_changed(path: &Path) {
     println!("cargo:rerun-if-changed={}", path.display());
 }
 
-fn build_rust(guests: &Path, target_dir: &Path) {
-    for p in ["Cargo.toml", "Cargo.lock", "abi-probe"] {
-        rerun_if_changed(&guests.join(p));
-    }
-    // A target dir of its own: the outer cargo holds the lock on the workspace's.
+/// `cargo build --locked --target wasm32-wasip1` of `manifest` into `target_dir`.
+fn wasm_cargo(manifest: &Path, target_dir: &Path) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--target",
-            "wasm32-wasip1",
-        ])
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--locked", "--target", "wasm32-wasip1"])
         .arg("--manifest-path")
-        .arg(guests.join("Cargo.toml"))
+        .arg(manifest)
         .arg("--target-dir")
         .arg(target_dir)
         // Settings meant for the host build must not leak into the guest build.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_TARGET_DIR");
+    cmd
+}
+
+fn build_rust(guests: &Path, target_dir: &Path) {
+    for p in ["Cargo.toml", "Cargo.lock", "abi-probe"] {
+        rerun_if_changed(&guests.join(p));
+    }
+    // A target dir of its own: the outer cargo holds the lock on the workspace's.
+    let status = wasm_cargo(&guests.join("Cargo.toml"), target_dir)
+        .arg("--release")
         .status()
         .expect("cargo runs");
     assert!(

@@ -177,6 +177,17 @@ routes:
     )
 }
 
+/// A gateway in front of `upstream` whose one route runs abi-probe with `configuration` (a
+/// YAML flow map, as `{ name: x }`).
+pub async fn start_probe(upstream: SocketAddr, configuration: &str) -> TestGateway {
+    TestGateway::start(&probe_config(
+        upstream,
+        &format!("    configuration: {configuration}"),
+        "[probe]",
+    ))
+    .await
+}
+
 /// [`filters_config`] with the abi-probe filter declared as `probe` with `filter_yaml`
 /// settings (indented four spaces).
 pub fn probe_config(upstream: SocketAddr, filter_yaml: &str, chain_yaml: &str) -> String {

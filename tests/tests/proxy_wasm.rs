@@ -9,7 +9,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use rustygate_tests::client::{get, http1, send};
 use rustygate_tests::upstream::{Upstream, text};
-use rustygate_tests::{ABI_PROBE_WASM, TestGateway, probe_config};
+use rustygate_tests::{ABI_PROBE_WASM, TestGateway, probe_config, start_probe};
 
 fn config(upstream: std::net::SocketAddr, filter_yaml: &str, chain_yaml: &str) -> String {
     probe_config(upstream, filter_yaml, chain_yaml)
@@ -450,12 +450,7 @@ async fn http_call_to_a_down_cluster_answers_503_as_in_envoy() {
 #[tokio::test]
 async fn http_call_to_an_unknown_cluster_is_refused_to_the_filter() {
     let app = Upstream::echo();
-    let gw = TestGateway::start(&config(
-        app.addr,
-        "    configuration: { auth_cluster: nowhere }",
-        "[probe]",
-    ))
-    .await;
+    let gw = start_probe(app.addr, "{ auth_cluster: nowhere }").await;
     let seen = get(&gw.url("/x")).await;
     assert_eq!(seen.status, 500);
     assert_eq!(&seen.body[..], b"http_call failed: BadArgument\n");
@@ -477,12 +472,7 @@ async fn poll_header(gw: &TestGateway, header: &str, done: impl Fn(u64) -> bool)
 #[tokio::test]
 async fn ticks_fire_on_every_worker_until_the_filter_stops_them() {
     let app = Upstream::echo();
-    let gw = TestGateway::start(&config(
-        app.addr,
-        "    configuration: { tick_ms: 20, tick_stop_after: 5 }",
-        "[probe]",
-    ))
-    .await;
+    let gw = start_probe(app.addr, "{ tick_ms: 20, tick_stop_after: 5 }").await;
     // Each worker's VM counts its own ticks and stops at 5.
     assert_eq!(poll_header(&gw, "x-ticks", |n| n == 5).await, 5);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -499,12 +489,7 @@ async fn ticks_fire_on_every_worker_until_the_filter_stops_them() {
 #[tokio::test]
 async fn shared_queue_items_from_every_worker_reach_the_consumer() {
     let app = Upstream::echo();
-    let gw = TestGateway::start(&config(
-        app.addr,
-        "    configuration: { queue: audit }",
-        "[probe]",
-    ))
-    .await;
+    let gw = start_probe(app.addr, "{ queue: audit }").await;
     let sent = 20;
     let mut tasks = Vec::new();
     for _ in 0..sent {

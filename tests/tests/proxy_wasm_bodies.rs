@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustygate_tests::client::{http1, send};
 use rustygate_tests::upstream::{Upstream, pattern, sha256_hex, text};
-use rustygate_tests::{TestGateway, probe_config};
+use rustygate_tests::{TestGateway, probe_config, start_probe};
 
 /// A request body sent in separate chunks, so the filter sees several body calls.
 fn chunked(
@@ -24,14 +24,8 @@ fn chunked(
     StreamBody::new(stream::iter(frames))
 }
 
-/// A gateway whose one route runs abi-probe configured with `configuration` (YAML flow map).
 async fn probe(app: &Upstream, configuration: &str) -> TestGateway {
-    TestGateway::start(&probe_config(
-        app.addr,
-        &format!("    configuration: {configuration}"),
-        "[probe]",
-    ))
-    .await
+    start_probe(app.addr, configuration).await
 }
 
 /// POSTs `parts` as separate chunks; returns the response head and its whole body.
