@@ -68,7 +68,7 @@ fn wasm_cargo(manifest: &Path, target_dir: &Path) -> Command {
 }
 
 fn build_rust(guests: &Path, target_dir: &Path) {
-    for p in ["Cargo.toml", "Cargo.lock", "abi-probe"] {
+    for p in ["Cargo.toml", "Cargo.lock", "abi-probe", "stamp"] {
         rerun_if_changed(&guests.join(p));
     }
     // A target dir of its own: the outer cargo holds the lock on the workspace's.
@@ -82,6 +82,26 @@ fn build_rust(guests: &Path, target_dir: &Path) {
     );
     let wasm = target_dir.join("wasm32-wasip1/release/abi_probe.wasm");
     println!("cargo:rustc-env=ABI_PROBE_WASM={}", wasm.display());
+    // Two builds of `stamp` that differ only in the version they stamp, for the reload tests.
+    let built = target_dir.join("wasm32-wasip1/release/stamp.wasm");
+    for (version, features) in [("v1", None), ("v2", Some("v2"))] {
+        let mut cmd = wasm_cargo(&guests.join("Cargo.toml"), target_dir);
+        cmd.args(["--release", "-p", "stamp"]);
+        if let Some(f) = features {
+            cmd.args(["--features", f]);
+        }
+        assert!(
+            cmd.status().expect("cargo runs").success(),
+            "building stamp {version} failed"
+        );
+        let copy = target_dir.join(format!("stamp-{version}.wasm"));
+        std::fs::copy(&built, &copy).expect("copy stamp");
+        println!(
+            "cargo:rustc-env=STAMP_{}_WASM={}",
+            version.to_uppercase(),
+            copy.display()
+        );
+    }
 }
 
 /// `RUSTYGATE_GO`, else the Go that `make deps` installs in `.tools/go`, else `go` on PATH.

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod jwt;
 pub mod process;
+pub mod reload;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -50,6 +51,10 @@ pub const CORS_WASM: &str = env!("CORS_WASM");
 pub const RATE_LIMIT_WASM: &str = env!("RATE_LIMIT_WASM");
 /// See [`HEADERS_WASM`].
 pub const JWT_AUTH_WASM: &str = env!("JWT_AUTH_WASM");
+/// The `stamp` guest built as v1: responses carry `x-filter-version: v1`.
+pub const STAMP_V1_WASM: &str = env!("STAMP_V1_WASM");
+/// The `stamp` guest built as v2.
+pub const STAMP_V2_WASM: &str = env!("STAMP_V2_WASM");
 /// The AssemblyScript test filter (`@solo-io/proxy-runtime`), built by `build.rs`.
 pub const AS_PROBE_WASM: &str = env!("AS_PROBE_WASM");
 
@@ -81,7 +86,7 @@ impl TestGateway {
                 &config,
                 std::path::Path::new("."),
                 &runtime,
-                metrics.clone(),
+                rustygate_proxy_wasm::Shared::new(metrics.clone()),
             )
             .map_err(|e| e.to_string())?;
             Some((runtime, Arc::new(host)))
@@ -98,6 +103,10 @@ impl TestGateway {
         let state = rustygate_admin::AdminState {
             metrics,
             ready: Arc::new(move || readiness.is_ready()),
+            // In-process gateways have no configuration file to reload; the binary's admin API
+            // is tested through `GatewayProcess`.
+            operations: None,
+            token: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(rustygate_admin::serve(listener, state, async {

@@ -1,10 +1,18 @@
 //! The admin listener: a separate port (loopback by default) for operators, never mixed with
-//! traffic. `/metrics` (Prometheus text), `/healthz` (the process is alive) and `/readyz`
-//! (accepting traffic; 503 while draining) are unauthenticated so probes and scrapers need no
-//! secret.
+//! traffic.
+//!
+//! - `/metrics` (Prometheus text), `/healthz` (the process is alive) and `/readyz` (accepting
+//!   traffic; 503 while draining) are unauthenticated, so probes and scrapers need no secret.
+//! - `/admin/*` changes or reveals configuration and needs `Authorization: Bearer <token>`
+//!   (compared in constant time). Without a configured token every `/admin/*` request is
+//!   refused: the API is off until an operator turns it on.
+//!
+//! What the `/admin/*` endpoints do is behind [`Operations`], so this crate knows HTTP and
+//! authentication, not how a reload works.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +26,24 @@ use hyper_util::server::conn::auto;
 use rustygate_telemetry::Metrics;
 use tokio::net::TcpListener;
 
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// An admin answer: status and JSON body.
+pub type Answer = (StatusCode, serde_json::Value);
+
+/// What the `/admin/*` endpoints act on.
+pub trait Operations: Send + Sync {
+    /// `POST /admin/reload`: reload now, even if no file changed.
+    fn reload(&self) -> BoxFuture<Answer>;
+    /// `GET /admin/config`: the effective configuration, secrets redacted.
+    fn config(&self) -> serde_json::Value;
+    /// `GET /admin/filters`: loaded modules and their VMs.
+    fn filters(&self) -> serde_json::Value;
+    /// `GET /admin/clusters`: clusters, endpoints and their health.
+    fn clusters(&self) -> serde_json::Value;
+}
+
 /// What the admin endpoints read.
 #[derive(Clone)]
 pub struct AdminState {
@@ -25,6 +51,10 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// Whether the gateway is accepting traffic.
     pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The `/admin/*` operations; `None` answers them 404.
+    pub operations: Option<Arc<dyn Operations>>,
+    /// The bearer token `/admin/*` requires; `None` or empty refuses every request.
+    pub token: Option<String>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -60,7 +90,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: impl Futu
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
+                async move { Ok::<_, Infallible>(route(&state, req).await) }
             });
             if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
@@ -73,44 +103,114 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: impl Futu
     upkeep.abort();
 }
 
-fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
+async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if path.starts_with("/admin/") {
+        return admin(state, &req).await;
+    }
+    match (req.method(), path) {
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             state.metrics.render(),
         ),
-        (&Method::GET, "/healthz") => text(
-            StatusCode::OK,
-            "application/json",
-            r#"{"status":"ok"}"#.into(),
-        ),
+        (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         (&Method::GET, "/readyz") => {
             if (state.ready)() {
-                text(
-                    StatusCode::OK,
-                    "application/json",
-                    r#"{"status":"ready"}"#.into(),
-                )
+                json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
             } else {
-                text(
+                json(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "application/json",
-                    r#"{"status":"draining"}"#.into(),
+                    &serde_json::json!({"status": "draining"}),
                 )
             }
         }
-        (_, "/metrics" | "/healthz" | "/readyz") => text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "application/json",
-            r#"{"error":"method_not_allowed"}"#.into(),
-        ),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "application/json",
-            r#"{"error":"not_found"}"#.into(),
-        ),
+        (_, "/metrics" | "/healthz" | "/readyz") => method_not_allowed(),
+        _ => not_found(),
     }
+}
+
+async fn admin(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(ops) = &state.operations else {
+        return not_found();
+    };
+    if let Err(detail) = authorize(state.token.as_deref(), req) {
+        let mut r = json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({"error": "unauthorized", "detail": detail}),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"rustygate-admin\""),
+        );
+        return r;
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/admin/reload") => {
+            let (status, body) = ops.reload().await;
+            json(status, &body)
+        }
+        (&Method::GET, "/admin/config") => json(StatusCode::OK, &ops.config()),
+        (&Method::GET, "/admin/filters") => json(StatusCode::OK, &ops.filters()),
+        (&Method::GET, "/admin/clusters") => json(StatusCode::OK, &ops.clusters()),
+        (_, "/admin/reload" | "/admin/config" | "/admin/filters" | "/admin/clusters") => {
+            method_not_allowed()
+        }
+        _ => not_found(),
+    }
+}
+
+fn authorize(token: Option<&str>, req: &Request<Incoming>) -> Result<(), &'static str> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Err("the admin API is disabled: no admin.token is configured");
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .ok_or("a bearer token is required")?;
+    if constant_time_eq(presented.trim().as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err("invalid token")
+    }
+}
+
+/// Equal inputs, compared without an early exit, so the time taken says nothing about how
+/// many leading bytes of a guess were right. (The length is not secret.)
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
+    diff == 0
+}
+
+fn method_not_allowed() -> Response<Full<Bytes>> {
+    json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &serde_json::json!({"error": "method_not_allowed"}),
+    )
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    json(
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({"error": "not_found"}),
+    )
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut text = serde_json::to_string_pretty(body).unwrap_or_default();
+    text.push('\n');
+    self::text(status, "application/json", text)
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
@@ -121,4 +221,17 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
         header::HeaderValue::from_static(content_type),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret!"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
 }

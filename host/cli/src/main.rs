@@ -1,5 +1,6 @@
 //! The `rustygate` binary: the composition root. It reads the configuration, installs logging,
-//! starts the data plane and the admin listener, and turns signals into a graceful drain.
+//! starts the data plane, the control plane (reloads, file watching) and the admin listener,
+//! and turns signals into reloads (SIGHUP) or a graceful drain (SIGTERM, SIGINT).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,12 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rustygate_config::Config;
-use rustygate_filter_api::ChainBuilder;
-use rustygate_proxy::{Gateway, Snapshot};
-use rustygate_proxy_wasm::ProxyWasm;
+use rustygate_proxy::Gateway;
+use rustygate_reload::{ControlPlane, Wasm};
 use rustygate_telemetry::Metrics;
-use rustygate_wasm_runtime::{Runtime, RuntimeConfig};
 
 // mimalloc's per-thread heaps suit thread-per-core workers: allocation and free of a request's
 // buffers stay on the worker's own heap, and it measured faster than glibc malloc on the load
@@ -68,93 +66,54 @@ fn main() -> ExitCode {
     }
 }
 
-/// Everything `validate` checks, so that `run` cannot fail on a file `validate` accepted
-/// (short of a busy port).
-fn load(path: &Path) -> anyhow::Result<Config> {
-    let config = rustygate_config::load_file(path).map_err(anyhow::Error::msg)?;
-    rustygate_telemetry::check_level(&config.logging)?;
-    Snapshot::build(&config, 0).with_context(|| format!("{}", path.display()))?;
-    Ok(config)
-}
-
-/// The WebAssembly engine and the configured filters, compiled and validated on a canary VM.
-/// The runtime must live as long as the gateway: it owns the epoch ticker behind CPU deadlines.
-struct Filters {
-    _runtime: Runtime,
-    host: Arc<ProxyWasm>,
-}
-
-fn load_filters(
-    config: &Config,
-    path: &Path,
-    metrics: &Metrics,
-) -> anyhow::Result<Option<Filters>> {
-    if config.filters.is_empty() {
-        return Ok(None);
-    }
-    let workers = config
-        .workers
-        .unwrap_or_else(rustygate_proxy::default_workers);
-    let runtime = Runtime::new(&RuntimeConfig {
-        pool_slots: rustygate_proxy_wasm::vm_slots(config, workers),
-        max_memory_bytes: config
-            .filters
-            .iter()
-            .map(|f| f.limits.max_memory_bytes)
-            .max()
-            .unwrap_or(0),
-        ..RuntimeConfig::default()
-    })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let host = ProxyWasm::load(config, base, &runtime, metrics.clone())?;
-    for m in host.modules() {
-        tracing::info!(filter = %m.filter, sha256 = %m.sha256, abi = m.abi.as_str(), from_cache = m.from_cache, "filter loaded");
-    }
-    Ok(Some(Filters {
-        _runtime: runtime,
-        host: Arc::new(host),
-    }))
-}
-
 fn validate(path: &Path) -> anyhow::Result<()> {
-    let config = load(path)?;
-    load_filters(&config, path, &Metrics::new())?;
+    let loaded = rustygate_reload::load(path, &mut Wasm::new(Metrics::new()))?;
+    let config = &loaded.config;
     println!(
-        "{}: OK ({} listeners, {} clusters, {} routes)",
+        "{}: OK ({} listeners, {} clusters, {} routes, {} filters)",
         path.display(),
         config.listeners.len(),
         config.clusters.len(),
-        config.routes.len()
+        config.routes.len(),
+        config.filters.len()
     );
     Ok(())
 }
 
 fn run(path: &Path) -> anyhow::Result<()> {
-    let config = load(path)?;
-    let _log_guard = rustygate_telemetry::init_logging(&config.logging)?;
     let metrics = Metrics::new();
-    let filters = load_filters(&config, path, &metrics)?;
-    let chains = filters
-        .as_ref()
-        .map(|f| f.host.clone() as Arc<dyn ChainBuilder>);
-    let gateway = Gateway::start(&config, metrics.clone(), chains)?;
+    let mut wasm = Wasm::new(metrics.clone());
+    // Everything `validate` checks, so `run` cannot fail on a file `validate` accepted (short
+    // of a busy port).
+    let loaded = rustygate_reload::load(path, &mut wasm)?;
+    let _log_guard = rustygate_telemetry::init_logging(&loaded.config.logging)?;
+    for m in &loaded.modules {
+        tracing::info!(filter = %m.filter, sha256 = %m.sha256, abi = m.abi.as_str(), from_cache = m.from_cache, "filter loaded");
+    }
+    let gateway = Gateway::start(&loaded.config, metrics.clone(), loaded.chains())?;
+    let control = ControlPlane::new(path, &loaded, wasm, gateway.reconfigure(), metrics.clone());
+    let admin_config = loaded.config.admin.clone();
+    drop(loaded);
 
-    // The main thread runs signals and the admin listener; traffic stays on the workers.
+    // The main thread runs signals, reloads and the admin listener; traffic stays on the
+    // workers.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the main runtime")?;
     rt.block_on(async move {
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin = if config.admin.enabled {
-            let listener = tokio::net::TcpListener::bind(&config.admin.address)
+        let admin = if admin_config.enabled {
+            let listener = tokio::net::TcpListener::bind(&admin_config.address)
                 .await
-                .with_context(|| format!("admin: cannot bind {}", config.admin.address))?;
-            tracing::info!(address = %listener.local_addr()?, "admin listening");
+                .with_context(|| format!("admin: cannot bind {}", admin_config.address))?;
+            tracing::info!(address = %listener.local_addr()?, admin_api = admin_config.token.as_deref().is_some_and(|t| !t.is_empty()), "admin listening");
             let readiness = gateway.readiness();
             let state = rustygate_admin::AdminState {
                 metrics,
                 ready: Arc::new(move || readiness.is_ready()),
+                operations: Some(control.admin_api()),
+                token: admin_config.token.clone(),
             };
             Some(tokio::spawn(rustygate_admin::serve(
                 listener,
@@ -166,10 +125,13 @@ fn run(path: &Path) -> anyhow::Result<()> {
         } else {
             None
         };
+        let watcher = tokio::spawn(control.clone().watch());
 
-        let signal = wait_for_signal().await?;
+        let signal = wait_for_stop(&control).await?;
         tracing::info!(signal, "stop signal received");
-        let report = gateway.shutdown(config.shutdown.grace_period.get()).await;
+        watcher.abort();
+        let grace = control.config().shutdown.grace_period.get();
+        let report = gateway.shutdown(grace).await;
         let _ = stop_admin.send(());
         if let Some(admin) = admin {
             let _ = admin.await;
@@ -184,12 +146,18 @@ fn run(path: &Path) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
+/// Waits for SIGTERM or SIGINT; reloads on every SIGHUP meanwhile.
+async fn wait_for_stop(control: &ControlPlane) -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            // The outcome is logged and counted by the reload itself.
+            _ = hup.recv() => { let _ = control.reload("SIGHUP").await; }
+        }
+    }
 }

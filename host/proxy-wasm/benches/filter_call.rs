@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use rustygate_filter_api::{
     ChainBuilder, Exchange, FilterFactory, LocalFuture, RequestHead, StreamInfo, Upstreams,
 };
-use rustygate_proxy_wasm::ProxyWasm;
+use rustygate_proxy_wasm::{ProxyWasm, Shared};
 use rustygate_telemetry::Metrics;
 use rustygate_wasm_runtime::{Runtime, RuntimeConfig};
 
@@ -60,7 +60,7 @@ routes: [{{ cluster: c, filters: [{name}] }}]
 "
     );
     let config = rustygate_config::parse("bench.yaml", &yaml, &|_| None).unwrap();
-    let host = ProxyWasm::load(&config, &dir, runtime, Metrics::new()).unwrap();
+    let host = ProxyWasm::load(&config, &dir, runtime, Shared::new(Metrics::new())).unwrap();
     host.build(Rc::new(NoCalls)).unwrap().remove(0).remove(0)
 }
 

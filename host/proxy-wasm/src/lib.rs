@@ -28,12 +28,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rustygate_config::{Config, FailurePolicy as ConfigPolicy};
 use rustygate_filter_api::{ChainBuilder, FailurePolicy, FilterFactory, Upstreams};
-use rustygate_telemetry::Metrics;
 use rustygate_wasm_runtime::wasmtime::{InstancePre, Linker};
 use rustygate_wasm_runtime::{LoadedModule, Runtime, RuntimeError};
 
 pub use abi::AbiVersion;
-pub use shared::Shared;
+pub use shared::{ModuleStats, Shared};
 
 use filter::{Factory, VmSlot};
 use state::HostState;
@@ -83,6 +82,7 @@ struct FilterDef {
 /// Plain data that can cross to worker threads; `Rc`s are made per worker.
 struct FilterTemplate {
     name: String,
+    path: PathBuf,
     pre: InstancePre<HostState>,
     module: LoadedModule,
     abi: AbiVersion,
@@ -100,6 +100,8 @@ struct FilterTemplate {
 pub struct ModuleInfo {
     /// Filter name.
     pub filter: String,
+    /// The `.wasm` file it was read from.
+    pub path: PathBuf,
     /// SHA-256 of the `.wasm`.
     pub sha256: String,
     /// ABI version.
@@ -133,15 +135,21 @@ pub fn config_bytes(v: Option<&serde_json::Value>) -> Bytes {
     }
 }
 
-/// How many instance slots the pooling allocator needs for `config` with `workers` workers:
-/// at most one VM per filter per worker, twice over (a failed VM's replacement is built before
-/// the old one is dropped), plus the canary VMs of a load.
+/// How many instance slots the pooling allocator gets for `config` with `workers` workers.
+/// One load needs at most one VM per filter per worker, twice over (a failed VM's replacement
+/// is built before the old one is dropped), plus the canary VMs. Reloads need room for two
+/// generations at once and for old ones that long requests keep alive, and may add filters,
+/// so the pool is four times that and never under [`MIN_VM_SLOTS`]. A slot costs address
+/// space, not memory, until a VM uses it.
 pub fn vm_slots(config: &Config, workers: usize) -> u32 {
     let filters = config.filters.len();
-    u32::try_from((workers * 2 + 1) * filters)
+    u32::try_from((workers * 2 + 1) * filters * 4)
         .unwrap_or(u32::MAX)
-        .max(1)
+        .max(MIN_VM_SLOTS)
 }
+
+/// The smallest instance pool, so that reloads can add filters to a small configuration.
+pub const MIN_VM_SLOTS: u32 = 256;
 
 fn linker(runtime: &Runtime) -> Result<Linker<HostState>, String> {
     let mut l = Linker::new(runtime.engine());
@@ -152,15 +160,15 @@ fn linker(runtime: &Runtime) -> Result<Linker<HostState>, String> {
 
 impl ProxyWasm {
     /// Loads every filter in `config`. Module paths are relative to `base_dir` (the config
-    /// file's directory). Each filter is started once on a canary VM to validate it.
+    /// file's directory). Each filter is started once on a canary VM to validate it. `shared`
+    /// is the process's shared data, queues and filter metrics: a reload passes the same one.
     pub fn load(
         config: &Config,
         base_dir: &Path,
         runtime: &Runtime,
-        metrics: Metrics,
+        shared: Arc<Shared>,
     ) -> Result<Self, LoadError> {
         let linker = linker(runtime).map_err(LoadError::Start)?;
-        let shared = Shared::new(metrics);
         let mut templates = Vec::new();
         for f in &config.filters {
             let path: PathBuf = base_dir.join(&f.module);
@@ -215,6 +223,7 @@ impl ProxyWasm {
                 .map_err(|e| invalid(format!("{e:#}")))?;
             templates.push(FilterTemplate {
                 name: f.name.clone(),
+                path: path.clone(),
                 pre,
                 module,
                 abi,
@@ -273,6 +282,7 @@ impl ProxyWasm {
             .iter()
             .map(|t| ModuleInfo {
                 filter: t.name.clone(),
+                path: t.path.clone(),
                 sha256: t.module.sha256.clone(),
                 abi: t.abi,
                 from_cache: t.module.from_cache,
@@ -339,6 +349,7 @@ impl ProxyWasm {
                             shared: self.shared.clone(),
                             upstreams: upstreams.clone(),
                             mailbox,
+                            stats: self.shared.module_stats(&def.module.sha256),
                         };
                         let vm = Vm::new(&spec).map_err(|e| format!("filter {}: {e}", def.name))?;
                         let slot = Rc::new(VmSlot::new(spec, vm));

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use rustygate_telemetry::Metrics;
@@ -84,7 +84,37 @@ struct Inner {
     metric_ids: HashMap<(MetricKind, String), u32>,
 }
 
-/// Shared by every VM in the process.
+/// Live counts for one module (by SHA-256), across workers and configuration generations.
+#[derive(Debug, Default)]
+pub struct ModuleStats {
+    /// VMs running the module now: a number that stays high after reloads means a leak.
+    pub vms: AtomicUsize,
+    /// VM failures (trap, CPU deadline, memory limit) since the process started.
+    pub failures: AtomicU64,
+}
+
+/// Counts a VM as live until dropped.
+pub(crate) struct LiveVm(Arc<ModuleStats>);
+
+impl LiveVm {
+    pub fn new(stats: Arc<ModuleStats>) -> Self {
+        stats.vms.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+
+    pub fn failed(&self) {
+        self.0.failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for LiveVm {
+    fn drop(&mut self) {
+        self.0.vms.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Shared by every VM in the process, and kept across reloads: shared data, queues and rate
+/// limit windows survive a filter being swapped, as they survive a VM restart in Envoy.
 pub struct Shared {
     /// Origin of the monotonic clock filters see.
     pub(crate) started: std::time::Instant,
@@ -93,6 +123,7 @@ pub struct Shared {
     registry: Metrics,
     /// The `rustygate_rate_limit` foreign function's counters.
     pub(crate) limiter: crate::foreign::Limiter,
+    modules: Mutex<HashMap<String, Arc<ModuleStats>>>,
 }
 
 impl Shared {
@@ -107,7 +138,17 @@ impl Shared {
             metrics_by_id: Mutex::new(Vec::new()),
             registry,
             limiter: crate::foreign::Limiter::default(),
+            modules: Mutex::default(),
         })
+    }
+
+    /// The live counts of the module with this SHA-256.
+    pub fn module_stats(&self, sha256: &str) -> Arc<ModuleStats> {
+        self.modules
+            .lock()
+            .entry(sha256.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// `proxy_get_shared_data`: (value, cas).

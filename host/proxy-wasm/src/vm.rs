@@ -74,6 +74,8 @@ pub(crate) struct VmSpec {
     pub upstreams: Rc<dyn rustygate_filter_api::Upstreams>,
     /// Where work for this VM's slot is posted from other threads.
     pub mailbox: crate::shared::Mailbox,
+    /// The module's live VM and failure counts.
+    pub stats: Arc<crate::shared::ModuleStats>,
 }
 
 /// A live VM.
@@ -89,6 +91,7 @@ pub(crate) struct Vm {
     starting: bool,
     /// Set once the VM trapped; it is then never called again.
     pub failed: Option<FilterError>,
+    live: crate::shared::LiveVm,
 }
 
 fn typed<P: WasmParams, R: WasmResults>(
@@ -214,6 +217,7 @@ impl Vm {
             cpu_limit: spec.cpu_limit,
             starting: false,
             failed: None,
+            live: crate::shared::LiveVm::new(spec.stats.clone()),
         })
     }
 
@@ -261,6 +265,7 @@ impl Vm {
                 }
                 self.store.data_mut().flush_output();
                 self.failed = Some(err.clone());
+                self.live.failed();
                 Err(err)
             }
         }

@@ -20,16 +20,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use rustygate_config::Config;
 use rustygate_filter_api::ChainBuilder;
 use rustygate_telemetry::Metrics;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 pub use snapshot::{Snapshot, SnapshotError};
 
-use worker::ListenerCtx;
+use worker::{Control, ListenerCtx};
 
 /// Lifecycle phase broadcast to workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +41,9 @@ pub(crate) enum Phase {
     Stopped,
 }
 
-/// State shared by all workers. Read-mostly: the snapshot is swapped atomically, the rest
-/// are counters.
+/// State shared by all workers: counters. Configuration is not here: each worker holds the
+/// generation it runs (see [`Gateway::apply`]).
 pub(crate) struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
     pub metrics: Metrics,
     pub in_flight: AtomicUsize,
     pub connections: AtomicUsize,
@@ -123,9 +121,92 @@ impl std::fmt::Debug for Readiness {
     }
 }
 
+/// Why a new configuration was not applied. The gateway keeps running the previous one.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The configuration could not be compiled.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// A worker could not build the new filter chains.
+    #[error("{0}")]
+    Filters(String),
+    /// The gateway is stopping.
+    #[error("the gateway is shutting down")]
+    Stopping,
+}
+
+/// Hands new configurations to the running workers. Cheap to clone; usable from any thread.
+#[derive(Clone)]
+pub struct Reconfigure {
+    workers: Arc<[mpsc::UnboundedSender<Control>]>,
+}
+
+impl std::fmt::Debug for Reconfigure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconfigure")
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+impl Reconfigure {
+    /// Replaces the routing snapshot and filter chains on every worker, or on none.
+    ///
+    /// Every worker first builds the new generation on its own thread (instantiating its
+    /// filter VMs) while it keeps serving the current one; only when all of them succeeded is
+    /// the switch committed, and this returns once every worker has switched. Requests that
+    /// started earlier finish on the generation they started with; its VMs are dropped with
+    /// its last request. `generation` must increase with every call.
+    pub async fn apply(
+        &self,
+        config: &Config,
+        generation: u64,
+        filters: Option<Arc<dyn ChainBuilder>>,
+    ) -> Result<(), ApplyError> {
+        let snapshot = Arc::new(Snapshot::build(config, generation)?);
+        let mut replies = Vec::with_capacity(self.workers.len());
+        for w in self.workers.iter() {
+            let (reply, answer) = oneshot::channel();
+            w.send(Control::Prepare {
+                snapshot: snapshot.clone(),
+                filters: filters.clone(),
+                reply,
+            })
+            .map_err(|_| ApplyError::Stopping)?;
+            replies.push(answer);
+        }
+        let mut failure = None;
+        for answer in replies {
+            match answer.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(ApplyError::Filters(e))),
+                Err(_) => failure = failure.or(Some(ApplyError::Stopping)),
+            }
+        }
+        if let Some(e) = failure {
+            for w in self.workers.iter() {
+                let _ = w.send(Control::Abort { generation });
+            }
+            return Err(e);
+        }
+        let mut done = Vec::with_capacity(self.workers.len());
+        for w in self.workers.iter() {
+            let (reply, answer) = oneshot::channel();
+            if w.send(Control::Commit { generation, reply }).is_ok() {
+                done.push(answer);
+            }
+        }
+        for answer in done {
+            let _ = answer.await;
+        }
+        Ok(())
+    }
+}
+
 /// A running gateway.
 pub struct Gateway {
     shared: Arc<Shared>,
+    reconfigure: Reconfigure,
     phase: watch::Sender<Phase>,
     threads: Vec<JoinHandle<()>>,
     addrs: Vec<(String, SocketAddr)>,
@@ -156,17 +237,17 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 impl Gateway {
-    /// Binds all listeners and starts the workers. `config` must have passed validation;
-    /// `filters` builds each worker's filter chains (one per route, in route order).
+    /// Binds all listeners and starts the workers on configuration generation 1. `config` must
+    /// have passed validation; `filters` builds each worker's filter chains (one per route, in
+    /// route order).
     pub fn start(
         config: &Config,
         metrics: Metrics,
         filters: Option<Arc<dyn ChainBuilder>>,
     ) -> Result<Self, StartError> {
         let workers = config.workers.unwrap_or_else(default_workers).max(1);
-        let snapshot = Snapshot::build(config, 1)?;
+        let snapshot = Arc::new(Snapshot::build(config, 1)?);
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             in_flight: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
@@ -205,17 +286,22 @@ impl Gateway {
         let (phase, phase_rx) = watch::channel(Phase::Running);
         let mut threads = Vec::with_capacity(workers);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut controls = Vec::with_capacity(workers);
         for (id, listeners) in sockets.into_iter().enumerate() {
-            let (shared, phase_rx, filters, ready) = (
+            let (control, control_rx) = mpsc::unbounded_channel();
+            controls.push(control);
+            let (shared, phase_rx, first, ready) = (
                 shared.clone(),
                 phase_rx.clone(),
-                filters.clone(),
+                (snapshot.clone(), filters.clone()),
                 ready_tx.clone(),
             );
             let handle = std::thread::Builder::new()
                 .name(format!("rustygate-worker-{id}"))
                 .spawn(move || {
-                    if let Err(e) = worker::run(id, shared, listeners, phase_rx, filters, ready) {
+                    if let Err(e) =
+                        worker::run(id, shared, listeners, phase_rx, first, control_rx, ready)
+                    {
                         tracing::error!(worker = id, error = %e, "worker failed");
                     }
                 })
@@ -235,6 +321,9 @@ impl Gateway {
         tracing::info!(workers, listeners = ?addrs, "gateway started");
         Ok(Gateway {
             shared,
+            reconfigure: Reconfigure {
+                workers: controls.into(),
+            },
             phase,
             threads,
             addrs,
@@ -254,6 +343,11 @@ impl Gateway {
     /// Requests currently in flight.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A handle that applies new configurations (hot reload).
+    pub fn reconfigure(&self) -> Reconfigure {
+        self.reconfigure.clone()
     }
 
     /// A readiness handle for the admin listener.

@@ -1,6 +1,6 @@
 //! The immutable routing snapshot: everything a request needs from configuration, compiled
-//! once. Workers read it through an `ArcSwap`, so a reload can replace it in one atomic step
-//! while in-flight requests keep the snapshot they started with.
+//! once. Each worker holds the current one with its filter chains; a reload hands workers a
+//! new one, and in-flight requests keep the snapshot they started with.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,24 +13,27 @@ use http_body_util::{BodyExt, Full, Limited};
 use rustygate_config::UpstreamProtocol;
 use rustygate_filter_api::{LocalFuture, Upstreams};
 
-use crate::Shared;
 use crate::body::BoxError;
 use crate::pool::{Pool, SendError, UpstreamBody};
+use crate::snapshot::Snapshot;
 
 /// Largest call response body a filter may receive (Envoy's default buffer limit).
 const MAX_CALL_RESPONSE: usize = 1 << 20;
 
 /// A worker's clusters, as filters reach them.
+///
+/// Each configuration generation has its own: its filters reach the clusters of the
+/// configuration they were configured with, even while a newer one is being prepared.
 pub(crate) struct WorkerUpstreams {
-    pub shared: Arc<Shared>,
-    pub pool: Rc<Pool>,
+    snapshot: Arc<Snapshot>,
+    pool: Rc<Pool>,
     next: Cell<usize>,
 }
 
 impl WorkerUpstreams {
-    pub fn new(shared: Arc<Shared>, pool: Rc<Pool>) -> Self {
+    pub fn new(snapshot: Arc<Snapshot>, pool: Rc<Pool>) -> Self {
         Self {
-            shared,
+            snapshot,
             pool,
             next: Cell::new(0),
         }
@@ -49,12 +52,7 @@ fn generated(status: StatusCode, body: &'static str) -> Response<Bytes> {
 
 impl Upstreams for WorkerUpstreams {
     fn has_cluster(&self, cluster: &str) -> bool {
-        self.shared
-            .snapshot
-            .load()
-            .clusters
-            .iter()
-            .any(|c| &*c.name == cluster)
+        self.snapshot.clusters.iter().any(|c| &*c.name == cluster)
     }
 
     fn call(
@@ -63,7 +61,7 @@ impl Upstreams for WorkerUpstreams {
         request: Request<Bytes>,
         timeout: Option<Duration>,
     ) -> LocalFuture<'static, Result<Response<Bytes>, String>> {
-        let snapshot = self.shared.snapshot.load_full();
+        let snapshot = self.snapshot.clone();
         let pool = self.pool.clone();
         let turn = self.next.get();
         self.next.set(turn.wrapping_add(1));

@@ -1,7 +1,7 @@
 //! A worker: one OS thread running a single-threaded tokio runtime. Each worker accepts on its
 //! own `SO_REUSEPORT` socket per listener and serves those connections start to end, so a
 //! request never changes thread. Everything a worker owns (connection pool, balancer state,
-//! metric handles, and later its WASM VMs) sits behind `Rc`/`RefCell` with no locks.
+//! metric handles, its WASM VMs) sits behind `Rc`/`RefCell` with no locks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -18,8 +18,9 @@ use metrics::{Counter, Histogram};
 use rustygate_config::ListenerLimits;
 use rustygate_core::balance::SmoothWrr;
 use rustygate_filter_api::{ChainBuilder, FilterFactory};
+use rustygate_telemetry::Metrics;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::exec::LocalExec;
 use crate::pool::Pool;
@@ -59,72 +60,119 @@ impl ConnCtx {
     }
 }
 
-#[derive(Default)]
-struct Cache {
-    generation: u64,
-    balancers: Vec<SmoothWrr>,
-    requests: HashMap<(u32, u16), Counter>,
-    durations: HashMap<u32, Histogram>,
-}
-
 /// A route's filters on this worker.
 pub(crate) type Chain = Rc<[Rc<dyn FilterFactory>]>;
 
-/// One worker's state.
-pub(crate) struct Worker {
-    pub shared: Arc<Shared>,
-    /// Filter chains by route index, built on this thread at start-up.
+/// One configuration generation as this worker runs it: the routing snapshot, the filter
+/// chains built from it on this thread, and the per-generation state that is indexed by its
+/// routes and clusters. A request holds its generation from start to end, so a reload never
+/// changes the filters or routes a request started with; the generation (and with it the
+/// filter VMs) is dropped when its last request ends.
+pub(crate) struct Active {
+    pub snapshot: Arc<Snapshot>,
+    /// Filter chains by route index.
     chains: Vec<Chain>,
     no_filters: Chain,
-    pub pool: Rc<Pool>,
-    pub rng: RefCell<fastrand::Rng>,
-    cache: RefCell<Cache>,
+    balancers: RefCell<Vec<SmoothWrr>>,
+    requests: RefCell<HashMap<(u32, u16), Counter>>,
+    durations: RefCell<HashMap<u32, Histogram>>,
 }
 
-impl Worker {
-    fn cache_for(&self, snapshot: &Snapshot) -> std::cell::RefMut<'_, Cache> {
-        let mut c = self.cache.borrow_mut();
-        if c.generation != snapshot.generation {
-            // A new configuration: balancer positions and route-indexed metric handles refer to
-            // the old route and cluster lists.
-            *c = Cache {
-                generation: snapshot.generation,
-                balancers: snapshot
+impl Active {
+    /// Builds this worker's view of `snapshot`; filter VMs are instantiated here, on the
+    /// worker thread that will run them, never on the request path.
+    fn build(
+        pool: &Rc<Pool>,
+        snapshot: Arc<Snapshot>,
+        filters: Option<&Arc<dyn ChainBuilder>>,
+    ) -> Result<Self, String> {
+        let upstreams = Rc::new(crate::upstreams::WorkerUpstreams::new(
+            snapshot.clone(),
+            pool.clone(),
+        ));
+        let chains = match filters {
+            Some(b) => b.build(upstreams)?,
+            None => Vec::new(),
+        };
+        Ok(Active {
+            balancers: RefCell::new(
+                snapshot
                     .clusters
                     .iter()
                     .map(|cl| SmoothWrr::new(cl.endpoints.iter().map(|e| e.weight)))
                     .collect(),
-                ..Cache::default()
-            };
-        }
-        c
-    }
-
-    /// The endpoint index for the next request to `cluster`.
-    pub fn pick_endpoint(&self, snapshot: &Snapshot, cluster: usize) -> usize {
-        self.cache_for(snapshot).balancers[cluster]
-            .pick()
-            .unwrap_or(0)
-    }
-
-    /// Counts a finished request. `route_idx` is `u32::MAX` when no route matched.
-    pub fn record_request(&self, route_idx: u32, route: &str, status: u16, elapsed: Duration) {
-        let mut c = self.cache.borrow_mut();
-        let m = &self.shared.metrics;
-        c.requests
-            .entry((route_idx, status))
-            .or_insert_with(|| m.requests_total(route, status))
-            .increment(1);
-        c.durations
-            .entry(route_idx)
-            .or_insert_with(|| m.request_duration(route))
-            .record(elapsed.as_secs_f64());
+            ),
+            snapshot,
+            chains: chains.into_iter().map(Rc::from).collect(),
+            no_filters: Rc::from(Vec::new()),
+            requests: RefCell::default(),
+            durations: RefCell::default(),
+        })
     }
 
     /// The filter chain of route `route` (empty when it has none).
     pub fn chain(&self, route: usize) -> Chain {
         // Routes without filters share one empty chain: no allocation per request.
         self.chains.get(route).unwrap_or(&self.no_filters).clone()
+    }
+
+    /// The endpoint index for the next request to `cluster`.
+    pub fn pick_endpoint(&self, cluster: usize) -> usize {
+        self.balancers.borrow_mut()[cluster].pick().unwrap_or(0)
+    }
+
+    /// Counts a finished request. `route_idx` is `u32::MAX` when no route matched.
+    pub fn record_request(
+        &self,
+        metrics: &Metrics,
+        route_idx: u32,
+        route: &str,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        self.requests
+            .borrow_mut()
+            .entry((route_idx, status))
+            .or_insert_with(|| metrics.requests_total(route, status))
+            .increment(1);
+        self.durations
+            .borrow_mut()
+            .entry(route_idx)
+            .or_insert_with(|| metrics.request_duration(route))
+            .record(elapsed.as_secs_f64());
+    }
+}
+
+/// A configuration change sent to a worker: prepared everywhere first, then committed, so that
+/// a worker that cannot build the new generation leaves every worker on the old one.
+pub(crate) enum Control {
+    Prepare {
+        snapshot: Arc<Snapshot>,
+        filters: Option<Arc<dyn ChainBuilder>>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Commit {
+        generation: u64,
+        reply: oneshot::Sender<()>,
+    },
+    Abort {
+        generation: u64,
+    },
+}
+
+/// One worker's state.
+pub(crate) struct Worker {
+    pub shared: Arc<Shared>,
+    active: RefCell<Rc<Active>>,
+    pending: RefCell<Option<Rc<Active>>>,
+    pub pool: Rc<Pool>,
+    pub rng: RefCell<fastrand::Rng>,
+}
+
+impl Worker {
+    /// The generation a new request runs on.
+    pub fn active(&self) -> Rc<Active> {
+        self.active.borrow().clone()
     }
 
     /// Counts a filter failure.
@@ -142,6 +190,39 @@ impl Worker {
             .upstream_failures(cluster, reason)
             .increment(1);
     }
+
+    fn control(&self, msg: Control) {
+        match msg {
+            Control::Prepare {
+                snapshot,
+                filters,
+                reply,
+            } => {
+                let result = Active::build(&self.pool, snapshot, filters.as_ref());
+                let answer = result.map(|a| {
+                    *self.pending.borrow_mut() = Some(Rc::new(a));
+                });
+                let _ = reply.send(answer);
+            }
+            Control::Commit { generation, reply } => {
+                let next = self.pending.borrow_mut().take();
+                if let Some(next) = next.filter(|n| n.snapshot.generation == generation) {
+                    // The old generation lives on in the requests that hold it.
+                    *self.active.borrow_mut() = next;
+                }
+                let _ = reply.send(());
+            }
+            Control::Abort { generation } => {
+                let mut pending = self.pending.borrow_mut();
+                if pending
+                    .as_ref()
+                    .is_some_and(|p| p.snapshot.generation == generation)
+                {
+                    *pending = None;
+                }
+            }
+        }
+    }
 }
 
 /// Runs one worker thread until the gateway is stopped.
@@ -150,7 +231,8 @@ pub(crate) fn run(
     shared: Arc<Shared>,
     listeners: Vec<(Arc<ListenerCtx>, std::net::TcpListener)>,
     phase: watch::Receiver<Phase>,
-    chains: Option<Arc<dyn ChainBuilder>>,
+    first: (Arc<Snapshot>, Option<Arc<dyn ChainBuilder>>),
+    mut control: mpsc::UnboundedReceiver<Control>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -161,14 +243,10 @@ pub(crate) fn run(
         // Filter VMs are created here, on the thread and inside the task set that will run
         // them (their outbound calls are worker tasks), before any traffic.
         let pool = Rc::new(Pool::default());
-        let upstreams = Rc::new(crate::upstreams::WorkerUpstreams::new(
-            shared.clone(),
-            pool.clone(),
-        ));
-        let chains: Vec<Chain> = match chains.map(|b| b.build(upstreams)).transpose() {
-            Ok(c) => {
+        let active = match Active::build(&pool, first.0, first.1.as_ref()) {
+            Ok(a) => {
                 let _ = ready.send(Ok(()));
-                c.unwrap_or_default().into_iter().map(Rc::from).collect()
+                a
             }
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -177,11 +255,10 @@ pub(crate) fn run(
         };
         let worker = Rc::new(Worker {
             shared,
-            chains,
-            no_filters: Rc::from(Vec::new()),
+            active: RefCell::new(Rc::new(active)),
+            pending: RefCell::new(None),
             pool,
             rng: RefCell::new(fastrand::Rng::new()),
-            cache: RefCell::new(Cache::default()),
         });
         for (ctx, std_listener) in listeners {
             let listener = TcpListener::from_std(std_listener)?;
@@ -190,7 +267,12 @@ pub(crate) fn run(
         tracing::debug!(worker = id, "worker started");
         let mut phase = phase;
         // Stay up while draining: connection tasks live on this thread.
-        let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
+        loop {
+            tokio::select! {
+                Some(msg) = control.recv() => worker.control(msg),
+                _ = phase.wait_for(|p| *p == Phase::Stopped) => break,
+            }
+        }
         Ok(())
     })
 }

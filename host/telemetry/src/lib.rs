@@ -29,6 +29,14 @@ pub const CONNECTIONS_REJECTED: &str = "rustygate_connections_rejected_total";
 /// memory, unavailable), counted whatever the failure policy.
 pub const FILTER_FAILURES: &str = "rustygate_filter_failures_total";
 
+/// `rustygate_reload_total{result}`: configuration reloads by result (success, failure).
+pub const RELOAD_TOTAL: &str = "rustygate_reload_total";
+/// `rustygate_config_generation`: the configuration generation serving new requests.
+pub const CONFIG_GENERATION: &str = "rustygate_config_generation";
+/// `rustygate_filter_module_info{filter,sha256}`: 1 for the module each filter runs now, 0 for
+/// modules it ran before a reload.
+pub const FILTER_MODULE_INFO: &str = "rustygate_filter_module_info";
+
 /// Route label used when no route matched.
 pub const NO_ROUTE_LABEL: &str = "none";
 
@@ -98,10 +106,45 @@ impl Metrics {
             "Filter failures by filter and reason (trap, cpu_deadline, memory, unavailable)."
                 .into(),
         );
+        r.describe_counter(
+            RELOAD_TOTAL.into(),
+            None,
+            "Configuration reloads by result (success, failure).".into(),
+        );
+        r.describe_gauge(
+            CONFIG_GENERATION.into(),
+            None,
+            "Configuration generation serving new requests (1 at start, +1 per applied reload)."
+                .into(),
+        );
+        r.describe_gauge(
+            FILTER_MODULE_INFO.into(),
+            None,
+            "1 for the module (by SHA-256) each filter runs now; 0 for modules replaced by a reload."
+                .into(),
+        );
         Self {
             recorder: Arc::new(recorder),
             handle,
         }
+    }
+
+    /// `rustygate_reload_total{result}`.
+    pub fn reloads(&self, result: &str) -> Counter {
+        self.counter(RELOAD_TOTAL, &[("result", result)])
+    }
+
+    /// `rustygate_config_generation`.
+    pub fn config_generation(&self) -> Gauge {
+        self.gauge(CONFIG_GENERATION, &[])
+    }
+
+    /// `rustygate_filter_module_info{filter,sha256}`.
+    pub fn filter_module_info(&self, filter: &str, sha256: &str) -> Gauge {
+        self.gauge(
+            FILTER_MODULE_INFO,
+            &[("filter", filter), ("sha256", sha256)],
+        )
     }
 
     /// Prometheus text exposition of everything recorded.

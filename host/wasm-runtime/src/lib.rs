@@ -10,12 +10,14 @@
 //!   2 MB Go filter.
 //! - [`StoreLimits`](wasmtime::StoreLimits) cap each store's linear memory.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
@@ -97,10 +99,33 @@ impl std::fmt::Debug for LoadedModule {
     }
 }
 
+/// How many modules that are no longer configured stay compiled in memory, most recently
+/// used first. Besides making a rollback instant, this matters for memory: every fresh load
+/// of a module costs a little that wasmtime does not give back (about 1 KiB measured), so a
+/// flip-flop between versions must not reload them each time.
+pub const KEEP_UNUSED: usize = 8;
+
+#[derive(Default)]
+struct Loaded {
+    modules: HashMap<String, (Module, u64)>,
+    clock: u64,
+}
+
+impl Loaded {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+}
+
 /// The process's WebAssembly engine and its epoch ticker.
 pub struct Runtime {
     engine: Engine,
     cache_dir: Option<PathBuf>,
+    /// Compiled modules by SHA-256, with when they were last in use: a reload that keeps or
+    /// returns to a module reuses its code instead of loading another copy. Trimmed with
+    /// [`Runtime::retain`].
+    loaded: Mutex<Loaded>,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -144,6 +169,7 @@ impl Runtime {
         Ok(Self {
             engine,
             cache_dir: cfg.cache_dir.clone(),
+            loaded: Mutex::default(),
             stop,
             ticker: Some(ticker),
         })
@@ -174,6 +200,53 @@ impl Runtime {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        if let Some((module, _)) = self.loaded.lock().modules.get(&sha256) {
+            return Ok(LoadedModule {
+                module: module.clone(),
+                sha256,
+                from_cache: true,
+            });
+        }
+        let module = self.compile_or_load(name, bytes, &sha256)?;
+        let mut loaded = self.loaded.lock();
+        let now = loaded.tick();
+        loaded
+            .modules
+            .insert(sha256.clone(), (module.module.clone(), now));
+        Ok(module)
+    }
+
+    /// Marks `keep` (SHA-256s) as in use and forgets all but the [`KEEP_UNUSED`] most recently
+    /// used of the other modules. Instances still running a forgotten module keep its code
+    /// alive until they are dropped.
+    pub fn retain<'a>(&self, keep: impl IntoIterator<Item = &'a str>) {
+        let mut loaded = self.loaded.lock();
+        let now = loaded.tick();
+        let keep: std::collections::HashSet<&str> = keep.into_iter().collect();
+        for (sha, (_, used)) in loaded.modules.iter_mut() {
+            if keep.contains(sha.as_str()) {
+                *used = now;
+            }
+        }
+        let mut unused: Vec<(u64, String)> = loaded
+            .modules
+            .iter()
+            .filter(|(sha, _)| !keep.contains(sha.as_str()))
+            .map(|(sha, (_, used))| (*used, sha.clone()))
+            .collect();
+        unused.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, sha) in unused.into_iter().skip(KEEP_UNUSED) {
+            loaded.modules.remove(&sha);
+        }
+    }
+
+    fn compile_or_load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<LoadedModule, RuntimeError> {
+        let sha256 = sha256.to_owned();
         let cached = self
             .cache_dir
             .as_ref()
@@ -315,13 +388,41 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rg-cache-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let wasm = wat::parse_str("(module (func (export \"f\")))").unwrap();
-        let rt = runtime(&dir);
-        let first = rt.load_bytes("f.wasm", &wasm).unwrap();
+        let first = runtime(&dir).load_bytes("f.wasm", &wasm).unwrap();
         assert!(!first.from_cache);
-        let second = rt.load_bytes("f.wasm", &wasm).unwrap();
+        // A new process (runtime) finds the compiled code on disk.
+        let second = runtime(&dir).load_bytes("f.wasm", &wasm).unwrap();
         assert!(second.from_cache);
         assert_eq!(first.sha256, second.sha256);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reloading_a_module_reuses_its_code_until_pushed_out() {
+        let rt = Runtime::new(&RuntimeConfig {
+            cache_dir: None,
+            pool_slots: 4,
+            ..Default::default()
+        })
+        .unwrap();
+        let wasm = wat::parse_str("(module (func (export \"g\")))").unwrap();
+        let first = rt.load_bytes("g.wasm", &wasm).unwrap();
+        assert!(!first.from_cache);
+        let again = rt.load_bytes("g.wasm", &wasm).unwrap();
+        assert!(
+            again.from_cache,
+            "the second load of the same bytes compiled again"
+        );
+        // No longer configured, but recent: kept.
+        rt.retain([]);
+        assert!(rt.load_bytes("g.wasm", &wasm).unwrap().from_cache);
+        // Pushed out by more recent modules.
+        for i in 0..KEEP_UNUSED {
+            let other = wat::parse_str(format!("(module (func (export \"f{i}\")))")).unwrap();
+            rt.load_bytes("other.wasm", &other).unwrap();
+            rt.retain([]);
+        }
+        assert!(!rt.load_bytes("g.wasm", &wasm).unwrap().from_cache);
     }
 
     #[test]

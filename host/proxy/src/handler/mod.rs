@@ -25,8 +25,7 @@ mod filtering;
 use crate::body::{RequestBody, ResponseBody, Transfer};
 use crate::chain::{ChainRun, RequestOutcome, ResponseOutcome};
 use crate::pool::{SendError, UpstreamBody};
-use crate::snapshot::Snapshot;
-use crate::worker::{ConnCtx, Worker};
+use crate::worker::{Active, ConnCtx, Worker};
 use filtering::filter_failed;
 
 /// A failure and its detail for the client.
@@ -41,7 +40,7 @@ pub(crate) async fn handle(
     let start = Instant::now();
     conn.request_started();
     worker.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-    let snapshot = worker.shared.snapshot.load_full();
+    let active = worker.active();
     let request_id = forwarding::request_id(req.headers(), &mut worker.rng.borrow_mut());
     let transfer = Rc::new(Transfer::default());
     let mut done = Completion {
@@ -55,7 +54,8 @@ pub(crate) async fn handle(
         route: None,
         upstream: None,
         status: 0,
-        access_log: snapshot.access_log,
+        access_log: active.snapshot.access_log,
+        active: active.clone(),
         transfer: transfer.clone(),
         chain: None,
     };
@@ -63,7 +63,7 @@ pub(crate) async fn handle(
     let resp = match forward(
         &worker,
         &conn,
-        &snapshot,
+        &active,
         req,
         &request_id,
         &transfer,
@@ -83,12 +83,13 @@ pub(crate) async fn handle(
 async fn forward(
     worker: &Rc<Worker>,
     conn: &ConnCtx,
-    snapshot: &Arc<Snapshot>,
+    active: &Active,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     transfer: &Rc<Transfer>,
     done: &mut Completion,
 ) -> Result<Response<ResponseBody>, Failure> {
+    let snapshot = &active.snapshot;
     let (mut parts, body) = req.into_parts();
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -137,7 +138,7 @@ async fn forward(
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
 
-    let chain = worker.chain(route_idx);
+    let chain = active.chain(route_idx);
     let mut authority = host
         .as_ref()
         .and_then(|h| h.to_str().ok())
@@ -237,7 +238,7 @@ async fn forward(
         }
     }
 
-    let endpoint = &cluster.endpoints[worker.pick_endpoint(snapshot, route.cluster)];
+    let endpoint = &cluster.endpoints[active.pick_endpoint(route.cluster)];
     done.upstream = Some(endpoint.authority.clone());
     let path_and_query = parts
         .uri
@@ -438,6 +439,8 @@ pub(crate) struct Completion {
     upstream: Option<Arc<str>>,
     status: u16,
     access_log: bool,
+    /// The configuration generation the request runs on, kept until its last byte.
+    active: Rc<Active>,
     transfer: Rc<Transfer>,
     /// The request's filters, ended (`on_log`, `on_done`, `on_delete`) with the request.
     chain: Option<Rc<ChainRun>>,
@@ -455,8 +458,13 @@ impl Completion {
             Some((i, n)) => (*i, &**n),
             None => (u32::MAX, NO_ROUTE_LABEL),
         };
-        self.worker
-            .record_request(route_idx, route_name, self.status, elapsed);
+        self.active.record_request(
+            &self.worker.shared.metrics,
+            route_idx,
+            route_name,
+            self.status,
+            elapsed,
+        );
         if self.access_log {
             let status = StatusCode::from_u16(self.status).map_or(0, |s| s.as_u16());
             tracing::info!(

@@ -1,0 +1,143 @@
+//! Turning a configuration file into something the gateway can run: parse and validate the
+//! YAML, compile the routing snapshot, compile and check every filter module and start each
+//! plugin on a canary VM. The same steps run at start-up, for `rustygate validate`, and for
+//! every reload, so a file that `validate` accepts is one a reload accepts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustygate_config::Config;
+use rustygate_filter_api::ChainBuilder;
+use rustygate_proxy::Snapshot;
+use rustygate_proxy_wasm::{ModuleInfo, ProxyWasm, Shared};
+use rustygate_telemetry::Metrics;
+use rustygate_wasm_runtime::{Runtime, RuntimeConfig};
+
+use crate::ReloadError;
+
+/// The WebAssembly side of the process: one engine (created when the first filter appears)
+/// and the shared data every VM of every generation sees.
+#[derive(Clone)]
+pub struct Wasm {
+    runtime: Option<Arc<Runtime>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Wasm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wasm")
+            .field("engine", &self.runtime.is_some())
+            .finish()
+    }
+}
+
+impl Wasm {
+    /// No engine yet; filter metrics are recorded into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            runtime: None,
+            shared: Shared::new(metrics),
+        }
+    }
+
+    /// Shared data, queues and per-module counts.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub(crate) fn runtime(&self) -> Option<&Arc<Runtime>> {
+        self.runtime.as_ref()
+    }
+
+    /// The engine, created for `config` on first use. Its instance pool and memory ceiling
+    /// are fixed then (`vm_slots` leaves room for reloads); a later configuration that needs
+    /// more is refused with wasmtime's reason and takes a restart.
+    fn runtime_for(&mut self, config: &Config) -> Result<Arc<Runtime>, ReloadError> {
+        if let Some(r) = &self.runtime {
+            return Ok(r.clone());
+        }
+        let workers = config
+            .workers
+            .unwrap_or_else(rustygate_proxy::default_workers);
+        let runtime = Runtime::new(&RuntimeConfig {
+            pool_slots: rustygate_proxy_wasm::vm_slots(config, workers),
+            max_memory_bytes: config
+                .filters
+                .iter()
+                .map(|f| f.limits.max_memory_bytes)
+                .max()
+                .unwrap_or(0)
+                .max(MIN_POOL_MEMORY),
+            ..RuntimeConfig::default()
+        })
+        .map_err(|e| ReloadError::Filters(e.to_string()))?;
+        let runtime = Arc::new(runtime);
+        self.runtime = Some(runtime.clone());
+        Ok(runtime)
+    }
+}
+
+/// Every pool slot may grow to this much linear memory (per-filter limits are lower), so a
+/// reload may raise a filter's `max_memory_bytes` up to it without a restart.
+const MIN_POOL_MEMORY: usize = 256 << 20;
+
+/// A configuration ready to apply.
+pub struct Loaded {
+    /// The parsed, validated configuration.
+    pub config: Config,
+    /// Its filters, compiled and checked; `None` when it has none.
+    pub filters: Option<Arc<ProxyWasm>>,
+    /// What each filter runs.
+    pub modules: Vec<ModuleInfo>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("modules", &self.modules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Loaded {
+    /// The per-worker chain builder for the gateway.
+    pub fn chains(&self) -> Option<Arc<dyn ChainBuilder>> {
+        self.filters
+            .as_ref()
+            .map(|f| f.clone() as Arc<dyn ChainBuilder>)
+    }
+}
+
+/// Reads and checks `path` and its filters. Blocking: it compiles modules.
+pub fn load(path: &Path, wasm: &mut Wasm) -> Result<Loaded, ReloadError> {
+    let config =
+        rustygate_config::load_file(path).map_err(|e| ReloadError::Config(e.to_string()))?;
+    rustygate_telemetry::check_level(&config.logging)
+        .map_err(|e| ReloadError::Config(format!("{}: {e}", path.display())))?;
+    Snapshot::build(&config, 0)
+        .map_err(|e| ReloadError::Config(format!("{}: {e}", path.display())))?;
+    if config.filters.is_empty() {
+        return Ok(Loaded {
+            config,
+            filters: None,
+            modules: Vec::new(),
+        });
+    }
+    let runtime = wasm.runtime_for(&config)?;
+    let host = ProxyWasm::load(&config, &base_dir(path), &runtime, wasm.shared.clone())
+        .map_err(|e| ReloadError::Filters(e.to_string()))?;
+    let modules = host.modules();
+    Ok(Loaded {
+        config,
+        filters: Some(Arc::new(host)),
+        modules,
+    })
+}
+
+/// Module paths in the configuration are relative to its directory.
+pub(crate) fn base_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
