@@ -266,6 +266,147 @@ pub struct Cluster {
     /// Most idle connections kept per endpoint per worker.
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle_per_endpoint: usize,
+    /// Active health checks: probe every endpoint on a timer. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Passive health checks: eject endpoints that keep failing real requests. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Limits that shed load with a 503 instead of piling it onto a struggling cluster.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreaker,
+    /// When fewer than this percentage of endpoints are healthy, traffic goes to all of them
+    /// (healthy or not): health information is then more likely wrong than the endpoints.
+    #[serde(default = "default_panic_threshold")]
+    pub panic_threshold: u8,
+}
+
+fn default_panic_threshold() -> u8 {
+    50
+}
+
+/// How an endpoint is probed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheckKind {
+    /// `GET path`; healthy when the status is in `expected_statuses`.
+    #[default]
+    Http,
+    /// Healthy when a TCP connection can be opened.
+    Tcp,
+}
+
+/// Active health checking of a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `http` (default) or `tcp`.
+    #[serde(default, rename = "type")]
+    pub kind: HealthCheckKind,
+    /// Path requested by HTTP checks.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// `Host` header of HTTP checks. Default: the endpoint's `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Statuses that count as healthy: ranges and codes, comma separated (`200-399`, `200,204`).
+    #[serde(default = "default_expected_statuses")]
+    pub expected_statuses: String,
+    /// Time between checks of one endpoint.
+    #[serde(default = "default_health_interval")]
+    pub interval: Duration,
+    /// A check that takes longer fails.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Duration,
+    /// Random extra delay, up to this, added to each interval so that checks of many
+    /// endpoints (and gateways) do not fire in step. Default: a tenth of `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Duration>,
+    /// Consecutive passing checks that make an unhealthy endpoint healthy.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failing checks that make a healthy endpoint unhealthy.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_health_path() -> String {
+    "/".into()
+}
+fn default_expected_statuses() -> String {
+    "200-399".into()
+}
+fn default_health_interval() -> Duration {
+    Duration::secs(5)
+}
+fn default_health_timeout() -> Duration {
+    Duration::secs(1)
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// Passive health checking: endpoints that fail real requests are ejected for a while.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx responses (or failures to answer) that eject an endpoint. 0 disables.
+    pub consecutive_5xx: u32,
+    /// Consecutive connect failures, resets and timeouts that eject an endpoint. 0 disables.
+    pub consecutive_gateway_failures: u32,
+    /// Ejection time for a first ejection; the n-th ejection lasts n times as long.
+    pub base_ejection_time: Duration,
+    /// Longest ejection.
+    pub max_ejection_time: Duration,
+    /// Most endpoints (as a percentage, at least one) ejected at once.
+    pub max_ejection_percent: u8,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: 5,
+            consecutive_gateway_failures: 5,
+            base_ejection_time: Duration::secs(30),
+            max_ejection_time: Duration::secs(300),
+            max_ejection_percent: 10,
+        }
+    }
+}
+
+/// Per-cluster limits, counted across all workers. A request over a limit gets 503
+/// (`upstream_overflow`) at once and is counted in `rustygate_circuit_open_total`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreaker {
+    /// Open connections to the cluster's endpoints.
+    pub max_connections: usize,
+    /// Requests waiting for a new connection to be established.
+    pub max_pending_requests: usize,
+    /// Requests in flight to the cluster.
+    pub max_requests: usize,
+    /// Retries in flight to the cluster.
+    pub max_retries: usize,
+    /// Retries in flight may be at most this percentage of the requests in flight ...
+    pub retry_budget_percent: u8,
+    /// ... but this many are always allowed (up to `max_retries`).
+    pub retry_budget_min_concurrency: usize,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+            retry_budget_percent: 20,
+            retry_budget_min_concurrency: 3,
+        }
+    }
 }
 
 fn default_connect_timeout() -> Duration {
@@ -287,6 +428,21 @@ pub struct Endpoint {
     /// Relative share of requests.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Health before the first check: `healthy` (default) or `unhealthy` (no traffic until
+    /// active health checks pass).
+    #[serde(default)]
+    pub initial: InitialHealth,
+}
+
+/// An endpoint's health before it is first checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialHealth {
+    /// Receives traffic from the start.
+    #[default]
+    Healthy,
+    /// Receives traffic once active health checks pass `healthy_threshold` times.
+    Unhealthy,
 }
 
 fn default_weight() -> u32 {
@@ -316,9 +472,12 @@ pub struct Route {
     pub matcher: RouteMatch,
     /// Cluster to forward to.
     pub cluster: String,
-    /// Time allowed for the upstream to answer with response headers.
+    /// Time allowed for the upstream to answer with response headers, over all tries.
     #[serde(default = "default_route_timeout")]
     pub timeout: Duration,
+    /// When and how a failed upstream attempt is tried again.
+    #[serde(default)]
+    pub retry: RetryPolicy,
     /// Overrides the listener's `max_request_body_bytes` for this route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_request_body_bytes: Option<u64>,
@@ -329,6 +488,62 @@ pub struct Route {
 
 fn default_route_timeout() -> Duration {
     Duration::secs(15)
+}
+
+/// What a failed attempt is retried on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryOn {
+    /// The connection could not be established (nothing was sent).
+    ConnectFailure,
+    /// An HTTP/2 upstream refused the stream (nothing was processed).
+    RefusedStream,
+    /// The connection was reset, or the try timed out, before a response head.
+    Reset,
+    /// A 5xx response, or no response at all (connect failure, reset, timeout).
+    #[serde(rename = "5xx")]
+    FiveXx,
+    /// A 502, 503 or 504 response, or no response at all.
+    GatewayError,
+    /// A response whose status is in `retriable_status_codes`.
+    RetriableStatusCodes,
+}
+
+/// Retries of one route.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Conditions that make an attempt retriable.
+    pub retry_on: Vec<RetryOn>,
+    /// Statuses retried with `retriable-status-codes`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retriable_status_codes: Vec<u16>,
+    /// Retries after the first attempt. 0 disables retries.
+    pub max_retries: u32,
+    /// Time allowed for one attempt's response headers. Default: the route's `timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Duration>,
+    /// First backoff; each retry waits a random time up to base × 2^(retry-1).
+    pub backoff_base: Duration,
+    /// Longest backoff.
+    pub backoff_max: Duration,
+    /// Also retry methods that are not idempotent (POST, PATCH). Off by default: the upstream
+    /// may have acted on the first attempt.
+    pub retry_non_idempotent: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retry_on: vec![RetryOn::ConnectFailure, RetryOn::RefusedStream],
+            retriable_status_codes: Vec::new(),
+            max_retries: 1,
+            per_try_timeout: None,
+            backoff_base: Duration::millis(25),
+            backoff_max: Duration::millis(250),
+            retry_non_idempotent: false,
+        }
+    }
 }
 
 /// Request conditions.

@@ -114,6 +114,7 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
                 );
             }
         }
+        resilience_checks(&mut c, i, cl);
     }
 
     let mut filters = HashSet::new();
@@ -155,6 +156,7 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
                 format!("unknown cluster {:?}", r.cluster),
             );
         }
+        retry_checks(&mut c, i, &r.retry);
         for (j, f) in r.filters.iter().enumerate() {
             if !filters.contains(f.name()) {
                 c.error(
@@ -252,6 +254,118 @@ fn http_token_invalid(name: &str) -> bool {
         || !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn percent(c: &mut Checker<'_>, field: String, v: u8) {
+    if v > 100 {
+        c.error(field, format!("{v} is not a percentage (0 to 100)"));
+    }
+}
+
+fn positive(c: &mut Checker<'_>, field: String, d: crate::Duration) {
+    if d.get().is_zero() {
+        c.error(field, "must be more than 0".into());
+    }
+}
+
+fn resilience_checks(c: &mut Checker<'_>, i: usize, cl: &crate::Cluster) {
+    percent(
+        c,
+        format!("clusters[{i}].panic_threshold"),
+        cl.panic_threshold,
+    );
+    percent(
+        c,
+        format!("clusters[{i}].circuit_breaker.retry_budget_percent"),
+        cl.circuit_breaker.retry_budget_percent,
+    );
+    if let Some(hc) = &cl.health_check {
+        let at = |f: &str| format!("clusters[{i}].health_check.{f}");
+        if let Err(e) = parse_status_ranges(&hc.expected_statuses) {
+            c.error(at("expected_statuses"), e);
+        }
+        if !hc.path.starts_with('/') {
+            c.error(at("path"), format!("{:?} must start with /", hc.path));
+        }
+        positive(c, at("interval"), hc.interval);
+        positive(c, at("timeout"), hc.timeout);
+        for (f, v) in [
+            ("healthy_threshold", hc.healthy_threshold),
+            ("unhealthy_threshold", hc.unhealthy_threshold),
+        ] {
+            if v == 0 {
+                c.error(at(f), "must be at least 1".into());
+            }
+        }
+    }
+    if let Some(od) = &cl.outlier_detection {
+        let at = |f: &str| format!("clusters[{i}].outlier_detection.{f}");
+        percent(c, at("max_ejection_percent"), od.max_ejection_percent);
+        positive(c, at("base_ejection_time"), od.base_ejection_time);
+        if od.max_ejection_time.get() < od.base_ejection_time.get() {
+            c.error(
+                at("max_ejection_time"),
+                "must not be less than base_ejection_time".into(),
+            );
+        }
+    }
+}
+
+fn retry_checks(c: &mut Checker<'_>, i: usize, r: &crate::RetryPolicy) {
+    let at = |f: &str| format!("routes[{i}].retry.{f}");
+    if r.retry_on.contains(&crate::RetryOn::RetriableStatusCodes)
+        && r.retriable_status_codes.is_empty()
+    {
+        c.error(
+            at("retriable_status_codes"),
+            "retry_on has retriable-status-codes but no codes are listed".into(),
+        );
+    }
+    for (j, code) in r.retriable_status_codes.iter().enumerate() {
+        if !(100..=599).contains(code) {
+            c.error(
+                format!("routes[{i}].retry.retriable_status_codes[{j}]"),
+                format!("{code} is not an HTTP status"),
+            );
+        }
+    }
+    if let Some(t) = r.per_try_timeout {
+        positive(c, at("per_try_timeout"), t);
+    }
+    positive(c, at("backoff_base"), r.backoff_base);
+    if r.backoff_max.get() < r.backoff_base.get() {
+        c.error(
+            at("backoff_max"),
+            "must not be less than backoff_base".into(),
+        );
+    }
+}
+
+/// Status ranges from `200-399,404`: inclusive `(low, high)` pairs, or why the text is not one.
+pub fn parse_status_ranges(s: &str) -> Result<Vec<(u16, u16)>, String> {
+    let code = |t: &str| -> Result<u16, String> {
+        match t.trim().parse::<u16>() {
+            Ok(v) if (100..=599).contains(&v) => Ok(v),
+            _ => Err(format!("{:?} is not an HTTP status", t.trim())),
+        }
+    };
+    let ranges = s
+        .split(',')
+        .map(|part| match part.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (code(lo)?, code(hi)?);
+                if lo > hi {
+                    return Err(format!("range {lo}-{hi} is empty"));
+                }
+                Ok((lo, hi))
+            }
+            None => code(part).map(|c| (c, c)),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if ranges.is_empty() {
+        return Err("no statuses given".into());
+    }
+    Ok(ranges)
 }
 
 /// An endpoint's `host:port` from its `http://host:port` URL, or why the URL is not accepted.

@@ -22,6 +22,27 @@ impl SmoothWrr {
         }
     }
 
+    /// The next endpoint among those `eligible` says may be used, or `None` when none may.
+    /// Ineligible endpoints neither receive traffic nor accumulate credit, so the eligible
+    /// ones keep their relative weights, and an endpoint that comes back starts level.
+    pub fn pick_among(&mut self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        let mut total = 0;
+        for i in 0..self.weights.len() {
+            if !eligible(i) {
+                continue;
+            }
+            total += self.weights[i];
+            self.current[i] += self.weights[i];
+            if best.is_none_or(|b| self.current[i] > self.current[b]) {
+                best = Some(i);
+            }
+        }
+        let best = best?;
+        self.current[best] -= total;
+        Some(best)
+    }
+
     /// The next endpoint index, or `None` for an empty list.
     pub fn pick(&mut self) -> Option<usize> {
         if self.weights.len() <= 1 {
@@ -64,6 +85,21 @@ mod tests {
             counts[b.pick().unwrap()] += 1;
         }
         assert_eq!(counts, [5000, 1000, 1000]);
+    }
+
+    #[test]
+    fn ineligible_endpoints_are_skipped_and_the_rest_keep_their_weights() {
+        let mut b = SmoothWrr::new([3, 1, 1]);
+        let mut counts = [0; 3];
+        for _ in 0..400 {
+            counts[b.pick_among(|i| i != 0).unwrap()] += 1;
+        }
+        assert_eq!(counts, [0, 200, 200]);
+        for _ in 0..500 {
+            counts[b.pick_among(|_| true).unwrap()] += 1;
+        }
+        assert_eq!(counts, [300, 300, 300]);
+        assert_eq!(b.pick_among(|_| false), None);
     }
 
     #[test]

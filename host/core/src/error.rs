@@ -44,6 +44,12 @@ pub enum ErrorKind {
     /// The gateway is shedding load (connection or request limits).
     #[error("gateway overloaded")]
     Overloaded,
+    /// No endpoint of the cluster is in rotation.
+    #[error("no healthy upstream")]
+    NoHealthyUpstream,
+    /// A cluster's circuit breaker is open: too many connections, pending or active requests.
+    #[error("upstream cluster overloaded")]
+    UpstreamOverflow,
     /// A bug or unexpected internal state.
     #[error("internal gateway error")]
     Internal,
@@ -61,7 +67,10 @@ impl ErrorKind {
                 S::BAD_GATEWAY
             }
             ErrorKind::UpstreamTimeout => S::GATEWAY_TIMEOUT,
-            ErrorKind::Overloaded | ErrorKind::FilterFailed => S::SERVICE_UNAVAILABLE,
+            ErrorKind::Overloaded
+            | ErrorKind::FilterFailed
+            | ErrorKind::UpstreamOverflow
+            | ErrorKind::NoHealthyUpstream => S::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => S::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,6 +86,8 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "timeout",
             ErrorKind::UpstreamProtocol => "protocol_error",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::UpstreamOverflow => "upstream_overflow",
+            ErrorKind::NoHealthyUpstream => "no_healthy_upstream",
             ErrorKind::FilterFailed => "filter_failed",
             ErrorKind::Internal => "internal",
         }
@@ -91,7 +102,9 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamReset
             | ErrorKind::UpstreamTimeout
-            | ErrorKind::UpstreamProtocol => Fault::Upstream,
+            | ErrorKind::UpstreamProtocol
+            | ErrorKind::UpstreamOverflow
+            | ErrorKind::NoHealthyUpstream => Fault::Upstream,
             ErrorKind::Overloaded | ErrorKind::Internal | ErrorKind::FilterFailed => {
                 Fault::Internal
             }
@@ -157,6 +170,7 @@ mod tests {
         assert_eq!(ErrorKind::UpstreamReset.status(), 502);
         assert_eq!(ErrorKind::UpstreamTimeout.status(), 504);
         assert_eq!(ErrorKind::Overloaded.status(), 503);
+        assert_eq!(ErrorKind::UpstreamOverflow.status(), 503);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod balance;
 pub mod error;
 pub mod forwarding;
+pub mod resilience;
 pub mod router;
 
 pub use error::{ErrorKind, Fault};

@@ -7,8 +7,10 @@
 
 mod body;
 mod chain;
+mod checker;
 mod exec;
 mod handler;
+mod health;
 mod pool;
 mod snapshot;
 mod upstreams;
@@ -45,6 +47,8 @@ pub(crate) enum Phase {
 /// generation it runs (see [`Gateway::apply`]).
 pub(crate) struct Shared {
     pub metrics: Metrics,
+    /// Endpoint health and cluster load, across workers and reloads.
+    pub health: Arc<health::Health>,
     pub in_flight: AtomicUsize,
     pub connections: AtomicUsize,
     pub draining: AtomicBool,
@@ -139,6 +143,9 @@ pub enum ApplyError {
 #[derive(Clone)]
 pub struct Reconfigure {
     workers: Arc<[mpsc::UnboundedSender<Control>]>,
+    health: Arc<health::Health>,
+    /// The committed snapshot, for the health checker.
+    committed: Arc<watch::Sender<Arc<Snapshot>>>,
 }
 
 impl std::fmt::Debug for Reconfigure {
@@ -163,7 +170,7 @@ impl Reconfigure {
         generation: u64,
         filters: Option<Arc<dyn ChainBuilder>>,
     ) -> Result<(), ApplyError> {
-        let snapshot = Arc::new(Snapshot::build(config, generation)?);
+        let snapshot = Arc::new(Snapshot::build(config, generation, &self.health)?);
         let mut replies = Vec::with_capacity(self.workers.len());
         for w in self.workers.iter() {
             let (reply, answer) = oneshot::channel();
@@ -199,6 +206,8 @@ impl Reconfigure {
         for answer in done {
             let _ = answer.await;
         }
+        self.health.retain(&snapshot);
+        self.committed.send_replace(snapshot);
         Ok(())
     }
 }
@@ -246,9 +255,11 @@ impl Gateway {
         filters: Option<Arc<dyn ChainBuilder>>,
     ) -> Result<Self, StartError> {
         let workers = config.workers.unwrap_or_else(default_workers).max(1);
-        let snapshot = Arc::new(Snapshot::build(config, 1)?);
+        let health = Arc::new(health::Health::default());
+        let snapshot = Arc::new(Snapshot::build(config, 1, &health)?);
         let shared = Arc::new(Shared {
             metrics,
+            health: health.clone(),
             in_flight: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -309,6 +320,16 @@ impl Gateway {
             threads.push(handle);
         }
         drop(ready_tx);
+        let (committed, snapshots) = watch::channel(snapshot.clone());
+        threads.push(
+            checker::start(
+                health.clone(),
+                shared.metrics.clone(),
+                snapshots,
+                phase_rx.clone(),
+            )
+            .map_err(StartError::Thread)?,
+        );
         for _ in 0..workers {
             let result = ready_rx
                 .recv()
@@ -323,6 +344,8 @@ impl Gateway {
             shared,
             reconfigure: Reconfigure {
                 workers: controls.into(),
+                health,
+                committed: Arc::new(committed),
             },
             phase,
             threads,

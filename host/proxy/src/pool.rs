@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 
 use crate::body::BoxError;
 use crate::exec::LocalExec;
+use crate::health::{ClusterLoad, OwnedSlot, Slot};
 
 /// Body type of requests sent upstream. Not `Send`: bodies may hold worker-local state, and
 /// they never leave the worker.
@@ -71,6 +72,41 @@ pub enum SendError {
     /// The exchange failed after a connection was had.
     #[error("upstream exchange failed: {0}")]
     Exchange(#[source] hyper::Error),
+    /// A circuit breaker refused a new connection (`connections` or `pending`).
+    #[error("circuit breaker open: too many {0}")]
+    Overflow(&'static str),
+}
+
+/// A failed send, with the request when none of it was sent.
+pub struct Unsent {
+    /// What went wrong.
+    pub error: SendError,
+    /// The request, if not a byte of it reached the upstream.
+    pub request: Option<Request<UpstreamBody>>,
+}
+
+impl Unsent {
+    fn with(error: SendError, request: Request<UpstreamBody>) -> Self {
+        Self {
+            error,
+            request: Some(request),
+        }
+    }
+
+    fn sent(error: hyper::Error) -> Self {
+        Self {
+            error: SendError::Exchange(error),
+            request: None,
+        }
+    }
+
+    fn from_try(mut e: TrySendError<Request<UpstreamBody>>) -> Self {
+        let request = e.take_message();
+        Self {
+            error: SendError::Exchange(e.into_error()),
+            request,
+        }
+    }
 }
 
 struct Idle {
@@ -89,6 +125,12 @@ pub struct EndpointSettings {
     pub idle_timeout: Duration,
     /// Most idle HTTP/1.1 connections kept.
     pub max_idle: usize,
+    /// The cluster's load counters (circuit breaking).
+    pub load: Arc<ClusterLoad>,
+    /// Most open connections to the cluster, across workers.
+    pub max_connections: usize,
+    /// Most requests waiting for a new connection to the cluster, across workers.
+    pub max_pending: usize,
 }
 
 /// A worker's connection pool, keyed by endpoint authority.
@@ -108,6 +150,20 @@ impl Pool {
         settings: &EndpointSettings,
         req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, SendError> {
+        self.try_send(authority, settings, req)
+            .await
+            .map_err(|u| u.error)
+    }
+
+    /// Like [`Pool::send`], but a request that was not sent at all (no connection, breaker
+    /// open, refused before a byte was written) comes back with the error, so it can be tried
+    /// on another endpoint without having been copied.
+    pub async fn try_send(
+        self: &Rc<Self>,
+        authority: &Arc<str>,
+        settings: &EndpointSettings,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, Unsent> {
         match settings.protocol {
             UpstreamProtocol::Http1 => self.send_h1(authority, settings, req).await,
             UpstreamProtocol::Http2 => self.send_h2(authority, settings, req).await,
@@ -119,7 +175,7 @@ impl Pool {
         authority: &Arc<str>,
         settings: &EndpointSettings,
         mut req: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, SendError> {
+    ) -> Result<Response<PooledBody>, Unsent> {
         while let Some(mut sender) = self.take_idle(authority, settings.idle_timeout) {
             if sender.ready().await.is_err() {
                 continue;
@@ -128,16 +184,18 @@ impl Pool {
                 Ok(resp) => return Ok(self.wrap_h1(resp, authority, settings.max_idle, sender)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(SendError::Exchange(e.into_error())),
+                    None => return Err(Unsent::sent(e.into_error())),
                 },
             }
         }
-        let mut sender = self.connect_h1(authority, settings).await?;
-        let resp = sender
-            .try_send_request(req)
-            .await
-            .map_err(|e: TrySendError<_>| SendError::Exchange(e.into_error()))?;
-        Ok(self.wrap_h1(resp, authority, settings.max_idle, sender))
+        let mut sender = match self.connect_h1(authority, settings).await {
+            Ok(s) => s,
+            Err(error) => return Err(Unsent::with(error, req)),
+        };
+        match sender.try_send_request(req).await {
+            Ok(resp) => Ok(self.wrap_h1(resp, authority, settings.max_idle, sender)),
+            Err(e) => Err(Unsent::from_try(e)),
+        }
     }
 
     async fn send_h2(
@@ -145,7 +203,7 @@ impl Pool {
         authority: &Arc<str>,
         settings: &EndpointSettings,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, SendError> {
+    ) -> Result<Response<PooledBody>, Unsent> {
         let cached = self
             .h2
             .borrow()
@@ -154,20 +212,21 @@ impl Pool {
             .cloned();
         let mut sender = match cached {
             Some(s) => s,
-            None => {
-                let s = self.connect_h2(authority, settings).await?;
-                self.h2.borrow_mut().insert(authority.clone(), s.clone());
-                s
-            }
+            None => match self.connect_h2(authority, settings).await {
+                Ok(s) => {
+                    self.h2.borrow_mut().insert(authority.clone(), s.clone());
+                    s
+                }
+                Err(error) => return Err(Unsent::with(error, req)),
+            },
         };
-        let resp = sender
-            .try_send_request(req)
-            .await
-            .map_err(|e: TrySendError<_>| SendError::Exchange(e.into_error()))?;
-        Ok(resp.map(|b| PooledBody {
-            inner: b,
-            home: None,
-        }))
+        match sender.try_send_request(req).await {
+            Ok(resp) => Ok(resp.map(|b| PooledBody {
+                inner: b,
+                home: None,
+            })),
+            Err(e) => Err(Unsent::from_try(e)),
+        }
     }
 
     fn take_idle(
@@ -225,8 +284,8 @@ impl Pool {
         &self,
         authority: &Arc<str>,
         settings: &EndpointSettings,
-    ) -> Result<http1::SendRequest<UpstreamBody>, ConnectError> {
-        let io = tcp_connect(authority, settings.connect_timeout).await?;
+    ) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
+        let (io, slot) = connect(authority, settings).await?;
         let (sender, conn) = http1::Builder::new()
             .writev(false)
             .handshake(io)
@@ -235,7 +294,7 @@ impl Pool {
                 authority: authority.clone(),
                 source,
             })?;
-        drive(conn);
+        drive(conn, slot);
         Ok(sender)
     }
 
@@ -243,8 +302,8 @@ impl Pool {
         &self,
         authority: &Arc<str>,
         settings: &EndpointSettings,
-    ) -> Result<http2::SendRequest<UpstreamBody>, ConnectError> {
-        let io = tcp_connect(authority, settings.connect_timeout).await?;
+    ) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
+        let (io, slot) = connect(authority, settings).await?;
         let (sender, conn) = http2::Builder::new(LocalExec)
             .timer(TokioTimer::new())
             .handshake(io)
@@ -253,13 +312,27 @@ impl Pool {
                 authority: authority.clone(),
                 source,
             })?;
-        drive(conn);
+        drive(conn, slot);
         Ok(sender)
     }
 }
 
-/// Runs a client connection's I/O on this worker until it closes.
-fn drive<F>(conn: F)
+/// A new TCP connection within the cluster's circuit-breaker limits: the request waits as
+/// "pending" while it connects, and the connection holds a slot for as long as it lives.
+async fn connect(
+    authority: &Arc<str>,
+    settings: &EndpointSettings,
+) -> Result<(TokioIo<TcpStream>, OwnedSlot), SendError> {
+    let _pending = Slot::take(&settings.load.pending, settings.max_pending)
+        .ok_or(SendError::Overflow("pending requests"))?;
+    let slot = OwnedSlot::connection(&settings.load, settings.max_connections)
+        .ok_or(SendError::Overflow("connections"))?;
+    let io = tcp_connect(authority, settings.connect_timeout).await?;
+    Ok((io, slot))
+}
+
+/// Runs a client connection's I/O on this worker until it closes; `slot` counts it open.
+fn drive<F>(conn: F, slot: OwnedSlot)
 where
     F: std::future::Future<Output = Result<(), hyper::Error>> + 'static,
 {
@@ -267,6 +340,7 @@ where
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream connection closed with error");
         }
+        drop(slot);
     });
 }
 

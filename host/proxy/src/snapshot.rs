@@ -5,9 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustygate_config::{Config, parse_endpoint_url};
+use rustygate_config::{
+    CircuitBreaker, Config, HealthCheck, InitialHealth, OutlierDetection, RetryPolicy,
+    parse_endpoint_url, parse_status_ranges,
+};
 use rustygate_core::router::{Router, RouterError};
 
+use crate::health::{ClusterLoad, EndpointState, Health};
 use crate::pool::EndpointSettings;
 
 /// One route, resolved.
@@ -21,6 +25,8 @@ pub struct RouteEntry {
     pub timeout: Duration,
     /// Request body limit override; `None` falls back to the listener's.
     pub max_request_body_bytes: Option<u64>,
+    /// When to try again.
+    pub retry: RetryPolicy,
 }
 
 /// One upstream endpoint.
@@ -30,6 +36,8 @@ pub struct EndpointEntry {
     pub authority: Arc<str>,
     /// Relative weight.
     pub weight: u32,
+    /// Health, shared by workers and kept across reloads.
+    pub state: Arc<EndpointState>,
 }
 
 /// One cluster, resolved.
@@ -41,6 +49,16 @@ pub struct ClusterEntry {
     pub endpoints: Vec<EndpointEntry>,
     /// How connections to the endpoints are made and pooled.
     pub settings: EndpointSettings,
+    /// Load counters for circuit breaking, shared by workers and kept across reloads.
+    pub load: Arc<ClusterLoad>,
+    /// Circuit-breaker limits.
+    pub breaker: CircuitBreaker,
+    /// Active health checks and the statuses that pass them.
+    pub health_check: Option<(HealthCheck, Vec<(u16, u16)>)>,
+    /// Passive health checks.
+    pub outlier: Option<OutlierDetection>,
+    /// Percentage of healthy endpoints under which all endpoints get traffic.
+    pub panic_threshold: u8,
 }
 
 /// Everything request handling reads from configuration.
@@ -70,8 +88,14 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
-    /// Compiles `config`.
-    pub fn build(config: &Config, generation: u64) -> Result<Self, SnapshotError> {
+    /// Checks that `config` compiles, without touching any running state.
+    pub fn check(config: &Config) -> Result<(), SnapshotError> {
+        Self::build(config, 0, &Health::default()).map(drop)
+    }
+
+    /// Compiles `config`; endpoint health and cluster load come from `health`, so that they
+    /// survive reloads.
+    pub fn build(config: &Config, generation: u64, health: &Health) -> Result<Self, SnapshotError> {
         let clusters = config
             .clusters
             .iter()
@@ -82,12 +106,28 @@ impl Snapshot {
                     .map(|e| {
                         let authority =
                             parse_endpoint_url(&e.url).map_err(SnapshotError::Invalid)?;
+                        let state = health.endpoint(
+                            &c.name,
+                            &authority,
+                            e.initial == InitialHealth::Healthy || c.health_check.is_none(),
+                        );
                         Ok(EndpointEntry {
                             authority: authority.into(),
                             weight: e.weight,
+                            state,
                         })
                     })
                     .collect::<Result<Vec<_>, SnapshotError>>()?;
+                let load = health.cluster(&c.name);
+                let health_check = c
+                    .health_check
+                    .as_ref()
+                    .map(|hc| {
+                        parse_status_ranges(&hc.expected_statuses)
+                            .map(|ranges| (hc.clone(), ranges))
+                            .map_err(SnapshotError::Invalid)
+                    })
+                    .transpose()?;
                 Ok(ClusterEntry {
                     name: c.name.as_str().into(),
                     endpoints,
@@ -96,7 +136,15 @@ impl Snapshot {
                         connect_timeout: c.connect_timeout.get(),
                         idle_timeout: c.pool_idle_timeout.get(),
                         max_idle: c.pool_max_idle_per_endpoint,
+                        load: load.clone(),
+                        max_connections: c.circuit_breaker.max_connections,
+                        max_pending: c.circuit_breaker.max_pending_requests,
                     },
+                    load,
+                    breaker: c.circuit_breaker.clone(),
+                    health_check,
+                    outlier: c.outlier_detection.clone(),
+                    panic_threshold: c.panic_threshold,
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
@@ -124,6 +172,7 @@ impl Snapshot {
                     cluster,
                     timeout: r.timeout.get(),
                     max_request_body_bytes: r.max_request_body_bytes,
+                    retry: r.retry.clone(),
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;

@@ -14,6 +14,7 @@ use rustygate_config::UpstreamProtocol;
 use rustygate_filter_api::{LocalFuture, Upstreams};
 
 use crate::body::BoxError;
+use crate::health::Health;
 use crate::pool::{Pool, SendError, UpstreamBody};
 use crate::snapshot::Snapshot;
 
@@ -27,14 +28,16 @@ const MAX_CALL_RESPONSE: usize = 1 << 20;
 pub(crate) struct WorkerUpstreams {
     snapshot: Arc<Snapshot>,
     pool: Rc<Pool>,
+    health: Arc<Health>,
     next: Cell<usize>,
 }
 
 impl WorkerUpstreams {
-    pub fn new(snapshot: Arc<Snapshot>, pool: Rc<Pool>) -> Self {
+    pub fn new(snapshot: Arc<Snapshot>, pool: Rc<Pool>, health: Arc<Health>) -> Self {
         Self {
             snapshot,
             pool,
+            health,
             next: Cell::new(0),
         }
     }
@@ -63,6 +66,7 @@ impl Upstreams for WorkerUpstreams {
     ) -> LocalFuture<'static, Result<Response<Bytes>, String>> {
         let snapshot = self.snapshot.clone();
         let pool = self.pool.clone();
+        let health = self.health.clone();
         let turn = self.next.get();
         self.next.set(turn.wrapping_add(1));
         let cluster = cluster.to_owned();
@@ -70,7 +74,13 @@ impl Upstreams for WorkerUpstreams {
             let Some(c) = snapshot.clusters.iter().find(|c| *c.name == cluster) else {
                 return Err(format!("unknown cluster {cluster:?}"));
             };
-            let endpoint = &c.endpoints[turn % c.endpoints.len()];
+            // Round-robin over the endpoints in rotation (all of them if none is).
+            let now = health.now_ms();
+            let n = c.endpoints.len();
+            let endpoint = (0..n)
+                .map(|k| &c.endpoints[(turn + k) % n])
+                .find(|e| e.state.available(now))
+                .unwrap_or(&c.endpoints[turn % n]);
             let (mut parts, body) = request.into_parts();
             let path = parts
                 .uri
@@ -117,6 +127,10 @@ impl Upstreams for WorkerUpstreams {
                     Err(SendError::Connect(_)) => Ok(generated(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "no healthy upstream",
+                    )),
+                    Err(SendError::Overflow(_)) => Ok(generated(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "upstream overflow",
                     )),
                     Err(SendError::Exchange(e)) => Err(format!("{}: {e}", endpoint.authority)),
                 }

@@ -17,6 +17,7 @@ use hyper_util::server::conn::auto;
 use metrics::{Counter, Histogram};
 use rustygate_config::ListenerLimits;
 use rustygate_core::balance::SmoothWrr;
+use rustygate_core::resilience;
 use rustygate_filter_api::{ChainBuilder, FilterFactory};
 use rustygate_telemetry::Metrics;
 use tokio::net::{TcpListener, TcpStream};
@@ -82,6 +83,7 @@ impl Active {
     /// Builds this worker's view of `snapshot`; filter VMs are instantiated here, on the
     /// worker thread that will run them, never on the request path.
     fn build(
+        health: &Arc<crate::health::Health>,
         pool: &Rc<Pool>,
         snapshot: Arc<Snapshot>,
         filters: Option<&Arc<dyn ChainBuilder>>,
@@ -89,6 +91,7 @@ impl Active {
         let upstreams = Rc::new(crate::upstreams::WorkerUpstreams::new(
             snapshot.clone(),
             pool.clone(),
+            health.clone(),
         ));
         let chains = match filters {
             Some(b) => b.build(upstreams)?,
@@ -116,9 +119,26 @@ impl Active {
         self.chains.get(route).unwrap_or(&self.no_filters).clone()
     }
 
-    /// The endpoint index for the next request to `cluster`.
-    pub fn pick_endpoint(&self, cluster: usize) -> usize {
-        self.balancers.borrow_mut()[cluster].pick().unwrap_or(0)
+    /// The endpoint for the next attempt to cluster `idx`: one in rotation (or any, in panic
+    /// mode, when too few are), and one not `tried` yet while any such remains.
+    /// `None` only when no endpoint is in rotation and panic mode is off (`panic_threshold: 0`).
+    pub fn pick_endpoint(&self, idx: usize, now_ms: u64, tried: &[usize]) -> Option<usize> {
+        let cluster = &self.snapshot.clusters[idx];
+        let eps = &cluster.endpoints;
+        let mut balancers = self.balancers.borrow_mut();
+        let b = &mut balancers[idx];
+        if cluster.health_check.is_none() && cluster.outlier.is_none() {
+            // Nothing can take an endpoint out of rotation: no health to read.
+            if tried.is_empty() {
+                return b.pick();
+            }
+            return b.pick_among(|i| !tried.contains(&i)).or_else(|| b.pick());
+        }
+        let healthy = eps.iter().filter(|e| e.state.available(now_ms)).count();
+        let panic = resilience::panic_mode(healthy, eps.len(), cluster.panic_threshold);
+        let usable = |i: usize| panic || eps[i].state.available(now_ms);
+        b.pick_among(|i| usable(i) && !tried.contains(&i))
+            .or_else(|| b.pick_among(usable))
     }
 
     /// Counts a finished request. `route_idx` is `u32::MAX` when no route matched.
@@ -198,7 +218,8 @@ impl Worker {
                 filters,
                 reply,
             } => {
-                let result = Active::build(&self.pool, snapshot, filters.as_ref());
+                let result =
+                    Active::build(&self.shared.health, &self.pool, snapshot, filters.as_ref());
                 let answer = result.map(|a| {
                     *self.pending.borrow_mut() = Some(Rc::new(a));
                 });
@@ -243,7 +264,7 @@ pub(crate) fn run(
         // Filter VMs are created here, on the thread and inside the task set that will run
         // them (their outbound calls are worker tasks), before any traffic.
         let pool = Rc::new(Pool::default());
-        let active = match Active::build(&pool, first.0, first.1.as_ref()) {
+        let active = match Active::build(&shared.health, &pool, first.0, first.1.as_ref()) {
             Ok(a) => {
                 let _ = ready.send(Ok(()));
                 a

@@ -114,7 +114,7 @@ pub fn load(path: &Path, wasm: &mut Wasm) -> Result<Loaded, ReloadError> {
         rustygate_config::load_file(path).map_err(|e| ReloadError::Config(e.to_string()))?;
     rustygate_telemetry::check_level(&config.logging)
         .map_err(|e| ReloadError::Config(format!("{}: {e}", path.display())))?;
-    Snapshot::build(&config, 0)
+    Snapshot::check(&config)
         .map_err(|e| ReloadError::Config(format!("{}: {e}", path.display())))?;
     if config.filters.is_empty() {
         return Ok(Loaded {

@@ -37,6 +37,16 @@ pub const CONFIG_GENERATION: &str = "rustygate_config_generation";
 /// modules it ran before a reload.
 pub const FILTER_MODULE_INFO: &str = "rustygate_filter_module_info";
 
+/// `rustygate_endpoint_healthy{cluster,endpoint}`: 1 while an endpoint is in rotation.
+pub const ENDPOINT_HEALTHY: &str = "rustygate_endpoint_healthy";
+/// `rustygate_upstream_retries_total{cluster}`: retries sent.
+pub const UPSTREAM_RETRIES: &str = "rustygate_upstream_retries_total";
+/// `rustygate_upstream_ejections_total{cluster}`: endpoints ejected by outlier detection.
+pub const UPSTREAM_EJECTIONS: &str = "rustygate_upstream_ejections_total";
+/// `rustygate_circuit_open_total{cluster,limit}`: requests or retries refused by a circuit
+/// breaker.
+pub const CIRCUIT_OPEN: &str = "rustygate_circuit_open_total";
+
 /// Route label used when no route matched.
 pub const NO_ROUTE_LABEL: &str = "none";
 
@@ -123,10 +133,54 @@ impl Metrics {
             "1 for the module (by SHA-256) each filter runs now; 0 for modules replaced by a reload."
                 .into(),
         );
+        r.describe_gauge(
+            ENDPOINT_HEALTHY.into(),
+            None,
+            "1 while the endpoint is in rotation (passing active checks, not ejected), else 0."
+                .into(),
+        );
+        r.describe_counter(
+            UPSTREAM_RETRIES.into(),
+            None,
+            "Retries sent to a cluster.".into(),
+        );
+        r.describe_counter(
+            UPSTREAM_EJECTIONS.into(),
+            None,
+            "Endpoints ejected by outlier detection.".into(),
+        );
+        r.describe_counter(
+            CIRCUIT_OPEN.into(),
+            None,
+            "Requests (or retries) refused by a cluster's circuit breaker, by limit (requests, pending_requests, connections, retries).".into(),
+        );
         Self {
             recorder: Arc::new(recorder),
             handle,
         }
+    }
+
+    /// `rustygate_endpoint_healthy{cluster,endpoint}`.
+    pub fn endpoint_healthy(&self, cluster: &str, endpoint: &str) -> Gauge {
+        self.gauge(
+            ENDPOINT_HEALTHY,
+            &[("cluster", cluster), ("endpoint", endpoint)],
+        )
+    }
+
+    /// `rustygate_upstream_retries_total{cluster}`.
+    pub fn upstream_retries(&self, cluster: &str) -> Counter {
+        self.counter(UPSTREAM_RETRIES, &[("cluster", cluster)])
+    }
+
+    /// `rustygate_upstream_ejections_total{cluster}`.
+    pub fn upstream_ejections(&self, cluster: &str) -> Counter {
+        self.counter(UPSTREAM_EJECTIONS, &[("cluster", cluster)])
+    }
+
+    /// `rustygate_circuit_open_total{cluster,limit}`.
+    pub fn circuit_open(&self, cluster: &str, limit: &str) -> Counter {
+        self.counter(CIRCUIT_OPEN, &[("cluster", cluster), ("limit", limit)])
     }
 
     /// `rustygate_reload_total{result}`.

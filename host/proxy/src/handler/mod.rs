@@ -20,12 +20,15 @@ use rustygate_core::router::RequestView;
 use rustygate_filter_api::{Direction, Exchange, RequestHead, ResponseHead, StreamInfo};
 use rustygate_telemetry::NO_ROUTE_LABEL;
 
+mod attempts;
 mod filtering;
 
 use crate::body::{RequestBody, ResponseBody, Transfer};
 use crate::chain::{ChainRun, RequestOutcome, ResponseOutcome};
+use crate::health::OwnedSlot;
 use crate::pool::{SendError, UpstreamBody};
 use crate::worker::{Active, ConnCtx, Worker};
+use attempts::Failed;
 use filtering::filter_failed;
 
 /// A failure and its detail for the client.
@@ -56,6 +59,7 @@ pub(crate) async fn handle(
         status: 0,
         access_log: active.snapshot.access_log,
         active: active.clone(),
+        cluster_slot: None,
         transfer: transfer.clone(),
         chain: None,
     };
@@ -238,8 +242,6 @@ async fn forward(
         }
     }
 
-    let endpoint = &cluster.endpoints[active.pick_endpoint(route.cluster)];
-    done.upstream = Some(endpoint.authority.clone());
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -261,7 +263,12 @@ async fn forward(
         UpstreamProtocol::Http2 => {
             parts.uri = Uri::builder()
                 .scheme("http")
-                .authority(authority.as_deref().unwrap_or(&endpoint.authority))
+                // Without a Host, the first endpoint's address names the virtual host.
+                .authority(
+                    authority
+                        .as_deref()
+                        .unwrap_or(&cluster.endpoints[0].authority),
+                )
                 .path_and_query(path_and_query)
                 .build()
                 .map_err(|e| (ErrorKind::BadRequest, format!("invalid authority: {e}")))?;
@@ -285,15 +292,23 @@ async fn forward(
     }
     let upstream_req = Request::from_parts(parts, body);
 
-    let sent = tokio::time::timeout(
-        route.timeout,
-        worker
-            .pool
-            .send(&endpoint.authority, &cluster.settings, upstream_req),
+    let cluster_idx = route.cluster;
+    let outcome = attempts::send(
+        worker,
+        active,
+        route,
+        cluster_idx,
+        upstream_req,
+        body_ended,
+        || transfer.too_large.get() || run.as_ref().is_some_and(|r| r.body_stop.borrow().is_some()),
     )
     .await;
+    done.upstream = outcome.endpoint.clone();
+    done.cluster_slot = outcome.slot;
+    let endpoint = outcome.endpoint.as_deref().unwrap_or("-");
+    let sent = outcome.result;
     let failure = match sent {
-        Ok(Ok(resp)) => {
+        Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             forwarding::strip_hop_by_hop(&mut parts.headers, false);
             parts
@@ -340,13 +355,22 @@ async fn forward(
             };
             return Ok(Response::from_parts(parts, ResponseBody::filtered(body)));
         }
-        Err(_) => (
+        Err(Failed::Timeout(t)) => (
             ErrorKind::UpstreamTimeout,
-            format!("no response within {:?}", route.timeout),
+            format!("no response within {t:?}"),
         ),
-        Ok(Err(SendError::Connect(e))) => (ErrorKind::UpstreamConnect, e.to_string()),
+        Err(Failed::Overflow(detail)) => (ErrorKind::UpstreamOverflow, detail),
+        Err(Failed::Send(SendError::Overflow(what))) => (
+            ErrorKind::UpstreamOverflow,
+            format!("too many {what} for cluster {}", cluster.name),
+        ),
+        Err(Failed::NoEndpoint) => (
+            ErrorKind::NoHealthyUpstream,
+            format!("no endpoint of cluster {} is in rotation", cluster.name),
+        ),
+        Err(Failed::Send(SendError::Connect(e))) => (ErrorKind::UpstreamConnect, e.to_string()),
         // A filter cut the request body short (it answered, failed or buffered too much).
-        Ok(Err(SendError::Exchange(_)))
+        Err(Failed::Send(SendError::Exchange(_)))
             if run.as_ref().is_some_and(|r| r.body_stop.borrow().is_some()) =>
         {
             let run = run.as_ref().expect("checked");
@@ -354,13 +378,13 @@ async fn forward(
                 .stopped(Direction::Request, transfer)
                 .await;
         }
-        Ok(Err(SendError::Exchange(_))) if transfer.too_large.get() => {
+        Err(Failed::Send(SendError::Exchange(_))) if transfer.too_large.get() => {
             return Err((
                 ErrorKind::BodyTooLarge,
                 format!("limit is {} bytes", limit.unwrap_or_default()),
             ));
         }
-        Ok(Err(SendError::Exchange(e))) => {
+        Err(Failed::Send(SendError::Exchange(e))) => {
             let kind = if e.is_parse() || e.is_parse_status() {
                 ErrorKind::UpstreamProtocol
             } else if e.is_timeout() {
@@ -368,13 +392,13 @@ async fn forward(
             } else {
                 ErrorKind::UpstreamReset
             };
-            (kind, format!("{}: {e}", endpoint.authority))
+            (kind, format!("{endpoint}: {e}"))
         }
     };
     worker.upstream_failure(&cluster.name, failure.0.code());
     tracing::warn!(
         cluster = &*cluster.name,
-        endpoint = &*endpoint.authority,
+        endpoint,
         reason = failure.0.code(),
         error = %failure.1,
         request_id = request_id.to_str().unwrap_or_default(),
@@ -441,6 +465,8 @@ pub(crate) struct Completion {
     access_log: bool,
     /// The configuration generation the request runs on, kept until its last byte.
     active: Rc<Active>,
+    /// The request's place in its cluster's `max_requests`, kept until its last byte.
+    cluster_slot: Option<OwnedSlot>,
     transfer: Rc<Transfer>,
     /// The request's filters, ended (`on_log`, `on_done`, `on_delete`) with the request.
     chain: Option<Rc<ChainRun>>,

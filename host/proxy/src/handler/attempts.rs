@@ -1,0 +1,261 @@
+//! Sending a request to its cluster: endpoint choice among healthy endpoints, circuit
+//! breaking, per-try timeouts, retries with backoff on a different endpoint within the retry
+//! budget, and passive health (outlier detection) fed by every attempt.
+//!
+//! A request is retried only when that cannot repeat work the upstream did: its method is
+//! idempotent (unless the route says otherwise) and it has no body (a body is streamed and
+//! cannot be sent twice). A request that was never sent (connect failure, refused before a
+//! byte was written) comes back from the pool and is re-sent as is; other retries need a copy
+//! of the head, which is taken only when the route retries on such outcomes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Empty};
+use rustygate_config::{RetryOn, UpstreamProtocol};
+use rustygate_core::ErrorKind;
+use rustygate_core::resilience::{self, Attempt};
+
+use crate::body::BoxError;
+use crate::health::{OwnedSlot, Slot};
+use crate::pool::{PooledBody, SendError, UpstreamBody};
+use crate::snapshot::{ClusterEntry, RouteEntry};
+use crate::worker::{Active, Worker};
+
+/// Why no response came back.
+pub(super) enum Failed {
+    /// No response head within this time.
+    Timeout(Duration),
+    /// The pool or the exchange failed.
+    Send(SendError),
+    /// A circuit breaker refused the request.
+    Overflow(String),
+    /// No endpoint is in rotation.
+    NoEndpoint,
+}
+
+/// The final attempt's outcome and the endpoint it went to.
+pub(super) struct Outcome {
+    pub result: Result<Response<PooledBody>, Failed>,
+    pub endpoint: Option<Arc<str>>,
+    /// Holds the cluster's request slot until the response ends.
+    pub slot: Option<OwnedSlot>,
+}
+
+/// What a retry re-sends when the first request was consumed.
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Head {
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut r = Request::new(empty());
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+fn empty() -> UpstreamBody {
+    Box::pin(Empty::new().map_err(|never| -> BoxError { match never {} }))
+}
+
+/// Sends `req` (whose body is empty when `bodyless`) to cluster `cluster_idx` of `active`.
+/// `client_caused` tells whether a failed exchange was the client's doing (a body cut short
+/// by a filter or a limit), which must not count against the endpoint.
+pub(super) async fn send(
+    worker: &Worker,
+    active: &Active,
+    route: &RouteEntry,
+    cluster_idx: usize,
+    req: Request<UpstreamBody>,
+    bodyless: bool,
+    client_caused: impl Fn() -> bool,
+) -> Outcome {
+    let cluster = &active.snapshot.clusters[cluster_idx];
+    let metrics = &worker.shared.metrics;
+    let Some(slot) = OwnedSlot::request(&cluster.load, cluster.breaker.max_requests) else {
+        metrics.circuit_open(&cluster.name, "requests").increment(1);
+        return Outcome {
+            result: Err(Failed::Overflow(format!(
+                "{} requests in flight to cluster {} (circuit_breaker.max_requests)",
+                cluster.breaker.max_requests, cluster.name
+            ))),
+            endpoint: None,
+            slot: None,
+        };
+    };
+    let policy = &route.retry;
+    let may_retry = policy.max_retries > 0
+        && bodyless
+        && (policy.retry_non_idempotent || resilience::idempotent(req.method()));
+    let needs_copy = policy.retry_on.iter().any(|on| match on {
+        RetryOn::ConnectFailure => false,
+        RetryOn::RefusedStream => cluster.settings.protocol == UpstreamProtocol::Http2,
+        _ => true,
+    });
+    let head = (may_retry && needs_copy).then(|| Head {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        headers: req.headers().clone(),
+    });
+    let deadline = Instant::now() + route.timeout;
+    let per_try = policy
+        .per_try_timeout
+        .map_or(route.timeout, |t| t.get().min(route.timeout));
+    let health = &worker.shared.health;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut req = Some(req);
+    let mut _retry_slot: Option<Slot<'_>> = None;
+    loop {
+        let now_ms = health.now_ms();
+        let Some(idx) = active.pick_endpoint(cluster_idx, now_ms, &tried) else {
+            return Outcome {
+                result: Err(Failed::NoEndpoint),
+                endpoint: None,
+                slot: Some(slot),
+            };
+        };
+        let endpoint = &cluster.endpoints[idx];
+        let timeout = per_try.min(deadline.saturating_duration_since(Instant::now()));
+        let this = req.take().expect("a request for every attempt");
+        let sent = tokio::time::timeout(
+            timeout,
+            worker
+                .pool
+                .try_send(&endpoint.authority, &cluster.settings, this),
+        )
+        .await;
+        let (attempt, result) = match sent {
+            Ok(Ok(resp)) => (Some(Attempt::Status(resp.status().as_u16())), Ok(resp)),
+            Ok(Err(unsent)) => {
+                req = unsent.request;
+                let attempt = match &unsent.error {
+                    SendError::Overflow(what) => {
+                        metrics.circuit_open(&cluster.name, what).increment(1);
+                        None
+                    }
+                    SendError::Connect(_) => Some(Attempt::Failed(ErrorKind::UpstreamConnect)),
+                    SendError::Exchange(_) if client_caused() => None,
+                    SendError::Exchange(e) => Some(classify(e)),
+                };
+                (attempt, Err(Failed::Send(unsent.error)))
+            }
+            Err(_) => (
+                Some(Attempt::Failed(ErrorKind::UpstreamTimeout)),
+                Err(Failed::Timeout(timeout)),
+            ),
+        };
+        let Some(attempt) = attempt else {
+            return Outcome {
+                result,
+                endpoint: Some(endpoint.authority.clone()),
+                slot: Some(slot),
+            };
+        };
+        if let Some(od) = &cluster.outlier {
+            let ejected = cluster
+                .endpoints
+                .iter()
+                .filter(|e| e.state.is_ejected(now_ms))
+                .count();
+            let max = resilience::max_ejected(cluster.endpoints.len(), od.max_ejection_percent);
+            if let Some(time) = endpoint.state.record(attempt, od, now_ms, ejected, max) {
+                metrics.upstream_ejections(&cluster.name).increment(1);
+                tracing::warn!(
+                    cluster = &*cluster.name,
+                    endpoint = &*endpoint.authority,
+                    reason = endpoint.state.reason(health.now_ms()).as_str(),
+                    ejection_ms = time.as_millis() as u64,
+                    "endpoint unhealthy: ejected by outlier detection"
+                );
+            }
+        }
+        let retry = may_retry
+            && tried.len() < policy.max_retries as usize
+            && resilience::retriable(policy, attempt)
+            && Instant::now() < deadline;
+        if retry {
+            let next = req.take().or_else(|| head.as_ref().map(Head::request));
+            if let Some(next) = next {
+                match retry_slot(cluster) {
+                    Some(s) => {
+                        if let Err(Failed::Send(e)) = &result {
+                            tracing::debug!(cluster = &*cluster.name, endpoint = &*endpoint.authority, error = %e, "retrying");
+                        }
+                        // A response being retried is dropped unread (its connection closes).
+                        drop(result);
+                        _retry_slot = Some(s);
+                        metrics.upstream_retries(&cluster.name).increment(1);
+                        tried.push(idx);
+                        let wait = resilience::backoff(
+                            policy.backoff_base.get(),
+                            policy.backoff_max.get(),
+                            tried.len() as u32,
+                            worker.rng.borrow_mut().f64(),
+                        );
+                        tokio::time::sleep(
+                            wait.min(deadline.saturating_duration_since(Instant::now())),
+                        )
+                        .await;
+                        req = Some(next);
+                        continue;
+                    }
+                    None => {
+                        metrics.circuit_open(&cluster.name, "retries").increment(1);
+                    }
+                }
+            }
+        }
+        return Outcome {
+            result,
+            endpoint: Some(endpoint.authority.clone()),
+            slot: Some(slot),
+        };
+    }
+}
+
+/// A slot among the cluster's retries in flight, within the retry budget.
+fn retry_slot(cluster: &ClusterEntry) -> Option<Slot<'_>> {
+    use std::sync::atomic::Ordering;
+    let b = &cluster.breaker;
+    let limit = resilience::retry_limit(
+        cluster.load.requests.load(Ordering::Relaxed),
+        b.retry_budget_percent,
+        b.retry_budget_min_concurrency,
+        b.max_retries,
+    );
+    Slot::take(&cluster.load.retries, limit)
+}
+
+/// What a failed exchange means for retries and outlier detection.
+fn classify(e: &hyper::Error) -> Attempt {
+    if refused_stream(e) {
+        Attempt::Refused
+    } else if e.is_parse() || e.is_parse_status() {
+        Attempt::Failed(ErrorKind::UpstreamProtocol)
+    } else if e.is_timeout() {
+        Attempt::Failed(ErrorKind::UpstreamTimeout)
+    } else {
+        Attempt::Failed(ErrorKind::UpstreamReset)
+    }
+}
+
+/// An HTTP/2 `REFUSED_STREAM`: the upstream guarantees it did not process the request.
+pub(super) fn refused_stream(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
+}
