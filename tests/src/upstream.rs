@@ -30,6 +30,9 @@ pub struct Upstream {
     /// Bound address.
     pub addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    handler: Handler,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Upstream {
@@ -45,12 +48,42 @@ impl Upstream {
         Fut: Future<Output = Response<Body>> + Send + 'static,
     {
         let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
-        std::thread::spawn(move || {
+        let mut up = Upstream {
+            addr,
+            requests: Arc::new(AtomicUsize::new(0)),
+            handler,
+            stop: None,
+            thread: None,
+        };
+        up.serve(std_listener);
+        up
+    }
+
+    /// Stops the server like a crashed process: the port refuses connections and open
+    /// connections are closed.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Serves again on the same address after [`Upstream::stop`].
+    pub fn restart(&mut self) {
+        self.stop();
+        let listener = std::net::TcpListener::bind(self.addr).unwrap();
+        self.serve(listener);
+    }
+
+    fn serve(&mut self, std_listener: std::net::TcpListener) {
+        std_listener.set_nonblocking(true).unwrap();
+        let (handler, counter) = (self.handler.clone(), self.requests.clone());
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -58,12 +91,17 @@ impl Upstream {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                let mut connections = tokio::task::JoinSet::new();
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else {
+                    let accepted = tokio::select! {
+                        r = listener.accept() => r,
+                        _ = &mut stopped => break,
+                    };
+                    let Ok((stream, _)) = accepted else {
                         continue;
                     };
                     let (handler, counter) = (handler.clone(), counter.clone());
-                    tokio::spawn(async move {
+                    connections.spawn(async move {
                         let svc = service_fn(move |req| {
                             counter.fetch_add(1, Ordering::SeqCst);
                             let fut = handler(req);
@@ -74,9 +112,13 @@ impl Upstream {
                             .await;
                     });
                 }
+                connections.abort_all();
             });
+            // Dropping the runtime closes every socket it still holds.
+            drop(rt);
         });
-        Upstream { addr, requests }
+        self.stop = Some(stop);
+        self.thread = Some(thread);
     }
 
     /// Echoes the request as JSON: method, path, version, headers (name → list of values),
@@ -110,6 +152,16 @@ impl Upstream {
             tokio::time::sleep(delay).await;
             text(StatusCode::OK, "slow")
         })
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // As before stop/restart existed: a dropped upstream keeps serving until the test
+        // process ends (gateways built from its address may outlive the handle).
+        if let Some(stop) = self.stop.take() {
+            std::mem::forget(stop);
+        }
     }
 }
 

@@ -69,10 +69,16 @@ async fn upstream_failures_are_counted_by_cluster_and_reason() {
     );
     let text = String::from_utf8_lossy(&get(&format!("http://{}/metrics", gw.admin)).await.body)
         .into_owned();
+    // Each request tried twice (the default policy retries a connect failure once), and
+    // every failed attempt counts.
     assert!(
         text.contains(
-            r#"rustygate_upstream_failures_total{cluster="up",reason="connect_failure"} 2"#
+            r#"rustygate_upstream_failures_total{cluster="up",reason="connect_failure"} 4"#
         ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"rustygate_upstream_retries_total{cluster="up"} 2"#),
         "{text}"
     );
 }

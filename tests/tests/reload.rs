@@ -319,4 +319,5 @@ async fn the_admin_api_needs_the_token_and_reports_the_running_gateway() {
         clusters["clusters"][0]["endpoints"][0]["url"],
         format!("http://{}", rig.upstream.addr)
     );
+    assert_eq!(clusters["clusters"][0]["endpoints"][0]["health"], "healthy");
 }

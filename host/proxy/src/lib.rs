@@ -156,7 +156,43 @@ impl std::fmt::Debug for Reconfigure {
     }
 }
 
+/// One endpoint's health as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct EndpointHealth {
+    /// `host:port`.
+    pub address: String,
+    /// In rotation now.
+    pub healthy: bool,
+    /// Why not, if not.
+    pub reason: Option<&'static str>,
+}
+
 impl Reconfigure {
+    /// Health of every endpoint of the committed configuration, by cluster name.
+    pub fn health(&self) -> Vec<(String, Vec<EndpointHealth>)> {
+        let snapshot = self.committed.borrow().clone();
+        let now = self.health.now_ms();
+        snapshot
+            .clusters
+            .iter()
+            .map(|c| {
+                let endpoints = c
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let healthy = e.state.available(now);
+                        EndpointHealth {
+                            address: e.authority.to_string(),
+                            healthy,
+                            reason: (!healthy).then(|| e.state.reason(now).as_str()),
+                        }
+                    })
+                    .collect();
+                (c.name.to_string(), endpoints)
+            })
+            .collect()
+    }
+
     /// Replaces the routing snapshot and filter chains on every worker, or on none.
     ///
     /// Every worker first builds the new generation on its own thread (instantiating its

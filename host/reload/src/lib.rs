@@ -412,21 +412,33 @@ impl Operations for AdminApi {
     }
 
     fn clusters(&self) -> serde_json::Value {
-        let current = self.0.current.lock();
+        let plane = &self.0;
+        let current = plane.current.lock();
+        let health = plane.reconfigure.health();
         let clusters: Vec<serde_json::Value> = current
             .config
             .clusters
             .iter()
             .map(|c| {
+                let states = health.iter().find(|(n, _)| *n == c.name).map(|(_, e)| e);
                 json!({
                     "name": c.name,
                     "protocol": c.protocol,
-                    "endpoints": c.endpoints.iter().map(|e| json!({
-                        "url": e.url,
-                        "weight": e.weight,
-                        // No health checks run yet: every endpoint receives traffic.
-                        "health": "unchecked",
-                    })).collect::<Vec<_>>(),
+                    "health_checked": c.health_check.is_some(),
+                    "outlier_detection": c.outlier_detection.is_some(),
+                    "endpoints": c.endpoints.iter().enumerate().map(|(i, e)| {
+                        let state = states.and_then(|s| s.get(i));
+                        json!({
+                            "url": e.url,
+                            "weight": e.weight,
+                            "health": match state {
+                                Some(s) if s.healthy => "healthy",
+                                Some(_) => "unhealthy",
+                                None => "unknown",
+                            },
+                            "reason": state.and_then(|s| s.reason),
+                        })
+                    }).collect::<Vec<_>>(),
                 })
             })
             .collect();

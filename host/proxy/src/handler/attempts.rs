@@ -185,11 +185,26 @@ pub(super) async fn send(
         if retry {
             let next = req.take().or_else(|| head.as_ref().map(Head::request));
             if let Some(next) = next {
+                // This request's previous retry no longer counts against the budget.
+                _retry_slot = None;
                 match retry_slot(cluster) {
                     Some(s) => {
-                        if let Err(Failed::Send(e)) = &result {
-                            tracing::debug!(cluster = &*cluster.name, endpoint = &*endpoint.authority, error = %e, "retrying");
+                        // A failed attempt counts even when a retry hides it from the client.
+                        match attempt {
+                            Attempt::Failed(kind) => {
+                                worker.upstream_failure(&cluster.name, kind.code())
+                            }
+                            Attempt::Refused => {
+                                worker.upstream_failure(&cluster.name, "refused_stream")
+                            }
+                            Attempt::Status(_) => {}
                         }
+                        tracing::debug!(
+                            cluster = &*cluster.name,
+                            endpoint = &*endpoint.authority,
+                            outcome = ?attempt,
+                            "retrying"
+                        );
                         // A response being retried is dropped unread (its connection closes).
                         drop(result);
                         _retry_slot = Some(s);
