@@ -85,7 +85,25 @@ impl GatewayProcess {
 
     /// Waits for a log line containing `needle` (up to `timeout`) and returns it.
     pub async fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
-        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
+        self.wait_for_log_since(0, needle, timeout).await
+    }
+
+    /// A position in the log: every line printed so far comes before it.
+    pub fn mark(&mut self) -> usize {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        self.log.len()
+    }
+
+    /// Like [`GatewayProcess::wait_for_log`], for lines after `mark`.
+    pub async fn wait_for_log_since(
+        &mut self,
+        mark: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> String {
+        if let Some(l) = self.log.iter().skip(mark).find(|l| l.contains(needle)) {
             return l.clone();
         }
         let deadline = tokio::time::Instant::now() + timeout;

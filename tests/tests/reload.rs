@@ -11,7 +11,7 @@ use rustygate_tests::client::get;
 use rustygate_tests::process::free_port;
 use rustygate_tests::reload::{Rig, TOKEN, config_text, finish, load, replace, versions};
 use rustygate_tests::upstream::{Upstream, sha256_hex};
-use rustygate_tests::{STAMP_V1_WASM, STAMP_V2_WASM};
+use rustygate_tests::{ABI_PROBE_WASM, STAMP_V1_WASM, STAMP_V2_WASM};
 
 #[tokio::test]
 async fn swapping_the_wasm_under_load_fails_no_request() {
@@ -138,6 +138,26 @@ async fn a_corrupt_wasm_is_refused_and_the_old_one_keeps_serving() {
         .wait_for_log("not a proxy-wasm module", Duration::from_secs(10))
         .await;
     assert_eq!(rig.generation().await, 1);
+
+    // A module that loads but refuses its configuration in `proxy_on_configure` is refused
+    // too, with the filter's own reason.
+    let text = std::fs::read_to_string(rig.dir.join("config.yaml")).unwrap();
+    let refusing = text
+        .replace("module: stamp.wasm", &format!("module: {ABI_PROBE_WASM}"))
+        .replace(
+            "configuration: { password: hunter2, header: x-filter-version }",
+            "configuration: '{not json'",
+        );
+    let mark = rig.gw.mark();
+    replace(&rig.dir.join("config.yaml"), refusing.as_bytes());
+    let line = rig
+        .gw
+        .wait_for_log_since(mark, "reload refused", Duration::from_secs(10))
+        .await;
+    assert!(line.contains("invalid configuration"), "{line}");
+    assert_eq!(rig.generation().await, 1);
+    assert!(versions(&rig, 5).await.iter().all(|v| v == "v1"));
+    replace(&rig.dir.join("config.yaml"), text.as_bytes());
 
     // The next good file is picked up.
     replace(&rig.module(), &std::fs::read(STAMP_V2_WASM).unwrap());

@@ -212,7 +212,7 @@ async fn a_stopped_endpoint_leaves_rotation_and_rejoins_without_client_errors() 
 }
 
 #[tokio::test]
-async fn an_initially_unhealthy_endpoint_waits_for_its_checks() {
+async fn an_initially_unhealthy_endpoint_waits_for_its_tcp_checks() {
     let a = named("a");
     let b = named("b");
     let gw = TestGateway::start(&format!(
@@ -225,7 +225,7 @@ clusters:
       - url: http://{}
       - url: http://{}
         initial: unhealthy
-    health_check: {{ path: /health, interval: 300ms, jitter: 1ms, healthy_threshold: 2 }}
+    health_check: {{ type: tcp, interval: 300ms, jitter: 1ms, healthy_threshold: 2 }}
 routes: [{{ cluster: up }}]
 ",
         a.addr, b.addr
@@ -404,6 +404,29 @@ async fn circuit_breaker_overflow_is_a_counted_503() {
     );
     // The slots are released with the responses: the next request goes through.
     assert_eq!(get(&gw.url("/x")).await.status, StatusCode::OK);
+
+    // One connection at most: concurrent requests that would need a second one overflow.
+    let gw = gateway(&[&slow], "    circuit_breaker: { max_connections: 1 }", "").await;
+    let requests: Vec<_> = (0..3)
+        .map(|_| {
+            let url = gw.url("/x");
+            tokio::spawn(async move { get(&url).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(r.await.unwrap().as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 503, 503]);
+    assert_eq!(
+        metric(
+            &gw,
+            "rustygate_circuit_open_total{cluster=\"up\",limit=\"connections\"}"
+        )
+        .await,
+        Some(2.0)
+    );
 }
 
 #[tokio::test]
