@@ -34,6 +34,7 @@ deps:
 	   && ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1; } || { \
 	  $(SUDO) apt-get update -qq && $(APT_INSTALL) clang lld wasi-libc libclang-rt-dev-wasm32; }
 	@test -x tests/guests/assemblyscript/node_modules/.bin/asc || npm ci --silent --prefix tests/guests/assemblyscript
+	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) prometheus; }
 
 build: deps
 	$(CARGO) build --profile $(PROFILE) -p rustygate -p demo-upstream

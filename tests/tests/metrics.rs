@@ -108,3 +108,37 @@ async fn health_and_readiness_follow_the_lifecycle() {
         (1, 1, 0)
     );
 }
+
+#[tokio::test]
+async fn filter_upstream_and_vm_metrics() {
+    let up = Upstream::echo();
+    let gw = rustygate_tests::start_probe(up.addr, "{ name: p }").await;
+    for _ in 0..5 {
+        assert_eq!(get(&gw.url("/x")).await.status, 200);
+    }
+    // Give the 200 ms samplers a turn.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let text = String::from_utf8_lossy(&get(&format!("http://{}/metrics", gw.admin)).await.body)
+        .into_owned();
+    for phase in ["request_headers", "response_headers", "log"] {
+        assert!(
+            text.contains(&format!(
+                "rustygate_filter_duration_seconds_count{{filter=\"probe\",phase=\"{phase}\"}} 5"
+            )),
+            "{phase}: {text}"
+        );
+    }
+    assert!(
+        text.contains("rustygate_upstream_duration_seconds_count{cluster=\"up\"} 5"),
+        "{text}"
+    );
+    // One VM per worker (two workers); the start-up canary is gone.
+    assert!(text.contains("rustygate_wasm_vms 2\n"), "{text}");
+    let memory: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rustygate_wasm_memory_bytes "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no wasm memory gauge: {text}"));
+    assert!(memory >= 2.0 * 65536.0, "{memory}");
+    assert!(text.contains("rustygate_requests_active 0\n"), "{text}");
+}

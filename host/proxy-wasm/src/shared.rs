@@ -93,13 +93,14 @@ pub struct ModuleStats {
     pub failures: AtomicU64,
 }
 
-/// Counts a VM as live until dropped.
-pub(crate) struct LiveVm(Arc<ModuleStats>);
+/// Counts a VM as live until dropped, per module and in `rustygate_wasm_vms`.
+pub(crate) struct LiveVm(Arc<ModuleStats>, metrics::Gauge);
 
 impl LiveVm {
-    pub fn new(stats: Arc<ModuleStats>) -> Self {
+    pub fn new(stats: Arc<ModuleStats>, vms: metrics::Gauge) -> Self {
         stats.vms.fetch_add(1, Ordering::Relaxed);
-        Self(stats)
+        vms.increment(1.0);
+        Self(stats, vms)
     }
 
     pub fn failed(&self) {
@@ -110,6 +111,7 @@ impl LiveVm {
 impl Drop for LiveVm {
     fn drop(&mut self) {
         self.0.vms.fetch_sub(1, Ordering::Relaxed);
+        self.1.decrement(1.0);
     }
 }
 
@@ -124,6 +126,8 @@ pub struct Shared {
     /// The `rustygate_rate_limit` foreign function's counters.
     pub(crate) limiter: crate::foreign::Limiter,
     modules: Mutex<HashMap<String, Arc<ModuleStats>>>,
+    /// `rustygate_wasm_vms` and `rustygate_wasm_memory_bytes`.
+    pub(crate) vm_gauges: (metrics::Gauge, metrics::Gauge),
 }
 
 impl Shared {
@@ -136,9 +140,10 @@ impl Shared {
                 ..Inner::default()
             }),
             metrics_by_id: Mutex::new(Vec::new()),
-            registry,
             limiter: crate::foreign::Limiter::default(),
             modules: Mutex::default(),
+            vm_gauges: (registry.wasm_vms(), registry.wasm_memory()),
+            registry,
         })
     }
 

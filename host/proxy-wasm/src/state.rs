@@ -156,6 +156,15 @@ impl HostState {
 pub(crate) struct MemoryLimiter {
     pub max: usize,
     pub denied: bool,
+    /// Current linear memory size, counted in `gauge` (`rustygate_wasm_memory_bytes`).
+    pub size: usize,
+    pub gauge: metrics::Gauge,
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.gauge.decrement(self.size as f64);
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -169,6 +178,9 @@ impl ResourceLimiter for MemoryLimiter {
             self.denied = true;
             return Ok(false);
         }
+        self.gauge
+            .increment(desired.saturating_sub(self.size) as f64);
+        self.size = desired;
         Ok(true)
     }
 

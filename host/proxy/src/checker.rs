@@ -33,14 +33,14 @@ const SWEEP: Duration = Duration::from_millis(200);
 
 /// Starts the checker thread; it follows `snapshots` until the gateway stops.
 pub(crate) fn start(
-    health: Arc<Health>,
-    metrics: Metrics,
+    shared: Arc<crate::Shared>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     mut phase: watch::Receiver<Phase>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("rustygate-health".into())
         .spawn(move || {
+            let (health, metrics) = (shared.health.clone(), shared.metrics.clone());
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -53,6 +53,16 @@ pub(crate) fn start(
             };
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, async move {
+                // Requests in flight, sampled rather than counted per request in a gauge that
+                // every worker would write.
+                let active = metrics.requests_active();
+                tokio::task::spawn_local(async move {
+                    let mut tick = tokio::time::interval(SWEEP);
+                    loop {
+                        tick.tick().await;
+                        active.set(shared.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64);
+                    }
+                });
                 loop {
                     let snapshot = snapshots.borrow_and_update().clone();
                     let tasks = spawn_all(&health, &metrics, &snapshot);

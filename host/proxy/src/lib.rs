@@ -358,13 +358,8 @@ impl Gateway {
         drop(ready_tx);
         let (committed, snapshots) = watch::channel(snapshot.clone());
         threads.push(
-            checker::start(
-                health.clone(),
-                shared.metrics.clone(),
-                snapshots,
-                phase_rx.clone(),
-            )
-            .map_err(StartError::Thread)?,
+            checker::start(shared.clone(), snapshots, phase_rx.clone())
+                .map_err(StartError::Thread)?,
         );
         for _ in 0..workers {
             let result = ready_rx

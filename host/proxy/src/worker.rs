@@ -23,6 +23,7 @@ use rustygate_telemetry::Metrics;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::chain::PhaseTimers;
 use crate::exec::LocalExec;
 use crate::pool::Pool;
 use crate::snapshot::Snapshot;
@@ -73,8 +74,12 @@ pub(crate) struct Active {
     pub snapshot: Arc<Snapshot>,
     /// Filter chains by route index.
     chains: Vec<Chain>,
+    /// Their callback timers, by route index.
+    timers: Vec<Rc<[PhaseTimers]>>,
     no_filters: Chain,
     balancers: RefCell<Vec<SmoothWrr>>,
+    /// `rustygate_upstream_duration_seconds` by cluster index.
+    pub upstream_timers: Vec<Histogram>,
     requests: RefCell<HashMap<(u32, u16), Counter>>,
     durations: RefCell<HashMap<u32, Histogram>>,
 }
@@ -83,7 +88,7 @@ impl Active {
     /// Builds this worker's view of `snapshot`; filter VMs are instantiated here, on the
     /// worker thread that will run them, never on the request path.
     fn build(
-        health: &Arc<crate::health::Health>,
+        shared: &Shared,
         pool: &Rc<Pool>,
         snapshot: Arc<Snapshot>,
         filters: Option<&Arc<dyn ChainBuilder>>,
@@ -91,13 +96,25 @@ impl Active {
         let upstreams = Rc::new(crate::upstreams::WorkerUpstreams::new(
             snapshot.clone(),
             pool.clone(),
-            health.clone(),
+            shared.health.clone(),
         ));
-        let chains = match filters {
+        let chains: Vec<Chain> = match filters {
             Some(b) => b.build(upstreams)?,
             None => Vec::new(),
-        };
+        }
+        .into_iter()
+        .map(Rc::from)
+        .collect();
+        let timers = chains
+            .iter()
+            .map(|c| crate::chain::timers(c, &shared.metrics))
+            .collect();
         Ok(Active {
+            upstream_timers: snapshot
+                .clusters
+                .iter()
+                .map(|c| shared.metrics.upstream_duration(&c.name))
+                .collect(),
             balancers: RefCell::new(
                 snapshot
                     .clusters
@@ -106,7 +123,8 @@ impl Active {
                     .collect(),
             ),
             snapshot,
-            chains: chains.into_iter().map(Rc::from).collect(),
+            chains,
+            timers,
             no_filters: Rc::from(Vec::new()),
             requests: RefCell::default(),
             durations: RefCell::default(),
@@ -117,6 +135,11 @@ impl Active {
     pub fn chain(&self, route: usize) -> Chain {
         // Routes without filters share one empty chain: no allocation per request.
         self.chains.get(route).unwrap_or(&self.no_filters).clone()
+    }
+
+    /// The callback timers of route `route`'s chain (only called for non-empty chains).
+    pub fn timers(&self, route: usize) -> Rc<[PhaseTimers]> {
+        self.timers[route].clone()
     }
 
     /// The endpoint for the next attempt to cluster `idx`: one in rotation (or any, in panic
@@ -218,8 +241,7 @@ impl Worker {
                 filters,
                 reply,
             } => {
-                let result =
-                    Active::build(&self.shared.health, &self.pool, snapshot, filters.as_ref());
+                let result = Active::build(&self.shared, &self.pool, snapshot, filters.as_ref());
                 let answer = result.map(|a| {
                     *self.pending.borrow_mut() = Some(Rc::new(a));
                 });
@@ -264,7 +286,7 @@ pub(crate) fn run(
         // Filter VMs are created here, on the thread and inside the task set that will run
         // them (their outbound calls are worker tasks), before any traffic.
         let pool = Rc::new(Pool::default());
-        let active = match Active::build(&shared.health, &pool, first.0, first.1.as_ref()) {
+        let active = match Active::build(&shared, &pool, first.0, first.1.as_ref()) {
             Ok(a) => {
                 let _ = ready.send(Ok(()));
                 a

@@ -47,6 +47,18 @@ pub const UPSTREAM_EJECTIONS: &str = "rustygate_upstream_ejections_total";
 /// breaker.
 pub const CIRCUIT_OPEN: &str = "rustygate_circuit_open_total";
 
+/// `rustygate_filter_duration_seconds{filter,phase}`: time spent in one filter callback.
+pub const FILTER_DURATION: &str = "rustygate_filter_duration_seconds";
+/// `rustygate_upstream_duration_seconds{cluster}`: time from sending a request upstream to
+/// its response head, per attempt.
+pub const UPSTREAM_DURATION: &str = "rustygate_upstream_duration_seconds";
+/// `rustygate_requests_active`: requests in flight (sampled every 200 ms).
+pub const REQUESTS_ACTIVE: &str = "rustygate_requests_active";
+/// `rustygate_wasm_vms`: live WebAssembly VMs (all filters, workers and generations).
+pub const WASM_VMS: &str = "rustygate_wasm_vms";
+/// `rustygate_wasm_memory_bytes`: linear memory of the live VMs.
+pub const WASM_MEMORY: &str = "rustygate_wasm_memory_bytes";
+
 /// Route label used when no route matched.
 pub const NO_ROUTE_LABEL: &str = "none";
 
@@ -154,10 +166,56 @@ impl Metrics {
             None,
             "Requests (or retries) refused by a cluster's circuit breaker, by limit (requests, pending_requests, connections, retries).".into(),
         );
+        r.describe_histogram(
+            FILTER_DURATION.into(),
+            Some(Unit::Seconds),
+            "Time in one filter callback, by filter and phase (request_headers, request_body, response_headers, response_body, log); pauses not included.".into(),
+        );
+        r.describe_histogram(
+            UPSTREAM_DURATION.into(),
+            Some(Unit::Seconds),
+            "Time from sending a request to a cluster to its response head, per attempt.".into(),
+        );
+        r.describe_gauge(
+            REQUESTS_ACTIVE.into(),
+            None,
+            "Requests in flight, sampled every 200 ms.".into(),
+        );
+        r.describe_gauge(WASM_VMS.into(), None, "Live WebAssembly VMs.".into());
+        r.describe_gauge(
+            WASM_MEMORY.into(),
+            Some(Unit::Bytes),
+            "Linear memory of the live WebAssembly VMs.".into(),
+        );
         Self {
             recorder: Arc::new(recorder),
             handle,
         }
+    }
+
+    /// `rustygate_filter_duration_seconds{filter,phase}`.
+    pub fn filter_duration(&self, filter: &str, phase: &str) -> Histogram {
+        self.histogram(FILTER_DURATION, &[("filter", filter), ("phase", phase)])
+    }
+
+    /// `rustygate_upstream_duration_seconds{cluster}`.
+    pub fn upstream_duration(&self, cluster: &str) -> Histogram {
+        self.histogram(UPSTREAM_DURATION, &[("cluster", cluster)])
+    }
+
+    /// `rustygate_requests_active`.
+    pub fn requests_active(&self) -> Gauge {
+        self.gauge(REQUESTS_ACTIVE, &[])
+    }
+
+    /// `rustygate_wasm_vms`.
+    pub fn wasm_vms(&self) -> Gauge {
+        self.gauge(WASM_VMS, &[])
+    }
+
+    /// `rustygate_wasm_memory_bytes`.
+    pub fn wasm_memory(&self) -> Gauge {
+        self.gauge(WASM_MEMORY, &[])
     }
 
     /// `rustygate_endpoint_healthy{cluster,endpoint}`.

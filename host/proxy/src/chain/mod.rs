@@ -63,6 +63,60 @@ pub(crate) enum BodyStop {
     },
 }
 
+/// A filter callback group, as `rustygate_filter_duration_seconds` labels it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Phase {
+    RequestHeaders,
+    RequestBody,
+    ResponseHeaders,
+    ResponseBody,
+    Log,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::RequestHeaders,
+        Phase::RequestBody,
+        Phase::ResponseHeaders,
+        Phase::ResponseBody,
+        Phase::Log,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::RequestHeaders => "request_headers",
+            Phase::RequestBody => "request_body",
+            Phase::ResponseHeaders => "response_headers",
+            Phase::ResponseBody => "response_body",
+            Phase::Log => "log",
+        }
+    }
+
+    /// The body phase (body chunks and trailers) of `direction`.
+    pub fn body(direction: Direction) -> Phase {
+        match direction {
+            Direction::Request => Phase::RequestBody,
+            Direction::Response => Phase::ResponseBody,
+        }
+    }
+}
+
+/// `rustygate_filter_duration_seconds` handles of one filter, by [`Phase`]; built once per
+/// configuration generation and worker, so a callback's timing costs two clock reads and one
+/// lock-free record.
+pub(crate) type PhaseTimers = [metrics::Histogram; 5];
+
+/// The timers of each filter of a chain.
+pub(crate) fn timers(
+    chain: &[Rc<dyn FilterFactory>],
+    metrics: &rustygate_telemetry::Metrics,
+) -> Rc<[PhaseTimers]> {
+    chain
+        .iter()
+        .map(|f| Phase::ALL.map(|p| metrics.filter_duration(f.name(), p.label())))
+        .collect()
+}
+
 struct Slot {
     factory: Rc<dyn FilterFactory>,
     filter: RefCell<Option<Box<dyn HttpFilter>>>,
@@ -71,6 +125,7 @@ struct Slot {
 /// The filters of one request.
 pub(crate) struct ChainRun {
     slots: Vec<Slot>,
+    timers: Rc<[PhaseTimers]>,
     pub exchange: Rc<Exchange>,
     /// Counts failures (fail-open or not) in the worker's metrics.
     worker: Rc<Worker>,
@@ -81,6 +136,7 @@ pub(crate) struct ChainRun {
 impl ChainRun {
     pub fn new(
         chain: &[Rc<dyn FilterFactory>],
+        timers: Rc<[PhaseTimers]>,
         exchange: Rc<Exchange>,
         worker: Rc<Worker>,
     ) -> Rc<Self> {
@@ -93,6 +149,7 @@ impl ChainRun {
             .collect();
         Rc::new(Self {
             slots,
+            timers,
             exchange,
             worker,
             body_stop: RefCell::new(None),
@@ -107,6 +164,25 @@ impl ChainRun {
     fn with<T>(&self, i: usize, f: impl FnOnce(&mut Box<dyn HttpFilter>) -> T) -> Option<T> {
         let mut slot = self.slots[i].filter.borrow_mut();
         slot.as_mut().map(f)
+    }
+
+    /// [`ChainRun::with`] for a callback, timed into the filter's `phase` histogram.
+    fn call<T>(
+        &self,
+        i: usize,
+        phase: Phase,
+        f: impl FnOnce(&mut Box<dyn HttpFilter>) -> T,
+    ) -> Option<T> {
+        let start = std::time::Instant::now();
+        let out = self.with(i, f);
+        if out.is_some() {
+            self.record(i, phase, start);
+        }
+        out
+    }
+
+    fn record(&self, i: usize, phase: Phase, start: std::time::Instant) {
+        self.timers[i][phase as usize].record(start.elapsed().as_secs_f64());
     }
 
     /// Whether any of filters `[0, upto)` has body phases in `direction`.
@@ -205,6 +281,7 @@ impl ChainRun {
     /// before the next one runs.
     pub async fn request(&self, end_of_stream: bool, limit: Duration) -> RequestOutcome {
         for i in 0..self.slots.len() {
+            let start = std::time::Instant::now();
             let verdict = match self.slots[i].factory.create(&self.exchange) {
                 Ok(mut f) => {
                     let v = f.on_request_headers(&self.exchange, end_of_stream);
@@ -213,6 +290,7 @@ impl ChainRun {
                 }
                 Err(e) => Err(e),
             };
+            self.record(i, Phase::RequestHeaders, start);
             match self
                 .phase(i, Direction::Request, Some(verdict), limit)
                 .await
@@ -240,7 +318,9 @@ impl ChainRun {
     ) -> Result<Option<Reply>, ChainFailure> {
         let mut replaced = None;
         for i in (0..upto).rev() {
-            let verdict = self.with(i, |f| f.on_response_headers(&self.exchange, end_of_stream));
+            let verdict = self.call(i, Phase::ResponseHeaders, |f| {
+                f.on_response_headers(&self.exchange, end_of_stream)
+            });
             match self.phase(i, Direction::Response, verdict, limit).await {
                 Step::Next => {}
                 Step::Respond(local) => {
@@ -297,10 +377,12 @@ impl ChainRun {
 
     /// Ends every filter's part in the request.
     pub fn complete(&self) {
-        for slot in &self.slots {
+        for (i, slot) in self.slots.iter().enumerate() {
             let taken = slot.filter.borrow_mut().take();
             if let Some(mut f) = taken {
+                let start = std::time::Instant::now();
                 f.complete();
+                self.record(i, Phase::Log, start);
             }
         }
     }

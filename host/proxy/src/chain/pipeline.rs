@@ -24,7 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use rustygate_filter_api::{BodyBuffer, BodyVerdict, Direction, FilterError, Verdict};
 
-use super::{BodyStop, ChainRun, Reply};
+use super::{BodyStop, ChainRun, Phase, Reply};
 use crate::body::BoxError;
 use crate::pool::UpstreamBody;
 
@@ -152,7 +152,10 @@ impl Pump {
                 }
                 Item::Trailers => {
                     let ex = self.chain.exchange.clone();
-                    let verdict = self.chain.with(i, |f| f.on_trailers(&ex, self.direction));
+                    let phase = Phase::body(self.direction);
+                    let verdict = self
+                        .chain
+                        .call(i, phase, |f| f.on_trailers(&ex, self.direction));
                     if let Some(mut v) = verdict {
                         if let Ok(Verdict::Pause) = v {
                             v = self.chain.resume(i, self.direction, self.pause_limit).await;
@@ -177,7 +180,9 @@ impl Pump {
         let ex = self.chain.exchange.clone();
         let slot = ex.body(self.direction);
         *slot.borrow_mut() = self.stages[s].held.take();
-        let verdict = self.chain.with(i, |f| f.on_body(&ex, self.direction, eos));
+        let verdict = self.chain.call(i, Phase::body(self.direction), |f| {
+            f.on_body(&ex, self.direction, eos)
+        });
         self.stages[s].held = slot.take();
         let stop = match verdict {
             None | Some(Ok(BodyVerdict::Continue)) => false,

@@ -126,6 +126,7 @@ pub(super) async fn send(
         let endpoint = &cluster.endpoints[idx];
         let timeout = per_try.min(deadline.saturating_duration_since(Instant::now()));
         let this = req.take().expect("a request for every attempt");
+        let started = Instant::now();
         let sent = tokio::time::timeout(
             timeout,
             worker
@@ -134,7 +135,10 @@ pub(super) async fn send(
         )
         .await;
         let (attempt, result) = match sent {
-            Ok(Ok(resp)) => (Some(Attempt::Status(resp.status().as_u16())), Ok(resp)),
+            Ok(Ok(resp)) => {
+                active.upstream_timers[cluster_idx].record(started.elapsed().as_secs_f64());
+                (Some(Attempt::Status(resp.status().as_u16())), Ok(resp))
+            }
             Ok(Err(unsent)) => {
                 req = unsent.request;
                 let attempt = match &unsent.error {

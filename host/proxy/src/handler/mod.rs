@@ -170,7 +170,12 @@ async fn forward(
             cluster: cluster.name.clone(),
             protocol: protocol_name(parts.version),
         };
-        let chain_run = ChainRun::new(&chain, Rc::new(Exchange::new(head, info)), worker.clone());
+        let chain_run = ChainRun::new(
+            &chain,
+            active.timers(route_idx),
+            Rc::new(Exchange::new(head, info)),
+            worker.clone(),
+        );
         done.chain = Some(chain_run.clone());
         match chain_run.request(body.is_end_stream(), route.timeout).await {
             RequestOutcome::Forward => {}
