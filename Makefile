@@ -1,6 +1,7 @@
 # RustyGate: the one entry point. CI runs `make test` (see .ci/run).
 #
 #   make run     build and start the gateway on config/default.yaml with the demo upstream
+#   make observe `make run` on examples/observability/gateway.yaml (Prometheus, Grafana, Jaeger)
 #   make test    formatting, lints, schema check and every test (unit, golden, end-to-end)
 #   make bench   criterion micro-benchmarks + loopback load benchmark against nginx/haproxy
 #
@@ -10,6 +11,8 @@ CARGO ?= cargo
 PROFILE ?= dev
 PROFILE_DIR := $(if $(filter release,$(PROFILE)),release,debug)
 DEMO_UPSTREAM_PORT ?= 9000
+# The configuration `make run` starts.
+CONFIG ?= config/default.yaml
 export DEMO_UPSTREAM_PORT
 # The filters RustyGate ships (filters/), built as .wasm with the size-optimised `filter` profile.
 FILTER_PACKAGES := -p rustygate-filter-headers -p rustygate-filter-cors -p rustygate-filter-rate-limit -p rustygate-filter-jwt-auth
@@ -19,7 +22,7 @@ TOOLS := $(CURDIR)/.tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all deps build run test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-deps guests filters clean
+.PHONY: all deps build run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-deps guests filters clean
 
 all: build
 
@@ -45,7 +48,12 @@ run: build filters
 	@./target/$(PROFILE_DIR)/demo-upstream 127.0.0.1:$(DEMO_UPSTREAM_PORT) & \
 	  up=$$!; trap 'kill $$up 2>/dev/null || true' EXIT; \
 	  echo "gateway: http://localhost:8080/api/test   admin: http://127.0.0.1:8081/metrics"; \
-	  ./target/$(PROFILE_DIR)/rustygate run --config config/default.yaml
+	  ./target/$(PROFILE_DIR)/rustygate run --config $(CONFIG)
+
+## `make run` with tracing to Jaeger and the metrics the Grafana dashboard reads; start the
+## stack with `docker compose -f examples/observability/docker-compose.yml up`.
+observe:
+	$(MAKE) run CONFIG=examples/observability/gateway.yaml
 
 test: deps fmt-check lint
 	$(CARGO) test --workspace --all-targets

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod jwt;
+pub mod otlp;
 pub mod process;
 pub mod reload;
 pub mod upstream;
@@ -22,6 +23,7 @@ pub struct TestGateway {
     /// Address of the admin listener.
     pub admin: SocketAddr,
     stop_admin: Option<tokio::sync::oneshot::Sender<()>>,
+    tracer: Option<Arc<rustygate_telemetry::trace::Tracer>>,
     _runtime: Option<Arc<rustygate_wasm_runtime::Runtime>>,
 }
 
@@ -94,8 +96,14 @@ impl TestGateway {
         let chains = filters
             .as_ref()
             .map(|(_, h)| h.clone() as Arc<dyn rustygate_filter_api::ChainBuilder>);
-        let gateway =
-            Gateway::start(&config, metrics.clone(), chains).map_err(|e| e.to_string())?;
+        let tracer = config
+            .tracing
+            .enabled
+            .then(|| rustygate_telemetry::trace::Tracer::new(&config.tracing).map(Arc::new))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let gateway = Gateway::start(&config, metrics.clone(), chains, tracer.clone())
+            .map_err(|e| e.to_string())?;
         let addr = gateway.local_addrs()[0].1;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = listener.local_addr().unwrap();
@@ -117,6 +125,7 @@ impl TestGateway {
             addr,
             admin,
             stop_admin: Some(tx),
+            tracer,
             _runtime: filters.map(|(r, _)| r),
         })
     }
@@ -124,6 +133,15 @@ impl TestGateway {
     /// `http://<addr><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Exports the spans ended so far now, rather than at the exporter's next batch.
+    pub async fn flush_traces(&self) {
+        if let Some(t) = self.tracer.clone() {
+            tokio::task::spawn_blocking(move || t.flush())
+                .await
+                .expect("flush");
+        }
     }
 
     /// The running gateway.

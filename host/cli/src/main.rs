@@ -90,7 +90,21 @@ fn run(path: &Path) -> anyhow::Result<()> {
     for m in &loaded.modules {
         tracing::info!(filter = %m.filter, sha256 = %m.sha256, abi = m.abi.as_str(), from_cache = m.from_cache, "filter loaded");
     }
-    let gateway = Gateway::start(&loaded.config, metrics.clone(), loaded.chains())?;
+    let tracer = if loaded.config.tracing.enabled {
+        let t = Arc::new(rustygate_telemetry::trace::Tracer::new(
+            &loaded.config.tracing,
+        )?);
+        tracing::info!(endpoint = %loaded.config.tracing.endpoint, protocol = ?loaded.config.tracing.protocol, sampling_ratio = loaded.config.tracing.sampling_ratio, "tracing enabled");
+        Some(t)
+    } else {
+        None
+    };
+    let gateway = Gateway::start(
+        &loaded.config,
+        metrics.clone(),
+        loaded.chains(),
+        tracer.clone(),
+    )?;
     let control = ControlPlane::new(path, &loaded, wasm, gateway.reconfigure(), metrics.clone());
     let admin_config = loaded.config.admin.clone();
     drop(loaded);
@@ -135,6 +149,11 @@ fn run(path: &Path) -> anyhow::Result<()> {
         let _ = stop_admin.send(());
         if let Some(admin) = admin {
             let _ = admin.await;
+        }
+        if let Some(t) = &tracer {
+            // Whatever is still buffered goes out before the process ends.
+            let t = t.clone();
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
         }
         if report.abandoned > 0 {
             tracing::warn!(

@@ -22,6 +22,9 @@ pub struct Config {
     /// Log format and level.
     #[serde(default)]
     pub logging: Logging,
+    /// OpenTelemetry tracing, exported over OTLP. Off by default.
+    #[serde(default)]
+    pub tracing: Tracing,
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: Shutdown,
@@ -216,6 +219,47 @@ impl Default for Logging {
             format: LogFormat::Json,
             level: "info".into(),
             access_log: true,
+        }
+    }
+}
+
+/// How spans are exported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (port 4317 by convention).
+    #[default]
+    Grpc,
+    /// OTLP over HTTP with binary protobuf bodies (port 4318, path `/v1/traces`).
+    Http,
+}
+
+/// OpenTelemetry tracing.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tracing {
+    /// Export spans. When off, requests create no spans at all.
+    pub enabled: bool,
+    /// OTLP endpoint: `http://host:4317` for gRPC, `http://host:4318/v1/traces` for HTTP.
+    /// Plain HTTP only: send to a collector agent nearby, which forwards over TLS.
+    pub endpoint: String,
+    /// `grpc` or `http` (protobuf).
+    pub protocol: OtlpProtocol,
+    /// Share of new traces sampled (0.0 to 1.0). A request that carries a `traceparent`
+    /// follows its caller's decision (parent-based sampling).
+    pub sampling_ratio: f64,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for Tracing {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: "http://127.0.0.1:4317".into(),
+            protocol: OtlpProtocol::Grpc,
+            sampling_ratio: 1.0,
+            service_name: "rustygate".into(),
         }
     }
 }

@@ -89,6 +89,22 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
         }
     }
 
+    let t = &config.tracing;
+    if !(0.0..=1.0).contains(&t.sampling_ratio) {
+        c.error(
+            "tracing.sampling_ratio".into(),
+            format!("{} is not between 0.0 and 1.0", t.sampling_ratio),
+        );
+    }
+    // TLS to the collector is not built in: a collector agent on the host or loopback
+    // (which then speaks TLS onwards) is the supported setup.
+    if t.enabled && !t.endpoint.starts_with("http://") {
+        c.error(
+            "tracing.endpoint".into(),
+            format!("{:?} is not an http:// URL", t.endpoint),
+        );
+    }
+
     let mut clusters = HashSet::new();
     for (i, cl) in config.clusters.iter().enumerate() {
         c.unique(

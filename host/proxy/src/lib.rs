@@ -13,6 +13,7 @@ mod handler;
 mod health;
 mod pool;
 mod snapshot;
+mod trace_scope;
 mod upstreams;
 mod worker;
 
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use rustygate_config::Config;
 use rustygate_filter_api::ChainBuilder;
 use rustygate_telemetry::Metrics;
+use rustygate_telemetry::trace::Tracer;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
@@ -47,6 +49,8 @@ pub(crate) enum Phase {
 /// generation it runs (see [`Gateway::apply`]).
 pub(crate) struct Shared {
     pub metrics: Metrics,
+    /// Span exporter; `None` when tracing is off, and then no span is ever made.
+    pub tracer: Option<Arc<Tracer>>,
     /// Endpoint health and cluster load, across workers and reloads.
     pub health: Arc<health::Health>,
     pub in_flight: AtomicUsize,
@@ -289,12 +293,14 @@ impl Gateway {
         config: &Config,
         metrics: Metrics,
         filters: Option<Arc<dyn ChainBuilder>>,
+        tracer: Option<Arc<Tracer>>,
     ) -> Result<Self, StartError> {
         let workers = config.workers.unwrap_or_else(default_workers).max(1);
         let health = Arc::new(health::Health::default());
         let snapshot = Arc::new(Snapshot::build(config, 1, &health)?);
         let shared = Arc::new(Shared {
             metrics,
+            tracer,
             health: health.clone(),
             in_flight: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),

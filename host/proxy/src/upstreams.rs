@@ -17,6 +17,7 @@ use crate::body::BoxError;
 use crate::health::Health;
 use crate::pool::{Pool, SendError, UpstreamBody};
 use crate::snapshot::Snapshot;
+use crate::trace_scope::TraceScope;
 
 /// Largest call response body a filter may receive (Envoy's default buffer limit).
 const MAX_CALL_RESPONSE: usize = 1 << 20;
@@ -30,15 +31,22 @@ pub(crate) struct WorkerUpstreams {
     pool: Rc<Pool>,
     health: Arc<Health>,
     next: Cell<usize>,
+    trace: Rc<TraceScope>,
 }
 
 impl WorkerUpstreams {
-    pub fn new(snapshot: Arc<Snapshot>, pool: Rc<Pool>, health: Arc<Health>) -> Self {
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        pool: Rc<Pool>,
+        health: Arc<Health>,
+        trace: Rc<TraceScope>,
+    ) -> Self {
         Self {
             snapshot,
             pool,
             health,
             next: Cell::new(0),
+            trace,
         }
     }
 }
@@ -61,9 +69,14 @@ impl Upstreams for WorkerUpstreams {
     fn call(
         &self,
         cluster: &str,
-        request: Request<Bytes>,
+        mut request: Request<Bytes>,
         timeout: Option<Duration>,
     ) -> LocalFuture<'static, Result<Response<Bytes>, String>> {
+        // A call made from a request's callback is part of that request's trace.
+        let span = self
+            .trace
+            .current()
+            .map(|(tracer, rt)| rt.filter_call(tracer, cluster, request.headers_mut()));
         let snapshot = self.snapshot.clone();
         let pool = self.pool.clone();
         let health = self.health.clone();
@@ -135,7 +148,7 @@ impl Upstreams for WorkerUpstreams {
                     Err(SendError::Exchange(e)) => Err(format!("{}: {e}", endpoint.authority)),
                 }
             };
-            match timeout {
+            let result = match timeout {
                 None => exchange.await,
                 Some(t) => match tokio::time::timeout(t, exchange).await {
                     Ok(r) => r,
@@ -144,7 +157,14 @@ impl Upstreams for WorkerUpstreams {
                         "upstream request timeout",
                     )),
                 },
+            };
+            if let Some(span) = span {
+                match &result {
+                    Ok(resp) => span.status(resp.status().as_u16()),
+                    Err(e) => span.error("upstream_reset", e),
+                }
             }
+            result
         })
     }
 

@@ -27,6 +27,7 @@ use crate::chain::PhaseTimers;
 use crate::exec::LocalExec;
 use crate::pool::Pool;
 use crate::snapshot::Snapshot;
+use crate::trace_scope::TraceScope;
 use crate::{Phase, Shared};
 
 /// A listener as workers see it.
@@ -90,6 +91,7 @@ impl Active {
     fn build(
         shared: &Shared,
         pool: &Rc<Pool>,
+        scope: &Rc<TraceScope>,
         snapshot: Arc<Snapshot>,
         filters: Option<&Arc<dyn ChainBuilder>>,
     ) -> Result<Self, String> {
@@ -97,6 +99,7 @@ impl Active {
             snapshot.clone(),
             pool.clone(),
             shared.health.clone(),
+            scope.clone(),
         ));
         let chains: Vec<Chain> = match filters {
             Some(b) => b.build(upstreams)?,
@@ -210,6 +213,8 @@ pub(crate) struct Worker {
     pending: RefCell<Option<Rc<Active>>>,
     pub pool: Rc<Pool>,
     pub rng: RefCell<fastrand::Rng>,
+    /// The request whose filter callback runs, for traced outbound calls.
+    pub trace_scope: Rc<TraceScope>,
 }
 
 impl Worker {
@@ -241,7 +246,13 @@ impl Worker {
                 filters,
                 reply,
             } => {
-                let result = Active::build(&self.shared, &self.pool, snapshot, filters.as_ref());
+                let result = Active::build(
+                    &self.shared,
+                    &self.pool,
+                    &self.trace_scope,
+                    snapshot,
+                    filters.as_ref(),
+                );
                 let answer = result.map(|a| {
                     *self.pending.borrow_mut() = Some(Rc::new(a));
                 });
@@ -286,7 +297,8 @@ pub(crate) fn run(
         // Filter VMs are created here, on the thread and inside the task set that will run
         // them (their outbound calls are worker tasks), before any traffic.
         let pool = Rc::new(Pool::default());
-        let active = match Active::build(&shared, &pool, first.0, first.1.as_ref()) {
+        let trace_scope = Rc::new(TraceScope::new(shared.tracer.clone()));
+        let active = match Active::build(&shared, &pool, &trace_scope, first.0, first.1.as_ref()) {
             Ok(a) => {
                 let _ = ready.send(Ok(()));
                 a
@@ -302,6 +314,7 @@ pub(crate) fn run(
             pending: RefCell::new(None),
             pool,
             rng: RefCell::new(fastrand::Rng::new()),
+            trace_scope,
         });
         for (ctx, std_listener) in listeners {
             let listener = TcpListener::from_std(std_listener)?;

@@ -366,6 +366,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.logging.level != new.logging.level || old.logging.format != new.logging.format {
         fields.push("logging.level/format");
     }
+    if old.tracing != new.tracing {
+        fields.push("tracing");
+    }
     fields
 }
 

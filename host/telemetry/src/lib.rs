@@ -4,6 +4,7 @@
 //! failure reasons), never from request data, which bounds cardinality.
 
 mod logging;
+pub mod trace;
 
 use std::sync::Arc;
 

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use crate::worker::Worker;
 use rustygate_filter_api::{
-    Direction, Exchange, FailurePolicy, FilterError, FilterFactory, HttpFilter, LocalResponse,
-    ResponseHead, Verdict,
+    BodyVerdict, Direction, Exchange, FailurePolicy, FilterError, FilterFactory, HttpFilter,
+    LocalResponse, ResponseHead, Verdict,
 };
+use rustygate_telemetry::trace::RequestTrace;
 
 pub(crate) mod pipeline;
 
@@ -101,6 +102,34 @@ impl Phase {
     }
 }
 
+/// What a filter callback decided, as its trace span's `rustygate.action` says it.
+pub(crate) trait Action {
+    fn action(&self) -> &'static str;
+}
+
+impl Action for Result<Verdict, FilterError> {
+    fn action(&self) -> &'static str {
+        match self {
+            Ok(Verdict::Continue) => "continue",
+            Ok(Verdict::Pause) => "pause",
+            Ok(Verdict::Respond(_)) => "respond",
+            Err(_) => "fail",
+        }
+    }
+}
+
+impl Action for Result<BodyVerdict, FilterError> {
+    fn action(&self) -> &'static str {
+        match self {
+            Ok(BodyVerdict::Continue) => "continue",
+            Ok(BodyVerdict::Buffer) => "buffer",
+            Ok(BodyVerdict::StopNoBuffer) => "stop",
+            Ok(BodyVerdict::Respond(_)) => "respond",
+            Err(_) => "fail",
+        }
+    }
+}
+
 /// `rustygate_filter_duration_seconds` handles of one filter, by [`Phase`]; built once per
 /// configuration generation and worker, so a callback's timing costs two clock reads and one
 /// lock-free record.
@@ -131,6 +160,8 @@ pub(crate) struct ChainRun {
     worker: Rc<Worker>,
     /// Set when a body stream was cut short by a filter, for the handler to answer with.
     pub body_stop: RefCell<Option<BodyStop>>,
+    /// The request's trace, when tracing is on.
+    trace: Option<Rc<RequestTrace>>,
 }
 
 impl ChainRun {
@@ -139,6 +170,7 @@ impl ChainRun {
         timers: Rc<[PhaseTimers]>,
         exchange: Rc<Exchange>,
         worker: Rc<Worker>,
+        trace: Option<Rc<RequestTrace>>,
     ) -> Rc<Self> {
         let slots = chain
             .iter()
@@ -153,6 +185,7 @@ impl ChainRun {
             exchange,
             worker,
             body_stop: RefCell::new(None),
+            trace,
         })
     }
 
@@ -163,11 +196,15 @@ impl ChainRun {
     /// Runs `f` on filter `i` if it is still part of the request.
     fn with<T>(&self, i: usize, f: impl FnOnce(&mut Box<dyn HttpFilter>) -> T) -> Option<T> {
         let mut slot = self.slots[i].filter.borrow_mut();
-        slot.as_mut().map(f)
+        let filter = slot.as_mut()?;
+        Some(match &self.trace {
+            None => f(filter),
+            Some(t) => self.worker.trace_scope.within(t, || f(filter)),
+        })
     }
 
     /// [`ChainRun::with`] for a callback, timed into the filter's `phase` histogram.
-    fn call<T>(
+    fn call<T: Action>(
         &self,
         i: usize,
         phase: Phase,
@@ -175,14 +212,23 @@ impl ChainRun {
     ) -> Option<T> {
         let start = std::time::Instant::now();
         let out = self.with(i, f);
-        if out.is_some() {
-            self.record(i, phase, start);
+        if let Some(out) = &out {
+            self.record(i, phase, start, out.action());
         }
         out
     }
 
-    fn record(&self, i: usize, phase: Phase, start: std::time::Instant) {
-        self.timers[i][phase as usize].record(start.elapsed().as_secs_f64());
+    /// Times a callback and, when the request is traced, records it as a span. Body chunks
+    /// are timed but not traced: a streamed body would make one span per chunk.
+    fn record(&self, i: usize, phase: Phase, start: std::time::Instant, action: &'static str) {
+        let elapsed = start.elapsed();
+        self.timers[i][phase as usize].record(elapsed.as_secs_f64());
+        if let Some(t) = &self.trace
+            && !matches!(phase, Phase::RequestBody | Phase::ResponseBody)
+        {
+            let end = std::time::SystemTime::now();
+            t.filter_callback(self.name(i), phase.label(), action, end - elapsed, end);
+        }
     }
 
     /// Whether any of filters `[0, upto)` has body phases in `direction`.
@@ -282,7 +328,7 @@ impl ChainRun {
     pub async fn request(&self, end_of_stream: bool, limit: Duration) -> RequestOutcome {
         for i in 0..self.slots.len() {
             let start = std::time::Instant::now();
-            let verdict = match self.slots[i].factory.create(&self.exchange) {
+            let first = || match self.slots[i].factory.create(&self.exchange) {
                 Ok(mut f) => {
                     let v = f.on_request_headers(&self.exchange, end_of_stream);
                     *self.slots[i].filter.borrow_mut() = Some(f);
@@ -290,7 +336,11 @@ impl ChainRun {
                 }
                 Err(e) => Err(e),
             };
-            self.record(i, Phase::RequestHeaders, start);
+            let verdict = match &self.trace {
+                None => first(),
+                Some(t) => self.worker.trace_scope.within(t, first),
+            };
+            self.record(i, Phase::RequestHeaders, start, verdict.action());
             match self
                 .phase(i, Direction::Request, Some(verdict), limit)
                 .await
@@ -381,8 +431,11 @@ impl ChainRun {
             let taken = slot.filter.borrow_mut().take();
             if let Some(mut f) = taken {
                 let start = std::time::Instant::now();
-                f.complete();
-                self.record(i, Phase::Log, start);
+                match &self.trace {
+                    None => f.complete(),
+                    Some(t) => self.worker.trace_scope.within(t, || f.complete()),
+                }
+                self.record(i, Phase::Log, start, "done");
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::health::{OwnedSlot, Slot};
 use crate::pool::{PooledBody, SendError, UpstreamBody};
 use crate::snapshot::{ClusterEntry, RouteEntry};
 use crate::worker::{Active, Worker};
+use rustygate_telemetry::trace::RequestTrace;
 
 /// Why no response came back.
 pub(super) enum Failed {
@@ -66,18 +67,19 @@ fn empty() -> UpstreamBody {
     Box::pin(Empty::new().map_err(|never| -> BoxError { match never {} }))
 }
 
-/// Sends `req` (whose body is empty when `bodyless`) to cluster `cluster_idx` of `active`.
+/// Sends `req` (whose body is empty when `bodyless`) to `route`'s cluster in `active`.
 /// `client_caused` tells whether a failed exchange was the client's doing (a body cut short
 /// by a filter or a limit), which must not count against the endpoint.
 pub(super) async fn send(
     worker: &Worker,
     active: &Active,
     route: &RouteEntry,
-    cluster_idx: usize,
     req: Request<UpstreamBody>,
     bodyless: bool,
+    trace: Option<&RequestTrace>,
     client_caused: impl Fn() -> bool,
 ) -> Outcome {
+    let cluster_idx = route.cluster;
     let cluster = &active.snapshot.clusters[cluster_idx];
     let metrics = &worker.shared.metrics;
     let Some(slot) = OwnedSlot::request(&cluster.load, cluster.breaker.max_requests) else {
@@ -125,7 +127,19 @@ pub(super) async fn send(
         };
         let endpoint = &cluster.endpoints[idx];
         let timeout = per_try.min(deadline.saturating_duration_since(Instant::now()));
-        let this = req.take().expect("a request for every attempt");
+        let mut this = req.take().expect("a request for every attempt");
+        // Each attempt is a child span, and the upstream sees that attempt as its parent.
+        let span = trace
+            .zip(worker.shared.tracer.as_deref())
+            .map(|(t, tracer)| {
+                t.upstream_attempt(
+                    tracer,
+                    &cluster.name,
+                    &endpoint.authority,
+                    tried.len() as u32 + 1,
+                    this.headers_mut(),
+                )
+            });
         let started = Instant::now();
         let sent = tokio::time::timeout(
             timeout,
@@ -157,6 +171,17 @@ pub(super) async fn send(
                 Err(Failed::Timeout(timeout)),
             ),
         };
+        if let Some(span) = span {
+            match &result {
+                Ok(resp) => span.status(resp.status().as_u16()),
+                Err(Failed::Timeout(t)) => {
+                    span.error(ErrorKind::UpstreamTimeout.code(), &format!("{t:?}"))
+                }
+                Err(Failed::Send(e)) => span.error(send_error_code(e), &e.to_string()),
+                Err(Failed::Overflow(d)) => span.error(ErrorKind::UpstreamOverflow.code(), d),
+                Err(Failed::NoEndpoint) => {}
+            }
+        }
         let Some(attempt) = attempt else {
             return Outcome {
                 result,
@@ -238,6 +263,19 @@ pub(super) async fn send(
             endpoint: Some(endpoint.authority.clone()),
             slot: Some(slot),
         };
+    }
+}
+
+/// The stable code of a send error, as spans and metrics name it.
+fn send_error_code(e: &SendError) -> &'static str {
+    match e {
+        SendError::Overflow(_) => ErrorKind::UpstreamOverflow.code(),
+        SendError::Connect(_) => ErrorKind::UpstreamConnect.code(),
+        SendError::Exchange(e) => match classify(e) {
+            Attempt::Refused => "refused_stream",
+            Attempt::Failed(kind) => kind.code(),
+            Attempt::Status(_) => ErrorKind::UpstreamReset.code(),
+        },
     }
 }
 

@@ -19,6 +19,7 @@ use rustygate_core::forwarding::{self, X_REQUEST_ID};
 use rustygate_core::router::RequestView;
 use rustygate_filter_api::{Direction, Exchange, RequestHead, ResponseHead, StreamInfo};
 use rustygate_telemetry::NO_ROUTE_LABEL;
+use rustygate_telemetry::trace::RequestTrace;
 
 mod attempts;
 mod filtering;
@@ -46,6 +47,14 @@ pub(crate) async fn handle(
     let active = worker.active();
     let request_id = forwarding::request_id(req.headers(), &mut worker.rng.borrow_mut());
     let transfer = Rc::new(Transfer::default());
+    let trace = worker.shared.tracer.as_ref().map(|t| {
+        Rc::new(t.request(
+            req.headers(),
+            req.method().as_str(),
+            req.uri().path(),
+            conn.peer.ip(),
+        ))
+    });
     let mut done = Completion {
         worker: worker.clone(),
         conn,
@@ -62,6 +71,7 @@ pub(crate) async fn handle(
         cluster_slot: None,
         transfer: transfer.clone(),
         chain: None,
+        trace,
     };
     let conn = done.conn.clone();
     let resp = match forward(
@@ -116,6 +126,9 @@ async fn forward(
     };
     let mut route = &snapshot.routes[route_idx];
     done.route = Some((route_idx as u32, route.name.clone()));
+    if let Some(t) = &done.trace {
+        t.set_route(&route.name);
+    }
 
     let limit = route
         .max_request_body_bytes
@@ -175,6 +188,7 @@ async fn forward(
             active.timers(route_idx),
             Rc::new(Exchange::new(head, info)),
             worker.clone(),
+            done.trace.clone(),
         );
         done.chain = Some(chain_run.clone());
         match chain_run.request(body.is_end_stream(), route.timeout).await {
@@ -227,6 +241,9 @@ async fn forward(
                     route = &snapshot.routes[i];
                     cluster = &snapshot.clusters[route.cluster];
                     done.route = Some((i as u32, route.name.clone()));
+                    if let Some(t) = &done.trace {
+                        t.set_route(&route.name);
+                    }
                 }
                 Some(_) => {}
                 None => {
@@ -297,14 +314,13 @@ async fn forward(
     }
     let upstream_req = Request::from_parts(parts, body);
 
-    let cluster_idx = route.cluster;
     let outcome = attempts::send(
         worker,
         active,
         route,
-        cluster_idx,
         upstream_req,
         body_ended,
+        done.trace.as_deref(),
         || transfer.too_large.get() || run.as_ref().is_some_and(|r| r.body_stop.borrow().is_some()),
     )
     .await;
@@ -475,6 +491,8 @@ pub(crate) struct Completion {
     transfer: Rc<Transfer>,
     /// The request's filters, ended (`on_log`, `on_done`, `on_delete`) with the request.
     chain: Option<Rc<ChainRun>>,
+    /// The request's server span, when tracing is on.
+    trace: Option<Rc<RequestTrace>>,
 }
 
 impl Completion {
@@ -496,8 +514,20 @@ impl Completion {
             self.status,
             elapsed,
         );
+        if let Some(t) = &self.trace {
+            t.finish(self.status);
+        }
         if self.access_log {
-            let status = StatusCode::from_u16(self.status).map_or(0, |s| s.as_u16());
+            self.log(route_name, elapsed);
+        }
+    }
+
+    /// The access log line; it names the trace when the request is traced, so a log line
+    /// leads to its spans.
+    fn log(&self, route_name: &str, elapsed: std::time::Duration) {
+        let status = StatusCode::from_u16(self.status).map_or(0, |s| s.as_u16());
+        macro_rules! access {
+            ($($trace:tt)*) => {
             tracing::info!(
                 target: "access",
                 method = self.method.as_str(),
@@ -512,8 +542,14 @@ impl Completion {
                 client = %self.conn.peer.ip(),
                 listener = &*self.conn.listener.name,
                 request_id = self.request_id.to_str().unwrap_or_default(),
+                $($trace)*
                 "request"
-            );
+            )
+            };
+        }
+        match &self.trace {
+            None => access!(),
+            Some(t) => access!(trace_id = %t.trace_id(), span_id = %t.span_id(),),
         }
     }
 }
