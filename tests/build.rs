@@ -16,6 +16,48 @@ fn main() {
     build_c(&manifest_dir.join("guests/c"), &out);
     build_assemblyscript(&manifest_dir.join("guests/assemblyscript"), &out);
     build_filters(&workspace);
+    build_components(&workspace);
+}
+
+/// The balancer components RustyGate ships (`filters/balancers/`) and the test's own, built
+/// for wasm32-wasip2 as `make filters` builds them; `BALANCER_<NAME>_WASM` names each.
+const COMPONENTS: [(&str, &str); 8] = [
+    ("rustygate-balancer-round-robin", "round_robin"),
+    (
+        "rustygate-balancer-weighted-round-robin",
+        "weighted_round_robin",
+    ),
+    ("rustygate-balancer-random", "random"),
+    ("rustygate-balancer-least-request", "least_request"),
+    ("rustygate-balancer-peak-ewma", "peak_ewma"),
+    ("rustygate-balancer-ring-hash", "ring_hash"),
+    ("rustygate-balancer-maglev", "maglev"),
+    ("rustygate-test-faulty-balancer", "faulty_balancer"),
+];
+
+fn build_components(workspace: &Path) {
+    rerun_if_changed(&workspace.join("sdk/rust"));
+    rerun_if_changed(&workspace.join("wit"));
+    rerun_if_changed(&workspace.join("tests/guests/components"));
+    let target_dir = workspace.join("target/filters");
+    let mut cmd = wasm_cargo(&workspace.join("Cargo.toml"), &target_dir, "wasm32-wasip2");
+    cmd.args(["--profile", "filter"]);
+    for (package, _) in COMPONENTS {
+        cmd.args(["-p", package]);
+    }
+    let status = cmd.status().expect("cargo runs");
+    assert!(
+        status.success(),
+        "building the balancer components failed; is the target installed? `rustup target add wasm32-wasip2` (make deps does this)"
+    );
+    for (_, file) in COMPONENTS {
+        let wasm = target_dir.join(format!("wasm32-wasip2/filter/{file}.wasm"));
+        println!(
+            "cargo:rustc-env=BALANCER_{}_WASM={}",
+            file.to_uppercase(),
+            wasm.display()
+        );
+    }
 }
 
 /// The filters RustyGate ships (`filters/`), as `make filters` builds them.
@@ -33,7 +75,7 @@ const FILTERS: [(&str, &str, &str); 4] = [
 fn build_filters(workspace: &Path) {
     rerun_if_changed(&workspace.join("filters"));
     let target_dir = workspace.join("target/filters");
-    let mut cmd = wasm_cargo(&workspace.join("Cargo.toml"), &target_dir);
+    let mut cmd = wasm_cargo(&workspace.join("Cargo.toml"), &target_dir, "wasm32-wasip1");
     cmd.args(["--profile", "filter"]);
     for (package, _, _) in FILTERS {
         cmd.args(["-p", package]);
@@ -50,11 +92,11 @@ fn rerun_if_changed(path: &Path) {
     println!("cargo:rerun-if-changed={}", path.display());
 }
 
-/// `cargo build --locked --target wasm32-wasip1` of `manifest` into `target_dir`.
-fn wasm_cargo(manifest: &Path, target_dir: &Path) -> Command {
+/// `cargo build --locked --target <target>` of `manifest` into `target_dir`.
+fn wasm_cargo(manifest: &Path, target_dir: &Path, target: &str) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--locked", "--target", "wasm32-wasip1"])
+    cmd.args(["build", "--locked", "--target", target])
         .arg("--manifest-path")
         .arg(manifest)
         .arg("--target-dir")
@@ -63,7 +105,9 @@ fn wasm_cargo(manifest: &Path, target_dir: &Path) -> Command {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR");
+        .env_remove("CARGO_TARGET_DIR")
+        // Under `cargo clippy` the guests are built, not linted (`make lint` lints them).
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
     cmd
 }
 
@@ -72,7 +116,7 @@ fn build_rust(guests: &Path, target_dir: &Path) {
         rerun_if_changed(&guests.join(p));
     }
     // A target dir of its own: the outer cargo holds the lock on the workspace's.
-    let status = wasm_cargo(&guests.join("Cargo.toml"), target_dir)
+    let status = wasm_cargo(&guests.join("Cargo.toml"), target_dir, "wasm32-wasip1")
         .arg("--release")
         .status()
         .expect("cargo runs");
@@ -85,7 +129,7 @@ fn build_rust(guests: &Path, target_dir: &Path) {
     // Two builds of `stamp` that differ only in the version they stamp, for the reload tests.
     let built = target_dir.join("wasm32-wasip1/release/stamp.wasm");
     for (version, features) in [("v1", None), ("v2", Some("v2"))] {
-        let mut cmd = wasm_cargo(&guests.join("Cargo.toml"), target_dir);
+        let mut cmd = wasm_cargo(&guests.join("Cargo.toml"), target_dir, "wasm32-wasip1");
         cmd.args(["--release", "-p", "stamp"]);
         if let Some(f) = features {
             cmd.args(["--features", f]);

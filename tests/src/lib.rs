@@ -57,6 +57,19 @@ pub const JWT_AUTH_WASM: &str = env!("JWT_AUTH_WASM");
 pub const STAMP_V1_WASM: &str = env!("STAMP_V1_WASM");
 /// The `stamp` guest built as v2.
 pub const STAMP_V2_WASM: &str = env!("STAMP_V2_WASM");
+/// Balancer components (`filters/balancers/`, wasm32-wasip2), built by `build.rs`.
+pub mod balancers {
+    pub const ROUND_ROBIN: &str = env!("BALANCER_ROUND_ROBIN_WASM");
+    pub const WEIGHTED_ROUND_ROBIN: &str = env!("BALANCER_WEIGHTED_ROUND_ROBIN_WASM");
+    pub const RANDOM: &str = env!("BALANCER_RANDOM_WASM");
+    pub const LEAST_REQUEST: &str = env!("BALANCER_LEAST_REQUEST_WASM");
+    pub const PEAK_EWMA: &str = env!("BALANCER_PEAK_EWMA_WASM");
+    pub const RING_HASH: &str = env!("BALANCER_RING_HASH_WASM");
+    pub const MAGLEV: &str = env!("BALANCER_MAGLEV_WASM");
+    /// Misbehaves on demand (tests/guests/components/faulty).
+    pub const FAULTY: &str = env!("BALANCER_FAULTY_BALANCER_WASM");
+}
+
 /// The AssemblyScript test filter (`@solo-io/proxy-runtime`), built by `build.rs`.
 pub const AS_PROBE_WASM: &str = env!("AS_PROBE_WASM");
 
@@ -75,7 +88,7 @@ impl TestGateway {
         let config =
             rustygate_config::parse("test.yaml", yaml, &|_| None).map_err(|e| e.to_string())?;
         let metrics = Metrics::new();
-        let filters = if config.filters.is_empty() {
+        let filters = if config.filters.is_empty() && config.balancers.is_empty() {
             None
         } else {
             let workers = config
@@ -84,13 +97,30 @@ impl TestGateway {
             let runtime = Arc::new(test_runtime(rustygate_proxy_wasm::vm_slots(
                 &config, workers,
             )));
-            let host = rustygate_proxy_wasm::ProxyWasm::load(
-                &config,
-                std::path::Path::new("."),
-                &runtime,
-                rustygate_proxy_wasm::Shared::new(metrics.clone()),
-            )
-            .map_err(|e| e.to_string())?;
+            let base = std::path::Path::new(".");
+            let proxy_wasm = (!config.filters.is_empty())
+                .then(|| {
+                    rustygate_proxy_wasm::ProxyWasm::load(
+                        &config,
+                        base,
+                        &runtime,
+                        rustygate_proxy_wasm::Shared::new(metrics.clone()),
+                    )
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+                })
+                .transpose()?;
+            let components = (!config.balancers.is_empty())
+                .then(|| {
+                    rustygate_components::Components::load(&config, base, &runtime)
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                })
+                .transpose()?;
+            let host = rustygate_reload::Extensions {
+                filters: proxy_wasm,
+                components,
+            };
             Some((runtime, Arc::new(host)))
         };
         let chains = filters

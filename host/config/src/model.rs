@@ -34,9 +34,51 @@ pub struct Config {
     /// WebAssembly filters, declared once and chained per route by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<Filter>,
+    /// Load-balancing strategies as WebAssembly components (the `load-balancer` world of
+    /// `wit/gateway`), declared once and named by clusters' `balancer`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub balancers: Vec<Balancer>,
     /// Routes, tried in file order; the first that matches wins.
     #[serde(default)]
     pub routes: Vec<Route>,
+}
+
+/// A balancer component: one `.wasm` component with its settings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Balancer {
+    /// Name that clusters' `balancer` refers to; labels its log lines and metrics.
+    pub name: String,
+    /// Path to the component `.wasm` (relative paths are relative to the config file).
+    pub module: String,
+    /// Given to the component's `configure` as JSON (`null` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<serde_json::Value>,
+    /// Memory and CPU limits of each instance (one per worker and cluster).
+    #[serde(default = "balancer_limits")]
+    pub limits: FilterLimits,
+}
+
+fn balancer_limits() -> FilterLimits {
+    // A pick is a few hundred instructions, so this only stops runaways. CPU deadlines are
+    // checked on 1 ms ticks, and a call that spans a tick is charged a whole tick: a budget of
+    // a tick or two would stop healthy calls.
+    FilterLimits {
+        max_memory_bytes: 16 << 20,
+        cpu_per_callback: Duration::millis(5),
+    }
+}
+
+/// Where a cluster's balancer finds the key that hashing strategies use.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HashKey {
+    /// The value of this request header.
+    Header(String),
+    /// The value of this cookie.
+    Cookie(String),
+    /// The client's IP address.
+    ClientIp,
 }
 
 /// A proxy-wasm filter: one `.wasm` module with its settings. Routes chain it by `name`.
@@ -323,6 +365,13 @@ pub struct Cluster {
     /// (healthy or not): health information is then more likely wrong than the endpoints.
     #[serde(default = "default_panic_threshold")]
     pub panic_threshold: u8,
+    /// A balancer component (by its name in `balancers`) that picks endpoints instead of the
+    /// built-in smooth weighted round-robin, which remains the fallback if it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<String>,
+    /// The key hashing balancers see: `{ header: name }`, `{ cookie: name }` or `client_ip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<HashKey>,
 }
 
 fn default_panic_threshold() -> u8 {
@@ -476,6 +525,12 @@ pub struct Endpoint {
     /// active health checks pass).
     #[serde(default)]
     pub initial: InitialHealth,
+    /// Locality, for balancer components that prefer nearby endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Free-form labels passed to balancer components.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// An endpoint's health before it is first checked.

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use crate::error::Diagnostic;
-use crate::model::{Config, PathMatch, ValueMatch};
+use crate::model::{Config, FilterLimits, PathMatch, ValueMatch};
 use crate::positions::Positions;
 
 struct Checker<'a> {
@@ -135,28 +135,29 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
 
     let mut filters = HashSet::new();
     for (i, f) in config.filters.iter().enumerate() {
-        c.unique(
-            &mut filters,
-            &f.name,
-            format!("filters[{i}].name"),
-            "filter",
-        );
-        if f.module.is_empty() {
+        let at = format!("filters[{i}]");
+        c.unique(&mut filters, &f.name, format!("{at}.name"), "filter");
+        module_checks(&mut c, &at, &f.module, &f.limits);
+    }
+    let mut balancers = HashSet::new();
+    for (i, b) in config.balancers.iter().enumerate() {
+        let at = format!("balancers[{i}]");
+        c.unique(&mut balancers, &b.name, format!("{at}.name"), "balancer");
+        module_checks(&mut c, &at, &b.module, &b.limits);
+    }
+    for (i, cl) in config.clusters.iter().enumerate() {
+        if let Some(b) = &cl.balancer
+            && !balancers.contains(b.as_str())
+        {
             c.error(
-                format!("filters[{i}].module"),
-                "a path to a .wasm file is required".into(),
+                format!("clusters[{i}].balancer"),
+                format!("unknown balancer {b:?}"),
             );
         }
-        if f.limits.max_memory_bytes < 1 << 20 {
+        if cl.hash_key.is_some() && cl.balancer.is_none() {
             c.error(
-                format!("filters[{i}].limits.max_memory_bytes"),
-                "must be at least 1048576 (1 MiB)".into(),
-            );
-        }
-        if f.limits.cpu_per_callback.get().is_zero() {
-            c.error(
-                format!("filters[{i}].limits.cpu_per_callback"),
-                "must be more than 0".into(),
+                format!("clusters[{i}].hash_key"),
+                "only balancer components read a hash key; set `balancer` too".into(),
             );
         }
     }
@@ -281,6 +282,28 @@ fn percent(c: &mut Checker<'_>, field: String, v: u8) {
 fn positive(c: &mut Checker<'_>, field: String, d: crate::Duration) {
     if d.get().is_zero() {
         c.error(field, "must be more than 0".into());
+    }
+}
+
+/// A `.wasm` path and the limits of its instances.
+fn module_checks(c: &mut Checker<'_>, at: &str, module: &str, limits: &FilterLimits) {
+    if module.is_empty() {
+        c.error(
+            format!("{at}.module"),
+            "a path to a .wasm file is required".into(),
+        );
+    }
+    if limits.max_memory_bytes < 1 << 20 {
+        c.error(
+            format!("{at}.limits.max_memory_bytes"),
+            "must be at least 1048576 (1 MiB)".into(),
+        );
+    }
+    if limits.cpu_per_callback.get().is_zero() {
+        c.error(
+            format!("{at}.limits.cpu_per_callback"),
+            "must be more than 0".into(),
+        );
     }
 }
 

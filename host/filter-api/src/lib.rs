@@ -317,4 +317,69 @@ pub trait ChainBuilder: Send + Sync {
         &self,
         upstreams: Rc<dyn Upstreams>,
     ) -> Result<Vec<Vec<Rc<dyn FilterFactory>>>, String>;
+
+    /// This worker's balancer for cluster `cluster` (by index in the configuration), when
+    /// the cluster names a balancer component. Called on the worker thread at start-up and
+    /// for each new configuration, like [`ChainBuilder::build`].
+    fn balancer(&self, _cluster: usize) -> Result<Option<Box<dyn Balancer>>, String> {
+        Ok(None)
+    }
+}
+
+/// One endpoint offered to a [`Balancer`].
+#[derive(Debug, Clone)]
+pub struct BalancerEndpoint {
+    /// Index of the endpoint in its cluster; what [`Balancer::pick`] returns.
+    pub id: u32,
+    /// `host:port`.
+    pub address: std::sync::Arc<str>,
+    pub weight: u32,
+    /// False only in panic mode (every endpoint offered, healthy or not).
+    pub healthy: bool,
+    pub zone: Option<String>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// What a [`Balancer`] sees of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct PickRequest<'a> {
+    pub method: &'a str,
+    /// Path and query.
+    pub path: &'a str,
+    pub host: Option<&'a str>,
+    /// The cluster's configured hash key, if the request has one.
+    pub hash_key: Option<&'a str>,
+}
+
+/// How one attempt to an endpoint ended, reported to its [`Balancer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickOutcome {
+    Response {
+        status: u16,
+        latency: std::time::Duration,
+    },
+    ConnectFailure,
+    Timeout,
+    Reset,
+}
+
+/// Why a balancer could not answer; the proxy falls back to its own round-robin.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct BalancerError {
+    /// Stable code for metrics: `trap`, `cpu_deadline`, `memory`, `bad_pick`, `unavailable`.
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// A load-balancing strategy for one cluster on one worker (never shared across threads).
+pub trait Balancer {
+    /// The endpoints to choose among from now on (those in rotation).
+    fn set_endpoints(&mut self, endpoints: &[BalancerEndpoint]) -> Result<(), BalancerError>;
+
+    /// The id of the endpoint for this request, or `None` to let the proxy choose.
+    fn pick(&mut self, request: &PickRequest<'_>) -> Result<Option<u32>, BalancerError>;
+
+    /// The outcome of an attempt sent to endpoint `id`.
+    fn report(&mut self, id: u32, outcome: PickOutcome);
 }

@@ -142,7 +142,8 @@ pub fn config_bytes(v: Option<&serde_json::Value>) -> Bytes {
 /// so the pool is four times that and never under [`MIN_VM_SLOTS`]. A slot costs address
 /// space, not memory, until a VM uses it.
 pub fn vm_slots(config: &Config, workers: usize) -> u32 {
-    let filters = config.filters.len();
+    // Balancer components take a few core instances each (their shims), like a filter VM.
+    let filters = config.filters.len() + config.balancers.len() * 4;
     u32::try_from((workers * 2 + 1) * filters * 4)
         .unwrap_or(u32::MAX)
         .max(MIN_VM_SLOTS)

@@ -13,6 +13,7 @@ mod handler;
 mod health;
 mod pool;
 mod snapshot;
+mod strategy;
 mod trace_scope;
 mod upstreams;
 mod worker;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustygate_config::{
-    CircuitBreaker, Config, HealthCheck, InitialHealth, OutlierDetection, RetryPolicy,
+    CircuitBreaker, Config, HashKey, HealthCheck, InitialHealth, OutlierDetection, RetryPolicy,
     parse_endpoint_url, parse_status_ranges,
 };
 use rustygate_core::router::{Router, RouterError};
@@ -38,6 +38,9 @@ pub struct EndpointEntry {
     pub weight: u32,
     /// Health, shared by workers and kept across reloads.
     pub state: Arc<EndpointState>,
+    /// Locality and labels, for balancer components.
+    pub zone: Option<String>,
+    pub metadata: Vec<(String, String)>,
 }
 
 /// One cluster, resolved.
@@ -59,6 +62,10 @@ pub struct ClusterEntry {
     pub outlier: Option<OutlierDetection>,
     /// Percentage of healthy endpoints under which all endpoints get traffic.
     pub panic_threshold: u8,
+    /// The balancer component's name, when one picks endpoints.
+    pub balancer: Option<Arc<str>>,
+    /// Where the balancer's hash key comes from.
+    pub hash_key: Option<HashKey>,
 }
 
 /// Everything request handling reads from configuration.
@@ -115,6 +122,12 @@ impl Snapshot {
                             authority: authority.into(),
                             weight: e.weight,
                             state,
+                            zone: e.zone.clone(),
+                            metadata: e
+                                .metadata
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
                         })
                     })
                     .collect::<Result<Vec<_>, SnapshotError>>()?;
@@ -145,6 +158,8 @@ impl Snapshot {
                     health_check,
                     outlier: c.outlier_detection.clone(),
                     panic_threshold: c.panic_threshold,
+                    balancer: c.balancer.as_deref().map(Arc::from),
+                    hash_key: c.hash_key.clone(),
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;

@@ -27,8 +27,10 @@ use crate::chain::PhaseTimers;
 use crate::exec::LocalExec;
 use crate::pool::Pool;
 use crate::snapshot::Snapshot;
+use crate::strategy::{PickInfo, Strategy};
 use crate::trace_scope::TraceScope;
 use crate::{Phase, Shared};
+use rustygate_filter_api::PickOutcome;
 
 /// A listener as workers see it.
 #[derive(Debug)]
@@ -81,6 +83,8 @@ pub(crate) struct Active {
     balancers: RefCell<Vec<SmoothWrr>>,
     /// `rustygate_upstream_duration_seconds` by cluster index.
     pub upstream_timers: Vec<Histogram>,
+    /// Balancer components by cluster index; `None` where the native balancer picks.
+    strategies: Vec<Option<RefCell<Strategy>>>,
     requests: RefCell<HashMap<(u32, u16), Counter>>,
     durations: RefCell<HashMap<u32, Histogram>>,
 }
@@ -112,7 +116,21 @@ impl Active {
             .iter()
             .map(|c| crate::chain::timers(c, &shared.metrics))
             .collect();
+        let strategies = snapshot
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (Some(name), Some(builder)) = (&c.balancer, filters) else {
+                    return Ok(None);
+                };
+                Ok(builder
+                    .balancer(i)?
+                    .map(|b| RefCell::new(Strategy::new(b, name.clone(), shared.metrics.clone()))))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Active {
+            strategies,
             upstream_timers: snapshot
                 .clusters
                 .iter()
@@ -148,23 +166,58 @@ impl Active {
     /// The endpoint for the next attempt to cluster `idx`: one in rotation (or any, in panic
     /// mode, when too few are), and one not `tried` yet while any such remains.
     /// `None` only when no endpoint is in rotation and panic mode is off (`panic_threshold: 0`).
-    pub fn pick_endpoint(&self, idx: usize, now_ms: u64, tried: &[usize]) -> Option<usize> {
+    ///
+    /// A cluster with a balancer component asks it first (with `request`), offering it the
+    /// endpoints in rotation; its answer is taken unless it has none, fails, or names an
+    /// endpoint this request already tried.
+    pub fn pick_endpoint(
+        &self,
+        idx: usize,
+        now_ms: u64,
+        tried: &[usize],
+        request: Option<&PickInfo>,
+    ) -> Option<usize> {
         let cluster = &self.snapshot.clusters[idx];
         let eps = &cluster.endpoints;
+        let health_known = cluster.health_check.is_some() || cluster.outlier.is_some();
+        let healthy = if health_known {
+            eps.iter().filter(|e| e.state.available(now_ms)).count()
+        } else {
+            eps.len()
+        };
+        let panic = resilience::panic_mode(healthy, eps.len(), cluster.panic_threshold);
+        let usable = |i: usize| !health_known || panic || eps[i].state.available(now_ms);
+        if let (Some(strategy), Some(request)) = (&self.strategies[idx], request) {
+            let picked = strategy
+                .borrow_mut()
+                .pick(cluster, now_ms, usable, panic, request);
+            if let Some(i) = picked.filter(|i| !tried.contains(i)) {
+                return Some(i);
+            }
+        }
         let mut balancers = self.balancers.borrow_mut();
         let b = &mut balancers[idx];
-        if cluster.health_check.is_none() && cluster.outlier.is_none() {
+        if !health_known {
             // Nothing can take an endpoint out of rotation: no health to read.
             if tried.is_empty() {
                 return b.pick();
             }
             return b.pick_among(|i| !tried.contains(&i)).or_else(|| b.pick());
         }
-        let healthy = eps.iter().filter(|e| e.state.available(now_ms)).count();
-        let panic = resilience::panic_mode(healthy, eps.len(), cluster.panic_threshold);
-        let usable = |i: usize| panic || eps[i].state.available(now_ms);
         b.pick_among(|i| usable(i) && !tried.contains(&i))
             .or_else(|| b.pick_among(usable))
+    }
+
+    /// Whether cluster `idx` has a balancer component (which then wants [`PickInfo`]).
+    pub fn has_strategy(&self, idx: usize) -> bool {
+        self.strategies[idx].is_some()
+    }
+
+    /// Tells cluster `idx`'s balancer component how an attempt to endpoint `endpoint` ended.
+    pub fn report(&self, idx: usize, endpoint: usize, outcome: PickOutcome) {
+        if let Some(s) = &self.strategies[idx] {
+            s.borrow_mut().report(endpoint, outcome);
+        }
     }
 
     /// Counts a finished request. `route_idx` is `u32::MAX` when no route matched.

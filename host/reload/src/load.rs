@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustygate_components::Components;
 use rustygate_config::Config;
 use rustygate_filter_api::ChainBuilder;
 use rustygate_proxy::Snapshot;
@@ -87,6 +88,8 @@ pub struct Loaded {
     pub config: Config,
     /// Its filters, compiled and checked; `None` when it has none.
     pub filters: Option<Arc<ProxyWasm>>,
+    /// Its balancer components, compiled, linked and configured once; `None` when it has none.
+    pub components: Option<Arc<Components>>,
     /// What each filter runs.
     pub modules: Vec<ModuleInfo>,
 }
@@ -100,11 +103,44 @@ impl std::fmt::Debug for Loaded {
 }
 
 impl Loaded {
-    /// The per-worker chain builder for the gateway.
+    /// What each worker builds its filter chains and balancer instances from.
     pub fn chains(&self) -> Option<Arc<dyn ChainBuilder>> {
-        self.filters
-            .as_ref()
-            .map(|f| f.clone() as Arc<dyn ChainBuilder>)
+        if self.filters.is_none() && self.components.is_none() {
+            return None;
+        }
+        Some(Arc::new(Extensions {
+            filters: self.filters.clone(),
+            components: self.components.clone(),
+        }))
+    }
+}
+
+/// Proxy-wasm filters and components together, as the proxy's one [`ChainBuilder`].
+#[derive(Debug)]
+pub struct Extensions {
+    pub filters: Option<Arc<ProxyWasm>>,
+    pub components: Option<Arc<Components>>,
+}
+
+impl ChainBuilder for Extensions {
+    fn build(
+        &self,
+        upstreams: std::rc::Rc<dyn rustygate_filter_api::Upstreams>,
+    ) -> Result<Vec<Vec<std::rc::Rc<dyn rustygate_filter_api::FilterFactory>>>, String> {
+        match &self.filters {
+            Some(f) => f.build(upstreams),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn balancer(
+        &self,
+        cluster: usize,
+    ) -> Result<Option<Box<dyn rustygate_filter_api::Balancer>>, String> {
+        match &self.components {
+            Some(c) => c.balancer(cluster),
+            None => Ok(None),
+        }
     }
 }
 
@@ -116,20 +152,38 @@ pub fn load(path: &Path, wasm: &mut Wasm) -> Result<Loaded, ReloadError> {
         .map_err(|e| ReloadError::Config(format!("{}: {e}", path.display())))?;
     Snapshot::check(&config)
         .map_err(|e| ReloadError::Config(format!("{}: {e}", path.display())))?;
-    if config.filters.is_empty() {
+    if config.filters.is_empty() && config.balancers.is_empty() {
         return Ok(Loaded {
             config,
             filters: None,
+            components: None,
             modules: Vec::new(),
         });
     }
     let runtime = wasm.runtime_for(&config)?;
-    let host = ProxyWasm::load(&config, &base_dir(path), &runtime, wasm.shared.clone())
-        .map_err(|e| ReloadError::Filters(e.to_string()))?;
-    let modules = host.modules();
+    let base = base_dir(path);
+    let (filters, modules) = if config.filters.is_empty() {
+        (None, Vec::new())
+    } else {
+        let host = ProxyWasm::load(&config, &base, &runtime, wasm.shared.clone())
+            .map_err(|e| ReloadError::Filters(e.to_string()))?;
+        let modules = host.modules();
+        (Some(Arc::new(host)), modules)
+    };
+    let components = if config.balancers.is_empty() {
+        None
+    } else {
+        let c = Components::load(&config, &base, &runtime)
+            .map_err(|e| ReloadError::Filters(e.to_string()))?;
+        for b in c.infos() {
+            tracing::info!(balancer = %b.name, sha256 = %b.sha256, "balancer loaded");
+        }
+        Some(Arc::new(c))
+    };
     Ok(Loaded {
         config,
-        filters: Some(Arc::new(host)),
+        filters,
+        components,
         modules,
     })
 }

@@ -28,6 +28,7 @@ fn watched_files(plane: &ControlPlane) -> Vec<PathBuf> {
     let base = base_dir(plane.path());
     let mut files = vec![plane.path().to_path_buf()];
     files.extend(config.filters.iter().map(|f| base.join(&f.module)));
+    files.extend(config.balancers.iter().map(|b| base.join(&b.module)));
     files.iter().map(|f| absolute(f)).collect()
 }
 

@@ -59,6 +59,9 @@ pub const REQUESTS_ACTIVE: &str = "rustygate_requests_active";
 pub const WASM_VMS: &str = "rustygate_wasm_vms";
 /// `rustygate_wasm_memory_bytes`: linear memory of the live VMs.
 pub const WASM_MEMORY: &str = "rustygate_wasm_memory_bytes";
+/// `rustygate_balancer_failures_total{cluster,balancer,reason}`: picks a balancer component
+/// could not answer, served by the native round-robin instead.
+pub const BALANCER_FAILURES: &str = "rustygate_balancer_failures_total";
 
 /// Route label used when no route matched.
 pub const NO_ROUTE_LABEL: &str = "none";
@@ -127,6 +130,12 @@ impl Metrics {
             FILTER_FAILURES.into(),
             None,
             "Filter failures by filter and reason (trap, cpu_deadline, memory, unavailable)."
+                .into(),
+        );
+        r.describe_counter(
+            BALANCER_FAILURES.into(),
+            None,
+            "Picks a balancer component failed (trap, cpu_deadline, memory, bad_pick, unavailable), served by round-robin instead."
                 .into(),
         );
         r.describe_counter(
@@ -339,6 +348,18 @@ impl Metrics {
     /// `rustygate_filter_failures_total{filter,reason}`.
     pub fn filter_failures(&self, filter: &str, reason: &str) -> Counter {
         self.counter(FILTER_FAILURES, &[("filter", filter), ("reason", reason)])
+    }
+
+    /// `rustygate_balancer_failures_total{cluster,balancer,reason}`.
+    pub fn balancer_failures(&self, cluster: &str, balancer: &str, reason: &str) -> Counter {
+        self.counter(
+            BALANCER_FAILURES,
+            &[
+                ("cluster", cluster),
+                ("balancer", balancer),
+                ("reason", reason),
+            ],
+        )
     }
 
     /// `rustygate_connections_rejected_total{listener,reason}`.

@@ -282,6 +282,32 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Compiles a component (a WIT balancer or filter). Components are small and compile in
+    /// milliseconds, so they are not cached on disk; the SHA-256 names the version loaded.
+    pub fn load_component(
+        &self,
+        path: &Path,
+    ) -> Result<(wasmtime::component::Component, String), RuntimeError> {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        let sha256: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let component = wasmtime::component::Component::new(&self.engine, &bytes).map_err(|e| {
+            RuntimeError::Compile {
+                path: name,
+                reason: format!("{e:#}"),
+            }
+        })?;
+        Ok((component, sha256))
+    }
+}
+
 /// CPU time the calling thread has used. Epoch ticks are wall-clock time; callers compare
 /// this clock before deciding a guest has really used up its CPU budget, so a worker that the
 /// OS simply did not schedule is not mistaken for a runaway filter.

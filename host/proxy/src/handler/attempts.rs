@@ -21,7 +21,9 @@ use crate::body::BoxError;
 use crate::health::{OwnedSlot, Slot};
 use crate::pool::{PooledBody, SendError, UpstreamBody};
 use crate::snapshot::{ClusterEntry, RouteEntry};
+use crate::strategy::PickInfo;
 use crate::worker::{Active, Worker};
+use rustygate_filter_api::PickOutcome;
 use rustygate_telemetry::trace::RequestTrace;
 
 /// Why no response came back.
@@ -42,6 +44,12 @@ pub(super) struct Outcome {
     pub endpoint: Option<Arc<str>>,
     /// Holds the cluster's request slot until the response ends.
     pub slot: Option<OwnedSlot>,
+}
+
+/// Who the request is for: its trace, and the client (for balancers hashing on its address).
+pub(super) struct Caller<'a> {
+    pub trace: Option<&'a RequestTrace>,
+    pub client: std::net::IpAddr,
 }
 
 /// What a retry re-sends when the first request was consumed.
@@ -76,9 +84,10 @@ pub(super) async fn send(
     route: &RouteEntry,
     req: Request<UpstreamBody>,
     bodyless: bool,
-    trace: Option<&RequestTrace>,
+    caller: Caller<'_>,
     client_caused: impl Fn() -> bool,
 ) -> Outcome {
+    let trace = caller.trace;
     let cluster_idx = route.cluster;
     let cluster = &active.snapshot.clusters[cluster_idx];
     let metrics = &worker.shared.metrics;
@@ -114,11 +123,22 @@ pub(super) async fn send(
         .map_or(route.timeout, |t| t.get().min(route.timeout));
     let health = &worker.shared.health;
     let mut tried: Vec<usize> = Vec::new();
+    // Only a balancer component needs a view of the request.
+    let pick_info = active.has_strategy(cluster_idx).then(|| {
+        PickInfo::new(
+            cluster,
+            req.method(),
+            req.uri(),
+            req.headers(),
+            caller.client,
+        )
+    });
     let mut req = Some(req);
     let mut _retry_slot: Option<Slot<'_>> = None;
     loop {
         let now_ms = health.now_ms();
-        let Some(idx) = active.pick_endpoint(cluster_idx, now_ms, &tried) else {
+        let Some(idx) = active.pick_endpoint(cluster_idx, now_ms, &tried, pick_info.as_ref())
+        else {
             return Outcome {
                 result: Err(Failed::NoEndpoint),
                 endpoint: None,
@@ -150,7 +170,12 @@ pub(super) async fn send(
         .await;
         let (attempt, result) = match sent {
             Ok(Ok(resp)) => {
-                active.upstream_timers[cluster_idx].record(started.elapsed().as_secs_f64());
+                let latency = started.elapsed();
+                active.upstream_timers[cluster_idx].record(latency.as_secs_f64());
+                if pick_info.is_some() {
+                    let status = resp.status().as_u16();
+                    active.report(cluster_idx, idx, PickOutcome::Response { status, latency });
+                }
                 (Some(Attempt::Status(resp.status().as_u16())), Ok(resp))
             }
             Ok(Err(unsent)) => {
@@ -171,6 +196,20 @@ pub(super) async fn send(
                 Err(Failed::Timeout(timeout)),
             ),
         };
+        if pick_info.is_some() {
+            let outcome = match &result {
+                Ok(_) | Err(Failed::Overflow(_) | Failed::NoEndpoint) => None,
+                Err(Failed::Timeout(_)) => Some(PickOutcome::Timeout),
+                Err(Failed::Send(SendError::Connect(_))) => Some(PickOutcome::ConnectFailure),
+                Err(Failed::Send(SendError::Exchange(_))) => Some(PickOutcome::Reset),
+                // Never left the pool: the endpoint did nothing wrong, but the balancer
+                // counted the pick, so it hears that the attempt is over.
+                Err(Failed::Send(SendError::Overflow(_))) => Some(PickOutcome::Reset),
+            };
+            if let Some(outcome) = outcome {
+                active.report(cluster_idx, idx, outcome);
+            }
+        }
         if let Some(span) = span {
             match &result {
                 Ok(resp) => span.status(resp.status().as_u16()),

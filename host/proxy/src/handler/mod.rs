@@ -320,7 +320,10 @@ async fn forward(
         route,
         upstream_req,
         body_ended,
-        done.trace.as_deref(),
+        attempts::Caller {
+            trace: done.trace.as_deref(),
+            client: conn.peer.ip(),
+        },
         || transfer.too_large.get() || run.as_ref().is_some_and(|r| r.body_stop.borrow().is_some()),
     )
     .await;
