@@ -25,6 +25,7 @@
 //! ```
 
 pub mod balancer;
+pub mod config;
 pub mod hash;
 pub mod rand;
 

@@ -76,10 +76,7 @@ impl LeastRequest {
 
 impl Balancer for LeastRequest {
     fn configure(config: &str) -> Result<Self, String> {
-        let c: Config = match config.trim() {
-            "null" => Config::default(),
-            text => serde_json::from_str(text).map_err(|e| format!("configuration: {e}"))?,
-        };
+        let c: Config = rustygate_sdk::config::parse(config)?;
         if c.choices == 0 {
             return Err("configuration: choices must be at least 1".into());
         }

@@ -99,10 +99,7 @@ impl Maglev {
 
 impl Balancer for Maglev {
     fn configure(config: &str) -> Result<Self, String> {
-        let c: Config = match config.trim() {
-            "null" => Config::default(),
-            text => serde_json::from_str(text).map_err(|e| format!("configuration: {e}"))?,
-        };
+        let c: Config = rustygate_sdk::config::parse(config)?;
         if !is_prime(c.table_size) || c.table_size > 5_000_011 {
             return Err(format!(
                 "configuration: table_size {} must be a prime no larger than 5000011 (65537 is a good default)",

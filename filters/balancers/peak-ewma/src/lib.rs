@@ -78,10 +78,7 @@ impl PeakEwma {
 
 impl Balancer for PeakEwma {
     fn configure(config: &str) -> Result<Self, String> {
-        let c: Config = match config.trim() {
-            "null" => Config::default(),
-            text => serde_json::from_str(text).map_err(|e| format!("configuration: {e}"))?,
-        };
+        let c: Config = rustygate_sdk::config::parse(config)?;
         if c.decay_ms == 0 {
             return Err("configuration: decay_ms must be more than 0".into());
         }

@@ -13,14 +13,12 @@ pub struct Random {
 
 impl Balancer for Random {
     fn configure(config: &str) -> Result<Self, String> {
-        match config.trim() {
-            "null" | "{}" => Ok(Self {
-                ids: Vec::new(),
-                total: 0,
-                rng: Rng::from_host(),
-            }),
-            other => Err(format!("random takes no configuration, got {other}")),
-        }
+        rustygate_sdk::config::none("random", config)?;
+        Ok(Self {
+            ids: Vec::new(),
+            total: 0,
+            rng: Rng::from_host(),
+        })
     }
 
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {

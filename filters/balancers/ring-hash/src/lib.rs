@@ -63,10 +63,7 @@ impl RingHash {
 
 impl Balancer for RingHash {
     fn configure(config: &str) -> Result<Self, String> {
-        let c: Config = match config.trim() {
-            "null" => Config::default(),
-            text => serde_json::from_str(text).map_err(|e| format!("configuration: {e}"))?,
-        };
+        let c: Config = rustygate_sdk::config::parse(config)?;
         if !(1..=10_000).contains(&c.points_per_weight) {
             return Err("configuration: points_per_weight must be between 1 and 10000".into());
         }

@@ -11,10 +11,8 @@ pub struct RoundRobin {
 
 impl Balancer for RoundRobin {
     fn configure(config: &str) -> Result<Self, String> {
-        match config.trim() {
-            "null" | "{}" => Ok(Self::default()),
-            other => Err(format!("round-robin takes no configuration, got {other}")),
-        }
+        rustygate_sdk::config::none("round-robin", config)?;
+        Ok(Self::default())
     }
 
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {

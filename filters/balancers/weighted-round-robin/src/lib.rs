@@ -42,12 +42,9 @@ impl Smooth {
 
 impl Balancer for Smooth {
     fn configure(config: &str) -> Result<Self, String> {
-        match config.trim() {
-            "null" | "{}" => Ok(Self::default()),
-            other => Err(format!(
-                "weighted-round-robin takes no configuration (weights come from the endpoints), got {other}"
-            )),
-        }
+        // Weights come from the endpoints.
+        rustygate_sdk::config::none("weighted-round-robin", config)?;
+        Ok(Self::default())
     }
 
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {
