@@ -99,6 +99,18 @@ fn run(path: &Path) -> anyhow::Result<()> {
     } else {
         None
     };
+    // The main thread runs signals, reloads and the admin listener; traffic stays on the
+    // workers.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the main runtime")?;
+    // Installed before the listeners open: a stop signal at any moment after that is a
+    // graceful stop, never the default kill.
+    let mut signals = {
+        let _in_runtime = rt.enter();
+        Signals::install()?
+    };
     let gateway = Gateway::start(
         &loaded.config,
         metrics.clone(),
@@ -109,12 +121,6 @@ fn run(path: &Path) -> anyhow::Result<()> {
     let admin_config = loaded.config.admin.clone();
     drop(loaded);
 
-    // The main thread runs signals, reloads and the admin listener; traffic stays on the
-    // workers.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the main runtime")?;
     rt.block_on(async move {
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = if admin_config.enabled {
@@ -141,7 +147,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
         };
         let watcher = tokio::spawn(control.clone().watch());
 
-        let signal = wait_for_stop(&control).await?;
+        let signal = signals.wait_for_stop(&control).await;
         tracing::info!(signal, "stop signal received");
         watcher.abort();
         let grace = control.config().shutdown.grace_period.get();
@@ -165,18 +171,33 @@ fn run(path: &Path) -> anyhow::Result<()> {
     })
 }
 
-/// Waits for SIGTERM or SIGINT; reloads on every SIGHUP meanwhile.
-async fn wait_for_stop(control: &ControlPlane) -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok("SIGTERM"),
-            _ = int.recv() => return Ok("SIGINT"),
-            // The outcome is logged and counted by the reload itself.
-            _ = hup.recv() => { let _ = control.reload("SIGHUP").await; }
+/// The process's stop and reload signals.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Takes over SIGTERM, SIGINT and SIGHUP. Needs a runtime context.
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; reloads on every SIGHUP meanwhile.
+    async fn wait_for_stop(&mut self, control: &ControlPlane) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                // The outcome is logged and counted by the reload itself.
+                _ = self.hup.recv() => { let _ = control.reload("SIGHUP").await; }
+            }
         }
     }
 }

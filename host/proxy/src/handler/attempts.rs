@@ -170,12 +170,7 @@ pub(super) async fn send(
         .await;
         let (attempt, result) = match sent {
             Ok(Ok(resp)) => {
-                let latency = started.elapsed();
-                active.upstream_timers[cluster_idx].record(latency.as_secs_f64());
-                if pick_info.is_some() {
-                    let status = resp.status().as_u16();
-                    active.report(cluster_idx, idx, PickOutcome::Response { status, latency });
-                }
+                active.upstream_timers[cluster_idx].record(started.elapsed().as_secs_f64());
                 (Some(Attempt::Status(resp.status().as_u16())), Ok(resp))
             }
             Ok(Err(unsent)) => {
@@ -198,7 +193,11 @@ pub(super) async fn send(
         };
         if pick_info.is_some() {
             let outcome = match &result {
-                Ok(_) | Err(Failed::Overflow(_) | Failed::NoEndpoint) => None,
+                Ok(resp) => Some(PickOutcome::Response {
+                    status: resp.status().as_u16(),
+                    latency: started.elapsed(),
+                }),
+                Err(Failed::Overflow(_) | Failed::NoEndpoint) => None,
                 Err(Failed::Timeout(_)) => Some(PickOutcome::Timeout),
                 Err(Failed::Send(SendError::Connect(_))) => Some(PickOutcome::ConnectFailure),
                 Err(Failed::Send(SendError::Exchange(_))) => Some(PickOutcome::Reset),
