@@ -25,7 +25,7 @@ TOOLS := $(CURDIR)/.tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all deps build run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-deps guests filters clean
+.PHONY: all deps build run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-deps guests filters clean
 
 all: build
 
@@ -86,11 +86,12 @@ schema:
 	UPDATE_SCHEMA=1 $(CARGO) test -q -p rustygate-config --test golden committed_schema_is_current
 	UPDATE_SCHEMA=1 $(CARGO) test -q $(FILTER_PACKAGES) committed_schema_is_current
 
-bench: bench-micro bench-load bench-filters bench-chain
+bench: bench-micro bench-load bench-filters bench-chain bench-balancer
 
-bench-micro: deps
+bench-micro: deps filters
 	$(CARGO) bench -p rustygate-core --bench route_match
 	$(CARGO) bench -p rustygate-proxy-wasm --bench filter_call
+	$(CARGO) bench -p rustygate-components --bench pick
 
 ## Guest filters for benchmarks, built from source like the tests' (tests/build.rs).
 guests: deps
@@ -116,6 +117,11 @@ bench-chain: bench-deps filters
 	CONFIG=$(CURDIR)/config/bench-chain.yaml ROUTES="none secure" \
 	WRK_HEADER="Authorization: Bearer $$(examples/mint-token.sh bench 86400)" \
 	  tests/bench/filter-load.sh
+
+## A 4-endpoint cluster picked by the native round-robin and by the round-robin component.
+bench-balancer: bench-deps filters
+	$(CARGO) build --release -p rustygate
+	CONFIG=$(CURDIR)/config/bench-balancer.yaml ROUTES="native wasm" tests/bench/filter-load.sh
 
 bench-deps:
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null || { \
