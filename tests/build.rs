@@ -12,9 +12,20 @@ fn main() {
     let workspace = manifest_dir.join("..");
     let out = workspace.join("target/guests");
     build_rust(&manifest_dir.join("guests/rust"), &out);
-    build_go(&manifest_dir.join("guests/go"), &out, &workspace);
+    build_go(
+        &manifest_dir.join("guests/go"),
+        &out.join("go-probe.wasm"),
+        "GO_PROBE_WASM",
+        &workspace,
+    );
     build_c(&manifest_dir.join("guests/c"), &out);
-    build_assemblyscript(&manifest_dir.join("guests/assemblyscript"), &out);
+    build_assemblyscript(
+        &manifest_dir.join("guests/assemblyscript"),
+        &out.join("as-probe.wasm"),
+        "AS_PROBE_WASM",
+        &["--use", "abort=abort_proc_exit", "--optimize", "-b"],
+    );
+    build_examples(&workspace);
     build_filters(&workspace);
     build_components(&workspace);
 }
@@ -161,12 +172,12 @@ fn go_binary(workspace: &Path) -> PathBuf {
     "go".into()
 }
 
-fn build_go(src: &Path, out: &Path, workspace: &Path) {
-    for p in ["go.mod", "main.go", "abi.go"] {
-        rerun_if_changed(&src.join(p));
-    }
-    let wasm = out.join("go-probe.wasm");
-    std::fs::create_dir_all(out).expect("guest output dir");
+/// Builds the Go module in `src` (a `main` package) into `wasm` and exports its path as `var`.
+fn build_go(src: &Path, wasm: &Path, var: &str, workspace: &Path) {
+    rerun_if_changed(src);
+    rerun_if_changed(&workspace.join("sdk/go"));
+    let cache = workspace.join("target/guests/go-cache");
+    std::fs::create_dir_all(wasm.parent().unwrap()).expect("guest output dir");
     let go = go_binary(workspace);
     let status = Command::new(&go)
         .args([
@@ -176,7 +187,7 @@ fn build_go(src: &Path, out: &Path, workspace: &Path) {
             "-ldflags=-s -w",
             "-o",
         ])
-        .arg(&wasm)
+        .arg(wasm)
         .arg(".")
         .current_dir(src)
         .env("GOOS", "wasip1")
@@ -185,7 +196,7 @@ fn build_go(src: &Path, out: &Path, workspace: &Path) {
         .env("GOTOOLCHAIN", "local")
         .env("GOPROXY", "off")
         .env("GOFLAGS", "-mod=mod")
-        .env("GOCACHE", out.join("go-cache"))
+        .env("GOCACHE", cache)
         .status()
         .unwrap_or_else(|e| {
             panic!(
@@ -193,8 +204,12 @@ fn build_go(src: &Path, out: &Path, workspace: &Path) {
                 go.display()
             )
         });
-    assert!(status.success(), "building the Go guest filter failed");
-    println!("cargo:rustc-env=GO_PROBE_WASM={}", wasm.display());
+    assert!(
+        status.success(),
+        "building the Go filter in {} failed",
+        src.display()
+    );
+    println!("cargo:rustc-env={var}={}", wasm.display());
 }
 
 fn build_c(src: &Path, out: &Path) {
@@ -226,8 +241,10 @@ fn build_c(src: &Path, out: &Path) {
     println!("cargo:rustc-env=C_PROBE_WASM={}", wasm.display());
 }
 
-fn build_assemblyscript(src: &Path, out: &Path) {
-    for p in ["package.json", "package-lock.json", "assembly/index.ts"] {
+/// Builds the AssemblyScript project in `src` with its own `asc` (npm) and `args`, the
+/// output path last; exports the path as `var`.
+fn build_assemblyscript(src: &Path, wasm: &Path, var: &str, args: &[&str]) {
+    for p in ["package.json", "package-lock.json", "assembly"] {
         rerun_if_changed(&src.join(p));
     }
     let asc = src.join("node_modules/.bin/asc");
@@ -236,24 +253,51 @@ fn build_assemblyscript(src: &Path, out: &Path) {
         "AssemblyScript is not installed for {}: `make deps` runs `npm ci` there",
         src.display()
     );
-    let wasm = out.join("as-probe.wasm");
-    std::fs::create_dir_all(out).expect("guest output dir");
+    std::fs::create_dir_all(wasm.parent().unwrap()).expect("guest output dir");
     let output = Command::new(&asc)
-        .args([
-            "assembly/index.ts",
-            "--use",
-            "abort=abort_proc_exit",
-            "--optimize",
-            "-b",
-        ])
-        .arg(&wasm)
+        .arg("assembly/index.ts")
+        .args(args)
+        .arg(wasm)
         .current_dir(src)
         .output()
         .expect("asc runs (node is needed)");
     assert!(
         output.status.success(),
-        "building the AssemblyScript guest filter failed:\n{}",
+        "building the AssemblyScript filter in {} failed:\n{}",
+        src.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    println!("cargo:rustc-env=AS_PROBE_WASM={}", wasm.display());
+    println!("cargo:rustc-env={var}={}", wasm.display());
+}
+
+/// `examples/api-key` in each SDK language, as `make examples` builds them.
+fn build_examples(workspace: &Path) {
+    let example = workspace.join("examples/api-key");
+    let out = workspace.join("target/examples");
+    let rust = example.join("rust");
+    for p in ["Cargo.toml", "Cargo.lock", "src"] {
+        rerun_if_changed(&rust.join(p));
+    }
+    let status = wasm_cargo(&rust.join("Cargo.toml"), &out, "wasm32-wasip1")
+        .arg("--release")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building examples/api-key/rust failed");
+    println!(
+        "cargo:rustc-env=API_KEY_RUST_WASM={}",
+        out.join("wasm32-wasip1/release/api_key.wasm").display()
+    );
+    build_go(
+        &example.join("go"),
+        &out.join("api-key-go.wasm"),
+        "API_KEY_GO_WASM",
+        workspace,
+    );
+    rerun_if_changed(&workspace.join("sdk/assemblyscript"));
+    build_assemblyscript(
+        &example.join("assemblyscript"),
+        &out.join("api-key-assemblyscript.wasm"),
+        "API_KEY_ASSEMBLYSCRIPT_WASM",
+        &["--target", "release", "-o"],
+    );
 }

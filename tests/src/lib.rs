@@ -73,6 +73,17 @@ pub mod balancers {
 /// The AssemblyScript test filter (`@solo-io/proxy-runtime`), built by `build.rs`.
 pub const AS_PROBE_WASM: &str = env!("AS_PROBE_WASM");
 
+/// `examples/api-key`: the same filter written with each SDK, built by `build.rs` as
+/// `make examples` builds it.
+pub mod examples {
+    /// Rust, the upstream `proxy-wasm` crate.
+    pub const API_KEY_RUST: &str = env!("API_KEY_RUST_WASM");
+    /// Go, `sdk/go`.
+    pub const API_KEY_GO: &str = env!("API_KEY_GO_WASM");
+    /// AssemblyScript, `sdk/assemblyscript`.
+    pub const API_KEY_ASSEMBLYSCRIPT: &str = env!("API_KEY_ASSEMBLYSCRIPT_WASM");
+}
+
 impl TestGateway {
     /// Starts a gateway from YAML text. The text should use port 0 for its listeners; the
     /// admin listener is always started on a free port. Panics with the config error.

@@ -45,6 +45,35 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file.
     Schema,
+    /// Write a new filter project: source, Makefile (`make`, `make test`), README, a sample
+    /// gateway.yaml and an end-to-end test that runs the filter through a real gateway.
+    NewFilter {
+        /// Filter name: lower-case letters, digits and '-'.
+        name: String,
+        /// Language of the filter.
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Interface: proxy-wasm (portable to Envoy) or RustyGate's WIT component world.
+        #[arg(long, value_enum, default_value = "proxy-wasm")]
+        abi: AbiArg,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Lang {
+    Rust,
+    Go,
+    #[value(alias = "as")]
+    Assemblyscript,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AbiArg {
+    ProxyWasm,
+    Component,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +85,12 @@ fn main() -> ExitCode {
             print!("{}", rustygate_config::json_schema());
             Ok(())
         }
+        Command::NewFilter {
+            name,
+            lang,
+            abi,
+            dir,
+        } => new_filter(&name, lang, abi, dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,6 +99,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn new_filter(name: &str, lang: Lang, abi: AbiArg, dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use rustygate_scaffold::{Abi, Language};
+    let language = match lang {
+        Lang::Rust => Language::Rust,
+        Lang::Go => Language::Go,
+        Lang::Assemblyscript => Language::AssemblyScript,
+    };
+    let abi = match abi {
+        AbiArg::ProxyWasm => Abi::ProxyWasm,
+        AbiArg::Component => Abi::Component,
+    };
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let project = rustygate_scaffold::create(name, language, abi, &dir)?;
+    println!(
+        "created {} ({language}, {abi}, {} files)\n\n  cd {}\n  {}          # build the .wasm\n  {}     # run it through RustyGate (set RUSTYGATE=/path/to/rustygate if it is not on PATH)\n\nsee {}/README.md",
+        project.dir.display(),
+        project.files.len(),
+        project.dir.display(),
+        project.build,
+        project.test,
+        project.dir.display(),
+    );
+    Ok(())
 }
 
 fn validate(path: &Path) -> anyhow::Result<()> {

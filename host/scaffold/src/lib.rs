@@ -1,0 +1,252 @@
+//! `rustygate new-filter`: writes a filter project that builds with one command (`make`) and
+//! whose test (`make test`) runs the filter through a real gateway. Projects are
+//! self-contained: Go and AssemblyScript ones carry a copy of RustyGate's SDK in
+//! `third_party/`, Rust ones use the `proxy-wasm` crate from crates.io.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+}
+
+/// The language of a new filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Language {
+    Rust,
+    Go,
+    AssemblyScript,
+}
+
+impl fmt::Display for Language {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Language::Rust => "rust",
+            Language::Go => "go",
+            Language::AssemblyScript => "assemblyscript",
+        })
+    }
+}
+
+/// The interface the filter is written against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Abi {
+    /// The proxy-wasm ABI: runs in RustyGate and in Envoy.
+    ProxyWasm,
+    /// RustyGate's WIT component interfaces.
+    Component,
+}
+
+impl fmt::Display for Abi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Abi::ProxyWasm => "proxy-wasm",
+            Abi::Component => "component",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    #[error(
+        "invalid filter name {0:?}: use lower-case letters, digits and '-', starting with a letter (at most 64)"
+    )]
+    InvalidName(String),
+    #[error("{0} already exists; choose another name or --dir")]
+    Exists(PathBuf),
+    #[error("{abi} filters cannot be written in {language} yet: {why}")]
+    Unsupported {
+        language: Language,
+        abi: Abi,
+        why: &'static str,
+    },
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What [`create`] wrote.
+#[derive(Debug)]
+pub struct Project {
+    /// The project directory.
+    pub dir: PathBuf,
+    /// Every file written, relative to `dir`.
+    pub files: Vec<String>,
+    /// The command that builds the project, and the one that tests it.
+    pub build: &'static str,
+    pub test: &'static str,
+}
+
+/// Writes the project for filter `name` into `dir`, which must not exist yet.
+pub fn create(
+    name: &str,
+    language: Language,
+    abi: Abi,
+    dir: &Path,
+) -> Result<Project, ScaffoldError> {
+    validate_name(name)?;
+    if abi == Abi::Component {
+        return Err(ScaffoldError::Unsupported {
+            language,
+            abi,
+            why: "component filters need RustyGate's http-filter world, which is not released yet; component balancers are written with sdk/rust (docs/filters/components.md)",
+        });
+    }
+    if dir.exists() {
+        return Err(ScaffoldError::Exists(dir.to_path_buf()));
+    }
+    let (template, sdk) = match language {
+        Language::Rust => (embedded::TEMPLATE_RUST, None),
+        Language::Go => (
+            embedded::TEMPLATE_GO,
+            Some(("third_party/rustygate-sdk-go", embedded::SDK_GO)),
+        ),
+        Language::AssemblyScript => (
+            embedded::TEMPLATE_ASSEMBLYSCRIPT,
+            Some((
+                "third_party/rustygate-sdk-assemblyscript",
+                embedded::SDK_ASSEMBLYSCRIPT,
+            )),
+        ),
+    };
+    let crate_name = name.replace('-', "_");
+    let mut files = Vec::new();
+    for (rel, text) in template {
+        let text = text
+            .replace("__NAME__", name)
+            .replace("__CRATE__", &crate_name);
+        write(dir, rel, &text)?;
+        files.push(rel.to_string());
+    }
+    if let Some((prefix, tree)) = sdk {
+        for (rel, text) in tree {
+            let rel = format!("{prefix}/{rel}");
+            write(dir, &rel, text)?;
+            files.push(rel);
+        }
+    }
+    Ok(Project {
+        dir: dir.to_path_buf(),
+        files,
+        build: "make",
+        test: "make test",
+    })
+}
+
+/// Filter names become file, crate, module and YAML names: keep them plain.
+pub fn validate_name(name: &str) -> Result<(), ScaffoldError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ScaffoldError::InvalidName(name.to_string()))
+    }
+}
+
+fn write(dir: &Path, rel: &str, text: &str) -> Result<(), ScaffoldError> {
+    let path = dir.join(rel);
+    let io = |source| ScaffoldError::Io {
+        path: path.clone(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    std::fs::write(&path, text).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("rustygate-scaffold-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn names_must_be_plain() {
+        for good in ["a", "add-header", "v2-auth"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Add",
+            "1st",
+            "a_b",
+            "a-",
+            "a b",
+            "../x",
+            &"x".repeat(65),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_template_names_the_filter_and_leaves_no_placeholder() {
+        for language in [Language::Rust, Language::Go, Language::AssemblyScript] {
+            let dir = scratch(&language.to_string());
+            let project = create("my-filter", language, Abi::ProxyWasm, &dir).unwrap();
+            for rel in &project.files {
+                let text = std::fs::read_to_string(dir.join(rel)).unwrap();
+                assert!(
+                    !text.contains("__NAME__") && !text.contains("__CRATE__"),
+                    "{rel}"
+                );
+            }
+            for needed in ["Makefile", "README.md", "gateway.yaml"] {
+                assert!(
+                    project.files.iter().any(|f| f == needed),
+                    "{language}: {needed}"
+                );
+            }
+            let yaml = std::fs::read_to_string(dir.join("gateway.yaml")).unwrap();
+            assert!(yaml.contains("- name: my-filter"), "{yaml}");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn go_and_assemblyscript_projects_carry_their_sdk() {
+        let dir = scratch("sdk");
+        let go = create("x", Language::Go, Abi::ProxyWasm, &dir.join("go")).unwrap();
+        assert!(
+            go.files
+                .iter()
+                .any(|f| f == "third_party/rustygate-sdk-go/proxywasm/exports.go")
+        );
+        let as_ = create(
+            "x",
+            Language::AssemblyScript,
+            Abi::ProxyWasm,
+            &dir.join("as"),
+        )
+        .unwrap();
+        assert!(
+            as_.files
+                .iter()
+                .any(|f| f == "third_party/rustygate-sdk-assemblyscript/assembly/runtime.ts")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_existing_directory_is_never_overwritten() {
+        let dir = scratch("exists");
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = create("x", Language::Rust, Abi::ProxyWasm, &dir).unwrap_err();
+        assert!(matches!(err, ScaffoldError::Exists(_)), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

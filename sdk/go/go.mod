@@ -1,0 +1,3 @@
+module rustygate.dev/sdk/go
+
+go 1.24
