@@ -47,6 +47,7 @@ deps:
 	  $(SUDO) apt-get update -qq && $(APT_INSTALL) clang lld wasi-libc libclang-rt-dev-wasm32; }
 	@test -x tests/guests/assemblyscript/node_modules/.bin/asc || npm ci --silent --prefix tests/guests/assemblyscript
 	@test -x $(EXAMPLE)/assemblyscript/node_modules/.bin/asc || npm ci --silent --prefix $(EXAMPLE)/assemblyscript
+	@test -x tests/guests/assemblyscript-sdk/node_modules/.bin/asc || npm ci --silent --prefix tests/guests/assemblyscript-sdk
 	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && $(APT_INSTALL) prometheus; }
 
 build: deps
@@ -72,7 +73,7 @@ test: deps fmt-check lint sdk-check
 fmt:
 	$(CARGO) fmt --all
 	$(CARGO) fmt --manifest-path $(EXAMPLE)/rust/Cargo.toml
-	$$($(GO) env GOROOT)/bin/gofmt -w sdk/go $(EXAMPLE)/go host/scaffold/templates/go
+	$$($(GO) env GOROOT)/bin/gofmt -w sdk/go $(EXAMPLE)/go host/scaffold/templates/go tests/guests
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -87,11 +88,12 @@ lint:
 ## The Go SDK and the Go code that uses it: gofmt, vet (for wasip1) and the SDK's own unit
 ## tests (the parts that need no host run natively).
 sdk-check: deps
-	@unformatted=$$($$($(GO) env GOROOT)/bin/gofmt -l sdk/go $(EXAMPLE)/go host/scaffold/templates/go); \
+	@unformatted=$$($$($(GO) env GOROOT)/bin/gofmt -l sdk/go $(EXAMPLE)/go host/scaffold/templates/go tests/guests); \
 	  test -z "$$unformatted" || { echo "gofmt needed: $$unformatted"; exit 1; }
 	cd sdk/go && $(GO_ENV) GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
 	cd sdk/go && $(GO_ENV) $(GO) test ./internal/...
 	cd $(EXAMPLE)/go && $(GO_ENV) GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
+	cd tests/guests/go-sdk && $(GO_ENV) GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
 
 ## The shipped filters as .wasm, in $(FILTER_OUT)/ (config/default.yaml points there), and
 ## the balancer components in $(BALANCER_OUT)/.

@@ -1,8 +1,9 @@
 //! Builds the guest filters in `guests/` from source, so the tests always run the `.wasm` that
 //! the current source produces, and exports their paths as `env!` constants:
 //! Rust (`proxy-wasm` crate, wasm32-wasip1), Go (stock Go, `GOOS=wasip1`, no modules), C
-//! (clang + wasi-libc) and AssemblyScript (`@solo-io/proxy-runtime` from npm). `make deps`
-//! installs the toolchains.
+//! (clang + wasi-libc), AssemblyScript (`@solo-io/proxy-runtime` from npm, asc 0.17), and the
+//! project's own SDKs (`sdk/go`, `sdk/assemblyscript` on asc 0.28). `make deps` installs the
+//! toolchains.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,12 +19,24 @@ fn main() {
         "GO_PROBE_WASM",
         &workspace,
     );
+    build_go(
+        &manifest_dir.join("guests/go-sdk"),
+        &out.join("go-sdk-probe.wasm"),
+        "GO_SDK_PROBE_WASM",
+        &workspace,
+    );
     build_c(&manifest_dir.join("guests/c"), &out);
     build_assemblyscript(
         &manifest_dir.join("guests/assemblyscript"),
         &out.join("as-probe.wasm"),
         "AS_PROBE_WASM",
         &["--use", "abort=abort_proc_exit", "--optimize", "-b"],
+    );
+    build_assemblyscript(
+        &manifest_dir.join("guests/assemblyscript-sdk"),
+        &out.join("as-sdk-probe.wasm"),
+        "AS_SDK_PROBE_WASM",
+        &["--target", "release", "-o"],
     );
     build_examples(&workspace);
     build_filters(&workspace);

@@ -70,6 +70,10 @@ pub mod balancers {
     pub const FAULTY: &str = env!("BALANCER_FAULTY_BALANCER_WASM");
 }
 
+/// The Go test filter on `sdk/go`, built by `build.rs`.
+pub const GO_SDK_PROBE_WASM: &str = env!("GO_SDK_PROBE_WASM");
+/// The AssemblyScript test filter on `sdk/assemblyscript` (asc 0.28), built by `build.rs`.
+pub const AS_SDK_PROBE_WASM: &str = env!("AS_SDK_PROBE_WASM");
 /// The AssemblyScript test filter (`@solo-io/proxy-runtime`), built by `build.rs`.
 pub const AS_PROBE_WASM: &str = env!("AS_PROBE_WASM");
 
