@@ -128,3 +128,21 @@ async fn every_language_refuses_a_configuration_without_keys() {
         assert!(err.contains("rejected its configuration"), "{lang}: {err}");
     }
 }
+
+#[test]
+fn the_examples_gateway_yaml_loads_all_three_builds() {
+    // `make run CONFIG=examples/api-key/gateway.yaml` serves this file; the modules it names
+    // are the ones the test build just made.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(rustygate_tests::process::gateway_bin())
+        .args(["validate", "--config"])
+        .arg(root.join("examples/api-key/gateway.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 routes, 3 filters"));
+}
