@@ -103,44 +103,24 @@ impl TestGateway {
         let config =
             rustygate_config::parse("test.yaml", yaml, &|_| None).map_err(|e| e.to_string())?;
         let metrics = Metrics::new();
-        let filters = if config.filters.is_empty() && config.balancers.is_empty() {
-            None
-        } else {
-            let workers = config
-                .workers
-                .unwrap_or_else(rustygate_proxy::default_workers);
-            let runtime = Arc::new(test_runtime(rustygate_proxy_wasm::vm_slots(
+        // The binary's loading path (rustygate_reload::load), on an engine with the tests'
+        // module cache.
+        let workers = config
+            .workers
+            .unwrap_or_else(rustygate_proxy::default_workers);
+        let runtime = (!config.filters.is_empty() || !config.balancers.is_empty()).then(|| {
+            Arc::new(test_runtime(rustygate_proxy_wasm::vm_slots(
                 &config, workers,
-            )));
-            let base = std::path::Path::new(".");
-            let proxy_wasm = (!config.filters.is_empty())
-                .then(|| {
-                    rustygate_proxy_wasm::ProxyWasm::load(
-                        &config,
-                        base,
-                        &runtime,
-                        rustygate_proxy_wasm::Shared::new(metrics.clone()),
-                    )
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-                })
-                .transpose()?;
-            let components = (!config.balancers.is_empty())
-                .then(|| {
-                    rustygate_components::Components::load(&config, base, &runtime)
-                        .map(Arc::new)
-                        .map_err(|e| e.to_string())
-                })
-                .transpose()?;
-            let host = rustygate_reload::Extensions {
-                filters: proxy_wasm,
-                components,
-            };
-            Some((runtime, Arc::new(host)))
+            )))
+        });
+        let mut wasm = match &runtime {
+            Some(r) => rustygate_reload::Wasm::with_runtime(metrics.clone(), r.clone()),
+            None => rustygate_reload::Wasm::new(metrics.clone()),
         };
-        let chains = filters
-            .as_ref()
-            .map(|(_, h)| h.clone() as Arc<dyn rustygate_filter_api::ChainBuilder>);
+        let loaded = rustygate_reload::load_parsed(config, std::path::Path::new("."), &mut wasm)
+            .map_err(|e| e.to_string())?;
+        let chains = loaded.chains();
+        let config = loaded.config;
         let tracer = config
             .tracing
             .enabled
@@ -171,7 +151,7 @@ impl TestGateway {
             admin,
             stop_admin: Some(tx),
             tracer,
-            _runtime: filters.map(|(r, _)| r),
+            _runtime: runtime,
         })
     }
 

@@ -1,5 +1,6 @@
 //! WebAssembly components on RustyGate's WIT interfaces (`wit/gateway`): load-balancing
-//! strategies (the `load-balancer` world).
+//! strategies (the `load-balancer` world, here) and HTTP filters (the `http-filter` world,
+//! [`filter`]).
 //!
 //! Each balancer is compiled and linked once ([`Components::load`], which also configures a
 //! canary instance so a bad configuration is refused before it serves); each worker then
@@ -18,7 +19,10 @@ use rustygate_wasm_runtime::{CpuBudget, Runtime};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{ResourceLimiter, Store, Trap};
 
+mod filter;
 mod wasi;
+
+pub use filter::{ComponentFilters, FilterServices, is_component_filter};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -47,6 +51,8 @@ pub enum ComponentError {
     },
     #[error("balancer {name}: configure refused the configuration: {reason}")]
     Configure { name: String, reason: String },
+    #[error("filter {name}: {reason}")]
+    Filter { name: String, reason: String },
 }
 
 /// What a loaded balancer runs, for logs and the admin API.
@@ -83,7 +89,7 @@ impl std::fmt::Debug for Components {
 
 /// A store's state: the memory cap, and the CPU budget of the current call.
 struct State {
-    limiter: Limiter,
+    limiter: MemoryCap,
     cpu: CpuBudget,
     name: Arc<str>,
 }
@@ -101,12 +107,19 @@ impl log::Host for State {
     }
 }
 
-struct Limiter {
+/// A store's linear-memory cap; `denied` tells a memory failure from other traps.
+pub(crate) struct MemoryCap {
     max: usize,
-    denied: bool,
+    pub(crate) denied: bool,
 }
 
-impl ResourceLimiter for Limiter {
+impl MemoryCap {
+    pub(crate) fn new(max: usize) -> Self {
+        Self { max, denied: false }
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
         _current: usize,
@@ -274,10 +287,7 @@ impl Instance {
         let mut store = Store::new(
             engine,
             State {
-                limiter: Limiter {
-                    max: def.max_memory,
-                    denied: false,
-                },
+                limiter: MemoryCap::new(def.max_memory),
                 cpu: CpuBudget::new(def.cpu_limit),
                 name: def.name.clone(),
             },
@@ -318,10 +328,10 @@ impl Instance {
 
 /// Instantiation and `configure` may build tables (a Maglev table, a hash ring), so they get
 /// more CPU than a pick.
-const INSTANTIATE_CPU: Duration = Duration::from_millis(200);
+pub(crate) const INSTANTIATE_CPU: Duration = Duration::from_millis(200);
 
 /// After a failure, the instance is rebuilt at most this often.
-const REBUILD_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const REBUILD_EVERY: Duration = Duration::from_secs(1);
 
 fn classify(store: &Store<State>, e: wasmtime::Error) -> BalancerError {
     let reason = if store.data().limiter.denied {

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 mod body;
+pub mod services;
 pub use body::{BodyBuffer, UnsupportedEdit};
 
 /// The request as filters see and change it.

@@ -169,9 +169,22 @@ impl ProxyWasm {
         runtime: &Runtime,
         shared: Arc<Shared>,
     ) -> Result<Self, LoadError> {
+        Self::load_except(config, base_dir, runtime, shared, &[])
+    }
+
+    /// [`ProxyWasm::load`] for every filter but those named in `others` (filters another
+    /// engine runs). The chains [`ChainBuilder::build`] returns then hold only this engine's
+    /// filters, in their chain order.
+    pub fn load_except(
+        config: &Config,
+        base_dir: &Path,
+        runtime: &Runtime,
+        shared: Arc<Shared>,
+        others: &[String],
+    ) -> Result<Self, LoadError> {
         let linker = linker(runtime).map_err(LoadError::Start)?;
         let mut templates = Vec::new();
-        for f in &config.filters {
+        for f in config.filters.iter().filter(|f| !others.contains(&f.name)) {
             let path: PathBuf = base_dir.join(&f.module);
             let module = runtime
                 .load_file(&path)
@@ -246,11 +259,11 @@ impl ProxyWasm {
             .map(|r| {
                 r.filters
                     .iter()
+                    .filter(|rf| !others.iter().any(|o| o == rf.name()))
                     .map(|rf| {
-                        let idx = config
-                            .filters
+                        let idx = templates
                             .iter()
-                            .position(|f| f.name == rf.name())
+                            .position(|t: &FilterTemplate| t.name == rf.name())
                             .expect("validated");
                         let over = match rf {
                             rustygate_config::RouteFilter::WithConfig { configuration, .. } => {

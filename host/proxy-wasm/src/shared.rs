@@ -147,6 +147,11 @@ impl Shared {
         })
     }
 
+    /// The host rate limiter (`rustygate_rate_limit`), for other engines to share.
+    pub fn rate_limiter(&self) -> Arc<rustygate_filter_api::services::RateLimiter> {
+        self.limiter.0.clone()
+    }
+
     /// The live counts of the module with this SHA-256.
     pub fn module_stats(&self, sha256: &str) -> Arc<ModuleStats> {
         self.modules

@@ -26,7 +26,7 @@ use rustygate_proxy_wasm::ModuleInfo;
 use rustygate_telemetry::Metrics;
 use serde_json::json;
 
-pub use load::{Extensions, Loaded, Wasm, load};
+pub use load::{Extensions, Loaded, Wasm, load, load_parsed};
 
 /// Why a configuration was not applied.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustygate_components::Components;
+use rustygate_components::{ComponentFilters, Components, FilterServices};
 use rustygate_config::Config;
 use rustygate_filter_api::ChainBuilder;
 use rustygate_proxy::Snapshot;
@@ -22,6 +22,9 @@ use crate::ReloadError;
 pub struct Wasm {
     runtime: Option<Arc<Runtime>>,
     shared: Arc<Shared>,
+    /// What component filters share: their key-value store, and the rate limiter (the same
+    /// one proxy-wasm filters reach).
+    services: FilterServices,
 }
 
 impl std::fmt::Debug for Wasm {
@@ -35,9 +38,23 @@ impl std::fmt::Debug for Wasm {
 impl Wasm {
     /// No engine yet; filter metrics are recorded into `metrics`.
     pub fn new(metrics: Metrics) -> Self {
+        let shared = Shared::new(metrics);
         Self {
             runtime: None,
-            shared: Shared::new(metrics),
+            services: FilterServices {
+                kv: Arc::default(),
+                rate_limiter: shared.rate_limiter(),
+            },
+            shared,
+        }
+    }
+
+    /// Like [`Wasm::new`], with the engine given rather than made on first use (tests pass
+    /// one with their own module cache and pool size).
+    pub fn with_runtime(metrics: Metrics, runtime: Arc<Runtime>) -> Self {
+        Self {
+            runtime: Some(runtime),
+            ..Self::new(metrics)
         }
     }
 
@@ -90,7 +107,11 @@ pub struct Loaded {
     pub filters: Option<Arc<ProxyWasm>>,
     /// Its balancer components, compiled, linked and configured once; `None` when it has none.
     pub components: Option<Arc<Components>>,
-    /// What each filter runs.
+    /// Its component filters; `None` when it has none.
+    pub component_filters: Option<Arc<ComponentFilters>>,
+    /// Per route, per filter in its chain: whether it is a component filter.
+    pub route_kinds: Arc<Vec<Vec<bool>>>,
+    /// What each proxy-wasm filter runs.
     pub modules: Vec<ModuleInfo>,
 }
 
@@ -105,12 +126,14 @@ impl std::fmt::Debug for Loaded {
 impl Loaded {
     /// What each worker builds its filter chains and balancer instances from.
     pub fn chains(&self) -> Option<Arc<dyn ChainBuilder>> {
-        if self.filters.is_none() && self.components.is_none() {
+        if self.filters.is_none() && self.components.is_none() && self.component_filters.is_none() {
             return None;
         }
         Some(Arc::new(Extensions {
             filters: self.filters.clone(),
             components: self.components.clone(),
+            component_filters: self.component_filters.clone(),
+            route_kinds: self.route_kinds.clone(),
         }))
     }
 }
@@ -120,17 +143,46 @@ impl Loaded {
 pub struct Extensions {
     pub filters: Option<Arc<ProxyWasm>>,
     pub components: Option<Arc<Components>>,
+    pub component_filters: Option<Arc<ComponentFilters>>,
+    /// Per route, per filter in its chain: whether it is a component filter.
+    pub route_kinds: Arc<Vec<Vec<bool>>>,
 }
 
 impl ChainBuilder for Extensions {
+    /// Each engine builds its own filters' factories in chain order; the chains interleave
+    /// them as the route lists them, so proxy-wasm and component filters mix freely.
     fn build(
         &self,
         upstreams: std::rc::Rc<dyn rustygate_filter_api::Upstreams>,
     ) -> Result<Vec<Vec<std::rc::Rc<dyn rustygate_filter_api::FilterFactory>>>, String> {
-        match &self.filters {
-            Some(f) => f.build(upstreams),
-            None => Ok(Vec::new()),
+        let wasm = match &self.filters {
+            Some(f) => f.build(upstreams)?,
+            None => Vec::new(),
+        };
+        let components = match &self.component_filters {
+            Some(c) => c.build(),
+            None => Vec::new(),
+        };
+        let mut wasm = wasm.into_iter();
+        let mut components = components.into_iter();
+        let mut chains = Vec::with_capacity(self.route_kinds.len());
+        for kinds in self.route_kinds.iter() {
+            let mut from_wasm = wasm.next().unwrap_or_default().into_iter();
+            let mut from_components = components.next().unwrap_or_default().into_iter();
+            let chain = kinds
+                .iter()
+                .map(|&component| {
+                    if component {
+                        from_components.next()
+                    } else {
+                        from_wasm.next()
+                    }
+                    .ok_or_else(|| "a filter chain lost a filter while being built".to_owned())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            chains.push(chain);
         }
+        Ok(chains)
     }
 
     fn balancer(
@@ -152,23 +204,69 @@ pub fn load(path: &Path, wasm: &mut Wasm) -> Result<Loaded, ReloadError> {
         .map_err(|e| ReloadError::Config(format!("{}: {e}", path.display())))?;
     Snapshot::check(&config)
         .map_err(|e| ReloadError::Config(format!("{}: {e}", path.display())))?;
+    load_parsed(config, &base_dir(path), wasm)
+}
+
+/// [`load`] for a configuration already parsed; module paths are relative to `base`.
+pub fn load_parsed(config: Config, base: &Path, wasm: &mut Wasm) -> Result<Loaded, ReloadError> {
+    let base = base.to_path_buf();
+    // A filter whose `.wasm` is a component runs on the component host; the rest are
+    // proxy-wasm modules.
+    let component_names: Vec<String> = config
+        .filters
+        .iter()
+        .filter(|f| rustygate_components::is_component_filter(f, &base))
+        .map(|f| f.name.clone())
+        .collect();
+    let route_kinds = Arc::new(
+        config
+            .routes
+            .iter()
+            .map(|r| {
+                r.filters
+                    .iter()
+                    .map(|rf| component_names.iter().any(|n| n == rf.name()))
+                    .collect()
+            })
+            .collect(),
+    );
     if config.filters.is_empty() && config.balancers.is_empty() {
         return Ok(Loaded {
             config,
             filters: None,
             components: None,
+            component_filters: None,
+            route_kinds,
             modules: Vec::new(),
         });
     }
     let runtime = wasm.runtime_for(&config)?;
-    let base = base_dir(path);
-    let (filters, modules) = if config.filters.is_empty() {
+    let (filters, modules) = if config.filters.len() == component_names.len() {
         (None, Vec::new())
     } else {
-        let host = ProxyWasm::load(&config, &base, &runtime, wasm.shared.clone())
-            .map_err(|e| ReloadError::Filters(e.to_string()))?;
+        let host = ProxyWasm::load_except(
+            &config,
+            &base,
+            &runtime,
+            wasm.shared.clone(),
+            &component_names,
+        )
+        .map_err(|e| ReloadError::Filters(e.to_string()))?;
         let modules = host.modules();
         (Some(Arc::new(host)), modules)
+    };
+    let component_filters = if component_names.is_empty() {
+        None
+    } else {
+        let c = ComponentFilters::load(
+            &config,
+            &base,
+            &runtime,
+            wasm.services.clone(),
+            &component_names,
+        )
+        .map_err(|e| ReloadError::Filters(e.to_string()))?;
+        Some(Arc::new(c))
     };
     let components = if config.balancers.is_empty() {
         None
@@ -184,6 +282,8 @@ pub fn load(path: &Path, wasm: &mut Wasm) -> Result<Loaded, ReloadError> {
         config,
         filters,
         components,
+        component_filters,
+        route_kinds,
         modules,
     })
 }

@@ -308,6 +308,22 @@ impl Runtime {
     }
 }
 
+/// Whether the file at `path` holds a WebAssembly component (binary layer 1) rather than a
+/// core module: the header tells them apart before anything is compiled.
+pub fn is_component(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let mut file = std::fs::File::open(path)?;
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..])? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    Ok(read == head.len() && head[..4] == *b"\0asm" && head[6..8] == [1, 0])
+}
+
 /// CPU time the calling thread has used. Epoch ticks are wall-clock time; callers compare
 /// this clock before deciding a guest has really used up its CPU budget, so a worker that the
 /// OS simply did not schedule is not mistaken for a runaway filter.
