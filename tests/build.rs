@@ -43,9 +43,10 @@ fn main() {
     build_components(&workspace);
 }
 
-/// The balancer components RustyGate ships (`filters/balancers/`) and the test's own, built
-/// for wasm32-wasip2 as `make filters` builds them; `BALANCER_<NAME>_WASM` names each.
-const COMPONENTS: [(&str, &str); 8] = [
+/// The components RustyGate ships (`filters/balancers/`, `filters/headers-component`) and the
+/// tests' own, built for wasm32-wasip2 as `make filters` builds them; `COMPONENT_<NAME>_WASM`
+/// names each.
+const COMPONENTS: [(&str, &str); 10] = [
     ("rustygate-balancer-round-robin", "round_robin"),
     (
         "rustygate-balancer-weighted-round-robin",
@@ -57,12 +58,16 @@ const COMPONENTS: [(&str, &str); 8] = [
     ("rustygate-balancer-ring-hash", "ring_hash"),
     ("rustygate-balancer-maglev", "maglev"),
     ("rustygate-test-faulty-balancer", "faulty_balancer"),
+    ("rustygate-filter-headers-component", "headers_component"),
+    ("rustygate-test-probe-filter", "probe_filter"),
 ];
 
 fn build_components(workspace: &Path) {
     rerun_if_changed(&workspace.join("sdk/rust"));
     rerun_if_changed(&workspace.join("wit"));
     rerun_if_changed(&workspace.join("tests/guests/components"));
+    rerun_if_changed(&workspace.join("filters/headers-component"));
+    rerun_if_changed(&workspace.join("filters/headers/src"));
     let target_dir = workspace.join("target/filters");
     let mut cmd = wasm_cargo(&workspace.join("Cargo.toml"), &target_dir, "wasm32-wasip2");
     cmd.args(["--profile", "filter"]);
@@ -72,12 +77,12 @@ fn build_components(workspace: &Path) {
     let status = cmd.status().expect("cargo runs");
     assert!(
         status.success(),
-        "building the balancer components failed; is the target installed? `rustup target add wasm32-wasip2` (make deps does this)"
+        "building the components failed; is the target installed? `rustup target add wasm32-wasip2` (make deps does this)"
     );
     for (_, file) in COMPONENTS {
         let wasm = target_dir.join(format!("wasm32-wasip2/filter/{file}.wasm"));
         println!(
-            "cargo:rustc-env=BALANCER_{}_WASM={}",
+            "cargo:rustc-env=COMPONENT_{}_WASM={}",
             file.to_uppercase(),
             wasm.display()
         );

@@ -59,21 +59,29 @@ pub const STAMP_V1_WASM: &str = env!("STAMP_V1_WASM");
 pub const STAMP_V2_WASM: &str = env!("STAMP_V2_WASM");
 /// Balancer components (`filters/balancers/`, wasm32-wasip2), built by `build.rs`.
 pub mod balancers {
-    pub const ROUND_ROBIN: &str = env!("BALANCER_ROUND_ROBIN_WASM");
-    pub const WEIGHTED_ROUND_ROBIN: &str = env!("BALANCER_WEIGHTED_ROUND_ROBIN_WASM");
-    pub const RANDOM: &str = env!("BALANCER_RANDOM_WASM");
-    pub const LEAST_REQUEST: &str = env!("BALANCER_LEAST_REQUEST_WASM");
-    pub const PEAK_EWMA: &str = env!("BALANCER_PEAK_EWMA_WASM");
-    pub const RING_HASH: &str = env!("BALANCER_RING_HASH_WASM");
-    pub const MAGLEV: &str = env!("BALANCER_MAGLEV_WASM");
+    pub const ROUND_ROBIN: &str = env!("COMPONENT_ROUND_ROBIN_WASM");
+    pub const WEIGHTED_ROUND_ROBIN: &str = env!("COMPONENT_WEIGHTED_ROUND_ROBIN_WASM");
+    pub const RANDOM: &str = env!("COMPONENT_RANDOM_WASM");
+    pub const LEAST_REQUEST: &str = env!("COMPONENT_LEAST_REQUEST_WASM");
+    pub const PEAK_EWMA: &str = env!("COMPONENT_PEAK_EWMA_WASM");
+    pub const RING_HASH: &str = env!("COMPONENT_RING_HASH_WASM");
+    pub const MAGLEV: &str = env!("COMPONENT_MAGLEV_WASM");
     /// Misbehaves on demand (tests/guests/components/faulty).
-    pub const FAULTY: &str = env!("BALANCER_FAULTY_BALANCER_WASM");
+    pub const FAULTY: &str = env!("COMPONENT_FAULTY_BALANCER_WASM");
 }
 
 /// The Go test filter on `sdk/go`, built by `build.rs`.
 pub const GO_SDK_PROBE_WASM: &str = env!("GO_SDK_PROBE_WASM");
 /// The AssemblyScript test filter on `sdk/assemblyscript` (asc 0.28), built by `build.rs`.
 pub const AS_SDK_PROBE_WASM: &str = env!("AS_SDK_PROBE_WASM");
+/// Component filters (the `http-filter` world, wasm32-wasip2), built by `build.rs`.
+pub mod component_filters {
+    /// `filters/headers-component`: the headers filter ported to the typed world.
+    pub const HEADERS: &str = env!("COMPONENT_HEADERS_COMPONENT_WASM");
+    /// tests/guests/components/probe-filter: every part of the world, and failures on demand.
+    pub const PROBE: &str = env!("COMPONENT_PROBE_FILTER_WASM");
+}
+
 /// The AssemblyScript test filter (`@solo-io/proxy-runtime`), built by `build.rs`.
 pub const AS_PROBE_WASM: &str = env!("AS_PROBE_WASM");
 

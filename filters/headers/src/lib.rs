@@ -4,12 +4,12 @@
 
 pub mod config;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "proxy-wasm"))]
 mod plugin;
 
 /// The configuration's JSON Schema, carried in the module so that RustyGate checks
 /// configurations against it at load (`rustygate validate` names the field).
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "proxy-wasm"))]
 #[allow(unsafe_code)] // a link section is how data reaches a custom section
 #[unsafe(link_section = "rustygate:config-schema")]
 #[used]

@@ -3,8 +3,8 @@
 //! one short lock per operation; the engines expose them to guests (proxy-wasm through the
 //! `rustygate_rate_limit` foreign function, components through WIT imports).
 
-use std::collections::HashMap;
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The answer for one request against one limit.

@@ -1,8 +1,10 @@
 //! Write RustyGate components in Rust.
 //!
-//! A load-balancing strategy implements [`balancer::Balancer`] and is exported with
-//! [`export_balancer!`]; build the crate as a `cdylib` for `wasm32-wasip2` and name the
-//! `.wasm` in a configuration's `balancers:`. See docs/filters/components.md.
+//! A typed HTTP filter implements [`filter::HttpFilter`] and is exported with
+//! [`export_http_filter!`]; a load-balancing strategy implements [`balancer::Balancer`] and is
+//! exported with [`export_balancer!`]. Build the crate as a `cdylib` for `wasm32-wasip2` and
+//! name the `.wasm` in a configuration's `filters:` or `balancers:`. See
+//! docs/filters/components.md.
 //!
 //! ```ignore
 //! use rustygate_sdk::balancer::{Balancer, Endpoint, RequestInfo};
@@ -26,6 +28,7 @@
 
 pub mod balancer;
 pub mod config;
+pub mod filter;
 pub mod hash;
 pub mod rand;
 
