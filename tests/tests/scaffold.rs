@@ -20,11 +20,11 @@ fn scratch(lang: &str) -> PathBuf {
 }
 
 /// `rustygate new-filter`, then `make test` in the project, as a user runs them.
-fn new_filter_passes_its_own_test(lang: &str) {
-    let dir = scratch(lang);
+fn new_filter_passes_its_own_test(lang: &str, abi: &str) {
+    let dir = scratch(&format!("{lang}-{abi}"));
     let name = format!("hello-{lang}");
     let out = Command::new(gateway_bin())
-        .args(["new-filter", &name, "--lang", lang, "--dir"])
+        .args(["new-filter", &name, "--lang", lang, "--abi", abi, "--dir"])
         .arg(&dir)
         .output()
         .expect("rustygate runs");
@@ -63,17 +63,22 @@ fn new_filter_passes_its_own_test(lang: &str) {
 
 #[test]
 fn a_new_rust_filter_builds_and_passes_its_test() {
-    new_filter_passes_its_own_test("rust");
+    new_filter_passes_its_own_test("rust", "proxy-wasm");
+}
+
+#[test]
+fn a_new_rust_component_filter_builds_and_passes_its_test() {
+    new_filter_passes_its_own_test("rust", "component");
 }
 
 #[test]
 fn a_new_go_filter_builds_and_passes_its_test() {
-    new_filter_passes_its_own_test("go");
+    new_filter_passes_its_own_test("go", "proxy-wasm");
 }
 
 #[test]
 fn a_new_assemblyscript_filter_builds_and_passes_its_test() {
-    new_filter_passes_its_own_test("assemblyscript");
+    new_filter_passes_its_own_test("assemblyscript", "proxy-wasm");
 }
 
 #[test]

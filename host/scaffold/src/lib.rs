@@ -87,30 +87,39 @@ pub fn create(
     dir: &Path,
 ) -> Result<Project, ScaffoldError> {
     validate_name(name)?;
-    if abi == Abi::Component {
-        return Err(ScaffoldError::Unsupported {
-            language,
-            abi,
-            why: "component filters need RustyGate's http-filter world, which is not released yet; component balancers are written with sdk/rust (docs/filters/components.md)",
-        });
-    }
+    type Tree = &'static [(&'static str, &'static str)];
+    let (template, sdk): (Tree, &[(&str, Tree)]) = match (language, abi) {
+        (Language::Rust, Abi::ProxyWasm) => (embedded::TEMPLATE_RUST, &[]),
+        (Language::Rust, Abi::Component) => (
+            embedded::TEMPLATE_RUST_COMPONENT,
+            // The SDK's bindings read the WIT files at `../../wit/gateway` from its crate.
+            &[
+                ("third_party/sdk/rust/src", embedded::SDK_RUST_SRC),
+                ("third_party/wit/gateway", embedded::WIT_GATEWAY),
+            ],
+        ),
+        (Language::Go, Abi::ProxyWasm) => (
+            embedded::TEMPLATE_GO,
+            &[("third_party/rustygate-sdk-go", embedded::SDK_GO)],
+        ),
+        (Language::AssemblyScript, Abi::ProxyWasm) => (
+            embedded::TEMPLATE_ASSEMBLYSCRIPT,
+            &[(
+                "third_party/rustygate-sdk-assemblyscript",
+                embedded::SDK_ASSEMBLYSCRIPT,
+            )],
+        ),
+        (Language::Go | Language::AssemblyScript, Abi::Component) => {
+            return Err(ScaffoldError::Unsupported {
+                language,
+                abi,
+                why: "component filters are written in Rust with sdk/rust; use --lang rust, or --abi proxy-wasm",
+            });
+        }
+    };
     if dir.exists() {
         return Err(ScaffoldError::Exists(dir.to_path_buf()));
     }
-    let (template, sdk) = match language {
-        Language::Rust => (embedded::TEMPLATE_RUST, None),
-        Language::Go => (
-            embedded::TEMPLATE_GO,
-            Some(("third_party/rustygate-sdk-go", embedded::SDK_GO)),
-        ),
-        Language::AssemblyScript => (
-            embedded::TEMPLATE_ASSEMBLYSCRIPT,
-            Some((
-                "third_party/rustygate-sdk-assemblyscript",
-                embedded::SDK_ASSEMBLYSCRIPT,
-            )),
-        ),
-    };
     let crate_name = name.replace('-', "_");
     let mut files = Vec::new();
     for (rel, text) in template {
@@ -120,8 +129,8 @@ pub fn create(
         write(dir, rel, &text)?;
         files.push(rel.to_string());
     }
-    if let Some((prefix, tree)) = sdk {
-        for (rel, text) in tree {
+    for (prefix, tree) in sdk {
+        for (rel, text) in *tree {
             let rel = format!("{prefix}/{rel}");
             write(dir, &rel, text)?;
             files.push(rel);
@@ -239,6 +248,31 @@ mod tests {
                 .any(|f| f == "third_party/rustygate-sdk-assemblyscript/assembly/runtime.ts")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_rust_component_project_carries_the_sdk_and_the_wit_it_reads() {
+        let dir = scratch("component");
+        let p = create("x", Language::Rust, Abi::Component, &dir).unwrap();
+        for needed in [
+            "third_party/sdk/rust/Cargo.toml",
+            "third_party/sdk/rust/src/filter.rs",
+            "third_party/wit/gateway/filter.wit",
+        ] {
+            assert!(p.files.iter().any(|f| f == needed), "{needed}");
+        }
+        // The copy's manifest is written by hand: it must ask for the same bindings generator.
+        let ours = include_str!("../../../sdk/rust/Cargo.toml");
+        let copy = std::fs::read_to_string(dir.join("third_party/sdk/rust/Cargo.toml")).unwrap();
+        let bindgen = |text: &str| {
+            text.lines()
+                .find(|l| l.starts_with("wit-bindgen"))
+                .map(str::to_owned)
+        };
+        assert_eq!(bindgen(ours), bindgen(&copy));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = create("x", Language::Go, Abi::Component, &scratch("go-component")).unwrap_err();
+        assert!(matches!(err, ScaffoldError::Unsupported { .. }), "{err}");
     }
 
     #[test]

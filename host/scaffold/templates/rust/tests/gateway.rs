@@ -17,7 +17,11 @@ impl Drop for Gateway {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Answers every request with 200 "hello from upstream".
@@ -46,7 +50,10 @@ fn upstream() -> u16 {
 fn get(port: u16, path: &str) -> std::io::Result<String> {
     let mut conn = TcpStream::connect(("127.0.0.1", port))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(conn, "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     conn.read_to_string(&mut response)?;
     Ok(response)
@@ -65,7 +72,11 @@ fn responses_carry_the_configured_header() {
     let bin = std::env::var("RUSTYGATE").unwrap_or_else(|_| "rustygate".into());
     let _gateway = Gateway(
         Command::new(&bin)
-            .args(["run", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml")])
+            .args([
+                "run",
+                "--config",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml"),
+            ])
             .env("FILTER_WASM", &wasm)
             .env("LISTEN_PORT", listen.to_string())
             .env("ADMIN_PORT", free_port().to_string())
@@ -82,6 +93,9 @@ fn responses_carry_the_configured_header() {
         }
     };
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.to_lowercase().contains("\r\nx-hello: world\r\n"), "{response}");
+    assert!(
+        response.to_lowercase().contains("\r\nx-hello: world\r\n"),
+        "{response}"
+    );
     assert!(response.ends_with("hello from upstream"), "{response}");
 }
