@@ -28,7 +28,13 @@ for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:18090/api/${ROUTE
 for route in "${ROUTE_LIST[@]}"; do curl -sf -o /dev/null "${WRK_EXTRA[@]}" "http://127.0.0.1:18090/api/$route" || { echo "route $route not answering"; cat "$RUN/gateway.log"; exit 1; }; done
 results=$RUN/results.tsv
 for round in $(seq "$ROUNDS"); do
-  for route in "${ROUTE_LIST[@]}"; do
+  # Even rounds run the routes in reverse order, so whatever favours the first (or second) run
+  # of a round cancels out across rounds instead of biasing one route.
+  order=("${ROUTE_LIST[@]}")
+  if (( round % 2 == 0 )); then
+    order=(); for ((i=${#ROUTE_LIST[@]}-1; i>=0; i--)); do order+=("${ROUTE_LIST[$i]}"); done
+  fi
+  for route in "${order[@]}"; do
     out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${WRK_EXTRA[@]}" "http://127.0.0.1:18090/api/$route")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
@@ -56,5 +62,5 @@ for route in routes:
     runs = by[route]
     ratios = [rps / base[r] for r, rps, _ in runs]
     print(f"| {route} | {statistics.median(x[1] for x in runs):.0f} | {statistics.median(x[2] for x in runs):.3f} | "
-          f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |")
+          f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}, geometric mean {statistics.geometric_mean(ratios):.3f}) |")
 PY

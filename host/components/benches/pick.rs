@@ -1,8 +1,10 @@
-//! The per-request cost of choosing an endpoint: the round-robin balancer component's `pick`
-//! (request info lowered into the guest, the call under its CPU budget, the answer lifted
-//! back) against the native smooth weighted round-robin, over the same 4 endpoints.
+//! The per-request cost of choosing an endpoint, over the same 4 endpoints: the round-robin
+//! balancer component (which needs nothing from requests, so the gateway asks it for picks in
+//! batches), the Maglev component (which reads the hash key: one call per pick, the key
+//! lowered into the guest under the CPU budget, the answer lifted back), and the native
+//! smooth weighted round-robin.
 //!
-//! The component is `filters/balancers/round-robin` as `make filters` builds it.
+//! The components are `filters/balancers/*` as `make filters` builds them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,9 +15,10 @@ use rustygate_core::balance::SmoothWrr;
 use rustygate_filter_api::{BalancerEndpoint, PickRequest};
 use rustygate_wasm_runtime::{Runtime, RuntimeConfig};
 
-fn bench(c: &mut Criterion) {
+/// A worker's instance of the shipped balancer `file`, offered 4 endpoints.
+fn balancer(runtime: &Runtime, file: &str) -> Box<dyn rustygate_filter_api::Balancer> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let module = root.join("target/filters/wasm32-wasip2/filter/round_robin.wasm");
+    let module = root.join(format!("target/filters/wasm32-wasip2/filter/{file}.wasm"));
     assert!(
         module.exists(),
         "{} is missing: run `make filters` first",
@@ -33,12 +36,7 @@ routes: [ {{ cluster: up }} ]
         module.display()
     );
     let config = rustygate_config::parse("bench.yaml", &yaml, &|_| None).expect("config");
-    let runtime = Runtime::new(&RuntimeConfig {
-        cache_dir: None,
-        ..RuntimeConfig::default()
-    })
-    .expect("runtime");
-    let components = Components::load(&config, Path::new("."), &runtime).expect("load");
+    let components = Components::load(&config, Path::new("."), runtime).expect("load");
     let mut balancer = components
         .balancer(0)
         .expect("instance")
@@ -54,15 +52,29 @@ routes: [ {{ cluster: up }} ]
         })
         .collect();
     balancer.set_endpoints(&endpoints).expect("set_endpoints");
+    balancer
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = Runtime::new(&RuntimeConfig {
+        cache_dir: None,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime");
     let request = PickRequest {
         method: "GET",
         path: "/api/users/42?expand=orders",
         host: Some("api.example.com"),
-        hash_key: None,
+        hash_key: Some("user-42"),
     };
     let mut group = c.benchmark_group("pick");
+    let mut round_robin = balancer(&runtime, "round_robin");
     group.bench_function("component round-robin", |b| {
-        b.iter(|| balancer.pick(&request).expect("pick"))
+        b.iter(|| round_robin.pick(&request).expect("pick"))
+    });
+    let mut maglev = balancer(&runtime, "maglev");
+    group.bench_function("component maglev (hash key)", |b| {
+        b.iter(|| maglev.pick(&request).expect("pick"))
     });
     let mut native = SmoothWrr::new([1, 1, 1, 1]);
     group.bench_function("native smooth wrr", |b| b.iter(|| native.pick()));

@@ -265,6 +265,7 @@ impl Components {
             instance: Some(instance),
             endpoints: Vec::new(),
             retry_at: None,
+            ahead: std::collections::VecDeque::new(),
         })))
     }
 }
@@ -273,6 +274,8 @@ impl Components {
 struct Instance {
     store: Store<State>,
     exports: bindings::LoadBalancer,
+    /// What the strategy reads, as `configure` answered.
+    needs: wit::Needs,
 }
 
 enum Started {
@@ -303,12 +306,19 @@ impl Instance {
             .pre
             .instantiate(&mut store)
             .map_err(|e| Started::Failed(classify(&store, e)))?;
-        let mut instance = Instance { store, exports };
+        let mut instance = Instance {
+            store,
+            exports,
+            needs: wit::Needs::all(),
+        };
         let config = def.config.clone();
         match instance.call(INSTANTIATE_CPU, |b, s| {
             b.rustygate_gateway_balancer().call_configure(s, &config)
         }) {
-            Ok(Ok(())) => Ok(instance),
+            Ok(Ok(needs)) => {
+                instance.needs = needs;
+                Ok(instance)
+            }
             Ok(Err(reason)) => Err(Started::Refused(reason)),
             Err(e) => Err(Started::Failed(e)),
         }
@@ -329,6 +339,10 @@ impl Instance {
 /// Instantiation and `configure` may build tables (a Maglev table, a hash ring), so they get
 /// more CPU than a pick.
 pub(crate) const INSTANTIATE_CPU: Duration = Duration::from_millis(200);
+
+/// How many picks a strategy that needs nothing is asked for at once: one call then serves
+/// this many requests.
+const PICK_AHEAD: u32 = 32;
 
 /// After a failure, the instance is rebuilt at most this often.
 pub(crate) const REBUILD_EVERY: Duration = Duration::from_secs(1);
@@ -356,6 +370,8 @@ struct WasmBalancer {
     /// The set last offered, to offer it again to a rebuilt instance.
     endpoints: Vec<wit::Endpoint>,
     retry_at: Option<Instant>,
+    /// Picks asked for in advance (strategies that need nothing), handed out in order.
+    ahead: std::collections::VecDeque<u32>,
 }
 
 impl WasmBalancer {
@@ -398,9 +414,38 @@ impl WasmBalancer {
         if let Err(e) = &result {
             tracing::error!(target: "balancer", balancer = %self.def.name, reason = e.reason, error = %e.detail, "balancer failed; the cluster uses round-robin until it is replaced");
             self.instance = None;
+            self.ahead.clear();
             self.retry_at = Some(Instant::now() + REBUILD_EVERY);
         }
         result
+    }
+
+    /// What the live instance reads (everything while there is none).
+    fn needs(&self) -> wit::Needs {
+        self.instance.as_ref().map_or(wit::Needs::all(), |i| i.needs)
+    }
+}
+
+/// Only what the strategy reads: the rest stays empty, unallocated.
+fn request_info(request: &PickRequest<'_>, needs: wit::Needs) -> wit::RequestInfo {
+    let take = |flag, value: &str| {
+        if needs.contains(flag) {
+            value.to_owned()
+        } else {
+            String::new()
+        }
+    };
+    wit::RequestInfo {
+        method: take(wit::Needs::METHOD, request.method),
+        path: take(wit::Needs::PATH, request.path),
+        host: request
+            .host
+            .filter(|_| needs.contains(wit::Needs::HOST))
+            .map(str::to_owned),
+        hash_key: request
+            .hash_key
+            .filter(|_| needs.contains(wit::Needs::HASH_KEY))
+            .map(str::to_owned),
     }
 }
 
@@ -418,6 +463,8 @@ impl Balancer for WasmBalancer {
             })
             .collect();
         let endpoints = std::mem::take(&mut self.endpoints);
+        // Picks made for the old set must not be handed out for the new one.
+        self.ahead.clear();
         let result = self.run(|b, s| {
             b.rustygate_gateway_balancer()
                 .call_set_endpoints(s, &endpoints)
@@ -427,16 +474,28 @@ impl Balancer for WasmBalancer {
     }
 
     fn pick(&mut self, request: &PickRequest<'_>) -> Result<Option<u32>, BalancerError> {
-        let info = wit::RequestInfo {
-            method: request.method.to_owned(),
-            path: request.path.to_owned(),
-            host: request.host.map(str::to_owned),
-            hash_key: request.hash_key.map(str::to_owned),
-        };
+        if let Some(id) = self.ahead.pop_front() {
+            return Ok(Some(id));
+        }
+        // A failed instance is rebuilt (or reported unavailable) before its needs are read.
+        self.instance()?;
+        let needs = self.needs();
+        if needs == wit::Needs::empty() {
+            let batch = self.run(|b, s| {
+                b.rustygate_gateway_balancer()
+                    .call_pick_ahead(s, PICK_AHEAD)
+            })?;
+            self.ahead.extend(batch);
+            return Ok(self.ahead.pop_front());
+        }
+        let info = request_info(request, needs);
         self.run(|b, s| b.rustygate_gateway_balancer().call_pick(s, &info))
     }
 
     fn report(&mut self, id: u32, outcome: PickOutcome) {
+        if !self.needs().contains(wit::Needs::OUTCOMES) {
+            return;
+        }
         let outcome = match outcome {
             PickOutcome::Response { status, latency } => {
                 wit::Outcome::Response(wit::ResponseInfo {

@@ -19,7 +19,7 @@ pub mod bindings {
 }
 
 pub use bindings::exports::rustygate::gateway::balancer::{
-    Endpoint, Outcome, RequestInfo, ResponseInfo,
+    Endpoint, Needs, Outcome, RequestInfo, ResponseInfo,
 };
 
 /// A load-balancing strategy.
@@ -27,6 +27,14 @@ pub trait Balancer: Sized + 'static {
     /// Builds the strategy from the balancer's `configuration` (JSON text, `null` when
     /// absent). An error refuses the gateway configuration with this message.
     fn configure(config: &str) -> Result<Self, String>;
+
+    /// What [`Balancer::pick`] reads from requests, and whether it wants outcomes reported.
+    /// The gateway leaves the other request fields empty and skips reports it does not want.
+    /// A strategy that needs nothing (round-robin, random) has its picks asked for in
+    /// batches, which makes a pick nearly free. Everything by default.
+    fn needs(&self) -> Needs {
+        Needs::METHOD | Needs::PATH | Needs::HOST | Needs::HASH_KEY | Needs::OUTCOMES
+    }
 
     /// The endpoints to choose among from now on, in configuration order.
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>);
@@ -62,14 +70,15 @@ macro_rules! export_balancer {
             struct __Export;
 
             impl __wit::Guest for __Export {
-                fn configure(config: ::std::string::String) -> ::core::result::Result<(), ::std::string::String> {
+                fn configure(config: ::std::string::String) -> ::core::result::Result<__wit::Needs, ::std::string::String> {
                     // Panic messages go to the gateway's log: a component has no stderr.
                     ::std::panic::set_hook(::std::boxed::Box::new(|info| {
                         $crate::log::write($crate::log::Level::Error, &info.to_string());
                     }));
                     let strategy = <$strategy as $crate::balancer::Balancer>::configure(&config)?;
+                    let needs = $crate::balancer::Balancer::needs(&strategy);
                     __STRATEGY.with(|s| *s.borrow_mut() = ::core::option::Option::Some(strategy));
-                    ::core::result::Result::Ok(())
+                    ::core::result::Result::Ok(needs)
                 }
 
                 fn set_endpoints(endpoints: ::std::vec::Vec<__wit::Endpoint>) {
@@ -78,6 +87,26 @@ macro_rules! export_balancer {
 
                 fn pick(request: __wit::RequestInfo) -> ::core::option::Option<u32> {
                     __with(|b| $crate::balancer::Balancer::pick(b, request)).flatten()
+                }
+
+                fn pick_ahead(count: u32) -> ::std::vec::Vec<u32> {
+                    __with(|b| {
+                        let mut picks = ::std::vec::Vec::with_capacity(count as usize);
+                        for _ in 0..count {
+                            let request = __wit::RequestInfo {
+                                method: ::std::string::String::new(),
+                                path: ::std::string::String::new(),
+                                host: ::core::option::Option::None,
+                                hash_key: ::core::option::Option::None,
+                            };
+                            match $crate::balancer::Balancer::pick(b, request) {
+                                ::core::option::Option::Some(id) => picks.push(id),
+                                ::core::option::Option::None => break,
+                            }
+                        }
+                        picks
+                    })
+                    .unwrap_or_default()
                 }
 
                 fn report(id: u32, outcome: __wit::Outcome) {

@@ -3,7 +3,7 @@
 //! Envoy's LEAST_REQUEST). A slow endpoint accumulates outstanding requests and so gets fewer
 //! new ones.
 
-use rustygate_sdk::balancer::{Balancer, Endpoint, Outcome, RequestInfo};
+use rustygate_sdk::balancer::{Balancer, Endpoint, Needs, Outcome, RequestInfo};
 use rustygate_sdk::rand::Rng;
 use serde::Deserialize;
 
@@ -85,6 +85,11 @@ impl Balancer for LeastRequest {
             peers: Vec::new(),
             rng: Rng::from_host(),
         })
+    }
+
+    // Outstanding requests are counted from picks and outcomes.
+    fn needs(&self) -> Needs {
+        Needs::OUTCOMES
     }
 
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {

@@ -4,7 +4,7 @@
 //! `table[hash(key) % table_size]`. Lookups are O(1); removing one of N endpoints moves
 //! little more than 1/N of the keys. Requests without a key are left to the gateway.
 
-use rustygate_sdk::balancer::{Balancer, Endpoint, RequestInfo};
+use rustygate_sdk::balancer::{Balancer, Endpoint, Needs, RequestInfo};
 use rustygate_sdk::hash::hash64;
 use serde::Deserialize;
 
@@ -107,6 +107,11 @@ impl Balancer for Maglev {
             ));
         }
         Ok(Self::new(c.table_size))
+    }
+
+    // Only the key decides.
+    fn needs(&self) -> Needs {
+        Needs::HASH_KEY
     }
 
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {

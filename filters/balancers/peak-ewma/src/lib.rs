@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use rustygate_sdk::balancer::{Balancer, Endpoint, Outcome, RequestInfo};
+use rustygate_sdk::balancer::{Balancer, Endpoint, Needs, Outcome, RequestInfo};
 use rustygate_sdk::rand::Rng;
 use serde::Deserialize;
 
@@ -89,6 +89,11 @@ impl Balancer for PeakEwma {
             peers: Vec::new(),
             rng: Rng::from_host(),
         })
+    }
+
+    // Latencies come from outcomes.
+    fn needs(&self) -> Needs {
+        Needs::OUTCOMES
     }
 
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {

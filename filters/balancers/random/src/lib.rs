@@ -1,6 +1,6 @@
 //! Random: each pick an endpoint at random, in proportion to its weight.
 
-use rustygate_sdk::balancer::{Balancer, Endpoint, RequestInfo};
+use rustygate_sdk::balancer::{Balancer, Endpoint, Needs, RequestInfo};
 use rustygate_sdk::rand::Rng;
 
 #[derive(Debug)]
@@ -19,6 +19,11 @@ impl Balancer for Random {
             total: 0,
             rng: Rng::from_host(),
         })
+    }
+
+    // Nothing: the gateway may ask for picks in batches.
+    fn needs(&self) -> Needs {
+        Needs::empty()
     }
 
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {

@@ -4,7 +4,7 @@
 //! moves only the keys it owned, about 1/N of them. Requests without a key are left to the
 //! gateway's round-robin.
 
-use rustygate_sdk::balancer::{Balancer, Endpoint, RequestInfo};
+use rustygate_sdk::balancer::{Balancer, Endpoint, Needs, RequestInfo};
 use rustygate_sdk::hash::hash64;
 use serde::Deserialize;
 
@@ -68,6 +68,11 @@ impl Balancer for RingHash {
             return Err("configuration: points_per_weight must be between 1 and 10000".into());
         }
         Ok(Self::new(c.points_per_weight))
+    }
+
+    // Only the key decides.
+    fn needs(&self) -> Needs {
+        Needs::HASH_KEY
     }
 
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {

@@ -1,6 +1,6 @@
 //! Round-robin: each endpoint in turn, in configuration order, weights ignored.
 
-use rustygate_sdk::balancer::{Balancer, Endpoint, RequestInfo};
+use rustygate_sdk::balancer::{Balancer, Endpoint, Needs, RequestInfo};
 
 /// The strategy's state on one worker.
 #[derive(Debug, Default)]
@@ -13,6 +13,11 @@ impl Balancer for RoundRobin {
     fn configure(config: &str) -> Result<Self, String> {
         rustygate_sdk::config::none("round-robin", config)?;
         Ok(Self::default())
+    }
+
+    // Nothing: the gateway may ask for picks in batches.
+    fn needs(&self) -> Needs {
+        Needs::empty()
     }
 
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {

@@ -2,7 +2,7 @@
 //! its current score, takes the highest and subtracts the total from it. Weights 5, 1, 1 give
 //! a, a, b, a, c, a, a rather than five a's in a row.
 
-use rustygate_sdk::balancer::{Balancer, Endpoint, RequestInfo};
+use rustygate_sdk::balancer::{Balancer, Endpoint, Needs, RequestInfo};
 
 #[derive(Debug, Default)]
 pub struct Smooth {
@@ -45,6 +45,11 @@ impl Balancer for Smooth {
         // Weights come from the endpoints.
         rustygate_sdk::config::none("weighted-round-robin", config)?;
         Ok(Self::default())
+    }
+
+    // Nothing: the gateway may ask for picks in batches.
+    fn needs(&self) -> Needs {
+        Needs::empty()
     }
 
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {

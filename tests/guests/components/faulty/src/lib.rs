@@ -3,7 +3,7 @@
 //! offered, `grow` allocates until the memory cap refuses. Configuration `"refuse"` makes
 //! `configure` fail.
 
-use rustygate_sdk::balancer::{Balancer, Endpoint, RequestInfo};
+use rustygate_sdk::balancer::{Balancer, Endpoint, Needs, RequestInfo};
 
 #[derive(Default)]
 pub struct Faulty {
@@ -18,6 +18,11 @@ impl Balancer for Faulty {
             return Err("told to refuse".into());
         }
         Ok(Self::default())
+    }
+
+    // It misbehaves by hash key.
+    fn needs(&self) -> Needs {
+        Needs::HASH_KEY
     }
 
     fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {
