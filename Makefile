@@ -114,6 +114,7 @@ examples: deps
 schema:
 	UPDATE_SCHEMA=1 $(CARGO) test -q -p rustygate-config --test golden committed_schema_is_current
 	UPDATE_SCHEMA=1 $(CARGO) test -q $(FILTER_PACKAGES) committed_schema_is_current
+	UPDATE_SCHEMA=1 $(CARGO) test -q $(patsubst %,-p rustygate-balancer-%,least-request peak-ewma ring-hash maglev) committed_schema_is_current
 
 bench: bench-micro bench-load bench-filters bench-chain bench-balancer
 

@@ -422,7 +422,9 @@ impl WasmBalancer {
 
     /// What the live instance reads (everything while there is none).
     fn needs(&self) -> wit::Needs {
-        self.instance.as_ref().map_or(wit::Needs::all(), |i| i.needs)
+        self.instance
+            .as_ref()
+            .map_or(wit::Needs::all(), |i| i.needs)
     }
 }
 

@@ -7,10 +7,13 @@ use rustygate_sdk::balancer::{Balancer, Endpoint, Needs, Outcome, RequestInfo};
 use rustygate_sdk::rand::Rng;
 use serde::Deserialize;
 
+/// The balancer's `configuration`; every field has a default.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct Config {
     /// Endpoints drawn per pick.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1)))]
     choices: u32,
 }
 
@@ -135,4 +138,13 @@ mod tests {
         }
         assert!(to_zero < 20, "{to_zero} picks of the stuck endpoint");
     }
+}
+
+#[cfg(test)]
+#[test]
+fn committed_schema_is_current() {
+    rustygate_filter_kit::schema::check_committed::<Config>(
+        env!("CARGO_MANIFEST_DIR"),
+        "least-request balancer configuration",
+    );
 }

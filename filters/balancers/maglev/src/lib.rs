@@ -8,10 +8,13 @@ use rustygate_sdk::balancer::{Balancer, Endpoint, Needs, RequestInfo};
 use rustygate_sdk::hash::hash64;
 use serde::Deserialize;
 
+/// The balancer's `configuration`; every field has a default.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct Config {
     /// Lookup table size; must be a prime well above the number of endpoints (×100).
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 2, max = 5_000_011)))]
     table_size: u64,
 }
 
@@ -176,4 +179,13 @@ mod tests {
         assert!(Maglev::configure(r#"{"table_size": 65536}"#).is_err());
         assert!(Maglev::configure(r#"{"table_size": 251}"#).is_ok());
     }
+}
+
+#[cfg(test)]
+#[test]
+fn committed_schema_is_current() {
+    rustygate_filter_kit::schema::check_committed::<Config>(
+        env!("CARGO_MANIFEST_DIR"),
+        "Maglev balancer configuration",
+    );
 }

@@ -10,10 +10,13 @@ use rustygate_sdk::balancer::{Balancer, Endpoint, Needs, Outcome, RequestInfo};
 use rustygate_sdk::rand::Rng;
 use serde::Deserialize;
 
+/// The balancer's `configuration`; every field has a default.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct Config {
     /// Time constant of the moving average, in milliseconds.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1)))]
     decay_ms: u64,
     /// Latency a connect failure, timeout or reset counts as, in milliseconds.
     penalty_ms: u64,
@@ -144,3 +147,12 @@ impl Balancer for PeakEwma {
 }
 
 rustygate_sdk::export_balancer!(PeakEwma);
+
+#[cfg(test)]
+#[test]
+fn committed_schema_is_current() {
+    rustygate_filter_kit::schema::check_committed::<Config>(
+        env!("CARGO_MANIFEST_DIR"),
+        "peak-EWMA balancer configuration",
+    );
+}

@@ -8,10 +8,13 @@ use rustygate_sdk::balancer::{Balancer, Endpoint, Needs, RequestInfo};
 use rustygate_sdk::hash::hash64;
 use serde::Deserialize;
 
+/// The balancer's `configuration`; every field has a default.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 struct Config {
     /// Ring points per unit of weight; more points spread keys more evenly.
+    #[cfg_attr(not(target_arch = "wasm32"), schemars(range(min = 1, max = 10_000)))]
     points_per_weight: u32,
 }
 
@@ -125,4 +128,13 @@ mod tests {
         );
         assert!(moved < 2_400, "{moved} of 10000 moved");
     }
+}
+
+#[cfg(test)]
+#[test]
+fn committed_schema_is_current() {
+    rustygate_filter_kit::schema::check_committed::<Config>(
+        env!("CARGO_MANIFEST_DIR"),
+        "ring-hash balancer configuration",
+    );
 }
