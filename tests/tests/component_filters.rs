@@ -352,3 +352,57 @@ async fn bad_component_filters_are_refused_at_load_with_the_reason() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_call_to_a_cluster_decides_before_the_request_goes_on() {
+    let app = Upstream::echo();
+    // 200 with a body for /call/allow (when the probe said who asks), 401 for anything else.
+    let auth = Upstream::start(|req| async move {
+        let asked_by_probe = req
+            .headers()
+            .get("x-asked-by")
+            .is_some_and(|v| v == "probe");
+        if req.uri().path() == "/call/allow" && asked_by_probe {
+            let mut r = rustygate_tests::upstream::text(StatusCode::OK, "twelve bytes");
+            r.headers_mut()
+                .insert("content-type", "text/plain".parse().unwrap());
+            r
+        } else {
+            rustygate_tests::upstream::text(StatusCode::UNAUTHORIZED, "no")
+        }
+    });
+    let yaml = probe(app.addr, "").replace(
+        "filters:\n  - name: probe",
+        &format!(
+            "  - name: auth\n    endpoints:\n      - url: http://{}\nfilters:\n  - name: probe",
+            auth.addr
+        ),
+    );
+    let gw = TestGateway::start(&yaml).await;
+
+    let allowed = get(&gw.url("/call/allow")).await;
+    assert_eq!(allowed.status, 200);
+    let echo = allowed.json();
+    assert_eq!(echo["headers"]["x-auth-body-bytes"][0], "12");
+    assert_eq!(echo["headers"]["x-auth-type"][0], "text/plain");
+    assert_eq!(echo["headers"]["x-auth-calls"][0], "1");
+
+    let denied = get(&gw.url("/call/deny")).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(denied.header("x-auth-status"), Some("401"));
+    assert_eq!(&denied.body[..], b"denied by probe-filter\n");
+    // The answer passed the probe's own response phase.
+    assert_eq!(denied.header("x-probe-status"), Some("403"));
+
+    // A call answer may ask again: two calls, one request upstream.
+    let twice = get(&gw.url("/call/twice")).await;
+    assert_eq!(twice.json()["headers"]["x-auth-calls"][0], "2");
+
+    let nowhere = get(&gw.url("/call/nowhere")).await;
+    assert_eq!(nowhere.status, StatusCode::BAD_GATEWAY);
+    let reason = String::from_utf8_lossy(&nowhere.body).into_owned();
+    assert!(reason.contains("unknown cluster \"nowhere\""), "{reason}");
+
+    assert_eq!(auth.requests(), 4);
+    assert_eq!(app.requests(), 2);
+}

@@ -20,7 +20,7 @@ use rustygate_config::{Config, FailurePolicy as ConfigPolicy, RouteFilter};
 use rustygate_filter_api::services::{KvStore, RateLimiter};
 use rustygate_filter_api::{
     BodyVerdict, Direction, Exchange, FailurePolicy, FilterError, FilterFactory, HttpFilter,
-    LocalFuture, LocalResponse, Verdict,
+    LocalFuture, LocalResponse, Upstreams, Verdict,
 };
 use rustygate_wasm_runtime::{CpuBudget, Runtime};
 use wasmtime::component::{HasSelf, Linker, Resource, ResourceAny};
@@ -215,18 +215,22 @@ impl ComponentFilters {
     }
 
     /// The calling worker's factories: per route, its component filters in chain order.
-    pub fn build(&self) -> Vec<Vec<Rc<dyn FilterFactory>>> {
+    /// `upstreams` carries the filters' outbound calls on this worker's pools.
+    pub fn build(&self, upstreams: Rc<dyn Upstreams>) -> Vec<Vec<Rc<dyn FilterFactory>>> {
         let factories: Vec<Rc<dyn FilterFactory>> = self
             .defs
             .iter()
             .map(|d| {
-                Rc::new(Factory(Rc::new(Slot {
-                    engine: self.engine.clone(),
-                    def: d.clone(),
-                    live: RefCell::new(None),
-                    generation: std::cell::Cell::new(0),
-                    retry_at: std::cell::Cell::new(None),
-                }))) as Rc<dyn FilterFactory>
+                Rc::new(Factory {
+                    slot: Rc::new(Slot {
+                        engine: self.engine.clone(),
+                        def: d.clone(),
+                        live: RefCell::new(None),
+                        generation: std::cell::Cell::new(0),
+                        retry_at: std::cell::Cell::new(None),
+                    }),
+                    upstreams: upstreams.clone(),
+                }) as Rc<dyn FilterFactory>
             })
             .collect();
         self.routes
@@ -772,19 +776,22 @@ impl Slot {
 }
 
 /// The filter factory of the chains: a worker's [`Slot`], shared with its streams.
-struct Factory(Rc<Slot>);
+struct Factory {
+    slot: Rc<Slot>,
+    upstreams: Rc<dyn Upstreams>,
+}
 
 impl FilterFactory for Factory {
     fn name(&self) -> &str {
-        &self.0.def.name
+        &self.slot.def.name
     }
 
     fn failure_policy(&self) -> FailurePolicy {
-        self.0.def.policy
+        self.slot.def.policy
     }
 
     fn create(&self, _exchange: &Rc<Exchange>) -> Result<Box<dyn HttpFilter>, FilterError> {
-        let slot = &self.0;
+        let slot = &self.slot;
         slot.ensure()?;
         let generation = slot.generation.get();
         let stream = slot.run(generation, None, false, |f, s| {
@@ -802,6 +809,9 @@ impl FilterFactory for Factory {
             generation,
             stream: Some(stream),
             phases,
+            upstreams: self.upstreams.clone(),
+            alive: Rc::new(std::cell::Cell::new(true)),
+            waiting: None,
         }))
     }
 }
@@ -813,6 +823,12 @@ struct Stream {
     /// The guest's `stream` resource; taken when it is dropped.
     stream: Option<ResourceAny>,
     phases: gw::Phases,
+    upstreams: Rc<dyn Upstreams>,
+    /// Cleared when the request is over, so a call answered later does not enter the guest
+    /// for a context that no longer exists.
+    alive: Rc<std::cell::Cell<bool>>,
+    /// The outcome of the call the request is held for.
+    waiting: Option<tokio::sync::oneshot::Receiver<Result<Verdict, FilterError>>>,
 }
 
 fn local_response(lr: gw::LocalResponse) -> Result<LocalResponse, FilterError> {
@@ -844,10 +860,58 @@ fn local_response(lr: gw::LocalResponse) -> Result<LocalResponse, FilterError> {
     })
 }
 
+/// A header phase's answer, for the phases where `call` is not allowed.
 fn verdict(action: gw::Action) -> Result<Verdict, FilterError> {
     Ok(match action {
         gw::Action::Continue => Verdict::Continue,
         gw::Action::Respond(lr) => Verdict::Respond(local_response(lr)?),
+        gw::Action::Call(_) => {
+            return Err(FilterError::Trap(
+                "`call` is only allowed in the request phases".into(),
+            ));
+        }
+    })
+}
+
+/// The HTTP request an `outbound-request` describes.
+fn outbound(call: &gw::OutboundRequest) -> Result<http::Request<Bytes>, String> {
+    let method = http::Method::from_bytes(call.method.as_bytes())
+        .map_err(|_| format!("invalid method {:?}", call.method))?;
+    if !call.path.starts_with('/') {
+        return Err(format!(
+            "invalid path {:?}: it must start with /",
+            call.path
+        ));
+    }
+    let authority = if call.authority.is_empty() {
+        &call.cluster
+    } else {
+        &call.authority
+    };
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(call.path.as_str())
+        .header(http::header::HOST, authority.as_str());
+    for (name, value) in &call.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(Bytes::from(call.body.clone()))
+        .map_err(|e| e.to_string())
+}
+
+fn outbound_response(
+    result: Result<http::Response<Bytes>, String>,
+) -> Result<gw::OutboundResponse, String> {
+    let (parts, body) = result?.into_parts();
+    Ok(gw::OutboundResponse {
+        status: parts.status.as_u16(),
+        headers: pairs(&parts.headers),
+        body: body.to_vec(),
     })
 }
 
@@ -855,6 +919,56 @@ impl Stream {
     fn stream(&self) -> Result<ResourceAny, FilterError> {
         self.stream
             .ok_or_else(|| FilterError::Unavailable("the stream is over".into()))
+    }
+
+    /// Sends `call` on the worker's pools; when it is answered, hands the answer to the
+    /// guest's `on-call-response` (which may call again) and resolves [`HttpFilter::resumed`]
+    /// with its verdict. The guest is entered only after the phase returned, never during it.
+    fn call(
+        &mut self,
+        exchange: &Rc<Exchange>,
+        first: gw::OutboundRequest,
+    ) -> Result<(), FilterError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting = Some(rx);
+        let (slot, generation, stream) = (self.slot.clone(), self.generation, self.stream()?);
+        let (alive, exchange, upstreams) =
+            (self.alive.clone(), exchange.clone(), self.upstreams.clone());
+        let task = async move {
+            let mut call = first;
+            let verdict = loop {
+                let result = match outbound(&call) {
+                    Ok(request) => {
+                        let timeout = (call.timeout_ms > 0)
+                            .then(|| Duration::from_millis(u64::from(call.timeout_ms)));
+                        upstreams.call(&call.cluster, request, timeout).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if !alive.get() {
+                    return;
+                }
+                let response = outbound_response(result);
+                let action = slot.run(generation, Some(&exchange), true, |f, s| {
+                    f.rustygate_gateway_filter()
+                        .http_context()
+                        .call_on_call_response(
+                            s,
+                            stream,
+                            Resource::new_borrow(0),
+                            response.as_ref().map_err(String::as_str),
+                        )
+                });
+                match action {
+                    Ok(gw::Action::Call(next)) => call = next,
+                    Ok(other) => break verdict(other),
+                    Err(e) => break Err(e),
+                }
+            };
+            let _ = tx.send(verdict);
+        };
+        self.upstreams.spawn(Box::pin(task));
+        Ok(())
     }
 }
 
@@ -875,7 +989,13 @@ impl HttpFilter for Stream {
                     .http_context()
                     .call_on_request_headers(s, stream, Resource::new_borrow(0), end_of_stream)
             })?;
-        verdict(action)
+        match action {
+            gw::Action::Call(call) => {
+                self.call(exchange, call)?;
+                Ok(Verdict::Pause)
+            }
+            other => verdict(other),
+        }
     }
 
     fn on_response_headers(
@@ -960,15 +1080,26 @@ impl HttpFilter for Stream {
         })
     }
 
-    /// Component filters never pause: a buffered body goes on with the next chunk's call.
+    /// A request held for a `call` goes on with the filter's answer to the response; nothing
+    /// else pauses (a buffered body goes on with the next chunk's call).
     fn resumed(
         &mut self,
-        _direction: Direction,
+        direction: Direction,
     ) -> LocalFuture<'static, Result<Verdict, FilterError>> {
-        Box::pin(std::future::pending())
+        match (direction, self.waiting.take()) {
+            (Direction::Request, Some(answer)) => Box::pin(async move {
+                answer.await.unwrap_or_else(|_| {
+                    Err(FilterError::Unavailable(
+                        "the filter's call was abandoned".into(),
+                    ))
+                })
+            }),
+            _ => Box::pin(std::future::pending()),
+        }
     }
 
     fn complete(&mut self) {
+        self.alive.set(false);
         let Some(stream) = self.stream.take() else {
             return;
         };

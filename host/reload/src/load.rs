@@ -155,12 +155,12 @@ impl ChainBuilder for Extensions {
         &self,
         upstreams: std::rc::Rc<dyn rustygate_filter_api::Upstreams>,
     ) -> Result<Vec<Vec<std::rc::Rc<dyn rustygate_filter_api::FilterFactory>>>, String> {
-        let wasm = match &self.filters {
-            Some(f) => f.build(upstreams)?,
+        let components = match &self.component_filters {
+            Some(c) => c.build(upstreams.clone()),
             None => Vec::new(),
         };
-        let components = match &self.component_filters {
-            Some(c) => c.build(),
+        let wasm = match &self.filters {
+            Some(f) => f.build(upstreams)?,
             None => Vec::new(),
         };
         let mut wasm = wasm.into_iter();

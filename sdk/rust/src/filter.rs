@@ -43,7 +43,79 @@ pub mod bindings {
     });
 }
 
-pub use bindings::rustygate::gateway::http::{Body, EditError, Phases, Request, Response};
+pub use bindings::rustygate::gateway::http::{
+    Body, EditError, OutboundResponse as CallResponse, Phases, Request, Response,
+};
+
+/// A request to one of the gateway's clusters, which the gateway sends for the filter
+/// ([`Action::Call`]); the answer comes to [`HttpFilter::on_call_response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRequest {
+    pub cluster: String,
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// `Host`; the cluster's name when empty.
+    pub authority: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// 0: no timeout of its own (the route's timeout still bounds the wait).
+    pub timeout_ms: u32,
+}
+
+impl CallRequest {
+    /// `method path` to `cluster`, no headers, no body, no timeout of its own.
+    pub fn new(
+        cluster: impl Into<String>,
+        method: impl Into<String>,
+        path: impl Into<String>,
+    ) -> Self {
+        Self {
+            cluster: cluster.into(),
+            method: method.into(),
+            path: path.into(),
+            authority: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout_ms: 0,
+        }
+    }
+
+    /// A `GET` of `path` on `cluster`.
+    pub fn get(cluster: impl Into<String>, path: impl Into<String>) -> Self {
+        Self::new(cluster, "GET", path)
+    }
+
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn authority(mut self, authority: impl Into<String>) -> Self {
+        self.authority = authority.into();
+        self
+    }
+
+    pub fn timeout_ms(mut self, ms: u32) -> Self {
+        self.timeout_ms = ms;
+        self
+    }
+}
+
+impl CallResponse {
+    /// The first value of a header of the answer (names compared without case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
 
 /// An answer the filter gives instead of the upstream's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +161,10 @@ pub enum Action {
     /// Answer now. The answer still passes the response phases of this filter and of those
     /// before it.
     Respond(LocalResponse),
+    /// In the request headers phase (or [`HttpFilter::on_call_response`]): send this request,
+    /// hold the filtered request until the answer comes, then call
+    /// [`HttpFilter::on_call_response`]. Elsewhere it fails the request.
+    Call(CallRequest),
 }
 
 /// What a body phase decided.
@@ -157,6 +233,17 @@ pub trait HttpFilter: Sized + 'static {
         let _ = (request, response, body, end_of_stream);
         BodyAction::Continue
     }
+
+    /// The answer to the [`Action::Call`] this request asked for, or why there is none
+    /// (unknown cluster, refused connection, timeout). May call again.
+    fn on_call_response(
+        &mut self,
+        request: &Request,
+        response: Result<CallResponse, String>,
+    ) -> Action {
+        let _ = (request, response);
+        Action::Continue
+    }
 }
 
 #[doc(hidden)]
@@ -176,6 +263,15 @@ pub mod glue {
         match a {
             Action::Continue => wit::Action::Continue,
             Action::Respond(r) => wit::Action::Respond(local(r)),
+            Action::Call(c) => wit::Action::Call(wit::OutboundRequest {
+                cluster: c.cluster,
+                method: c.method,
+                path: c.path,
+                authority: c.authority,
+                headers: c.headers,
+                body: c.body,
+                timeout_ms: c.timeout_ms,
+            }),
         }
     }
 
@@ -281,6 +377,18 @@ macro_rules! export_http_filter {
                         response,
                         body,
                         end_of_stream,
+                    ))
+                }
+
+                fn on_call_response(
+                    &self,
+                    request: &__http::Request,
+                    response: ::core::result::Result<__http::OutboundResponse, ::std::string::String>,
+                ) -> __http::Action {
+                    $crate::filter::glue::action($crate::filter::HttpFilter::on_call_response(
+                        &mut *self.0.borrow_mut(),
+                        request,
+                        response,
                     ))
                 }
             }

@@ -9,12 +9,16 @@
 //!   limiter, then 429; `/rewrite`: the path becomes `/rewritten`; `/respond`: a local 418;
 //!   `/upper`: the request body, buffered whole, upper-cased; `/bang`: `!` appended to the
 //!   response body; `/invalid`: tries an invalid header name;
+//! - `/call/allow`, `/call/deny`: asks the `auth` cluster (same path), then lets the request go
+//!   on with `x-auth-body-bytes` or answers 403; `/call/twice` asks twice in a row;
+//!   `/call/nowhere` asks a cluster that does not exist and answers 502 with the reason;
 //! - `/trap` panics, `/spin` never returns, `/grow` allocates without end.
 
 use std::rc::Rc;
 
 use rustygate_sdk::filter::{
-    Action, Body, BodyAction, EditError, HttpFilter, LocalResponse, Phases, Request, Response,
+    Action, Body, BodyAction, CallRequest, CallResponse, EditError, HttpFilter, LocalResponse,
+    Phases, Request, Response,
 };
 use rustygate_sdk::filter::{kv, rate_limit};
 
@@ -99,6 +103,19 @@ impl HttpFilter for Probe {
                     if refused { "refused" } else { "accepted" },
                 );
             }
+            "/call/allow" | "/call/deny" | "/call/twice" => {
+                let asked = if self.path == "/call/deny" {
+                    "/call/deny"
+                } else {
+                    "/call/allow"
+                };
+                return Action::Call(
+                    CallRequest::get("auth", asked)
+                        .header("x-asked-by", "probe")
+                        .timeout_ms(5_000),
+                );
+            }
+            "/call/nowhere" => return Action::Call(CallRequest::get("nowhere", "/")),
             "/trap" => panic!("probe-filter: asked to trap"),
             "/spin" =>
             {
@@ -112,6 +129,41 @@ impl HttpFilter for Probe {
                 }
             }
             _ => {}
+        }
+        Action::Continue
+    }
+
+    fn on_call_response(
+        &mut self,
+        request: &Request,
+        response: Result<CallResponse, String>,
+    ) -> Action {
+        let answer = match response {
+            Err(reason) => {
+                return Action::Respond(
+                    LocalResponse::new(502).body(format!("call failed: {reason}")),
+                );
+            }
+            Ok(answer) => answer,
+        };
+        if answer.status != 200 {
+            return Action::Respond(
+                LocalResponse::new(403)
+                    .header("x-auth-status", answer.status.to_string())
+                    .body("denied by probe-filter\n"),
+            );
+        }
+        let calls = request
+            .header("x-auth-calls")
+            .map_or(0, |n| n.parse().unwrap_or(0))
+            + 1;
+        let _ = request.set_header("x-auth-calls", &calls.to_string());
+        let _ = request.set_header("x-auth-body-bytes", &answer.body.len().to_string());
+        let _ = request.set_header("x-auth-type", answer.header("content-type").unwrap_or(""));
+        if self.path == "/call/twice" && calls < 2 {
+            return Action::Call(
+                CallRequest::get("auth", "/call/allow").header("x-asked-by", "probe"),
+            );
         }
         Action::Continue
     }
