@@ -13,13 +13,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use guard::{Failure, Guard, Guarded};
 use rustygate_config::Config;
 use rustygate_filter_api::{Balancer, BalancerEndpoint, BalancerError, PickOutcome, PickRequest};
-use rustygate_wasm_runtime::{CpuBudget, Runtime};
+use rustygate_wasm_runtime::Runtime;
+use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{ResourceLimiter, Store, Trap};
 
 mod filter;
+mod guard;
 mod wasi;
 
 pub use filter::{ComponentFilters, FilterServices, is_component_filter};
@@ -87,11 +89,19 @@ impl std::fmt::Debug for Components {
     }
 }
 
-/// A store's state: the memory cap, and the CPU budget of the current call.
+/// A balancer store's state: its limits and name.
 struct State {
-    limiter: MemoryCap,
-    cpu: CpuBudget,
+    guard: Guard,
     name: Arc<str>,
+}
+
+impl Guarded for State {
+    fn guard(&self) -> &Guard {
+        &self.guard
+    }
+    fn guard_mut(&mut self) -> &mut Guard {
+        &mut self.guard
+    }
 }
 
 impl log::Host for State {
@@ -104,40 +114,6 @@ impl log::Host for State {
             log::Level::Warn => tracing::warn!(target: "balancer", balancer = name, "{message}"),
             log::Level::Error => tracing::error!(target: "balancer", balancer = name, "{message}"),
         }
-    }
-}
-
-/// A store's linear-memory cap; `denied` tells a memory failure from other traps.
-pub(crate) struct MemoryCap {
-    max: usize,
-    pub(crate) denied: bool,
-}
-
-impl MemoryCap {
-    pub(crate) fn new(max: usize) -> Self {
-        Self { max, denied: false }
-    }
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let ok = desired <= self.max;
-        self.denied |= !ok;
-        Ok(ok)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
     }
 }
 
@@ -287,21 +263,14 @@ enum Started {
 impl Instance {
     /// Instantiates `def` and runs `configure`.
     fn start(engine: &wasmtime::Engine, def: &Def) -> Result<Self, Started> {
-        let mut store = Store::new(
+        let mut store = guard::store(
             engine,
             State {
-                limiter: MemoryCap::new(def.max_memory),
-                cpu: CpuBudget::new(def.cpu_limit),
+                guard: Guard::new(def.max_memory, def.cpu_limit),
                 name: def.name.clone(),
             },
+            def.cpu_limit.max(INSTANTIATE_CPU),
         );
-        store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_callback(|mut ctx| match ctx.data_mut().cpu.on_tick() {
-            Some(ticks) => Ok(wasmtime::UpdateDeadline::Continue(ticks)),
-            None => Err(Trap::Interrupt.into()),
-        });
-        store.data_mut().cpu.arm(def.cpu_limit.max(INSTANTIATE_CPU));
-        store.set_epoch_deadline(1);
         let exports = def
             .pre
             .instantiate(&mut store)
@@ -330,8 +299,7 @@ impl Instance {
         cpu: Duration,
         f: impl FnOnce(&bindings::LoadBalancer, &mut Store<State>) -> wasmtime::Result<R>,
     ) -> Result<R, BalancerError> {
-        self.store.data_mut().cpu.arm(cpu);
-        self.store.set_epoch_deadline(1);
+        guard::arm(&mut self.store, cpu);
         f(&self.exports, &mut self.store).map_err(|e| classify(&self.store, e))
     }
 }
@@ -348,17 +316,18 @@ const PICK_AHEAD: u32 = 32;
 pub(crate) const REBUILD_EVERY: Duration = Duration::from_secs(1);
 
 fn classify(store: &Store<State>, e: wasmtime::Error) -> BalancerError {
-    let reason = if store.data().limiter.denied {
-        "memory"
-    } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        "cpu_deadline"
-    } else {
-        "trap"
+    let (reason, detail) = match guard::failure(store, e) {
+        Failure::Memory => (
+            "memory",
+            "the balancer exceeded its memory limit".to_owned(),
+        ),
+        Failure::Deadline => (
+            "cpu_deadline",
+            "the balancer exceeded its CPU budget".to_owned(),
+        ),
+        Failure::Trap(detail) => ("trap", detail),
     };
-    BalancerError {
-        reason,
-        detail: format!("{e:#}"),
-    }
+    BalancerError { reason, detail }
 }
 
 /// A worker's balancer for one cluster.
@@ -393,7 +362,7 @@ impl WasmBalancer {
                 Started::Failed(e) => e,
             })?;
             let endpoints = &self.endpoints;
-            fresh.call(self.def.cpu_limit, |b, s| {
+            fresh.call(self.def.cpu_limit.max(INSTANTIATE_CPU), |b, s| {
                 b.rustygate_gateway_balancer()
                     .call_set_endpoints(s, endpoints)
             })?;
@@ -409,7 +378,15 @@ impl WasmBalancer {
         &mut self,
         f: impl FnOnce(&bindings::LoadBalancer, &mut Store<State>) -> wasmtime::Result<R>,
     ) -> Result<R, BalancerError> {
-        let cpu = self.def.cpu_limit;
+        self.run_within(self.def.cpu_limit, f)
+    }
+
+    /// [`WasmBalancer::run`] with `cpu` of CPU for the call.
+    fn run_within<R>(
+        &mut self,
+        cpu: Duration,
+        f: impl FnOnce(&bindings::LoadBalancer, &mut Store<State>) -> wasmtime::Result<R>,
+    ) -> Result<R, BalancerError> {
         let result = self.instance()?.call(cpu, f);
         if let Err(e) = &result {
             tracing::error!(target: "balancer", balancer = %self.def.name, reason = e.reason, error = %e.detail, "balancer failed; the cluster uses round-robin until it is replaced");
@@ -467,7 +444,10 @@ impl Balancer for WasmBalancer {
         let endpoints = std::mem::take(&mut self.endpoints);
         // Picks made for the old set must not be handed out for the new one.
         self.ahead.clear();
-        let result = self.run(|b, s| {
+        // Rebuilding a table or a ring happens only when the set changes, off the per-request
+        // budget: it gets what `configure` gets.
+        let cpu = self.def.cpu_limit.max(INSTANTIATE_CPU);
+        let result = self.run_within(cpu, |b, s| {
             b.rustygate_gateway_balancer()
                 .call_set_endpoints(s, &endpoints)
         });

@@ -15,11 +15,12 @@ use std::time::Duration;
 use rustygate_config::{Config, FailurePolicy as ConfigPolicy, RouteFilter};
 use rustygate_filter_api::services::{KvStore, RateLimiter};
 use rustygate_filter_api::{Exchange, FailurePolicy, FilterError, FilterFactory, Upstreams};
-use rustygate_wasm_runtime::{CpuBudget, Runtime};
+use rustygate_wasm_runtime::Runtime;
+use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Store, Trap};
 
-use crate::{ComponentError, INSTANTIATE_CPU, MemoryCap};
+use crate::guard::{self, Failure, Guard, Guarded};
+use crate::{ComponentError, INSTANTIATE_CPU};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -236,13 +237,21 @@ impl ComponentFilters {
 /// A store's state. `current` is the request of the call in progress: the borrowed handles a
 /// call passes resolve to it, and it is cleared when the call returns.
 struct State {
-    memory: MemoryCap,
-    cpu: CpuBudget,
+    guard: Guard,
     name: Arc<str>,
     services: FilterServices,
     current: Option<Rc<Exchange>>,
     /// Whether the request head may still change (request phases only).
     request_writable: bool,
+}
+
+impl Guarded for State {
+    fn guard(&self) -> &Guard {
+        &self.guard
+    }
+    fn guard_mut(&mut self) -> &mut Guard {
+        &mut self.guard
+    }
 }
 
 impl State {
@@ -268,35 +277,26 @@ enum Started {
 }
 
 fn classify(store: &Store<State>, e: wasmtime::Error) -> FilterError {
-    if store.data().memory.denied {
-        FilterError::Memory
-    } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        FilterError::Deadline
-    } else {
-        FilterError::Trap(format!("{e:#}"))
+    match guard::failure(store, e) {
+        Failure::Memory => FilterError::Memory,
+        Failure::Deadline => FilterError::Deadline,
+        Failure::Trap(detail) => FilterError::Trap(detail),
     }
 }
 
 impl Instance {
     fn start(engine: &wasmtime::Engine, def: &Def) -> Result<Self, Started> {
-        let mut store = Store::new(
+        let mut store = guard::store(
             engine,
             State {
-                memory: MemoryCap::new(def.max_memory),
-                cpu: CpuBudget::new(def.cpu_limit),
+                guard: Guard::new(def.max_memory, def.cpu_limit),
                 name: def.name.clone(),
                 services: def.services.clone(),
                 current: None,
                 request_writable: false,
             },
+            INSTANTIATE_CPU,
         );
-        store.limiter(|s| &mut s.memory);
-        store.epoch_deadline_callback(|mut ctx| match ctx.data_mut().cpu.on_tick() {
-            Some(ticks) => Ok(wasmtime::UpdateDeadline::Continue(ticks)),
-            None => Err(Trap::Interrupt.into()),
-        });
-        store.data_mut().cpu.arm(INSTANTIATE_CPU);
-        store.set_epoch_deadline(1);
         let exports = def
             .pre
             .instantiate(&mut store)
@@ -330,8 +330,7 @@ impl Instance {
         let state = self.store.data_mut();
         state.current = exchange.cloned();
         state.request_writable = request_writable;
-        state.cpu.arm(cpu);
-        self.store.set_epoch_deadline(1);
+        guard::arm(&mut self.store, cpu);
         let result = f(&self.exports, &mut self.store).map_err(|e| classify(&self.store, e));
         self.store.data_mut().current = None;
         result
