@@ -11,6 +11,10 @@ fn main() {
     let trees = [
         ("TEMPLATE_RUST", manifest.join("templates/rust")),
         (
+            "TEMPLATE_RUST_SHARED",
+            manifest.join("templates/rust-shared"),
+        ),
+        (
             "TEMPLATE_RUST_COMPONENT",
             manifest.join("templates/rust-component"),
         ),

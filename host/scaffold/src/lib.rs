@@ -88,12 +88,21 @@ pub fn create(
 ) -> Result<Project, ScaffoldError> {
     validate_name(name)?;
     type Tree = &'static [(&'static str, &'static str)];
+    // Rust projects share their build, test and gateway files; only the target differs.
+    let target = match abi {
+        Abi::ProxyWasm => "wasm32-wasip1",
+        Abi::Component => "wasm32-wasip2",
+    };
     let (template, sdk): (Tree, &[(&str, Tree)]) = match (language, abi) {
-        (Language::Rust, Abi::ProxyWasm) => (embedded::TEMPLATE_RUST, &[]),
+        (Language::Rust, Abi::ProxyWasm) => (
+            embedded::TEMPLATE_RUST,
+            &[("", embedded::TEMPLATE_RUST_SHARED)],
+        ),
         (Language::Rust, Abi::Component) => (
             embedded::TEMPLATE_RUST_COMPONENT,
             // The SDK's bindings read the WIT files at `../../wit/gateway` from its crate.
             &[
+                ("", embedded::TEMPLATE_RUST_SHARED),
                 ("third_party/sdk/rust/src", embedded::SDK_RUST_SRC),
                 ("third_party/wit/gateway", embedded::WIT_GATEWAY),
             ],
@@ -121,18 +130,25 @@ pub fn create(
         return Err(ScaffoldError::Exists(dir.to_path_buf()));
     }
     let crate_name = name.replace('-', "_");
+    let fill = |text: &str| {
+        text.replace("__NAME__", name)
+            .replace("__CRATE__", &crate_name)
+            .replace("__TARGET__", target)
+    };
     let mut files = Vec::new();
     for (rel, text) in template {
-        let text = text
-            .replace("__NAME__", name)
-            .replace("__CRATE__", &crate_name);
-        write(dir, rel, &text)?;
+        write(dir, rel, &fill(text))?;
         files.push(rel.to_string());
     }
+    // Shared template files (prefix "") are filled in too; SDK copies are written as they are.
     for (prefix, tree) in sdk {
         for (rel, text) in *tree {
-            let rel = format!("{prefix}/{rel}");
-            write(dir, &rel, text)?;
+            let (rel, text) = if prefix.is_empty() {
+                (rel.to_string(), fill(text))
+            } else {
+                (format!("{prefix}/{rel}"), text.to_string())
+            };
+            write(dir, &rel, &text)?;
             files.push(rel);
         }
     }
@@ -161,6 +177,11 @@ pub fn validate_name(name: &str) -> Result<(), ScaffoldError> {
 }
 
 fn write(dir: &Path, rel: &str, text: &str) -> Result<(), ScaffoldError> {
+    // Every file lands inside the project: a relative path without `..`.
+    let inside = Path::new(rel)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    assert!(inside, "template path {rel:?} leaves the project");
     let path = dir.join(rel);
     let io = |source| ScaffoldError::Io {
         path: path.clone(),

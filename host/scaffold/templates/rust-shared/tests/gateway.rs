@@ -63,7 +63,7 @@ fn get(port: u16, path: &str) -> std::io::Result<String> {
 fn responses_carry_the_configured_header() {
     let target = std::env::var("CARGO_TARGET_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into());
-    let wasm = format!("{target}/wasm32-wasip2/release/__CRATE__.wasm");
+    let wasm = format!("{target}/__TARGET__/release/__CRATE__.wasm");
     assert!(
         std::path::Path::new(&wasm).exists(),
         "{wasm} is missing: build it first (make build)"
