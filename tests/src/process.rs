@@ -163,10 +163,28 @@ fn rand_suffix() -> u64 {
 }
 
 /// A free loopback port (bound then released; good enough for a child process's listener).
+///
+/// Ports come from 20000-31999, below the kernel's ephemeral range (32768 and up on Linux),
+/// where `bind(0)` picks the ports of upstreams and clients started meanwhile by tests running
+/// in parallel; and each is handed out once per test process. So a port taken here and bound
+/// a moment later by a gateway cannot have been given to anyone else in between.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Test binaries run one after another; each starts somewhere else in the range.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}-{}", FIRST + SPAN - 1)
 }
