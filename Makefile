@@ -3,7 +3,8 @@
 #   make run     build and start the gateway on config/default.yaml with the demo upstream
 #   make observe `make run` on examples/observability/gateway.yaml (Prometheus, Grafana, Jaeger)
 #   make test    formatting, lints, schema check and every test (unit, golden, end-to-end)
-#   make bench   criterion micro-benchmarks + loopback load benchmark against nginx/haproxy
+#   make bench   criterion micro-benchmarks, instructions per request (callgrind) and loopback
+#                load benchmarks against nginx/haproxy
 #   make examples  examples/api-key in Rust, Go and AssemblyScript, into target/examples/
 #
 SHELL := /bin/bash
@@ -31,7 +32,7 @@ EXAMPLE := examples/api-key
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all deps build run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-deps guests filters examples sdk-check clean
+.PHONY: all deps build run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-instructions bench-deps guests filters examples sdk-check clean
 
 all: build
 
@@ -116,7 +117,7 @@ schema:
 	UPDATE_SCHEMA=1 $(CARGO) test -q $(FILTER_PACKAGES) committed_schema_is_current
 	UPDATE_SCHEMA=1 $(CARGO) test -q $(patsubst %,-p rustygate-balancer-%,least-request peak-ewma ring-hash maglev) committed_schema_is_current
 
-bench: bench-micro bench-load bench-filters bench-chain bench-balancer
+bench: bench-micro bench-instructions bench-load bench-filters bench-chain bench-balancer
 
 bench-micro: deps filters
 	$(CARGO) bench -p rustygate-core --bench route_match
@@ -153,9 +154,19 @@ bench-balancer: bench-deps filters
 	$(CARGO) build --release -p rustygate
 	CONFIG=$(CURDIR)/config/bench-balancer.yaml ROUTES="native wasm" tests/bench/filter-load.sh
 
+## User-space instructions per request under callgrind (0, 1 and 3 no-op filters, then the
+## shipped chain): the machine's noise does not move these, so small request-path changes show.
+bench-instructions: bench-deps guests filters
+	$(CARGO) build --release -p rustygate
+	tests/bench/instructions.sh
+	CONFIG=$(CURDIR)/config/bench-chain.yaml ROUTES="none secure" \
+	WRK_HEADER="Authorization: Bearer $$(examples/mint-token.sh bench 86400)" \
+	  tests/bench/instructions.sh
+
 bench-deps:
-	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null || { \
-	  $(SUDO) apt-get update -qq && $(APT_INSTALL) nginx haproxy wrk; }
+	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null \
+	  && command -v valgrind >/dev/null || { \
+	  $(SUDO) apt-get update -qq && $(APT_INSTALL) nginx haproxy wrk valgrind; }
 
 clean:
 	$(CARGO) clean

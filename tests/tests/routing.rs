@@ -88,6 +88,11 @@ async fn each_matcher_kind_selects_its_route() {
         req(&gw, "GET", "/x", &[("host", "api.example.com")]).await,
         (200, "host".into())
     );
+    // Host names compare case-insensitively and without the port.
+    assert_eq!(
+        req(&gw, "GET", "/x", &[("host", "API.Example.COM:8080")]).await,
+        (200, "host".into())
+    );
     assert_eq!(req(&gw, "DELETE", "/x", &[]).await, (200, "method".into()));
     assert_eq!(
         req(&gw, "GET", "/x", &[("x-tenant", "blue")]).await,

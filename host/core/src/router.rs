@@ -5,11 +5,13 @@
 //! path condition are always candidates. The lowest index among the candidates that passes
 //! every other condition is the answer, which keeps file-order semantics exact.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use http::{HeaderMap, Method};
 use regex::{Regex, RegexSet};
+use rustc_hash::FxHashMap;
 use rustygate_config::{PathMatch, RouteMatch, ValueMatch};
+use smallvec::SmallVec;
 
 /// What the router looks at in a request.
 #[derive(Debug, Clone, Copy)]
@@ -66,8 +68,10 @@ struct Matcher {
 /// A compiled, immutable route table.
 pub struct Router {
     matchers: Vec<Matcher>,
-    exact: HashMap<Box<str>, Vec<u32>>,
-    prefixes: HashMap<Box<str>, Vec<u32>>,
+    // Keys come only from the configuration, so a fast non-keyed hash is safe: request paths
+    // are looked up, never inserted.
+    exact: FxHashMap<Box<str>, Vec<u32>>,
+    prefixes: FxHashMap<Box<str>, Vec<u32>>,
     /// Distinct prefix lengths, ascending.
     prefix_lens: Vec<usize>,
     /// All path regexes, anchored, in route order; `regex_routes[i]` is the route of pattern `i`.
@@ -75,6 +79,8 @@ pub struct Router {
     regex_routes: Vec<u32>,
     /// Routes with no path condition; always candidates.
     unindexed: Vec<u32>,
+    /// Whether any route has a host condition (else the host is never normalised).
+    any_host: bool,
 }
 
 impl std::fmt::Debug for Router {
@@ -98,12 +104,13 @@ impl Router {
     pub fn new<'a>(routes: impl IntoIterator<Item = &'a RouteMatch>) -> Result<Self, RouterError> {
         let mut r = Router {
             matchers: Vec::new(),
-            exact: HashMap::new(),
-            prefixes: HashMap::new(),
+            exact: FxHashMap::default(),
+            prefixes: FxHashMap::default(),
             prefix_lens: Vec::new(),
             regex_set: RegexSet::empty(),
             regex_routes: Vec::new(),
             unindexed: Vec::new(),
+            any_host: false,
         };
         let mut regexes = Vec::new();
         for (i, m) in routes.into_iter().enumerate() {
@@ -163,6 +170,7 @@ impl Router {
                     })
                     .collect()
             };
+            r.any_host |= host.is_some();
             r.matchers.push(Matcher {
                 host,
                 methods: m
@@ -195,7 +203,8 @@ impl Router {
 
     /// Index of the first route (in file order) that matches `req`.
     pub fn find(&self, req: &RequestView<'_>) -> Option<usize> {
-        let mut candidates: Vec<u32> = Vec::with_capacity(8);
+        // On the stack for all but pathological tables.
+        let mut candidates: SmallVec<[u32; 16]> = SmallVec::new();
         if let Some(list) = self.exact.get(req.path) {
             candidates.extend_from_slice(list);
         }
@@ -220,7 +229,11 @@ impl Router {
         candidates.extend_from_slice(&self.unindexed);
         candidates.sort_unstable();
         // Lowercasing the host once per request, not once per route.
-        let host = req.host.map(normalize_host);
+        let host = if self.any_host {
+            req.host.map(normalize_host)
+        } else {
+            None
+        };
         candidates
             .into_iter()
             .map(|i| i as usize)
@@ -228,8 +241,8 @@ impl Router {
     }
 }
 
-/// Host without port, lower-cased.
-fn normalize_host(h: &str) -> String {
+/// Host without port, lower-cased (copied only when it had upper-case letters).
+fn normalize_host(h: &str) -> Cow<'_, str> {
     let without_port = if h.starts_with('[') {
         h.find(']').map_or(h, |i| &h[..=i])
     } else {
@@ -237,7 +250,11 @@ fn normalize_host(h: &str) -> String {
             .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
             .map_or(h, |(host, _)| host)
     };
-    without_port.to_ascii_lowercase()
+    if without_port.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(without_port.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(without_port)
+    }
 }
 
 impl Matcher {

@@ -139,6 +139,9 @@ impl VmSlot {
     fn after_callback(self: &Rc<Self>) {
         let (calls, deferred, ticks, failed) = {
             let mut vm = self.vm.borrow_mut();
+            if !vm.has_aftermath() {
+                return;
+            }
             (
                 vm.take_calls(),
                 vm.take_deferred(),

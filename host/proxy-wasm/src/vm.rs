@@ -489,7 +489,22 @@ impl Vm {
 
     /// Continue / local-response / close requests recorded for streams by the last callback.
     pub fn take_deferred(&mut self) -> Vec<(u32, Deferred)> {
-        self.store.data_mut().deferred.drain().collect()
+        let deferred = &mut self.store.data_mut().deferred;
+        // Draining walks every bucket the map ever grew to; most callbacks defer nothing.
+        if deferred.is_empty() {
+            return Vec::new();
+        }
+        deferred.drain().collect()
+    }
+
+    /// Whether the last callback left anything for [`crate::filter::VmSlot`] to act on:
+    /// calls, deferred stream actions, tick changes or a failure.
+    pub fn has_aftermath(&self) -> bool {
+        let st = self.store.data();
+        self.failed.is_some()
+            || !st.calls.is_empty()
+            || !st.deferred.is_empty()
+            || !st.tick_changes.is_empty()
     }
 
     /// Delivers a call's outcome to the root context that made it, as Envoy does:

@@ -7,8 +7,8 @@
 //! stream position is then unknown. HTTP/2 connections are shared: one per endpoint per
 //! worker, multiplexed.
 
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;

@@ -3,8 +3,8 @@
 //! request never changes thread. Everything a worker owns (connection pool, balancer state,
 //! metric handles, its WASM VMs) sits behind `Rc`/`RefCell` with no locks.
 
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;

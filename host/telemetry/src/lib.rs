@@ -3,15 +3,16 @@
 //! configuration (route, cluster and listener names) or small fixed sets (status codes,
 //! failure reasons), never from request data, which bounds cardinality.
 
+mod histogram;
 mod logging;
 pub mod trace;
 
 use std::sync::Arc;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use histogram::FixedHistograms;
 
 pub use logging::{LogGuard, LoggingError, check_level, init_logging};
 
@@ -74,6 +75,8 @@ const METADATA: Metadata<'static> = Metadata::new("rustygate", metrics::Level::I
 pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
+    /// Every `_seconds` histogram (see [`histogram`]).
+    durations: Arc<FixedHistograms>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -91,14 +94,8 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh registry with the catalogue described.
     pub fn new() -> Self {
-        let buckets = [
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            30.0,
-        ];
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
-            .expect("bucket list is non-empty")
-            .build_recorder();
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let durations = Arc::new(FixedHistograms::default());
         let handle = recorder.handle();
         let r = &recorder;
         r.describe_counter(
@@ -106,10 +103,9 @@ impl Metrics {
             None,
             "Completed requests by route and status.".into(),
         );
-        r.describe_histogram(
-            REQUEST_DURATION.into(),
-            Some(Unit::Seconds),
-            "Request duration from request head to end of response body.".into(),
+        durations.describe(
+            REQUEST_DURATION,
+            "Request duration from request head to end of response body.",
         );
         r.describe_counter(
             UPSTREAM_FAILURES.into(),
@@ -176,15 +172,13 @@ impl Metrics {
             None,
             "Requests (or retries) refused by a cluster's circuit breaker, by limit (requests, pending_requests, connections, retries).".into(),
         );
-        r.describe_histogram(
-            FILTER_DURATION.into(),
-            Some(Unit::Seconds),
-            "Time in one filter callback, by filter and phase (request_headers, request_body, response_headers, response_body, log); pauses not included.".into(),
+        durations.describe(
+            FILTER_DURATION,
+            "Time in one filter callback, by filter and phase (request_headers, request_body, response_headers, response_body, log); pauses not included.",
         );
-        r.describe_histogram(
-            UPSTREAM_DURATION.into(),
-            Some(Unit::Seconds),
-            "Time from sending a request to a cluster to its response head, per attempt.".into(),
+        durations.describe(
+            UPSTREAM_DURATION,
+            "Time from sending a request to a cluster to its response head, per attempt.",
         );
         r.describe_gauge(
             REQUESTS_ACTIVE.into(),
@@ -200,6 +194,7 @@ impl Metrics {
         Self {
             recorder: Arc::new(recorder),
             handle,
+            durations,
         }
     }
 
@@ -271,7 +266,9 @@ impl Metrics {
 
     /// Prometheus text exposition of everything recorded.
     pub fn render(&self) -> String {
-        self.handle.render()
+        let mut text = self.handle.render();
+        self.durations.render(&mut text);
+        text
     }
 
     /// Periodic housekeeping (drains histogram samples); the admin server calls it.
@@ -315,6 +312,10 @@ impl Metrics {
         name: impl Into<metrics::KeyName>,
         labels: &[(&'static str, &str)],
     ) -> Histogram {
+        let name = name.into();
+        if name.as_str().ends_with("_seconds") {
+            return Histogram::from_arc(self.durations.get(name.as_str(), labels));
+        }
         self.recorder
             .register_histogram(&Self::key(name, labels), &METADATA)
     }

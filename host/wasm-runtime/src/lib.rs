@@ -35,6 +35,10 @@ pub struct RuntimeConfig {
     pub pool_slots: u32,
     /// Where compiled modules are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Lays memory out so that the process runs under valgrind (set by `RUSTYGATE_VALGRIND`;
+    /// `tests/bench/instructions.sh` counts instructions per request that way): no instance
+    /// pool, small reservations, explicit bounds checks. Guests run slower; not for serving.
+    pub valgrind_compatible: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -43,6 +47,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 256 << 20,
             pool_slots: 64,
             cache_dir: default_cache_dir(),
+            valgrind_compatible: std::env::var_os("RUSTYGATE_VALGRIND").is_some(),
         }
     }
 }
@@ -144,7 +149,14 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.max_wasm_stack(512 * 1024);
-        if cfg.pool_slots > 0 {
+        if cfg.valgrind_compatible {
+            // Valgrind cannot map the pool's or a guarded memory's terabyte-scale
+            // reservations, nor deliver wasmtime's trap signals.
+            config.memory_reservation(1 << 26);
+            config.memory_guard_size(0);
+            config.signals_based_traps(false);
+        }
+        if cfg.pool_slots > 0 && !cfg.valgrind_compatible {
             let mut pool = PoolingAllocationConfig::default();
             pool.total_core_instances(cfg.pool_slots)
                 .total_memories(cfg.pool_slots)

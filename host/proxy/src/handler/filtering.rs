@@ -63,7 +63,11 @@ fn local_head(
 /// After the filters produced the whole body: a `content-length` still in the head is made
 /// to match it (filters that edit bodies often leave the old one behind).
 fn fix_content_length(headers: &mut HeaderMap, len: u64) {
-    if headers.contains_key(header::CONTENT_LENGTH) {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let (first, second) = (values.next(), values.next());
+    // Usually the body is unchanged: the value is kept rather than formatted again.
+    let right = first.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) == Some(len);
+    if first.is_some() && (second.is_some() || !right) {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
 }

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Instructions per request (`make bench-instructions`, docs/benchmarks.md): the gateway runs
+# under valgrind's callgrind, which counts the user-space instructions it executes. Unlike
+# throughput on a shared machine, the count does not move with the neighbours' load, so it
+# shows what a change to the request path costs even when req/s swings by 20% between runs.
+# It leaves out the kernel (sockets are about half of a request's CPU here) and cache effects.
+#
+# One gateway ($CONFIG, default config/bench-filters.yaml) serves each of $ROUTES (default
+# "none one three") in turn: curl sends $N requests on one keep-alive connection after 200 to
+# warm up, with counting switched on only around them. RUSTYGATE_VALGRIND=1 makes the wasm
+# engine lay memory out so that valgrind can run it (no instance pool, no guard regions).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+SHARED=$ROOT/../shared/bench
+CONFIG=${CONFIG:-$ROOT/config/bench-filters.yaml}
+read -r -a ROUTE_LIST <<< "${ROUTES:-none one three}"
+N=${N:-1000}
+HEADER=()
+if [ -n "${WRK_HEADER:-}" ]; then HEADER=(-H "$WRK_HEADER"); fi
+RUN=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$RUN"; }
+trap cleanup EXIT
+mkdir -p "$RUN/logs" "$RUN/tmp" "$RUN/www" "$RUN/out"
+nginx -p "$RUN/" -c "$SHARED/nginx-backend.conf" & pids+=($!)
+RUSTYGATE_VALGRIND=1 valgrind --tool=callgrind --instr-atstart=no \
+  --callgrind-out-file="$RUN/out/callgrind.%p" \
+  "$ROOT/target/release/rustygate" run --config "$CONFIG" > "$RUN/gateway.log" 2>&1 &
+gw=$!; pids+=($gw)
+for _ in $(seq 240); do curl -sf -o /dev/null "${HEADER[@]}" "http://127.0.0.1:18090/api/${ROUTE_LIST[0]}" && break; sleep 0.5; done
+# N requests on one connection: curl reuses it for every URL of one invocation.
+requests() { printf 'url = "http://127.0.0.1:18090/api/%s"\noutput = "/dev/null"\n' $(yes "$1" | head -n "$2") > "$RUN/urls"; curl -sf "${HEADER[@]}" -K "$RUN/urls"; }
+for route in "${ROUTE_LIST[@]}"; do
+  requests "$route" 200 || { echo "route $route not answering"; cat "$RUN/gateway.log"; exit 1; }
+  callgrind_control -i on "$gw" > /dev/null
+  callgrind_control -z "$gw" > /dev/null
+  requests "$route" "$N"
+  callgrind_control -d "$route" "$gw" > /dev/null
+  callgrind_control -i off "$gw" > /dev/null
+done
+echo "| route | instructions per request |"
+echo "|---|--:|"
+for f in "$RUN"/out/callgrind.*.*; do
+  route=$(sed -n 's/^desc: Trigger: dump //p' "$f")
+  total=$(awk '/^(summary|totals):/ {print $2; exit}' "$f")
+  echo "| $route | $((total / N)) |"
+done
