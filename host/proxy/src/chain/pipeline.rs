@@ -356,7 +356,13 @@ impl FilteredBody {
                     }
                     Poll::Ready(mut pump) => {
                         let produced = !pump.out.is_empty();
-                        self.out.extend(pump.out.drain(..));
+                        // Usually nothing is waiting here: trading the queues keeps their
+                        // allocations in use instead of growing a new one per request.
+                        if self.out.is_empty() {
+                            std::mem::swap(&mut self.out, &mut pump.out);
+                        } else {
+                            self.out.extend(pump.out.drain(..));
+                        }
                         self.state = State::Idle(pump);
                         if produced {
                             return Poll::Ready(());
