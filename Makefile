@@ -154,12 +154,13 @@ bench-balancer: bench-deps filters
 	$(CARGO) build --release -p rustygate
 	CONFIG=$(CURDIR)/config/bench-balancer.yaml ROUTES="native wasm" tests/bench/filter-load.sh
 
-## User-space instructions per request under callgrind (0, 1 and 3 no-op filters, then the
-## shipped chain): the machine's noise does not move these, so small request-path changes show.
+## User-space instructions per request under callgrind (0, 1 and 3 no-op filters, then each
+## shipped filter alone and the chain): the machine's noise does not move these, so small
+## request-path changes show.
 bench-instructions: bench-deps guests filters
 	$(CARGO) build --release -p rustygate
 	tests/bench/instructions.sh
-	CONFIG=$(CURDIR)/config/bench-chain.yaml ROUTES="none secure" \
+	CONFIG=$(CURDIR)/config/bench-chain.yaml ROUTES="none cors jwt rl headers secure" \
 	WRK_HEADER="Authorization: Bearer $$(examples/mint-token.sh bench 86400)" \
 	  tests/bench/instructions.sh
 

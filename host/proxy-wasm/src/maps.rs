@@ -62,45 +62,41 @@ fn trailers(ex: &Exchange, map_type: i32) -> &std::cell::RefCell<Option<http::He
     }
 }
 
-/// The first value of `key` (case-insensitive), looked up directly (no list is built).
+/// The first value of `key` (case-insensitive), looked up directly (no list is built). The
+/// key is compared in place: `HeaderMap::get` with a `&str` folds case on the stack, so the
+/// only copy made is the value's.
 pub(crate) fn value(stream: &StreamCtx, map_type: i32, key: &[u8]) -> Option<Vec<u8>> {
-    let key = key.to_ascii_lowercase();
+    let key = std::str::from_utf8(key).ok()?;
     let ex: &Exchange = &stream.exchange;
+    let pseudo = |name: &str| key.eq_ignore_ascii_case(name);
+    let copy = |v: &HeaderValue| v.as_bytes().to_vec();
     match map_type {
         map::REQUEST_HEADERS => {
             let r = ex.request.borrow();
-            Some(match key.as_slice() {
-                b":method" => r.method.as_str().as_bytes().to_vec(),
-                b":path" => r.path.as_bytes().to_vec(),
-                b":authority" => r.authority.as_bytes().to_vec(),
-                b":scheme" => r.scheme.as_bytes().to_vec(),
-                k => r
-                    .headers
-                    .get(HeaderName::from_bytes(k).ok()?)?
-                    .as_bytes()
-                    .to_vec(),
+            Some(if pseudo(":method") {
+                r.method.as_str().as_bytes().to_vec()
+            } else if pseudo(":path") {
+                r.path.as_bytes().to_vec()
+            } else if pseudo(":authority") {
+                r.authority.as_bytes().to_vec()
+            } else if pseudo(":scheme") {
+                r.scheme.as_bytes().to_vec()
+            } else {
+                copy(r.headers.get(key)?)
             })
         }
         map::RESPONSE_HEADERS => {
             let r = ex.response.borrow();
             let r = r.as_ref()?;
-            Some(match key.as_slice() {
-                b":status" => r.status.as_str().as_bytes().to_vec(),
-                k => r
-                    .headers
-                    .get(HeaderName::from_bytes(k).ok()?)?
-                    .as_bytes()
-                    .to_vec(),
+            Some(if pseudo(":status") {
+                r.status.as_str().as_bytes().to_vec()
+            } else {
+                copy(r.headers.get(key)?)
             })
         }
         map::REQUEST_TRAILERS | map::RESPONSE_TRAILERS => {
             let t = trailers(ex, map_type).borrow();
-            Some(
-                t.as_ref()?
-                    .get(HeaderName::from_bytes(&key).ok()?)?
-                    .as_bytes()
-                    .to_vec(),
-            )
+            Some(copy(t.as_ref()?.get(key)?))
         }
         _ => None,
     }
@@ -245,4 +241,78 @@ pub(crate) fn replace_all(stream: &StreamCtx, map_type: i32, new: &[(&[u8], &[u8
         }
     }
     status::OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustygate_filter_api::{RequestHead, ResponseHead, StreamInfo};
+    use std::rc::Rc;
+
+    fn stream() -> StreamCtx {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-tenant", HeaderValue::from_static("blue"));
+        headers.insert("origin", HeaderValue::from_static("http://a.test"));
+        let head = RequestHead {
+            method: Method::POST,
+            path: "/p?q=1".into(),
+            authority: "a.test".into(),
+            scheme: "http",
+            headers,
+        };
+        let info = StreamInfo {
+            client: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:2".parse().unwrap(),
+            request_id: HeaderValue::from_static("id"),
+            route: "r".into(),
+            cluster: "c".into(),
+            protocol: "HTTP/1.1",
+        };
+        let exchange = Exchange::new(head, info);
+        *exchange.response.borrow_mut() = Some(ResponseHead {
+            status: StatusCode::CREATED,
+            headers: http::HeaderMap::new(),
+        });
+        StreamCtx {
+            root: 1,
+            phase: Phase::Request,
+            exchange: Rc::new(exchange),
+            properties: Default::default(),
+        }
+    }
+
+    #[test]
+    fn values_are_found_whatever_the_case_of_the_key() {
+        let s = stream();
+        let get =
+            |map, key: &str| value(&s, map, key.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            get(map::REQUEST_HEADERS, ":method").as_deref(),
+            Some("POST")
+        );
+        assert_eq!(
+            get(map::REQUEST_HEADERS, ":PATH").as_deref(),
+            Some("/p?q=1")
+        );
+        assert_eq!(
+            get(map::REQUEST_HEADERS, ":Authority").as_deref(),
+            Some("a.test")
+        );
+        assert_eq!(
+            get(map::REQUEST_HEADERS, "X-Tenant").as_deref(),
+            Some("blue")
+        );
+        assert_eq!(
+            get(map::REQUEST_HEADERS, "ORIGIN").as_deref(),
+            Some("http://a.test")
+        );
+        assert_eq!(
+            get(map::RESPONSE_HEADERS, ":status").as_deref(),
+            Some("201")
+        );
+        assert_eq!(get(map::REQUEST_HEADERS, "x-missing"), None);
+        assert_eq!(get(map::REQUEST_HEADERS, "bad key"), None);
+        assert_eq!(value(&s, map::REQUEST_HEADERS, b"\xff"), None);
+        assert_eq!(get(map::REQUEST_TRAILERS, "x-tenant"), None);
+    }
 }

@@ -52,9 +52,11 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
             }
             let key = tri!(read(&c, kp, kl));
             let v1 = c.data().abi_v01;
-            let key_lower = key.to_ascii_lowercase();
-            let from_call = call_pairs(&c, kind)
-                .and_then(|p| p.into_iter().find(|(k, _)| *k == key_lower).map(|(_, v)| v));
+            let from_call = call_pairs(&c, kind).and_then(|p| {
+                p.into_iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&key))
+                    .map(|(_, v)| v)
+            });
             match from_call.or_else(|| stream(&c).and_then(|s| maps::value(s, kind, &key))) {
                 Some(v) => give_status(&mut c, &v, ptr, len),
                 // ABI 0.1.0 answered a missing key with OK and an empty value.
