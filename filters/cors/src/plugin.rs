@@ -57,13 +57,23 @@ impl HttpContext for Stream {
         let Some(policy) = self.policy.clone() else {
             return Action::Continue;
         };
+        // Each lookup is a host call: a request without `Origin` (most traffic) is not a CORS
+        // request, and only a preflight needs the access-control-request-* headers.
+        let Some(origin) = self.get_http_request_header("origin") else {
+            return Action::Continue;
+        };
         let method = self.get_http_request_header(":method").unwrap_or_default();
-        let origin = self.get_http_request_header("origin");
-        let request_method = self.get_http_request_header("access-control-request-method");
-        let request_headers = self.get_http_request_header("access-control-request-headers");
+        let (request_method, request_headers) = if method.eq_ignore_ascii_case("OPTIONS") {
+            (
+                self.get_http_request_header("access-control-request-method"),
+                self.get_http_request_header("access-control-request-headers"),
+            )
+        } else {
+            (None, None)
+        };
         match policy.decide(
             &method,
-            origin.as_deref(),
+            Some(&origin),
             request_method.as_deref(),
             request_headers.as_deref(),
         ) {
