@@ -278,11 +278,23 @@ impl HttpContext for Stream {
         for (_, header) in &state.auth.forward {
             self.set_http_request_header(header, None);
         }
+        // Each lookup is a host call: the cookie and the path only when a source reads them.
+        let from = &state.auth.from;
+        let cookie = from
+            .cookie
+            .is_some()
+            .then(|| self.get_http_request_header("cookie"))
+            .flatten();
+        let path = from
+            .query
+            .is_some()
+            .then(|| self.get_http_request_header(":path"))
+            .flatten();
         let token = extract_token(
-            &state.auth.from,
+            from,
             self.get_http_request_header("authorization").as_deref(),
-            self.get_http_request_header("cookie").as_deref(),
-            &self.get_http_request_header(":path").unwrap_or_default(),
+            cookie.as_deref(),
+            path.as_deref().unwrap_or_default(),
         );
         let Some(token) = token else {
             refuse("missing token");
