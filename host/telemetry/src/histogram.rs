@@ -3,7 +3,7 @@
 //! The Prometheus exporter's own histograms keep each sample until the next upkeep drains them:
 //! an allocation per block of samples and a copy per drain. Filter callbacks are timed several
 //! times per request, so these count straight into fixed buckets instead: one bucket search and
-//! three relaxed atomic adds per sample, no allocation, no upkeep. The buckets are those the
+//! two relaxed atomic adds per sample, no allocation, no upkeep. The buckets are those the
 //! exporter was configured with, so the exposition is unchanged.
 
 use std::collections::BTreeMap;
