@@ -3,8 +3,8 @@
 //! The Prometheus exporter's own histograms keep each sample until the next upkeep drains them:
 //! an allocation per block of samples and a copy per drain. Filter callbacks are timed several
 //! times per request, so these count straight into fixed buckets instead: one bucket search and
-//! two relaxed atomic adds per sample, no allocation, no upkeep. The buckets are those the
-//! exporter was configured with, so the exposition is unchanged.
+//! two relaxed atomic adds per sample, no allocation, no upkeep. The buckets and the
+//! exposition are those the exporter produced before (docs/observability.md lists them).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
