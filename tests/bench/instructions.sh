@@ -19,7 +19,12 @@ HEADER=()
 if [ -n "${WRK_HEADER:-}" ]; then HEADER=(-H "$WRK_HEADER"); fi
 RUN=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$RUN"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  # KEEP=DIR keeps the callgrind profiles for callgrind_annotate.
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$RUN"/out/callgrind.*.* "$KEEP"/; fi
+  rm -rf "$RUN"
+}
 trap cleanup EXIT
 mkdir -p "$RUN/logs" "$RUN/tmp" "$RUN/www" "$RUN/out"
 nginx -p "$RUN/" -c "$SHARED/nginx-backend.conf" & pids+=($!)

@@ -23,15 +23,41 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// trailers; hyper only sends HTTP/1.1 response trailers to clients that said so). `Trailer`
 /// is end-to-end and kept: it declares which trailer fields follow a chunked body.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
-    // Fast path: most requests on a keep-alive connection carry none of these.
-    let has_connection = headers.contains_key(header::CONNECTION);
-    if has_connection {
+    // One pass over the names says which of these are there; most messages carry at most
+    // `Connection: keep-alive`, and a miss on a lookup costs as much as a hit.
+    static NAMES: [HeaderName; 6] = [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ];
+    let mut present = [false; 6];
+    for name in headers.keys() {
+        if let Some(i) = NAMES.iter().position(|n| n == name) {
+            present[i] = true;
+        }
+    }
+    // Read before `Connection` is applied: a client that sends TE also names it there.
+    let te_trailers = keep_te_trailers
+        && present[3]
+        && headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
+    if present[0] {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            // Connection options, not header names (a `Keep-Alive` header goes below anyway).
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
             // Never let a client use Connection to strip end-to-end framing we rely on.
@@ -41,20 +67,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    let te_trailers = keep_te_trailers
-        && headers.get_all(header::TE).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            })
-        });
-    for name in [
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for (name, _) in NAMES.iter().zip(present).skip(1).filter(|(_, p)| *p) {
         headers.remove(name);
     }
     if te_trailers {
@@ -157,6 +170,23 @@ mod tests {
         names.sort();
         assert_eq!(names, ["content-length", "te", "x-kept"]);
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn te_trailers_survives_being_named_in_connection() {
+        // RFC 9110 §10.1.4: a sender of TE also lists it in Connection.
+        let mut h = map(&[("connection", "TE"), ("te", "trailers"), ("x-kept", "yes")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h["te"], "trailers");
+        // Responses keep no TE at all; the common `Connection: keep-alive` goes too.
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("te", "trailers"),
+            ("server", "x"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["server"]);
     }
 
     #[test]

@@ -6,11 +6,11 @@
 //! the next chunk, so its last call holds the whole body. Envoy behaves the same way, which is
 //! what proxy-wasm filters are written against.
 //!
-//! [`FilteredBody`] is the stream the client or the upstream reads. The work for each source
-//! frame is an async step (a filter may pause, and the pause is awaited there), run by the
-//! reader's polls: there is no task per request.
+//! [`FilteredBody`] is the stream the client or the upstream reads, and the reader's polls do
+//! the work: there is no task per request. A source frame goes through the filters within
+//! the poll that read it; only when a filter stops on the last chunk or on the trailers (and
+//! so must be waited for) does the rest become a future, polled until that filter resumes.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +21,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use rustygate_filter_api::{BodyBuffer, BodyVerdict, Direction, FilterError, Verdict};
 
 use super::{BodyStop, ChainRun, Phase, Reply};
@@ -56,13 +55,50 @@ struct Stage {
     stopped: bool,
 }
 
-/// Progress the reader can see while a step is pending.
+/// Items on their way through the stages, in FIFO order per stage. The usual case (one item,
+/// no flushes) needs no queue at all.
 #[derive(Default)]
-struct Status {
-    /// The step is waiting for the source, not for a filter.
-    awaiting_source: Cell<bool>,
-    /// Bytes held across all filters.
-    held: Cell<usize>,
+struct Feed {
+    next: Option<(usize, Item)>,
+    queue: VecDeque<(usize, Item)>,
+}
+
+impl Feed {
+    fn start(item: Item) -> Self {
+        Self {
+            next: Some((0, item)),
+            queue: VecDeque::new(),
+        }
+    }
+
+    fn push(&mut self, entry: (usize, Item)) {
+        if self.next.is_none() && self.queue.is_empty() {
+            self.next = Some(entry);
+        } else {
+            self.queue.push_back(entry);
+        }
+    }
+
+    fn pop(&mut self) -> Option<(usize, Item)> {
+        self.next.take().or_else(|| self.queue.pop_front())
+    }
+}
+
+/// A filter stopped at stage `s` on the last chunk (`Data`) or on the trailers, and only it
+/// can let the body go on: the feed waits for it.
+enum Wait {
+    Data { s: usize, eos: bool },
+    Trailers { s: usize },
+}
+
+/// What one stage did with one chunk.
+enum Passed {
+    /// This goes on to the next stage.
+    On(Item),
+    /// The filter keeps the chunk (it buffers or stopped); more data will follow.
+    Held,
+    /// The filter stopped on the last chunk: wait for it.
+    Wait,
 }
 
 struct Pump {
@@ -77,58 +113,35 @@ struct Pump {
     out: VecDeque<Frame<Bytes>>,
     finished: bool,
     aborted: bool,
-    status: Rc<Status>,
 }
 
 impl Pump {
-    /// Reads one frame from the source and takes it through the filters.
-    async fn step(mut self: Box<Self>) -> Box<Self> {
-        self.status.awaiting_source.set(true);
-        let frame = self.source.frame().await;
-        self.status.awaiting_source.set(false);
-        let item = match frame {
-            None => Item::Data(Bytes::new(), true),
+    /// What a source frame means for the stages; `None` when there is nothing to feed (the
+    /// source failed, which aborts, or an unknown frame kind, which is dropped).
+    fn item(&mut self, frame: Option<Result<Frame<Bytes>, BoxError>>) -> Option<Item> {
+        match frame {
+            None => Some(Item::Data(Bytes::new(), true)),
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "body source failed");
                 self.aborted = true;
-                return self;
+                None
             }
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    let eos = self.source.is_end_stream();
-                    Item::Data(data, eos)
+                Ok(data) => Some(Item::Data(data, self.source.is_end_stream())),
+                Err(frame) => {
+                    let trailers = frame.into_trailers().ok()?;
+                    *self.chain.exchange.trailers(self.direction).borrow_mut() = Some(trailers);
+                    Some(Item::Trailers)
                 }
-                Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) => {
-                        *self.chain.exchange.trailers(self.direction).borrow_mut() = Some(trailers);
-                        Item::Trailers
-                    }
-                    Err(_) => return self, // unknown frame kinds are dropped
-                },
             },
-        };
-        if let Err(stop) = self.feed(item).await {
-            *self.chain.body_stop.borrow_mut() = Some(stop);
-            self.aborted = true;
         }
-        let held = self.stages.iter().map(|s| s.held.len()).sum();
-        self.status.held.set(held);
-        self
     }
 
-    /// Takes one source item through every stage, in order. Items wait in FIFO order per
-    /// stage; the usual case (one item, no flushes) needs no queue at all.
-    async fn feed(&mut self, item: Item) -> Result<(), BodyStop> {
-        let mut next = Some((0usize, item));
-        let mut queue: VecDeque<(usize, Item)> = VecDeque::new();
-        let push = |next: &mut Option<(usize, Item)>, queue: &mut VecDeque<_>, entry| {
-            if next.is_none() && queue.is_empty() {
-                *next = Some(entry);
-            } else {
-                queue.push_back(entry);
-            }
-        };
-        while let Some((s, item)) = next.take().or_else(|| queue.pop_front()) {
+    /// Takes the feed through every stage, in order, until it is empty or a filter has to
+    /// be waited for. No await here: a body whose filters all let it through (the usual
+    /// case) is filtered within the reader's poll.
+    fn run(&mut self, feed: &mut Feed) -> Result<Option<Wait>, BodyStop> {
+        while let Some((s, item)) = feed.pop() {
             if s == self.stages.len() {
                 self.sink(item);
                 continue;
@@ -142,38 +155,97 @@ impl Pump {
                 self.stages[s].stopped = false;
                 self.after_resume(i, v)?;
                 let flushed = self.stages[s].held.take().into_bytes();
-                push(&mut next, &mut queue, (s + 1, Item::Data(flushed, false)));
+                feed.push((s + 1, Item::Data(flushed, false)));
             }
             match item {
-                Item::Data(data, eos) => {
-                    if let Some(out) = self.data(s, data, eos).await? {
-                        push(&mut next, &mut queue, (s + 1, out));
-                    }
-                }
+                Item::Data(data, eos) => match self.data(s, data, eos)? {
+                    Passed::On(out) => feed.push((s + 1, out)),
+                    Passed::Held => {}
+                    Passed::Wait => return Ok(Some(Wait::Data { s, eos })),
+                },
                 Item::Trailers => {
                     let ex = self.chain.exchange.clone();
                     let phase = Phase::body(self.direction);
                     let verdict = self
                         .chain
                         .call(i, phase, |f| f.on_trailers(&ex, self.direction));
-                    if let Some(mut v) = verdict {
-                        if let Ok(Verdict::Pause) = v {
-                            v = self.chain.resume(i, self.direction, self.pause_limit).await;
-                        }
-                        self.after_resume(i, v)?;
+                    match verdict {
+                        Some(Ok(Verdict::Pause)) => return Ok(Some(Wait::Trailers { s })),
+                        Some(v) => self.after_resume(i, v)?,
+                        None => {}
                     }
-                    self.stages[s].stopped = false;
-                    let flushed = self.stages[s].held.take().into_bytes();
-                    push(&mut next, &mut queue, (s + 1, Item::Data(flushed, false)));
-                    push(&mut next, &mut queue, (s + 1, Item::Trailers));
+                    self.trailers_on(s, feed);
                 }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits for the filter that stopped, then feeds on what it let go.
+    async fn wait(&mut self, wait: Wait, feed: &mut Feed) -> Result<(), BodyStop> {
+        match wait {
+            Wait::Data { s, eos } => {
+                let i = self.stages[s].filter;
+                // The last chunk stays readable (and editable) by the filter while it waits,
+                // from a call response say.
+                let slot = self.chain.exchange.body(self.direction);
+                *slot.borrow_mut() = self.stages[s].held.take();
+                let v = self.chain.resume(i, self.direction, self.pause_limit).await;
+                self.stages[s].held = slot.take();
+                self.after_resume(i, v)?;
+                self.stages[s].stopped = false;
+                let out = self.stages[s].held.take().into_bytes();
+                feed.push((s + 1, Item::Data(out, eos)));
+            }
+            Wait::Trailers { s } => {
+                let i = self.stages[s].filter;
+                let v = self.chain.resume(i, self.direction, self.pause_limit).await;
+                self.after_resume(i, v)?;
+                self.trailers_on(s, feed);
             }
         }
         Ok(())
     }
 
-    /// One chunk at one stage; returns what goes on to the next stage.
-    async fn data(&mut self, s: usize, data: Bytes, eos: bool) -> Result<Option<Item>, BodyStop> {
+    /// The rest of a feed that has to wait for a filter: the pump comes back when every item
+    /// is through (or the stream was stopped).
+    async fn finish(mut self, mut feed: Feed, mut wait: Wait) -> Self {
+        loop {
+            let next = match self.wait(wait, &mut feed).await {
+                Ok(()) => self.run(&mut feed),
+                Err(stop) => Err(stop),
+            };
+            match next {
+                Ok(Some(w)) => wait = w,
+                Ok(None) => return self,
+                Err(stop) => {
+                    self.stop(stop);
+                    return self;
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self, stop: BodyStop) {
+        *self.chain.body_stop.borrow_mut() = Some(stop);
+        self.aborted = true;
+    }
+
+    /// Bytes held across all stages.
+    fn held(&self) -> usize {
+        self.stages.iter().map(|s| s.held.len()).sum()
+    }
+
+    /// Trailers reached stage `s` and its filter let them go: what it held goes first.
+    fn trailers_on(&mut self, s: usize, feed: &mut Feed) {
+        self.stages[s].stopped = false;
+        let flushed = self.stages[s].held.take().into_bytes();
+        feed.push((s + 1, Item::Data(flushed, false)));
+        feed.push((s + 1, Item::Trailers));
+    }
+
+    /// One chunk at one stage.
+    fn data(&mut self, s: usize, data: Bytes, eos: bool) -> Result<Passed, BodyStop> {
         let i = self.stages[s].filter;
         self.stages[s].held.push(data);
         self.check_limit(s)?;
@@ -202,19 +274,11 @@ impl Pump {
         if stop {
             self.check_limit(s)?;
             self.stages[s].stopped = true;
-            if !eos {
-                return Ok(None);
-            }
-            // The last chunk, held: only the filter can let it go now. It stays readable (and
-            // editable) by the filter while it waits, from a call response say.
-            *slot.borrow_mut() = self.stages[s].held.take();
-            let v = self.chain.resume(i, self.direction, self.pause_limit).await;
-            self.stages[s].held = slot.take();
-            self.after_resume(i, v)?;
+            return Ok(if eos { Passed::Wait } else { Passed::Held });
         }
         self.stages[s].stopped = false;
         let out = self.stages[s].held.take().into_bytes();
-        Ok(Some(Item::Data(out, eos)))
+        Ok(Passed::On(Item::Data(out, eos)))
     }
 
     /// What a resumed filter decided, as a stop or nothing.
@@ -276,16 +340,23 @@ impl Pump {
 }
 
 enum State {
-    Idle(Box<Pump>),
-    Busy(Pin<Box<dyn Future<Output = Box<Pump>>>>),
-    Done { aborted: bool },
+    /// Between source frames (or waiting for the next one).
+    Idle(Pump),
+    /// A filter stopped and is being waited for.
+    Busy(Pin<Box<dyn Future<Output = Pump>>>),
+    Done {
+        aborted: bool,
+    },
 }
 
 /// A body on its way through a chain's body phases.
 pub(crate) struct FilteredBody {
     state: State,
     out: VecDeque<Frame<Bytes>>,
-    status: Rc<Status>,
+    /// The pump is waiting for the source, not for a filter.
+    awaiting_source: bool,
+    /// Bytes held across all filters.
+    held: usize,
 }
 
 impl FilteredBody {
@@ -300,75 +371,93 @@ impl FilteredBody {
         max_held: usize,
     ) -> Self {
         let wants = |i: &usize| chain.with(*i, |f| f.wants_body(direction)) == Some(true);
-        let order: Vec<usize> = match direction {
-            Direction::Request => (0..upto).filter(wants).collect(),
-            Direction::Response => (0..upto).rev().filter(wants).collect(),
+        let stage = |filter| Stage {
+            filter,
+            held: BodyBuffer::default(),
+            stopped: false,
         };
-        let status = Rc::new(Status::default());
+        let stages = match direction {
+            Direction::Request => (0..upto).filter(wants).map(stage).collect(),
+            Direction::Response => (0..upto).rev().filter(wants).map(stage).collect(),
+        };
         let pump = Pump {
             source,
             chain,
             direction,
-            stages: order
-                .into_iter()
-                .map(|filter| Stage {
-                    filter,
-                    held: BodyBuffer::default(),
-                    stopped: false,
-                })
-                .collect(),
+            stages,
             pause_limit,
             max_held,
             out: VecDeque::new(),
             finished: false,
             aborted: false,
-            status: status.clone(),
         };
         Self {
-            state: State::Idle(Box::new(pump)),
+            state: State::Idle(pump),
             out: VecDeque::new(),
-            status,
+            awaiting_source: false,
+            held: 0,
         }
     }
 
-    /// Moves the pump on until it produced output or is waiting for the source. `Ready` when
-    /// it made progress (output, end, or abort).
+    /// Moves the pump on until it produced output or is waiting (for the source or for a
+    /// filter). `Ready` when it made progress (output, end, or abort).
     fn advance(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            match std::mem::replace(&mut self.state, State::Done { aborted: false }) {
+            let mut pump = match std::mem::replace(&mut self.state, State::Done { aborted: false })
+            {
                 State::Done { aborted } => {
                     self.state = State::Done { aborted };
                     return Poll::Ready(());
                 }
-                State::Idle(pump) => {
+                State::Idle(mut pump) => {
                     if pump.finished || pump.aborted {
                         self.state = State::Done {
                             aborted: pump.aborted,
                         };
                         return Poll::Ready(());
                     }
-                    self.state = State::Busy(Box::pin(pump.step()));
+                    let frame = match pump.source.as_mut().poll_frame(cx) {
+                        Poll::Pending => {
+                            self.awaiting_source = true;
+                            self.state = State::Idle(pump);
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(frame) => frame,
+                    };
+                    self.awaiting_source = false;
+                    if let Some(item) = pump.item(frame) {
+                        let mut feed = Feed::start(item);
+                        match pump.run(&mut feed) {
+                            Ok(None) => {}
+                            Ok(Some(wait)) => {
+                                self.state = State::Busy(Box::pin(pump.finish(feed, wait)));
+                                continue;
+                            }
+                            Err(stop) => pump.stop(stop),
+                        }
+                    }
+                    pump
                 }
-                State::Busy(mut step) => match step.as_mut().poll(cx) {
+                State::Busy(mut waiting) => match waiting.as_mut().poll(cx) {
                     Poll::Pending => {
-                        self.state = State::Busy(step);
+                        self.state = State::Busy(waiting);
                         return Poll::Pending;
                     }
-                    Poll::Ready(mut pump) => {
-                        let produced = !pump.out.is_empty();
-                        // Usually nothing is waiting here: trading the queues keeps their
-                        // allocations in use instead of growing a new one per request.
-                        if self.out.is_empty() {
-                            std::mem::swap(&mut self.out, &mut pump.out);
-                        } else {
-                            self.out.extend(pump.out.drain(..));
-                        }
-                        self.state = State::Idle(pump);
-                        if produced {
-                            return Poll::Ready(());
-                        }
-                    }
+                    Poll::Ready(pump) => pump,
                 },
+            };
+            self.held = pump.held();
+            let produced = !pump.out.is_empty();
+            // Usually nothing is waiting here: trading the queues keeps their allocations in
+            // use instead of growing a new one per request.
+            if self.out.is_empty() {
+                std::mem::swap(&mut self.out, &mut pump.out);
+            } else {
+                self.out.extend(pump.out.drain(..));
+            }
+            self.state = State::Idle(pump);
+            if produced {
+                return Poll::Ready(());
             }
         }
     }
@@ -411,8 +500,7 @@ impl FilteredBody {
                     return Poll::Ready(Settled::Streaming);
                 }
                 if self.advance(cx).is_pending() {
-                    let filters_busy =
-                        !self.status.awaiting_source.get() || self.status.held.get() > 0;
+                    let filters_busy = !self.awaiting_source || self.held > 0;
                     if filters_busy {
                         return Poll::Pending;
                     }
