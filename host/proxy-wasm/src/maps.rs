@@ -135,17 +135,18 @@ pub(crate) fn edit(stream: &StreamCtx, map_type: i32, key: &[u8], edit: Edit<'_>
     if !(0..=map::LAST).contains(&map_type) || !writable(stream, map_type) {
         return status::BAD_ARGUMENT;
     }
-    let key = key.to_ascii_lowercase();
     if map_type == map::REQUEST_HEADERS {
         stream.exchange.request_changed.set(true);
     }
     let is_headers = map_type == map::REQUEST_HEADERS || map_type == map::RESPONSE_HEADERS;
     if is_headers
-        && (key.first() == Some(&b':') || (map_type == map::REQUEST_HEADERS && key == b"host"))
+        && (key.first() == Some(&b':')
+            || (map_type == map::REQUEST_HEADERS && key.eq_ignore_ascii_case(b"host")))
     {
-        return edit_pseudo(stream, map_type, &key, edit);
+        return edit_pseudo(stream, map_type, &key.to_ascii_lowercase(), edit);
     }
-    let Ok(name) = HeaderName::from_bytes(&key) else {
+    // Lower-cases as it parses: mixed-case names from the guest need no copy first.
+    let Ok(name) = HeaderName::from_bytes(key) else {
         return status::BAD_ARGUMENT;
     };
     let value = match &edit {
@@ -314,5 +315,27 @@ mod tests {
         assert_eq!(get(map::REQUEST_HEADERS, "bad key"), None);
         assert_eq!(value(&s, map::REQUEST_HEADERS, b"\xff"), None);
         assert_eq!(get(map::REQUEST_TRAILERS, "x-tenant"), None);
+    }
+
+    #[test]
+    fn edits_take_keys_in_any_case() {
+        let s = stream();
+        let h = map::REQUEST_HEADERS;
+        assert_eq!(edit(&s, h, b"X-Tenant", Edit::Replace(b"red")), status::OK);
+        assert_eq!(edit(&s, h, b"X-Added", Edit::Add(b"1")), status::OK);
+        assert_eq!(edit(&s, h, b"ORIGIN", Edit::Remove), status::OK);
+        assert_eq!(edit(&s, h, b"Host", Edit::Replace(b"b.test")), status::OK);
+        assert_eq!(edit(&s, h, b":Path", Edit::Replace(b"/new")), status::OK);
+        assert_eq!(
+            edit(&s, h, b"bad key", Edit::Add(b"1")),
+            status::BAD_ARGUMENT
+        );
+        let r = s.exchange.request.borrow();
+        assert_eq!(r.headers["x-tenant"], "red");
+        assert_eq!(r.headers["x-added"], "1");
+        assert!(!r.headers.contains_key("origin"));
+        assert!(!r.headers.contains_key("host"), "Host is the authority");
+        assert_eq!((r.authority.as_str(), r.path.as_str()), ("b.test", "/new"));
+        assert!(s.exchange.request_changed.get());
     }
 }

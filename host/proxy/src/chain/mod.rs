@@ -203,6 +203,11 @@ impl ChainRun {
         })
     }
 
+    /// A reading of the callback clock (see [`ChainRun::record`]).
+    fn now(&self) -> u64 {
+        self.worker.shared.clock.raw()
+    }
+
     /// [`ChainRun::with`] for a callback, timed into the filter's `phase` histogram.
     fn call<T: Action>(
         &self,
@@ -210,24 +215,36 @@ impl ChainRun {
         phase: Phase,
         f: impl FnOnce(&mut Box<dyn HttpFilter>) -> T,
     ) -> Option<T> {
-        let start = std::time::Instant::now();
+        let start = self.now();
         let out = self.with(i, f);
         if let Some(out) = &out {
-            self.record(i, phase, start, out.action());
+            self.record(i, phase, start, self.now(), out.action());
         }
         out
     }
 
-    /// Times a callback and, when the request is traced, records it as a span. Body chunks
-    /// are timed but not traced: a streamed body would make one span per chunk.
-    fn record(&self, i: usize, phase: Phase, start: std::time::Instant, action: &'static str) {
-        let elapsed = start.elapsed();
+    /// Times a callback (from two [`ChainRun::now`] readings) and, when the request is
+    /// traced, records it as a span. Body chunks are timed but not traced: a streamed body
+    /// would make one span per chunk. Loops over the chain's filters pass one reading as the
+    /// end of a callback and the start of the next, when nothing else ran in between.
+    fn record(&self, i: usize, phase: Phase, start: u64, end: u64, action: &'static str) {
+        let elapsed = self.worker.shared.clock.delta(start, end);
         self.timers[i][phase as usize].record(elapsed.as_secs_f64());
         if let Some(t) = &self.trace
             && !matches!(phase, Phase::RequestBody | Phase::ResponseBody)
         {
             let end = std::time::SystemTime::now();
             t.filter_callback(self.name(i), phase.label(), action, end - elapsed, end);
+        }
+    }
+
+    /// Where the next filter's callback starts: at `end` of this one if it let the request go
+    /// on (nothing else runs in between), else at a new reading, after this one's outcome
+    /// was dealt with (a wait, a failure logged).
+    fn next_start(&self, verdict: &Result<Verdict, FilterError>, end: u64) -> u64 {
+        match verdict {
+            Ok(Verdict::Continue) => end,
+            _ => self.now(),
         }
     }
 
@@ -326,8 +343,8 @@ impl ChainRun {
     /// Runs every filter's request phase. A paused filter is waited for (at most `limit`)
     /// before the next one runs.
     pub async fn request(&self, end_of_stream: bool, limit: Duration) -> RequestOutcome {
+        let mut start = self.now();
         for i in 0..self.slots.len() {
-            let start = std::time::Instant::now();
             let first = || match self.slots[i].factory.create(&self.exchange) {
                 Ok(mut f) => {
                     let v = f.on_request_headers(&self.exchange, end_of_stream);
@@ -340,7 +357,9 @@ impl ChainRun {
                 None => first(),
                 Some(t) => self.worker.trace_scope.within(t, first),
             };
-            self.record(i, Phase::RequestHeaders, start, verdict.action());
+            let end = self.now();
+            self.record(i, Phase::RequestHeaders, start, end, verdict.action());
+            start = self.next_start(&verdict, end);
             match self
                 .phase(i, Direction::Request, Some(verdict), limit)
                 .await
@@ -367,10 +386,14 @@ impl ChainRun {
         limit: Duration,
     ) -> Result<Option<Reply>, ChainFailure> {
         let mut replaced = None;
+        let mut start = self.now();
         for i in (0..upto).rev() {
-            let verdict = self.call(i, Phase::ResponseHeaders, |f| {
-                f.on_response_headers(&self.exchange, end_of_stream)
-            });
+            let verdict = self.with(i, |f| f.on_response_headers(&self.exchange, end_of_stream));
+            if let Some(v) = &verdict {
+                let end = self.now();
+                self.record(i, Phase::ResponseHeaders, start, end, v.action());
+                start = self.next_start(v, end);
+            }
             match self.phase(i, Direction::Response, verdict, limit).await {
                 Step::Next => {}
                 Step::Respond(local) => {
@@ -427,15 +450,20 @@ impl ChainRun {
 
     /// Ends every filter's part in the request.
     pub fn complete(&self) {
+        let mut start = None;
         for (i, slot) in self.slots.iter().enumerate() {
             let taken = slot.filter.borrow_mut().take();
             if let Some(mut f) = taken {
-                let start = std::time::Instant::now();
+                let from = *start.get_or_insert_with(|| self.now());
                 match &self.trace {
                     None => f.complete(),
                     Some(t) => self.worker.trace_scope.within(t, || f.complete()),
                 }
-                self.record(i, Phase::Log, start, "done");
+                // Dropping the filter (its context goes) is part of its cost.
+                drop(f);
+                let end = self.now();
+                self.record(i, Phase::Log, from, end, "done");
+                start = Some(end);
             }
         }
     }
