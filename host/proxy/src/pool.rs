@@ -188,7 +188,9 @@ impl Pool {
                 },
             }
         }
-        let mut sender = match self.connect_h1(authority, settings).await {
+        // Boxed: connecting is rare (once per pooled connection), and inline its state would
+        // make every request's send future, which is moved into the try's timeout, larger.
+        let mut sender = match Box::pin(self.connect_h1(authority, settings)).await {
             Ok(s) => s,
             Err(error) => return Err(Unsent::with(error, req)),
         };
@@ -212,7 +214,7 @@ impl Pool {
             .cloned();
         let mut sender = match cached {
             Some(s) => s,
-            None => match self.connect_h2(authority, settings).await {
+            None => match Box::pin(self.connect_h2(authority, settings)).await {
                 Ok(s) => {
                     self.h2.borrow_mut().insert(authority.clone(), s.clone());
                     s
