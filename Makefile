@@ -16,7 +16,7 @@ DEMO_UPSTREAM_PORT ?= 9000
 # The configuration `make run` starts.
 CONFIG ?= config/default.yaml
 export DEMO_UPSTREAM_PORT
-# The filters RustyGate ships (filters/), built as .wasm with the size-optimised `filter` profile.
+# The filters RustyGate ships (filters/), built as .wasm with the `filter` profile (LTO, abort, stripped).
 FILTER_PACKAGES := -p rustygate-filter-headers -p rustygate-filter-cors -p rustygate-filter-rate-limit -p rustygate-filter-jwt-auth
 FILTER_OUT := target/filters/wasm32-wasip1/filter
 # The components RustyGate ships, built for wasm32-wasip2: the balancers (filters/balancers/)

@@ -305,6 +305,7 @@ impl FilterFactory for Factory {
                 slot: self.slot.clone(),
                 ctx,
                 generation,
+                holding: [false; 2],
             })),
             Err(e) => {
                 // Nothing else will end this request's use of the VM: rebuild now, after the
@@ -320,6 +321,10 @@ struct Stream {
     slot: Rc<VmSlot>,
     ctx: u32,
     generation: u64,
+    /// Whether this stream may have a waiter in `slot.waiters`, per direction (request,
+    /// response): only `hold` adds one, so without it there is nothing to remove, and the
+    /// common case (every callback continues) touches no map.
+    holding: [bool; 2],
 }
 
 fn verdict_of(action: Deferred) -> Verdict {
@@ -346,7 +351,8 @@ impl Stream {
     }
 
     /// Holds `direction` of this stream until the filter continues it or answers.
-    fn hold(&self, response: bool) {
+    fn hold(&mut self, response: bool) {
+        self.holding[usize::from(response)] = true;
         self.slot
             .waiters
             .borrow_mut()
@@ -354,12 +360,14 @@ impl Stream {
             .or_default();
     }
 
-    fn release(&self, response: bool) {
-        self.slot.waiters.borrow_mut().remove(&(self.ctx, response));
+    fn release(&mut self, response: bool) {
+        if std::mem::take(&mut self.holding[usize::from(response)]) {
+            self.slot.waiters.borrow_mut().remove(&(self.ctx, response));
+        }
     }
 
     /// The verdict of a headers or trailers callback.
-    fn stop_or_go(&self, response: bool, action: i32, deferred: Option<Deferred>) -> Verdict {
+    fn stop_or_go(&mut self, response: bool, action: i32, deferred: Option<Deferred>) -> Verdict {
         match deferred {
             Some(d) => verdict_of(d),
             // 0 Continue; 2 ContinueAndEndStream, which Envoy treats as Continue.

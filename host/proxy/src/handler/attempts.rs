@@ -161,13 +161,14 @@ pub(super) async fn send(
                 )
             });
         let started = Instant::now();
-        let sent = tokio::time::timeout(
-            timeout,
-            worker
-                .pool
-                .try_send(&endpoint.authority, &cluster.settings, this),
-        )
-        .await;
+        // Pinned where it is made: the timeout then holds a pointer, not a copy of the
+        // (large) send future.
+        let send = std::pin::pin!(worker.pool.try_send(
+            &endpoint.authority,
+            &cluster.settings,
+            this
+        ));
+        let sent = tokio::time::timeout(timeout, send).await;
         let (attempt, result) = match sent {
             Ok(Ok(resp)) => {
                 active.upstream_timers[cluster_idx].record(started.elapsed().as_secs_f64());

@@ -3,6 +3,7 @@
 //! in [`Completion`], when the response body is dropped, which is where the access log and
 //! request metrics are written (after the last byte, so sizes and durations are complete).
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -156,10 +157,11 @@ async fn forward(
         .insert(X_REQUEST_ID.clone(), request_id.clone());
 
     let chain = active.chain(route_idx);
-    let mut authority = host
+    // Borrowed from the request's host unless a filter rewrote it.
+    let mut authority: Option<Cow<'_, str>> = host
         .as_ref()
         .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
+        .map(Cow::Borrowed);
     let mut run = None;
     if !chain.is_empty() {
         // Filters see the host as `:authority` only, as in Envoy; it is put back below.
@@ -171,7 +173,7 @@ async fn forward(
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_owned(),
-            authority: authority.clone().unwrap_or_default(),
+            authority: authority.as_deref().unwrap_or_default().to_owned(),
             scheme: "http",
             headers: std::mem::take(&mut parts.headers),
         };
@@ -214,7 +216,8 @@ async fn forward(
             }
             parts.headers = head.headers.clone();
             if authority.as_deref() != Some(head.authority.as_str()) {
-                authority = Some(head.authority.clone()).filter(|a| !a.is_empty());
+                authority =
+                    (!head.authority.is_empty()).then(|| Cow::Owned(head.authority.clone()));
                 if let Some(a) = authority
                     .as_deref()
                     .and_then(|a| HeaderValue::from_str(a).ok())
