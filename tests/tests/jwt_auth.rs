@@ -62,26 +62,37 @@ async fn valid_tokens_pass_with_claims_forwarded_and_invalid_ones_get_401() {
          forward_claims: {{ sub: x-user-id, scope: x-scope }}, strip_authorization: true }}"
     );
     let gw = TestGateway::start(&config(&app, &jwt, "")).await;
-    let good = hs256(
-        SECRET,
-        serde_json::json!({"sub": "alice", "iss": "https://id.example.com", "aud": "api",
-                           "exp": now() + 300, "scope": ["read", "write"]}),
-    );
-    let seen = get(
-        &gw,
-        "/secure/data",
-        &[("authorization", &bearer(&good)), ("x-user-id", "mallory")],
+    // What the app sees of a request with a valid token for `claims` and the client's own
+    // `header`.
+    let forwarded = async |claims: serde_json::Value, header: (&str, &str)| {
+        let mut claims = claims;
+        claims["iss"] = "https://id.example.com".into();
+        claims["aud"] = "api".into();
+        claims["exp"] = (now() + 300).into();
+        let auth = bearer(&hs256(SECRET, claims));
+        let seen = get(&gw, "/secure/data", &[("authorization", &auth), header]).await;
+        assert_eq!(seen.status, 200);
+        seen.json()["headers"].clone()
+    };
+    let echo = forwarded(
+        serde_json::json!({"sub": "alice", "scope": ["read", "write"]}),
+        ("x-user-id", "mallory"),
     )
     .await;
-    assert_eq!(seen.status, 200);
-    let echo = seen.json();
     assert_eq!(
-        echo["headers"]["x-user-id"],
+        echo["x-user-id"],
         serde_json::json!(["alice"]),
         "the client's own x-user-id is replaced"
     );
-    assert_eq!(echo["headers"]["x-scope"][0], "read write");
-    assert!(echo["headers"].get("authorization").is_none(), "stripped");
+    assert_eq!(echo["x-scope"][0], "read write");
+    assert!(echo.get("authorization").is_none(), "stripped");
+    // A claim the token lacks: the client's header of that name does not get through either.
+    let echo = forwarded(serde_json::json!({"sub": "bob"}), ("x-scope", "admin")).await;
+    assert_eq!(echo["x-user-id"][0], "bob");
+    assert!(
+        echo.get("x-scope").is_none(),
+        "a client's x-scope is removed when the token has no scope"
+    );
 
     let refused = [
         (None, "missing token"),
@@ -122,7 +133,11 @@ async fn valid_tokens_pass_with_claims_forwarded_and_invalid_ones_get_401() {
         assert!(challenge.contains(why), "{challenge} / {why}");
         assert_eq!(seen.json()["error"], "invalid_token");
     }
-    assert_eq!(app.requests(), 1, "no refused request reached the app");
+    assert_eq!(
+        app.requests(),
+        2,
+        "only the two valid requests reached the app"
+    );
 
     // The filter is on /secure only.
     assert_eq!(get(&gw, "/public", &[]).await.status, 200);

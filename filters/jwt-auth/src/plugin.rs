@@ -48,14 +48,12 @@ fn now_ms(ctx: &dyn Context) -> u64 {
 /// Lets the request go on: claims become headers, `Authorization` goes if configured.
 /// Runs with the stream as the effective context.
 fn admit(auth: &Auth, claims: &serde_json::Map<String, serde_json::Value>) {
+    // Headers that carry claims are the gateway's to set, never the client's: each is
+    // replaced by the claim, or removed when the token has no such claim. (A refused request
+    // is answered here and never forwarded, so it needs neither.)
     for (claim, header) in &auth.forward {
-        if let Some(v) = claims.get(claim) {
-            let _ = hostcalls::set_map_value(
-                MapType::HttpRequestHeaders,
-                header,
-                Some(&claim_value(v)),
-            );
-        }
+        let value = claims.get(claim).map(claim_value);
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, header, value.as_deref());
     }
     if auth.strip_authorization {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
@@ -274,10 +272,6 @@ impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let shared = self.state.clone();
         let mut state = shared.borrow_mut();
-        // Headers that carry claims are the gateway's to set, never the client's.
-        for (_, header) in &state.auth.forward {
-            self.set_http_request_header(header, None);
-        }
         // Each lookup is a host call: the cookie and the path only when a source reads them.
         let from = &state.auth.from;
         let cookie = from

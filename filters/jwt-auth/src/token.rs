@@ -188,7 +188,9 @@ pub fn claim_value(v: &Value) -> String {
 /// keys change; bounded by dropping everything when full.
 #[derive(Debug, Default)]
 pub struct Verified {
-    tokens: std::collections::HashMap<String, Entry>,
+    /// FxHash rather than SipHash (a token is a few hundred bytes, hashed on every request):
+    /// only tokens that verified are stored, so a client cannot fill it with colliding keys.
+    tokens: rustc_hash::FxHashMap<String, Entry>,
 }
 
 #[derive(Debug)]

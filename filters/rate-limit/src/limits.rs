@@ -2,6 +2,7 @@
 
 use rustygate_filter_kit::config::ConfigError;
 use serde::Deserialize;
+use std::fmt::Write as _;
 
 /// The filter's configuration.
 #[derive(Debug, Default, Deserialize)]
@@ -225,11 +226,18 @@ pub fn headers(checked: &[(&Limit, Admission)]) -> Vec<(&'static str, String)> {
     if checked.is_empty() {
         return out;
     }
-    let policy: Vec<String> = checked
-        .iter()
-        .map(|(l, _)| format!("\"{}\";q={};w={}", l.name, l.requests, secs(l.window_ms)))
-        .collect();
-    out.push(("ratelimit-policy", policy.join(", ")));
+    let mut policy = String::new();
+    for (i, (l, _)) in checked.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(
+            policy,
+            "{sep}\"{}\";q={};w={}",
+            l.name,
+            l.requests,
+            secs(l.window_ms)
+        );
+    }
+    out.push(("ratelimit-policy", policy));
     let (tightest, a) = checked
         .iter()
         .min_by_key(|(_, a)| (a.allowed, a.remaining))

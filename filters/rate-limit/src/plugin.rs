@@ -13,14 +13,14 @@ use crate::limits::{Admission, Backend, Key, Limit, Limits, from_config, headers
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { limits: Rc::new(Limits::default()), prefix: String::new(), host: Rc::new(Cell::new(true)) })
+        Box::new(Root { limits: Rc::new(Limits::default()), prefix: Rc::from(""), host: Rc::new(Cell::new(true)) })
     });
 }}
 
 struct Root {
     limits: Rc<Limits>,
     /// Keeps this plugin's counters apart from other plugins' in the shared stores.
-    prefix: String,
+    prefix: Rc<str>,
     /// Whether the host's limiter answered (false after a NOT_FOUND: running elsewhere).
     host: Rc<Cell<bool>>,
 }
@@ -38,7 +38,7 @@ impl RootContext for Root {
                     .get_property(vec!["plugin_name"])
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
-                self.prefix = format!("rate-limit/{plugin}/");
+                self.prefix = Rc::from(format!("rate-limit/{plugin}/"));
                 true
             }
             Err(e) => {
@@ -64,7 +64,7 @@ impl RootContext for Root {
 
 struct Stream {
     limits: Rc<Limits>,
-    prefix: String,
+    prefix: Rc<str>,
     host: Rc<Cell<bool>>,
     response_headers: Vec<(&'static str, String)>,
 }
