@@ -25,6 +25,7 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     // One pass over the names says which of these are there; most messages carry at most
     // `Connection: keep-alive`, and a miss on a lookup costs as much as a hit.
+    // `Connection` first (it is read and removed apart from the rest); `TE` at `TE_AT`.
     static NAMES: [HeaderName; 6] = [
         header::CONNECTION,
         KEEP_ALIVE,
@@ -33,6 +34,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
         header::TRANSFER_ENCODING,
         header::UPGRADE,
     ];
+    const TE_AT: usize = 3;
     let mut present = [false; 6];
     for name in headers.keys() {
         if let Some(i) = NAMES.iter().position(|n| n == name) {
@@ -41,14 +43,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     }
     // Read before `Connection` is applied: a client that sends TE also names it there.
     let te_trailers = keep_te_trailers
-        && present[3]
+        && present[TE_AT]
         && headers.get_all(header::TE).iter().any(|v| {
             v.to_str().is_ok_and(|s| {
                 s.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             })
         });
-    if present[0] {
+    let (has_connection, others) = (present[0], &present[1..]);
+    if has_connection {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -67,7 +70,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    for (name, _) in NAMES.iter().zip(present).skip(1).filter(|(_, p)| *p) {
+    for (name, _) in NAMES[1..].iter().zip(others).filter(|(_, p)| **p) {
         headers.remove(name);
     }
     if te_trailers {

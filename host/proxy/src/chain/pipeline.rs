@@ -353,10 +353,6 @@ enum State {
 pub(crate) struct FilteredBody {
     state: State,
     out: VecDeque<Frame<Bytes>>,
-    /// The pump is waiting for the source, not for a filter.
-    awaiting_source: bool,
-    /// Bytes held across all filters.
-    held: usize,
 }
 
 impl FilteredBody {
@@ -394,13 +390,11 @@ impl FilteredBody {
         Self {
             state: State::Idle(pump),
             out: VecDeque::new(),
-            awaiting_source: false,
-            held: 0,
         }
     }
 
-    /// Moves the pump on until it produced output or is waiting (for the source or for a
-    /// filter). `Ready` when it made progress (output, end, or abort).
+    /// Moves the pump on until it produced output or is waiting: `Idle` for the source,
+    /// `Busy` for a filter. `Ready` when it made progress (output, end, or abort).
     fn advance(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let mut pump = match std::mem::replace(&mut self.state, State::Done { aborted: false })
@@ -418,13 +412,11 @@ impl FilteredBody {
                     }
                     let frame = match pump.source.as_mut().poll_frame(cx) {
                         Poll::Pending => {
-                            self.awaiting_source = true;
                             self.state = State::Idle(pump);
                             return Poll::Pending;
                         }
                         Poll::Ready(frame) => frame,
                     };
-                    self.awaiting_source = false;
                     if let Some(item) = pump.item(frame) {
                         let mut feed = Feed::start(item);
                         match pump.run(&mut feed) {
@@ -446,7 +438,6 @@ impl FilteredBody {
                     Poll::Ready(pump) => pump,
                 },
             };
-            self.held = pump.held();
             let produced = !pump.out.is_empty();
             // Usually nothing is waiting here: trading the queues keeps their allocations in
             // use instead of growing a new one per request.
@@ -500,7 +491,10 @@ impl FilteredBody {
                     return Poll::Ready(Settled::Streaming);
                 }
                 if self.advance(cx).is_pending() {
-                    let filters_busy = !self.awaiting_source || self.held > 0;
+                    let filters_busy = match &self.state {
+                        State::Idle(pump) => pump.held() > 0,
+                        _ => true,
+                    };
                     if filters_busy {
                         return Poll::Pending;
                     }
