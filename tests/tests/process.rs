@@ -85,6 +85,41 @@ async fn sigterm_drains_the_in_flight_request_and_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// A busy admin port stops start-up before any traffic listener accepts a connection that
+/// the exiting process would then drop.
+#[test]
+fn a_busy_admin_port_fails_start_up_before_traffic_is_accepted() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = taken.local_addr().unwrap().port();
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("rustygate-busy-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    std::fs::write(&path, config(port, admin, up, "")).unwrap();
+    let out = Command::new(gateway_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("admin: cannot bind 127.0.0.1:{admin}")),
+        "stderr: {stderr}"
+    );
+    assert!(!stdout.contains("gateway started"), "stdout: {stdout}");
+    drop(taken);
+}
+
 #[tokio::test]
 async fn sigint_stops_an_idle_gateway_promptly() {
     let up = Upstream::echo();

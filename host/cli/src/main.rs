@@ -171,6 +171,18 @@ fn run(path: &Path) -> anyhow::Result<()> {
         let _in_runtime = rt.enter();
         Signals::install()?
     };
+    // The admin port is taken before any traffic listener opens: a busy admin port stops the
+    // start-up before the gateway has accepted a connection it would then drop by exiting.
+    let admin_config = loaded.config.admin.clone();
+    let admin_listener = if admin_config.enabled {
+        let _in_runtime = rt.enter();
+        let std_listener = std::net::TcpListener::bind(&admin_config.address)
+            .with_context(|| format!("admin: cannot bind {}", admin_config.address))?;
+        std_listener.set_nonblocking(true)?;
+        Some(tokio::net::TcpListener::from_std(std_listener)?)
+    } else {
+        None
+    };
     let gateway = Gateway::start(
         &loaded.config,
         metrics.clone(),
@@ -178,15 +190,11 @@ fn run(path: &Path) -> anyhow::Result<()> {
         tracer.clone(),
     )?;
     let control = ControlPlane::new(path, &loaded, wasm, gateway.reconfigure(), metrics.clone());
-    let admin_config = loaded.config.admin.clone();
     drop(loaded);
 
     rt.block_on(async move {
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin = if admin_config.enabled {
-            let listener = tokio::net::TcpListener::bind(&admin_config.address)
-                .await
-                .with_context(|| format!("admin: cannot bind {}", admin_config.address))?;
+        let admin = if let Some(listener) = admin_listener {
             tracing::info!(address = %listener.local_addr()?, admin_api = admin_config.token.as_deref().is_some_and(|t| !t.is_empty()), "admin listening");
             let readiness = gateway.readiness();
             let state = rustygate_admin::AdminState {
