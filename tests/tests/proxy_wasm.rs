@@ -43,6 +43,65 @@ async fn filter_rewrites_request_and_response_headers() {
     assert_eq!(echo["headers"]["host"].as_array().unwrap().len(), 1);
 }
 
+/// `proxy_close_stream` (the Rust SDK's `reset_http_request` / `reset_http_response`) resets
+/// the client's stream as Envoy does: no response at all (HTTP/1.1: the connection closes;
+/// HTTP/2: `RST_STREAM`), and mid-body the rest of the body never comes. The gateway keeps
+/// serving, and the request is counted with status 0.
+#[tokio::test]
+async fn close_stream_resets_the_client_stream_in_every_phase() {
+    let up = Upstream::echo();
+    let big = Upstream::download(4 * 1024 * 1024);
+    let filter = "    configuration: { name: r, reset_request_path: /reset-request, reset_response_path: /reset-response, reset_body_path: /reset-body }";
+    let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
+    let gw_big = TestGateway::start(&config(big.addr, filter, "[probe]")).await;
+    let fails = |client: &hyper_util::client::legacy::Client<_, Full<Bytes>>, url: String| {
+        let req = Request::get(url).body(Full::<Bytes>::default()).unwrap();
+        client.request(req)
+    };
+
+    // Request phase: nothing reaches the upstream, the client gets no response.
+    let err = fails(&http1(), gw.url("/reset-request")).await.unwrap_err();
+    assert!(format!("{err:?}").contains("IncompleteMessage"), "{err:?}");
+    assert_eq!(up.requests(), 0);
+    // The same over HTTP/2: the stream is reset, the connection goes on serving.
+    let h2 = rustygate_tests::client::h2c();
+    let err = fails(&h2, gw.url("/reset-request")).await.unwrap_err();
+    let source = format!("{:?}", std::error::Error::source(&err));
+    assert!(
+        source.contains("INTERNAL_ERROR") || source.contains("Reset"),
+        "{err:?}"
+    );
+    let ok = h2
+        .request(Request::get(gw.url("/fine")).body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+
+    // Response phase: the upstream answered, the client still gets nothing.
+    let before = up.requests();
+    let err = fails(&http1(), gw.url("/reset-response"))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("IncompleteMessage"), "{err:?}");
+    assert_eq!(up.requests(), before + 1);
+
+    // Mid-body: the head was sent, the body stops short.
+    let resp = fails(&http1(), gw_big.url("/reset-body")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+    assert!(body.is_err(), "the body must end in an error, not complete");
+
+    // Other paths are unaffected, and the resets are counted with status 0.
+    assert_eq!(get(&gw.url("/fine")).await.status, 200);
+    let text = String::from_utf8_lossy(&get(&format!("http://{}/metrics", gw.admin)).await.body)
+        .into_owned();
+    let resets = text
+        .lines()
+        .find(|l| l.starts_with("rustygate_requests_total{") && l.contains("status=\"0\""))
+        .unwrap_or_else(|| panic!("no status 0 series in\n{text}"));
+    assert!(resets.ends_with(" 3"), "{resets}");
+}
+
 #[tokio::test]
 async fn one_module_serves_routes_with_different_configurations() {
     let up = Upstream::echo();

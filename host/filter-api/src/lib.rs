@@ -67,6 +67,10 @@ pub enum Verdict {
     /// Stop here and send this response instead. When given during request phases, the
     /// response still passes through the response phases of this filter and those before it.
     Respond(LocalResponse),
+    /// End the client's stream without an answer, as Envoy's `resetStream`: an HTTP/1.1
+    /// connection closes, an HTTP/2 stream gets `RST_STREAM`. No further phase of any filter
+    /// runs; every filter still gets its end-of-request callbacks.
+    Reset,
 }
 
 /// Facts about the request that filters may read (proxy-wasm properties, WIT request info).
@@ -167,6 +171,9 @@ pub enum BodyVerdict {
     StopNoBuffer,
     /// Stop here and send this response instead.
     Respond(LocalResponse),
+    /// End the client's stream ([`Verdict::Reset`]); mid-body, what was sent stays sent and
+    /// the rest never comes.
+    Reset,
 }
 
 /// Why a filter failed a request. The proxy applies the filter's [`FailurePolicy`].

@@ -9,11 +9,10 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use http::StatusCode;
 use rustc_hash::FxHashMap;
 use rustygate_filter_api::{
     BodyVerdict, Direction, Exchange, FailurePolicy, FilterError, FilterFactory, HttpFilter,
-    LocalFuture, LocalResponse, Verdict,
+    LocalFuture, Verdict,
 };
 use tokio::sync::Notify;
 
@@ -161,6 +160,7 @@ impl VmSlot {
                     for key in [(ctx, false), (ctx, true)] {
                         let again = match &answer {
                             Verdict::Respond(r) => Verdict::Respond(r.clone()),
+                            Verdict::Reset => Verdict::Reset,
                             _ => Verdict::Continue,
                         };
                         self.wake_with(key, Ok(again));
@@ -330,12 +330,9 @@ struct Stream {
 fn verdict_of(action: Deferred) -> Verdict {
     match action {
         Deferred::LocalResponse(r) => Verdict::Respond(r),
-        Deferred::CloseStream => Verdict::Respond(LocalResponse {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            headers: Vec::new(),
-            body: Bytes::new(),
-            details: "wasm_close_stream".into(),
-        }),
+        // Envoy resets the stream (HTTP request or response) or closes the connection
+        // (downstream, upstream); either way the client gets no answer.
+        Deferred::CloseStream => Verdict::Reset,
         Deferred::Continue { .. } => Verdict::Continue,
     }
 }
@@ -442,6 +439,7 @@ impl HttpFilter for Stream {
         let (action, deferred) = result?;
         Ok(match deferred.map(verdict_of) {
             Some(Verdict::Respond(r)) => BodyVerdict::Respond(r),
+            Some(Verdict::Reset) => BodyVerdict::Reset,
             // Continued from within its own callback.
             Some(_) => {
                 self.release(response);

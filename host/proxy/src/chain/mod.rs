@@ -8,7 +8,7 @@
 //! still streams). Each filter is borrowed only for the duration of one synchronous phase
 //! call, never across an await.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -28,6 +28,14 @@ pub(crate) struct ChainFailure {
     pub error: FilterError,
 }
 
+/// Why the response phases stopped without an answer of their own.
+pub(crate) enum Halt {
+    /// A fail-closed filter failed.
+    Fail(ChainFailure),
+    /// A filter reset the stream ([`ChainRun::reset`]).
+    Reset,
+}
+
 /// A local response and the filters it still passes through (`[0, upto)`, in reverse).
 pub(crate) struct Reply {
     pub local: LocalResponse,
@@ -41,6 +49,8 @@ pub(crate) enum RequestOutcome {
     /// Answer with this response instead; its header phases have run.
     Respond(Reply),
     Fail(ChainFailure),
+    /// A filter reset the stream: nothing is forwarded or answered.
+    Reset,
 }
 
 /// What the response phases decided.
@@ -50,6 +60,8 @@ pub(crate) enum ResponseOutcome {
     /// Replace the upstream response with this one; its header phases have run.
     Respond(Reply),
     Fail(ChainFailure),
+    /// A filter reset the stream: nothing is sent.
+    Reset,
 }
 
 /// How a body phase ended the request early.
@@ -62,6 +74,8 @@ pub(crate) enum BodyStop {
         filter: String,
         limit: usize,
     },
+    /// A filter reset the stream.
+    Reset,
 }
 
 /// A filter callback group, as `rustygate_filter_duration_seconds` labels it.
@@ -113,6 +127,7 @@ impl Action for Result<Verdict, FilterError> {
             Ok(Verdict::Continue) => "continue",
             Ok(Verdict::Pause) => "pause",
             Ok(Verdict::Respond(_)) => "respond",
+            Ok(Verdict::Reset) => "reset",
             Err(_) => "fail",
         }
     }
@@ -125,6 +140,7 @@ impl Action for Result<BodyVerdict, FilterError> {
             Ok(BodyVerdict::Buffer) => "buffer",
             Ok(BodyVerdict::StopNoBuffer) => "stop",
             Ok(BodyVerdict::Respond(_)) => "respond",
+            Ok(BodyVerdict::Reset) => "reset",
             Err(_) => "fail",
         }
     }
@@ -163,6 +179,9 @@ pub(crate) struct ChainRun {
     pub body_stop: RefCell<Option<BodyStop>>,
     /// The request's trace, when tracing is on.
     trace: Option<Rc<RequestTrace>>,
+    /// Set when a filter reset the stream. Whatever path the request was on when it
+    /// happened, the handler then sends nothing and has the client's stream reset.
+    pub reset: Cell<bool>,
 }
 
 impl ChainRun {
@@ -187,6 +206,7 @@ impl ChainRun {
             worker,
             body_stop: RefCell::new(None),
             trace,
+            reset: Cell::new(false),
         })
     }
 
@@ -334,6 +354,10 @@ impl ChainRun {
             Ok(Verdict::Continue) => Step::Next,
             Ok(Verdict::Pause) => unreachable!("resume never yields Pause"),
             Ok(Verdict::Respond(local)) => Step::Respond(local),
+            Ok(Verdict::Reset) => {
+                self.reset.set(true);
+                Step::Reset
+            }
             Err(e) => match self.failed(i, e) {
                 Some(f) => Step::Fail(f),
                 None => Step::Next,
@@ -369,10 +393,12 @@ impl ChainRun {
                 Step::Respond(local) => {
                     return match self.respond_through(i + 1, local, limit).await {
                         Ok(reply) => RequestOutcome::Respond(reply),
-                        Err(f) => RequestOutcome::Fail(f),
+                        Err(Halt::Fail(f)) => RequestOutcome::Fail(f),
+                        Err(Halt::Reset) => RequestOutcome::Reset,
                     };
                 }
                 Step::Fail(f) => return RequestOutcome::Fail(f),
+                Step::Reset => return RequestOutcome::Reset,
             }
         }
         RequestOutcome::Forward
@@ -385,7 +411,7 @@ impl ChainRun {
         upto: usize,
         end_of_stream: bool,
         limit: Duration,
-    ) -> Result<Option<Reply>, ChainFailure> {
+    ) -> Result<Option<Reply>, Halt> {
         let mut replaced = None;
         let mut start = self.now();
         for i in (0..upto).rev() {
@@ -402,7 +428,8 @@ impl ChainRun {
                     *self.exchange.response.borrow_mut() = Some(head_of(&local));
                     replaced = Some(Reply { local, upto: i + 1 });
                 }
-                Step::Fail(f) => return Err(f),
+                Step::Fail(f) => return Err(Halt::Fail(f)),
+                Step::Reset => return Err(Halt::Reset),
             }
         }
         Ok(replaced)
@@ -415,7 +442,7 @@ impl ChainRun {
         upto: usize,
         local: LocalResponse,
         limit: Duration,
-    ) -> Result<Reply, ChainFailure> {
+    ) -> Result<Reply, Halt> {
         *self.exchange.response.borrow_mut() = Some(head_of(&local));
         let eos = local.body.is_empty();
         let mut reply = match self.response_phases(upto, eos, limit).await? {
@@ -437,7 +464,8 @@ impl ChainRun {
                 self.take_head_into(&mut reply.local);
                 ResponseOutcome::Respond(reply)
             }
-            Err(f) => ResponseOutcome::Fail(f),
+            Err(Halt::Fail(f)) => ResponseOutcome::Fail(f),
+            Err(Halt::Reset) => ResponseOutcome::Reset,
         }
     }
 
@@ -474,6 +502,7 @@ enum Step {
     Next,
     Respond(LocalResponse),
     Fail(ChainFailure),
+    Reset,
 }
 
 impl Drop for ChainRun {

@@ -266,6 +266,7 @@ impl Pump {
             Some(Ok(BodyVerdict::Respond(local))) => {
                 return Err(self.reply(i, local));
             }
+            Some(Ok(BodyVerdict::Reset)) => return Err(self.reset()),
             Some(Err(e)) => match self.chain.failed(i, e) {
                 Some(f) => return Err(BodyStop::Fail(f)),
                 None => false,
@@ -286,6 +287,7 @@ impl Pump {
         match v {
             Ok(Verdict::Continue | Verdict::Pause) => Ok(()),
             Ok(Verdict::Respond(local)) => Err(self.reply(i, local)),
+            Ok(Verdict::Reset) => Err(self.reset()),
             Err(e) => match self.chain.failed(i, e) {
                 Some(f) => Err(BodyStop::Fail(f)),
                 None => Ok(()),
@@ -295,6 +297,11 @@ impl Pump {
 
     fn reply(&self, i: usize, local: rustygate_filter_api::LocalResponse) -> BodyStop {
         BodyStop::Respond(Reply { local, upto: i + 1 })
+    }
+
+    fn reset(&self) -> BodyStop {
+        self.chain.reset.set(true);
+        BodyStop::Reset
     }
 
     fn check_limit(&self, s: usize) -> Result<(), BodyStop> {

@@ -14,7 +14,7 @@ use rustygate_filter_api::{Direction, LocalResponse};
 use super::{Failure, error_response};
 use crate::body::{ResponseBody, Transfer};
 use crate::chain::pipeline::{FilteredBody, Settled};
-use crate::chain::{BodyStop, ChainFailure, ChainRun, Reply};
+use crate::chain::{BodyStop, ChainFailure, ChainRun, Halt, Reply};
 use crate::pool::UpstreamBody;
 
 /// Clients learn which filter failed and how (trap, CPU deadline, memory), never the guest's
@@ -24,6 +24,19 @@ pub(super) fn filter_failed(f: &ChainFailure) -> Failure {
         ErrorKind::FilterFailed,
         format!("filter {} failed: {}", f.filter, f.error.reason()),
     )
+}
+
+/// What the handler returns when a filter reset the stream. Never sent: the handler sees
+/// [`ChainRun::reset`] and resets the client's stream instead of answering.
+pub(super) fn reset() -> Failure {
+    (ErrorKind::Internal, "a filter reset the stream".into())
+}
+
+fn halted(h: Halt) -> Failure {
+    match h {
+        Halt::Fail(f) => filter_failed(&f),
+        Halt::Reset => reset(),
+    }
 }
 
 /// A filter's local response as sent to the client.
@@ -148,6 +161,10 @@ impl<'a> Ctx<'a> {
                     let (kind, detail) = filter_failed(&f);
                     error_response(kind, &detail, self.request_id)
                 }
+                Some(BodyStop::Reset) => {
+                    let (kind, detail) = reset();
+                    error_response(kind, &detail, self.request_id)
+                }
                 _ => error_response(
                     ErrorKind::Internal,
                     "a filter buffered more of a local response than the limit allows",
@@ -184,7 +201,7 @@ impl<'a> Ctx<'a> {
             .await
         {
             Ok(reply) => Ok(self.reply(reply).await),
-            Err(f) => Err(filter_failed(&f)),
+            Err(h) => Err(halted(h)),
         }
     }
 
@@ -204,13 +221,14 @@ impl<'a> Ctx<'a> {
                     .await
                 {
                     Ok(reply) => Ok(self.reply(reply).await),
-                    Err(f) => Err(filter_failed(&f)),
+                    Err(h) => Err(halted(h)),
                 }
             }
             (Some(BodyStop::Respond(reply)), Direction::Response) => {
                 Ok(local_response(reply.local, self.request_id))
             }
             (Some(BodyStop::Fail(f)), _) => Err(filter_failed(&f)),
+            (Some(BodyStop::Reset), _) => Err(reset()),
             (Some(BodyStop::TooLarge { filter, limit }), Direction::Request) => Err((
                 ErrorKind::BodyTooLarge,
                 format!("filter {filter} buffered more than {limit} bytes of the request body"),

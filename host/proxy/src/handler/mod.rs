@@ -4,7 +4,6 @@
 //! request metrics are written (after the last byte, so sizes and durations are complete).
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -36,12 +35,18 @@ use filtering::filter_failed;
 /// A failure and its detail for the client.
 type Failure = (ErrorKind, String);
 
-/// Serves one request; never fails at the hyper level (failures are responses).
+/// A filter reset the client's stream. Returned to hyper, which then closes an HTTP/1.1
+/// connection without a response or resets an HTTP/2 stream (`RST_STREAM`).
+#[derive(Debug, thiserror::Error)]
+#[error("a filter reset the stream")]
+pub(crate) struct StreamReset;
+
+/// Serves one request. Failures are responses; only a filter's reset fails at the hyper level.
 pub(crate) async fn handle(
     worker: Rc<Worker>,
     conn: Rc<ConnCtx>,
     req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<ResponseBody>, StreamReset> {
     let start = Instant::now();
     conn.request_started();
     worker.shared.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -89,6 +94,12 @@ pub(crate) async fn handle(
         Ok(resp) => resp,
         Err((kind, detail)) => error_response(kind, &detail, &request_id),
     };
+    if done.chain.as_ref().is_some_and(|c| c.reset.get()) {
+        // Logged with status 0, as Envoy logs a stream that got no response.
+        drop(resp);
+        done.finish();
+        return Err(StreamReset);
+    }
     done.status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
     let body = body.with_completion(transfer, Box::new(move || done.finish()));
@@ -200,6 +211,7 @@ async fn forward(
                 return Ok(ctx.reply(reply).await);
             }
             RequestOutcome::Fail(f) => return Err(filter_failed(&f)),
+            RequestOutcome::Reset => return Err(filtering::reset()),
         }
         // Copied, not moved: filters may still read the request in their response phases.
         {
@@ -363,6 +375,7 @@ async fn forward(
                     return Ok(ctx.reply(reply).await);
                 }
                 ResponseOutcome::Fail(f) => return Err(filter_failed(&f)),
+                ResponseOutcome::Reset => return Err(filtering::reset()),
             }
             if body_ended {
                 return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));

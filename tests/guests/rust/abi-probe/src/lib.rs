@@ -63,6 +63,12 @@ struct Config {
     /// request's path, and count consumed items in shared data `consumed`; responses carry
     /// that count in `x-queue-consumed`.
     queue: Option<String>,
+    /// Reset the stream (`proxy_close_stream`) on this path from the request-headers phase.
+    reset_request_path: Option<String>,
+    /// Reset the stream on this path from the response-headers phase.
+    reset_response_path: Option<String>,
+    /// Reset the stream on this path from the second response body chunk, unless it is the last.
+    reset_body_path: Option<String>,
     /// Misbehave on these paths.
     trap_path: Option<String>,
     loop_path: Option<String>,
@@ -153,6 +159,7 @@ impl RootContext for Root {
             shared_count: None,
             request_body_calls: 0,
             request_body_size: 0,
+            response_body_calls: 0,
         }))
     }
 
@@ -169,6 +176,7 @@ struct Stream {
     shared_count: Option<u64>,
     request_body_calls: u32,
     request_body_size: usize,
+    response_body_calls: u32,
 }
 
 impl Stream {
@@ -220,6 +228,10 @@ impl HttpContext for Stream {
                 std::hint::black_box(&hog);
             }
         }
+        if c.reset_request_path.as_deref() == Some(&self.path) {
+            self.reset_http_request();
+            return Action::Continue;
+        }
         if let (Some(cluster), false) = (c.auth_cluster.clone(), c.auth_on_body) {
             return self.call_auth(&cluster, None);
         }
@@ -260,6 +272,10 @@ impl HttpContext for Stream {
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let c = self.config.clone();
+        if c.reset_response_path.as_deref() == Some(&self.path) {
+            self.reset_http_response();
+            return Action::Continue;
+        }
         if let Some(status) = c.replace_status {
             if self.get_http_response_header(":status").as_deref() == Some(status.to_string().as_str()) {
                 self.send_http_response(502, vec![("x-replaced-by", c.name.as_str())], Some(b"replaced by abi-probe\n"));
@@ -343,6 +359,11 @@ impl HttpContext for Stream {
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let c = self.config.clone();
+        self.response_body_calls += 1;
+        if self.response_body_calls == 2 && !end_of_stream && c.reset_body_path.as_deref() == Some(&self.path) {
+            self.reset_http_response();
+            return Action::Continue;
+        }
         if let Some((from, to)) = &c.response_body_replace {
             if !end_of_stream {
                 return Action::Pause;
