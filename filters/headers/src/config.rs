@@ -43,14 +43,22 @@ pub enum Op {
 pub struct Rules {
     pub request: Vec<Op>,
     pub response: Vec<Op>,
+    /// Whether a response value reads the request (else nothing is kept between the phases).
+    pub response_reads_request: bool,
 }
 
 /// Parses and validates a configuration.
 pub fn rules(raw: &[u8]) -> Result<Rules, ConfigError> {
     let config: Config = rustygate_filter_kit::config::parse(raw)?;
+    let response = ops(&config.response, "response")?;
+    let response_reads_request = response.iter().any(|op| match op {
+        Op::Set(_, t) | Op::Add(_, t) => t.constant().is_none(),
+        Op::Remove(_) => false,
+    });
     Ok(Rules {
         request: ops(&config.request, "request")?,
-        response: ops(&config.response, "response")?,
+        response,
+        response_reads_request,
     })
 }
 

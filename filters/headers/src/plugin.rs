@@ -1,10 +1,11 @@
 //! The proxy-wasm glue (wasm32 only).
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use rustygate_filter_kit::template::Var;
+use rustygate_filter_kit::template::{Template, Var};
 
 use crate::config::{Op, Rules, rules};
 
@@ -50,9 +51,23 @@ impl RootContext for Root {
 
 struct Stream {
     rules: Rc<Rules>,
-    /// Response values, expanded while the request was readable (Envoy does not guarantee
-    /// request data in the response phase).
+    /// Response values that read the request, expanded while it was readable (Envoy does
+    /// not guarantee request data in the response phase); empty for constant values.
     response_values: Vec<String>,
+}
+
+/// Response value `i`: the constant, or what the request phase expanded.
+fn response_value<'a>(t: &'a Template, expanded: &'a [String], i: usize) -> &'a str {
+    t.constant()
+        .unwrap_or_else(|| expanded.get(i).map_or("", String::as_str))
+}
+
+/// A template's value: constants as they are, without a copy per request.
+fn value<'t>(t: &'t Template, lookup: impl FnMut(&Var) -> Option<String>) -> Cow<'t, str> {
+    match t.constant() {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(t.expand(lookup)),
+    }
 }
 
 impl Stream {
@@ -83,23 +98,27 @@ impl Context for Stream {}
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let rules = self.rules.clone();
-        self.response_values = rules
-            .response
-            .iter()
-            .map(|op| match op {
-                Op::Set(_, t) | Op::Add(_, t) => t.expand(|v| self.lookup(v)),
-                Op::Remove(_) => String::new(),
-            })
-            .collect();
+        if rules.response_reads_request {
+            self.response_values = rules
+                .response
+                .iter()
+                .map(|op| match op {
+                    Op::Set(_, t) | Op::Add(_, t) if t.constant().is_none() => {
+                        t.expand(|v| self.lookup(v))
+                    }
+                    _ => String::new(),
+                })
+                .collect();
+        }
         for op in &rules.request {
             match op {
                 Op::Remove(name) => self.set_http_request_header(name, None),
                 Op::Set(name, t) => {
-                    let value = t.expand(|v| self.lookup(v));
+                    let value = value(t, |v| self.lookup(v));
                     self.set_http_request_header(name, Some(&value));
                 }
                 Op::Add(name, t) => {
-                    let value = t.expand(|v| self.lookup(v));
+                    let value = value(t, |v| self.lookup(v));
                     self.add_http_request_header(name, &value);
                 }
             }
@@ -109,11 +128,16 @@ impl HttpContext for Stream {
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let rules = self.rules.clone();
-        for (op, value) in rules.response.iter().zip(&self.response_values) {
+        let values = std::mem::take(&mut self.response_values);
+        for (i, op) in rules.response.iter().enumerate() {
             match op {
                 Op::Remove(name) => self.set_http_response_header(name, None),
-                Op::Set(name, _) => self.set_http_response_header(name, Some(value)),
-                Op::Add(name, _) => self.add_http_response_header(name, value),
+                Op::Set(name, t) => {
+                    self.set_http_response_header(name, Some(response_value(t, &values, i)))
+                }
+                Op::Add(name, t) => {
+                    self.add_http_response_header(name, response_value(t, &values, i))
+                }
             }
         }
         Action::Continue

@@ -449,4 +449,25 @@ fn the_cache_rechecks_the_clock_and_forgets_with_the_keys() {
     );
     // Failures are not remembered.
     assert!(cache.verify("a.b.c", &[hs_key()], &rules(), THEN).is_err());
+    // Only the very token is a hit: one byte changed (same length) is verified, and fails.
+    assert!(cache.verify(A1_JWS, &[hs_key()], &rules(), THEN).is_ok());
+    let mut forged = A1_JWS.as_bytes().to_vec();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert!(cache.verify(&forged, &[], &rules(), THEN).is_err());
+}
+
+#[test]
+fn tokens_compare_whole_words_and_tails() {
+    use crate::token::same_bytes;
+    let a: Vec<u8> = (0..37u8).collect();
+    assert!(same_bytes(&a, &a.clone()));
+    assert!(same_bytes(&[], &[]));
+    for i in 0..a.len() {
+        let mut b = a.clone();
+        b[i] ^= 1;
+        assert!(!same_bytes(&a, &b), "difference at {i} missed");
+    }
+    assert!(!same_bytes(&a, &a[..36]));
 }

@@ -107,6 +107,15 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Text(_)))
     }
 
+    /// The value, when it is the same for every request (no variables).
+    pub fn constant(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Text(t)] => Some(t),
+            _ => None,
+        }
+    }
+
     /// The value for one request; `lookup` answers each variable (empty when unknown).
     pub fn expand(&self, mut lookup: impl FnMut(&Var) -> Option<String>) -> String {
         let mut out = String::new();

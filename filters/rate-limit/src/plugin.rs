@@ -13,14 +13,15 @@ use crate::limits::{Admission, Backend, Key, Limit, Limits, from_config, headers
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { limits: Rc::new(Limits::default()), prefix: Rc::from(""), host: Rc::new(Cell::new(true)) })
+        Box::new(Root { limits: Rc::new(Limits::default()), keys: Rc::from([]), host: Rc::new(Cell::new(true)) })
     });
 }}
 
 struct Root {
     limits: Rc<Limits>,
-    /// Keeps this plugin's counters apart from other plugins' in the shared stores.
-    prefix: Rc<str>,
+    /// Per limit, the start of its counters' keys: this plugin's name (which keeps them apart
+    /// from other plugins' in the shared stores), then the limit's name and rate.
+    keys: Rc<[String]>,
     /// Whether the host's limiter answered (false after a NOT_FOUND: running elsewhere).
     host: Rc<Cell<bool>>,
 }
@@ -33,12 +34,21 @@ impl RootContext for Root {
         match from_config(&raw) {
             Ok(l) => {
                 self.host.set(l.backend == Backend::Auto);
-                self.limits = Rc::new(l);
                 let plugin = self
                     .get_property(vec!["plugin_name"])
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
-                self.prefix = Rc::from(format!("rate-limit/{plugin}/"));
+                self.keys = l
+                    .limits
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "rate-limit/{plugin}/{}/{}/{}/",
+                            l.name, l.requests, l.window_ms
+                        )
+                    })
+                    .collect();
+                self.limits = Rc::new(l);
                 true
             }
             Err(e) => {
@@ -51,7 +61,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             limits: self.limits.clone(),
-            prefix: self.prefix.clone(),
+            keys: self.keys.clone(),
             host: self.host.clone(),
             response_headers: Vec::new(),
         }))
@@ -64,7 +74,7 @@ impl RootContext for Root {
 
 struct Stream {
     limits: Rc<Limits>,
-    prefix: Rc<str>,
+    keys: Rc<[String]>,
     host: Rc<Cell<bool>>,
     response_headers: Vec<(&'static str, String)>,
 }
@@ -92,15 +102,15 @@ impl Stream {
         }
     }
 
-    fn admit(&self, limit: &Limit, value: &str) -> Admission {
-        let key = format!(
-            "{}{}/{}/{}/{}",
-            self.prefix, limit.name, limit.requests, limit.window_ms, value
-        );
+    /// Counts the request against limit `i` for key value `value`.
+    fn admit(&self, i: usize, limit: &Limit, value: &str) -> Admission {
+        let prefix = &self.keys[i];
         if self.host.get() {
-            let mut args = limit.requests.to_le_bytes().to_vec();
+            let mut args = Vec::with_capacity(12 + prefix.len() + value.len());
+            args.extend_from_slice(&limit.requests.to_le_bytes());
             args.extend_from_slice(&limit.window_ms.to_le_bytes());
-            args.extend_from_slice(key.as_bytes());
+            args.extend_from_slice(prefix.as_bytes());
+            args.extend_from_slice(value.as_bytes());
             match hostcalls::call_foreign_function("rustygate_rate_limit", Some(&args)) {
                 Ok(Some(r)) if r.len() == 13 => {
                     return Admission {
@@ -115,6 +125,7 @@ impl Stream {
                 }
             }
         }
+        let key = [prefix.as_str(), value].concat();
         let now_ms = self
             .get_current_time()
             .duration_since(std::time::UNIX_EPOCH)
@@ -144,13 +155,13 @@ impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let limits = self.limits.clone();
         let mut checked = Vec::with_capacity(limits.limits.len());
-        for limit in &limits.limits {
+        for (i, limit) in limits.limits.iter().enumerate() {
             let Some(value) = self.key_value(&limit.key) else {
                 continue; // a header key the request does not have: this limit does not apply
             };
             // Every limit that applies counts the request, allowed or not: attempts are what
             // a limit is about.
-            let a = self.admit(limit, &value);
+            let a = self.admit(i, limit, &value);
             checked.push((limit, a));
         }
         let out = headers(&checked);

@@ -39,6 +39,10 @@ pub struct RuntimeConfig {
     /// `tests/bench/instructions.sh` counts instructions per request that way): no instance
     /// pool, small reservations, explicit bounds checks. Guests run slower; not for serving.
     pub valgrind_compatible: bool,
+    /// Writes `/tmp/perf-<pid>.map` naming the compiled guest functions (set by
+    /// `RUSTYGATE_PERF_MAP`), so that `perf report` and callgrind profiles can attribute time
+    /// inside filters to their functions.
+    pub perf_map: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +52,7 @@ impl Default for RuntimeConfig {
             pool_slots: 64,
             cache_dir: default_cache_dir(),
             valgrind_compatible: std::env::var_os("RUSTYGATE_VALGRIND").is_some(),
+            perf_map: std::env::var_os("RUSTYGATE_PERF_MAP").is_some(),
         }
     }
 }
@@ -155,6 +160,9 @@ impl Runtime {
             config.memory_reservation(1 << 26);
             config.memory_guard_size(0);
             config.signals_based_traps(false);
+        }
+        if cfg.perf_map {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         if cfg.pool_slots > 0 && !cfg.valgrind_compatible {
             let mut pool = PoolingAllocationConfig::default();

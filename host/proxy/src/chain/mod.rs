@@ -385,6 +385,9 @@ impl ChainRun {
             let end = self.now();
             self.record(i, Phase::RequestHeaders, start, end, verdict.action());
             start = self.next_start(&verdict, end);
+            if let Ok(Verdict::Continue) = verdict {
+                continue; // the usual case, without making the phase's future
+            }
             match self
                 .phase(i, Direction::Request, Some(verdict), limit)
                 .await
@@ -420,6 +423,9 @@ impl ChainRun {
                 let end = self.now();
                 self.record(i, Phase::ResponseHeaders, start, end, v.action());
                 start = self.next_start(v, end);
+            }
+            if let None | Some(Ok(Verdict::Continue)) = verdict {
+                continue; // the usual case, without making the phase's future
             }
             match self.phase(i, Direction::Response, verdict, limit).await {
                 Step::Next => {}
