@@ -9,7 +9,11 @@ use bytes::{Bytes, BytesMut};
 /// through); read and edited by byte range.
 #[derive(Debug, Default, Clone)]
 pub struct BodyBuffer {
-    chunks: VecDeque<Bytes>,
+    /// The first chunk, inline: a chunk shown to a filter that lets it through (the usual
+    /// case) never allocates a queue.
+    first: Option<Bytes>,
+    /// The chunks after `first`; empty while `first` is `None`.
+    rest: VecDeque<Bytes>,
     len: usize,
 }
 
@@ -31,16 +35,22 @@ impl BodyBuffer {
 
     /// Appends a chunk.
     pub fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.len += chunk.len();
-            self.chunks.push_back(chunk);
+        if chunk.is_empty() {
+            return;
+        }
+        self.len += chunk.len();
+        if self.first.is_none() {
+            self.first = Some(chunk);
+        } else {
+            self.rest.push_back(chunk);
         }
     }
 
     /// Appends everything `other` holds.
     pub fn append(&mut self, other: BodyBuffer) {
-        self.len += other.len;
-        self.chunks.extend(other.chunks);
+        for c in other.first.into_iter().chain(other.rest) {
+            self.push(c);
+        }
     }
 
     /// Takes everything, leaving the buffer empty.
@@ -48,12 +58,30 @@ impl BodyBuffer {
         std::mem::take(self)
     }
 
+    fn chunks(&self) -> impl Iterator<Item = &Bytes> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        let front = self.first.take()?;
+        self.first = self.rest.pop_front();
+        self.len -= front.len();
+        Some(front)
+    }
+
+    fn push_front(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        if let Some(old) = self.first.replace(chunk) {
+            self.rest.push_front(old);
+        }
+    }
+
     /// The bytes in `[start, start + max)`, clamped to what is held.
     pub fn range(&self, start: usize, max: usize) -> Vec<u8> {
         let end = self.len.min(start.saturating_add(max));
         let mut out = Vec::with_capacity(end.saturating_sub(start));
         let mut at = 0;
-        for c in &self.chunks {
+        for c in self.chunks() {
             let (from, to) = (start.max(at), end.min(at + c.len()));
             if from < to {
                 out.extend_from_slice(&c[from - at..to - at]);
@@ -73,20 +101,19 @@ impl BodyBuffer {
     pub fn splice(&mut self, start: usize, len: usize, data: Bytes) -> Result<(), UnsupportedEdit> {
         if start == 0 {
             let mut drop = len.min(self.len);
-            self.len -= drop;
             while drop > 0 {
-                let front = self.chunks.front_mut().expect("len counts the chunks");
+                let front = self.first.as_mut().expect("len counts the chunks");
                 if front.len() <= drop {
                     drop -= front.len();
-                    self.chunks.pop_front();
+                    self.pop_front();
                 } else {
                     let _ = front.split_to(drop);
+                    self.len -= drop;
                     drop = 0;
                 }
             }
             if !data.is_empty() {
-                self.len += data.len();
-                self.chunks.push_front(data);
+                self.push_front(data);
             }
             Ok(())
         } else if start >= self.len {
@@ -98,13 +125,14 @@ impl BodyBuffer {
     }
 
     /// Everything held as one `Bytes` (no copy when it is a single chunk).
-    pub fn into_bytes(mut self) -> Bytes {
-        match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.pop_front().expect("one chunk"),
-            _ => {
+    pub fn into_bytes(self) -> Bytes {
+        match (self.first, self.rest.is_empty()) {
+            (None, _) => Bytes::new(),
+            (Some(only), true) => only,
+            (Some(first), false) => {
                 let mut out = BytesMut::with_capacity(self.len);
-                for c in self.chunks {
+                out.extend_from_slice(&first);
+                for c in self.rest {
                     out.extend_from_slice(&c);
                 }
                 out.freeze()
@@ -160,5 +188,26 @@ mod tests {
         assert_eq!(b.splice(1, 1, Bytes::new()), Err(UnsupportedEdit));
         b.splice(0, 3, Bytes::new()).unwrap();
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn chunks_keep_their_order_through_the_inline_first_one() {
+        let mut b = buf(&["b", "c"]);
+        b.splice(0, 0, Bytes::from_static(b"a")).unwrap();
+        b.push(Bytes::from_static(b"d"));
+        assert_eq!(b.range(0, 9), b"abcd");
+        // Dropping whole chunks and part of the next moves a later chunk to the front.
+        b.splice(0, 3, Bytes::new()).unwrap();
+        assert_eq!((b.len(), b.range(0, 9)), (1, b"d".to_vec()));
+        let mut other = buf(&["e", "f"]);
+        other.splice(0, 1, Bytes::new()).unwrap();
+        b.append(other);
+        b.append(BodyBuffer::default());
+        assert_eq!(b.clone().into_bytes(), "df");
+        assert_eq!(b.take().into_bytes(), "df");
+        assert!(b.is_empty() && b.clone().into_bytes().is_empty());
+        // Empty chunks are not kept, whatever the position.
+        b.push(Bytes::new());
+        assert_eq!(b.range(0, 1), b"");
     }
 }

@@ -1,12 +1,10 @@
 //! What a VM's host functions can see: the store data. One per VM, on one worker.
 
-use std::collections::HashMap;
-
-use rustc_hash::FxHashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use rustygate_filter_api::{Exchange, LocalResponse};
 use rustygate_wasm_runtime::wasmtime::{Memory, ResourceLimiter, TypedFunc};
 
@@ -37,7 +35,7 @@ pub(crate) struct StreamCtx {
     pub phase: Phase,
     pub exchange: Rc<Exchange>,
     /// Values stored with `proxy_set_property`, readable back in the same stream.
-    pub properties: HashMap<Vec<u8>, Vec<u8>>,
+    pub properties: FxHashMap<Vec<u8>, Vec<u8>>,
 }
 
 /// Something a callback asked for that takes effect after it returns (no re-entry).

@@ -2,13 +2,11 @@
 //! Callbacks are called one at a time, each under a CPU deadline; a trap, a deadline or a
 //! denied memory grow marks the VM failed, and no callback runs on it again.
 
-use std::collections::HashMap;
-
-use rustc_hash::FxHashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use rustygate_filter_api::{Exchange, FilterError};
 use rustygate_wasm_runtime::CpuBudget;
 use rustygate_wasm_runtime::wasmtime::{
@@ -345,7 +343,7 @@ impl Vm {
                 root,
                 phase: Phase::Request,
                 exchange,
-                properties: HashMap::new(),
+                properties: FxHashMap::default(),
             },
         );
         if let Some(f) = &self.cb.clone().context_create {
@@ -382,7 +380,7 @@ impl Vm {
                 self.call(f, ctx, (ctx as i32, headers as i32, i32::from(eos)))?
             }
         };
-        Ok((action, self.store.data_mut().deferred.remove(&ctx)))
+        Ok((action, self.take_deferred_of(ctx)))
     }
 
     /// Whether the module has body or trailer callbacks for one direction.
@@ -413,7 +411,7 @@ impl Vm {
             None => 0,
             Some(f) => self.call(f, ctx, (ctx as i32, size as u32 as i32, i32::from(eos)))?,
         };
-        Ok((action, self.store.data_mut().deferred.remove(&ctx)))
+        Ok((action, self.take_deferred_of(ctx)))
     }
 
     /// Runs a trailers callback; returns the raw action and whatever it deferred.
@@ -434,7 +432,7 @@ impl Vm {
             None => 0,
             Some(f) => self.call(f, ctx, (ctx as i32, trailers as i32))?,
         };
-        Ok((action, self.store.data_mut().deferred.remove(&ctx)))
+        Ok((action, self.take_deferred_of(ctx)))
     }
 
     /// Ends a stream: `on_log`, `on_done`, `on_delete` (Envoy's order for HTTP). Skipped on a
@@ -452,9 +450,17 @@ impl Vm {
                 let _ = self.call(f, ctx, ctx as i32);
             }
         }
-        let st = self.store.data_mut();
-        st.streams.remove(&ctx);
-        st.deferred.remove(&ctx);
+        self.store.data_mut().streams.remove(&ctx);
+        self.take_deferred_of(ctx);
+    }
+
+    /// What the last callback deferred for stream `ctx` (usually nothing: no lookup then).
+    fn take_deferred_of(&mut self, ctx: u32) -> Option<Deferred> {
+        let deferred = &mut self.store.data_mut().deferred;
+        if deferred.is_empty() {
+            return None;
+        }
+        deferred.remove(&ctx)
     }
 
     /// `proxy_on_tick(root)`.

@@ -84,6 +84,55 @@ impl Feed {
     }
 }
 
+/// Frames ready for the reader, in order. The first is inline: a body that comes as one
+/// frame (most small responses) needs no queue.
+#[derive(Default)]
+struct Frames {
+    first: Option<Frame<Bytes>>,
+    /// After `first`; empty while `first` is `None`.
+    rest: VecDeque<Frame<Bytes>>,
+}
+
+impl Frames {
+    fn push_back(&mut self, frame: Frame<Bytes>) {
+        if self.first.is_none() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Frame<Bytes>> {
+        let front = self.first.take()?;
+        self.first = self.rest.pop_front();
+        Some(front)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// Moves everything in `other` to the end of `self`.
+    fn append(&mut self, other: &mut Frames) {
+        if self.is_empty() {
+            std::mem::swap(self, other);
+            return;
+        }
+        while let Some(f) = other.pop_front() {
+            self.push_back(f);
+        }
+    }
+
+    /// Data bytes held.
+    fn data_len(&self) -> u64 {
+        self.first
+            .iter()
+            .chain(&self.rest)
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum()
+    }
+}
+
 /// A filter stopped at stage `s` on the last chunk (`Data`) or on the trailers, and only it
 /// can let the body go on: the feed waits for it.
 enum Wait {
@@ -110,7 +159,7 @@ struct Pump {
     pause_limit: Duration,
     /// Most bytes one filter may hold.
     max_held: usize,
-    out: VecDeque<Frame<Bytes>>,
+    out: Frames,
     finished: bool,
     aborted: bool,
 }
@@ -359,7 +408,7 @@ enum State {
 /// A body on its way through a chain's body phases.
 pub(crate) struct FilteredBody {
     state: State,
-    out: VecDeque<Frame<Bytes>>,
+    out: Frames,
 }
 
 impl FilteredBody {
@@ -390,13 +439,13 @@ impl FilteredBody {
             stages,
             pause_limit,
             max_held,
-            out: VecDeque::new(),
+            out: Frames::default(),
             finished: false,
             aborted: false,
         };
         Self {
             state: State::Idle(pump),
-            out: VecDeque::new(),
+            out: Frames::default(),
         }
     }
 
@@ -446,13 +495,7 @@ impl FilteredBody {
                 },
             };
             let produced = !pump.out.is_empty();
-            // Usually nothing is waiting here: trading the queues keeps their allocations in
-            // use instead of growing a new one per request.
-            if self.out.is_empty() {
-                std::mem::swap(&mut self.out, &mut pump.out);
-            } else {
-                self.out.extend(pump.out.drain(..));
-            }
+            self.out.append(&mut pump.out);
             self.state = State::Idle(pump);
             if produced {
                 return Poll::Ready(());
@@ -487,11 +530,7 @@ impl FilteredBody {
                     return Poll::Ready(Settled::Aborted);
                 }
                 if self.finished() {
-                    let len = self
-                        .out
-                        .iter()
-                        .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
-                        .sum();
+                    let len = self.out.data_len();
                     return Poll::Ready(Settled::Complete { len });
                 }
                 if !self.out.is_empty() {
@@ -543,12 +582,7 @@ impl Body for FilteredBody {
 
     fn size_hint(&self) -> SizeHint {
         if self.finished() && !self.aborted() {
-            let len = self
-                .out
-                .iter()
-                .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
-                .sum();
-            return SizeHint::with_exact(len);
+            return SizeHint::with_exact(self.out.data_len());
         }
         SizeHint::default()
     }
