@@ -1,19 +1,16 @@
 //! Body data as filters see it during a body phase.
 
-use std::collections::VecDeque;
-
 use bytes::{Bytes, BytesMut};
+
+use crate::InlineDeque;
 
 /// The body data a filter holds: the chunk it is being shown, plus everything it asked to keep
 /// from earlier chunks. Held as the chunks that arrived (no copy when a filter lets each chunk
 /// through); read and edited by byte range.
 #[derive(Debug, Default, Clone)]
 pub struct BodyBuffer {
-    /// The first chunk, inline: a chunk shown to a filter that lets it through (the usual
-    /// case) never allocates a queue.
-    first: Option<Bytes>,
-    /// The chunks after `first`; empty while `first` is `None`.
-    rest: VecDeque<Bytes>,
+    /// A chunk shown to a filter that lets it through (the usual case) allocates no queue.
+    chunks: InlineDeque<Bytes>,
     len: usize,
 }
 
@@ -39,18 +36,13 @@ impl BodyBuffer {
             return;
         }
         self.len += chunk.len();
-        if self.first.is_none() {
-            self.first = Some(chunk);
-        } else {
-            self.rest.push_back(chunk);
-        }
+        self.chunks.push_back(chunk);
     }
 
     /// Appends everything `other` holds.
-    pub fn append(&mut self, other: BodyBuffer) {
-        for c in other.first.into_iter().chain(other.rest) {
-            self.push(c);
-        }
+    pub fn append(&mut self, mut other: BodyBuffer) {
+        self.len += other.len;
+        self.chunks.append(&mut other.chunks);
     }
 
     /// Takes everything, leaving the buffer empty.
@@ -58,30 +50,12 @@ impl BodyBuffer {
         std::mem::take(self)
     }
 
-    fn chunks(&self) -> impl Iterator<Item = &Bytes> {
-        self.first.iter().chain(&self.rest)
-    }
-
-    fn pop_front(&mut self) -> Option<Bytes> {
-        let front = self.first.take()?;
-        self.first = self.rest.pop_front();
-        self.len -= front.len();
-        Some(front)
-    }
-
-    fn push_front(&mut self, chunk: Bytes) {
-        self.len += chunk.len();
-        if let Some(old) = self.first.replace(chunk) {
-            self.rest.push_front(old);
-        }
-    }
-
     /// The bytes in `[start, start + max)`, clamped to what is held.
     pub fn range(&self, start: usize, max: usize) -> Vec<u8> {
         let end = self.len.min(start.saturating_add(max));
         let mut out = Vec::with_capacity(end.saturating_sub(start));
         let mut at = 0;
-        for c in self.chunks() {
+        for c in self.chunks.iter() {
             let (from, to) = (start.max(at), end.min(at + c.len()));
             if from < to {
                 out.extend_from_slice(&c[from - at..to - at]);
@@ -101,19 +75,20 @@ impl BodyBuffer {
     pub fn splice(&mut self, start: usize, len: usize, data: Bytes) -> Result<(), UnsupportedEdit> {
         if start == 0 {
             let mut drop = len.min(self.len);
+            self.len -= drop;
             while drop > 0 {
-                let front = self.first.as_mut().expect("len counts the chunks");
+                let front = self.chunks.front_mut().expect("len counts the chunks");
                 if front.len() <= drop {
                     drop -= front.len();
-                    self.pop_front();
+                    self.chunks.pop_front();
                 } else {
                     let _ = front.split_to(drop);
-                    self.len -= drop;
                     drop = 0;
                 }
             }
             if !data.is_empty() {
-                self.push_front(data);
+                self.len += data.len();
+                self.chunks.push_front(data);
             }
             Ok(())
         } else if start >= self.len {
@@ -125,19 +100,15 @@ impl BodyBuffer {
     }
 
     /// Everything held as one `Bytes` (no copy when it is a single chunk).
-    pub fn into_bytes(self) -> Bytes {
-        match (self.first, self.rest.is_empty()) {
-            (None, _) => Bytes::new(),
-            (Some(only), true) => only,
-            (Some(first), false) => {
-                let mut out = BytesMut::with_capacity(self.len);
-                out.extend_from_slice(&first);
-                for c in self.rest {
-                    out.extend_from_slice(&c);
-                }
-                out.freeze()
-            }
+    pub fn into_bytes(mut self) -> Bytes {
+        if self.chunks.len() <= 1 {
+            return self.chunks.pop_front().unwrap_or_default();
         }
+        let mut out = BytesMut::with_capacity(self.len);
+        for c in self.chunks {
+            out.extend_from_slice(&c);
+        }
+        out.freeze()
     }
 }
 

@@ -16,8 +16,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 mod body;
+mod inline;
 pub mod services;
 pub use body::{BodyBuffer, UnsupportedEdit};
+pub use inline::InlineDeque;
 
 /// The request as filters see and change it.
 #[derive(Debug, Clone)]

@@ -11,7 +11,6 @@
 //! the poll that read it; only when a filter stops on the last chunk or on the trailers (and
 //! so must be waited for) does the rest become a future, polled until that filter resumes.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -21,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use rustygate_filter_api::{BodyBuffer, BodyVerdict, Direction, FilterError, Verdict};
+use rustygate_filter_api::{BodyBuffer, BodyVerdict, Direction, FilterError, InlineDeque, Verdict};
 
 use super::{BodyStop, ChainRun, Phase, Reply};
 use crate::body::BoxError;
@@ -55,82 +54,20 @@ struct Stage {
     stopped: bool,
 }
 
-/// Items on their way through the stages, in FIFO order per stage. The usual case (one item,
-/// no flushes) needs no queue at all.
-#[derive(Default)]
-struct Feed {
-    next: Option<(usize, Item)>,
-    queue: VecDeque<(usize, Item)>,
-}
+/// Items on their way through the stages (the stage each is for, and the item), in FIFO
+/// order. The usual case (one item, no flushes) needs no queue at all.
+type Feed = InlineDeque<(usize, Item)>;
 
-impl Feed {
-    fn start(item: Item) -> Self {
-        Self {
-            next: Some((0, item)),
-            queue: VecDeque::new(),
-        }
-    }
+/// Frames ready for the reader, in order: a body that comes as one frame (most small
+/// responses) needs no queue.
+type Frames = InlineDeque<Frame<Bytes>>;
 
-    fn push(&mut self, entry: (usize, Item)) {
-        if self.next.is_none() && self.queue.is_empty() {
-            self.next = Some(entry);
-        } else {
-            self.queue.push_back(entry);
-        }
-    }
-
-    fn pop(&mut self) -> Option<(usize, Item)> {
-        self.next.take().or_else(|| self.queue.pop_front())
-    }
-}
-
-/// Frames ready for the reader, in order. The first is inline: a body that comes as one
-/// frame (most small responses) needs no queue.
-#[derive(Default)]
-struct Frames {
-    first: Option<Frame<Bytes>>,
-    /// After `first`; empty while `first` is `None`.
-    rest: VecDeque<Frame<Bytes>>,
-}
-
-impl Frames {
-    fn push_back(&mut self, frame: Frame<Bytes>) {
-        if self.first.is_none() {
-            self.first = Some(frame);
-        } else {
-            self.rest.push_back(frame);
-        }
-    }
-
-    fn pop_front(&mut self) -> Option<Frame<Bytes>> {
-        let front = self.first.take()?;
-        self.first = self.rest.pop_front();
-        Some(front)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-
-    /// Moves everything in `other` to the end of `self`.
-    fn append(&mut self, other: &mut Frames) {
-        if self.is_empty() {
-            std::mem::swap(self, other);
-            return;
-        }
-        while let Some(f) = other.pop_front() {
-            self.push_back(f);
-        }
-    }
-
-    /// Data bytes held.
-    fn data_len(&self) -> u64 {
-        self.first
-            .iter()
-            .chain(&self.rest)
-            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
-            .sum()
-    }
+/// Data bytes in `frames`.
+fn data_len(frames: &Frames) -> u64 {
+    frames
+        .iter()
+        .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+        .sum()
 }
 
 /// A filter stopped at stage `s` on the last chunk (`Data`) or on the trailers, and only it
@@ -190,7 +127,7 @@ impl Pump {
     /// be waited for. No await here: a body whose filters all let it through (the usual
     /// case) is filtered within the reader's poll.
     fn run(&mut self, feed: &mut Feed) -> Result<Option<Wait>, BodyStop> {
-        while let Some((s, item)) = feed.pop() {
+        while let Some((s, item)) = feed.pop_front() {
             if s == self.stages.len() {
                 self.sink(item);
                 continue;
@@ -204,11 +141,11 @@ impl Pump {
                 self.stages[s].stopped = false;
                 self.after_resume(i, v)?;
                 let flushed = self.stages[s].held.take().into_bytes();
-                feed.push((s + 1, Item::Data(flushed, false)));
+                feed.push_back((s + 1, Item::Data(flushed, false)));
             }
             match item {
                 Item::Data(data, eos) => match self.data(s, data, eos)? {
-                    Passed::On(out) => feed.push((s + 1, out)),
+                    Passed::On(out) => feed.push_back((s + 1, out)),
                     Passed::Held => {}
                     Passed::Wait => return Ok(Some(Wait::Data { s, eos })),
                 },
@@ -244,7 +181,7 @@ impl Pump {
                 self.after_resume(i, v)?;
                 self.stages[s].stopped = false;
                 let out = self.stages[s].held.take().into_bytes();
-                feed.push((s + 1, Item::Data(out, eos)));
+                feed.push_back((s + 1, Item::Data(out, eos)));
             }
             Wait::Trailers { s } => {
                 let i = self.stages[s].filter;
@@ -289,8 +226,8 @@ impl Pump {
     fn trailers_on(&mut self, s: usize, feed: &mut Feed) {
         self.stages[s].stopped = false;
         let flushed = self.stages[s].held.take().into_bytes();
-        feed.push((s + 1, Item::Data(flushed, false)));
-        feed.push((s + 1, Item::Trailers));
+        feed.push_back((s + 1, Item::Data(flushed, false)));
+        feed.push_back((s + 1, Item::Trailers));
     }
 
     /// One chunk at one stage.
@@ -474,7 +411,8 @@ impl FilteredBody {
                         Poll::Ready(frame) => frame,
                     };
                     if let Some(item) = pump.item(frame) {
-                        let mut feed = Feed::start(item);
+                        let mut feed = Feed::default();
+                        feed.push_back((0, item));
                         match pump.run(&mut feed) {
                             Ok(None) => {}
                             Ok(Some(wait)) => {
@@ -530,7 +468,7 @@ impl FilteredBody {
                     return Poll::Ready(Settled::Aborted);
                 }
                 if self.finished() {
-                    let len = self.out.data_len();
+                    let len = data_len(&self.out);
                     return Poll::Ready(Settled::Complete { len });
                 }
                 if !self.out.is_empty() {
@@ -582,7 +520,7 @@ impl Body for FilteredBody {
 
     fn size_hint(&self) -> SizeHint {
         if self.finished() && !self.aborted() {
-            return SizeHint::with_exact(self.out.data_len());
+            return SizeHint::with_exact(data_len(&self.out));
         }
         SizeHint::default()
     }
