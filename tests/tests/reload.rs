@@ -341,3 +341,27 @@ async fn the_admin_api_needs_the_token_and_reports_the_running_gateway() {
     );
     assert_eq!(clusters["clusters"][0]["endpoints"][0]["health"], "healthy");
 }
+
+/// Each worker records durations into its own shard of a series, taken per configuration
+/// generation: across reloads the histograms keep counting (Prometheus counters never go
+/// back) and each series is still exposed once.
+#[tokio::test]
+async fn duration_histograms_keep_counting_across_reloads() {
+    let rig = Rig::start("histograms").await;
+    let mut sent = 0;
+    for generation in 2..=4 {
+        sent += versions(&rig, 5).await.len();
+        rig.gw.signal("HUP");
+        rig.wait_generation(generation).await;
+    }
+    sent += versions(&rig, 5).await.len();
+    let text = rig.metrics().await;
+    for series in [
+        r#"rustygate_request_duration_seconds_count{route="api"}"#,
+        r#"rustygate_upstream_duration_seconds_count{cluster="up"}"#,
+        r#"rustygate_filter_duration_seconds_count{filter="stamp",phase="request_headers"}"#,
+    ] {
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(series)).collect();
+        assert_eq!(lines, [format!("{series} {sent}")], "{text}");
+    }
+}

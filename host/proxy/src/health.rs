@@ -279,7 +279,12 @@ impl Default for Health {
 impl Health {
     /// Milliseconds on the registry's clock (monotonic, from process start).
     pub fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.ms_at(Instant::now())
+    }
+
+    /// [`Health::now_ms`] at `at`, for a caller that already read the clock.
+    pub fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
     }
 
     /// The state of `endpoint` in `cluster`, created with `initial_healthy` if new.

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use metrics::{Counter, Histogram};
+use metrics::Counter;
 use rustygate_config::ListenerLimits;
 use rustygate_core::balance::SmoothWrr;
 use rustygate_core::resilience;
 use rustygate_filter_api::{ChainBuilder, FilterFactory};
-use rustygate_telemetry::Metrics;
+use rustygate_telemetry::{LocalDurations, Metrics};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -54,14 +54,15 @@ pub(crate) struct ConnCtx {
 }
 
 impl ConnCtx {
-    pub fn request_started(&self) {
+    /// The request's own clock readings serve here: no read of the clock for the idle timer.
+    pub fn request_started(&self, at: Instant) {
         self.in_flight.set(self.in_flight.get() + 1);
-        self.last_active.set(Instant::now());
+        self.last_active.set(at);
     }
 
-    pub fn request_finished(&self) {
+    pub fn request_finished(&self, at: Instant) {
         self.in_flight.set(self.in_flight.get() - 1);
-        self.last_active.set(Instant::now());
+        self.last_active.set(at);
     }
 }
 
@@ -82,11 +83,11 @@ pub(crate) struct Active {
     no_filters: Chain,
     balancers: RefCell<Vec<SmoothWrr>>,
     /// `rustygate_upstream_duration_seconds` by cluster index.
-    pub upstream_timers: Vec<Histogram>,
+    pub upstream_timers: Vec<LocalDurations>,
     /// Balancer components by cluster index; `None` where the native balancer picks.
     strategies: Vec<Option<RefCell<Strategy>>>,
     requests: RefCell<HashMap<(u32, u16), Counter>>,
-    durations: RefCell<HashMap<u32, Histogram>>,
+    durations: RefCell<HashMap<u32, LocalDurations>>,
 }
 
 impl Active {
@@ -238,7 +239,7 @@ impl Active {
             .borrow_mut()
             .entry(route_idx)
             .or_insert_with(|| metrics.request_duration(route))
-            .record(elapsed.as_secs_f64());
+            .record(elapsed);
     }
 }
 

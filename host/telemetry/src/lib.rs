@@ -13,6 +13,7 @@ use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use histogram::FixedHistograms;
+pub use histogram::LocalDurations;
 
 pub use logging::{LogGuard, LoggingError, check_level, init_logging};
 
@@ -198,14 +199,16 @@ impl Metrics {
         }
     }
 
-    /// `rustygate_filter_duration_seconds{filter,phase}`.
-    pub fn filter_duration(&self, filter: &str, phase: &str) -> Histogram {
-        self.histogram(FILTER_DURATION, &[("filter", filter), ("phase", phase)])
+    /// `rustygate_filter_duration_seconds{filter,phase}`, for one worker to record into.
+    pub fn filter_duration(&self, filter: &str, phase: &str) -> LocalDurations {
+        self.durations
+            .local(FILTER_DURATION, &[("filter", filter), ("phase", phase)])
     }
 
-    /// `rustygate_upstream_duration_seconds{cluster}`.
-    pub fn upstream_duration(&self, cluster: &str) -> Histogram {
-        self.histogram(UPSTREAM_DURATION, &[("cluster", cluster)])
+    /// `rustygate_upstream_duration_seconds{cluster}`, for one worker to record into.
+    pub fn upstream_duration(&self, cluster: &str) -> LocalDurations {
+        self.durations
+            .local(UPSTREAM_DURATION, &[("cluster", cluster)])
     }
 
     /// `rustygate_requests_active`.
@@ -328,9 +331,9 @@ impl Metrics {
         )
     }
 
-    /// `rustygate_request_duration_seconds{route}`.
-    pub fn request_duration(&self, route: &str) -> Histogram {
-        self.histogram(REQUEST_DURATION, &[("route", route)])
+    /// `rustygate_request_duration_seconds{route}`, for one worker to record into.
+    pub fn request_duration(&self, route: &str) -> LocalDurations {
+        self.durations.local(REQUEST_DURATION, &[("route", route)])
     }
 
     /// `rustygate_upstream_failures_total{cluster,reason}`.
@@ -380,7 +383,8 @@ mod tests {
     fn renders_recorded_values_with_labels() {
         let m = Metrics::new();
         m.requests_total("api", 200).increment(3);
-        m.request_duration("api").record(0.002);
+        m.request_duration("api")
+            .record(std::time::Duration::from_millis(2));
         m.connections_active("main").set(2.0);
         let text = m.render();
         assert!(

@@ -147,9 +147,9 @@ impl Action for Result<BodyVerdict, FilterError> {
 }
 
 /// `rustygate_filter_duration_seconds` handles of one filter, by [`Phase`]; built once per
-/// configuration generation and worker, so a callback's timing costs two clock reads and one
-/// lock-free record.
-pub(crate) type PhaseTimers = [metrics::Histogram; 5];
+/// configuration generation and worker (each the worker's own shard of the series), so a
+/// callback's timing costs at most two clock reads and a record without locked instructions.
+pub(crate) type PhaseTimers = [rustygate_telemetry::LocalDurations; 5];
 
 /// The timers of each filter of a chain.
 pub(crate) fn timers(
@@ -250,7 +250,7 @@ impl ChainRun {
     /// end of a callback and the start of the next, when nothing else ran in between.
     fn record(&self, i: usize, phase: Phase, start: u64, end: u64, action: &'static str) {
         let elapsed = self.worker.shared.clock.delta(start, end);
-        self.timers[i][phase as usize].record(elapsed.as_secs_f64());
+        self.timers[i][phase as usize].record(elapsed);
         if let Some(t) = &self.trace
             && !matches!(phase, Phase::RequestBody | Phase::ResponseBody)
         {

@@ -117,7 +117,7 @@ pub(super) async fn send(
         version: req.version(),
         headers: req.headers().clone(),
     });
-    let deadline = Instant::now() + route.timeout;
+    let mut deadline = None;
     let per_try = policy
         .per_try_timeout
         .map_or(route.timeout, |t| t.get().min(route.timeout));
@@ -136,7 +136,11 @@ pub(super) async fn send(
     let mut req = Some(req);
     let mut _retry_slot: Option<Slot<'_>> = None;
     loop {
-        let now_ms = health.now_ms();
+        // One clock reading per attempt serves the deadline, the health clock, the attempt's
+        // timeout and its duration.
+        let now = Instant::now();
+        let deadline = *deadline.get_or_insert(now + route.timeout);
+        let now_ms = health.ms_at(now);
         let Some(idx) = active.pick_endpoint(cluster_idx, now_ms, &tried, pick_info.as_ref())
         else {
             return Outcome {
@@ -146,7 +150,7 @@ pub(super) async fn send(
             };
         };
         let endpoint = &cluster.endpoints[idx];
-        let timeout = per_try.min(deadline.saturating_duration_since(Instant::now()));
+        let timeout = per_try.min(deadline.saturating_duration_since(now));
         let mut this = req.take().expect("a request for every attempt");
         // Each attempt is a child span, and the upstream sees that attempt as its parent.
         let span = trace
@@ -160,7 +164,7 @@ pub(super) async fn send(
                     this.headers_mut(),
                 )
             });
-        let started = Instant::now();
+        let started = now;
         // Pinned where it is made: the timeout then holds a pointer, not a copy of the
         // (large) send future.
         let send = std::pin::pin!(worker.pool.try_send(
@@ -171,7 +175,7 @@ pub(super) async fn send(
         let sent = tokio::time::timeout(timeout, send).await;
         let (attempt, result) = match sent {
             Ok(Ok(resp)) => {
-                active.upstream_timers[cluster_idx].record(started.elapsed().as_secs_f64());
+                active.upstream_timers[cluster_idx].record(started.elapsed());
                 (Some(Attempt::Status(resp.status().as_u16())), Ok(resp))
             }
             Ok(Err(unsent)) => {

@@ -48,7 +48,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
     let start = Instant::now();
-    conn.request_started();
+    conn.request_started(start);
     worker.shared.in_flight.fetch_add(1, Ordering::Relaxed);
     let active = worker.active();
     let request_id = forwarding::request_id(req.headers(), &mut worker.rng.borrow_mut());
@@ -519,8 +519,9 @@ impl Completion {
         if let Some(run) = self.chain.take() {
             run.complete();
         }
-        let elapsed = self.start.elapsed();
-        self.conn.request_finished();
+        let end = Instant::now();
+        let elapsed = end.saturating_duration_since(self.start);
+        self.conn.request_finished(end);
         self.worker.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         let (route_idx, route_name) = match &self.route {
             Some((i, n)) => (*i, &**n),
