@@ -30,6 +30,7 @@ pub struct Upstream {
     /// Bound address.
     pub addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     handler: Handler,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -39,6 +40,12 @@ impl Upstream {
     /// Requests this upstream has received.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Connections to this upstream that are open now (accepted, not yet closed by either
+    /// side).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Starts a server on 127.0.0.1:0 answering with `handler`. Serves HTTP/1.1 and h2c.
@@ -53,6 +60,7 @@ impl Upstream {
         let mut up = Upstream {
             addr,
             requests: Arc::new(AtomicUsize::new(0)),
+            open: Arc::new(AtomicUsize::new(0)),
             handler,
             stop: None,
             thread: None,
@@ -82,6 +90,7 @@ impl Upstream {
     fn serve(&mut self, std_listener: std::net::TcpListener) {
         std_listener.set_nonblocking(true).unwrap();
         let (handler, counter) = (self.handler.clone(), self.requests.clone());
+        let open = self.open.clone();
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -101,6 +110,8 @@ impl Upstream {
                         continue;
                     };
                     let (handler, counter) = (handler.clone(), counter.clone());
+                    let open = open.clone();
+                    open.fetch_add(1, Ordering::SeqCst);
                     connections.spawn(async move {
                         let svc = service_fn(move |req| {
                             counter.fetch_add(1, Ordering::SeqCst);
@@ -110,6 +121,7 @@ impl Upstream {
                         let _ = auto::Builder::new(TokioExecutor::new())
                             .serve_connection(TokioIo::new(stream), svc)
                             .await;
+                        open.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
                 connections.abort_all();

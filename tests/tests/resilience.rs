@@ -484,3 +484,45 @@ async fn post_is_not_retried_unless_the_route_says_so() {
         "retry_non_idempotent: the POST is tried twice"
     );
 }
+
+/// A pooled upstream connection is closed once it has been idle for the cluster's
+/// `pool_idle_timeout` (as Envoy's upstream idle timeout does), over HTTP/1.1 and HTTP/2:
+/// it does not linger until a later request finds it expired. Until then it is reused.
+#[tokio::test]
+async fn idle_pooled_connections_close_after_the_idle_timeout() {
+    for protocol in ["http1", "http2"] {
+        let up = named("a");
+        let cluster = format!("    protocol: {protocol}\n    pool_idle_timeout: 400ms");
+        let gw = gateway(&[&up], &cluster, "").await;
+        let client = http1();
+        for _ in 0..5 {
+            let seen = send(
+                &client,
+                Request::get(gw.url("/"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(seen.status, StatusCode::OK, "{protocol}");
+        }
+        let last = Instant::now();
+        // One client connection is served by one worker, which reuses its one upstream
+        // connection for every request.
+        assert_eq!(up.open_connections(), 1, "{protocol}");
+        while up.open_connections() > 0 {
+            assert!(
+                last.elapsed() < Duration::from_secs(5),
+                "{protocol}: the idle upstream connection was never closed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            last.elapsed() >= Duration::from_millis(300),
+            "{protocol}: closed after {:?}, before the idle timeout",
+            last.elapsed()
+        );
+        // The next request gets a new connection.
+        assert_eq!(get(&gw.url("/")).await.status, StatusCode::OK, "{protocol}");
+        assert_eq!(up.open_connections(), 1, "{protocol}");
+    }
+}

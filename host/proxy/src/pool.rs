@@ -8,7 +8,7 @@
 //! worker, multiplexed.
 
 use rustc_hash::FxHashMap as HashMap;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -111,7 +111,22 @@ impl Unsent {
 
 struct Idle {
     sender: http1::SendRequest<UpstreamBody>,
-    since: Instant,
+    /// When the cluster's idle timeout closes it.
+    expires: Instant,
+}
+
+/// The shared HTTP/2 connection to one endpoint.
+struct H2 {
+    sender: http2::SendRequest<UpstreamBody>,
+    /// When the last request on it started.
+    last_used: Cell<Instant>,
+    idle_timeout: Duration,
+}
+
+impl H2 {
+    fn expires(&self) -> Instant {
+        self.last_used.get() + self.idle_timeout
+    }
 }
 
 /// Settings for one endpoint's connections.
@@ -121,7 +136,7 @@ pub struct EndpointSettings {
     pub protocol: UpstreamProtocol,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
-    /// Idle connections older than this are closed instead of reused.
+    /// Connections idle this long are closed (see [`Pool::reap`]).
     pub idle_timeout: Duration,
     /// Most idle HTTP/1.1 connections kept.
     pub max_idle: usize,
@@ -137,7 +152,24 @@ pub struct EndpointSettings {
 #[derive(Default)]
 pub struct Pool {
     h1: RefCell<HashMap<Arc<str>, Vec<Idle>>>,
-    h2: RefCell<HashMap<Arc<str>, http2::SendRequest<UpstreamBody>>>,
+    h2: RefCell<HashMap<Arc<str>, H2>>,
+}
+
+/// Longest the reaper sleeps: a connection pooled after it went to sleep closes at most this
+/// late.
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Closes the pool's connections as their idle timeouts pass, for as long as the worker runs.
+/// Without it an idle connection would stay open until the next checkout found it expired,
+/// holding a socket on both ends for as long as traffic to that endpoint stays away.
+pub(crate) async fn reap_idle(pool: Rc<Pool>) {
+    loop {
+        let now = Instant::now();
+        let next = pool
+            .reap(now)
+            .map_or(now + REAP_INTERVAL, |t| t.min(now + REAP_INTERVAL));
+        tokio::time::sleep_until(next.into()).await;
+    }
 }
 
 impl Pool {
@@ -176,12 +208,12 @@ impl Pool {
         settings: &EndpointSettings,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, Unsent> {
-        while let Some(mut sender) = self.take_idle(authority, settings.idle_timeout) {
+        while let Some(mut sender) = self.take_idle(authority) {
             if sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.wrap_h1(resp, authority, settings.max_idle, sender)),
+                Ok(resp) => return Ok(self.wrap_h1(resp, authority, settings, sender)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(Unsent::sent(e.into_error())),
@@ -195,7 +227,7 @@ impl Pool {
             Err(error) => return Err(Unsent::with(error, req)),
         };
         match sender.try_send_request(req).await {
-            Ok(resp) => Ok(self.wrap_h1(resp, authority, settings.max_idle, sender)),
+            Ok(resp) => Ok(self.wrap_h1(resp, authority, settings, sender)),
             Err(e) => Err(Unsent::from_try(e)),
         }
     }
@@ -210,13 +242,21 @@ impl Pool {
             .h2
             .borrow()
             .get(authority)
-            .filter(|s| !s.is_closed())
-            .cloned();
+            .filter(|c| !c.sender.is_closed())
+            .map(|c| {
+                c.last_used.set(Instant::now());
+                c.sender.clone()
+            });
         let mut sender = match cached {
             Some(s) => s,
             None => match Box::pin(self.connect_h2(authority, settings)).await {
                 Ok(s) => {
-                    self.h2.borrow_mut().insert(authority.clone(), s.clone());
+                    let conn = H2 {
+                        sender: s.clone(),
+                        last_used: Cell::new(Instant::now()),
+                        idle_timeout: settings.idle_timeout,
+                    };
+                    self.h2.borrow_mut().insert(authority.clone(), conn);
                     s
                 }
                 Err(error) => return Err(Unsent::with(error, req)),
@@ -231,16 +271,13 @@ impl Pool {
         }
     }
 
-    fn take_idle(
-        &self,
-        authority: &Arc<str>,
-        idle_timeout: Duration,
-    ) -> Option<http1::SendRequest<UpstreamBody>> {
+    fn take_idle(&self, authority: &Arc<str>) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut map = self.h1.borrow_mut();
         let list = map.get_mut(authority)?;
         // Most recently returned first: it is the least likely to have been closed by the peer.
+        let now = Instant::now();
         while let Some(idle) = list.pop() {
-            if !idle.sender.is_closed() && idle.since.elapsed() < idle_timeout {
+            if !idle.sender.is_closed() && now < idle.expires {
                 return Some(idle.sender);
             }
         }
@@ -252,6 +289,7 @@ impl Pool {
         authority: Arc<str>,
         sender: http1::SendRequest<UpstreamBody>,
         max_idle: usize,
+        idle_timeout: Duration,
     ) {
         if sender.is_closed() {
             return;
@@ -261,23 +299,45 @@ impl Pool {
         if list.len() < max_idle {
             list.push(Idle {
                 sender,
-                since: Instant::now(),
+                expires: Instant::now() + idle_timeout,
             });
         }
+    }
+
+    /// Drops every connection whose idle timeout has passed at `now`, and every one the peer
+    /// closed: dropping the last handle of a connection closes it (an HTTP/2 connection once
+    /// the streams still on it end). Returns when the next one expires, if any is left.
+    pub fn reap(&self, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut soonest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        self.h1.borrow_mut().retain(|_, list| {
+            list.retain(|idle| now < idle.expires && !idle.sender.is_closed());
+            list.iter().for_each(|idle| soonest(idle.expires));
+            !list.is_empty()
+        });
+        self.h2.borrow_mut().retain(|_, c| {
+            let keep = now < c.expires() && !c.sender.is_closed();
+            if keep {
+                soonest(c.expires());
+            }
+            keep
+        });
+        next
     }
 
     fn wrap_h1(
         self: &Rc<Self>,
         resp: Response<Incoming>,
         authority: &Arc<str>,
-        max_idle: usize,
+        settings: &EndpointSettings,
         sender: http1::SendRequest<UpstreamBody>,
     ) -> Response<PooledBody> {
         let home = Some(Home {
             pool: self.clone(),
             authority: authority.clone(),
             sender,
-            max_idle,
+            max_idle: settings.max_idle,
+            idle_timeout: settings.idle_timeout,
         });
         resp.map(|inner| PooledBody { inner, home })
     }
@@ -369,6 +429,7 @@ struct Home {
     authority: Arc<str>,
     sender: http1::SendRequest<UpstreamBody>,
     max_idle: usize,
+    idle_timeout: Duration,
 }
 
 /// An upstream response body that gives its HTTP/1.1 connection back to the pool once it has
@@ -381,7 +442,8 @@ pub struct PooledBody {
 impl PooledBody {
     fn go_home(&mut self) {
         if let Some(h) = self.home.take() {
-            h.pool.put_idle(h.authority, h.sender, h.max_idle);
+            h.pool
+                .put_idle(h.authority, h.sender, h.max_idle, h.idle_timeout);
         }
     }
 }

@@ -351,6 +351,7 @@ pub(crate) fn run(
         // Filter VMs are created here, on the thread and inside the task set that will run
         // them (their outbound calls are worker tasks), before any traffic.
         let pool = Rc::new(Pool::default());
+        tokio::task::spawn_local(crate::pool::reap_idle(pool.clone()));
         let trace_scope = Rc::new(TraceScope::new(shared.tracer.clone()));
         let active = match Active::build(&shared, &pool, &trace_scope, first.0, first.1.as_ref()) {
             Ok(a) => {
