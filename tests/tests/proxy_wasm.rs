@@ -51,7 +51,7 @@ async fn filter_rewrites_request_and_response_headers() {
 async fn close_stream_resets_the_client_stream_in_every_phase() {
     let up = Upstream::echo();
     let big = Upstream::download(4 * 1024 * 1024);
-    let filter = "    configuration: { name: r, reset_request_path: /reset-request, reset_response_path: /reset-response, reset_body_path: /reset-body }";
+    let filter = "    configuration: { name: r, reset_request_path: /reset-request, reset_response_path: /reset-response, reset_body_path: /reset-body, connection_ops_path: /connection-ops }";
     let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
     let gw_big = TestGateway::start(&config(big.addr, filter, "[probe]")).await;
     let fails = |client: &hyper_util::client::legacy::Client<_, Full<Bytes>>, url: String| {
@@ -90,6 +90,21 @@ async fn close_stream_resets_the_client_stream_in_every_phase() {
     assert_eq!(resp.status(), 200);
     let body = http_body_util::BodyExt::collect(resp.into_body()).await;
     assert!(body.is_err(), "the body must end in an error, not complete");
+
+    // Closing the downstream or upstream connection is not an HTTP filter's to do: as in
+    // Envoy, the calls answer OK (the SDK would trap on anything else) and the request goes
+    // on, edited after them.
+    let client = http1();
+    for _ in 0..2 {
+        let resp = fails(&client, gw.url("/connection-ops")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let echoed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echoed["headers"]["x-connection-ops"][0], "done", "{echoed}");
+    }
 
     // Other paths are unaffected, and the resets are counted with status 0.
     assert_eq!(get(&gw.url("/fine")).await.status, 200);

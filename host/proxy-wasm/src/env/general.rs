@@ -296,9 +296,12 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
         "proxy_continue_stream",
         |mut c: C<'_>, kind: i32| -> Result<i32> {
             not_in_init!(c);
+            // As in Envoy's HTTP filters: the downstream connection is not the filter's to
+            // resume (OK, nothing happens), the upstream cannot be resumed at all.
             Ok(match kind {
                 0 | 1 => record_continue(&mut c, kind == 1),
-                2 | 3 => status::UNIMPLEMENTED,
+                2 => status::OK,
+                3 => status::UNIMPLEMENTED,
                 _ => status::BAD_ARGUMENT,
             })
         },
@@ -323,12 +326,18 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
         "proxy_close_stream",
         |mut c: C<'_>, kind: i32| -> Result<i32> {
             not_in_init!(c);
-            if !(0..=3).contains(&kind) {
-                return Ok(status::BAD_ARGUMENT);
+            match kind {
+                0 | 1 => {
+                    let ctx = c.data().effective;
+                    c.data_mut().deferred.insert(ctx, Deferred::CloseStream);
+                    Ok(status::OK)
+                }
+                // The connections are not an HTTP filter's to close: Envoy answers OK and
+                // does nothing (only its network filters act on these), and a filter built
+                // for it behaves the same here.
+                2 | 3 => Ok(status::OK),
+                _ => Ok(status::BAD_ARGUMENT),
             }
-            let ctx = c.data().effective;
-            c.data_mut().deferred.insert(ctx, Deferred::CloseStream);
-            Ok(status::OK)
         },
     )?;
     l.func_wrap(

@@ -69,6 +69,10 @@ struct Config {
     reset_response_path: Option<String>,
     /// Reset the stream on this path from the second response body chunk, unless it is the last.
     reset_body_path: Option<String>,
+    /// On this path, from the request-headers phase, close and resume the downstream and
+    /// close the upstream connection (`proxy_close_stream` / `proxy_continue_stream` with
+    /// stream types 2 and 3), then let the request go on. The SDK traps on any status but OK.
+    connection_ops_path: Option<String>,
     /// Misbehave on these paths.
     trap_path: Option<String>,
     loop_path: Option<String>,
@@ -231,6 +235,12 @@ impl HttpContext for Stream {
         if c.reset_request_path.as_deref() == Some(&self.path) {
             self.reset_http_request();
             return Action::Continue;
+        }
+        if c.connection_ops_path.as_deref() == Some(&self.path) {
+            let _ = proxy_wasm::hostcalls::close_downstream();
+            let _ = proxy_wasm::hostcalls::close_upstream();
+            let _ = proxy_wasm::hostcalls::resume_downstream();
+            self.set_http_request_header("x-connection-ops", Some("done"));
         }
         if let (Some(cluster), false) = (c.auth_cluster.clone(), c.auth_on_body) {
             return self.call_auth(&cluster, None);
