@@ -11,7 +11,7 @@ use rustygate_tests::client::get;
 use rustygate_tests::process::free_port;
 use rustygate_tests::reload::{Rig, TOKEN, config_text, finish, load, replace, versions};
 use rustygate_tests::upstream::{Upstream, sha256_hex};
-use rustygate_tests::{ABI_PROBE_WASM, STAMP_V1_WASM, STAMP_V2_WASM};
+use rustygate_tests::{ABI_PROBE_WASM, STAMP_V1_WASM, STAMP_V2_WASM, balancers, component_filters};
 
 #[tokio::test]
 async fn swapping_the_wasm_under_load_fails_no_request() {
@@ -363,5 +363,92 @@ async fn duration_histograms_keep_counting_across_reloads() {
     ] {
         let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(series)).collect();
         assert_eq!(lines, [format!("{series} {sent}")], "{text}");
+    }
+}
+
+/// Component filters and balancer components are part of the running gateway's picture like
+/// proxy-wasm modules: `/admin/filters` lists them with their module and hash, a reload names
+/// a swapped component filter among the changed filters, and `rustygate_filter_module_info`
+/// follows it.
+#[tokio::test]
+async fn the_admin_api_reports_component_filters_and_balancers() {
+    let mut rig = Rig::start("components").await;
+    std::fs::copy(component_filters::HEADERS, rig.dir.join("comp.wasm")).unwrap();
+    std::fs::copy(balancers::ROUND_ROBIN, rig.dir.join("rr.wasm")).unwrap();
+    let config = |comp_configuration: &str| {
+        config_text(rig.port, rig.admin, rig.upstream.addr, "")
+            .replace(
+                "filters:\n",
+                &format!("balancers:\n  - name: rr\n    module: rr.wasm\nfilters:\n  - name: comp\n    module: comp.wasm\n    configuration: {comp_configuration}\n"),
+            )
+            .replace("    filters: [stamp]", "    filters: [stamp, comp]")
+            .replace("  - name: up\n", "  - name: up\n    balancer: rr\n")
+    };
+    let headers = r#"{ response: { add: { x-comp: "yes" } } }"#;
+    // Through the file watcher, as an operator's edit would go.
+    let mark = rig.gw.mark();
+    replace(&rig.dir.join("config.yaml"), config(headers).as_bytes());
+    rig.wait_generation(2).await;
+    let reloaded = rig
+        .gw
+        .wait_for_log_since(mark, "configuration reloaded", Duration::from_secs(10))
+        .await;
+    assert!(reloaded.contains(r#"[\"comp\"]"#), "{reloaded}");
+    let served = get(&rig.url("/x")).await;
+    assert_eq!(served.header("x-comp"), Some("yes"));
+
+    let view = rig
+        .admin(Method::GET, "/admin/filters", Some(TOKEN))
+        .await
+        .json();
+    let comp = view["filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "comp")
+        .unwrap_or_else(|| panic!("no component filter in {view}"))
+        .clone();
+    let comp_sha = sha256_hex(&std::fs::read(component_filters::HEADERS).unwrap());
+    assert_eq!(comp["abi"], "component", "{comp}");
+    assert_eq!(comp["sha256"], comp_sha.as_str(), "{comp}");
+    assert!(
+        comp["module"].as_str().unwrap().ends_with("comp.wasm"),
+        "{comp}"
+    );
+    assert_eq!(comp["routes"], serde_json::json!(["api"]), "{comp}");
+    let rr = &view["balancers"][0];
+    assert_eq!(rr["name"], "rr", "{view}");
+    assert_eq!(rr["clusters"], serde_json::json!(["up"]), "{view}");
+    assert_eq!(
+        rr["sha256"],
+        sha256_hex(&std::fs::read(balancers::ROUND_ROBIN).unwrap()).as_str(),
+        "{view}"
+    );
+
+    // Another component in its place: named as changed, and the info gauge moves to it.
+    let mark = rig.gw.mark();
+    replace(
+        &rig.dir.join("comp.wasm"),
+        &std::fs::read(component_filters::PROBE).unwrap(),
+    );
+    replace(
+        &rig.dir.join("config.yaml"),
+        config("{ tag: swapped }").as_bytes(),
+    );
+    rig.wait_generation(3).await;
+    let reloaded = rig
+        .gw
+        .wait_for_log_since(mark, "configuration reloaded", Duration::from_secs(10))
+        .await;
+    assert!(reloaded.contains(r#"[\"comp\"]"#), "{reloaded}");
+    let probe_sha = sha256_hex(&std::fs::read(component_filters::PROBE).unwrap());
+    let metrics = rig.metrics().await;
+    for (sha, value) in [(&comp_sha, 0), (&probe_sha, 1)] {
+        let line =
+            format!("rustygate_filter_module_info{{filter=\"comp\",sha256=\"{sha}\"}} {value}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line} in\n{metrics}"
+        );
     }
 }

@@ -57,10 +57,15 @@ pub enum ComponentError {
     Filter { name: String, reason: String },
 }
 
-/// What a loaded balancer runs, for logs and the admin API.
+/// What a loaded component (a balancer or a component filter) runs, for logs and the admin
+/// API.
 #[derive(Debug, Clone)]
 pub struct ComponentInfo {
+    /// Its name in the configuration.
     pub name: String,
+    /// The `.wasm` file it was read from.
+    pub path: std::path::PathBuf,
+    /// SHA-256 of the `.wasm`.
     pub sha256: String,
 }
 
@@ -199,6 +204,7 @@ impl Components {
             })?;
             infos.push(ComponentInfo {
                 name: b.name.clone(),
+                path,
                 sha256,
             });
             defs.push(def);

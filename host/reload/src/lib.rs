@@ -22,7 +22,6 @@ use http::StatusCode;
 use rustygate_admin::{Answer, BoxFuture, Operations};
 use rustygate_config::Config;
 use rustygate_proxy::Reconfigure;
-use rustygate_proxy_wasm::ModuleInfo;
 use rustygate_telemetry::Metrics;
 use serde_json::json;
 
@@ -50,12 +49,73 @@ pub enum ReloadError {
     Apply(#[from] rustygate_proxy::ApplyError),
 }
 
+/// What a module is configured as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A filter: proxy-wasm or component.
+    Filter,
+    /// A load-balancer component.
+    Balancer,
+}
+
 /// A module as the admin API reports it.
 #[derive(Debug, Clone)]
 struct Module {
-    info: ModuleInfo,
+    /// The filter's or balancer's name.
+    name: String,
+    /// The `.wasm` file it was read from.
+    path: PathBuf,
+    sha256: String,
+    /// The proxy-wasm ABI version, or `component` for a WebAssembly component.
+    abi: &'static str,
+    kind: Kind,
     /// When this process first loaded these bytes.
     loaded_at: SystemTime,
+}
+
+/// Every module `loaded` runs (proxy-wasm filters, component filters, balancers), stamped
+/// `now`.
+fn modules_of(loaded: &Loaded, now: SystemTime) -> Vec<Module> {
+    let wasm = loaded.modules.iter().map(|m| Module {
+        name: m.filter.clone(),
+        path: m.path.clone(),
+        sha256: m.sha256.clone(),
+        abi: m.abi.as_str(),
+        kind: Kind::Filter,
+        loaded_at: now,
+    });
+    let component = |kind: Kind| {
+        move |c: &rustygate_components::ComponentInfo| Module {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            sha256: c.sha256.clone(),
+            abi: "component",
+            kind,
+            loaded_at: now,
+        }
+    };
+    let filters = loaded
+        .component_filters
+        .iter()
+        .flat_map(|c| c.infos())
+        .map(component(Kind::Filter));
+    let balancers = loaded
+        .components
+        .iter()
+        .flat_map(|c| c.infos())
+        .map(component(Kind::Balancer));
+    wasm.chain(filters).chain(balancers).collect()
+}
+
+impl Module {
+    /// `rustygate_filter_module_info`, which names filters only.
+    fn info_gauge(&self, metrics: &Metrics, value: f64) {
+        if self.kind == Kind::Filter {
+            metrics
+                .filter_module_info(&self.name, &self.sha256)
+                .set(value);
+        }
+    }
 }
 
 /// The configuration serving new requests.
@@ -105,20 +165,10 @@ impl ControlPlane {
         reconfigure: Reconfigure,
         metrics: Metrics,
     ) -> Arc<Self> {
-        let now = SystemTime::now();
-        let modules: Vec<Module> = loaded
-            .modules
-            .iter()
-            .map(|info| Module {
-                info: info.clone(),
-                loaded_at: now,
-            })
-            .collect();
+        let modules = modules_of(loaded, SystemTime::now());
         metrics.config_generation().set(1.0);
         for m in &modules {
-            metrics
-                .filter_module_info(&m.info.filter, &m.info.sha256)
-                .set(1.0);
+            m.info_gauge(&metrics, 1.0);
         }
         Arc::new(Self {
             path: path.to_path_buf(),
@@ -211,67 +261,46 @@ impl ControlPlane {
             .apply(&loaded.config, generation, loaded.chains())
             .await?;
 
-        let now = SystemTime::now();
         let mut current = self.current.lock();
-        let before: HashMap<(&str, &str), SystemTime> = current
-            .modules
-            .iter()
-            .map(|m| {
-                (
-                    (m.info.filter.as_str(), m.info.sha256.as_str()),
-                    m.loaded_at,
-                )
-            })
-            .collect();
         let first_loads: HashMap<&str, SystemTime> = current
             .modules
             .iter()
-            .map(|m| (m.info.sha256.as_str(), m.loaded_at))
+            .map(|m| (m.sha256.as_str(), m.loaded_at))
             .collect();
-        let modules: Vec<Module> = loaded
-            .modules
-            .iter()
-            .map(|info| Module {
-                info: info.clone(),
-                loaded_at: first_loads
-                    .get(info.sha256.as_str())
-                    .copied()
-                    .unwrap_or(now),
-            })
-            .collect();
+        let mut modules = modules_of(&loaded, SystemTime::now());
+        for m in &mut modules {
+            if let Some(t) = first_loads.get(m.sha256.as_str()) {
+                m.loaded_at = *t;
+            }
+        }
+        let same =
+            |a: &Module, b: &Module| a.kind == b.kind && a.name == b.name && a.sha256 == b.sha256;
         let changed_filters = modules
             .iter()
-            .filter(|m| !before.contains_key(&(m.info.filter.as_str(), m.info.sha256.as_str())))
-            .map(|m| m.info.filter.clone())
+            .filter(|m| m.kind == Kind::Filter && !current.modules.iter().any(|b| same(m, b)))
+            .map(|m| m.name.clone())
             .collect();
         for m in &current.modules {
-            let kept = modules
-                .iter()
-                .any(|n| n.info.filter == m.info.filter && n.info.sha256 == m.info.sha256);
-            if !kept {
-                self.metrics
-                    .filter_module_info(&m.info.filter, &m.info.sha256)
-                    .set(0.0);
+            if !modules.iter().any(|n| same(n, m)) {
+                m.info_gauge(&self.metrics, 0.0);
             }
         }
         for m in &modules {
-            self.metrics
-                .filter_module_info(&m.info.filter, &m.info.sha256)
-                .set(1.0);
+            m.info_gauge(&self.metrics, 1.0);
         }
         self.metrics.config_generation().set(generation as f64);
         // Running VMs keep their code alive; the runtime only forgets reusable copies of
         // modules no longer configured, beyond the few most recent (a rollback is instant).
         if let Some(runtime) = wasm.runtime() {
-            runtime.retain(modules.iter().map(|m| m.info.sha256.as_str()));
+            runtime.retain(modules.iter().map(|m| m.sha256.as_str()));
         }
         let mut draining = std::mem::take(&mut current.draining);
         draining.append(&mut current.modules);
         draining.retain(|d| {
-            !modules.iter().any(|m| m.info.sha256 == d.info.sha256)
+            !modules.iter().any(|m| m.sha256 == d.sha256)
                 && self
                     .shared
-                    .module_stats(&d.info.sha256)
+                    .module_stats(&d.sha256)
                     .vms
                     .load(Ordering::Relaxed)
                     > 0
@@ -302,28 +331,61 @@ impl ControlPlane {
 
     fn filters_view(&self) -> serde_json::Value {
         let current = self.current.lock();
+        let names = |indexed: Vec<(usize, &Option<String>)>, kind: &str| -> Vec<String> {
+            indexed
+                .into_iter()
+                .map(|(i, n)| n.clone().unwrap_or_else(|| format!("{kind}-{i}")))
+                .collect()
+        };
         let filters: Vec<serde_json::Value> = current
             .modules
             .iter()
+            .filter(|m| m.kind == Kind::Filter)
             .map(|m| {
-                let stats = self.shared.module_stats(&m.info.sha256);
-                let routes: Vec<String> = current
+                let routes = current
                     .config
                     .routes
                     .iter()
                     .enumerate()
-                    .filter(|(_, r)| r.filters.iter().any(|f| f.name() == m.info.filter))
-                    .map(|(i, r)| r.name.clone().unwrap_or_else(|| format!("route-{i}")))
+                    .filter(|(_, r)| r.filters.iter().any(|f| f.name() == m.name))
+                    .map(|(i, r)| (i, &r.name))
+                    .collect();
+                let mut view = json!({
+                    "name": m.name,
+                    "module": m.path.display().to_string(),
+                    "sha256": m.sha256,
+                    "abi": m.abi,
+                    "loaded_at": humantime::format_rfc3339_seconds(m.loaded_at).to_string(),
+                    "routes": names(routes, "route"),
+                });
+                // VMs are counted for proxy-wasm modules; a component filter's instances
+                // live per worker and request, and are not.
+                if m.abi != "component" {
+                    let stats = self.shared.module_stats(&m.sha256);
+                    view["module_vms"] = stats.vms.load(Ordering::Relaxed).into();
+                    view["module_failures"] = stats.failures.load(Ordering::Relaxed).into();
+                }
+                view
+            })
+            .collect();
+        let balancers: Vec<serde_json::Value> = current
+            .modules
+            .iter()
+            .filter(|m| m.kind == Kind::Balancer)
+            .map(|m| {
+                let clusters: Vec<&str> = current
+                    .config
+                    .clusters
+                    .iter()
+                    .filter(|c| c.balancer.as_deref() == Some(m.name.as_str()))
+                    .map(|c| c.name.as_str())
                     .collect();
                 json!({
-                    "name": m.info.filter,
-                    "module": m.info.path.display().to_string(),
-                    "sha256": m.info.sha256,
-                    "abi": m.info.abi.as_str(),
+                    "name": m.name,
+                    "module": m.path.display().to_string(),
+                    "sha256": m.sha256,
                     "loaded_at": humantime::format_rfc3339_seconds(m.loaded_at).to_string(),
-                    "module_vms": stats.vms.load(Ordering::Relaxed),
-                    "module_failures": stats.failures.load(Ordering::Relaxed),
-                    "routes": routes,
+                    "clusters": clusters,
                 })
             })
             .collect();
@@ -333,19 +395,24 @@ impl ControlPlane {
             .filter_map(|m| {
                 let vms = self
                     .shared
-                    .module_stats(&m.info.sha256)
+                    .module_stats(&m.sha256)
                     .vms
                     .load(Ordering::Relaxed);
                 (vms > 0).then(|| {
                     json!({
-                        "name": m.info.filter,
-                        "sha256": m.info.sha256,
+                        "name": m.name,
+                        "sha256": m.sha256,
                         "module_vms": vms,
                     })
                 })
             })
             .collect();
-        json!({ "generation": current.generation, "filters": filters, "draining": draining })
+        json!({
+            "generation": current.generation,
+            "filters": filters,
+            "balancers": balancers,
+            "draining": draining,
+        })
     }
 }
 

@@ -61,6 +61,7 @@ pub struct ComponentFilters {
     /// Per route, per component filter in its chain (in chain order): the index into `defs`.
     routes: Vec<Vec<usize>>,
     engine: wasmtime::Engine,
+    infos: Vec<crate::ComponentInfo>,
 }
 
 impl std::fmt::Debug for ComponentFilters {
@@ -97,6 +98,7 @@ impl ComponentFilters {
             .map_err(|e| fail("", format!("{e:#}")))?;
         // Compiled and linked once per filter; configured once per configuration.
         let mut linked: Vec<(String, bindings::HttpFilterPre<State>)> = Vec::new();
+        let mut infos = Vec::new();
         for f in config.filters.iter().filter(|f| names.contains(&f.name)) {
             if !f.root_id.is_empty() || !f.vm_id.is_empty() || f.vm_configuration.is_some() {
                 return Err(fail(
@@ -149,6 +151,11 @@ impl ComponentFilters {
                 })?;
             tracing::info!(filter = %f.name, sha256 = %sha256, "component filter loaded");
             linked.push((f.name.clone(), pre));
+            infos.push(crate::ComponentInfo {
+                name: f.name.clone(),
+                path,
+                sha256,
+            });
         }
         let mut defs: Vec<Arc<Def>> = Vec::new();
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -210,7 +217,13 @@ impl ComponentFilters {
             defs,
             routes,
             engine,
+            infos,
         })
+    }
+
+    /// The component filters loaded.
+    pub fn infos(&self) -> &[crate::ComponentInfo] {
+        &self.infos
     }
 
     /// The calling worker's factories: per route, its component filters in chain order.
