@@ -143,13 +143,13 @@ impl Components {
         let mut infos = Vec::with_capacity(config.balancers.len());
         for b in &config.balancers {
             let path = base_dir.join(&b.module);
-            let (component, sha256) =
-                runtime
-                    .load_component(&path)
-                    .map_err(|source| ComponentError::Load {
-                        name: b.name.clone(),
-                        source,
-                    })?;
+            let loaded = runtime
+                .load_component(&path)
+                .map_err(|source| ComponentError::Load {
+                    name: b.name.clone(),
+                    source,
+                })?;
+            let (component, sha256) = (loaded.component, loaded.sha256);
             // The rest of WASI (stdio, files, environment) traps if called; any other missing
             // import is named here rather than at a pick.
             let imports: Vec<String> = component

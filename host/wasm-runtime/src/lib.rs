@@ -115,9 +115,20 @@ impl std::fmt::Debug for LoadedModule {
 /// flip-flop between versions must not reload them each time.
 pub const KEEP_UNUSED: usize = 8;
 
+/// A compiled component and its origin.
+pub struct LoadedComponent {
+    /// The compiled component (cheap to clone, shareable across threads).
+    pub component: wasmtime::component::Component,
+    /// Hex SHA-256 of the `.wasm` bytes.
+    pub sha256: String,
+    /// Whether it came from memory or the on-disk cache rather than being compiled.
+    pub from_cache: bool,
+}
+
 #[derive(Default)]
 struct Loaded {
     modules: HashMap<String, (Module, u64)>,
+    components: HashMap<String, (wasmtime::component::Component, u64)>,
     clock: u64,
 }
 
@@ -132,9 +143,9 @@ impl Loaded {
 pub struct Runtime {
     engine: Engine,
     cache_dir: Option<PathBuf>,
-    /// Compiled modules by SHA-256, with when they were last in use: a reload that keeps or
-    /// returns to a module reuses its code instead of loading another copy. Trimmed with
-    /// [`Runtime::retain`].
+    /// Compiled modules and components by SHA-256, with when they were last in use: a reload
+    /// that keeps or returns to one reuses its code instead of compiling or loading another
+    /// copy. Trimmed with [`Runtime::retain`].
     loaded: Mutex<Loaded>,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
@@ -243,20 +254,27 @@ impl Runtime {
         let mut loaded = self.loaded.lock();
         let now = loaded.tick();
         let keep: std::collections::HashSet<&str> = keep.into_iter().collect();
-        for (sha, (_, used)) in loaded.modules.iter_mut() {
+        let Loaded {
+            modules,
+            components,
+            ..
+        } = &mut *loaded;
+        let uses = modules
+            .iter_mut()
+            .map(|(sha, (_, used))| (sha, used))
+            .chain(components.iter_mut().map(|(sha, (_, used))| (sha, used)));
+        let mut unused: Vec<(u64, String)> = Vec::new();
+        for (sha, used) in uses {
             if keep.contains(sha.as_str()) {
                 *used = now;
+            } else {
+                unused.push((*used, sha.clone()));
             }
         }
-        let mut unused: Vec<(u64, String)> = loaded
-            .modules
-            .iter()
-            .filter(|(sha, _)| !keep.contains(sha.as_str()))
-            .map(|(sha, (_, used))| (*used, sha.clone()))
-            .collect();
         unused.sort_unstable_by(|a, b| b.cmp(a));
         for (_, sha) in unused.into_iter().skip(KEEP_UNUSED) {
-            loaded.modules.remove(&sha);
+            modules.remove(&sha);
+            components.remove(&sha);
         }
     }
 
@@ -305,26 +323,79 @@ impl Runtime {
 impl Runtime {
     /// Compiles a component (a WIT balancer or filter). Components are small and compile in
     /// milliseconds, so they are not cached on disk; the SHA-256 names the version loaded.
-    pub fn load_component(
-        &self,
-        path: &Path,
-    ) -> Result<(wasmtime::component::Component, String), RuntimeError> {
+    pub fn load_component(&self, path: &Path) -> Result<LoadedComponent, RuntimeError> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read {
             path: name.clone(),
             source,
         })?;
-        let sha256: String = Sha256::digest(&bytes)
+        self.load_component_bytes(&name, &bytes)
+    }
+
+    /// Compiles the component `bytes` (named `name` in errors); as for modules, the same
+    /// bytes are compiled once per process and, with a cache directory, once per machine.
+    pub fn load_component_bytes(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<LoadedComponent, RuntimeError> {
+        use wasmtime::component::Component;
+        let sha256: String = Sha256::digest(bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let component = wasmtime::component::Component::new(&self.engine, &bytes).map_err(|e| {
-            RuntimeError::Compile {
-                path: name,
-                reason: format!("{e:#}"),
+        let remember = |component: &Component| {
+            let mut loaded = self.loaded.lock();
+            let now = loaded.tick();
+            loaded
+                .components
+                .insert(sha256.clone(), (component.clone(), now));
+        };
+        if let Some((component, _)) = self.loaded.lock().components.get(&sha256) {
+            return Ok(LoadedComponent {
+                component: component.clone(),
+                sha256,
+                from_cache: true,
+            });
+        }
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{sha256}.component.cwasm")));
+        if let Some(file) = cached.as_ref().filter(|f| f.exists()) {
+            match load_cached_component(&self.engine, file) {
+                Ok(component) => {
+                    remember(&component);
+                    return Ok(LoadedComponent {
+                        component,
+                        sha256,
+                        from_cache: true,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component")
+                }
             }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
+            path: name.to_owned(),
+            reason: format!("{e:#}"),
         })?;
-        Ok((component, sha256))
+        if let Some(file) = cached {
+            let stored = component
+                .serialize()
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))
+                .and_then(|bytes| write_atomically(&file, &bytes));
+            if let Err(e) = stored {
+                tracing::warn!(file = %file.display(), error = %e, "cannot cache compiled component");
+            }
+        }
+        remember(&component);
+        Ok(LoadedComponent {
+            component,
+            sha256,
+            from_cache: false,
+        })
     }
 }
 
@@ -410,14 +481,29 @@ fn load_cached(engine: &Engine, file: &Path) -> Result<Module, String> {
     unsafe { Module::deserialize_file(engine, file) }.map_err(|e| format!("{e:#}"))
 }
 
+#[allow(unsafe_code)]
+fn load_cached_component(
+    engine: &Engine,
+    file: &Path,
+) -> Result<wasmtime::component::Component, String> {
+    // SAFETY: as for `load_cached`: written by this engine configuration, header-checked by
+    // wasmtime, in a directory private to the gateway's user.
+    unsafe { wasmtime::component::Component::deserialize_file(engine, file) }
+        .map_err(|e| format!("{e:#}"))
+}
+
 fn store_cached(module: &Module, file: &Path) -> std::io::Result<()> {
     let bytes = module
         .serialize()
         .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    write_atomically(file, &bytes)
+}
+
+/// Write then rename, so a concurrent reader never sees half a file.
+fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // Write then rename, so a concurrent reader never sees half a file.
     let tmp = file.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(tmp, file)
@@ -485,6 +571,47 @@ mod tests {
             rt.retain([]);
         }
         assert!(!rt.load_bytes("g.wasm", &wasm).unwrap().from_cache);
+    }
+
+    #[test]
+    fn components_are_compiled_once_per_process_and_cached_on_disk() {
+        let dir = std::env::temp_dir().join(format!("rg-ccache-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let bytes = wat::parse_str("(component (core module))").unwrap();
+        let rt = runtime(&dir);
+        let first = rt.load_component_bytes("c.wasm", &bytes).unwrap();
+        assert!(!first.from_cache);
+        assert!(
+            rt.load_component_bytes("c.wasm", &bytes)
+                .unwrap()
+                .from_cache
+        );
+        // A new process finds the compiled code on disk.
+        let other = runtime(&dir)
+            .load_component_bytes("c.wasm", &bytes)
+            .unwrap();
+        assert!(other.from_cache);
+        assert_eq!(first.sha256, other.sha256);
+        // No longer configured and pushed out by more recent ones: forgotten in memory (the
+        // disk copy stays).
+        let rt = Runtime::new(&RuntimeConfig {
+            cache_dir: None,
+            pool_slots: 4,
+            ..Default::default()
+        })
+        .unwrap();
+        rt.load_component_bytes("c.wasm", &bytes).unwrap();
+        for i in 0..KEEP_UNUSED {
+            let m = wat::parse_str(format!("(module (func (export \"f{i}\")))")).unwrap();
+            rt.load_bytes("m.wasm", &m).unwrap();
+            rt.retain([]);
+        }
+        assert!(
+            !rt.load_component_bytes("c.wasm", &bytes)
+                .unwrap()
+                .from_cache
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

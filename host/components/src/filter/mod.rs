@@ -107,9 +107,11 @@ impl ComponentFilters {
                 ));
             }
             let path = base_dir.join(&f.module);
-            let (component, sha256) = runtime
+            let loaded = runtime
                 .load_component(&path)
                 .map_err(|e| fail(&f.name, e.to_string()))?;
+            let (component, sha256, from_cache) =
+                (loaded.component, loaded.sha256, loaded.from_cache);
             let imports: Vec<String> = component
                 .component_type()
                 .imports(&engine)
@@ -149,7 +151,7 @@ impl ComponentFilters {
                         format!("{}: not an http-filter component: {e:#}", path.display()),
                     )
                 })?;
-            tracing::info!(filter = %f.name, sha256 = %sha256, "component filter loaded");
+            tracing::info!(filter = %f.name, sha256 = %sha256, from_cache, "component filter loaded");
             linked.push((f.name.clone(), pre));
             infos.push(crate::ComponentInfo {
                 name: f.name.clone(),
