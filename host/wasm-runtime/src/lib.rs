@@ -227,24 +227,12 @@ impl Runtime {
 
     /// Compiles `bytes` (named `name` in errors), using the cache when possible.
     pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<LoadedModule, RuntimeError> {
-        let sha256: String = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if let Some((module, _)) = self.loaded.lock().modules.get(&sha256) {
-            return Ok(LoadedModule {
-                module: module.clone(),
-                sha256,
-                from_cache: true,
-            });
-        }
-        let module = self.compile_or_load(name, bytes, &sha256)?;
-        let mut loaded = self.loaded.lock();
-        let now = loaded.tick();
-        loaded
-            .modules
-            .insert(sha256.clone(), (module.module.clone(), now));
-        Ok(module)
+        let (module, sha256, from_cache) = self.load_artifact::<Module>(name, bytes)?;
+        Ok(LoadedModule {
+            module,
+            sha256,
+            from_cache,
+        })
     }
 
     /// Marks `keep` (SHA-256s) as in use and forgets all but the [`KEEP_UNUSED`] most recently
@@ -278,51 +266,64 @@ impl Runtime {
         }
     }
 
-    fn compile_or_load(
+    /// `bytes` compiled: from memory when this process has them, else from the disk cache,
+    /// else compiled (and stored in both). Also says whether it came from a cache.
+    fn load_artifact<T: Artifact>(
         &self,
         name: &str,
         bytes: &[u8],
-        sha256: &str,
-    ) -> Result<LoadedModule, RuntimeError> {
-        let sha256 = sha256.to_owned();
+    ) -> Result<(T, String, bool), RuntimeError> {
+        let sha256: String = Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if let Some((found, _)) = T::memo(&mut self.loaded.lock()).get(&sha256) {
+            return Ok((found.clone(), sha256, true));
+        }
+        let remember = |artifact: &T| {
+            let mut loaded = self.loaded.lock();
+            let now = loaded.tick();
+            T::memo(&mut loaded).insert(sha256.clone(), (artifact.clone(), now));
+        };
         let cached = self
             .cache_dir
             .as_ref()
-            .map(|d| d.join(format!("{sha256}.cwasm")));
+            .map(|d| d.join(format!("{sha256}.{}", T::SUFFIX)));
         if let Some(file) = cached.as_ref().filter(|f| f.exists()) {
-            match load_cached(&self.engine, file) {
-                Ok(module) => {
-                    return Ok(LoadedModule {
-                        module,
-                        sha256,
-                        from_cache: true,
-                    });
+            // SAFETY: the file was written below from an artifact this same engine
+            // configuration compiled; wasmtime verifies the artifact's engine/version header
+            // and refuses mismatches. The directory is private to the gateway's user.
+            #[allow(unsafe_code)]
+            match unsafe { T::deserialize_file(&self.engine, file) } {
+                Ok(artifact) => {
+                    remember(&artifact);
+                    return Ok((artifact, sha256, true));
                 }
                 Err(e) => {
-                    tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached module")
+                    tracing::warn!(file = %file.display(), error = %format!("{e:#}"), "ignoring unusable cached code")
                 }
             }
         }
-        let module = Module::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
+        let artifact = T::compile(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
             path: name.to_owned(),
             reason: format!("{e:#}"),
         })?;
-        if let Some(file) = cached
-            && let Err(e) = store_cached(&module, &file)
-        {
-            tracing::warn!(file = %file.display(), error = %e, "cannot cache compiled module");
+        if let Some(file) = cached {
+            let stored = artifact
+                .serialize()
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))
+                .and_then(|bytes| write_atomically(&file, &bytes));
+            if let Err(e) = stored {
+                tracing::warn!(file = %file.display(), error = %e, "cannot cache compiled code");
+            }
         }
-        Ok(LoadedModule {
-            module,
-            sha256,
-            from_cache: false,
-        })
+        remember(&artifact);
+        Ok((artifact, sha256, false))
     }
 }
 
 impl Runtime {
-    /// Compiles a component (a WIT balancer or filter). Components are small and compile in
-    /// milliseconds, so they are not cached on disk; the SHA-256 names the version loaded.
+    /// Compiles a component (a WIT balancer or filter), using the caches as for modules.
     pub fn load_component(&self, path: &Path) -> Result<LoadedComponent, RuntimeError> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read {
@@ -339,63 +340,62 @@ impl Runtime {
         name: &str,
         bytes: &[u8],
     ) -> Result<LoadedComponent, RuntimeError> {
-        use wasmtime::component::Component;
-        let sha256: String = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let remember = |component: &Component| {
-            let mut loaded = self.loaded.lock();
-            let now = loaded.tick();
-            loaded
-                .components
-                .insert(sha256.clone(), (component.clone(), now));
-        };
-        if let Some((component, _)) = self.loaded.lock().components.get(&sha256) {
-            return Ok(LoadedComponent {
-                component: component.clone(),
-                sha256,
-                from_cache: true,
-            });
-        }
-        let cached = self
-            .cache_dir
-            .as_ref()
-            .map(|d| d.join(format!("{sha256}.component.cwasm")));
-        if let Some(file) = cached.as_ref().filter(|f| f.exists()) {
-            match load_cached_component(&self.engine, file) {
-                Ok(component) => {
-                    remember(&component);
-                    return Ok(LoadedComponent {
-                        component,
-                        sha256,
-                        from_cache: true,
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(file = %file.display(), error = %e, "ignoring unusable cached component")
-                }
-            }
-        }
-        let component = Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile {
-            path: name.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
-        if let Some(file) = cached {
-            let stored = component
-                .serialize()
-                .map_err(|e| std::io::Error::other(format!("{e:#}")))
-                .and_then(|bytes| write_atomically(&file, &bytes));
-            if let Err(e) = stored {
-                tracing::warn!(file = %file.display(), error = %e, "cannot cache compiled component");
-            }
-        }
-        remember(&component);
+        let (component, sha256, from_cache) = self.load_artifact(name, bytes)?;
         Ok(LoadedComponent {
             component,
             sha256,
-            from_cache: false,
+            from_cache,
         })
+    }
+}
+
+/// Compiled code the runtime caches: a core module or a component.
+trait Artifact: Clone + Sized {
+    /// The end of its file name in the disk cache.
+    const SUFFIX: &'static str;
+    /// Where this process keeps the ones it has.
+    fn memo(loaded: &mut Loaded) -> &mut HashMap<String, (Self, u64)>;
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self>;
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
+    /// # Safety
+    /// `file` must hold what [`Artifact::serialize`] wrote for this engine configuration.
+    #[allow(unsafe_code)]
+    unsafe fn deserialize_file(engine: &Engine, file: &Path) -> wasmtime::Result<Self>;
+}
+
+impl Artifact for Module {
+    const SUFFIX: &'static str = "cwasm";
+    fn memo(loaded: &mut Loaded) -> &mut HashMap<String, (Self, u64)> {
+        &mut loaded.modules
+    }
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        Module::new(engine, bytes)
+    }
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Module::serialize(self)
+    }
+    #[allow(unsafe_code)]
+    unsafe fn deserialize_file(engine: &Engine, file: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: passed on to the caller.
+        unsafe { Module::deserialize_file(engine, file) }
+    }
+}
+
+impl Artifact for wasmtime::component::Component {
+    const SUFFIX: &'static str = "component.cwasm";
+    fn memo(loaded: &mut Loaded) -> &mut HashMap<String, (Self, u64)> {
+        &mut loaded.components
+    }
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Self> {
+        Self::new(engine, bytes)
+    }
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        wasmtime::component::Component::serialize(self)
+    }
+    #[allow(unsafe_code)]
+    unsafe fn deserialize_file(engine: &Engine, file: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: passed on to the caller.
+        unsafe { Self::deserialize_file(engine, file) }
     }
 }
 
@@ -471,32 +471,6 @@ impl CpuBudget {
             Some(Runtime::ticks(self.limit - used))
         }
     }
-}
-
-#[allow(unsafe_code)]
-fn load_cached(engine: &Engine, file: &Path) -> Result<Module, String> {
-    // SAFETY: the file was written by `store_cached` from a module this same engine
-    // configuration compiled; wasmtime verifies the artifact's engine/version header and
-    // refuses mismatches. The directory is private to the gateway's user.
-    unsafe { Module::deserialize_file(engine, file) }.map_err(|e| format!("{e:#}"))
-}
-
-#[allow(unsafe_code)]
-fn load_cached_component(
-    engine: &Engine,
-    file: &Path,
-) -> Result<wasmtime::component::Component, String> {
-    // SAFETY: as for `load_cached`: written by this engine configuration, header-checked by
-    // wasmtime, in a directory private to the gateway's user.
-    unsafe { wasmtime::component::Component::deserialize_file(engine, file) }
-        .map_err(|e| format!("{e:#}"))
-}
-
-fn store_cached(module: &Module, file: &Path) -> std::io::Result<()> {
-    let bytes = module
-        .serialize()
-        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-    write_atomically(file, &bytes)
 }
 
 /// Write then rename, so a concurrent reader never sees half a file.
