@@ -4,15 +4,15 @@
 //! outage, and circuit-breaker overflow. Every endpoint is a real server on loopback.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use rustygate_tests::TestGateway;
 use rustygate_tests::client::{get, http1, send};
-use rustygate_tests::upstream::{Body, Upstream, text};
+use rustygate_tests::upstream::{Body, Upstream, full, pattern, sha256_hex, text};
 
 /// An upstream that names itself in `x-upstream` and answers `/health` with 200.
 fn named(name: &'static str) -> Upstream {
@@ -453,7 +453,7 @@ async fn post_is_not_retried_unless_the_route_says_so() {
     .await;
     assert_eq!(post.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(failing.requests(), 4, "a POST is sent once");
-    // A GET with a body is not retried either: the body cannot be sent twice.
+    // A GET with a (small) body is retried like one without: the body is kept for it.
     let with_body = send(
         &client,
         Request::get(gw.url("/x"))
@@ -462,7 +462,7 @@ async fn post_is_not_retried_unless_the_route_says_so() {
     )
     .await;
     assert_eq!(with_body.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(failing.requests(), 5);
+    assert_eq!(failing.requests(), 7);
 
     let opted_in = gateway(
         &[&failing],
@@ -480,7 +480,7 @@ async fn post_is_not_retried_unless_the_route_says_so() {
     assert_eq!(post.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         failing.requests(),
-        7,
+        9,
         "retry_non_idempotent: the POST is tried twice"
     );
 }
@@ -525,4 +525,57 @@ async fn idle_pooled_connections_close_after_the_idle_timeout() {
         assert_eq!(get(&gw.url("/")).await.status, StatusCode::OK, "{protocol}");
         assert_eq!(up.open_connections(), 1, "{protocol}");
     }
+}
+
+/// A request body up to `retry.max_body_bytes` is kept, so a retry after the upstream saw the
+/// first attempt sends the same bytes again (as Envoy buffers bodies for retries); a larger
+/// one streams and is sent once.
+#[tokio::test]
+async fn a_small_body_is_sent_again_on_retry_and_a_large_one_once() {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let up = {
+        let seen = seen.clone();
+        // Fails the first attempt after reading the whole body; answers later ones with the
+        // SHA-256 of the body it got.
+        Upstream::start(move |req| {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let status = if n == 0 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                };
+                let mut r = Response::new(full(sha256_hex(&body)));
+                *r.status_mut() = status;
+                r
+            }
+        })
+    };
+    let gw = gateway(
+        &[&up],
+        "",
+        "    retry: { retry_on: [5xx], max_retries: 1, backoff_base: 1ms, backoff_max: 1ms, max_body_bytes: 8192 }",
+    )
+    .await;
+    let client = http1();
+    let put = |len: usize| {
+        Request::put(gw.url("/x"))
+            .body(Full::new(Bytes::from(pattern(7, len))))
+            .unwrap()
+    };
+
+    let small = send(&client, put(8192)).await;
+    assert_eq!(small.status, StatusCode::OK, "{:?}", small.body);
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        String::from_utf8_lossy(&small.body),
+        sha256_hex(&pattern(7, 8192)),
+        "the retry carried the whole body"
+    );
+
+    seen.store(0, Ordering::SeqCst);
+    let large = send(&client, put(8193)).await;
+    assert_eq!(large.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "a larger body is sent once");
 }

@@ -629,6 +629,11 @@ pub struct RetryPolicy {
     /// Also retry methods that are not idempotent (POST, PATCH). Off by default: the upstream
     /// may have acted on the first attempt.
     pub retry_non_idempotent: bool,
+    /// Largest request body (by its declared length) that is read in full before the first
+    /// attempt, so that a retry after the upstream saw it can send it again. Larger bodies,
+    /// and bodies of unknown length, stream and are retried only when nothing was sent.
+    /// 0: never.
+    pub max_body_bytes: u64,
 }
 
 impl Default for RetryPolicy {
@@ -641,6 +646,7 @@ impl Default for RetryPolicy {
             backoff_base: Duration::millis(25),
             backoff_max: Duration::millis(250),
             retry_non_idempotent: false,
+            max_body_bytes: 64 * 1024,
         }
     }
 }

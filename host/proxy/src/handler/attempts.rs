@@ -2,22 +2,24 @@
 //! breaking, per-try timeouts, retries with backoff on a different endpoint within the retry
 //! budget, and passive health (outlier detection) fed by every attempt.
 //!
-//! A request is retried only when that cannot repeat work the upstream did: its method is
-//! idempotent (unless the route says otherwise) and it has no body (a body is streamed and
-//! cannot be sent twice). A request that was never sent (connect failure, refused before a
-//! byte was written) comes back from the pool and is re-sent as is; other retries need a copy
-//! of the head, which is taken only when the route retries on such outcomes.
+//! A request is retried only when that cannot repeat work the upstream did behind the
+//! client's back: its method is idempotent (unless the route says otherwise). A request that
+//! was never sent (connect failure, refused before a byte was written) comes back from the
+//! pool and is re-sent as is, body and all; other retries need a copy, taken only when the
+//! route retries on such outcomes: of the head, and of the body when it was small enough
+//! (`retry.max_body_bytes`) to be read in full before the first attempt. A body streamed as
+//! it arrives cannot be sent twice.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Empty};
-use rustygate_config::{RetryOn, UpstreamProtocol};
+use rustygate_config::{RetryOn, RetryPolicy, UpstreamProtocol};
 use rustygate_core::ErrorKind;
 use rustygate_core::resilience::{self, Attempt};
 
-use crate::body::BoxError;
+use crate::body::{BoxError, Replay};
 use crate::health::{OwnedSlot, Slot};
 use crate::pool::{PooledBody, SendError, UpstreamBody};
 use crate::snapshot::{ClusterEntry, RouteEntry};
@@ -52,17 +54,54 @@ pub(super) struct Caller<'a> {
     pub client: std::net::IpAddr,
 }
 
+/// The request's body, as far as retries are concerned.
+pub(super) enum Payload {
+    /// None.
+    Empty,
+    /// Read in full before the first attempt: a retry sends it again.
+    Replayable(Replay),
+    /// Streamed as it arrives: sent once, unless it comes back unsent.
+    Streamed,
+}
+
+/// Whether `policy` retries outcomes after which the request was consumed (sent, at least in
+/// part), so that a retry needs a copy of it.
+fn retries_consumed(policy: &RetryPolicy, protocol: UpstreamProtocol) -> bool {
+    policy.retry_on.iter().any(|on| match on {
+        RetryOn::ConnectFailure => false,
+        RetryOn::RefusedStream => protocol == UpstreamProtocol::Http2,
+        _ => true,
+    })
+}
+
+/// Whether a request with `method` and a body of at most `len` bytes (when known) to
+/// `cluster` should be read in full first, so that `route` can retry it after it was sent.
+pub(super) fn buffers_body(
+    route: &RouteEntry,
+    cluster: &ClusterEntry,
+    method: &Method,
+    len: Option<u64>,
+) -> bool {
+    let policy = &route.retry;
+    policy.max_retries > 0
+        && (policy.retry_non_idempotent || resilience::idempotent(method))
+        && retries_consumed(policy, cluster.settings.protocol)
+        && len.is_some_and(|n| n <= policy.max_body_bytes)
+}
+
 /// What a retry re-sends when the first request was consumed.
 struct Head {
     method: Method,
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    body: Option<Replay>,
 }
 
 impl Head {
     fn request(&self) -> Request<UpstreamBody> {
-        let mut r = Request::new(empty());
+        let body = self.body.as_ref().map_or_else(empty, Replay::body);
+        let mut r = Request::new(body);
         *r.method_mut() = self.method.clone();
         *r.uri_mut() = self.uri.clone();
         *r.version_mut() = self.version;
@@ -75,7 +114,7 @@ fn empty() -> UpstreamBody {
     Box::pin(Empty::new().map_err(|never| -> BoxError { match never {} }))
 }
 
-/// Sends `req` (whose body is empty when `bodyless`) to `route`'s cluster in `active`.
+/// Sends `req` (whose body `payload` describes) to `route`'s cluster in `active`.
 /// `client_caused` tells whether a failed exchange was the client's doing (a body cut short
 /// by a filter or a limit), which must not count against the endpoint.
 pub(super) async fn send(
@@ -83,7 +122,7 @@ pub(super) async fn send(
     active: &Active,
     route: &RouteEntry,
     req: Request<UpstreamBody>,
-    bodyless: bool,
+    payload: Payload,
     caller: Caller<'_>,
     client_caused: impl Fn() -> bool,
 ) -> Outcome {
@@ -104,19 +143,21 @@ pub(super) async fn send(
     };
     let policy = &route.retry;
     let may_retry = policy.max_retries > 0
-        && bodyless
         && (policy.retry_non_idempotent || resilience::idempotent(req.method()));
-    let needs_copy = policy.retry_on.iter().any(|on| match on {
-        RetryOn::ConnectFailure => false,
-        RetryOn::RefusedStream => cluster.settings.protocol == UpstreamProtocol::Http2,
-        _ => true,
-    });
-    let head = (may_retry && needs_copy).then(|| Head {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        version: req.version(),
-        headers: req.headers().clone(),
-    });
+    let copy_body = match payload {
+        Payload::Empty => Some(None),
+        Payload::Replayable(replay) => Some(Some(replay)),
+        Payload::Streamed => None,
+    };
+    let head = copy_body
+        .filter(|_| may_retry && retries_consumed(policy, cluster.settings.protocol))
+        .map(|body| Head {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            body,
+        });
     let mut deadline = None;
     let per_try = policy
         .per_try_timeout

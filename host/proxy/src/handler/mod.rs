@@ -24,7 +24,7 @@ use rustygate_telemetry::trace::RequestTrace;
 mod attempts;
 mod filtering;
 
-use crate::body::{RequestBody, ResponseBody, Transfer};
+use crate::body::{Replay, RequestBody, ResponseBody, Transfer};
 use crate::chain::{ChainRun, RequestOutcome, ResponseOutcome};
 use crate::health::OwnedSlot;
 use crate::pool::{SendError, UpstreamBody};
@@ -327,6 +327,49 @@ async fn forward(
             Err(answer) => return Ok(answer),
         }
     }
+    // A body a retry may have to send again is read in full first (small ones only).
+    let payload = if body_ended {
+        attempts::Payload::Empty
+    } else if attempts::buffers_body(route, cluster, &parts.method, body.size_hint().upper()) {
+        match tokio::time::timeout(route.timeout, http_body_util::BodyExt::collect(body)).await {
+            Ok(Ok(collected)) => {
+                let trailers = collected.trailers().cloned();
+                let replay = Replay::new(collected.to_bytes(), trailers);
+                body = replay.body();
+                attempts::Payload::Replayable(replay)
+            }
+            Ok(Err(_)) => {
+                if let Some(run) = &run
+                    && run.body_stop.borrow().is_some()
+                {
+                    return filtering::Ctx::new(run, route.timeout, max_held, request_id)
+                        .stopped(Direction::Request, transfer)
+                        .await;
+                }
+                if transfer.too_large.get() {
+                    return Err((
+                        ErrorKind::BodyTooLarge,
+                        format!("limit is {} bytes", limit.unwrap_or_default()),
+                    ));
+                }
+                return Err((
+                    ErrorKind::BadRequest,
+                    "the request body could not be read".into(),
+                ));
+            }
+            Err(_) => {
+                return Err((
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "the request body did not arrive within the route timeout ({:?})",
+                        route.timeout
+                    ),
+                ));
+            }
+        }
+    } else {
+        attempts::Payload::Streamed
+    };
     let upstream_req = Request::from_parts(parts, body);
 
     let outcome = attempts::send(
@@ -334,7 +377,7 @@ async fn forward(
         active,
         route,
         upstream_req,
-        body_ended,
+        payload,
         attempts::Caller {
             trace: done.trace.as_deref(),
             client: conn.peer.ip(),
