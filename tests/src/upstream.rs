@@ -31,6 +31,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     requests: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
     handler: Handler,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -48,6 +49,11 @@ impl Upstream {
         self.open.load(Ordering::SeqCst)
     }
 
+    /// Connections this upstream has accepted in all.
+    pub fn connections_accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
     /// Starts a server on 127.0.0.1:0 answering with `handler`. Serves HTTP/1.1 and h2c.
     pub fn start<F, Fut>(handler: F) -> Upstream
     where
@@ -61,6 +67,7 @@ impl Upstream {
             addr,
             requests: Arc::new(AtomicUsize::new(0)),
             open: Arc::new(AtomicUsize::new(0)),
+            accepted: Arc::new(AtomicUsize::new(0)),
             handler,
             stop: None,
             thread: None,
@@ -90,7 +97,7 @@ impl Upstream {
     fn serve(&mut self, std_listener: std::net::TcpListener) {
         std_listener.set_nonblocking(true).unwrap();
         let (handler, counter) = (self.handler.clone(), self.requests.clone());
-        let open = self.open.clone();
+        let (open, accepted_total) = (self.open.clone(), self.accepted.clone());
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -112,6 +119,7 @@ impl Upstream {
                     let (handler, counter) = (handler.clone(), counter.clone());
                     let open = open.clone();
                     open.fetch_add(1, Ordering::SeqCst);
+                    accepted_total.fetch_add(1, Ordering::SeqCst);
                     connections.spawn(async move {
                         let svc = service_fn(move |req| {
                             counter.fetch_add(1, Ordering::SeqCst);

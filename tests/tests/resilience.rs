@@ -579,3 +579,37 @@ async fn a_small_body_is_sent_again_on_retry_and_a_large_one_once() {
     assert_eq!(large.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(seen.load(Ordering::SeqCst), 1, "a larger body is sent once");
 }
+
+/// An HTTP/2 connection is idle only while no stream is open on it (as in Envoy): a response
+/// that takes longer than `pool_idle_timeout` does not age it out of the pool, and the next
+/// request reuses it.
+#[tokio::test]
+async fn a_long_http2_response_does_not_make_its_connection_idle() {
+    let up = Upstream::start(|req| async move {
+        if req.uri().path() == "/slow" {
+            // Longer than the idle timeout plus the reaper's longest sleep (1 s).
+            tokio::time::sleep(Duration::from_millis(1600)).await;
+        }
+        text(StatusCode::OK, "done")
+    });
+    let gw = gateway(
+        &[&up],
+        "    protocol: http2\n    pool_idle_timeout: 300ms",
+        "",
+    )
+    .await;
+    let client = http1();
+    for path in ["/slow", "/next"] {
+        let seen = send(
+            &client,
+            Request::get(gw.url(path)).body(Full::default()).unwrap(),
+        )
+        .await;
+        assert_eq!(seen.status, StatusCode::OK, "{path}");
+    }
+    assert_eq!(
+        up.connections_accepted(),
+        1,
+        "the request after the long one opened a new connection"
+    );
+}

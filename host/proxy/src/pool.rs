@@ -118,14 +118,43 @@ struct Idle {
 /// The shared HTTP/2 connection to one endpoint.
 struct H2 {
     sender: http2::SendRequest<UpstreamBody>,
-    /// When the last request on it started.
-    last_used: Cell<Instant>,
+    use_: Rc<H2Use>,
     idle_timeout: Duration,
 }
 
+/// What the pool knows of an HTTP/2 connection's streams. As in Envoy, the connection is
+/// idle only while no stream is open on it: a long response does not age it.
+struct H2Use {
+    streams: Cell<usize>,
+    /// When the last stream ended (or the connection was made).
+    idle_since: Cell<Instant>,
+}
+
+/// One stream's hold on its connection, from the request until its response body ends or is
+/// dropped.
+struct StreamHold(Rc<H2Use>);
+
+impl StreamHold {
+    fn new(use_: &Rc<H2Use>) -> Self {
+        use_.streams.set(use_.streams.get() + 1);
+        Self(use_.clone())
+    }
+}
+
+impl Drop for StreamHold {
+    fn drop(&mut self) {
+        let open = self.0.streams.get() - 1;
+        self.0.streams.set(open);
+        if open == 0 {
+            self.0.idle_since.set(Instant::now());
+        }
+    }
+}
+
 impl H2 {
-    fn expires(&self) -> Instant {
-        self.last_used.get() + self.idle_timeout
+    /// When the idle timeout closes it, if no stream is open on it.
+    fn expires(&self) -> Option<Instant> {
+        (self.use_.streams.get() == 0).then(|| self.use_.idle_since.get() + self.idle_timeout)
     }
 }
 
@@ -243,21 +272,22 @@ impl Pool {
             .borrow()
             .get(authority)
             .filter(|c| !c.sender.is_closed())
-            .map(|c| {
-                c.last_used.set(Instant::now());
-                c.sender.clone()
-            });
-        let mut sender = match cached {
+            .map(|c| (c.sender.clone(), StreamHold::new(&c.use_)));
+        let (mut sender, hold) = match cached {
             Some(s) => s,
             None => match Box::pin(self.connect_h2(authority, settings)).await {
                 Ok(s) => {
                     let conn = H2 {
                         sender: s.clone(),
-                        last_used: Cell::new(Instant::now()),
+                        use_: Rc::new(H2Use {
+                            streams: Cell::new(0),
+                            idle_since: Cell::new(Instant::now()),
+                        }),
                         idle_timeout: settings.idle_timeout,
                     };
+                    let hold = StreamHold::new(&conn.use_);
                     self.h2.borrow_mut().insert(authority.clone(), conn);
-                    s
+                    (s, hold)
                 }
                 Err(error) => return Err(Unsent::with(error, req)),
             },
@@ -266,6 +296,7 @@ impl Pool {
             Ok(resp) => Ok(resp.map(|b| PooledBody {
                 inner: b,
                 home: None,
+                stream: Some(hold),
             })),
             Err(e) => Err(Unsent::from_try(e)),
         }
@@ -316,9 +347,10 @@ impl Pool {
             !list.is_empty()
         });
         self.h2.borrow_mut().retain(|_, c| {
-            let keep = now < c.expires() && !c.sender.is_closed();
-            if keep {
-                soonest(c.expires());
+            let expires = c.expires();
+            let keep = expires.is_none_or(|t| now < t) && !c.sender.is_closed();
+            if let (true, Some(t)) = (keep, expires) {
+                soonest(t);
             }
             keep
         });
@@ -339,7 +371,11 @@ impl Pool {
             max_idle: settings.max_idle,
             idle_timeout: settings.idle_timeout,
         });
-        resp.map(|inner| PooledBody { inner, home })
+        resp.map(|inner| PooledBody {
+            inner,
+            home,
+            stream: None,
+        })
     }
 
     async fn connect_h1(
@@ -437,10 +473,15 @@ struct Home {
 pub struct PooledBody {
     inner: Incoming,
     home: Option<Home>,
+    /// An HTTP/2 response's hold on its connection (see [`H2Use`]).
+    stream: Option<StreamHold>,
 }
 
 impl PooledBody {
+    /// The response has ended: an HTTP/1.1 connection goes back to the pool, an HTTP/2
+    /// stream no longer holds its connection.
     fn go_home(&mut self) {
+        drop(self.stream.take());
         if let Some(h) = self.home.take() {
             h.pool
                 .put_idle(h.authority, h.sender, h.max_idle, h.idle_timeout);
