@@ -32,7 +32,7 @@ EXAMPLE := examples/api-key
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all deps build run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-instructions bench-deps guests filters examples sdk-check clean
+.PHONY: all deps build build-pgo run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-instructions bench-deps guests filters examples sdk-check clean
 
 all: build
 
@@ -128,39 +128,41 @@ bench-micro: deps filters
 guests: deps
 	$(CARGO) build --release --locked --target wasm32-wasip1 --manifest-path tests/guests/rust/Cargo.toml --target-dir target/guests
 
+## Profile-guided release build (tests/bench/pgo.sh): trained on the load benchmarks' routes,
+## it is the binary the load and instruction benchmarks measure. Rebuilt only when host/,
+## Cargo.lock or the benchmark configurations changed.
+PGO_GATEWAY := $(CURDIR)/target/pgo/rustygate
+build-pgo: bench-deps guests filters
+	CARGO=$(CARGO) tests/bench/pgo.sh
+
 ## Throughput with 0, 1 and 3 no-op proxy-wasm filters, same gateway, same run.
-bench-filters: bench-deps guests
-	$(CARGO) build --release -p rustygate
-	tests/bench/filter-load.sh
+bench-filters: build-pgo
+	GATEWAY=$(PGO_GATEWAY) tests/bench/filter-load.sh
 
 ## Needs nginx, haproxy and wrk (installed by bench-deps). Peers and RustyGate run on loopback
 ## in one interleaved session; see docs/benchmarks.md for how to read the table.
-bench-load: bench-deps
-	$(CARGO) build --release -p rustygate
+bench-load: build-pgo
 	TARGET_NAME=rustygate \
 	TARGET_URL=http://127.0.0.1:18090/api/test \
-	TARGET_CMD="$(CURDIR)/target/release/rustygate run --config $(CURDIR)/config/bench.yaml" \
+	TARGET_CMD="$(PGO_GATEWAY) run --config $(CURDIR)/config/bench.yaml" \
 	  ../shared/bench/peers.sh
 
 ## The shipped chain (cors + jwt-auth HS256 + rate-limit + headers) against no filters, same run.
-bench-chain: bench-deps filters
-	$(CARGO) build --release -p rustygate
-	CONFIG=$(CURDIR)/config/bench-chain.yaml ROUTES="none secure" \
+bench-chain: build-pgo
+	GATEWAY=$(PGO_GATEWAY) CONFIG=$(CURDIR)/config/bench-chain.yaml ROUTES="none secure" \
 	WRK_HEADER="Authorization: Bearer $$(examples/mint-token.sh bench 86400)" \
 	  tests/bench/filter-load.sh
 
 ## A 4-endpoint cluster picked by the native round-robin and by the round-robin component.
-bench-balancer: bench-deps filters
-	$(CARGO) build --release -p rustygate
-	CONFIG=$(CURDIR)/config/bench-balancer.yaml ROUTES="native wasm" tests/bench/filter-load.sh
+bench-balancer: build-pgo
+	GATEWAY=$(PGO_GATEWAY) CONFIG=$(CURDIR)/config/bench-balancer.yaml ROUTES="native wasm" tests/bench/filter-load.sh
 
 ## User-space instructions per request under callgrind (0, 1 and 3 no-op filters, then each
 ## shipped filter alone and the chain): the machine's noise does not move these, so small
 ## request-path changes show.
-bench-instructions: bench-deps guests filters
-	$(CARGO) build --release -p rustygate
-	tests/bench/instructions.sh
-	CONFIG=$(CURDIR)/config/bench-chain.yaml ROUTES="none cors jwt rl headers secure" \
+bench-instructions: build-pgo
+	GATEWAY=$(PGO_GATEWAY) tests/bench/instructions.sh
+	GATEWAY=$(PGO_GATEWAY) CONFIG=$(CURDIR)/config/bench-chain.yaml ROUTES="none cors jwt rl headers secure" \
 	WRK_HEADER="Authorization: Bearer $$(examples/mint-token.sh bench 86400)" \
 	  tests/bench/instructions.sh
 

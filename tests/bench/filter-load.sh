@@ -5,10 +5,12 @@
 # turn, round after round, so slow drift of the shared machine hits all alike. $WRK_HEADER, if
 # set, is sent with every request. The backend is nginx from ../shared/bench. Prints median
 # req/s and p99 per route and the ratios to the baseline. Everything runs on 127.0.0.1 and is
-# stopped on exit.
+# stopped on exit. Besides req/s, it prints the gateway's CPU time per request (from /proc).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=$ROOT/../shared/bench
+# The binary under test: `make bench` passes the profile-guided build (tests/bench/pgo.sh).
+GATEWAY=${GATEWAY:-$ROOT/target/release/rustygate}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-50}
@@ -23,7 +25,11 @@ trap cleanup EXIT
 mkdir -p "$RUN/logs" "$RUN/tmp" "$RUN/www"
 head -c 16384 /dev/zero > "$RUN/www/16k.bin"
 taskset -c 1 nginx -p "$RUN/" -c "$SHARED/nginx-backend.conf" & pids+=($!)
-taskset -c 0 "$ROOT/target/release/rustygate" run --config "$CONFIG" > "$RUN/gateway.log" 2>&1 & pids+=($!)
+taskset -c 0 "$GATEWAY" run --config "$CONFIG" > "$RUN/gateway.log" 2>&1 & gw=$!; pids+=($gw)
+# The gateway's CPU time (user + system, clock ticks) so far: CPU per request is steadier than
+# req/s when other guests on the host take the CPU away for part of a run.
+ticks() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
+hz=$(getconf CLK_TCK)
 for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:18090/api/${ROUTE_LIST[0]}" && break; sleep 0.2; done
 for route in "${ROUTE_LIST[@]}"; do curl -sf -o /dev/null "${WRK_EXTRA[@]}" "http://127.0.0.1:18090/api/$route" || { echo "route $route not answering"; cat "$RUN/gateway.log"; exit 1; }; done
 results=$RUN/results.tsv
@@ -35,11 +41,15 @@ for round in $(seq "$ROUNDS"); do
     order=(); for ((i=${#ROUTE_LIST[@]}-1; i>=0; i--)); do order+=("${ROUTE_LIST[$i]}"); done
   fi
   for route in "${order[@]}"; do
+    t0=$(ticks)
     out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${WRK_EXTRA[@]}" "http://127.0.0.1:18090/api/$route")
+    t1=$(ticks)
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    printf '%s\t%s\t%s\t%s\n' "$round" "$route" "$rps" "$p99" >> "$results"
-    printf '[filters] round %s %-5s %s req/s p99 %s\n' "$round" "$route" "$rps" "$p99" >&2
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    cpu=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$n" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+    printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$rps" "$p99" "$cpu" >> "$results"
+    printf '[filters] round %s %-5s %s req/s p99 %s, %s CPU us/request\n' "$round" "$route" "$rps" "$p99" "$cpu" >&2
   done
 done
 python3 - "$results" "${ROUTE_LIST[@]}" <<'PY'
@@ -52,15 +62,21 @@ def ms(s):
             return float(s[:-len(unit)]) * f
     return float(s)
 by = collections.defaultdict(list)
-for rnd, route, rps, p99 in rows:
-    by[route].append((int(rnd), float(rps), ms(p99)))
+for rnd, route, rps, p99, cpu in rows:
+    by[route].append((int(rnd), float(rps), ms(p99), float(cpu)))
 routes = sys.argv[2:]
-base = {r: rps for r, rps, _ in by[routes[0]]}
-print(f'| route | req/s (median) | p99 ms (median) | req/s vs {routes[0]} (paired, min-max) |')
-print('|---|--:|--:|---|')
+base = {r: rps for r, rps, _, _ in by[routes[0]]}
+base_cpu = {r: cpu for r, _, _, cpu in by[routes[0]]}
+# The last column is what the route's req/s ratio would be if the gateway's CPU were the
+# only limit: the baseline's CPU per request over the route's, paired by round.
+print(f'| route | req/s (median) | p99 ms (median) | req/s vs {routes[0]} (paired, min-max) '
+      f'| gateway CPU us/request (median) | {routes[0]} CPU / route CPU (paired, min-max) |')
+print('|---|--:|--:|---|--:|---|')
 for route in routes:
     runs = by[route]
-    ratios = [rps / base[r] for r, rps, _ in runs]
+    ratios = [rps / base[r] for r, rps, _, _ in runs]
+    cpu = [base_cpu[r] / c for r, _, _, c in runs]
     print(f"| {route} | {statistics.median(x[1] for x in runs):.0f} | {statistics.median(x[2] for x in runs):.3f} | "
-          f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}, geometric mean {statistics.geometric_mean(ratios):.3f}) |")
+          f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}, geometric mean {statistics.geometric_mean(ratios):.3f}) | "
+          f"{statistics.median(x[3] for x in runs):.2f} | {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}) |")
 PY
