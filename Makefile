@@ -5,6 +5,7 @@
 #   make test    formatting, lints, schema check and every test (unit, golden, end-to-end)
 #   make bench   criterion micro-benchmarks, instructions per request (callgrind) and loopback
 #                load benchmarks against nginx/haproxy
+#   make build-pgo  profile-guided release build, target/pgo/rustygate (docs/operations/build.md)
 #   make examples  examples/api-key in Rust, Go and AssemblyScript, into target/examples/
 #
 SHELL := /bin/bash
