@@ -18,13 +18,7 @@ CONFIG=${CONFIG:-$ROOT/config/bench-filters.yaml}
 read -r -a ROUTE_LIST <<< "${ROUTES:-none one three}"
 WRK_EXTRA=()
 if [ -n "${WRK_HEADER:-}" ]; then WRK_EXTRA=(-H "$WRK_HEADER"); fi
-RUN=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$RUN"; }
-trap cleanup EXIT
-mkdir -p "$RUN/logs" "$RUN/tmp" "$RUN/www"
-head -c 16384 /dev/zero > "$RUN/www/16k.bin"
-taskset -c 1 nginx -p "$RUN/" -c "$SHARED/nginx-backend.conf" & pids+=($!)
+BACKEND_CPU=1 source "$ROOT/tests/bench/backend.sh"
 taskset -c 0 "$GATEWAY" run --config "$CONFIG" > "$RUN/gateway.log" 2>&1 & gw=$!; pids+=($gw)
 # The gateway's CPU time (user + system, clock ticks) so far: CPU per request is steadier than
 # req/s when other guests on the host take the CPU away for part of a run.

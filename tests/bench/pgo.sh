@@ -39,13 +39,7 @@ rm -rf "$PROFILES"; mkdir -p "$PROFILES"
 RUSTFLAGS="-Cprofile-generate=$PROFILES" \
   "$CARGO" build --release --locked -p rustygate --target "$HOST" --target-dir "$OUT/generate"
 
-RUN=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$RUN"; }
-trap cleanup EXIT
-mkdir -p "$RUN/logs" "$RUN/tmp" "$RUN/www"
-head -c 16384 /dev/zero > "$RUN/www/16k.bin"
-nginx -p "$RUN/" -c "$SHARED/nginx-backend.conf" & pids+=($!)
+source "$ROOT/tests/bench/backend.sh"
 TOKEN=$("$ROOT/examples/mint-token.sh" bench 86400)
 
 # train CONFIG ROUTE...: one gateway process per configuration; a SIGTERM lets it exit through
