@@ -76,11 +76,13 @@ test: deps fmt-check lint sdk-check
 fmt:
 	$(CARGO) fmt --all
 	$(CARGO) fmt --manifest-path $(EXAMPLE)/rust/Cargo.toml
+	$(CARGO) fmt --manifest-path tests/guests/rust/Cargo.toml --all
 	$$($(GO) env GOROOT)/bin/gofmt -w sdk/go $(EXAMPLE)/go host/scaffold/templates/go tests/guests
 
 fmt-check:
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --manifest-path $(EXAMPLE)/rust/Cargo.toml --check
+	$(CARGO) fmt --manifest-path tests/guests/rust/Cargo.toml --all --check
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -169,8 +171,8 @@ bench-instructions: build-pgo
 
 bench-deps:
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null \
-	  && command -v valgrind >/dev/null || { \
-	  $(SUDO) apt-get update -qq && $(APT_INSTALL) nginx haproxy wrk valgrind; }
+	  && command -v valgrind >/dev/null && command -v h2load >/dev/null || { \
+	  $(SUDO) apt-get update -qq && $(APT_INSTALL) nginx haproxy wrk valgrind nghttp2-client; }
 
 clean:
 	$(CARGO) clean

@@ -2,6 +2,8 @@
 # ../shared/bench on 127.0.0.1:18001 (serving "ok" and /16k), and a cleanup on exit that stops
 # every PID in $pids. $BACKEND_CPU, if set, pins nginx to that CPU.
 RUN=$(mktemp -d)
+# Readable by nginx workers, which drop root for "nobody" (mktemp makes the directory 0700).
+chmod 755 "$RUN"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$RUN"; }
 trap cleanup EXIT

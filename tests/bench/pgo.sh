@@ -11,15 +11,20 @@
 #   1. build with -Cprofile-generate (instrumented);
 #   2. train: the instrumented gateway serves the load benchmarks' routes (no filter, one and
 #      three no-op filters, the shipped secure chain, the wasm balancer) under wrk, then stops
-#      gracefully so that it writes its profile;
+#      gracefully so that it writes its profile. Besides the benchmarks' small HTTP/1.1 GETs,
+#      each route also gets 16 KiB responses, 16 KiB request bodies and HTTP/2 (h2c, h2load):
+#      code a profile never saw is laid out as cold, so traffic missing from training would run
+#      slower than in a plain release build;
 #   3. merge the profiles with the toolchain's llvm-profdata and build with -Cprofile-use.
-# The result is target/pgo/rustygate. Needs nginx and wrk (make bench-deps), the guests and the
-# shipped filters (make guests filters), and rustup's llvm-tools component.
+# The result is target/pgo/rustygate. Needs nginx, wrk and h2load (make bench-deps), the guests
+# and the shipped filters (make guests filters), and rustup's llvm-tools component.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=$ROOT/../shared/bench
 CARGO=${CARGO:-cargo}
 SECONDS_PER_ROUTE=${SECONDS_PER_ROUTE:-5}
+SECONDS_PER_EXTRA=${SECONDS_PER_EXTRA:-2}
+H2_REQUESTS=${H2_REQUESTS:-30000}
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 OUT=$ROOT/target/pgo
 PROFILES=$OUT/profiles
@@ -41,6 +46,8 @@ RUSTFLAGS="-Cprofile-generate=$PROFILES" \
 
 source "$ROOT/tests/bench/backend.sh"
 TOKEN=$("$ROOT/examples/mint-token.sh" bench 86400)
+head -c 16384 /dev/zero > "$RUN/16k.bin"
+printf 'wrk.method = "POST"\nwrk.body = string.rep("x", 16384)\n' > "$RUN/post16k.lua"
 
 # train CONFIG ROUTE...: one gateway process per configuration; a SIGTERM lets it exit through
 # main, which is when the profile is written.
@@ -54,6 +61,14 @@ train() {
       || { echo "pgo: route $route not answering"; cat "$RUN/gateway.log"; kill "$gw"; exit 1; }
     wrk -t1 -c50 -d"${SECONDS_PER_ROUTE}s" -H "Authorization: Bearer $TOKEN" \
       "http://127.0.0.1:18090/api/$route" | awk -v r="$route" '/Requests\/sec/ {print "pgo: trained " r ": " $2 " req/s (instrumented)"}'
+    wrk -t1 -c20 -d"${SECONDS_PER_EXTRA}s" -H "Authorization: Bearer $TOKEN" \
+      "http://127.0.0.1:18090/api/$route/16k" > /dev/null
+    wrk -t1 -c20 -d"${SECONDS_PER_EXTRA}s" -H "Authorization: Bearer $TOKEN" -s "$RUN/post16k.lua" \
+      "http://127.0.0.1:18090/api/$route" > /dev/null
+    h2load -n "$H2_REQUESTS" -c 10 -m 10 -H "Authorization: Bearer $TOKEN" \
+      "http://127.0.0.1:18090/api/$route" | awk -v r="$route" '/^status codes/ {print "pgo: trained " r " over HTTP/2: " $3 " 2xx"}'
+    h2load -n "$((H2_REQUESTS / 10))" -c 10 -m 4 -H "Authorization: Bearer $TOKEN" -d "$RUN/16k.bin" \
+      "http://127.0.0.1:18090/api/$route" > /dev/null
   done
   kill -TERM "$gw"; wait "$gw"
 }

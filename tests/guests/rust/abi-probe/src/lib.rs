@@ -95,14 +95,20 @@ static TICKS: AtomicU32 = AtomicU32::new(0);
 
 fn shared_u64(ctx: &dyn Context, key: &str) -> (u64, Option<u32>) {
     let (value, cas) = ctx.get_shared_data(key);
-    (value.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or([0; 8]))), cas)
+    (
+        value.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or([0; 8]))),
+        cas,
+    )
 }
 
 /// Adds `n` to a shared-data counter with a compare-and-swap loop; returns the new value.
 fn shared_add(ctx: &dyn Context, key: &str, n: u64) -> u64 {
     loop {
         let (value, cas) = shared_u64(ctx, key);
-        if ctx.set_shared_data(key, Some(&(value + n).to_le_bytes()), cas).is_ok() {
+        if ctx
+            .set_shared_data(key, Some(&(value + n).to_le_bytes()), cas)
+            .is_ok()
+        {
             return value + n;
         }
     }
@@ -119,13 +125,19 @@ impl RootContext for Root {
         match serde_json::from_slice::<Config>(&raw) {
             Ok(c) => {
                 if let Some(name) = &c.metric {
-                    self.metric_id = proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, name).ok();
+                    self.metric_id = proxy_wasm::hostcalls::define_metric(
+                        proxy_wasm::types::MetricType::Counter,
+                        name,
+                    )
+                    .ok();
                 }
                 if c.tick_ms > 0 {
                     self.set_tick_period(std::time::Duration::from_millis(c.tick_ms));
                 }
                 if let Some(name) = &c.queue {
-                    self.queue_id = Some(proxy_wasm::hostcalls::register_shared_queue(name).expect("register queue"));
+                    self.queue_id = Some(
+                        proxy_wasm::hostcalls::register_shared_queue(name).expect("register queue"),
+                    );
                 }
                 self.config = c;
                 true
@@ -187,25 +199,62 @@ impl Stream {
     fn call_auth(&mut self, cluster: &str, body: Option<&[u8]>) -> Action {
         let c = &self.config;
         let user = self.get_http_request_header("x-user").unwrap_or_default();
-        let path = if c.auth_path.is_empty() { "/check".to_owned() } else { c.auth_path.clone() };
-        let headers = vec![(":method", "GET"), (":path", path.as_str()), (":authority", "auth"), ("x-user", user.as_str())];
-        if let Err(e) = self.dispatch_http_call(cluster, headers, body, vec![], std::time::Duration::from_secs(2)) {
-            self.send_http_response(500, vec![], Some(format!("http_call failed: {e:?}\n").as_bytes()));
+        let path = if c.auth_path.is_empty() {
+            "/check".to_owned()
+        } else {
+            c.auth_path.clone()
+        };
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", "auth"),
+            ("x-user", user.as_str()),
+        ];
+        if let Err(e) = self.dispatch_http_call(
+            cluster,
+            headers,
+            body,
+            vec![],
+            std::time::Duration::from_secs(2),
+        ) {
+            self.send_http_response(
+                500,
+                vec![],
+                Some(format!("http_call failed: {e:?}\n").as_bytes()),
+            );
         }
         Action::Pause
     }
 }
 
 impl Context for Stream {
-    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        let status = self.get_http_call_response_header(":status").unwrap_or_default();
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let status = self
+            .get_http_call_response_header(":status")
+            .unwrap_or_default();
         if status == "200" {
-            let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+            let body = self
+                .get_http_call_response_body(0, body_size)
+                .unwrap_or_default();
             self.add_http_request_header("x-auth-user", String::from_utf8_lossy(&body).trim());
             self.resume_http_request();
         } else {
-            let status = if status.is_empty() { "failed".to_owned() } else { status };
-            self.send_http_response(403, vec![("x-auth-status", status.as_str())], Some(b"forbidden\n"));
+            let status = if status.is_empty() {
+                "failed".to_owned()
+            } else {
+                status
+            };
+            self.send_http_response(
+                403,
+                vec![("x-auth-status", status.as_str())],
+                Some(b"forbidden\n"),
+            );
         }
     }
 }
@@ -213,8 +262,13 @@ impl Context for Stream {
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         self.path = self.get_http_request_header(":path").unwrap_or_default();
-        log::info!("abi-probe[{}] #{} request {} {}", self.config.name, self.id,
-            self.get_http_request_header(":method").unwrap_or_default(), self.path);
+        log::info!(
+            "abi-probe[{}] #{} request {} {}",
+            self.config.name,
+            self.id,
+            self.get_http_request_header(":method").unwrap_or_default(),
+            self.path
+        );
         let c = &self.config;
         if c.trap_path.as_deref() == Some(&self.path) {
             panic!("abi-probe: trap requested");
@@ -262,8 +316,12 @@ impl HttpContext for Stream {
             self.shared_count = Some(shared_add(self, &key, 1));
         }
         if let Some(name) = &c.queue {
-            let id = proxy_wasm::hostcalls::resolve_shared_queue("", name).ok().flatten().expect("queue registered");
-            proxy_wasm::hostcalls::enqueue_shared_queue(id, Some(self.path.as_bytes())).expect("enqueue");
+            let id = proxy_wasm::hostcalls::resolve_shared_queue("", name)
+                .ok()
+                .flatten()
+                .expect("queue registered");
+            proxy_wasm::hostcalls::enqueue_shared_queue(id, Some(self.path.as_bytes()))
+                .expect("enqueue");
         }
         let c = &self.config;
         if let Some((from, to)) = &c.rewrite_prefix {
@@ -287,8 +345,14 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         if let Some(status) = c.replace_status {
-            if self.get_http_response_header(":status").as_deref() == Some(status.to_string().as_str()) {
-                self.send_http_response(502, vec![("x-replaced-by", c.name.as_str())], Some(b"replaced by abi-probe\n"));
+            if self.get_http_response_header(":status").as_deref()
+                == Some(status.to_string().as_str())
+            {
+                self.send_http_response(
+                    502,
+                    vec![("x-replaced-by", c.name.as_str())],
+                    Some(b"replaced by abi-probe\n"),
+                );
                 return Action::Pause;
             }
         }
@@ -319,11 +383,20 @@ impl HttpContext for Stream {
             self.add_http_response_header("x-ticks", &TICKS.load(Ordering::Relaxed).to_string());
         }
         if c.queue.is_some() {
-            self.add_http_response_header("x-queue-consumed", &shared_u64(self, "consumed").0.to_string());
+            self.add_http_response_header(
+                "x-queue-consumed",
+                &shared_u64(self, "consumed").0.to_string(),
+            );
         }
         if c.report_request_body {
-            self.add_http_response_header("x-request-body-calls", &self.request_body_calls.to_string());
-            self.add_http_response_header("x-request-body-size", &self.request_body_size.to_string());
+            self.add_http_response_header(
+                "x-request-body-calls",
+                &self.request_body_calls.to_string(),
+            );
+            self.add_http_response_header(
+                "x-request-body-size",
+                &self.request_body_size.to_string(),
+            );
         }
         let rewrites = c.response_body_replace.is_some() || c.response_body_suffix.is_some();
         if rewrites && !c.keep_content_length {
@@ -336,7 +409,8 @@ impl HttpContext for Stream {
         self.request_body_calls += 1;
         self.request_body_size = body_size;
         let c = self.config.clone();
-        let whole = c.request_body_replace.is_some() || c.request_body_deny.is_some() || c.auth_on_body;
+        let whole =
+            c.request_body_replace.is_some() || c.request_body_deny.is_some() || c.auth_on_body;
         if !whole {
             return Action::Continue;
         }
@@ -346,7 +420,11 @@ impl HttpContext for Stream {
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         if let Some(word) = &c.request_body_deny {
             if String::from_utf8_lossy(&body).contains(word.as_str()) {
-                self.send_http_response(403, vec![("x-denied-by", c.name.as_str())], Some(b"body denied by abi-probe\n"));
+                self.send_http_response(
+                    403,
+                    vec![("x-denied-by", c.name.as_str())],
+                    Some(b"body denied by abi-probe\n"),
+                );
                 return Action::Pause;
             }
         }
@@ -370,7 +448,10 @@ impl HttpContext for Stream {
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let c = self.config.clone();
         self.response_body_calls += 1;
-        if self.response_body_calls == 2 && !end_of_stream && c.reset_body_path.as_deref() == Some(&self.path) {
+        if self.response_body_calls == 2
+            && !end_of_stream
+            && c.reset_body_path.as_deref() == Some(&self.path)
+        {
             self.reset_http_response();
             return Action::Continue;
         }
@@ -378,7 +459,9 @@ impl HttpContext for Stream {
             if !end_of_stream {
                 return Action::Pause;
             }
-            let body = self.get_http_response_body(0, body_size).unwrap_or_default();
+            let body = self
+                .get_http_response_body(0, body_size)
+                .unwrap_or_default();
             let new = String::from_utf8_lossy(&body).replace(from.as_str(), to);
             self.set_http_response_body(0, body_size, new.as_bytes());
         }
@@ -394,6 +477,11 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
-        log::info!("abi-probe[{}] #{} done {}", self.config.name, self.id, self.path);
+        log::info!(
+            "abi-probe[{}] #{} done {}",
+            self.config.name,
+            self.id,
+            self.path
+        );
     }
 }
