@@ -7,8 +7,9 @@
 #
 # One gateway ($CONFIG, default config/bench-filters.yaml) serves each of $ROUTES (default
 # "none one three") in turn: curl sends $N requests on one keep-alive connection after 200 to
-# warm up, with counting switched on only around them. RUSTYGATE_VALGRIND=1 makes the wasm
-# engine lay memory out so that valgrind can run it (no instance pool, no guard regions).
+# warm up (PROTO=h2: h2load, over HTTP/2), with counting switched on only around them.
+# RUSTYGATE_VALGRIND=1 makes the wasm engine lay memory out so that valgrind can run it (no
+# instance pool, no guard regions).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=$ROOT/../shared/bench
@@ -38,8 +39,18 @@ RUSTYGATE_VALGRIND=1 valgrind --tool=callgrind --instr-atstart=no \
   "$GATEWAY" run --config "$CONFIG" > "$RUN/gateway.log" 2>&1 &
 gw=$!; pids+=($gw)
 for _ in $(seq 240); do curl -sf -o /dev/null "${HEADER[@]}" "http://127.0.0.1:18090/api/${ROUTE_LIST[0]}" && break; sleep 0.5; done
-# N requests on one connection: curl reuses it for every URL of one invocation.
-requests() { printf 'url = "http://127.0.0.1:18090/api/%s"\noutput = "/dev/null"\n' $(yes "$1" | head -n "$2") > "$RUN/urls"; curl -sf "${HEADER[@]}" -K "$RUN/urls"; }
+# N requests on one connection: curl reuses it for every URL of one invocation. PROTO=h2
+# sends them over HTTP/2 (h2c) with h2load instead, one stream at a time (curl 7.88 cannot
+# reuse a prior-knowledge connection: curl/curl#10634).
+if [ "${PROTO:-}" = h2 ]; then
+  requests() {
+    local out
+    out=$(h2load -n "$2" -c 1 -m 1 "${HEADER[@]}" "http://127.0.0.1:18090/api/$1")
+    grep -q "^status codes: $2 2xx" <<< "$out"
+  }
+else
+  requests() { printf 'url = "http://127.0.0.1:18090/api/%s"\noutput = "/dev/null"\n' $(yes "$1" | head -n "$2") > "$RUN/urls"; curl -sf "${HEADER[@]}" -K "$RUN/urls"; }
+fi
 # Every route warms up before any is counted: the first run after a module was compiled
 # (not yet in the disk cache) otherwise counted ~1,300 more on the first route.
 for route in "${ROUTE_LIST[@]}"; do
