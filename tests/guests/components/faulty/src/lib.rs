@@ -39,9 +39,11 @@ impl Balancer for Faulty {
                 }
             }
             Some("stranger") => return Some(9_999),
-            // Reserved, not written: memory grows fast, long before the CPU budget runs out.
+            // 8 MiB at a time, reserved, not written: the 16 MiB cap refuses within three
+            // grows, far inside the CPU budget even on a loaded machine (1 MiB steps once ran
+            // into the deadline first under CI load).
             Some("grow") => loop {
-                let mut chunk = Vec::with_capacity(1 << 20);
+                let mut chunk = Vec::with_capacity(8 << 20);
                 chunk.push(1);
                 self.hoard.push(chunk);
             },
