@@ -12,11 +12,10 @@ use rustygate_proxy::Gateway;
 use rustygate_reload::{ControlPlane, Wasm};
 use rustygate_telemetry::Metrics;
 
-// mimalloc's per-thread heaps suit thread-per-core workers: allocation and free of a request's
-// buffers stay on the worker's own heap, and it measured faster than glibc malloc on the load
-// benchmark (docs/benchmarks.md).
+mod alloc;
+
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: alloc::MiMalloc = alloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(

@@ -457,6 +457,25 @@ impl FilteredBody {
         }
     }
 
+    /// The body, when the filters are done with all of it and it is at most one data frame
+    /// (no trailers): what most small responses are. Sent as a plain in-memory body, the
+    /// pipeline and its source are dropped here instead of being polled to their end.
+    pub fn whole(&mut self) -> Option<Bytes> {
+        if !self.finished() || self.aborted() || self.out.len() > 1 {
+            return None;
+        }
+        match self.out.pop_front() {
+            None => Some(Bytes::new()),
+            Some(frame) => match frame.into_data() {
+                Ok(data) => Some(data),
+                Err(frame) => {
+                    self.out.push_front(frame);
+                    None
+                }
+            },
+        }
+    }
+
     /// Runs the filters until the head can go: until the body is complete, or data is
     /// flowing, or the only thing awaited is the source with no filter holding data. A filter
     /// that buffers the whole body thus holds the head back with it, so the head can carry the

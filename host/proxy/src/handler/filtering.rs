@@ -5,6 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response};
 use http_body_util::BodyExt;
@@ -85,6 +86,34 @@ fn fix_content_length(headers: &mut HeaderMap, len: u64) {
     }
 }
 
+/// A body as it came out of the filters' body phases.
+pub(super) enum Filtered {
+    /// Still streaming through them (or it never needed them).
+    Stream(UpstreamBody),
+    /// All of it, already through every filter.
+    Whole(Bytes),
+}
+
+impl Filtered {
+    /// As a request body for the upstream.
+    pub fn into_upstream(self) -> UpstreamBody {
+        match self {
+            Filtered::Stream(body) => body,
+            Filtered::Whole(data) => {
+                Box::pin(http_body_util::Full::new(data).map_err(|never| match never {}))
+            }
+        }
+    }
+
+    /// As a response body for the client.
+    pub fn into_response(self) -> ResponseBody {
+        match self {
+            Filtered::Stream(body) => ResponseBody::filtered(body),
+            Filtered::Whole(data) => ResponseBody::full(data),
+        }
+    }
+}
+
 /// What filtering a request's bodies needs to know.
 pub(super) struct Ctx<'a> {
     run: &'a Rc<ChainRun>,
@@ -130,17 +159,22 @@ impl<'a> Ctx<'a> {
         direction: Direction,
         headers: &mut HeaderMap,
         transfer: &Transfer,
-    ) -> Result<Result<UpstreamBody, Response<ResponseBody>>, Failure> {
+    ) -> Result<Result<Filtered, Response<ResponseBody>>, Failure> {
         if !self.run.wants_body(direction, self.run.len()) {
-            return Ok(Ok(body));
+            return Ok(Ok(Filtered::Stream(body)));
         }
         let mut filtered = self.filtered(body, direction, self.run.len());
         match filtered.settle().await {
             Settled::Aborted => return self.stopped(direction, transfer).await.map(Err),
-            Settled::Complete { len } => fix_content_length(headers, len),
+            Settled::Complete { len } => {
+                fix_content_length(headers, len);
+                if let Some(whole) = filtered.whole() {
+                    return Ok(Ok(Filtered::Whole(whole)));
+                }
+            }
             Settled::Streaming => {}
         }
-        Ok(Ok(Box::pin(filtered)))
+        Ok(Ok(Filtered::Stream(Box::pin(filtered))))
     }
 
     /// A local response whose header phases have run: its body still goes through the

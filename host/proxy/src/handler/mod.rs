@@ -213,9 +213,11 @@ async fn forward(
             RequestOutcome::Fail(f) => return Err(filter_failed(&f)),
             RequestOutcome::Reset => return Err(filtering::reset()),
         }
-        // Copied, not moved: filters may still read the request in their response phases.
+        // Filters may still read the request in their response phases, so they keep a copy.
+        // The upstream gets the map itself: a copy has no spare room, and the `Host` put back
+        // below would make it grow.
         {
-            let head = chain_run.exchange.request.borrow();
+            let mut head = chain_run.exchange.request.borrow_mut();
             parts.method = head.method.clone();
             // Most filters leave the path alone: re-parse only when it changed.
             if parts.uri.path_and_query().map(|p| p.as_str()) != Some(head.path.as_str()) {
@@ -226,7 +228,9 @@ async fn forward(
                     )
                 })?;
             }
-            parts.headers = head.headers.clone();
+            let headers = std::mem::take(&mut head.headers);
+            head.headers = headers.clone();
+            parts.headers = headers;
             if authority.as_deref() != Some(head.authority.as_str()) {
                 authority =
                     (!head.authority.is_empty()).then(|| Cow::Owned(head.authority.clone()));
@@ -323,7 +327,7 @@ async fn forward(
             .body(body, Direction::Request, &mut parts.headers, transfer)
             .await?
         {
-            Ok(filtered) => body = filtered,
+            Ok(filtered) => body = filtered.into_upstream(),
             Err(answer) => return Ok(answer),
         }
     }
@@ -406,11 +410,14 @@ async fn forward(
             let body_ended = body.is_end_stream();
             match run.response(body_ended, route.timeout).await {
                 ResponseOutcome::Continue => {
-                    // Cloned: `on_log` may still read the response headers.
-                    let head = run.exchange.response.borrow();
-                    let head = head.as_ref().expect("set above");
+                    // `on_log` may still read the response headers: filters keep a copy, the
+                    // client gets the map itself (with room for a corrected length).
+                    let mut head = run.exchange.response.borrow_mut();
+                    let head = head.as_mut().expect("set above");
                     parts.status = head.status;
-                    parts.headers = head.headers.clone();
+                    let headers = std::mem::take(&mut head.headers);
+                    head.headers = headers.clone();
+                    parts.headers = headers;
                 }
                 // The upstream body is dropped unread, which closes that connection.
                 ResponseOutcome::Respond(reply) => {
@@ -436,7 +443,7 @@ async fn forward(
                 Ok(filtered) => filtered,
                 Err(answer) => return Ok(answer),
             };
-            return Ok(Response::from_parts(parts, ResponseBody::filtered(body)));
+            return Ok(Response::from_parts(parts, body.into_response()));
         }
         Err(Failed::Timeout(t)) => (
             ErrorKind::UpstreamTimeout,
