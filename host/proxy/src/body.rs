@@ -9,9 +9,15 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::pool::{PooledBody, UpstreamBody};
+
+/// A body that is already all in memory, as a stream for an upstream or a filter pipeline.
+pub(crate) fn in_memory(data: Bytes) -> UpstreamBody {
+    Box::pin(http_body_util::Full::new(data).map_err(|never| -> BoxError { match never {} }))
+}
 
 /// Boxed error for body streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use rustygate_config::UpstreamProtocol;
 use rustygate_filter_api::{LocalFuture, Upstreams};
 
-use crate::body::BoxError;
 use crate::health::Health;
-use crate::pool::{Pool, SendError, UpstreamBody};
+use crate::pool::{Pool, SendError};
 use crate::snapshot::Snapshot;
 use crate::trace_scope::TraceScope;
 
@@ -117,8 +116,7 @@ impl Upstreams for WorkerUpstreams {
                     parts.version = Version::HTTP_2;
                 }
             }
-            let body: UpstreamBody =
-                Box::pin(Full::new(body).map_err(|never| -> BoxError { match never {} }));
+            let body = crate::body::in_memory(body);
             let exchange = async {
                 let resp = pool
                     .send(

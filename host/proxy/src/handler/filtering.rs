@@ -8,12 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response};
-use http_body_util::BodyExt;
 use rustygate_core::ErrorKind;
 use rustygate_filter_api::{Direction, LocalResponse};
 
 use super::{Failure, error_response};
-use crate::body::{ResponseBody, Transfer};
+use crate::body::{self, ResponseBody, Transfer};
 use crate::chain::pipeline::{FilteredBody, Settled};
 use crate::chain::{BodyStop, ChainFailure, ChainRun, Halt, Reply};
 use crate::pool::UpstreamBody;
@@ -99,9 +98,7 @@ impl Filtered {
     pub fn into_upstream(self) -> UpstreamBody {
         match self {
             Filtered::Stream(body) => body,
-            Filtered::Whole(data) => {
-                Box::pin(http_body_util::Full::new(data).map_err(|never| match never {}))
-            }
+            Filtered::Whole(data) => body::in_memory(data),
         }
     }
 
@@ -184,8 +181,7 @@ impl<'a> Ctx<'a> {
         if local.body.is_empty() || !self.run.wants_body(Direction::Response, upto) {
             return local_response(local, self.request_id);
         }
-        let source: UpstreamBody =
-            Box::pin(http_body_util::Full::new(local.body.clone()).map_err(|never| match never {}));
+        let source = body::in_memory(local.body.clone());
         let mut filtered = self.filtered(source, Direction::Response, upto);
         match filtered.settle().await {
             // A filter answered the local response's body in turn: that answer goes out as is.
