@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use http::StatusCode;
 use rustygate_tests::client::get;
+use rustygate_tests::component_filters::PROBE;
 use rustygate_tests::upstream::{Upstream, text};
-use rustygate_tests::{TestGateway, simple_config};
+use rustygate_tests::{TestGateway, balancers, simple_config};
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_status() {
@@ -141,4 +142,66 @@ async fn filter_upstream_and_vm_metrics() {
         .unwrap_or_else(|| panic!("no wasm memory gauge: {text}"));
     assert!(memory >= 2.0 * 65536.0, "{memory}");
     assert!(text.contains("rustygate_requests_active 0\n"), "{text}");
+}
+
+/// `rustygate_wasm_vms` and `rustygate_wasm_memory_bytes` from the admin listener.
+async fn wasm_gauges(gw: &TestGateway) -> (f64, f64) {
+    let text = String::from_utf8_lossy(&get(&format!("http://{}/metrics", gw.admin)).await.body)
+        .into_owned();
+    let gauge = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name}: {text}"))
+    };
+    (
+        gauge("rustygate_wasm_vms "),
+        gauge("rustygate_wasm_memory_bytes "),
+    )
+}
+
+#[tokio::test]
+async fn component_filters_and_balancers_count_in_the_wasm_gauges() {
+    let up = Upstream::echo();
+    let yaml = format!(
+        "workers: 1
+listeners: [ {{ name: main, address: 127.0.0.1:0 }} ]
+logging: {{ access_log: false }}
+balancers:
+  - name: rr
+    module: {rr}
+filters:
+  - name: probe
+    module: {PROBE}
+clusters:
+  - name: up
+    balancer: rr
+    endpoints: [ {{ url: http://{addr} }} ]
+routes:
+  - name: all
+    cluster: up
+    filters: [probe]
+",
+        rr = balancers::ROUND_ROBIN,
+        addr = up.addr
+    );
+    let gw = TestGateway::start(&yaml).await;
+    assert_eq!(get(&gw.url("/x")).await.status, 200);
+    // The worker's balancer and filter instances; the canaries configured at load are gone.
+    let (vms, memory) = wasm_gauges(&gw).await;
+    assert_eq!(vms, 2.0);
+    assert!(memory >= 2.0 * 65536.0, "{memory}");
+    // A trap retires the filter's instance, and its memory with it.
+    assert_eq!(get(&gw.url("/trap")).await.status, 503);
+    let (vms, after_trap) = wasm_gauges(&gw).await;
+    assert_eq!(vms, 1.0);
+    assert!(
+        after_trap >= 65536.0 && after_trap < memory,
+        "{after_trap} of {memory}"
+    );
+    // The next request makes a fresh one.
+    assert_eq!(get(&gw.url("/x")).await.status, 200);
+    let (vms, again) = wasm_gauges(&gw).await;
+    assert_eq!(vms, 2.0);
+    assert!(again > after_trap, "{again}");
 }

@@ -36,7 +36,8 @@ routes: [ {{ cluster: up }} ]
         module.display()
     );
     let config = rustygate_config::parse("bench.yaml", &yaml, &|_| None).expect("config");
-    let components = Components::load(&config, Path::new("."), runtime).expect("load");
+    let gauges = rustygate_telemetry::Metrics::new().wasm_gauges();
+    let components = Components::load(&config, Path::new("."), runtime, &gauges).expect("load");
     let mut balancer = components
         .balancer(0)
         .expect("instance")

@@ -1,9 +1,12 @@
 //! What bounds every component call, balancers and filters alike: a linear-memory cap and a
 //! CPU budget checked at each epoch tick, and the reading of a failed call as one of the
-//! three ways a guest fails (memory, CPU, trap).
+//! three ways a guest fails (memory, CPU, trap). The guard also counts its instance and that
+//! instance's memory in `rustygate_wasm_vms` and `rustygate_wasm_memory_bytes`, as proxy-wasm
+//! VMs are counted.
 
 use std::time::Duration;
 
+use rustygate_telemetry::WasmGauges;
 use rustygate_wasm_runtime::CpuBudget;
 use wasmtime::{ResourceLimiter, Store, Trap};
 
@@ -14,11 +17,12 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
-    pub(crate) fn new(max_memory: usize, cpu_per_call: Duration) -> Self {
+    pub(crate) fn new(max_memory: usize, cpu_per_call: Duration, gauges: &WasmGauges) -> Self {
         Self {
             memory: MemoryCap {
                 max: max_memory,
                 denied: false,
+                live: gauges.live(),
             },
             cpu: CpuBudget::new(cpu_per_call),
         }
@@ -74,21 +78,26 @@ pub(crate) fn failure<T: Guarded>(store: &Store<T>, e: wasmtime::Error) -> Failu
     }
 }
 
-/// A store's linear-memory cap; `denied` tells a memory failure from other traps.
+/// A store's linear-memory cap (per memory: a component may have several); `denied` tells a
+/// memory failure from other traps.
 struct MemoryCap {
     max: usize,
     denied: bool,
+    live: rustygate_telemetry::LiveInstance,
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let ok = desired <= self.max;
         self.denied |= !ok;
+        if ok {
+            self.live.grew(desired.saturating_sub(current));
+        }
         Ok(ok)
     }
 

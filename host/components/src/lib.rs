@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use guard::{Failure, Guard, Guarded};
 use rustygate_config::Config;
 use rustygate_filter_api::{Balancer, BalancerEndpoint, BalancerError, PickOutcome, PickRequest};
+use rustygate_telemetry::WasmGauges;
 use rustygate_wasm_runtime::Runtime;
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker};
@@ -75,6 +76,7 @@ struct Def {
     config: String,
     max_memory: usize,
     cpu_limit: Duration,
+    gauges: WasmGauges,
 }
 
 /// Every balancer of a configuration, compiled and linked, and which cluster uses which.
@@ -124,11 +126,12 @@ impl log::Host for State {
 
 impl Components {
     /// Compiles and links every balancer of `config` (paths relative to `base_dir`) and
-    /// configures one canary instance of each.
+    /// configures one canary instance of each. Instances count themselves in `gauges`.
     pub fn load(
         config: &Config,
         base_dir: &Path,
         runtime: &Runtime,
+        gauges: &WasmGauges,
     ) -> Result<Self, ComponentError> {
         let engine = runtime.engine().clone();
         let mut linker: Linker<State> = Linker::new(&engine);
@@ -194,6 +197,7 @@ impl Components {
                     .map_or_else(|| "null".to_owned(), |v| v.to_string()),
                 max_memory: b.limits.max_memory_bytes,
                 cpu_limit: b.limits.cpu_per_callback.get(),
+                gauges: gauges.clone(),
             });
             Instance::start(&engine, &def).map_err(|e| match e {
                 Started::Refused(reason) => ComponentError::Configure {
@@ -272,7 +276,7 @@ impl Instance {
         let mut store = guard::store(
             engine,
             State {
-                guard: Guard::new(def.max_memory, def.cpu_limit),
+                guard: Guard::new(def.max_memory, def.cpu_limit, &def.gauges),
                 name: def.name.clone(),
             },
             def.cpu_limit.max(INSTANTIATE_CPU),

@@ -93,14 +93,14 @@ pub struct ModuleStats {
     pub failures: AtomicU64,
 }
 
-/// Counts a VM as live until dropped, per module and in `rustygate_wasm_vms`.
-pub(crate) struct LiveVm(Arc<ModuleStats>, metrics::Gauge);
+/// Counts a VM as live until dropped in its module's counts (the process-wide gauges count
+/// it through its memory limiter's [`rustygate_telemetry::LiveInstance`]).
+pub(crate) struct LiveVm(Arc<ModuleStats>);
 
 impl LiveVm {
-    pub fn new(stats: Arc<ModuleStats>, vms: metrics::Gauge) -> Self {
+    pub fn new(stats: Arc<ModuleStats>) -> Self {
         stats.vms.fetch_add(1, Ordering::Relaxed);
-        vms.increment(1.0);
-        Self(stats, vms)
+        Self(stats)
     }
 
     pub fn failed(&self) {
@@ -111,7 +111,6 @@ impl LiveVm {
 impl Drop for LiveVm {
     fn drop(&mut self) {
         self.0.vms.fetch_sub(1, Ordering::Relaxed);
-        self.1.decrement(1.0);
     }
 }
 
@@ -127,7 +126,7 @@ pub struct Shared {
     pub(crate) limiter: crate::foreign::Limiter,
     modules: Mutex<HashMap<String, Arc<ModuleStats>>>,
     /// `rustygate_wasm_vms` and `rustygate_wasm_memory_bytes`.
-    pub(crate) vm_gauges: (metrics::Gauge, metrics::Gauge),
+    pub(crate) wasm_gauges: rustygate_telemetry::WasmGauges,
 }
 
 impl Shared {
@@ -142,7 +141,7 @@ impl Shared {
             metrics_by_id: Mutex::new(Vec::new()),
             limiter: crate::foreign::Limiter::default(),
             modules: Mutex::default(),
-            vm_gauges: (registry.wasm_vms(), registry.wasm_memory()),
+            wasm_gauges: registry.wasm_gauges(),
             registry,
         })
     }

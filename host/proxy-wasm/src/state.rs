@@ -154,21 +154,15 @@ impl HostState {
 pub(crate) struct MemoryLimiter {
     pub max: usize,
     pub denied: bool,
-    /// Current linear memory size, counted in `gauge` (`rustygate_wasm_memory_bytes`).
-    pub size: usize,
-    pub gauge: metrics::Gauge,
-}
-
-impl Drop for MemoryLimiter {
-    fn drop(&mut self) {
-        self.gauge.decrement(self.size as f64);
-    }
+    /// Counts the VM and its linear memory in `rustygate_wasm_vms` and
+    /// `rustygate_wasm_memory_bytes` while it lives.
+    pub live: rustygate_telemetry::LiveInstance,
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime_result::Result<bool> {
@@ -176,9 +170,7 @@ impl ResourceLimiter for MemoryLimiter {
             self.denied = true;
             return Ok(false);
         }
-        self.gauge
-            .increment(desired.saturating_sub(self.size) as f64);
-        self.size = desired;
+        self.live.grew(desired.saturating_sub(current));
         Ok(true)
     }
 

@@ -118,8 +118,7 @@ impl Vm {
             limiter: MemoryLimiter {
                 max: spec.max_memory,
                 denied: false,
-                size: 0,
-                gauge: spec.shared.vm_gauges.1.clone(),
+                live: spec.shared.wasm_gauges.live(),
             },
             effective: 0,
             roots: FxHashMap::default(),
@@ -217,7 +216,7 @@ impl Vm {
             cpu_limit: spec.cpu_limit,
             starting: false,
             failed: None,
-            live: crate::shared::LiveVm::new(spec.stats.clone(), spec.shared.vm_gauges.0.clone()),
+            live: crate::shared::LiveVm::new(spec.stats.clone()),
         })
     }
 

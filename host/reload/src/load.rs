@@ -11,7 +11,7 @@ use rustygate_config::Config;
 use rustygate_filter_api::ChainBuilder;
 use rustygate_proxy::Snapshot;
 use rustygate_proxy_wasm::{ModuleInfo, ProxyWasm, Shared};
-use rustygate_telemetry::Metrics;
+use rustygate_telemetry::{Metrics, WasmGauges};
 use rustygate_wasm_runtime::{Runtime, RuntimeConfig};
 
 use crate::ReloadError;
@@ -25,6 +25,8 @@ pub struct Wasm {
     /// What component filters share: their key-value store, and the rate limiter (the same
     /// one proxy-wasm filters reach).
     services: FilterServices,
+    /// Where component instances count themselves (proxy-wasm VMs do through `shared`).
+    gauges: WasmGauges,
 }
 
 impl std::fmt::Debug for Wasm {
@@ -38,9 +40,11 @@ impl std::fmt::Debug for Wasm {
 impl Wasm {
     /// No engine yet; filter metrics are recorded into `metrics`.
     pub fn new(metrics: Metrics) -> Self {
+        let gauges = metrics.wasm_gauges();
         let shared = Shared::new(metrics);
         Self {
             runtime: None,
+            gauges,
             services: FilterServices {
                 kv: Arc::default(),
                 rate_limiter: shared.rate_limiter(),
@@ -264,6 +268,7 @@ pub fn load_parsed(config: Config, base: &Path, wasm: &mut Wasm) -> Result<Loade
             &runtime,
             wasm.services.clone(),
             &component_names,
+            &wasm.gauges,
         )
         .map_err(|e| ReloadError::Filters(e.to_string()))?;
         Some(Arc::new(c))
@@ -271,7 +276,7 @@ pub fn load_parsed(config: Config, base: &Path, wasm: &mut Wasm) -> Result<Loade
     let components = if config.balancers.is_empty() {
         None
     } else {
-        let c = Components::load(&config, &base, &runtime)
+        let c = Components::load(&config, &base, &runtime, &wasm.gauges)
             .map_err(|e| ReloadError::Filters(e.to_string()))?;
         for b in c.infos() {
             tracing::info!(balancer = %b.name, sha256 = %b.sha256, "balancer loaded");

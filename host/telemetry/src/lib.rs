@@ -92,6 +92,46 @@ impl Default for Metrics {
     }
 }
 
+/// `rustygate_wasm_vms` and `rustygate_wasm_memory_bytes`: what one WebAssembly instance adds
+/// to them while it lives ([`WasmGauges::live`]) and as its linear memory grows.
+#[derive(Clone)]
+pub struct WasmGauges {
+    vms: Gauge,
+    memory: Gauge,
+}
+
+impl WasmGauges {
+    /// Counts one instance until the returned guard is dropped, with the memory it reports.
+    pub fn live(&self) -> LiveInstance {
+        self.vms.increment(1.0);
+        LiveInstance {
+            gauges: self.clone(),
+            memory: 0,
+        }
+    }
+}
+
+/// One instance counted in [`WasmGauges`]; dropping it takes the instance and its memory out.
+pub struct LiveInstance {
+    gauges: WasmGauges,
+    memory: usize,
+}
+
+impl LiveInstance {
+    /// One of the instance's linear memories grew (or was created) by `bytes`.
+    pub fn grew(&mut self, bytes: usize) {
+        self.memory += bytes;
+        self.gauges.memory.increment(bytes as f64);
+    }
+}
+
+impl Drop for LiveInstance {
+    fn drop(&mut self) {
+        self.gauges.vms.decrement(1.0);
+        self.gauges.memory.decrement(self.memory as f64);
+    }
+}
+
 impl Metrics {
     /// A fresh registry with the catalogue described.
     pub fn new() -> Self {
@@ -224,6 +264,14 @@ impl Metrics {
     /// `rustygate_wasm_memory_bytes`.
     pub fn wasm_memory(&self) -> Gauge {
         self.gauge(WASM_MEMORY, &[])
+    }
+
+    /// Both WebAssembly gauges, for an instance to count itself in.
+    pub fn wasm_gauges(&self) -> WasmGauges {
+        WasmGauges {
+            vms: self.wasm_vms(),
+            memory: self.wasm_memory(),
+        }
     }
 
     /// `rustygate_endpoint_healthy{cluster,endpoint}`.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use rustygate_config::{Config, FailurePolicy as ConfigPolicy, RouteFilter};
 use rustygate_filter_api::services::{KvStore, RateLimiter};
 use rustygate_filter_api::{Exchange, FailurePolicy, FilterError, FilterFactory, Upstreams};
+use rustygate_telemetry::WasmGauges;
 use rustygate_wasm_runtime::Runtime;
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker};
@@ -53,6 +54,7 @@ struct Def {
     max_memory: usize,
     cpu_limit: Duration,
     services: FilterServices,
+    gauges: WasmGauges,
 }
 
 /// Every component filter of a configuration, compiled, linked and configured.
@@ -80,13 +82,15 @@ pub fn is_component_filter(filter: &rustygate_config::Filter, base_dir: &Path) -
 
 impl ComponentFilters {
     /// Compiles and links the filters of `config` named in `names` (the component ones), and
-    /// configures one canary instance per (filter, configuration) the routes use.
+    /// configures one canary instance per (filter, configuration) the routes use. Instances
+    /// count themselves in `gauges`.
     pub fn load(
         config: &Config,
         base_dir: &Path,
         runtime: &Runtime,
         services: FilterServices,
         names: &[String],
+        gauges: &WasmGauges,
     ) -> Result<Self, ComponentError> {
         let engine = runtime.engine().clone();
         let mut linker: Linker<State> = Linker::new(&engine);
@@ -196,6 +200,7 @@ impl ComponentFilters {
                     max_memory: f.limits.max_memory_bytes,
                     cpu_limit: f.limits.cpu_per_callback.get(),
                     services: services.clone(),
+                    gauges: gauges.clone(),
                 };
                 // The canary: a configuration the filter refuses stops the load, by name.
                 let canary = Instance::start(&engine, &def).map_err(|e| {
@@ -304,7 +309,7 @@ impl Instance {
         let mut store = guard::store(
             engine,
             State {
-                guard: Guard::new(def.max_memory, def.cpu_limit),
+                guard: Guard::new(def.max_memory, def.cpu_limit, &def.gauges),
                 name: def.name.clone(),
                 services: def.services.clone(),
                 current: None,
