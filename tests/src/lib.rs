@@ -7,6 +7,7 @@ pub mod jwt;
 pub mod otlp;
 pub mod process;
 pub mod reload;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -31,6 +31,15 @@ pub fn gateway_bin() -> PathBuf {
         .clone()
 }
 
+/// `rustygate validate --config <config>`, run to its end.
+pub fn validate(config: impl AsRef<std::path::Path>) -> std::process::Output {
+    std::process::Command::new(gateway_bin())
+        .args(["validate", "--config"])
+        .arg(config.as_ref())
+        .output()
+        .unwrap()
+}
+
 /// A running `rustygate run` process with its stdout collected line by line.
 pub struct GatewayProcess {
     /// The child.

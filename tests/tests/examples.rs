@@ -134,11 +134,7 @@ fn the_examples_gateway_yaml_loads_all_three_builds() {
     // `make run CONFIG=examples/api-key/gateway.yaml` serves this file; the modules it names
     // are the ones the test build just made.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = std::process::Command::new(rustygate_tests::process::gateway_bin())
-        .args(["validate", "--config"])
-        .arg(root.join("examples/api-key/gateway.yaml"))
-        .output()
-        .unwrap();
+    let out = rustygate_tests::process::validate(root.join("examples/api-key/gateway.yaml"));
     assert!(
         out.status.success(),
         "{}",

@@ -12,7 +12,7 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustygate_tests::client::{get, http1};
-use rustygate_tests::process::{GatewayProcess, free_port, gateway_bin};
+use rustygate_tests::process::{GatewayProcess, free_port, gateway_bin, validate};
 use rustygate_tests::upstream::Upstream;
 
 fn config(port: u16, admin: u16, upstream: std::net::SocketAddr, extra: &str) -> String {
@@ -228,13 +228,8 @@ async fn gigabyte_bodies_stream_without_memory_growth() {
 
 #[test]
 fn validate_accepts_the_default_config_and_rejects_bad_ones_with_location() {
-    let bin = gateway_bin();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let ok = Command::new(&bin)
-        .args(["validate", "--config"])
-        .arg(root.join("config/default.yaml"))
-        .output()
-        .unwrap();
+    let ok = validate(root.join("config/default.yaml"));
     assert!(
         ok.status.success(),
         "{}",
@@ -243,11 +238,7 @@ fn validate_accepts_the_default_config_and_rejects_bad_ones_with_location() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains("OK"));
 
     let bad = root.join("host/config/tests/golden/bad-unknown-cluster.yaml");
-    let out = Command::new(&bin)
-        .args(["validate", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = validate(&bad);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -257,10 +248,7 @@ fn validate_accepts_the_default_config_and_rejects_bad_ones_with_location() {
         "{err}"
     );
 
-    let out = Command::new(&bin)
-        .args(["validate", "--config", "/nonexistent.yaml"])
-        .output()
-        .unwrap();
+    let out = validate("/nonexistent.yaml");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.yaml: cannot read config"));
 }
@@ -352,11 +340,7 @@ fn validate_refuses_a_filter_that_is_not_webassembly() {
         "filters:\n  - name: broken\n    module: broken.wasm\n",
     );
     std::fs::write(dir.join("c.yaml"), yaml).unwrap();
-    let out = Command::new(gateway_bin())
-        .args(["validate", "--config"])
-        .arg(dir.join("c.yaml"))
-        .output()
-        .unwrap();
+    let out = validate(dir.join("c.yaml"));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -166,7 +166,8 @@ impl RouteFilter {
     }
 }
 
-/// A traffic listener: HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port.
+/// A traffic listener: HTTP/1.1 and HTTP/2 on one port; over TLS when `tls` is set (HTTP/2
+/// then by ALPN), else in the clear (HTTP/2 by prior knowledge, h2c).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
@@ -177,6 +178,21 @@ pub struct Listener {
     /// Connection and request limits.
     #[serde(default)]
     pub limits: ListenerLimits,
+    /// Terminate TLS on this listener with this certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's certificate. Paths are relative to the configuration file's directory. TLS 1.2
+/// and 1.3; ALPN offers `h2` and `http/1.1`. The files are read at start (and checked by
+/// `rustygate validate`); changing them takes a restart, as other listener settings do.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM file with the server certificate first, then any intermediates.
+    pub certificate_chain: String,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: String,
 }
 
 /// Limits that protect the gateway from slow or abusive clients. All are on by default.

@@ -76,6 +76,19 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
                 "must be at least 1024".into(),
             );
         }
+        if let Some(tls) = &l.tls {
+            for (field, path) in [
+                ("certificate_chain", &tls.certificate_chain),
+                ("private_key", &tls.private_key),
+            ] {
+                if path.is_empty() {
+                    c.error(
+                        format!("listeners[{i}].tls.{field}"),
+                        "must name a PEM file".into(),
+                    );
+                }
+            }
+        }
     }
 
     if config.admin.enabled {

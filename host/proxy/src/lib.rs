@@ -14,6 +14,7 @@ mod health;
 mod pool;
 mod snapshot;
 mod strategy;
+pub mod tls;
 mod trace_scope;
 mod upstreams;
 mod worker;
@@ -86,6 +87,15 @@ pub enum StartError {
         /// Socket error.
         #[source]
         source: std::io::Error,
+    },
+    /// A listener's certificate could not be loaded.
+    #[error("listener {listener}: TLS: {source}")]
+    Tls {
+        /// Listener name.
+        listener: String,
+        /// What is wrong with the certificate or key.
+        #[source]
+        source: tls::TlsError,
     },
     /// The configuration could not be compiled.
     #[error(transparent)]
@@ -328,10 +338,21 @@ impl Gateway {
                 .address
                 .parse()
                 .map_err(|e| bind_err(std::io::Error::other(e)))?;
+            let tls = l
+                .tls
+                .as_ref()
+                .map(|t| tls::server_config(t).map(tokio_rustls::TlsAcceptor::from))
+                .transpose()
+                .map_err(|source| StartError::Tls {
+                    listener: l.name.clone(),
+                    source,
+                })?;
             let ctx = Arc::new(ListenerCtx {
                 name: l.name.as_str().into(),
                 limits: l.limits.clone(),
                 connections: AtomicUsize::new(0),
+                scheme: if tls.is_some() { "https" } else { "http" },
+                tls,
             });
             for per_worker in sockets.iter_mut() {
                 let socket = bind(addr).map_err(bind_err)?;

@@ -20,7 +20,7 @@ use rustygate_core::balance::SmoothWrr;
 use rustygate_core::resilience;
 use rustygate_filter_api::{ChainBuilder, FilterFactory};
 use rustygate_telemetry::{LocalDurations, Metrics};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::chain::PhaseTimers;
@@ -33,12 +33,15 @@ use crate::{Phase, Shared};
 use rustygate_filter_api::PickOutcome;
 
 /// A listener as workers see it.
-#[derive(Debug)]
 pub(crate) struct ListenerCtx {
     pub name: Arc<str>,
     pub limits: ListenerLimits,
     /// Open connections on this listener across all workers.
     pub connections: AtomicUsize,
+    /// Set when the listener terminates TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `https` with TLS, else `http`: what `X-Forwarded-Proto` and filters are told.
+    pub scheme: &'static str,
 }
 
 /// Per-connection state shared by the connection task and its requests.
@@ -419,6 +422,10 @@ async fn accept_loop(
         .shared
         .metrics
         .connections_rejected(&ctx.name, "max_connections");
+    let handshake_failed = worker
+        .shared
+        .metrics
+        .connections_rejected(&ctx.name, "tls_handshake");
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -449,14 +456,35 @@ async fn accept_loop(
             in_flight: Cell::new(0),
             last_active: Cell::new(Instant::now()),
         });
-        let (worker, builder, phase, active) = (
+        let (worker, builder, phase, active, handshake_failed) = (
             worker.clone(),
             builder.clone(),
             phase.clone(),
             active.clone(),
+            handshake_failed.clone(),
         );
         tokio::task::spawn_local(async move {
-            serve(worker.clone(), &builder, conn.clone(), stream, phase).await;
+            match &conn.listener.tls {
+                None => serve(worker.clone(), &builder, conn.clone(), stream, phase).await,
+                // The handshake gets the time a request head gets: a client that stalls in it
+                // holds a connection slot no longer than a slow request head would.
+                Some(acceptor) => match tokio::time::timeout(
+                    conn.listener.limits.header_read_timeout.get(),
+                    acceptor.accept(stream),
+                )
+                .await
+                {
+                    Ok(Ok(tls)) => serve(worker.clone(), &builder, conn.clone(), tls, phase).await,
+                    Ok(Err(e)) => {
+                        handshake_failed.increment(1);
+                        tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        handshake_failed.increment(1);
+                        tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
+                    }
+                },
+            }
             conn.listener.connections.fetch_sub(1, Ordering::Relaxed);
             active.decrement(1.0);
             worker.shared.connection_closed();
@@ -465,13 +493,15 @@ async fn accept_loop(
     tracing::debug!(listener = &*ctx.name, "stopped accepting");
 }
 
-async fn serve(
+async fn serve<S>(
     worker: Rc<Worker>,
     builder: &auto::Builder<LocalExec>,
     conn: Rc<ConnCtx>,
-    stream: TcpStream,
+    stream: S,
     mut phase: watch::Receiver<Phase>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
     let idle_timeout = conn.listener.limits.idle_timeout.get();
     let svc_conn = conn.clone();
     let svc = service_fn(move |req| crate::handler::handle(worker.clone(), svc_conn.clone(), req));

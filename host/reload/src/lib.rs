@@ -44,6 +44,9 @@ pub enum ReloadError {
     /// A filter module failed to compile, instantiate or configure.
     #[error("{0}")]
     Filters(String),
+    /// A listener's certificate or key cannot be used; the message names the listener and file.
+    #[error("{0}")]
+    Tls(String),
     /// The workers could not switch.
     #[error(transparent)]
     Apply(#[from] rustygate_proxy::ApplyError),

@@ -208,12 +208,20 @@ pub fn load(path: &Path, wasm: &mut Wasm) -> Result<Loaded, ReloadError> {
         .map_err(|e| ReloadError::Config(format!("{}: {e}", path.display())))?;
     Snapshot::check(&config)
         .map_err(|e| ReloadError::Config(format!("{}: {e}", path.display())))?;
-    load_parsed(config, &base_dir(path), wasm)
+    load_parsed(config, &base_dir(path), wasm).map_err(|e| match e {
+        ReloadError::Tls(m) => ReloadError::Tls(format!("{}: {m}", path.display())),
+        e => e,
+    })
 }
 
 /// [`load`] for a configuration already parsed; module paths are relative to `base`.
-pub fn load_parsed(config: Config, base: &Path, wasm: &mut Wasm) -> Result<Loaded, ReloadError> {
+pub fn load_parsed(
+    mut config: Config,
+    base: &Path,
+    wasm: &mut Wasm,
+) -> Result<Loaded, ReloadError> {
     let base = base.to_path_buf();
+    listener_certificates(&mut config, &base)?;
     // A filter whose `.wasm` is a component runs on the component host; the rest are
     // proxy-wasm modules.
     let component_names: Vec<String> = config
@@ -291,6 +299,22 @@ pub fn load_parsed(config: Config, base: &Path, wasm: &mut Wasm) -> Result<Loade
         route_kinds,
         modules,
     })
+}
+
+/// Makes the listeners' certificate paths absolute (relative ones are relative to `base`) and
+/// loads each pair once, so that `validate` and a reload catch a bad file before a start or a
+/// restart would.
+fn listener_certificates(config: &mut Config, base: &Path) -> Result<(), ReloadError> {
+    for (i, l) in config.listeners.iter_mut().enumerate() {
+        let Some(tls) = &mut l.tls else { continue };
+        for path in [&mut tls.certificate_chain, &mut tls.private_key] {
+            *path = base.join(&*path).to_string_lossy().into_owned();
+        }
+        rustygate_proxy::tls::server_config(tls).map_err(|e| {
+            ReloadError::Tls(format!("listeners[{i}].tls (listener {}): {e}", l.name))
+        })?;
+    }
+    Ok(())
 }
 
 /// Module paths in the configuration are relative to its directory.

@@ -162,7 +162,12 @@ async fn forward(
     // We answer `Expect: 100-continue` ourselves (hyper sends 100 when the body is first
     // read), so it must not reach the upstream as well.
     parts.headers.remove(header::EXPECT);
-    forwarding::set_forwarded(&mut parts.headers, &conn.peer_value, "http", host.as_ref());
+    forwarding::set_forwarded(
+        &mut parts.headers,
+        &conn.peer_value,
+        conn.listener.scheme,
+        host.as_ref(),
+    );
     parts
         .headers
         .insert(X_REQUEST_ID.clone(), request_id.clone());
@@ -185,7 +190,7 @@ async fn forward(
                 .map_or("/", |p| p.as_str())
                 .to_owned(),
             authority: authority.as_deref().unwrap_or_default().to_owned(),
-            scheme: "http",
+            scheme: conn.listener.scheme,
             headers: std::mem::take(&mut parts.headers),
         };
         let info = StreamInfo {

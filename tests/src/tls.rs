@@ -1,0 +1,161 @@
+//! Certificates and a client for the TLS listener tests: a certificate authority made afresh
+//! for each test, a server certificate it signs for `localhost` and 127.0.0.1 (written as the
+//! PEM files a listener is configured with), and a real TLS client (rustls) that trusts only
+//! that authority and speaks whichever HTTP version ALPN settled on.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+
+use crate::client::Seen;
+
+/// A test PKI in a directory of its own.
+pub struct Pki {
+    /// Holds the PEM files.
+    pub dir: PathBuf,
+    /// The server's certificate chain (`listeners[].tls.certificate_chain`).
+    pub chain: PathBuf,
+    /// The server's private key (`listeners[].tls.private_key`).
+    pub key: PathBuf,
+    /// The authority's certificate, for clients (`curl --cacert`).
+    pub ca: PathBuf,
+    ca_der: CertificateDer<'static>,
+}
+
+impl Pki {
+    /// A new authority and server certificate under a directory named after `test`.
+    pub fn new(test: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!(
+            "rustygate-tls-{test}-{}-{}",
+            std::process::id(),
+            fastrand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "RustyGate test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let pki = Pki {
+            chain: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            ca: dir.join("ca.pem"),
+            ca_der: CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap(),
+            dir,
+        };
+        std::fs::write(&pki.chain, cert.pem()).unwrap();
+        std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+        std::fs::write(&pki.ca, ca.pem()).unwrap();
+        pki
+    }
+
+    /// The `tls:` block of a listener using this certificate.
+    pub fn listener_yaml(&self) -> String {
+        format!(
+            "{{ certificate_chain: {}, private_key: {} }}",
+            self.chain.display(),
+            self.key.display()
+        )
+    }
+
+    /// A client configuration that trusts only this authority and offers `alpn`.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn fastrand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// What a TLS client saw: the protocol ALPN chose (`None`: none offered or agreed) and the
+/// response.
+pub struct TlsSeen {
+    /// The ALPN protocol of the connection.
+    pub alpn: Option<Vec<u8>>,
+    /// HTTP version of the response.
+    pub version: http::Version,
+    /// The response.
+    pub seen: Seen,
+}
+
+/// GETs `https://localhost<path>` from `addr` over a TLS connection made with `config`
+/// (HTTP/2 when ALPN agreed on `h2`, else HTTP/1.1).
+pub async fn get(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Result<TlsSeen, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let io = TokioIo::new(tls);
+    let request = Request::get(format!("https://localhost:{}{path}", addr.port()))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let response = if alpn.as_deref() == Some(b"h2") {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        sender.send_request(request).await
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let (mut parts, body) = request.into_parts();
+        parts.uri = path.parse().unwrap();
+        parts
+            .headers
+            .insert(http::header::HOST, "localhost".parse().unwrap());
+        sender.send_request(Request::from_parts(parts, body)).await
+    }
+    .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(TlsSeen {
+        alpn,
+        version: parts.version,
+        seen: Seen {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        },
+    })
+}

@@ -1,0 +1,195 @@
+//! TLS on listeners: a real TLS client (rustls, trusting only a test authority) through the
+//! gateway to a plain-HTTP upstream, over HTTP/1.1 and over HTTP/2 chosen by ALPN; what a
+//! client that does not speak TLS gets; certificates that cannot be used are refused at load,
+//! by `rustygate validate` as by a start, with the file named.
+
+use std::time::{Duration, Instant};
+
+use http::{StatusCode, Version};
+use rustygate_tests::client::get;
+use rustygate_tests::process::validate;
+use rustygate_tests::tls::{self, Pki};
+use rustygate_tests::upstream::Upstream;
+use rustygate_tests::{HEADERS_WASM, TestGateway};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One TLS listener (`main`) in front of `upstream`, with `filters` on its route.
+fn config(upstream: std::net::SocketAddr, tls: &str, filters: &str) -> String {
+    format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    tls: {tls}
+logging: {{ access_log: false }}
+clusters:
+  - name: up
+    endpoints: [ {{ url: http://{upstream} }} ]
+{filters}routes:
+  - name: all
+    cluster: up
+"
+    )
+}
+
+#[tokio::test]
+async fn https_clients_reach_the_upstream_over_http1_and_http2() {
+    let up = Upstream::echo();
+    let pki = Pki::new("versions");
+    let gw = TestGateway::start(&config(up.addr, &pki.listener_yaml(), "")).await;
+    for (offer, alpn, version) in [
+        (
+            &[&b"http/1.1"[..]][..],
+            Some(&b"http/1.1"[..]),
+            Version::HTTP_11,
+        ),
+        (
+            &[&b"h2"[..], &b"http/1.1"[..]][..],
+            Some(&b"h2"[..]),
+            Version::HTTP_2,
+        ),
+        // A client that offers nothing gets HTTP/1.1.
+        (&[][..], None, Version::HTTP_11),
+    ] {
+        let seen = tls::get(gw.addr, pki.client_config(offer), "/hello?x=1")
+            .await
+            .unwrap();
+        assert_eq!(seen.alpn.as_deref(), alpn);
+        assert_eq!(seen.version, version);
+        assert_eq!(seen.seen.status, StatusCode::OK);
+        let echo = seen.seen.json();
+        assert_eq!(echo["path"], "/hello?x=1");
+        // The upstream learns the client came over TLS.
+        assert_eq!(echo["headers"]["x-forwarded-proto"][0], "https", "{echo}");
+    }
+}
+
+#[tokio::test]
+async fn filters_see_the_https_scheme() {
+    let up = Upstream::echo();
+    let pki = Pki::new("scheme");
+    // The shipped headers filter (proxy-wasm) reads `:scheme`, as an Envoy filter would.
+    let filters = format!(
+        "filters:\n  - name: headers\n    module: {HEADERS_WASM}\n    configuration: {{ response: {{ set: {{ x-scheme: \"${{request.scheme}}\" }} }} }}\n"
+    );
+    let yaml = config(up.addr, &pki.listener_yaml(), &filters).replace(
+        "    cluster: up\n",
+        "    cluster: up\n    filters: [headers]\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let seen = tls::get(gw.addr, pki.client_config(&[b"h2"]), "/scheme")
+        .await
+        .unwrap();
+    assert_eq!(seen.seen.status, StatusCode::OK);
+    assert_eq!(seen.seen.header("x-scheme"), Some("https"));
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_speak_tls_gets_no_http_answer_and_is_counted() {
+    let up = Upstream::echo();
+    let pki = Pki::new("plain");
+    let gw = TestGateway::start(&config(up.addr, &pki.listener_yaml(), "")).await;
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(up.requests(), 0);
+    let counted =
+        "rustygate_connections_rejected_total{listener=\"main\",reason=\"tls_handshake\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text =
+            String::from_utf8_lossy(&get(&format!("http://{}/metrics", gw.admin)).await.body)
+                .into_owned();
+        if text.contains(counted) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The listener still serves TLS clients.
+    let seen = tls::get(gw.addr, pki.client_config(&[]), "/after")
+        .await
+        .unwrap();
+    assert_eq!(seen.seen.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn certificates_that_cannot_be_used_are_refused_at_load() {
+    let up = Upstream::echo();
+    let (a, b) = (Pki::new("refused-a"), Pki::new("refused-b"));
+    let empty = a.dir.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let missing = a.dir.join("missing.key");
+    let cases = [
+        (
+            format!(
+                "{{ certificate_chain: {}, private_key: {} }}",
+                a.chain.display(),
+                missing.display()
+            ),
+            format!("private key {}: No such file", missing.display()),
+        ),
+        (
+            format!(
+                "{{ certificate_chain: {}, private_key: {} }}",
+                empty.display(),
+                a.key.display()
+            ),
+            format!(
+                "certificate chain {}: no PEM certificate chain in the file",
+                empty.display()
+            ),
+        ),
+        // Another certificate's key.
+        (
+            format!(
+                "{{ certificate_chain: {}, private_key: {} }}",
+                a.chain.display(),
+                b.key.display()
+            ),
+            format!(
+                "certificate {} with key {}:",
+                a.chain.display(),
+                b.key.display()
+            ),
+        ),
+    ];
+    for (tls, expected) in cases {
+        let yaml = config(up.addr, &tls, "");
+        let Err(e) = TestGateway::try_start(&yaml).await else {
+            panic!("started with {tls}");
+        };
+        assert!(e.contains("listeners[0].tls (listener main)"), "{e}");
+        assert!(e.contains(&expected), "{e}\nexpected: {expected}");
+        // `rustygate validate` says the same.
+        let file = a.dir.join("config.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let out = validate(&file);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
+    // Relative paths are relative to the configuration file.
+    let relative = config(
+        up.addr,
+        "{ certificate_chain: server.pem, private_key: server.key }",
+        "",
+    );
+    let file = a.dir.join("relative.yaml");
+    std::fs::write(&file, relative).unwrap();
+    let out = validate(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
