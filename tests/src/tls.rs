@@ -12,7 +12,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 
 use crate::client::Seen;
 
@@ -27,6 +27,8 @@ pub struct Pki {
     /// The authority's certificate, for clients (`curl --cacert`).
     pub ca: PathBuf,
     ca_der: CertificateDer<'static>,
+    cert_pem: String,
+    key_pem: String,
 }
 
 impl Pki {
@@ -54,10 +56,12 @@ impl Pki {
             key: dir.join("server.key"),
             ca: dir.join("ca.pem"),
             ca_der: CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             dir,
         };
-        std::fs::write(&pki.chain, cert.pem()).unwrap();
-        std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+        std::fs::write(&pki.chain, &pki.cert_pem).unwrap();
+        std::fs::write(&pki.key, &pki.key_pem).unwrap();
         std::fs::write(&pki.ca, ca.pem()).unwrap();
         pki
     }
@@ -69,6 +73,25 @@ impl Pki {
             self.chain.display(),
             self.key.display()
         )
+    }
+
+    /// A server configuration with this certificate, offering HTTP/2 and HTTP/1.1 by ALPN: for
+    /// `https://` upstreams.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
     }
 
     /// A client configuration that trusts only this authority and offers `alpn`.

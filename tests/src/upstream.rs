@@ -33,6 +33,8 @@ pub struct Upstream {
     open: Arc<AtomicUsize>,
     accepted: Arc<AtomicUsize>,
     handler: Handler,
+    /// Set for an `https://` upstream.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -60,6 +62,29 @@ impl Upstream {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<Body>> + Send + 'static,
     {
+        Self::start_with(None, handler)
+    }
+
+    /// [`Upstream::start`] behind TLS with `config` (HTTP/1.1 and HTTP/2 by ALPN, as its
+    /// `alpn_protocols` allow).
+    pub fn start_tls<F, Fut>(config: Arc<rustls::ServerConfig>, handler: F) -> Upstream
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(config)), handler)
+    }
+
+    /// [`Upstream::echo`] behind TLS with `config`.
+    pub fn echo_tls(config: Arc<rustls::ServerConfig>) -> Upstream {
+        Upstream::start_tls(config, |req| async move { echo_response(req).await })
+    }
+
+    fn start_with<F, Fut>(tls: Option<tokio_rustls::TlsAcceptor>, handler: F) -> Upstream
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
         let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = std_listener.local_addr().unwrap();
@@ -69,6 +94,7 @@ impl Upstream {
             open: Arc::new(AtomicUsize::new(0)),
             accepted: Arc::new(AtomicUsize::new(0)),
             handler,
+            tls,
             stop: None,
             thread: None,
         };
@@ -98,6 +124,7 @@ impl Upstream {
         std_listener.set_nonblocking(true).unwrap();
         let (handler, counter) = (self.handler.clone(), self.requests.clone());
         let (open, accepted_total) = (self.open.clone(), self.accepted.clone());
+        let tls = self.tls.clone();
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -117,7 +144,7 @@ impl Upstream {
                         continue;
                     };
                     let (handler, counter) = (handler.clone(), counter.clone());
-                    let open = open.clone();
+                    let (open, tls) = (open.clone(), tls.clone());
                     open.fetch_add(1, Ordering::SeqCst);
                     accepted_total.fetch_add(1, Ordering::SeqCst);
                     connections.spawn(async move {
@@ -126,9 +153,18 @@ impl Upstream {
                             let fut = handler(req);
                             async move { Ok::<_, Infallible>(fut.await) }
                         });
-                        let _ = auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
+                        let builder = auto::Builder::new(TokioExecutor::new());
+                        match tls {
+                            None => {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                            Some(acceptor) => {
+                                if let Ok(stream) = acceptor.accept(stream).await {
+                                    let _ =
+                                        builder.serve_connection(TokioIo::new(stream), svc).await;
+                                }
+                            }
+                        }
                         open.fetch_sub(1, Ordering::SeqCst);
                     });
                 }

@@ -193,3 +193,119 @@ async fn certificates_that_cannot_be_used_are_refused_at_load() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A plain listener in front of `https://` clusters, one route (by path prefix) per cluster:
+/// `(prefix, cluster YAML after its endpoints)`.
+fn upstream_config(upstream: std::net::SocketAddr, clusters: &[(&str, &str)]) -> String {
+    let mut yaml = "workers: 1
+listeners: [ { name: main, address: 127.0.0.1:0 } ]
+logging: { access_log: false }
+clusters:
+"
+    .to_owned();
+    for (name, extra) in clusters {
+        yaml.push_str(&format!(
+            "  - name: {name}\n    endpoints: [ {{ url: \"https://{upstream}\" }} ]\n{extra}"
+        ));
+    }
+    yaml.push_str("routes:\n");
+    for (name, _) in clusters {
+        yaml.push_str(&format!(
+            "  - {{ name: {name}, match: {{ path: {{ prefix: /{name}/ }} }}, cluster: {name} }}\n"
+        ));
+    }
+    yaml
+}
+
+#[tokio::test]
+async fn https_upstreams_are_verified_against_their_authority_and_name() {
+    let pki = Pki::new("upstream");
+    let up = Upstream::echo_tls(pki.server_config());
+    let ca = pki.ca.display().to_string();
+    let trusted = format!("    tls: {{ ca_certificates: {ca} }}\n");
+    let by_name = format!("    tls: {{ ca_certificates: {ca}, server_name: localhost }}\n");
+    let wrong_name = format!("    tls: {{ ca_certificates: {ca}, server_name: other.test }}\n");
+    let h2 = format!("    protocol: http2\n    tls: {{ ca_certificates: {ca} }}\n");
+    let yaml = upstream_config(
+        up.addr,
+        &[
+            ("trusted", &trusted),
+            ("byname", &by_name),
+            ("h2", &h2),
+            // Mozilla's roots do not include the test authority.
+            ("default", ""),
+            ("wrongname", &wrong_name),
+        ],
+    );
+    let gw = TestGateway::start(&yaml).await;
+    for (path, version) in [
+        ("/trusted/a?x=1", "HTTP/1.1"),
+        ("/byname/b", "HTTP/1.1"),
+        ("/h2/c", "HTTP/2.0"),
+    ] {
+        let seen = get(&gw.url(path)).await;
+        assert_eq!(seen.status, StatusCode::OK, "{path}: {:?}", seen.body);
+        let echo = seen.json();
+        assert_eq!(echo["path"], path);
+        assert_eq!(echo["version"], version, "{path}");
+    }
+    for path in ["/default/d", "/wrongname/e"] {
+        let seen = get(&gw.url(path)).await;
+        assert_eq!(seen.status, StatusCode::BAD_GATEWAY, "{path}");
+        let message = seen.json()["message"].as_str().unwrap().to_owned();
+        assert!(message.contains("TLS handshake"), "{path}: {message}");
+    }
+    // Only the verified connections carried requests.
+    assert_eq!(up.requests(), 3);
+
+    // A CA file that cannot be read is refused at load, with the cluster and file named.
+    let missing = pki.dir.join("missing-ca.pem");
+    let yaml = upstream_config(
+        up.addr,
+        &[(
+            "broken",
+            &format!("    tls: {{ ca_certificates: {} }}\n", missing.display()),
+        )],
+    );
+    let Err(e) = TestGateway::try_start(&yaml).await else {
+        panic!("started with a missing CA file");
+    };
+    assert!(
+        e.contains(&format!(
+            "cluster broken: TLS: ca certificates {}: No such file",
+            missing.display()
+        )),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn https_endpoints_are_health_checked_over_tls() {
+    let pki = Pki::new("checked");
+    let up = Upstream::echo_tls(pki.server_config());
+    let ca = pki.ca.display().to_string();
+    let checked = format!(
+        "    tls: {{ ca_certificates: {ca} }}
+    health_check: {{ path: /health, interval: 100ms, timeout: 1s, healthy_threshold: 1 }}
+    panic_threshold: 0
+"
+    );
+    let yaml = upstream_config(up.addr, &[("checked", &checked)]).replace(
+        "endpoints: [ { url: \"https",
+        "endpoints: [ { initial: unhealthy, url: \"https",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    // Unhealthy (503) until a check over TLS passes; then it serves.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = get(&gw.url("/checked/x")).await;
+        if seen.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(seen.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "never healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The checks reached the upstream: its request count includes them.
+    assert!(up.requests() >= 2, "{}", up.requests());
+}

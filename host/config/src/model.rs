@@ -388,6 +388,23 @@ pub struct Cluster {
     /// The key hashing balancers see: `{ header: name }`, `{ cookie: name }` or `client_ip`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_key: Option<HashKey>,
+    /// How `https://` endpoints are verified. Optional: without it their certificates are
+    /// verified against the Mozilla root store, with the endpoint's host as server name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to a cluster whose endpoints are `https://`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTls {
+    /// PEM file of the certificate authorities to trust instead of the Mozilla root store
+    /// (relative to the configuration file's directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+    /// Server name sent (SNI) and verified, instead of each endpoint's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 fn default_panic_threshold() -> u8 {
@@ -532,7 +549,8 @@ fn default_pool_max_idle() -> usize {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// `http://host:port`. (TLS upstreams are not supported yet.)
+    /// `http://host:port`, or `https://host:port` for TLS (the cluster's `tls` says how the
+    /// certificate is verified). A cluster's endpoints are all one or all the other.
     pub url: String,
     /// Relative share of requests.
     #[serde(default = "default_weight")]

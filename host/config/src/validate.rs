@@ -132,14 +132,44 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
                 "at least one endpoint is required".into(),
             );
         }
+        let mut schemes = HashSet::new();
         for (j, ep) in cl.endpoints.iter().enumerate() {
-            if let Err(msg) = parse_endpoint_url(&ep.url) {
-                c.error(format!("clusters[{i}].endpoints[{j}].url"), msg);
+            match parse_endpoint_url(&ep.url) {
+                Err(msg) => c.error(format!("clusters[{i}].endpoints[{j}].url"), msg),
+                Ok(addr) => {
+                    schemes.insert(addr.tls);
+                    if schemes.len() > 1 {
+                        c.error(
+                            format!("clusters[{i}].endpoints[{j}].url"),
+                            "a cluster's endpoints are all http:// or all https://; put the others in a cluster of their own".into(),
+                        );
+                    }
+                }
             }
             if ep.weight == 0 {
                 c.error(
                     format!("clusters[{i}].endpoints[{j}].weight"),
                     "must be at least 1".into(),
+                );
+            }
+        }
+        if let Some(tls) = &cl.tls {
+            if schemes.contains(&false) {
+                c.error(
+                    format!("clusters[{i}].tls"),
+                    "set for a cluster of http:// endpoints; TLS is for https:// endpoints".into(),
+                );
+            }
+            if tls.ca_certificates.as_deref() == Some("") {
+                c.error(
+                    format!("clusters[{i}].tls.ca_certificates"),
+                    "must name a PEM file".into(),
+                );
+            }
+            if tls.server_name.as_deref() == Some("") {
+                c.error(
+                    format!("clusters[{i}].tls.server_name"),
+                    "must not be empty".into(),
                 );
             }
         }
@@ -421,14 +451,15 @@ pub fn parse_status_ranges(s: &str) -> Result<Vec<(u16, u16)>, String> {
 }
 
 /// An endpoint's `host:port` from its `http://host:port` URL, or why the URL is not accepted.
-pub fn parse_endpoint_url(url: &str) -> Result<String, String> {
-    if url.starts_with("https://") {
+pub fn parse_endpoint_url(url: &str) -> Result<EndpointAddress, String> {
+    let (tls, rest, default_port) = if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest, 443)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest, 80)
+    } else {
         return Err(format!(
-            "{url:?}: TLS upstreams are not supported yet; use http://"
+            "{url:?}: expected http://host:port or https://host:port"
         ));
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(format!("{url:?}: expected http://host:port"));
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
@@ -447,11 +478,35 @@ pub fn parse_endpoint_url(url: &str) -> Result<String, String> {
         }
         None => false,
     };
-    Ok(if has_port {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
+    Ok(EndpointAddress {
+        authority: if has_port {
+            authority.to_owned()
+        } else {
+            format!("{authority}:{default_port}")
+        },
+        tls,
     })
+}
+
+/// Where an endpoint is, from its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointAddress {
+    /// `host:port`, the port filled in from the scheme when the URL has none.
+    pub authority: String,
+    /// `https://`: the connection is TLS.
+    pub tls: bool,
+}
+
+impl EndpointAddress {
+    /// The host part of the authority (brackets of an IPv6 address removed): the server name
+    /// a TLS connection asks for and verifies.
+    pub fn host(&self) -> &str {
+        let host = self
+            .authority
+            .rsplit_once(':')
+            .map_or(self.authority.as_str(), |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
 }
 
 #[cfg(test)]
@@ -460,20 +515,18 @@ mod tests {
 
     #[test]
     fn endpoint_urls() {
+        let ok = |url: &str| parse_endpoint_url(url).unwrap();
+        assert_eq!(ok("http://127.0.0.1:9000").authority, "127.0.0.1:9000");
+        assert_eq!(ok("http://localhost/").authority, "localhost:80");
+        assert_eq!(ok("http://[::1]:81").authority, "[::1]:81");
+        assert_eq!(ok("http://[::1]:81").host(), "::1");
+        let tls = ok("https://api.example.com");
         assert_eq!(
-            parse_endpoint_url("http://127.0.0.1:9000").unwrap(),
-            "127.0.0.1:9000"
+            (tls.authority.as_str(), tls.tls),
+            ("api.example.com:443", true)
         );
-        assert_eq!(
-            parse_endpoint_url("http://localhost/").unwrap(),
-            "localhost:80"
-        );
-        assert_eq!(parse_endpoint_url("http://[::1]:81").unwrap(), "[::1]:81");
-        assert!(
-            parse_endpoint_url("https://x:1")
-                .unwrap_err()
-                .contains("TLS")
-        );
+        assert_eq!(tls.host(), "api.example.com");
+        assert!(!ok("http://x:1").tls);
         assert!(
             parse_endpoint_url("http://x:1/path")
                 .unwrap_err()

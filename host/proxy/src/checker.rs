@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use crate::Phase;
 use crate::exec::LocalExec;
 use crate::health::{Health, Reason};
+use crate::pool::EndpointSettings;
 use crate::snapshot::{ClusterEntry, EndpointEntry, Snapshot};
 
 /// How often the sweeper refreshes the health gauges.
@@ -117,7 +118,7 @@ async fn check_loop(health: &Health, cluster: &ClusterEntry, endpoint: &Endpoint
     let mut wait = jitter.mul_f64(rng.f64());
     loop {
         tokio::time::sleep(wait).await;
-        let result = probe(hc, statuses, &endpoint.authority, cluster.settings.protocol).await;
+        let result = probe(hc, statuses, &endpoint.authority, &cluster.settings).await;
         let change = run.record(result.is_ok(), hc.healthy_threshold, hc.unhealthy_threshold);
         if let Some(healthy) = change {
             state.set_checked(healthy);
@@ -154,7 +155,7 @@ async fn probe(
     hc: &HealthCheck,
     statuses: &[(u16, u16)],
     authority: &str,
-    protocol: UpstreamProtocol,
+    settings: &EndpointSettings,
 ) -> Result<(), String> {
     let attempt = async {
         let stream = TcpStream::connect(authority)
@@ -164,48 +165,19 @@ async fn probe(
             return Ok(());
         }
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
         let host = hc.host.as_deref().unwrap_or(authority);
-        let status = match protocol {
-            UpstreamProtocol::Http1 => {
-                let (mut sender, conn) = http1::handshake::<_, Empty<bytes::Bytes>>(io)
+        // An https:// endpoint is checked over TLS, as requests reach it: a certificate that
+        // fails verification fails the check.
+        let code = match &settings.tls {
+            None => request(hc, host, settings.protocol, "http", TokioIo::new(stream)).await?,
+            Some(tls) => {
+                let stream = tls
+                    .connect(authority, stream)
                     .await
-                    .map_err(|e| format!("handshake: {e}"))?;
-                tokio::task::spawn_local(conn);
-                let req = Request::get(hc.path.as_str())
-                    .header(header::HOST, host)
-                    .header(header::USER_AGENT, "rustygate-health-check")
-                    .header(header::CONNECTION, "close")
-                    .body(Empty::new())
-                    .map_err(|e| e.to_string())?;
-                sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .status()
-            }
-            UpstreamProtocol::Http2 => {
-                let (mut sender, conn) = http2::Builder::new(LocalExec)
-                    .timer(TokioTimer::new())
-                    .handshake::<_, Empty<bytes::Bytes>>(io)
-                    .await
-                    .map_err(|e| format!("handshake: {e}"))?;
-                tokio::task::spawn_local(conn);
-                let uri: Uri = format!("http://{host}{}", hc.path)
-                    .parse()
-                    .map_err(|e| format!("{e}"))?;
-                let req = Request::get(uri)
-                    .header(header::USER_AGENT, "rustygate-health-check")
-                    .body(Empty::new())
-                    .map_err(|e| e.to_string())?;
-                sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .status()
+                    .map_err(|e| format!("TLS handshake: {e}"))?;
+                request(hc, host, settings.protocol, "https", TokioIo::new(stream)).await?
             }
         };
-        let code = status.as_u16();
         if statuses.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)) {
             Ok(())
         } else {
@@ -216,6 +188,59 @@ async fn probe(
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {}", hc.timeout)),
     }
+}
+
+/// The check's request on a fresh connection; its status.
+async fn request<T>(
+    hc: &HealthCheck,
+    host: &str,
+    protocol: UpstreamProtocol,
+    scheme: &str,
+    io: T,
+) -> Result<u16, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
+    let status = match protocol {
+        UpstreamProtocol::Http1 => {
+            let (mut sender, conn) = http1::handshake::<_, Empty<bytes::Bytes>>(io)
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::task::spawn_local(conn);
+            let req = Request::get(hc.path.as_str())
+                .header(header::HOST, host)
+                .header(header::USER_AGENT, "rustygate-health-check")
+                .header(header::CONNECTION, "close")
+                .body(Empty::new())
+                .map_err(|e| e.to_string())?;
+            sender
+                .send_request(req)
+                .await
+                .map_err(|e| e.to_string())?
+                .status()
+        }
+        UpstreamProtocol::Http2 => {
+            let (mut sender, conn) = http2::Builder::new(LocalExec)
+                .timer(TokioTimer::new())
+                .handshake::<_, Empty<bytes::Bytes>>(io)
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::task::spawn_local(conn);
+            let uri: Uri = format!("{scheme}://{host}{}", hc.path)
+                .parse()
+                .map_err(|e| format!("{e}"))?;
+            let req = Request::get(uri)
+                .header(header::USER_AGENT, "rustygate-health-check")
+                .body(Empty::new())
+                .map_err(|e| e.to_string())?;
+            sender
+                .send_request(req)
+                .await
+                .map_err(|e| e.to_string())?
+                .status()
+        }
+    };
+    Ok(status.as_u16())
 }
 
 /// Keeps the health gauges current and logs the end of ejections (which no event marks: an

@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use crate::body::BoxError;
 use crate::exec::LocalExec;
 use crate::health::{ClusterLoad, OwnedSlot, Slot};
+use crate::tls::ClientTls;
 
 /// Body type of requests sent upstream. Not `Send`: bodies may hold worker-local state, and
 /// they never leave the worker.
@@ -49,6 +50,15 @@ pub enum ConnectError {
         /// Endpoint.
         authority: Arc<str>,
         /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (an untrusted or mismatched certificate, say).
+    #[error("TLS handshake with {authority} failed: {source}")]
+    Tls {
+        /// Endpoint.
+        authority: Arc<str>,
+        /// rustls's account.
         #[source]
         source: std::io::Error,
     },
@@ -111,6 +121,8 @@ impl Unsent {
 
 struct Idle {
     sender: http1::SendRequest<UpstreamBody>,
+    /// Whose TLS settings verified it ([`ClientTls::pool_id`]; 0 in the clear).
+    tls: u64,
     /// When the cluster's idle timeout closes it.
     expires: Instant,
 }
@@ -118,6 +130,8 @@ struct Idle {
 /// The shared HTTP/2 connection to one endpoint.
 struct H2 {
     sender: http2::SendRequest<UpstreamBody>,
+    /// As [`Idle::tls`].
+    tls: u64,
     use_: Rc<H2Use>,
     idle_timeout: Duration,
 }
@@ -175,6 +189,8 @@ pub struct EndpointSettings {
     pub max_connections: usize,
     /// Most requests waiting for a new connection to the cluster, across workers.
     pub max_pending: usize,
+    /// Set for `https://` endpoints.
+    pub tls: Option<ClientTls>,
 }
 
 /// A worker's connection pool, keyed by endpoint authority.
@@ -237,7 +253,8 @@ impl Pool {
         settings: &EndpointSettings,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, Unsent> {
-        while let Some(mut sender) = self.take_idle(authority) {
+        let tls = tls_id(settings);
+        while let Some(mut sender) = self.take_idle(authority, tls) {
             if sender.ready().await.is_err() {
                 continue;
             }
@@ -271,7 +288,7 @@ impl Pool {
             .h2
             .borrow()
             .get(authority)
-            .filter(|c| !c.sender.is_closed())
+            .filter(|c| c.tls == tls_id(settings) && !c.sender.is_closed())
             .map(|c| (c.sender.clone(), StreamHold::new(&c.use_)));
         let (mut sender, hold) = match cached {
             Some(s) => s,
@@ -279,6 +296,7 @@ impl Pool {
                 Ok(s) => {
                     let conn = H2 {
                         sender: s.clone(),
+                        tls: tls_id(settings),
                         use_: Rc::new(H2Use {
                             streams: Cell::new(0),
                             idle_since: Cell::new(Instant::now()),
@@ -302,12 +320,18 @@ impl Pool {
         }
     }
 
-    fn take_idle(&self, authority: &Arc<str>) -> Option<http1::SendRequest<UpstreamBody>> {
+    /// An idle connection to `authority` made with the TLS settings `tls` (see [`tls_id`]).
+    fn take_idle(
+        &self,
+        authority: &Arc<str>,
+        tls: u64,
+    ) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut map = self.h1.borrow_mut();
         let list = map.get_mut(authority)?;
         // Most recently returned first: it is the least likely to have been closed by the peer.
         let now = Instant::now();
-        while let Some(idle) = list.pop() {
+        while let Some(at) = list.iter().rposition(|idle| idle.tls == tls) {
+            let idle = list.remove(at);
             if !idle.sender.is_closed() && now < idle.expires {
                 return Some(idle.sender);
             }
@@ -318,6 +342,7 @@ impl Pool {
     fn put_idle(
         &self,
         authority: Arc<str>,
+        tls: u64,
         sender: http1::SendRequest<UpstreamBody>,
         max_idle: usize,
         idle_timeout: Duration,
@@ -330,6 +355,7 @@ impl Pool {
         if list.len() < max_idle {
             list.push(Idle {
                 sender,
+                tls,
                 expires: Instant::now() + idle_timeout,
             });
         }
@@ -367,6 +393,7 @@ impl Pool {
         let home = Some(Home {
             pool: self.clone(),
             authority: authority.clone(),
+            tls: tls_id(settings),
             sender,
             max_idle: settings.max_idle,
             idle_timeout: settings.idle_timeout,
@@ -384,16 +411,17 @@ impl Pool {
         settings: &EndpointSettings,
     ) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
         let (io, slot) = connect(authority, settings).await?;
-        let (sender, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(io)
-            .await
-            .map_err(|source| ConnectError::Handshake {
+        let handshaken = match io {
+            Io::Plain(io) => handshake_h1(io, slot).await,
+            Io::Tls(io) => handshake_h1(io, slot).await,
+        };
+        handshaken.map_err(|source| {
+            ConnectError::Handshake {
                 authority: authority.clone(),
                 source,
-            })?;
-        drive(conn, slot);
-        Ok(sender)
+            }
+            .into()
+        })
     }
 
     async fn connect_h2(
@@ -402,17 +430,53 @@ impl Pool {
         settings: &EndpointSettings,
     ) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
         let (io, slot) = connect(authority, settings).await?;
-        let (sender, conn) = http2::Builder::new(LocalExec)
-            .timer(TokioTimer::new())
-            .handshake(io)
-            .await
-            .map_err(|source| ConnectError::Handshake {
+        let handshaken = match io {
+            Io::Plain(io) => handshake_h2(io, slot).await,
+            Io::Tls(io) => handshake_h2(io, slot).await,
+        };
+        handshaken.map_err(|source| {
+            ConnectError::Handshake {
                 authority: authority.clone(),
                 source,
-            })?;
-        drive(conn, slot);
-        Ok(sender)
+            }
+            .into()
+        })
     }
+}
+
+/// Which TLS settings a connection was verified with, so that a cluster never reuses a
+/// connection another cluster (or an older generation of its own settings) verified: 0 in the
+/// clear.
+fn tls_id(settings: &EndpointSettings) -> u64 {
+    settings.tls.as_ref().map_or(0, ClientTls::pool_id)
+}
+
+/// A new upstream connection, in the clear or TLS.
+enum Io {
+    Plain(TokioIo<TcpStream>),
+    /// Boxed: a TLS session's state is a kilobyte, and a connection is made rarely.
+    Tls(TokioIo<Box<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
+async fn handshake_h1<T>(io: T, slot: OwnedSlot) -> hyper::Result<http1::SendRequest<UpstreamBody>>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
+    let (sender, conn) = http1::Builder::new().writev(false).handshake(io).await?;
+    drive(conn, slot);
+    Ok(sender)
+}
+
+async fn handshake_h2<T>(io: T, slot: OwnedSlot) -> hyper::Result<http2::SendRequest<UpstreamBody>>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
+    let (sender, conn) = http2::Builder::new(LocalExec)
+        .timer(TokioTimer::new())
+        .handshake(io)
+        .await?;
+    drive(conn, slot);
+    Ok(sender)
 }
 
 /// A new TCP connection within the cluster's circuit-breaker limits: the request waits as
@@ -420,13 +484,29 @@ impl Pool {
 async fn connect(
     authority: &Arc<str>,
     settings: &EndpointSettings,
-) -> Result<(TokioIo<TcpStream>, OwnedSlot), SendError> {
+) -> Result<(Io, OwnedSlot), SendError> {
     let _pending = Slot::take(&settings.load.pending, settings.max_pending)
         .ok_or(SendError::Overflow("pending requests"))?;
     let slot = OwnedSlot::connection(&settings.load, settings.max_connections)
         .ok_or(SendError::Overflow("connections"))?;
-    let io = tcp_connect(authority, settings.connect_timeout).await?;
-    Ok((io, slot))
+    let started = Instant::now();
+    let tcp = tcp_connect(authority, settings.connect_timeout).await?;
+    let Some(tls) = &settings.tls else {
+        return Ok((Io::Plain(TokioIo::new(tcp)), slot));
+    };
+    // The connect timeout covers the handshake too: both are "getting a connection".
+    let left = settings.connect_timeout.saturating_sub(started.elapsed());
+    let stream = tokio::time::timeout(left, tls.connect(authority, tcp))
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            authority: authority.clone(),
+            timeout: settings.connect_timeout,
+        })?
+        .map_err(|source| ConnectError::Tls {
+            authority: authority.clone(),
+            source,
+        })?;
+    Ok((Io::Tls(TokioIo::new(Box::new(stream))), slot))
 }
 
 /// Runs a client connection's I/O on this worker until it closes; `slot` counts it open.
@@ -442,10 +522,7 @@ where
     });
 }
 
-async fn tcp_connect(
-    authority: &Arc<str>,
-    timeout: Duration,
-) -> Result<TokioIo<TcpStream>, ConnectError> {
+async fn tcp_connect(authority: &Arc<str>, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(&**authority))
         .await
         .map_err(|_| ConnectError::Timeout {
@@ -457,12 +534,13 @@ async fn tcp_connect(
             source,
         })?;
     let _ = stream.set_nodelay(true);
-    Ok(TokioIo::new(stream))
+    Ok(stream)
 }
 
 struct Home {
     pool: Rc<Pool>,
     authority: Arc<str>,
+    tls: u64,
     sender: http1::SendRequest<UpstreamBody>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -484,7 +562,7 @@ impl PooledBody {
         drop(self.stream.take());
         if let Some(h) = self.home.take() {
             h.pool
-                .put_idle(h.authority, h.sender, h.max_idle, h.idle_timeout);
+                .put_idle(h.authority, h.tls, h.sender, h.max_idle, h.idle_timeout);
         }
     }
 }

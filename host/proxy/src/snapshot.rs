@@ -13,6 +13,7 @@ use rustygate_core::router::{Router, RouterError};
 
 use crate::health::{ClusterLoad, EndpointState, Health};
 use crate::pool::EndpointSettings;
+use crate::tls::ClientTls;
 
 /// One route, resolved.
 #[derive(Debug)]
@@ -106,13 +107,16 @@ impl Snapshot {
         let clusters = config
             .clusters
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(ci, c)| {
+                let mut tls = false;
                 let endpoints = c
                     .endpoints
                     .iter()
                     .map(|e| {
-                        let authority =
-                            parse_endpoint_url(&e.url).map_err(SnapshotError::Invalid)?;
+                        let address = parse_endpoint_url(&e.url).map_err(SnapshotError::Invalid)?;
+                        tls |= address.tls;
+                        let authority = address.authority;
                         let state = health.endpoint(
                             &c.name,
                             &authority,
@@ -131,6 +135,13 @@ impl Snapshot {
                         })
                     })
                     .collect::<Result<Vec<_>, SnapshotError>>()?;
+                // A new generation re-reads the CA file: its connections are pooled apart from
+                // the last one's.
+                let pool_id = (generation << 24) | (ci as u64 + 1);
+                let tls = tls
+                    .then(|| ClientTls::new(c.tls.as_ref(), c.protocol, pool_id))
+                    .transpose()
+                    .map_err(|e| SnapshotError::Invalid(format!("cluster {}: TLS: {e}", c.name)))?;
                 let load = health.cluster(&c.name);
                 let health_check = c
                     .health_check
@@ -152,6 +163,7 @@ impl Snapshot {
                         load: load.clone(),
                         max_connections: c.circuit_breaker.max_connections,
                         max_pending: c.circuit_breaker.max_pending_requests,
+                        tls,
                     },
                     load,
                     breaker: c.circuit_breaker.clone(),

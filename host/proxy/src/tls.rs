@@ -1,12 +1,14 @@
-//! TLS termination on listeners: the rustls server configuration a listener's certificate
-//! makes. The handshake itself runs on the worker that accepted the connection, in the
-//! connection's own task, so a slow client delays no one else.
+//! TLS with rustls, both ways: termination on listeners (the server configuration a
+//! listener's certificate makes) and `https://` upstreams (the client configuration of a
+//! cluster). Handshakes run on the worker that owns the connection, in the task that needs
+//! it, so a slow peer delays no one else.
 
 use std::sync::Arc;
 
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustygate_config::ListenerTls;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustygate_config::{ListenerTls, UpstreamProtocol, UpstreamTls};
+use tokio::net::TcpStream;
 
 /// Why a listener's certificate could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,17 @@ pub enum TlsError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A CA file held a certificate rustls cannot use as a trust anchor.
+    #[error("ca certificates {path}: {reason}")]
+    Anchor {
+        /// The CA file.
+        path: String,
+        /// rustls's reason.
+        reason: String,
+    },
+    /// `server_name` is not a DNS name or an IP address.
+    #[error("server name {0:?} is not a DNS name or an IP address")]
+    ServerName(String),
     /// rustls refused the pair (a key that does not match the certificate, say).
     #[error("certificate {chain} with key {key}: {reason}")]
     Refused {
@@ -67,14 +80,110 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, Tls
         key: key_path.clone(),
         reason: e.to_string(),
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(refused)?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(refused)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(refused)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(refused)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS to the `https://` endpoints of one cluster: whom to trust, which name to ask for, and
+/// the ALPN protocol of the cluster's HTTP version.
+#[derive(Clone)]
+pub struct ClientTls {
+    connector: tokio_rustls::TlsConnector,
+    /// Tells these settings' pooled connections from others to the same endpoint.
+    pool_id: u64,
+    /// Sent and verified instead of each endpoint's host.
+    server_name: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// The client side for a cluster with `settings` (`None`: Mozilla's roots, endpoint host
+    /// names) speaking `protocol`. `pool_id` (non-zero) must differ between any two clusters
+    /// and configuration generations: connections are pooled under it.
+    pub fn new(
+        settings: Option<&UpstreamTls>,
+        protocol: UpstreamProtocol,
+        pool_id: u64,
+    ) -> Result<Self, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match settings.and_then(|s| s.ca_certificates.as_deref()) {
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| pem_error("ca certificates", path, e))?;
+                if certs.is_empty() {
+                    return Err(pem_error("ca certificates", path, pem::Error::NoItemsFound));
+                }
+                for cert in certs {
+                    roots.add(cert).map_err(|e| TlsError::Anchor {
+                        path: path.to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                }
+            }
+        }
+        let server_name = settings
+            .and_then(|s| s.server_name.as_deref())
+            .map(|name| {
+                ServerName::try_from(name.to_owned())
+                    .map_err(|_| TlsError::ServerName(name.to_owned()))
+            })
+            .transpose()?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("ring provides TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![match protocol {
+            UpstreamProtocol::Http1 => b"http/1.1".to_vec(),
+            UpstreamProtocol::Http2 => b"h2".to_vec(),
+        }];
+        Ok(Self {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            pool_id,
+            server_name,
+        })
+    }
+
+    /// See [`ClientTls::new`].
+    pub(crate) fn pool_id(&self) -> u64 {
+        self.pool_id
+    }
+
+    /// Runs the handshake on `tcp`, to the endpoint at `authority` (`host:port`).
+    pub(crate) async fn connect(
+        &self,
+        authority: &str,
+        tcp: TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => {
+                let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                ServerName::try_from(host.to_owned()).map_err(|_| {
+                    std::io::Error::other(format!("{host:?} is not a DNS name or an IP address"))
+                })?
+            }
+        };
+        self.connector.connect(name, tcp).await
+    }
 }

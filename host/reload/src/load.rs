@@ -202,8 +202,10 @@ impl ChainBuilder for Extensions {
 
 /// Reads and checks `path` and its filters. Blocking: it compiles modules.
 pub fn load(path: &Path, wasm: &mut Wasm) -> Result<Loaded, ReloadError> {
-    let config =
+    let mut config =
         rustygate_config::load_file(path).map_err(|e| ReloadError::Config(e.to_string()))?;
+    // Before the snapshot check, which reads the clusters' CA files.
+    resolve_paths(&mut config, &base_dir(path));
     rustygate_telemetry::check_level(&config.logging)
         .map_err(|e| ReloadError::Config(format!("{}: {e}", path.display())))?;
     Snapshot::check(&config)
@@ -221,7 +223,8 @@ pub fn load_parsed(
     wasm: &mut Wasm,
 ) -> Result<Loaded, ReloadError> {
     let base = base.to_path_buf();
-    listener_certificates(&mut config, &base)?;
+    resolve_paths(&mut config, &base);
+    listener_certificates(&config)?;
     // A filter whose `.wasm` is a component runs on the component host; the rest are
     // proxy-wasm modules.
     let component_names: Vec<String> = config
@@ -301,15 +304,29 @@ pub fn load_parsed(
     })
 }
 
-/// Makes the listeners' certificate paths absolute (relative ones are relative to `base`) and
-/// loads each pair once, so that `validate` and a reload catch a bad file before a start or a
-/// restart would.
-fn listener_certificates(config: &mut Config, base: &Path) -> Result<(), ReloadError> {
-    for (i, l) in config.listeners.iter_mut().enumerate() {
-        let Some(tls) = &mut l.tls else { continue };
-        for path in [&mut tls.certificate_chain, &mut tls.private_key] {
-            *path = base.join(&*path).to_string_lossy().into_owned();
+/// Makes the certificate paths of listeners and clusters absolute: relative ones are relative
+/// to `base`, the configuration file's directory. Absolute ones stay as they are, so this can
+/// run more than once.
+fn resolve_paths(config: &mut Config, base: &Path) {
+    let absolute = |path: &mut String| *path = base.join(&*path).to_string_lossy().into_owned();
+    for l in &mut config.listeners {
+        if let Some(tls) = &mut l.tls {
+            absolute(&mut tls.certificate_chain);
+            absolute(&mut tls.private_key);
         }
+    }
+    for c in &mut config.clusters {
+        if let Some(ca) = c.tls.as_mut().and_then(|t| t.ca_certificates.as_mut()) {
+            absolute(ca);
+        }
+    }
+}
+
+/// Loads each listener's certificate and key once, so that `validate` and a reload catch a bad
+/// file before a start or a restart would.
+fn listener_certificates(config: &Config) -> Result<(), ReloadError> {
+    for (i, l) in config.listeners.iter().enumerate() {
+        let Some(tls) = &l.tls else { continue };
         rustygate_proxy::tls::server_config(tls).map_err(|e| {
             ReloadError::Tls(format!("listeners[{i}].tls (listener {}): {e}", l.name))
         })?;

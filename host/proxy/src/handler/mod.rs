@@ -308,7 +308,11 @@ async fn forward(
         }
         UpstreamProtocol::Http2 => {
             parts.uri = Uri::builder()
-                .scheme("http")
+                .scheme(if cluster.settings.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                })
                 // Without a Host, the first endpoint's address names the virtual host.
                 .authority(
                     authority
