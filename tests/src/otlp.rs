@@ -62,6 +62,8 @@ type Store = Arc<Mutex<Vec<ReceivedSpan>>>;
 pub struct OtlpReceiver {
     upstream: Upstream,
     spans: Store,
+    /// `https` when started with TLS.
+    scheme: &'static str,
 }
 
 #[derive(Clone)]
@@ -137,10 +139,20 @@ fn hex(b: &[u8]) -> String {
 impl OtlpReceiver {
     /// Starts a receiver on 127.0.0.1:0.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a receiver on 127.0.0.1:0 that speaks TLS with `config` (gRPC over HTTP/2 by
+    /// ALPN, or OTLP/HTTP): its endpoints are then `https://`.
+    pub fn start_tls(config: std::sync::Arc<rustls::ServerConfig>) -> Self {
+        Self::start_with(Some(config))
+    }
+
+    fn start_with(tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Self {
         let spans: Store = Arc::default();
         let grpc = TraceServiceServer::new(Grpc(spans.clone()));
         let http_store = spans.clone();
-        let upstream = Upstream::start(move |req| {
+        let handler = move |req: http::Request<hyper::body::Incoming>| {
             let mut grpc = grpc.clone();
             let spans = http_store.clone();
             async move {
@@ -181,18 +193,26 @@ impl OtlpReceiver {
                 ));
                 Response::from_parts(parts, body.boxed())
             }
-        });
-        OtlpReceiver { upstream, spans }
+        };
+        let (upstream, scheme) = match tls {
+            None => (Upstream::start(handler), "http"),
+            Some(config) => (Upstream::start_tls(config, handler), "https"),
+        };
+        OtlpReceiver {
+            upstream,
+            spans,
+            scheme,
+        }
     }
 
     /// The gRPC endpoint, as `tracing.endpoint` takes it.
     pub fn grpc_endpoint(&self) -> String {
-        format!("http://{}", self.upstream.addr)
+        format!("{}://{}", self.scheme, self.upstream.addr)
     }
 
     /// The OTLP/HTTP traces endpoint.
     pub fn http_endpoint(&self) -> String {
-        format!("http://{}/v1/traces", self.upstream.addr)
+        format!("{}://{}/v1/traces", self.scheme, self.upstream.addr)
     }
 
     /// Every span received so far.

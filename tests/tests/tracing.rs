@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use rustygate_tests::client::{get, http1, send};
 use rustygate_tests::otlp::{OtlpReceiver, ReceivedSpan};
 use rustygate_tests::process::{GatewayProcess, free_port};
+use rustygate_tests::tls::Pki;
 use rustygate_tests::upstream::{Upstream, text};
 use rustygate_tests::{ABI_PROBE_WASM, TestGateway};
 
@@ -341,5 +342,48 @@ async fn tracing_off_sends_no_spans_and_adds_no_headers() {
         .unwrap();
     let seen = send(&http1(), req).await;
     assert_eq!(seen.json()["headers"]["traceparent"][0], tp.as_str());
+    gw.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn spans_reach_a_tls_collector_over_grpc_and_http_when_its_authority_is_trusted() {
+    let pki = Pki::new("collector");
+    let otlp = OtlpReceiver::start_tls(pki.server_config());
+    let app = Upstream::echo();
+    let auth = auth_service(Arc::default());
+    let ca = pki.ca.display();
+    for (protocol, endpoint) in [
+        ("grpc", otlp.grpc_endpoint()),
+        ("http", otlp.http_endpoint()),
+    ] {
+        assert!(endpoint.starts_with("https://"), "{endpoint}");
+        let gw = TestGateway::start(&traced_config(
+            app.addr,
+            auth.addr,
+            &format!(
+                "  enabled: true\n  endpoint: {endpoint}\n  protocol: {protocol}\n  tls: {{ ca_certificates: {ca} }}"
+            ),
+        ))
+        .await;
+        let path = format!("/plain/{protocol}");
+        assert_eq!(get(&gw.url(&path)).await.status, 200);
+        let spans = exported(&gw, &otlp).await;
+        let server = find(&spans, &format!("GET {path}"));
+        assert_eq!(server.kind, SERVER);
+        gw.stop(Duration::from_secs(1)).await;
+    }
+
+    // A collector whose certificate the gateway does not trust (Mozilla's roots) gets nothing.
+    let untrusted = OtlpReceiver::start_tls(pki.server_config());
+    let gw = TestGateway::start(&traced_config(
+        app.addr,
+        auth.addr,
+        &format!("  enabled: true\n  endpoint: {}", untrusted.grpc_endpoint()),
+    ))
+    .await;
+    assert_eq!(get(&gw.url("/plain/untrusted")).await.status, 200);
+    gw.flush_traces().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(untrusted.spans().is_empty());
     gw.stop(Duration::from_secs(1)).await;
 }

@@ -298,8 +298,8 @@ pub enum OtlpProtocol {
 pub struct Tracing {
     /// Export spans. When off, requests create no spans at all.
     pub enabled: bool,
-    /// OTLP endpoint: `http://host:4317` for gRPC, `http://host:4318/v1/traces` for HTTP.
-    /// Plain HTTP only: send to a collector agent nearby, which forwards over TLS.
+    /// OTLP endpoint: `http://host:4317` for gRPC, `http://host:4318/v1/traces` for HTTP;
+    /// `https://` for TLS (verified as `tls` says).
     pub endpoint: String,
     /// `grpc` or `http` (protobuf).
     pub protocol: OtlpProtocol,
@@ -308,6 +308,10 @@ pub struct Tracing {
     pub sampling_ratio: f64,
     /// `service.name` of the exported spans.
     pub service_name: String,
+    /// How an `https://` endpoint is verified: Mozilla's roots and the endpoint's host unless
+    /// set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
 }
 
 impl Default for Tracing {
@@ -318,6 +322,7 @@ impl Default for Tracing {
             protocol: OtlpProtocol::Grpc,
             sampling_ratio: 1.0,
             service_name: "rustygate".into(),
+            tls: None,
         }
     }
 }

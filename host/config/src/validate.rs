@@ -109,13 +109,26 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
             format!("{} is not between 0.0 and 1.0", t.sampling_ratio),
         );
     }
-    // TLS to the collector is not built in: a collector agent on the host or loopback
-    // (which then speaks TLS onwards) is the supported setup.
-    if t.enabled && !t.endpoint.starts_with("http://") {
+    let https = t.endpoint.starts_with("https://");
+    if t.enabled && !https && !t.endpoint.starts_with("http://") {
         c.error(
             "tracing.endpoint".into(),
-            format!("{:?} is not an http:// URL", t.endpoint),
+            format!("{:?} is not an http:// or https:// URL", t.endpoint),
         );
+    }
+    if let Some(tls) = &t.tls {
+        if !https {
+            c.error(
+                "tracing.tls".into(),
+                "applies to an https:// endpoint only".into(),
+            );
+        }
+        if tls.ca_certificates.as_deref() == Some("") {
+            c.error(
+                "tracing.tls.ca_certificates".into(),
+                "must name a PEM file".into(),
+            );
+        }
     }
 
     let mut clusters = HashSet::new();

@@ -304,7 +304,7 @@ pub fn load_parsed(
     })
 }
 
-/// Makes the certificate paths of listeners and clusters absolute: relative ones are relative
+/// Makes the certificate paths of listeners, clusters and the trace collector absolute: relative ones are relative
 /// to `base`, the configuration file's directory. Absolute ones stay as they are, so this can
 /// run more than once.
 fn resolve_paths(config: &mut Config, base: &Path) {
@@ -319,6 +319,14 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         if let Some(ca) = c.tls.as_mut().and_then(|t| t.ca_certificates.as_mut()) {
             absolute(ca);
         }
+    }
+    if let Some(ca) = config
+        .tracing
+        .tls
+        .as_mut()
+        .and_then(|t| t.ca_certificates.as_mut())
+    {
+        absolute(ca);
     }
 }
 

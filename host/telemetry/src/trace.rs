@@ -18,11 +18,12 @@ use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
-use rustygate_config::{OtlpProtocol, Tracing as TracingConfig};
+use rustygate_config::{OtlpProtocol, Tracing as TracingConfig, UpstreamTls};
 
 /// Tracing could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,71 @@ struct ExporterThread {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// TLS to an `https://` collector: the trusted authorities (Mozilla's roots unless a CA file
+/// is configured) and the server name to verify.
+struct CollectorTls {
+    /// PEM of the configured authorities; `None`: Mozilla's roots.
+    ca_pem: Option<Vec<u8>>,
+    server_name: Option<String>,
+}
+
+impl CollectorTls {
+    fn new(tls: Option<&UpstreamTls>) -> Result<Self, String> {
+        let ca_pem = tls
+            .and_then(|t| t.ca_certificates.as_deref())
+            .map(|path| std::fs::read(path).map_err(|e| format!("ca certificates {path}: {e}")))
+            .transpose()?;
+        Ok(Self {
+            ca_pem,
+            server_name: tls.and_then(|t| t.server_name.clone()),
+        })
+    }
+
+    /// For the gRPC exporter (tonic, on ring).
+    fn tonic(&self) -> ClientTlsConfig {
+        let mut config = match &self.ca_pem {
+            Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+            None => ClientTlsConfig::new().with_webpki_roots(),
+        };
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.clone());
+        }
+        config
+    }
+
+    /// For the HTTP exporter (`http://` or `https://`): a blocking client on a rustls
+    /// configuration made with ring.
+    fn reqwest(&self) -> Result<reqwest::blocking::Client, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_pem {
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            Some(pem) => {
+                use rustls::pki_types::{CertificateDer, pem::PemObject};
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| format!("ca certificates: {e:?}"))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("ca certificates: {e}"))?;
+                }
+            }
+        }
+        if self.server_name.is_some() {
+            return Err("tracing.tls.server_name is supported with protocol: grpc only".to_owned());
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(config)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+}
+
 fn start_exporter(
     cfg: &TracingConfig,
 ) -> Result<(opentelemetry_otlp::SpanExporter, ExporterThread), TracingError> {
@@ -66,6 +132,9 @@ fn start_exporter(
     let (tx, rx) = std::sync::mpsc::channel();
     let endpoint = cfg.endpoint.clone();
     let protocol = cfg.protocol;
+    // Read here, so that a CA file that cannot be used stops the start with its name.
+    let https = endpoint.starts_with("https://");
+    let tls = CollectorTls::new(cfg.tls.as_ref()).map_err(|e| failed(&e))?;
     std::thread::Builder::new()
         .name("rustygate-otlp".into())
         .spawn(move || {
@@ -83,20 +152,31 @@ fn start_exporter(
                 // The channel's background task binds to the runtime it is built in.
                 OtlpProtocol::Grpc => {
                     let _in_runtime = rt.enter();
-                    opentelemetry_otlp::SpanExporter::builder()
+                    let builder = opentelemetry_otlp::SpanExporter::builder()
                         .with_tonic()
                         .with_endpoint(endpoint)
-                        .with_timeout(Duration::from_secs(5))
-                        .build()
+                        .with_timeout(Duration::from_secs(5));
+                    if https {
+                        builder.with_tls_config(tls.tonic()).build()
+                    } else {
+                        builder.build()
+                    }
                 }
                 // The blocking HTTP client makes its own runtime, so never inside one.
-                OtlpProtocol::Http => opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(endpoint)
-                    .with_timeout(Duration::from_secs(5))
-                    .with_headers(Default::default())
-                    .build(),
+                OtlpProtocol::Http => {
+                    let builder = opentelemetry_otlp::SpanExporter::builder()
+                        .with_http()
+                        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                        .with_endpoint(endpoint)
+                        .with_timeout(Duration::from_secs(5))
+                        .with_headers(Default::default());
+                    // Always our client: reqwest's own default would look for a process-wide
+                    // rustls provider, and this build installs none.
+                    match tls.reqwest() {
+                        Ok(client) => builder.with_http_client(client).build(),
+                        Err(e) => Err(opentelemetry_otlp::ExporterBuildError::InternalFailure(e)),
+                    }
+                }
             };
             let _ = tx.send(Ok(exporter));
             rt.block_on(async {
