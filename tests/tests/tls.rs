@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use http::{StatusCode, Version};
 use rustygate_tests::client::get;
-use rustygate_tests::process::validate;
+use rustygate_tests::process::{GatewayProcess, free_port, validate};
+use rustygate_tests::reload::replace;
 use rustygate_tests::tls::{self, Pki};
 use rustygate_tests::upstream::Upstream;
 use rustygate_tests::{HEADERS_WASM, TestGateway};
@@ -308,4 +309,58 @@ async fn https_endpoints_are_health_checked_over_tls() {
     }
     // The checks reached the upstream: its request count includes them.
     assert!(up.requests() >= 2, "{}", up.requests());
+}
+
+#[tokio::test]
+async fn a_reload_renews_the_certificate_for_new_connections() {
+    let up = Upstream::echo();
+    let (old, new) = (Pki::new("renew-old"), Pki::new("renew-new"));
+    let dir = old.dir.join("gateway");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&old.chain, dir.join("server.pem")).unwrap();
+    std::fs::copy(&old.key, dir.join("server.key")).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let file = dir.join("config.yaml");
+    std::fs::write(
+        &file,
+        config(
+            up.addr,
+            "{ certificate_chain: server.pem, private_key: server.key }",
+            "",
+        )
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        .replace(
+            "logging:",
+            &format!("admin: {{ address: 127.0.0.1:{admin} }}\nlogging:"),
+        ),
+    )
+    .unwrap();
+    let mut gw = GatewayProcess::start_file(&file, &[]).await;
+    gw.wait_for_log("gateway started", Duration::from_secs(30))
+        .await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let before = tls::get(addr, old.client_config(&[]), "/before")
+        .await
+        .unwrap();
+    assert_eq!(before.seen.status, StatusCode::OK);
+
+    // Renewed files under the same paths, then a reload.
+    replace(&dir.join("server.pem"), &std::fs::read(&new.chain).unwrap());
+    replace(&dir.join("server.key"), &std::fs::read(&new.key).unwrap());
+    let mark = gw.mark();
+    gw.signal("HUP");
+    gw.wait_for_log_since(mark, "configuration reloaded", Duration::from_secs(10))
+        .await;
+
+    let after = tls::get(addr, new.client_config(&[]), "/after")
+        .await
+        .unwrap();
+    assert_eq!(after.seen.status, StatusCode::OK);
+    // A client that only trusts the old authority no longer completes a handshake.
+    let refused = tls::get(addr, old.client_config(&[]), "/old").await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("TLS handshake")),
+        "{:?}",
+        refused.map(|s| s.seen.status)
+    );
 }

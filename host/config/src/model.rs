@@ -184,8 +184,8 @@ pub struct Listener {
 }
 
 /// A listener's certificate. Paths are relative to the configuration file's directory. TLS 1.2
-/// and 1.3; ALPN offers `h2` and `http/1.1`. The files are read at start (and checked by
-/// `rustygate validate`); changing them takes a restart, as other listener settings do.
+/// and 1.3; ALPN offers `h2` and `http/1.1`. The files are read at start, checked by
+/// `rustygate validate`, and read again by every reload (renewed certificates need no restart).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {

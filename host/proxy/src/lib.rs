@@ -153,6 +153,15 @@ pub enum ApplyError {
     /// A worker could not build the new filter chains.
     #[error("{0}")]
     Filters(String),
+    /// A listener's certificate could not be loaded again.
+    #[error("listener {listener}: TLS: {source}")]
+    Tls {
+        /// Listener name.
+        listener: String,
+        /// What is wrong with the certificate or key.
+        #[source]
+        source: tls::TlsError,
+    },
     /// The gateway is stopping.
     #[error("the gateway is shutting down")]
     Stopping,
@@ -165,6 +174,8 @@ pub struct Reconfigure {
     health: Arc<health::Health>,
     /// The committed snapshot, for the health checker.
     committed: Arc<watch::Sender<Arc<Snapshot>>>,
+    /// The listeners, in configuration order: a reload renews their certificates.
+    listeners: Arc<[Arc<ListenerCtx>]>,
 }
 
 impl std::fmt::Debug for Reconfigure {
@@ -226,6 +237,22 @@ impl Reconfigure {
         filters: Option<Arc<dyn ChainBuilder>>,
     ) -> Result<(), ApplyError> {
         let snapshot = Arc::new(Snapshot::build(config, generation, &self.health)?);
+        // Certificates are read again (a renewed file under the same path), before anything is
+        // switched, so that a file that cannot be used fails the whole reload.
+        let certificates = config
+            .listeners
+            .iter()
+            .map(|l| {
+                l.tls
+                    .as_ref()
+                    .map(|t| tls::server_config(t).map(tokio_rustls::TlsAcceptor::from))
+                    .transpose()
+                    .map_err(|source| ApplyError::Tls {
+                        listener: l.name.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut replies = Vec::with_capacity(self.workers.len());
         for w in self.workers.iter() {
             let (reply, answer) = oneshot::channel();
@@ -260,6 +287,13 @@ impl Reconfigure {
         }
         for answer in done {
             let _ = answer.await;
+        }
+        // A reload never changes the listeners themselves (that takes a restart), so they
+        // line up with the configuration's; only their certificates are renewed.
+        for (ctx, acceptor) in self.listeners.iter().zip(certificates) {
+            if let (Some(slot), Some(acceptor)) = (&ctx.tls, acceptor) {
+                *slot.write() = acceptor;
+            }
         }
         self.health.retain(&snapshot);
         self.committed.send_replace(snapshot);
@@ -328,6 +362,7 @@ impl Gateway {
         let mut sockets: Vec<Vec<(Arc<ListenerCtx>, std::net::TcpListener)>> =
             (0..workers).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
+        let mut listener_ctxs = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
             let bind_err = |source| StartError::Bind {
                 listener: l.name.clone(),
@@ -346,7 +381,8 @@ impl Gateway {
                 .map_err(|source| StartError::Tls {
                     listener: l.name.clone(),
                     source,
-                })?;
+                })?
+                .map(parking_lot::RwLock::new);
             let ctx = Arc::new(ListenerCtx {
                 name: l.name.as_str().into(),
                 limits: l.limits.clone(),
@@ -361,6 +397,7 @@ impl Gateway {
                 per_worker.push((ctx.clone(), socket));
             }
             addrs.push((l.name.clone(), addr));
+            listener_ctxs.push(ctx);
         }
 
         let (phase, phase_rx) = watch::channel(Phase::Running);
@@ -410,6 +447,7 @@ impl Gateway {
                 workers: controls.into(),
                 health,
                 committed: Arc::new(committed),
+                listeners: listener_ctxs.into(),
             },
             phase,
             threads,

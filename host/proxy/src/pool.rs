@@ -331,7 +331,8 @@ impl Pool {
         // Most recently returned first: it is the least likely to have been closed by the peer.
         let now = Instant::now();
         while let Some(at) = list.iter().rposition(|idle| idle.tls == tls) {
-            let idle = list.remove(at);
+            // The last one (the usual case: one cluster per endpoint) is simply popped.
+            let idle = list.swap_remove(at);
             if !idle.sender.is_closed() && now < idle.expires {
                 return Some(idle.sender);
             }

@@ -38,8 +38,9 @@ pub(crate) struct ListenerCtx {
     pub limits: ListenerLimits,
     /// Open connections on this listener across all workers.
     pub connections: AtomicUsize,
-    /// Set when the listener terminates TLS.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Set when the listener terminates TLS; a reload renews it (new handshakes use the new
+    /// certificate, open connections keep theirs).
+    pub tls: Option<parking_lot::RwLock<tokio_rustls::TlsAcceptor>>,
     /// `https` with TLS, else `http`: what `X-Forwarded-Proto` and filters are told.
     pub scheme: &'static str,
 }
@@ -466,24 +467,34 @@ async fn accept_loop(
         tokio::task::spawn_local(async move {
             match &conn.listener.tls {
                 None => serve(worker.clone(), &builder, conn.clone(), stream, phase).await,
-                // The handshake gets the time a request head gets: a client that stalls in it
-                // holds a connection slot no longer than a slow request head would.
-                Some(acceptor) => match tokio::time::timeout(
-                    conn.listener.limits.header_read_timeout.get(),
-                    acceptor.accept(stream),
-                )
-                .await
-                {
-                    Ok(Ok(tls)) => serve(worker.clone(), &builder, conn.clone(), tls, phase).await,
-                    Ok(Err(e)) => {
-                        handshake_failed.increment(1);
-                        tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
-                    }
-                    Err(_) => {
-                        handshake_failed.increment(1);
-                        tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
-                    }
-                },
+                // Boxed: a TLS session's state (a kilobyte) would otherwise sit in every
+                // connection's task, TLS or not.
+                Some(slot) => {
+                    let acceptor = slot.read().clone();
+                    Box::pin(async {
+                        // The handshake gets the time a request head gets: a client that
+                        // stalls in it holds a connection slot no longer than a slow head would.
+                        match tokio::time::timeout(
+                            conn.listener.limits.header_read_timeout.get(),
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
+                            Ok(Ok(tls)) => {
+                                serve(worker.clone(), &builder, conn.clone(), tls, phase).await
+                            }
+                            Ok(Err(e)) => {
+                                handshake_failed.increment(1);
+                                tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                handshake_failed.increment(1);
+                                tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
+                            }
+                        }
+                    })
+                    .await
+                }
             }
             conn.listener.connections.fetch_sub(1, Ordering::Relaxed);
             active.decrement(1.0);
