@@ -243,14 +243,10 @@ impl Reconfigure {
             .listeners
             .iter()
             .map(|l| {
-                l.tls
-                    .as_ref()
-                    .map(|t| tls::server_config(t).map(tokio_rustls::TlsAcceptor::from))
-                    .transpose()
-                    .map_err(|source| ApplyError::Tls {
-                        listener: l.name.clone(),
-                        source,
-                    })
+                tls::acceptor(l).map_err(|source| ApplyError::Tls {
+                    listener: l.name.clone(),
+                    source,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut replies = Vec::with_capacity(self.workers.len());
@@ -373,11 +369,7 @@ impl Gateway {
                 .address
                 .parse()
                 .map_err(|e| bind_err(std::io::Error::other(e)))?;
-            let tls = l
-                .tls
-                .as_ref()
-                .map(|t| tls::server_config(t).map(tokio_rustls::TlsAcceptor::from))
-                .transpose()
+            let tls = tls::acceptor(l)
                 .map_err(|source| StartError::Tls {
                     listener: l.name.clone(),
                     source,

@@ -90,6 +90,17 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, Tls
     Ok(Arc::new(config))
 }
 
+/// The acceptor of `listener`, if it terminates TLS.
+pub(crate) fn acceptor(
+    listener: &rustygate_config::Listener,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, TlsError> {
+    listener
+        .tls
+        .as_ref()
+        .map(|t| server_config(t).map(tokio_rustls::TlsAcceptor::from))
+        .transpose()
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
