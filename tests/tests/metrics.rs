@@ -142,6 +142,8 @@ async fn filter_upstream_and_vm_metrics() {
         .unwrap_or_else(|| panic!("no wasm memory gauge: {text}"));
     assert!(memory >= 2.0 * 65536.0, "{memory}");
     assert!(text.contains("rustygate_requests_active 0\n"), "{text}");
+    // A plain listener has no TLS handshakes to count.
+    assert!(!text.contains("tls_handshake"), "{text}");
 }
 
 /// `rustygate_wasm_vms` and `rustygate_wasm_memory_bytes` from the admin listener.

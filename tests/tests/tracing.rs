@@ -11,7 +11,7 @@ use http_body_util::Full;
 use parking_lot::Mutex;
 use rustygate_tests::client::{get, http1, send};
 use rustygate_tests::otlp::{OtlpReceiver, ReceivedSpan};
-use rustygate_tests::process::{GatewayProcess, free_port};
+use rustygate_tests::process::{GatewayProcess, free_port, validate};
 use rustygate_tests::tls::Pki;
 use rustygate_tests::upstream::{Upstream, text};
 use rustygate_tests::{ABI_PROBE_WASM, TestGateway};
@@ -386,4 +386,36 @@ async fn spans_reach_a_tls_collector_over_grpc_and_http_when_its_authority_is_tr
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(untrusted.spans().is_empty());
     gw.stop(Duration::from_secs(1)).await;
+}
+
+#[test]
+fn a_collector_ca_file_that_cannot_be_read_is_refused_by_validate() {
+    let pki = Pki::new("collector-ca");
+    let missing = pki.dir.join("missing-ca.pem");
+    let file = pki.dir.join("config.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listeners: [ {{ name: main, address: 127.0.0.1:0 }} ]
+tracing:
+  enabled: true
+  endpoint: https://127.0.0.1:4317
+  tls: {{ ca_certificates: {} }}
+clusters: [ {{ name: up, endpoints: [ {{ url: http://127.0.0.1:9 }} ] }} ]
+routes: [ {{ cluster: up }} ]
+",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let out = validate(&file);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "tracing.tls: ca certificates {}: No such file",
+            missing.display()
+        )),
+        "{stderr}"
+    );
 }

@@ -423,10 +423,13 @@ async fn accept_loop(
         .shared
         .metrics
         .connections_rejected(&ctx.name, "max_connections");
-    let handshake_failed = worker
-        .shared
-        .metrics
-        .connections_rejected(&ctx.name, "tls_handshake");
+    // Only a TLS listener has handshakes to count.
+    let handshake_failed = ctx.tls.as_ref().map(|_| {
+        worker
+            .shared
+            .metrics
+            .connections_rejected(&ctx.name, "tls_handshake")
+    });
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -484,11 +487,15 @@ async fn accept_loop(
                                 serve(worker.clone(), &builder, conn.clone(), tls, phase).await
                             }
                             Ok(Err(e)) => {
-                                handshake_failed.increment(1);
+                                if let Some(c) = &handshake_failed {
+                                    c.increment(1);
+                                }
                                 tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
                             }
                             Err(_) => {
-                                handshake_failed.increment(1);
+                                if let Some(c) = &handshake_failed {
+                                    c.increment(1);
+                                }
                                 tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
                             }
                         }

@@ -225,6 +225,8 @@ pub fn load_parsed(
     let base = base.to_path_buf();
     resolve_paths(&mut config, &base);
     listener_certificates(&config)?;
+    rustygate_telemetry::trace::check_tls(&config.tracing)
+        .map_err(|e| ReloadError::Tls(format!("tracing.tls: {e}")))?;
     // A filter whose `.wasm` is a component runs on the component host; the rest are
     // proxy-wasm modules.
     let component_names: Vec<String> = config

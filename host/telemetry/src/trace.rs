@@ -56,6 +56,15 @@ struct ExporterThread {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// Checks what tracing's TLS needs from files (the collector's CA file), as a start would
+/// read it, so that `rustygate validate` and a reload refuse a file that cannot be used.
+pub fn check_tls(cfg: &TracingConfig) -> Result<(), String> {
+    if !cfg.enabled || !cfg.endpoint.starts_with("https://") {
+        return Ok(());
+    }
+    CollectorTls::new(cfg.tls.as_ref())?.roots().map(drop)
+}
+
 /// TLS to an `https://` collector: the trusted authorities (Mozilla's roots unless a CA file
 /// is configured) and the server name to verify.
 struct CollectorTls {
@@ -88,9 +97,8 @@ impl CollectorTls {
         config
     }
 
-    /// For the HTTP exporter (`http://` or `https://`): a blocking client on a rustls
-    /// configuration made with ring.
-    fn reqwest(&self) -> Result<reqwest::blocking::Client, String> {
+    /// The trusted authorities, as rustls holds them.
+    fn roots(&self) -> Result<rustls::RootCertStore, String> {
         let mut roots = rustls::RootCertStore::empty();
         match &self.ca_pem {
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -102,8 +110,18 @@ impl CollectorTls {
                         .add(cert)
                         .map_err(|e| format!("ca certificates: {e}"))?;
                 }
+                if roots.is_empty() {
+                    return Err("ca certificates: no PEM certificate in the file".to_owned());
+                }
             }
         }
+        Ok(roots)
+    }
+
+    /// For the HTTP exporter (`http://` or `https://`): a blocking client on a rustls
+    /// configuration made with ring.
+    fn reqwest(&self) -> Result<reqwest::blocking::Client, String> {
+        let roots = self.roots()?;
         if self.server_name.is_some() {
             return Err("tracing.tls.server_name is supported with protocol: grpc only".to_owned());
         }
