@@ -21,7 +21,7 @@ use std::path::Path;
 pub use duration::{Duration, parse_duration};
 pub use error::{ConfigError, Diagnostic};
 pub use model::*;
-pub use validate::{EndpointAddress, parse_endpoint_url, parse_status_ranges};
+pub use validate::{EndpointAddress, authority_host, parse_endpoint_url, parse_status_ranges};
 
 use positions::Positions;
 

@@ -514,12 +514,14 @@ impl EndpointAddress {
     /// The host part of the authority (brackets of an IPv6 address removed): the server name
     /// a TLS connection asks for and verifies.
     pub fn host(&self) -> &str {
-        let host = self
-            .authority
-            .rsplit_once(':')
-            .map_or(self.authority.as_str(), |(h, _)| h);
-        host.trim_start_matches('[').trim_end_matches(']')
+        authority_host(&self.authority)
     }
+}
+
+/// The host part of a `host:port` authority, brackets of an IPv6 address removed.
+pub fn authority_host(authority: &str) -> &str {
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 #[cfg(test)]

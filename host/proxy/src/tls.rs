@@ -188,8 +188,7 @@ impl ClientTls {
         let name = match &self.server_name {
             Some(name) => name.clone(),
             None => {
-                let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
-                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let host = rustygate_config::authority_host(authority);
                 ServerName::try_from(host.to_owned()).map_err(|_| {
                     std::io::Error::other(format!("{host:?} is not a DNS name or an IP address"))
                 })?
