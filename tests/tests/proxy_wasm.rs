@@ -195,6 +195,11 @@ async fn shared_data_counts_exactly_across_workers() {
     let up = Upstream::echo();
     let filter = "    configuration: { shared_counter: hits }";
     let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
+    // As in Envoy, a set on a key that does not exist yet ignores the CAS: two workers that
+    // both read "not found" would both create the counter. So one request creates it first;
+    // from then on every increment must serialize through the CAS.
+    let first = get(&gw.url("/c")).await;
+    assert_eq!(first.header("x-shared-count"), Some("1"));
     let mut tasks = Vec::new();
     for _ in 0..40 {
         let url = gw.url("/c");
@@ -215,7 +220,7 @@ async fn shared_data_counts_exactly_across_workers() {
     counts.sort_unstable();
     assert_eq!(
         counts,
-        (1..=40).collect::<Vec<u64>>(),
+        (2..=41).collect::<Vec<u64>>(),
         "every increment landed exactly once"
     );
 }
