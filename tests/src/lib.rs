@@ -3,6 +3,7 @@
 //! about what a client sees.
 
 pub mod client;
+pub mod grpc;
 pub mod jwt;
 pub mod otlp;
 pub mod process;

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 mod body;
+pub mod grpc;
 mod inline;
 pub mod services;
 pub use body::{BodyBuffer, UnsupportedEdit};
@@ -300,6 +301,20 @@ pub trait Upstreams {
         request: http::Request<Bytes>,
         timeout: Option<std::time::Duration>,
     ) -> LocalFuture<'static, Result<http::Response<Bytes>, String>>;
+
+    /// Opens a gRPC call to `cluster` over HTTP/2. Nothing is sent before this returns;
+    /// `events` is called on this worker, from a task of its own (never from inside this
+    /// call or the outbound's methods), until it has been given [`grpc::GrpcEvent::Close`]
+    /// or the call is cancelled.
+    fn grpc(
+        &self,
+        cluster: &str,
+        request: grpc::GrpcRequest,
+        events: Box<dyn FnMut(grpc::GrpcEvent)>,
+    ) -> Result<Box<dyn grpc::GrpcOutbound>, String> {
+        let _ = (request, events);
+        Err(format!("no gRPC transport to cluster {cluster:?}"))
+    }
 
     /// Runs `task` on this worker. Filter engines deliver outbound-call results through it;
     /// an implementation used before traffic starts (validation) may drop tasks.

@@ -9,6 +9,7 @@ pub mod status {
     pub const EMPTY: i32 = 7;
     pub const CAS_MISMATCH: i32 = 8;
     pub const INTERNAL_FAILURE: i32 = 10;
+    pub const PARSE_FAILURE: i32 = 4;
     pub const UNIMPLEMENTED: i32 = 12;
 }
 
@@ -18,6 +19,8 @@ pub mod map {
     pub const REQUEST_TRAILERS: i32 = 1;
     pub const RESPONSE_HEADERS: i32 = 2;
     pub const RESPONSE_TRAILERS: i32 = 3;
+    pub const GRPC_INITIAL_METADATA: i32 = 4;
+    pub const GRPC_TRAILING_METADATA: i32 = 5;
     pub const HTTP_CALL_RESPONSE_HEADERS: i32 = 6;
     pub const HTTP_CALL_RESPONSE_TRAILERS: i32 = 7;
     pub const LAST: i32 = 7;
@@ -28,6 +31,7 @@ pub mod buffer {
     pub const HTTP_REQUEST_BODY: i32 = 0;
     pub const HTTP_RESPONSE_BODY: i32 = 1;
     pub const HTTP_CALL_RESPONSE_BODY: i32 = 4;
+    pub const GRPC_RECEIVE_BUFFER: i32 = 5;
     pub const VM_CONFIGURATION: i32 = 6;
     pub const PLUGIN_CONFIGURATION: i32 = 7;
     pub const LAST: i32 = 8;

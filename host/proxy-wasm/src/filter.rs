@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
+use rustygate_filter_api::grpc::{GrpcEvent, code};
 use rustygate_filter_api::{
     BodyVerdict, Direction, Exchange, FailurePolicy, FilterError, FilterFactory, HttpFilter,
     LocalFuture, Verdict,
@@ -17,7 +18,7 @@ use rustygate_filter_api::{
 use tokio::sync::Notify;
 
 use crate::shared::Mail;
-use crate::state::{CallResponse, Deferred};
+use crate::state::{CallResponse, Deferred, PendingGrpc};
 use crate::vm::{Vm, VmSpec};
 
 struct Plugin {
@@ -136,13 +137,14 @@ impl VmSlot {
     /// Acts on what the last callback asked for: wakes streams it resumed or answered, and
     /// starts the calls it made. On a failed VM, every paused stream is woken with the failure.
     fn after_callback(self: &Rc<Self>) {
-        let (calls, deferred, ticks, failed) = {
+        let (calls, grpc_calls, deferred, ticks, failed) = {
             let mut vm = self.vm.borrow_mut();
             if !vm.has_aftermath() {
                 return;
             }
             (
                 vm.take_calls(),
+                vm.take_grpc_calls(),
                 vm.take_deferred(),
                 vm.take_tick_changes(),
                 vm.failed.clone(),
@@ -185,6 +187,57 @@ impl VmSlot {
                 slot.deliver(generation, call.root, call.token, result);
             }));
         }
+        for call in grpc_calls {
+            self.start_grpc(call);
+        }
+    }
+
+    /// Starts a gRPC call the last callback opened. Its events reach the VM only while this
+    /// slot lives: a replaced VM drops its calls' handles, which cancels them.
+    fn start_grpc(self: &Rc<Self>, call: PendingGrpc) {
+        if call.handle.cancelled.get() {
+            return; // cancelled in the callback that opened it: never sent
+        }
+        let weak = Rc::downgrade(self);
+        let generation = self.generation.get();
+        let (root, token) = (call.root, call.token);
+        let events = Box::new(move |event: GrpcEvent| {
+            if let Some(slot) = weak.upgrade() {
+                slot.deliver_grpc(generation, root, token, event);
+            }
+        });
+        match self
+            .spec
+            .upstreams
+            .grpc(&call.cluster, call.request, events)
+        {
+            Ok(outbound) => {
+                for (message, end) in call.handle.queued.take() {
+                    outbound.send(message, end);
+                }
+                *call.handle.outbound.borrow_mut() = Some(outbound);
+            }
+            Err(e) => {
+                // Delivered from a task of its own, as every call outcome is.
+                let slot = self.clone();
+                self.spec.upstreams.spawn(Box::pin(async move {
+                    let event = GrpcEvent::Close {
+                        status: code::UNAVAILABLE,
+                        message: e,
+                    };
+                    slot.deliver_grpc(generation, root, token, event);
+                }));
+            }
+        }
+    }
+
+    fn deliver_grpc(self: &Rc<Self>, generation: u64, root: u32, token: u32, event: GrpcEvent) {
+        if generation != self.generation.get() {
+            return;
+        }
+        let _ = self.vm.borrow_mut().deliver_grpc(root, token, event);
+        self.after_callback();
+        self.rebuild_if_failed();
     }
 
     fn wake(&self, key: (u32, bool), outcome: Result<Deferred, FilterError>) {

@@ -1,10 +1,12 @@
 //! What a VM's host functions can see: the store data. One per VM, on one worker.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
+use rustygate_filter_api::grpc::{GrpcOutbound, GrpcRequest};
 use rustygate_filter_api::{Exchange, LocalResponse};
 use rustygate_wasm_runtime::wasmtime::{Memory, ResourceLimiter, TypedFunc};
 
@@ -59,6 +61,65 @@ pub(crate) struct PendingCall {
     pub timeout: Option<std::time::Duration>,
 }
 
+/// A gRPC call or stream a filter opened (`proxy_grpc_call` / `proxy_grpc_stream`).
+pub(crate) struct GrpcHandle {
+    /// A stream (events delivered one by one) rather than a unary call (one answer).
+    pub stream: bool,
+    /// The transport's end, once the call has been started after the callback returned.
+    pub outbound: RefCell<Option<Box<dyn GrpcOutbound>>>,
+    /// Sends made before the call was started: (message, end_stream).
+    pub queued: RefCell<Vec<(Option<Bytes>, bool)>>,
+    /// A unary call's response message, held until its status arrives.
+    pub reply: RefCell<Option<Bytes>>,
+    /// The filter cancelled it.
+    pub cancelled: std::cell::Cell<bool>,
+}
+
+impl GrpcHandle {
+    pub fn new(stream: bool) -> Self {
+        Self {
+            stream,
+            outbound: RefCell::new(None),
+            queued: RefCell::new(Vec::new()),
+            reply: RefCell::new(None),
+            cancelled: std::cell::Cell::new(false),
+        }
+    }
+
+    pub fn send(&self, message: Option<Bytes>, end_stream: bool) {
+        match &*self.outbound.borrow() {
+            Some(o) => o.send(message, end_stream),
+            None => self.queued.borrow_mut().push((message, end_stream)),
+        }
+    }
+
+    /// Ends the call; a call not started yet never will be (its handle is gone from
+    /// [`HostState::grpc`]).
+    pub fn cancel(&self) {
+        self.cancelled.set(true);
+        if let Some(o) = self.outbound.borrow_mut().take() {
+            o.cancel();
+        }
+    }
+}
+
+/// A gRPC call opened during the current callback, started after it returns.
+pub(crate) struct PendingGrpc {
+    pub token: u32,
+    pub root: u32,
+    pub cluster: String,
+    pub request: GrpcRequest,
+    pub handle: Rc<GrpcHandle>,
+}
+
+/// What a gRPC callback may read while it runs.
+pub(crate) enum GrpcReceived {
+    /// Map 4 (`proxy_on_grpc_receive_initial_metadata`) or 5 (trailing).
+    Metadata(i32, Vec<(Vec<u8>, Vec<u8>)>),
+    /// Buffer 5 (`proxy_on_grpc_receive`).
+    Message(Bytes),
+}
+
 /// The response readable (map 6, buffer 4) during `proxy_on_http_call_response`.
 pub(crate) struct CallResponse {
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
@@ -92,6 +153,14 @@ pub(crate) struct HostState {
     /// Calls made during the current callback.
     pub calls: Vec<PendingCall>,
     pub next_token: u32,
+    /// gRPC calls opened during the current callback.
+    pub grpc_calls: Vec<PendingGrpc>,
+    /// Open gRPC calls and streams by token (tokens are shared with HTTP calls).
+    pub grpc: FxHashMap<u32, Rc<GrpcHandle>>,
+    /// Set only while a gRPC callback runs.
+    pub grpc_received: Option<GrpcReceived>,
+    /// `proxy_get_status` while `proxy_on_grpc_close` runs: (gRPC status, message).
+    pub grpc_status: Option<(u32, String)>,
     /// Set only while `proxy_on_http_call_response` runs.
     pub call_response: Option<CallResponse>,
     /// Where `proxy_http_call` goes.
@@ -107,6 +176,20 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
+    /// For an outbound call the current context makes: the root context that owns it (and
+    /// receives its response) and a new token. `None` outside any context.
+    pub fn new_callout(&mut self) -> Option<(u32, u32)> {
+        let ctx = self.effective;
+        let root = match self.streams.get(&ctx) {
+            Some(s) => s.root,
+            None if self.roots.contains_key(&ctx) => ctx,
+            None => return None,
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        Some((root, token))
+    }
+
     /// Appends guest output for fd 1 or 2 and logs every complete line.
     pub fn write_output(&mut self, fd: usize, bytes: &[u8]) {
         self.output[fd - 1].extend_from_slice(bytes);

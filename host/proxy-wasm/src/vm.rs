@@ -7,19 +7,21 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
+use rustygate_filter_api::grpc::{GrpcEvent, code};
 use rustygate_filter_api::{Exchange, FilterError};
 use rustygate_wasm_runtime::CpuBudget;
 use rustygate_wasm_runtime::wasmtime::{
     Instance, InstancePre, Store, Trap, TypedFunc, UpdateDeadline, WasmParams, WasmResults,
 };
 
-use crate::abi::AbiVersion;
+use crate::abi::{AbiVersion, map};
 
 /// CPU budget for module initialisation and plugin start-up.
 const INIT_CPU: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::shared::Shared;
 use crate::state::{
-    CallResponse, Deferred, HostState, MemoryLimiter, PendingCall, Phase, RootCtx, StreamCtx,
+    CallResponse, Deferred, GrpcReceived, HostState, MemoryLimiter, PendingCall, PendingGrpc,
+    Phase, RootCtx, StreamCtx,
 };
 
 /// What a module's callbacks look like; each is optional, as in the ABI.
@@ -42,7 +44,14 @@ struct Callbacks {
     http_call_response: Option<CallResponseFn>,
     on_tick: Option<TypedFunc<i32, ()>>,
     queue_ready: Option<TypedFunc<(i32, i32), ()>>,
+    /// (root, token, count or size); close: (root, token, status).
+    grpc_initial_metadata: Option<GrpcFn>,
+    grpc_receive: Option<GrpcFn>,
+    grpc_trailing_metadata: Option<GrpcFn>,
+    grpc_close: Option<GrpcFn>,
 }
+
+type GrpcFn = TypedFunc<(i32, i32, i32), ()>;
 
 /// `proxy_on_http_call_response(root, token, headers, body_size, trailers)`.
 type CallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
@@ -135,6 +144,10 @@ impl Vm {
             // Tokens start at 1 and are unique per VM for its whole life (0 is never a token).
             next_token: 1,
             call_response: None,
+            grpc_calls: Vec::new(),
+            grpc: FxHashMap::default(),
+            grpc_received: None,
+            grpc_status: None,
             upstreams: spec.upstreams.clone(),
             mailbox: spec.mailbox.clone(),
             tick_changes: Vec::new(),
@@ -208,6 +221,18 @@ impl Vm {
             http_call_response: typed(&instance, &mut store, "proxy_on_http_call_response")?,
             on_tick: typed(&instance, &mut store, "proxy_on_tick")?,
             queue_ready: typed(&instance, &mut store, "proxy_on_queue_ready")?,
+            grpc_initial_metadata: typed(
+                &instance,
+                &mut store,
+                "proxy_on_grpc_receive_initial_metadata",
+            )?,
+            grpc_receive: typed(&instance, &mut store, "proxy_on_grpc_receive")?,
+            grpc_trailing_metadata: typed(
+                &instance,
+                &mut store,
+                "proxy_on_grpc_receive_trailing_metadata",
+            )?,
+            grpc_close: typed(&instance, &mut store, "proxy_on_grpc_close")?,
         };
         Ok(Vm {
             store,
@@ -492,6 +517,87 @@ impl Vm {
         std::mem::take(&mut self.store.data_mut().calls)
     }
 
+    /// gRPC calls opened by the last callback, to be started now that it has returned.
+    pub fn take_grpc_calls(&mut self) -> Vec<PendingGrpc> {
+        std::mem::take(&mut self.store.data_mut().grpc_calls)
+    }
+
+    /// Delivers one event of the gRPC call `token` to the root context that opened it, as
+    /// Envoy does: a unary call gets `proxy_on_grpc_receive` with its one message when it
+    /// succeeds and `proxy_on_grpc_close` otherwise; a stream gets every event as it comes.
+    /// Events for a call the filter cancelled are dropped.
+    pub fn deliver_grpc(
+        &mut self,
+        root: u32,
+        token: u32,
+        event: GrpcEvent,
+    ) -> Result<(), FilterError> {
+        let Some(handle) = self.store.data().grpc.get(&token).cloned() else {
+            return Ok(());
+        };
+        let cb = self.cb.clone();
+        let (f, arg, received, status) = match event {
+            GrpcEvent::Close { status, message } => {
+                self.store.data_mut().grpc.remove(&token);
+                let reply = handle.reply.borrow_mut().take();
+                match reply {
+                    Some(msg) if !handle.stream && status == code::OK => {
+                        let n = msg.len();
+                        (&cb.grpc_receive, n, Some(GrpcReceived::Message(msg)), None)
+                    }
+                    None if !handle.stream && status == code::OK => (
+                        &cb.grpc_close,
+                        code::INTERNAL as usize,
+                        None,
+                        Some((code::INTERNAL, "no response message".to_owned())),
+                    ),
+                    _ => (
+                        &cb.grpc_close,
+                        status as usize,
+                        None,
+                        Some((status, message)),
+                    ),
+                }
+            }
+            _ if !handle.stream => {
+                if let GrpcEvent::Message(m) = event {
+                    // A unary call answers with one message; a second is ignored.
+                    handle.reply.borrow_mut().get_or_insert(m);
+                }
+                return Ok(());
+            }
+            GrpcEvent::InitialMetadata(pairs) => (
+                &cb.grpc_initial_metadata,
+                pairs.len(),
+                Some(GrpcReceived::Metadata(map::GRPC_INITIAL_METADATA, pairs)),
+                None,
+            ),
+            GrpcEvent::Message(m) => (
+                &cb.grpc_receive,
+                m.len(),
+                Some(GrpcReceived::Message(m)),
+                None,
+            ),
+            GrpcEvent::TrailingMetadata(pairs) => (
+                &cb.grpc_trailing_metadata,
+                pairs.len(),
+                Some(GrpcReceived::Metadata(map::GRPC_TRAILING_METADATA, pairs)),
+                None,
+            ),
+        };
+        let Some(f) = f else {
+            return Ok(());
+        };
+        let st = self.store.data_mut();
+        st.grpc_received = received;
+        st.grpc_status = status;
+        let result = self.call(f, root, (root as i32, token as i32, arg as i32));
+        let st = self.store.data_mut();
+        st.grpc_received = None;
+        st.grpc_status = None;
+        result
+    }
+
     /// Continue / local-response / close requests recorded for streams by the last callback.
     pub fn take_deferred(&mut self) -> Vec<(u32, Deferred)> {
         let deferred = &mut self.store.data_mut().deferred;
@@ -508,6 +614,7 @@ impl Vm {
         let st = self.store.data();
         self.failed.is_some()
             || !st.calls.is_empty()
+            || !st.grpc_calls.is_empty()
             || !st.deferred.is_empty()
             || !st.tick_changes.is_empty()
     }

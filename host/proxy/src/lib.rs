@@ -9,6 +9,7 @@ mod body;
 mod chain;
 mod checker;
 mod exec;
+mod grpc;
 mod handler;
 mod health;
 mod pool;

@@ -11,11 +11,12 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Limited};
 use rustygate_config::UpstreamProtocol;
+use rustygate_filter_api::grpc::{GrpcEvent, GrpcOutbound, GrpcRequest};
 use rustygate_filter_api::{LocalFuture, Upstreams};
 
 use crate::health::Health;
 use crate::pool::{Pool, SendError};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ClusterEntry, EndpointEntry, Snapshot};
 use crate::trace_scope::TraceScope;
 
 /// Largest call response body a filter may receive (Envoy's default buffer limit).
@@ -60,6 +61,16 @@ fn generated(status: StatusCode, body: &'static str) -> Response<Bytes> {
     r
 }
 
+/// Round-robin over the cluster's endpoints in rotation (all of them if none is).
+fn pick<'a>(c: &'a ClusterEntry, health: &Health, turn: usize) -> &'a EndpointEntry {
+    let now = health.now_ms();
+    let n = c.endpoints.len();
+    (0..n)
+        .map(|k| &c.endpoints[(turn + k) % n])
+        .find(|e| e.state.available(now))
+        .unwrap_or(&c.endpoints[turn % n])
+}
+
 impl Upstreams for WorkerUpstreams {
     fn has_cluster(&self, cluster: &str) -> bool {
         self.snapshot.clusters.iter().any(|c| &*c.name == cluster)
@@ -86,13 +97,7 @@ impl Upstreams for WorkerUpstreams {
             let Some(c) = snapshot.clusters.iter().find(|c| *c.name == cluster) else {
                 return Err(format!("unknown cluster {cluster:?}"));
             };
-            // Round-robin over the endpoints in rotation (all of them if none is).
-            let now = health.now_ms();
-            let n = c.endpoints.len();
-            let endpoint = (0..n)
-                .map(|k| &c.endpoints[(turn + k) % n])
-                .find(|e| e.state.available(now))
-                .unwrap_or(&c.endpoints[turn % n]);
+            let endpoint = pick(c, &health, turn);
             let (mut parts, body) = request.into_parts();
             let path = parts
                 .uri
@@ -164,6 +169,33 @@ impl Upstreams for WorkerUpstreams {
             }
             result
         })
+    }
+
+    fn grpc(
+        &self,
+        cluster: &str,
+        request: GrpcRequest,
+        events: Box<dyn FnMut(GrpcEvent)>,
+    ) -> Result<Box<dyn GrpcOutbound>, String> {
+        let Some(c) = self.snapshot.clusters.iter().find(|c| &*c.name == cluster) else {
+            return Err(format!("unknown cluster {cluster:?}"));
+        };
+        let turn = self.next.get();
+        self.next.set(turn.wrapping_add(1));
+        let endpoint = pick(c, &self.health, turn);
+        let target = crate::grpc::Target {
+            authority: endpoint.authority.clone(),
+            settings: c.settings.clone(),
+            scheme: if c.settings.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+        };
+        let (outbound, task) =
+            crate::grpc::open(self.pool.clone(), cluster, target, request, events)?;
+        tokio::task::spawn_local(task);
+        Ok(Box::new(outbound))
     }
 
     fn spawn(&self, task: LocalFuture<'static, ()>) {

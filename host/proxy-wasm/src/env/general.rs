@@ -1,6 +1,8 @@
 //! Logging, time, configuration and body buffers, properties, effective context, stream
 //! control and local responses.
 
+use crate::state::GrpcReceived;
+
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
@@ -96,8 +98,10 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_get_status",
         |mut c: C<'_>, code: i32, ptr: i32, len: i32| -> Result<i32> {
-            tri!(write_u32(&mut c, code, 0));
-            give_status(&mut c, b"", ptr, len)
+            // The status of the gRPC call whose close is being delivered; OK otherwise.
+            let (status, message) = c.data().grpc_status.clone().unwrap_or_default();
+            tri!(write_u32(&mut c, code, status));
+            give_status(&mut c, message.as_bytes(), ptr, len)
         },
     )?;
     // ABI 0.1.0: the plugin configuration while configuring, the VM configuration otherwise.
@@ -131,6 +135,10 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
                 buffer::HTTP_CALL_RESPONSE_BODY => match &st.call_response {
                     Some(r) => r.body.clone(),
                     None => return Ok(status::NOT_FOUND),
+                },
+                buffer::GRPC_RECEIVE_BUFFER => match &st.grpc_received {
+                    Some(GrpcReceived::Message(m)) => m.clone(),
+                    _ => return Ok(status::NOT_FOUND),
                 },
                 buffer::HTTP_REQUEST_BODY | buffer::HTTP_RESPONSE_BODY => {
                     let Some(s) = stream(&c) else {
@@ -170,6 +178,10 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
                 buffer::HTTP_CALL_RESPONSE_BODY => match &st.call_response {
                     Some(r) => r.body.len(),
                     None => return Ok(status::NOT_FOUND),
+                },
+                buffer::GRPC_RECEIVE_BUFFER => match &st.grpc_received {
+                    Some(GrpcReceived::Message(m)) => m.len(),
+                    _ => return Ok(status::NOT_FOUND),
                 },
                 buffer::HTTP_REQUEST_BODY | buffer::HTTP_RESPONSE_BODY => match stream(&c) {
                     Some(s) => s.exchange.body(body_direction(kind)).borrow().len(),

@@ -1,10 +1,16 @@
 //! Header and trailer maps, and the maps of an outbound call's response.
 
+use crate::state::GrpcReceived;
+
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// A header map of a `proxy_http_call` response (map 6; map 7, trailers, is empty).
+/// A header map of a `proxy_http_call` response (map 6; map 7, trailers, is empty), or the
+/// metadata a gRPC callback was given (map 4 or 5).
 fn call_pairs(c: &C<'_>, kind: i32) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    if let Some(GrpcReceived::Metadata(map, pairs)) = &c.data().grpc_received {
+        return (*map == kind).then(|| pairs.clone());
+    }
     let r = c.data().call_response.as_ref()?;
     match kind {
         map::HTTP_CALL_RESPONSE_HEADERS => Some(r.headers.clone()),

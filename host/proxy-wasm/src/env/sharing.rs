@@ -1,5 +1,9 @@
 //! Shared data, shared queues, metrics, outbound calls, foreign functions.
 
+use std::rc::Rc;
+
+use rustygate_filter_api::grpc::GrpcRequest;
+
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
@@ -165,9 +169,6 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
                 .unwrap_or(status::OK))
         },
     )?;
-    // Outbound calls are the next step of the host (docs/filters/proxy-wasm.md). Until then
-    // they fail in the ways the SDKs handle without trapping: INTERNAL_FAILURE for starting a
-    // call, NOT_FOUND for tokens that cannot exist, NOT_FOUND for unknown foreign functions.
     l.func_wrap(
         "env",
         "proxy_http_call",
@@ -196,14 +197,9 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
                 return Ok(status::BAD_ARGUMENT);
             };
             let st = c.data_mut();
-            let ctx = st.effective;
-            let root = match st.streams.get(&ctx) {
-                Some(s) => s.root,
-                None if st.roots.contains_key(&ctx) => ctx,
-                None => return Ok(status::BAD_ARGUMENT),
+            let Some((root, token)) = st.new_callout() else {
+                return Ok(status::BAD_ARGUMENT);
             };
-            let token = st.next_token;
-            st.next_token += 1;
             st.calls.push(crate::state::PendingCall {
                 token,
                 root,
@@ -218,55 +214,94 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_grpc_call",
         |c: C<'_>,
-         _a: i32,
-         _b: i32,
-         _c3: i32,
-         _d: i32,
-         _e: i32,
-         _f: i32,
-         _g: i32,
-         _h: i32,
-         _i: i32,
-         _j: i32,
-         _t: i32,
-         _r: i32|
+         up: i32,
+         up_len: i32,
+         sp: i32,
+         sl: i32,
+         mp: i32,
+         ml: i32,
+         md: i32,
+         md_len: i32,
+         msg: i32,
+         msg_len: i32,
+         timeout: i32,
+         ret: i32|
          -> Result<i32> {
             not_in_init!(c);
-            Ok(status::INTERNAL_FAILURE)
+            let message = tri!(read(&c, msg, msg_len));
+            let timeout = (timeout as u32 > 0)
+                .then(|| std::time::Duration::from_millis(timeout as u32 as u64));
+            let args = GrpcArgs::read(&c, (up, up_len), (sp, sl), (mp, ml), (md, md_len));
+            open_grpc(c, args, timeout, Some(Bytes::from(message)), ret)
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_grpc_stream",
         |c: C<'_>,
-         _a: i32,
-         _b: i32,
-         _c3: i32,
-         _d: i32,
-         _e: i32,
-         _f: i32,
-         _g: i32,
-         _h: i32,
-         _r: i32|
+         up: i32,
+         up_len: i32,
+         sp: i32,
+         sl: i32,
+         mp: i32,
+         ml: i32,
+         md: i32,
+         md_len: i32,
+         ret: i32|
          -> Result<i32> {
             not_in_init!(c);
-            Ok(status::INTERNAL_FAILURE)
+            let args = GrpcArgs::read(&c, (up, up_len), (sp, sl), (mp, ml), (md, md_len));
+            open_grpc(c, args, None, None, ret)
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_grpc_send",
-        |_c: C<'_>, _t: i32, _p: i32, _l: i32, _e: i32| -> Result<i32> { Ok(status::NOT_FOUND) },
+        |c: C<'_>, token: i32, ptr: i32, len: i32, end: i32| -> Result<i32> {
+            let Some(handle) = c.data().grpc.get(&(token as u32)).cloned() else {
+                return Ok(status::NOT_FOUND);
+            };
+            if !handle.stream {
+                return Ok(status::BAD_ARGUMENT);
+            }
+            let message = tri!(read(&c, ptr, len));
+            // An empty message is still a message (Envoy frames it too); only
+            // `proxy_grpc_close` half-closes without one.
+            handle.send(Some(Bytes::from(message)), end != 0);
+            Ok(status::OK)
+        },
     )?;
     l.func_wrap(
         "env",
         "proxy_grpc_cancel",
-        |_c: C<'_>, _t: i32| -> Result<i32> { Ok(status::NOT_FOUND) },
+        |mut c: C<'_>, token: i32| -> Result<i32> {
+            match c.data_mut().grpc.remove(&(token as u32)) {
+                Some(handle) => {
+                    handle.cancel();
+                    Ok(status::OK)
+                }
+                None => Ok(status::NOT_FOUND),
+            }
+        },
     )?;
     l.func_wrap(
         "env",
         "proxy_grpc_close",
-        |_c: C<'_>, _t: i32| -> Result<i32> { Ok(status::NOT_FOUND) },
+        |mut c: C<'_>, token: i32| -> Result<i32> {
+            let st = c.data_mut();
+            let Some(handle) = st.grpc.get(&(token as u32)).cloned() else {
+                return Ok(status::NOT_FOUND);
+            };
+            if handle.stream {
+                // Half-close: the peer's messages and status still arrive.
+                handle.send(None, true);
+            } else {
+                // A unary call has nothing left to half-close: closing it ends it, as in Envoy.
+                st.grpc.remove(&(token as u32));
+                handle.cancel();
+            }
+            Ok(status::OK)
+        },
     )?;
     l.func_wrap(
         "env",
@@ -309,4 +344,166 @@ fn call_request(raw_headers: &[u8], body: Vec<u8>) -> Option<http::Request<Bytes
         .header(http::header::HOST, authority?)
         .body(Bytes::from(body))
         .ok()
+}
+
+/// The arguments `proxy_grpc_call` and `proxy_grpc_stream` share, read from guest memory.
+struct GrpcArgs {
+    upstream: Vec<u8>,
+    service: Vec<u8>,
+    method: Vec<u8>,
+    metadata: Vec<u8>,
+}
+
+impl GrpcArgs {
+    fn read(
+        c: &C<'_>,
+        up: (i32, i32),
+        service: (i32, i32),
+        method: (i32, i32),
+        metadata: (i32, i32),
+    ) -> Result<Self, i32> {
+        Ok(Self {
+            upstream: read(c, up.0, up.1)?,
+            service: read(c, service.0, service.1)?,
+            method: read(c, method.0, method.1)?,
+            metadata: read(c, metadata.0, metadata.1)?,
+        })
+    }
+}
+
+/// Records a gRPC call or stream, started when the callback returns (as HTTP calls are).
+fn open_grpc(
+    mut c: C<'_>,
+    args: Result<GrpcArgs, i32>,
+    timeout: Option<std::time::Duration>,
+    message: Option<Bytes>,
+    ret: i32,
+) -> Result<i32> {
+    let args = tri!(args);
+    tri!(crate::memory::check(&c, ret, 4));
+    let Some((cluster, authority)) = grpc_upstream(&args.upstream)
+        .filter(|(cluster, _)| c.data().upstreams.has_cluster(cluster))
+    else {
+        return Ok(status::PARSE_FAILURE);
+    };
+    let (Ok(service), Ok(method)) = (
+        String::from_utf8(args.service),
+        String::from_utf8(args.method),
+    ) else {
+        return Ok(status::BAD_ARGUMENT);
+    };
+    let Some(metadata) = pairs::decode(&args.metadata) else {
+        return Ok(status::BAD_ARGUMENT);
+    };
+    let metadata = metadata
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_vec()))
+        .collect();
+    let st = c.data_mut();
+    let Some((root, token)) = st.new_callout() else {
+        return Ok(status::BAD_ARGUMENT);
+    };
+    let handle = Rc::new(crate::state::GrpcHandle::new(message.is_none()));
+    if let Some(m) = message {
+        handle.send(Some(m), true);
+    }
+    st.grpc.insert(token, handle.clone());
+    st.grpc_calls.push(crate::state::PendingGrpc {
+        token,
+        root,
+        cluster,
+        request: GrpcRequest {
+            service,
+            method,
+            authority,
+            metadata,
+            timeout,
+        },
+        handle,
+    });
+    Ok(write_u32(&mut c, ret, token).err().unwrap_or(status::OK))
+}
+
+/// The cluster (and `:authority`, if given) a gRPC call names: a cluster's name, or, as the
+/// C++ SDK sends, a serialized `envoy.config.core.v3.GrpcService` whose `envoy_grpc` names
+/// it.
+fn grpc_upstream(raw: &[u8]) -> Option<(String, Option<String>)> {
+    if let Some(name) = std::str::from_utf8(raw)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Some((name.to_owned(), None));
+    }
+    let envoy_grpc = proto_fields(raw)?.into_iter().find(|(n, _)| *n == 1)?.1;
+    let (mut cluster, mut authority) = (None, None);
+    for (n, v) in proto_fields(envoy_grpc)? {
+        let s = String::from_utf8(v.to_vec()).ok()?;
+        match n {
+            1 => cluster = Some(s),
+            2 if !s.is_empty() => authority = Some(s),
+            _ => {}
+        }
+    }
+    Some((cluster?, authority))
+}
+
+/// The length-delimited fields of a protobuf message, by field number; other wire types are
+/// skipped. `None` if the bytes are not a well-formed message.
+fn proto_fields(mut b: &[u8]) -> Option<Vec<(u64, &[u8])>> {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        match key & 7 {
+            0 => {
+                varint(&mut b)?;
+            }
+            1 => b = b.get(8..)?,
+            2 => {
+                let len = usize::try_from(varint(&mut b)?).ok()?;
+                let (v, rest) = (b.get(..len)?, &b[len..]);
+                out.push((key >> 3, v));
+                b = rest;
+            }
+            5 => b = b.get(4..)?,
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpc_upstream_is_a_cluster_name_or_a_grpc_service() {
+        assert_eq!(grpc_upstream(b"auth"), Some(("auth".to_owned(), None)));
+        // GrpcService { envoy_grpc: { cluster_name: "auth", authority: "a.example" } }
+        let mut inner = vec![0x0a, 4];
+        inner.extend_from_slice(b"auth");
+        inner.extend_from_slice(&[0x12, 9]);
+        inner.extend_from_slice(b"a.example");
+        let mut service = vec![0x0a, inner.len() as u8];
+        service.extend_from_slice(&inner);
+        // A timeout (field 3) after it is skipped.
+        service.extend_from_slice(&[0x1a, 2, 0x08, 5]);
+        assert_eq!(
+            grpc_upstream(&service),
+            Some(("auth".to_owned(), Some("a.example".to_owned())))
+        );
+        assert_eq!(grpc_upstream(&[0x0a, 9, 1]), None);
+        assert_eq!(grpc_upstream(b""), None);
+    }
 }

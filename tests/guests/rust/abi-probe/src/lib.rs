@@ -73,6 +73,14 @@ struct Config {
     /// close the upstream connection (`proxy_close_stream` / `proxy_continue_stream` with
     /// stream types 2 and 3), then let the request go on. The SDK traps on any status but OK.
     connection_ops_path: Option<String>,
+    /// Call this cluster over gRPC (service `test.Echo`) on paths under `/grpc/`:
+    /// `/grpc/call/<Method>` makes a unary call with the request's `x-message` and lets the
+    /// request go on with `x-grpc-reply: <reply>`, or answers 403 with `x-grpc-status` and
+    /// `x-grpc-message`; `/grpc/stream` opens `Chat`, sends `one` and `two`, half-closes and
+    /// lets the request go on with what came back (`x-grpc-stream-*`); `/grpc/cancel` opens
+    /// `Hang`, cancels it when its initial metadata arrives and goes on, `/grpc/cancel-at-once`
+    /// cancels it in the callback that opened it (a callback for a cancelled call traps).
+    grpc_cluster: Option<String>,
     /// Misbehave on these paths.
     trap_path: Option<String>,
     loop_path: Option<String>,
@@ -169,6 +177,9 @@ impl RootContext for Root {
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             id: context_id,
+            grpc_seen: Default::default(),
+            grpc_cancelled: None,
+            grpc_cancel_on_metadata: None,
             config: self.config.clone(),
             path: String::new(),
             metric_id: self.metric_id,
@@ -186,6 +197,10 @@ impl RootContext for Root {
 
 struct Stream {
     id: u32,
+    /// What a gRPC stream delivered: initial `x-server`, messages, trailing `x-trailer`.
+    grpc_seen: (String, Vec<String>, String),
+    grpc_cancelled: Option<u32>,
+    grpc_cancel_on_metadata: Option<u32>,
     config: Config,
     path: String,
     metric_id: Option<u32>,
@@ -227,7 +242,122 @@ impl Stream {
     }
 }
 
+impl Stream {
+    fn grpc(&mut self, cluster: &str) -> Action {
+        let user = self.get_http_request_header("x-user").unwrap_or_default();
+        let metadata = vec![("x-user", user.as_bytes())];
+        let path = self.path.clone();
+        if let Some(method) = path.strip_prefix("/grpc/call/") {
+            let message = self.get_http_request_header("x-message").unwrap_or_default();
+            let timeout = self
+                .get_http_request_header("x-grpc-timeout-ms")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(2000);
+            return match self.dispatch_grpc_call(
+                cluster,
+                "test.Echo",
+                method,
+                metadata,
+                Some(message.as_bytes()),
+                std::time::Duration::from_millis(timeout),
+            ) {
+                Ok(_) => Action::Pause,
+                Err(e) => {
+                    let body = format!("grpc call refused: {e:?}\n");
+                    self.send_http_response(500, vec![], Some(body.as_bytes()));
+                    Action::Pause
+                }
+            };
+        }
+        let method = if path.starts_with("/grpc/cancel") { "Hang" } else { "Chat" };
+        let token = match self.open_grpc_stream(cluster, "test.Echo", method, metadata) {
+            Ok(t) => t,
+            Err(e) => {
+                let body = format!("grpc stream refused: {e:?}\n");
+                self.send_http_response(500, vec![], Some(body.as_bytes()));
+                return Action::Pause;
+            }
+        };
+        if path == "/grpc/cancel-at-once" {
+            self.send_grpc_stream_message(token, Some(b"never sent"), false);
+            self.cancel_grpc_stream(token);
+            self.grpc_cancelled = Some(token);
+            self.set_http_request_header("x-grpc-cancelled", Some("at-once"));
+            return Action::Continue;
+        }
+        if path == "/grpc/cancel" {
+            self.send_grpc_stream_message(token, Some(b"never answered"), false);
+            self.grpc_cancel_on_metadata = Some(token);
+            return Action::Pause;
+        }
+        self.send_grpc_stream_message(token, Some(b"one"), false);
+        self.send_grpc_stream_message(token, Some(b"two"), false);
+        self.close_grpc_stream(token);
+        Action::Pause
+    }
+
+    fn not_cancelled(&self, token: u32) {
+        assert_ne!(self.grpc_cancelled, Some(token), "gRPC callback after cancel");
+    }
+}
+
 impl Context for Stream {
+    fn on_grpc_call_response(&mut self, _token: u32, status: u32, size: usize) {
+        if status == 0 {
+            let reply = self.get_grpc_call_response_body(0, size).unwrap_or_default();
+            self.set_http_request_header("x-grpc-reply", Some(&String::from_utf8_lossy(&reply)));
+            self.resume_http_request();
+        } else {
+            let (code, message) = self.get_grpc_status();
+            let code = code.to_string();
+            let message = message.unwrap_or_default();
+            self.send_http_response(
+                403,
+                vec![("x-grpc-status", code.as_str()), ("x-grpc-message", message.as_str())],
+                Some(b"denied by grpc\n"),
+            );
+        }
+    }
+
+    fn on_grpc_stream_initial_metadata(&mut self, token: u32, _n: u32) {
+        self.not_cancelled(token);
+        if self.grpc_cancel_on_metadata == Some(token) {
+            self.cancel_grpc_stream(token);
+            self.grpc_cancelled = Some(token);
+            self.set_http_request_header("x-grpc-cancelled", Some("after-metadata"));
+            self.resume_http_request();
+            return;
+        }
+        let server = self
+            .get_grpc_stream_initial_metadata_value("x-server")
+            .unwrap_or_default();
+        self.grpc_seen.0 = String::from_utf8_lossy(&server).into_owned();
+    }
+
+    fn on_grpc_stream_message(&mut self, token: u32, size: usize) {
+        self.not_cancelled(token);
+        let m = self.get_grpc_stream_message(0, size).unwrap_or_default();
+        self.grpc_seen.1.push(String::from_utf8_lossy(&m).into_owned());
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, token: u32, _n: u32) {
+        self.not_cancelled(token);
+        let t = self
+            .get_grpc_stream_trailing_metadata_value("x-trailer")
+            .unwrap_or_default();
+        self.grpc_seen.2 = String::from_utf8_lossy(&t).into_owned();
+    }
+
+    fn on_grpc_stream_close(&mut self, token: u32, status: u32) {
+        self.not_cancelled(token);
+        let (initial, messages, trailer) = std::mem::take(&mut self.grpc_seen);
+        self.set_http_request_header("x-grpc-stream-initial", Some(&initial));
+        self.set_http_request_header("x-grpc-stream-messages", Some(&messages.join(",")));
+        self.set_http_request_header("x-grpc-stream-trailer", Some(&trailer));
+        self.set_http_request_header("x-grpc-stream-status", Some(&status.to_string()));
+        self.resume_http_request();
+    }
+
     fn on_http_call_response(
         &mut self,
         _token: u32,
@@ -295,6 +425,9 @@ impl HttpContext for Stream {
             let _ = proxy_wasm::hostcalls::close_upstream();
             let _ = proxy_wasm::hostcalls::resume_downstream();
             self.set_http_request_header("x-connection-ops", Some("done"));
+        }
+        if let (Some(cluster), true) = (c.grpc_cluster.clone(), self.path.starts_with("/grpc/")) {
+            return self.grpc(&cluster);
         }
         if let (Some(cluster), false) = (c.auth_cluster.clone(), c.auth_on_body) {
             return self.call_auth(&cluster, None);
