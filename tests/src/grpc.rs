@@ -18,8 +18,8 @@ pub struct GrpcServer {
     pub upstream: Upstream,
     /// `Hang` calls whose response the client abandoned (reset or cancelled).
     pub abandoned: Arc<AtomicUsize>,
-    /// Metadata `x-user` of the last call.
-    pub last_user: Arc<parking_lot::Mutex<String>>,
+    /// The request headers (initial metadata) of the last call.
+    pub last_metadata: Arc<parking_lot::Mutex<HeaderMap>>,
 }
 
 /// Methods of `test.Echo`:
@@ -32,14 +32,12 @@ pub struct GrpcServer {
 /// - anything else: trailers-only, status 12 (unimplemented), as gRPC servers answer.
 pub fn echo_server() -> GrpcServer {
     let abandoned = Arc::new(AtomicUsize::new(0));
-    let last_user = Arc::new(parking_lot::Mutex::new(String::new()));
-    let (a, u) = (abandoned.clone(), last_user.clone());
+    let last_metadata = Arc::new(parking_lot::Mutex::new(HeaderMap::new()));
+    let (a, u) = (abandoned.clone(), last_metadata.clone());
     let upstream = Upstream::start(move |req: Request<Incoming>| {
-        let (abandoned, last_user) = (a.clone(), u.clone());
+        let (abandoned, last_metadata) = (a.clone(), u.clone());
         async move {
-            if let Some(user) = req.headers().get("x-user") {
-                *last_user.lock() = user.to_str().unwrap_or_default().to_owned();
-            }
+            *last_metadata.lock() = req.headers().clone();
             let is_grpc = req.headers().get("content-type").map(|v| v.as_bytes())
                 == Some(b"application/grpc");
             if req.version() != http::Version::HTTP_2 || !is_grpc {
@@ -118,7 +116,7 @@ pub fn echo_server() -> GrpcServer {
     GrpcServer {
         upstream,
         abandoned,
-        last_user,
+        last_metadata,
     }
 }
 
@@ -127,6 +125,14 @@ struct Abandoned(
     Arc<AtomicUsize>,
     #[allow(dead_code)] mpsc::UnboundedSender<Frame<Bytes>>,
 );
+
+impl GrpcServer {
+    /// A header of the last call's initial metadata.
+    pub fn last(&self, name: &str) -> Option<String> {
+        let m = self.last_metadata.lock();
+        Some(m.get(name)?.to_str().ok()?.to_owned())
+    }
+}
 
 impl Drop for Abandoned {
     fn drop(&mut self) {

@@ -689,10 +689,12 @@ async fn grpc_call_answers_the_paused_request() {
     assert_eq!(seen.status, 200, "{seen:?}");
     assert_eq!(seen.json()["headers"]["x-grpc-reply"][0], "hello world");
     assert_eq!(
-        *grpc.last_user.lock(),
-        "ann",
+        grpc.last("x-user").as_deref(),
+        Some("ann"),
         "initial metadata reached the server"
     );
+    assert_eq!(grpc.last("te").as_deref(), Some("trailers"));
+    assert_eq!(grpc.last("grpc-timeout").as_deref(), Some("2000m"));
 
     let seen = grpc_request(&gw, "/grpc/call/Deny", &[]).await;
     assert_eq!(seen.status, StatusCode::FORBIDDEN);
@@ -735,7 +737,7 @@ async fn grpc_stream_delivers_metadata_messages_and_close() {
     assert_eq!(h["x-grpc-stream-messages"][0], "ONE,TWO");
     assert_eq!(h["x-grpc-stream-trailer"][0], "done");
     assert_eq!(h["x-grpc-stream-status"][0], "0");
-    assert_eq!(*grpc.last_user.lock(), "bo");
+    assert_eq!(grpc.last("x-user").as_deref(), Some("bo"));
 }
 
 /// `proxy_grpc_cancel` resets the upstream stream and no callback for it follows (the probe

@@ -183,6 +183,67 @@ async fn a_request_is_one_trace_continuing_the_callers_over_grpc() {
     gw.stop(Duration::from_secs(1)).await;
 }
 
+/// A filter's gRPC call is a client span of the request's trace, named `service/method`
+/// with the RPC attributes and the call's status, and the gRPC server sees it as its parent.
+#[tokio::test]
+async fn a_filters_grpc_call_is_a_span_of_the_request() {
+    let otlp = OtlpReceiver::start();
+    let app = Upstream::echo();
+    let grpc = rustygate_tests::grpc::echo_server();
+    let yaml = traced_config(
+        app.addr,
+        grpc.upstream.addr,
+        &format!("  enabled: true\n  endpoint: {}", otlp.grpc_endpoint()),
+    )
+    .replace("  - name: auth\n", "  - name: auth\n    protocol: http2\n")
+    .replace(
+        "auth_cluster: auth, auth_path: /check",
+        "grpc_cluster: auth",
+    )
+    .replace("prefix: /checked", "prefix: /grpc");
+    let gw = TestGateway::start(&yaml).await;
+    for (path, status) in [("/grpc/call/Unary", 200), ("/grpc/call/Deny", 403)] {
+        let req = Request::get(gw.url(path))
+            .header("traceparent", format!("00-{TRACE}-{CALLER}-01"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        assert_eq!(send(&http1(), req).await.status, status);
+    }
+    let (trace, parent, _) = parse_traceparent(&grpc.last("traceparent").unwrap());
+    assert_eq!(trace, TRACE);
+
+    gw.flush_traces().await;
+    let spans = otlp
+        .wait_for(Duration::from_secs(10), |s| {
+            s.iter()
+                .filter(|s| s.name.starts_with("test.Echo/"))
+                .count()
+                == 2
+        })
+        .await;
+    let call = find(&spans, "test.Echo/Unary");
+    assert_eq!(call.kind, CLIENT);
+    assert_eq!(call.attr("rpc.system"), Some("grpc"));
+    assert_eq!(call.attr("rpc.service"), Some("test.Echo"));
+    assert_eq!(call.attr("rpc.method"), Some("Unary"));
+    assert_eq!(call.attr("rpc.grpc.status_code"), Some("0"));
+    assert_eq!(call.attr("rustygate.cluster"), Some("auth"));
+    assert_ne!(call.status, 2, "OK is not an error");
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SERVER && s.span_id == call.parent_span_id)
+        .expect("the call hangs under its request's server span");
+    assert_eq!(server.name, "GET /grpc/call/Unary");
+    let denied = find(&spans, "test.Echo/Deny");
+    assert_eq!(denied.attr("rpc.grpc.status_code"), Some("7"));
+    assert_eq!(denied.status, 2, "a non-OK status is an error");
+    assert_eq!(
+        parent, denied.span_id,
+        "the server's parent is the call's span"
+    );
+    gw.stop(Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn failures_mark_spans_as_errors_and_sampling_follows_the_caller() {
     let otlp = OtlpReceiver::start();

@@ -174,9 +174,39 @@ impl Upstreams for WorkerUpstreams {
     fn grpc(
         &self,
         cluster: &str,
-        request: GrpcRequest,
+        mut request: GrpcRequest,
         events: Box<dyn FnMut(GrpcEvent)>,
     ) -> Result<Box<dyn GrpcOutbound>, String> {
+        // A call made from a request's callback is part of that request's trace; its span
+        // ends with the call's status (a cancelled call's when its span is dropped).
+        let events = match self.trace.current() {
+            None => events,
+            Some((tracer, rt)) => {
+                let mut headers = http::HeaderMap::new();
+                let span = rt.filter_grpc_call(
+                    tracer,
+                    cluster,
+                    &request.service,
+                    &request.method,
+                    &mut headers,
+                );
+                request.metadata.extend(
+                    headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())),
+                );
+                let mut span = Some(span);
+                let mut inner = events;
+                Box::new(move |event: GrpcEvent| {
+                    if let GrpcEvent::Close { status, message } = &event
+                        && let Some(span) = span.take()
+                    {
+                        span.grpc_status(*status, message);
+                    }
+                    inner(event);
+                })
+            }
+        };
         let Some(c) = self.snapshot.clusters.iter().find(|c| &*c.name == cluster) else {
             return Err(format!("unknown cluster {cluster:?}"));
         };

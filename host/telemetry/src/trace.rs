@@ -350,6 +350,26 @@ impl RequestTrace {
         self.client_span(tracer, format!("http_call {cluster}"), attributes, headers)
     }
 
+    /// Starts a client span for a gRPC call a filter makes (`proxy_grpc_call` or
+    /// `proxy_grpc_stream`), named `service/method` as OpenTelemetry's RPC conventions name
+    /// them, and writes its context into the call's `headers`.
+    pub fn filter_grpc_call(
+        &self,
+        tracer: &Tracer,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        headers: &mut HeaderMap,
+    ) -> ChildSpan {
+        let attributes = vec![
+            KeyValue::new("rustygate.cluster", cluster.to_owned()),
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("rpc.service", service.to_owned()),
+            KeyValue::new("rpc.method", method.to_owned()),
+        ];
+        self.client_span(tracer, format!("{service}/{method}"), attributes, headers)
+    }
+
     /// A child client span whose context goes out in `headers`, so the callee's spans hang
     /// under it.
     fn client_span(
@@ -412,6 +432,16 @@ impl ChildSpan {
     /// Ends the attempt with the response status.
     pub fn status(self, status: u16) {
         end_with_status(&self.cx, status);
+    }
+
+    /// Ends a gRPC call with its status: any but 0 (OK) marks the span as an error.
+    pub fn grpc_status(self, code: u32, message: &str) {
+        let span = self.cx.span();
+        span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
+        if code != 0 {
+            span.set_status(Status::error(message.to_owned()));
+        }
+        span.end();
     }
 
     /// Ends the attempt with an error (`error.type` is a stable code such as `timeout`).
