@@ -248,7 +248,9 @@ impl Stream {
         let metadata = vec![("x-user", user.as_bytes())];
         let path = self.path.clone();
         if let Some(method) = path.strip_prefix("/grpc/call/") {
-            let message = self.get_http_request_header("x-message").unwrap_or_default();
+            let message = self
+                .get_http_request_header("x-message")
+                .unwrap_or_default();
             let timeout = self
                 .get_http_request_header("x-grpc-timeout-ms")
                 .and_then(|t| t.parse().ok())
@@ -269,7 +271,11 @@ impl Stream {
                 }
             };
         }
-        let method = if path.starts_with("/grpc/cancel") { "Hang" } else { "Chat" };
+        let method = if path.starts_with("/grpc/cancel") {
+            "Hang"
+        } else {
+            "Chat"
+        };
         let token = match self.open_grpc_stream(cluster, "test.Echo", method, metadata) {
             Ok(t) => t,
             Err(e) => {
@@ -297,14 +303,20 @@ impl Stream {
     }
 
     fn not_cancelled(&self, token: u32) {
-        assert_ne!(self.grpc_cancelled, Some(token), "gRPC callback after cancel");
+        assert_ne!(
+            self.grpc_cancelled,
+            Some(token),
+            "gRPC callback after cancel"
+        );
     }
 }
 
 impl Context for Stream {
     fn on_grpc_call_response(&mut self, _token: u32, status: u32, size: usize) {
         if status == 0 {
-            let reply = self.get_grpc_call_response_body(0, size).unwrap_or_default();
+            let reply = self
+                .get_grpc_call_response_body(0, size)
+                .unwrap_or_default();
             self.set_http_request_header("x-grpc-reply", Some(&String::from_utf8_lossy(&reply)));
             self.resume_http_request();
         } else {
@@ -313,7 +325,10 @@ impl Context for Stream {
             let message = message.unwrap_or_default();
             self.send_http_response(
                 403,
-                vec![("x-grpc-status", code.as_str()), ("x-grpc-message", message.as_str())],
+                vec![
+                    ("x-grpc-status", code.as_str()),
+                    ("x-grpc-message", message.as_str()),
+                ],
                 Some(b"denied by grpc\n"),
             );
         }
@@ -337,7 +352,9 @@ impl Context for Stream {
     fn on_grpc_stream_message(&mut self, token: u32, size: usize) {
         self.not_cancelled(token);
         let m = self.get_grpc_stream_message(0, size).unwrap_or_default();
-        self.grpc_seen.1.push(String::from_utf8_lossy(&m).into_owned());
+        self.grpc_seen
+            .1
+            .push(String::from_utf8_lossy(&m).into_owned());
     }
 
     fn on_grpc_stream_trailing_metadata(&mut self, token: u32, _n: u32) {
