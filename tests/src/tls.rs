@@ -26,9 +26,14 @@ pub struct Pki {
     pub key: PathBuf,
     /// The authority's certificate, for clients (`curl --cacert`).
     pub ca: PathBuf,
+    /// A client certificate the authority signed (CN `client`), and its key: for mutual TLS.
+    pub client_chain: PathBuf,
+    pub client_key: PathBuf,
     ca_der: CertificateDer<'static>,
     cert_pem: String,
     key_pem: String,
+    client_cert_pem: String,
+    client_key_pem: String,
 }
 
 impl Pki {
@@ -51,17 +56,29 @@ impl Pki {
             .unwrap()
             .signed_by(&key, &ca)
             .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "client");
+        let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
         let pki = Pki {
             chain: dir.join("server.pem"),
             key: dir.join("server.key"),
             ca: dir.join("ca.pem"),
+            client_chain: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
             ca_der: CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap(),
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            client_cert_pem: client_cert.pem(),
+            client_key_pem: client_key.serialize_pem(),
             dir,
         };
         std::fs::write(&pki.chain, &pki.cert_pem).unwrap();
         std::fs::write(&pki.key, &pki.key_pem).unwrap();
+        std::fs::write(&pki.client_chain, &pki.client_cert_pem).unwrap();
+        std::fs::write(&pki.client_key, &pki.client_key_pem).unwrap();
         std::fs::write(&pki.ca, ca.pem()).unwrap();
         pki
     }
@@ -94,19 +111,74 @@ impl Pki {
         Arc::new(config)
     }
 
+    /// [`Pki::server_config`] that requires a client certificate signed by `clients`.
+    pub fn server_config_requiring(&self, clients: &Pki) -> Arc<rustls::ServerConfig> {
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(clients.ca_der.clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
     /// A client configuration that trusts only this authority and offers `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        self.client(alpn, None)
+    }
+
+    /// [`Pki::client_config`] presenting the client certificate `from` signed.
+    pub fn client_config_with_cert(&self, from: &Pki) -> Arc<rustls::ClientConfig> {
+        self.client(&[b"http/1.1"], Some(from))
+    }
+
+    fn client(&self, alpn: &[&[u8]], cert_from: Option<&Pki>) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_der.clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let mut config = match cert_from {
+            None => builder.with_no_client_auth(),
+            Some(p) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_slice_iter(p.client_cert_pem.as_bytes())
+                        .collect::<Result<Vec<_>, _>>()
+                        .unwrap(),
+                    PrivateKeyDer::from_pem_slice(p.client_key_pem.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
+    }
+
+    /// Lower-case hex SHA-256 of the client certificate (Envoy's
+    /// `connection.sha256_peer_certificate_digest`).
+    pub fn client_cert_sha256(&self) -> String {
+        use sha2::Digest;
+        let der = CertificateDer::from_pem_slice(self.client_cert_pem.as_bytes()).unwrap();
+        sha2::Sha256::digest(der.as_ref())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 

@@ -11,7 +11,7 @@ use rustygate_tests::process::{GatewayProcess, free_port, validate};
 use rustygate_tests::reload::replace;
 use rustygate_tests::tls::{self, Pki};
 use rustygate_tests::upstream::Upstream;
-use rustygate_tests::{HEADERS_WASM, TestGateway};
+use rustygate_tests::{ABI_PROBE_WASM, HEADERS_WASM, TestGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One TLS listener (`main`) in front of `upstream`, with `filters` on its route.
@@ -362,5 +362,157 @@ async fn a_reload_renews_the_certificate_for_new_connections() {
         refused.as_ref().is_err_and(|e| e.contains("TLS handshake")),
         "{:?}",
         refused.map(|s| s.seen.status)
+    );
+}
+
+/// The probe copies the TLS connection properties into response headers.
+fn mtls_config(up: std::net::SocketAddr, tls: &str) -> String {
+    let filters = format!(
+        "filters:\n  - name: probe\n    module: {ABI_PROBE_WASM}\n    configuration: {{ properties: [connection.mtls, connection.tls_version, connection.requested_server_name, connection.sha256_peer_certificate_digest] }}\n"
+    );
+    config(up, tls, &filters).replace(
+        "    cluster: up\n",
+        "    cluster: up\n    filters: [probe]\n",
+    )
+}
+
+async fn rejected_handshakes(gw: &TestGateway) -> String {
+    let text = String::from_utf8_lossy(&get(&format!("http://{}/metrics", gw.admin)).await.body)
+        .into_owned();
+    text.lines()
+        .find(|l| {
+            l.starts_with(
+                "rustygate_connections_rejected_total{listener=\"main\",reason=\"tls_handshake\"}",
+            )
+        })
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A listener with `client_ca_certificates` lets in only clients whose certificate that
+/// authority signed; filters see the verified certificate's digest and `connection.mtls`.
+#[tokio::test]
+async fn mutual_tls_listeners_admit_only_clients_the_authority_signed() {
+    let up = Upstream::echo();
+    let pki = Pki::new("mtls");
+    let stranger = Pki::new("mtls-stranger");
+    let tls = format!(
+        "{{ certificate_chain: {}, private_key: {}, client_ca_certificates: {} }}",
+        pki.chain.display(),
+        pki.key.display(),
+        pki.ca.display()
+    );
+    let gw = TestGateway::start(&mtls_config(up.addr, &tls)).await;
+    let seen = tls::get(gw.addr, pki.client_config_with_cert(&pki), "/in")
+        .await
+        .unwrap()
+        .seen;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert_eq!(seen.header("x-prop-connection-mtls"), Some("true"));
+    assert_eq!(
+        seen.header("x-prop-connection-tls_version"),
+        Some("TLSv1.3")
+    );
+    assert_eq!(
+        seen.header("x-prop-connection-requested_server_name"),
+        Some("localhost")
+    );
+    assert_eq!(
+        seen.header("x-prop-connection-sha256_peer_certificate_digest"),
+        Some(pki.client_cert_sha256().as_str())
+    );
+    for (who, client) in [
+        ("no certificate", pki.client_config(&[b"http/1.1"])),
+        (
+            "another authority's",
+            pki.client_config_with_cert(&stranger),
+        ),
+    ] {
+        let result = tls::get(gw.addr, client, "/out").await;
+        assert!(result.is_err(), "{who}: let in");
+    }
+    assert_eq!(up.requests(), 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !rejected_handshakes(&gw).await.ends_with(" 2") {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            rejected_handshakes(&gw).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `require_client_certificate: false` lets clients without a certificate in (filters see
+/// `connection.mtls` false), and still refuses one the authority did not sign.
+#[tokio::test]
+async fn optional_client_certificates_are_verified_when_presented() {
+    let up = Upstream::echo();
+    let pki = Pki::new("mtls-optional");
+    let stranger = Pki::new("mtls-optional-stranger");
+    let tls = format!(
+        "{{ certificate_chain: {}, private_key: {}, client_ca_certificates: {}, require_client_certificate: false }}",
+        pki.chain.display(),
+        pki.key.display(),
+        pki.ca.display()
+    );
+    let gw = TestGateway::start(&mtls_config(up.addr, &tls)).await;
+    let seen = tls::get(gw.addr, pki.client_config(&[]), "/anonymous")
+        .await
+        .unwrap()
+        .seen;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert_eq!(seen.header("x-prop-connection-mtls"), Some("false"));
+    assert_eq!(
+        seen.header("x-prop-connection-sha256_peer_certificate_digest"),
+        Some("<none>")
+    );
+    let seen = tls::get(gw.addr, pki.client_config_with_cert(&pki), "/known")
+        .await
+        .unwrap()
+        .seen;
+    assert_eq!(seen.header("x-prop-connection-mtls"), Some("true"));
+    assert!(
+        tls::get(gw.addr, pki.client_config_with_cert(&stranger), "/x")
+            .await
+            .is_err()
+    );
+    assert_eq!(up.requests(), 2);
+}
+
+/// A cluster with a client certificate reaches an upstream that requires one; without it
+/// the handshake fails (502). Half a client identity is a configuration error.
+#[tokio::test]
+async fn upstreams_that_require_client_certificates_get_the_clusters() {
+    let pki = Pki::new("upstream-mtls");
+    let up = Upstream::echo_tls(pki.server_config_requiring(&pki));
+    let ca = pki.ca.display().to_string();
+    let with_cert = format!(
+        "    tls: {{ ca_certificates: {ca}, certificate_chain: {}, private_key: {} }}\n",
+        pki.client_chain.display(),
+        pki.client_key.display()
+    );
+    let without = format!("    tls: {{ ca_certificates: {ca} }}\n");
+    let yaml = upstream_config(up.addr, &[("mtls", &with_cert), ("anonymous", &without)]);
+    let gw = TestGateway::start(&yaml).await;
+    let seen = get(&gw.url("/mtls/a")).await;
+    assert_eq!(seen.status, StatusCode::OK, "{:?}", seen.body);
+    assert_eq!(seen.json()["path"], "/mtls/a");
+    let seen = get(&gw.url("/anonymous/b")).await;
+    assert_eq!(seen.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(up.requests(), 1);
+
+    let half = format!(
+        "    tls: {{ ca_certificates: {ca}, certificate_chain: {} }}\n",
+        pki.client_chain.display()
+    );
+    let Err(e) = TestGateway::try_start(&upstream_config(up.addr, &[("half", &half)])).await else {
+        panic!("started with a certificate and no key");
+    };
+    assert!(
+        e.contains(
+            "clusters[0].tls.private_key: missing: a client certificate_chain needs its private_key"
+        ),
+        "{e}"
     );
 }

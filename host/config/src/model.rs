@@ -193,6 +193,16 @@ pub struct ListenerTls {
     pub certificate_chain: String,
     /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
     pub private_key: String,
+    /// PEM file of the certificate authorities that sign client certificates (mutual TLS).
+    /// Set, every client is asked for a certificate, and one it presents must verify against
+    /// these authorities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_certificates: Option<String>,
+    /// With `client_ca_certificates`: refuse a client that presents no certificate. Defaults
+    /// to `true` (Envoy defaults to `false`); `false` lets such clients in, and filters can
+    /// tell them apart by the `connection.mtls` property.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_client_certificate: Option<bool>,
 }
 
 /// Limits that protect the gateway from slow or abusive clients. All are on by default.
@@ -410,6 +420,13 @@ pub struct UpstreamTls {
     /// Server name sent (SNI) and verified, instead of each endpoint's host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+    /// PEM file of the client certificate chain the gateway presents to upstreams that ask
+    /// for one (mutual TLS); set with `private_key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_chain: Option<String>,
+    /// PEM file of the client certificate's private key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
 }
 
 fn default_panic_threshold() -> u8 {

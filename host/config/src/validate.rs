@@ -88,6 +88,17 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
                     );
                 }
             }
+            match (&tls.client_ca_certificates, tls.require_client_certificate) {
+                (Some(ca), _) if ca.is_empty() => c.error(
+                    format!("listeners[{i}].tls.client_ca_certificates"),
+                    "must name a PEM file".into(),
+                ),
+                (None, Some(_)) => c.error(
+                    format!("listeners[{i}].tls.require_client_certificate"),
+                    "needs client_ca_certificates, the authorities client certificates are verified against".into(),
+                ),
+                _ => {}
+            }
         }
     }
 
@@ -184,6 +195,28 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
                     format!("clusters[{i}].tls.server_name"),
                     "must not be empty".into(),
                 );
+            }
+            match (&tls.certificate_chain, &tls.private_key) {
+                (Some(_), None) => c.error(
+                    format!("clusters[{i}].tls.private_key"),
+                    "missing: a client certificate_chain needs its private_key".into(),
+                ),
+                (None, Some(_)) => c.error(
+                    format!("clusters[{i}].tls.certificate_chain"),
+                    "missing: a client private_key needs its certificate_chain".into(),
+                ),
+                _ => {}
+            }
+            for (field, path) in [
+                ("certificate_chain", &tls.certificate_chain),
+                ("private_key", &tls.private_key),
+            ] {
+                if path.as_deref() == Some("") {
+                    c.error(
+                        format!("clusters[{i}].tls.{field}"),
+                        "must name a PEM file".into(),
+                    );
+                }
             }
         }
         resilience_checks(&mut c, i, cl);

@@ -91,6 +91,20 @@ pub struct StreamInfo {
     pub cluster: Arc<str>,
     /// `HTTP/1.1`, `HTTP/2`.
     pub protocol: &'static str,
+    /// What the client connection's TLS handshake settled; `None` in the clear.
+    pub tls: Option<Arc<ConnectionTls>>,
+}
+
+/// A TLS client connection, as filters see it (Envoy's `connection.*` properties).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionTls {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    /// The server name the client asked for (SNI), if it sent one.
+    pub server_name: Option<String>,
+    /// Lower-case hex SHA-256 of the client's certificate, when it presented one (mutual TLS;
+    /// the listener verified it).
+    pub peer_certificate_sha256: Option<String>,
 }
 
 /// One request as the proxy and its filters share it for the request's whole life. Filters may

@@ -108,6 +108,7 @@ fn exchange() -> Rc<Exchange> {
             route: "r".into(),
             cluster: "c".into(),
             protocol: "HTTP/1.1",
+            tls: None,
         },
     ))
 }

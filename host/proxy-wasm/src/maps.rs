@@ -268,6 +268,7 @@ mod tests {
             route: "r".into(),
             cluster: "c".into(),
             protocol: "HTTP/1.1",
+            tls: None,
         };
         let exchange = Exchange::new(head, info);
         *exchange.response.borrow_mut() = Some(ResponseHead {

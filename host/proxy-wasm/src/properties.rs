@@ -55,6 +55,27 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
         (b"source", Some(b"port"), None) => u64le(u64::from(info.client.port())),
         (b"destination", Some(b"address"), None) => info.local.to_string().into_bytes(),
         (b"destination", Some(b"port"), None) => u64le(u64::from(info.local.port())),
+        // Envoy's encodings: a bool is one byte; the TLS facts are strings, absent in the clear.
+        (b"connection", Some(b"mtls"), None) => {
+            let mtls = info
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.peer_certificate_sha256.is_some());
+            vec![u8::from(mtls)]
+        }
+        (b"connection", Some(b"tls_version"), None) => info.tls.as_ref()?.version.into(),
+        (b"connection", Some(b"requested_server_name"), None) => info
+            .tls
+            .as_ref()
+            .and_then(|t| t.server_name.clone())
+            .unwrap_or_default()
+            .into_bytes(),
+        (b"connection", Some(b"sha256_peer_certificate_digest"), None) => info
+            .tls
+            .as_ref()?
+            .peer_certificate_sha256
+            .clone()?
+            .into_bytes(),
         (b"route_name", None, None) | (b"xds", Some(b"route_name"), None) => {
             info.route.as_bytes().to_vec()
         }

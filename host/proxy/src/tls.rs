@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustygate_config::{ListenerTls, UpstreamProtocol, UpstreamTls};
+use rustygate_filter_api::ConnectionTls;
 use tokio::net::TcpStream;
 
 /// Why a listener's certificate could not be used.
@@ -59,10 +60,11 @@ fn pem_error(what: &'static str, path: &str, e: pem::Error) -> TlsError {
     }
 }
 
-/// The server configuration for `tls` (paths as given: the loader has made them absolute).
-/// ALPN offers `h2` first, so HTTP/2 clients get HTTP/2.
-pub fn server_config(tls: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let (chain_path, key_path) = (&tls.certificate_chain, &tls.private_key);
+/// The certificate chain and key in two PEM files.
+fn chain_and_key(
+    chain_path: &str,
+    key_path: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let chain = CertificateDer::pem_file_iter(chain_path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| pem_error("certificate chain", chain_path, e))?;
@@ -75,19 +77,86 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, Tls
     }
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| pem_error("private key", key_path, e))?;
+    Ok((chain, key))
+}
+
+/// The trust anchors in a PEM file of CA certificates.
+fn ca_roots(path: &str) -> Result<rustls::RootCertStore, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error("ca certificates", path, e))?;
+    if certs.is_empty() {
+        return Err(pem_error("ca certificates", path, pem::Error::NoItemsFound));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| TlsError::Anchor {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The server configuration for `tls` (paths as given: the loader has made them absolute).
+/// ALPN offers `h2` first, so HTTP/2 clients get HTTP/2. With `client_ca_certificates`,
+/// clients are asked for a certificate verified against those authorities.
+pub fn server_config(tls: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (chain_path, key_path) = (&tls.certificate_chain, &tls.private_key);
+    let (chain, key) = chain_and_key(chain_path, key_path)?;
     let refused = |e: rustls::Error| TlsError::Refused {
         chain: chain_path.clone(),
         key: key_path.clone(),
         reason: e.to_string(),
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(refused)?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
         .map_err(refused)?;
+    let builder = match &tls.client_ca_certificates {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(ca_roots(path)?),
+                provider(),
+            );
+            let verifier = if tls.require_client_certificate.unwrap_or(true) {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier.build().map_err(|e| TlsError::Anchor {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(refused)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// What a finished server handshake settled, for filters.
+pub(crate) fn settled(session: &rustls::ServerConnection) -> ConnectionTls {
+    use sha2::Digest;
+    let version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLSv1.3",
+    };
+    let peer_certificate_sha256 = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|leaf| {
+            sha2::Sha256::digest(leaf.as_ref())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        });
+    ConnectionTls {
+        version,
+        server_name: session.server_name().map(str::to_owned),
+        peer_certificate_sha256,
+    }
 }
 
 /// The acceptor of `listener`, if it terminates TLS.
@@ -133,24 +202,12 @@ impl ClientTls {
         protocol: UpstreamProtocol,
         pool_id: u64,
     ) -> Result<Self, TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        match settings.and_then(|s| s.ca_certificates.as_deref()) {
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| pem_error("ca certificates", path, e))?;
-                if certs.is_empty() {
-                    return Err(pem_error("ca certificates", path, pem::Error::NoItemsFound));
-                }
-                for cert in certs {
-                    roots.add(cert).map_err(|e| TlsError::Anchor {
-                        path: path.to_owned(),
-                        reason: e.to_string(),
-                    })?;
-                }
-            }
-        }
+        let roots = match settings.and_then(|s| s.ca_certificates.as_deref()) {
+            None => rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            },
+            Some(path) => ca_roots(path)?,
+        };
         let server_name = settings
             .and_then(|s| s.server_name.as_deref())
             .map(|name| {
@@ -158,11 +215,25 @@ impl ClientTls {
                     .map_err(|_| TlsError::ServerName(name.to_owned()))
             })
             .transpose()?;
-        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("ring provides TLS 1.2 and 1.3")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let client_cert =
+            settings.and_then(|s| Some((s.certificate_chain.as_ref()?, s.private_key.as_ref()?)));
+        let mut config = match client_cert {
+            None => builder.with_no_client_auth(),
+            Some((chain_path, key_path)) => {
+                let (chain, key) = chain_and_key(chain_path, key_path)?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| TlsError::Refused {
+                        chain: chain_path.clone(),
+                        key: key_path.clone(),
+                        reason: e.to_string(),
+                    })?
+            }
+        };
         config.alpn_protocols = vec![match protocol {
             UpstreamProtocol::Http1 => b"http/1.1".to_vec(),
             UpstreamProtocol::Http2 => b"h2".to_vec(),

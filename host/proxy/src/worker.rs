@@ -53,6 +53,8 @@ pub(crate) struct ConnCtx {
     pub local: SocketAddr,
     /// `peer`'s IP as a header value, for `X-Forwarded-For`.
     pub peer_value: http::HeaderValue,
+    /// Set once a TLS handshake has settled (TLS listeners only).
+    pub tls: std::cell::OnceCell<Arc<rustygate_filter_api::ConnectionTls>>,
     in_flight: Cell<usize>,
     last_active: Cell<Instant>,
 }
@@ -457,6 +459,7 @@ async fn accept_loop(
             peer,
             local: stream.local_addr().unwrap_or(peer),
             peer_value: rustygate_core::forwarding::client_address_value(peer.ip()),
+            tls: std::cell::OnceCell::new(),
             in_flight: Cell::new(0),
             last_active: Cell::new(Instant::now()),
         });
@@ -484,6 +487,7 @@ async fn accept_loop(
                         .await
                         {
                             Ok(Ok(tls)) => {
+                                let _ = conn.tls.set(Arc::new(crate::tls::settled(tls.get_ref().1)));
                                 serve(worker.clone(), &builder, conn.clone(), tls, phase).await
                             }
                             Ok(Err(e)) => {

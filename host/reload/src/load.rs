@@ -315,11 +315,23 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         if let Some(tls) = &mut l.tls {
             absolute(&mut tls.certificate_chain);
             absolute(&mut tls.private_key);
+            if let Some(ca) = &mut tls.client_ca_certificates {
+                absolute(ca);
+            }
         }
     }
     for c in &mut config.clusters {
-        if let Some(ca) = c.tls.as_mut().and_then(|t| t.ca_certificates.as_mut()) {
-            absolute(ca);
+        if let Some(tls) = &mut c.tls {
+            for path in [
+                &mut tls.ca_certificates,
+                &mut tls.certificate_chain,
+                &mut tls.private_key,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                absolute(path);
+            }
         }
     }
     if let Some(ca) = config

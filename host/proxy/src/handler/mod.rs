@@ -200,6 +200,7 @@ async fn forward(
             route: route.name.clone(),
             cluster: cluster.name.clone(),
             protocol: protocol_name(parts.version),
+            tls: conn.tls.get().cloned(),
         };
         let chain_run = ChainRun::new(
             &chain,

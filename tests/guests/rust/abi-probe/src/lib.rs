@@ -518,6 +518,7 @@ impl HttpContext for Stream {
                 Some(bytes) if p == "source.port" && bytes.len() == 8 => {
                     u64::from_le_bytes(bytes.try_into().unwrap()).to_string()
                 }
+                Some(bytes) if p == "connection.mtls" => (bytes == [1]).to_string(),
                 Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 None => "<none>".into(),
             };
