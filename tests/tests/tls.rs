@@ -311,6 +311,27 @@ async fn https_endpoints_are_health_checked_over_tls() {
     assert!(up.requests() >= 2, "{}", up.requests());
 }
 
+/// The gateway binary on a TLS listener configured by `dir/config.yaml`, its file watcher up.
+async fn start_process(
+    dir: &std::path::Path,
+    up: std::net::SocketAddr,
+    tls: &str,
+) -> (GatewayProcess, std::net::SocketAddr) {
+    let (port, admin) = (free_port(), free_port());
+    let file = dir.join("config.yaml");
+    let yaml = config(up, tls, "")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        .replace(
+            "logging:",
+            &format!("admin: {{ address: 127.0.0.1:{admin} }}\nlogging:"),
+        );
+    std::fs::write(&file, yaml).unwrap();
+    let mut gw = GatewayProcess::start_file(&file, &[]).await;
+    gw.wait_for_log("watching for changes", Duration::from_secs(30))
+        .await;
+    (gw, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
 #[tokio::test]
 async fn a_reload_renews_the_certificate_for_new_connections() {
     let up = Upstream::echo();
@@ -319,26 +340,12 @@ async fn a_reload_renews_the_certificate_for_new_connections() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(&old.chain, dir.join("server.pem")).unwrap();
     std::fs::copy(&old.key, dir.join("server.key")).unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let file = dir.join("config.yaml");
-    std::fs::write(
-        &file,
-        config(
-            up.addr,
-            "{ certificate_chain: server.pem, private_key: server.key }",
-            "",
-        )
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
-        .replace(
-            "logging:",
-            &format!("admin: {{ address: 127.0.0.1:{admin} }}\nlogging:"),
-        ),
+    let (mut gw, addr) = start_process(
+        &dir,
+        up.addr,
+        "{ certificate_chain: server.pem, private_key: server.key }",
     )
-    .unwrap();
-    let mut gw = GatewayProcess::start_file(&file, &[]).await;
-    gw.wait_for_log("gateway started", Duration::from_secs(30))
-        .await;
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    .await;
     let before = tls::get(addr, old.client_config(&[]), "/before")
         .await
         .unwrap();
@@ -515,4 +522,73 @@ async fn upstreams_that_require_client_certificates_get_the_clusters() {
         ),
         "{e}"
     );
+}
+
+/// A renewed certificate is picked up from its files alone, with no signal: written the way a
+/// Kubernetes secret volume swaps its files (all at once, through the `..data` link the files
+/// point through), and written over in place.
+#[tokio::test]
+async fn renewed_certificate_files_reload_without_a_signal() {
+    use std::os::unix::fs::symlink;
+    let up = Upstream::echo();
+    let (first, second, third) = (
+        Pki::new("watch-1"),
+        Pki::new("watch-2"),
+        Pki::new("watch-3"),
+    );
+    let dir = first.dir.join("gateway");
+    let certs = dir.join("certs");
+    let version = |n: &str, pki: &Pki| {
+        let v = certs.join(n);
+        std::fs::create_dir_all(&v).unwrap();
+        std::fs::copy(&pki.chain, v.join("server.pem")).unwrap();
+        std::fs::copy(&pki.key, v.join("server.key")).unwrap();
+    };
+    version("..v1", &first);
+    symlink("..v1", certs.join("..data")).unwrap();
+    for f in ["server.pem", "server.key"] {
+        symlink(format!("..data/{f}"), certs.join(f)).unwrap();
+    }
+    let (mut gw, addr) = start_process(
+        &dir,
+        up.addr,
+        "{ certificate_chain: certs/server.pem, private_key: certs/server.key }",
+    )
+    .await;
+    let served_by = |pki: &Pki| {
+        let config = pki.client_config(&[]);
+        async move { tls::get(addr, config, "/").await.is_ok() }
+    };
+    assert!(served_by(&first).await);
+
+    // The secret volume's swap: a new directory, then `..data` renamed onto it.
+    version("..v2", &second);
+    symlink("..v2", certs.join("..data_tmp")).unwrap();
+    let mark = gw.mark();
+    std::fs::rename(certs.join("..data_tmp"), certs.join("..data")).unwrap();
+    gw.wait_for_log_since(mark, "configuration reloaded", Duration::from_secs(10))
+        .await;
+    assert!(served_by(&second).await);
+    assert!(!served_by(&first).await);
+
+    // Written over in place (key first, then the chain).
+    let mark = gw.mark();
+    replace(
+        &certs.join("server.key"),
+        &std::fs::read(&third.key).unwrap(),
+    );
+    replace(
+        &certs.join("server.pem"),
+        &std::fs::read(&third.chain).unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    gw.wait_for_log_since(mark, "configuration reloaded", Duration::from_secs(10))
+        .await;
+    while !served_by(&third).await {
+        assert!(
+            Instant::now() < deadline,
+            "the third certificate is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -1,7 +1,7 @@
 //! File watching for hot reload.
 //!
-//! The watcher watches the *directories* holding the configuration file and the modules it
-//! references, not the files: an editor or a deploy that saves by writing a temporary file
+//! The watcher watches the *directories* holding the configuration file and the modules and
+//! certificates it references, not the files: an editor or a deploy that saves by writing a temporary file
 //! and renaming it over the old one replaces the inode, which a watch on the file itself
 //! would lose. Events for other files in those directories are ignored. Bursts (an editor's
 //! write + chmod + rename, a `cp` of a large module in several writes) are coalesced: the
@@ -29,7 +29,50 @@ fn watched_files(plane: &ControlPlane) -> Vec<PathBuf> {
     let mut files = vec![plane.path().to_path_buf()];
     files.extend(config.filters.iter().map(|f| base.join(&f.module)));
     files.extend(config.balancers.iter().map(|b| base.join(&b.module)));
+    // Certificates, keys and authorities: a renewed certificate written in place reloads too.
+    for l in &config.listeners {
+        if let Some(tls) = &l.tls {
+            files.push(base.join(&tls.certificate_chain));
+            files.push(base.join(&tls.private_key));
+            files.extend(tls.client_ca_certificates.iter().map(|p| base.join(p)));
+        }
+    }
+    for c in &config.clusters {
+        if let Some(tls) = &c.tls {
+            for p in [
+                &tls.ca_certificates,
+                &tls.certificate_chain,
+                &tls.private_key,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                files.push(base.join(p));
+            }
+        }
+    }
+    if let Some(ca) = config
+        .tracing
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca_certificates.as_ref())
+    {
+        files.push(base.join(ca));
+    }
     files.iter().map(|f| absolute(f)).collect()
+}
+
+/// Whether an event on `path` may have changed a watched file: the file itself, or the
+/// `..data` link a Kubernetes secret or config-map volume swaps to replace all its files at
+/// once (the files are symbolic links through it, so no event names them).
+fn relevant(watched: &HashSet<PathBuf>, path: &Path) -> bool {
+    watched.contains(path)
+        || path
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(b".."))
+            && path
+                .parent()
+                .is_some_and(|dir| watched.iter().any(|f| f.parent() == Some(dir)))
 }
 
 /// `path` made absolute through its directory (the file itself may be mid-rename).
@@ -95,11 +138,11 @@ pub(crate) async fn run(plane: Arc<ControlPlane>) {
         if dirs.len() != watched_before {
             tracing::info!(files = ?files, "watching for changes");
         }
-        let relevant: HashSet<PathBuf> = files.iter().cloned().collect();
+        let watched: HashSet<PathBuf> = files.iter().cloned().collect();
         // Wait for a change to one of our files, then for quiet.
         loop {
             let Some(p) = rx.recv().await else { return };
-            if relevant.contains(&p) {
+            if relevant(&watched, &p) {
                 break;
             }
         }
