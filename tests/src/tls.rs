@@ -39,6 +39,11 @@ pub struct Pki {
 impl Pki {
     /// A new authority and server certificate under a directory named after `test`.
     pub fn new(test: &str) -> Pki {
+        Pki::for_names(test, &["localhost", "127.0.0.1"])
+    }
+
+    /// [`Pki::new`] with a server certificate for `names` (DNS names, wildcards, IPs).
+    pub fn for_names(test: &str, names: &[&str]) -> Pki {
         let dir = std::env::temp_dir().join(format!(
             "rustygate-tls-{test}-{}-{}",
             std::process::id(),
@@ -52,10 +57,11 @@ impl Pki {
             .push(DnType::CommonName, "RustyGate test CA");
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
+        let cert =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
         let client_key = KeyPair::generate().unwrap();
         let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         client_params
@@ -211,11 +217,21 @@ pub async fn get(
     config: Arc<rustls::ClientConfig>,
     path: &str,
 ) -> Result<TlsSeen, String> {
+    get_as(addr, config, "localhost", path).await
+}
+
+/// [`get`], asking for (SNI) and verifying `server_name` instead of `localhost`.
+pub async fn get_as(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    server_name: &str,
+    path: &str,
+) -> Result<TlsSeen, String> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
     let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(ServerName::try_from(server_name.to_owned()).unwrap(), tcp)
         .await
         .map_err(|e| format!("TLS handshake: {e}"))?;
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);

@@ -592,3 +592,50 @@ async fn renewed_certificate_files_reload_without_a_signal() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A listener with `sni` certificates serves each client the certificate for the name it
+/// asked for: exact names, one-label wildcards, and the listener's own certificate for any
+/// other name (or none).
+#[tokio::test]
+async fn sni_picks_the_certificate_for_the_name_the_client_asks_for() {
+    let up = Upstream::echo();
+    let default = Pki::new("sni-default");
+    let api = Pki::for_names("sni-api", &["api.test"]);
+    let wild = Pki::for_names("sni-wild", &["*.wild.test"]);
+    let tls = format!(
+        "{{ certificate_chain: {}, private_key: {}, sni: [ {{ server_names: [api.test], certificate_chain: {}, private_key: {} }}, {{ server_names: [\"*.wild.test\"], certificate_chain: {}, private_key: {} }} ] }}",
+        default.chain.display(),
+        default.key.display(),
+        api.chain.display(),
+        api.key.display(),
+        wild.chain.display(),
+        wild.key.display()
+    );
+    let gw = TestGateway::start(&mtls_config(up.addr, &tls)).await;
+    let seen = tls::get_as(gw.addr, api.client_config(&[]), "api.test", "/a")
+        .await
+        .unwrap()
+        .seen;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert_eq!(
+        seen.header("x-prop-connection-requested_server_name"),
+        Some("api.test")
+    );
+    let seen = tls::get_as(gw.addr, wild.client_config(&[]), "x.wild.test", "/b")
+        .await
+        .unwrap()
+        .seen;
+    assert_eq!(seen.status, StatusCode::OK);
+    // Two labels under the wildcard: the default certificate, which this client does not trust.
+    assert!(
+        tls::get_as(gw.addr, wild.client_config(&[]), "a.b.wild.test", "/c")
+            .await
+            .is_err()
+    );
+    let seen = tls::get(gw.addr, default.client_config(&[]), "/d")
+        .await
+        .unwrap()
+        .seen;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert_eq!(up.requests(), 3);
+}

@@ -198,11 +198,29 @@ pub struct ListenerTls {
     /// these authorities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca_certificates: Option<String>,
+    /// More certificates, chosen by the server name the client asks for (SNI); a client that
+    /// asks for none of their names, or for no name, gets `certificate_chain`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni: Vec<SniCertificate>,
     /// With `client_ca_certificates`: refuse a client that presents no certificate. Defaults
     /// to `true` (Envoy defaults to `false`); `false` lets such clients in, and filters can
     /// tell them apart by the `connection.mtls` property.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_client_certificate: Option<bool>,
+}
+
+/// A certificate served to clients that ask for one of `server_names`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertificate {
+    /// DNS names, exact (`api.example.com`) or with a leading wildcard label
+    /// (`*.example.com`, which matches one label: `a.example.com`, not `a.b.example.com`). An
+    /// exact name wins over a wildcard; the first entry wins among equals.
+    pub server_names: Vec<String>,
+    /// PEM file with the certificate first, then any intermediates.
+    pub certificate_chain: String,
+    /// PEM file with the certificate's private key.
+    pub private_key: String,
 }
 
 /// Limits that protect the gateway from slow or abusive clients. All are on by default.

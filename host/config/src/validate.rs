@@ -88,6 +88,41 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
                     );
                 }
             }
+            for (k, sni) in tls.sni.iter().enumerate() {
+                let at = format!("listeners[{i}].tls.sni[{k}]");
+                if sni.server_names.is_empty() {
+                    c.error(
+                        format!("{at}.server_names"),
+                        "must name at least one server".into(),
+                    );
+                }
+                for (n, name) in sni.server_names.iter().enumerate() {
+                    let bare = name.strip_prefix("*.").unwrap_or(name);
+                    let valid = !bare.is_empty()
+                        && bare.split('.').all(|label| {
+                            !label.is_empty()
+                                && label
+                                    .bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        });
+                    if !valid {
+                        c.error(
+                            format!("{at}.server_names[{n}]"),
+                            format!(
+                                "{name:?} is not a DNS name (a leading \"*.\" label is allowed)"
+                            ),
+                        );
+                    }
+                }
+                for (field, path) in [
+                    ("certificate_chain", &sni.certificate_chain),
+                    ("private_key", &sni.private_key),
+                ] {
+                    if path.is_empty() {
+                        c.error(format!("{at}.{field}"), "must name a PEM file".into());
+                    }
+                }
+            }
             match (&tls.client_ca_certificates, tls.require_client_certificate) {
                 (Some(ca), _) if ca.is_empty() => c.error(
                     format!("listeners[{i}].tls.client_ca_certificates"),

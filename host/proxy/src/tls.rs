@@ -3,6 +3,7 @@
 //! cluster). Handshakes run on the worker that owns the connection, in the task that needs
 //! it, so a slow peer delays no one else.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::{self, PemObject};
@@ -131,9 +132,68 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, Tls
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(refused)?;
+    let mut config = if tls.sni.is_empty() {
+        builder.with_single_cert(chain, key).map_err(refused)?
+    } else {
+        let provider = provider();
+        let default =
+            Arc::new(rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(refused)?);
+        let mut resolver = SniResolver {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            default,
+        };
+        for sni in &tls.sni {
+            let (chain, key) = chain_and_key(&sni.certificate_chain, &sni.private_key)?;
+            let certified = Arc::new(
+                rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+                    TlsError::Refused {
+                        chain: sni.certificate_chain.clone(),
+                        key: sni.private_key.clone(),
+                        reason: e.to_string(),
+                    }
+                })?,
+            );
+            for name in &sni.server_names {
+                let name = name.to_ascii_lowercase();
+                let table = match name.strip_prefix("*.") {
+                    Some(parent) => resolver.wildcard.entry(parent.to_owned()),
+                    None => resolver.exact.entry(name),
+                };
+                table.or_insert_with(|| certified.clone());
+            }
+        }
+        builder.with_cert_resolver(Arc::new(resolver))
+    };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Picks a listener's certificate by the server name the client asked for: an exact name,
+/// then a wildcard for its parent domain, then the listener's default certificate.
+#[derive(Debug)]
+struct SniResolver {
+    exact: HashMap<String, Arc<rustls::sign::CertifiedKey>>,
+    /// By the domain under the wildcard (`example.com` for `*.example.com`).
+    wildcard: HashMap<String, Arc<rustls::sign::CertifiedKey>>,
+    default: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl rustls::server::ResolvesServerCert for SniResolver {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        let name = name.to_ascii_lowercase();
+        let found = self.exact.get(&name).or_else(|| {
+            let (_, parent) = name.split_once('.')?;
+            self.wildcard.get(parent)
+        });
+        Some(found.unwrap_or(&self.default).clone())
+    }
 }
 
 /// What a finished server handshake settled, for filters.

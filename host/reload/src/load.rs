@@ -318,6 +318,10 @@ fn resolve_paths(config: &mut Config, base: &Path) {
             if let Some(ca) = &mut tls.client_ca_certificates {
                 absolute(ca);
             }
+            for sni in &mut tls.sni {
+                absolute(&mut sni.certificate_chain);
+                absolute(&mut sni.private_key);
+            }
         }
     }
     for c in &mut config.clusters {

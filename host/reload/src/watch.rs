@@ -35,6 +35,10 @@ fn watched_files(plane: &ControlPlane) -> Vec<PathBuf> {
             files.push(base.join(&tls.certificate_chain));
             files.push(base.join(&tls.private_key));
             files.extend(tls.client_ca_certificates.iter().map(|p| base.join(p)));
+            for sni in &tls.sni {
+                files.push(base.join(&sni.certificate_chain));
+                files.push(base.join(&sni.private_key));
+            }
         }
     }
     for c in &config.clusters {
