@@ -9,6 +9,8 @@ type rootState struct {
 	ctx RootContext
 	// Outstanding HTTP calls: token -> the context that made it and what to run.
 	callouts map[uint32]callout
+	// Open gRPC calls and streams, likewise.
+	grpc map[uint32]grpcCallout
 }
 
 type callout struct {
@@ -39,7 +41,8 @@ func proxyOnContextCreate(contextID, parentID uint32) {
 		if newRootContext == nil {
 			panic("proxywasm: no root context registered; call proxywasm.SetNewRootContext from init()")
 		}
-		roots[contextID] = &rootState{ctx: newRootContext(contextID), callouts: map[uint32]callout{}}
+		roots[contextID] = &rootState{ctx: newRootContext(contextID), callouts: map[uint32]callout{},
+			grpc: map[uint32]grpcCallout{}}
 		return
 	}
 	root, ok := roots[parentID]
@@ -138,17 +141,22 @@ func proxyOnHTTPCallResponse(rootID, token, numHeaders, bodySize, numTrailers ui
 		panic("proxywasm: response for an unknown http call")
 	}
 	delete(r.callouts, token)
-	currentContextID = c.contextID
-	if c.contextID != rootID {
-		if _, live := streams[c.contextID]; !live {
-			// The request ended before the answer came.
-			return
-		}
-		if err := statusErr(proxySetEffectiveContext(c.contextID)); err != nil {
-			return
-		}
+	if enterCallout(rootID, c.contextID) {
+		c.fn(int(numHeaders), int(bodySize), int(numTrailers))
 	}
-	c.fn(int(numHeaders), int(bodySize), int(numTrailers))
+}
+
+// enterCallout makes the context that made a call current for its callback; false when
+// that context is a request that has ended since.
+func enterCallout(rootID, contextID uint32) bool {
+	currentContextID = contextID
+	if contextID == rootID {
+		return true
+	}
+	if _, live := streams[contextID]; !live {
+		return false
+	}
+	return statusErr(proxySetEffectiveContext(contextID)) == nil
 }
 
 //go:wasmexport proxy_on_log

@@ -97,3 +97,21 @@ func proxyGetMetric(id uint32, retValue unsafe.Pointer) uint32
 
 //go:wasmimport env proxy_call_foreign_function
 func proxyCallForeignFunction(name unsafe.Pointer, nameLen uint32, args unsafe.Pointer, argsLen uint32, retPtr, retLen unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_grpc_call
+func proxyGrpcCall(upstream unsafe.Pointer, upstreamLen uint32, service unsafe.Pointer, serviceLen uint32, method unsafe.Pointer, methodLen uint32, metadata unsafe.Pointer, metadataLen uint32, message unsafe.Pointer, messageLen uint32, timeoutMs uint32, retToken unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_grpc_stream
+func proxyGrpcStream(upstream unsafe.Pointer, upstreamLen uint32, service unsafe.Pointer, serviceLen uint32, method unsafe.Pointer, methodLen uint32, metadata unsafe.Pointer, metadataLen uint32, retToken unsafe.Pointer) uint32
+
+//go:wasmimport env proxy_grpc_send
+func proxyGrpcSend(token uint32, message unsafe.Pointer, messageLen uint32, endStream uint32) uint32
+
+//go:wasmimport env proxy_grpc_cancel
+func proxyGrpcCancel(token uint32) uint32
+
+//go:wasmimport env proxy_grpc_close
+func proxyGrpcClose(token uint32) uint32
+
+//go:wasmimport env proxy_get_status
+func proxyGetStatus(retCode, retMessage, retMessageLen unsafe.Pointer) uint32

@@ -1,6 +1,7 @@
 // go-sdk-probe: exercises sdk/go beyond the api-key example — an http_call that decides
-// allow/deny, request body buffering and rewrite, shared data with CAS, a tick, a shared
-// queue, a counter, properties and trailers — so the tests can check each through the gateway.
+// allow/deny, gRPC calls and a stream to cluster `grpc`, request body buffering and rewrite,
+// shared data with CAS, a tick, a shared queue, a counter, properties and trailers — so the
+// tests can check each through the gateway.
 package main
 
 import (
@@ -8,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"strconv"
+	"strings"
 
 	"rustygate.dev/sdk/go/proxywasm"
 )
@@ -54,8 +56,9 @@ func (r *root) NewHttpContext(uint32) proxywasm.HttpContext { return &stream{roo
 
 type stream struct {
 	proxywasm.DefaultHttpContext
-	root *root
-	path string
+	root     *root
+	path     string
+	grpcSeen []string
 }
 
 func (s *stream) OnHttpRequestHeaders(int, bool) proxywasm.Action {
@@ -71,8 +74,67 @@ func (s *stream) OnHttpRequestHeaders(int, bool) proxywasm.Action {
 		return proxywasm.ActionPause
 	case "/enqueue":
 		proxywasm.EnqueueSharedQueue(s.root.queue, []byte("item-from-request"))
+	case "/grpc/Unary", "/grpc/Deny":
+		md := [][2]string{{"x-user", "gopher"}}
+		if _, err := proxywasm.DispatchGrpcCall("grpc", "test.Echo", s.path[len("/grpc/"):], md,
+			[]byte("go"), 2000, s.onGrpc); err != nil {
+			proxywasm.SendHttpResponse(500, nil, []byte("grpc call failed: "+err.Error()), -1)
+		}
+		return proxywasm.ActionPause
+	case "/grpc/stream":
+		token, err := proxywasm.OpenGrpcStream("grpc", "test.Echo", "Chat", nil, s)
+		if err != nil {
+			proxywasm.SendHttpResponse(500, nil, []byte("grpc stream failed: "+err.Error()), -1)
+			return proxywasm.ActionPause
+		}
+		proxywasm.SendGrpcStreamMessage(token, []byte("one"), false)
+		proxywasm.SendGrpcStreamMessage(token, []byte("two"), false)
+		proxywasm.CloseGrpcStream(token)
+		return proxywasm.ActionPause
 	}
 	return proxywasm.ActionContinue
+}
+
+// A unary gRPC call's answer: the reply resumes the request, a failure answers 403.
+func (s *stream) onGrpc(status uint32, size int) {
+	if status != 0 {
+		_, message, _ := proxywasm.GetGrpcStatus()
+		proxywasm.SendHttpResponse(403, [][2]string{{"x-grpc-status", strconv.Itoa(int(status))},
+			{"x-grpc-message", message}}, []byte("denied by grpc\n"), -1)
+		return
+	}
+	reply, _ := proxywasm.GetGrpcReceiveBuffer(0, size)
+	proxywasm.AddHttpRequestHeader("x-grpc-reply", string(reply))
+	proxywasm.ResumeHttpRequest()
+}
+
+func (s *stream) OnGrpcStreamInitialMetadata(int) {
+	md, _ := proxywasm.GetGrpcInitialMetadata()
+	for _, kv := range md {
+		if kv[0] == "x-server" {
+			s.grpcSeen = append(s.grpcSeen, "server="+kv[1])
+		}
+	}
+}
+
+func (s *stream) OnGrpcStreamMessage(size int) {
+	m, _ := proxywasm.GetGrpcReceiveBuffer(0, size)
+	s.grpcSeen = append(s.grpcSeen, string(m))
+}
+
+func (s *stream) OnGrpcStreamTrailingMetadata(int) {
+	md, _ := proxywasm.GetGrpcTrailingMetadata()
+	for _, kv := range md {
+		if kv[0] == "x-trailer" {
+			s.grpcSeen = append(s.grpcSeen, "trailer="+kv[1])
+		}
+	}
+}
+
+func (s *stream) OnGrpcStreamClose(status uint32) {
+	proxywasm.AddHttpRequestHeader("x-grpc-stream", strings.Join(s.grpcSeen, ","))
+	proxywasm.AddHttpRequestHeader("x-grpc-stream-status", strconv.Itoa(int(status)))
+	proxywasm.ResumeHttpRequest()
 }
 
 // Runs with this request as the current context, after the auth upstream answered.
