@@ -1,7 +1,8 @@
 //! The project's own SDKs, `sdk/go` and `sdk/assemblyscript`, through the gateway: one probe
 //! filter per SDK (tests/guests/go-sdk, tests/guests/assemblyscript-sdk) uses each API group —
-//! http calls deciding allow/deny, body buffering and rewrite, shared data with CAS across
-//! workers, ticks, shared queues, metrics, properties — and the same assertions run on both.
+//! http calls deciding allow/deny, gRPC calls and streams, body buffering and rewrite, shared
+//! data with CAS across workers, ticks, shared queues, metrics, properties — and the same
+//! assertions run on both.
 
 use std::time::Duration;
 
@@ -167,37 +168,46 @@ async fn ticks_fire_and_queued_items_reach_the_consumer() {
     }
 }
 
-/// The Go SDK's gRPC calls (`DispatchGrpcCall`, `OpenGrpcStream`) to a real gRPC server: a
-/// unary reply resumes the request, a refusal arrives with its status and message, a stream
-/// delivers its metadata, messages and status.
+/// The SDKs' gRPC calls (Go: `DispatchGrpcCall`, `OpenGrpcStream`; AssemblyScript:
+/// `grpcCall`, `grpcStream`) to a real gRPC server: a unary reply resumes the request, a
+/// refusal arrives with its status and message, a stream delivers its metadata, messages and
+/// status.
 #[tokio::test]
-async fn go_filters_make_grpc_calls_and_streams() {
-    let grpc = rustygate_tests::grpc::echo_server();
-    let app = Upstream::echo();
-    let filters =
-        format!("  - name: probe\n    module: {GO_SDK_PROBE_WASM}\n    configuration: auth");
-    let yaml = filters_config(app.addr, &filters, "[probe]").replace(
-        "filters:\n  - name: probe",
-        &format!(
-            "  - name: grpc\n    protocol: http2\n    endpoints:\n      - url: http://{}\nfilters:\n  - name: probe",
-            grpc.upstream.addr
-        ),
-    );
-    let gw = TestGateway::start(&yaml).await;
-    let seen = get(&gw.url("/grpc/Unary")).await;
-    assert_eq!(seen.status, StatusCode::OK, "{seen:?}");
-    assert_eq!(seen.json()["headers"]["x-grpc-reply"][0], "hello go");
-    assert_eq!(grpc.last("x-user").as_deref(), Some("gopher"));
+async fn filters_make_grpc_calls_and_streams() {
+    for (lang, wasm, _) in PROBES {
+        let grpc = rustygate_tests::grpc::echo_server();
+        let app = Upstream::echo();
+        let filters = format!("  - name: probe\n    module: {wasm}\n    configuration: auth");
+        let yaml = filters_config(app.addr, &filters, "[probe]").replace(
+            "filters:\n  - name: probe",
+            &format!(
+                "  - name: grpc\n    protocol: http2\n    endpoints:\n      - url: http://{}\nfilters:\n  - name: probe",
+                grpc.upstream.addr
+            ),
+        );
+        let gw = TestGateway::start(&yaml).await;
+        let seen = get(&gw.url("/grpc/Unary")).await;
+        assert_eq!(seen.status, StatusCode::OK, "{lang}: {seen:?}");
+        assert_eq!(
+            seen.json()["headers"]["x-grpc-reply"][0],
+            "hello go",
+            "{lang}"
+        );
+        assert_eq!(grpc.last("x-user").as_deref(), Some("gopher"), "{lang}");
 
-    let seen = get(&gw.url("/grpc/Deny")).await;
-    assert_eq!(seen.status, StatusCode::FORBIDDEN);
-    assert_eq!(seen.header("x-grpc-status"), Some("7"));
-    assert_eq!(seen.header("x-grpc-message"), Some("not allowed"));
+        let seen = get(&gw.url("/grpc/Deny")).await;
+        assert_eq!(seen.status, StatusCode::FORBIDDEN, "{lang}");
+        assert_eq!(seen.header("x-grpc-status"), Some("7"), "{lang}");
+        assert_eq!(seen.header("x-grpc-message"), Some("not allowed"), "{lang}");
 
-    let seen = get(&gw.url("/grpc/stream")).await;
-    assert_eq!(seen.status, StatusCode::OK, "{seen:?}");
-    let h = &seen.json()["headers"];
-    assert_eq!(h["x-grpc-stream"][0], "server=echo,ONE,TWO,trailer=done");
-    assert_eq!(h["x-grpc-stream-status"][0], "0");
-    assert_eq!(app.requests(), 2);
+        let seen = get(&gw.url("/grpc/stream")).await;
+        assert_eq!(seen.status, StatusCode::OK, "{lang}: {seen:?}");
+        let h = &seen.json()["headers"];
+        assert_eq!(
+            h["x-grpc-stream"][0], "server=echo,ONE,TWO,trailer=done",
+            "{lang}"
+        );
+        assert_eq!(h["x-grpc-stream-status"][0], "0", "{lang}");
+        assert_eq!(app.requests(), 2, "{lang}");
+    }
 }

@@ -68,6 +68,23 @@ export function proxy_on_http_call_response(root_id: u32, token: u32, headers: u
   getRootContext(root_id).onHttpCallResponse(token, headers, body_size, trailers);
 }
 
+// gRPC events go to the root context that owns the call, as in Envoy.
+export function proxy_on_grpc_receive_initial_metadata(root_id: u32, token: u32, elements: u32): void {
+  getRootContext(root_id).onGrpcEvent(token, 0, elements);
+}
+
+export function proxy_on_grpc_receive(root_id: u32, token: u32, size: u32): void {
+  getRootContext(root_id).onGrpcEvent(token, 1, size);
+}
+
+export function proxy_on_grpc_receive_trailing_metadata(root_id: u32, token: u32, elements: u32): void {
+  getRootContext(root_id).onGrpcEvent(token, 2, elements);
+}
+
+export function proxy_on_grpc_close(root_id: u32, token: u32, status: u32): void {
+  getRootContext(root_id).onGrpcEvent(token, 3, status);
+}
+
 export function proxy_on_log(context_id: u32): void {
   const c = contexts.get(context_id);
   // Never called for roots by Envoy or RustyGate; guard anyway.

@@ -63,3 +63,15 @@ export declare function proxy_record_metric(id: u32, value: u64): u32;
 export declare function proxy_get_metric(id: u32, ret_value: usize): u32;
 @external("env", "proxy_call_foreign_function")
 export declare function proxy_call_foreign_function(name: usize, name_len: usize, args: usize, args_len: usize, ret_ptr: usize, ret_len: usize): u32;
+@external("env", "proxy_grpc_call")
+export declare function proxy_grpc_call(upstream: usize, upstream_len: usize, service: usize, service_len: usize, method: usize, method_len: usize, metadata: usize, metadata_len: usize, message: usize, message_len: usize, timeout_ms: u32, ret_token: usize): u32;
+@external("env", "proxy_grpc_stream")
+export declare function proxy_grpc_stream(upstream: usize, upstream_len: usize, service: usize, service_len: usize, method: usize, method_len: usize, metadata: usize, metadata_len: usize, ret_token: usize): u32;
+@external("env", "proxy_grpc_send")
+export declare function proxy_grpc_send(token: u32, message: usize, message_len: usize, end_stream: u32): u32;
+@external("env", "proxy_grpc_cancel")
+export declare function proxy_grpc_cancel(token: u32): u32;
+@external("env", "proxy_grpc_close")
+export declare function proxy_grpc_close(token: u32): u32;
+@external("env", "proxy_get_status")
+export declare function proxy_get_status(ret_code: usize, ret_ptr: usize, ret_len: usize): u32;

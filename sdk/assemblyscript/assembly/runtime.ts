@@ -400,6 +400,44 @@ export abstract class BaseContext {
   constructor(public context_id: u32) {}
   onDone(): bool { return true; }
   onDelete(): void {}
+  // A gRPC stream this context opened (RootContext.grpcStream), in order: its initial
+  // metadata (get_header_map_pairs(GrpcReceiveInitialMetadata)), each message
+  // (get_buffer_bytes(GrpcReceiveBuffer, ...)), its trailing metadata, its close.
+  onGrpcStreamInitialMetadata(token: u32, elements: u32): void {}
+  onGrpcStreamMessage(token: u32, size: u32): void {}
+  onGrpcStreamTrailingMetadata(token: u32, elements: u32): void {}
+  onGrpcStreamClose(token: u32, status: u32): void {}
+}
+
+// A unary gRPC call's callback: status 0 with the reply's size
+// (get_buffer_bytes(GrpcReceiveBuffer, ...)), or the failure's status (get_grpc_status()).
+export class GrpcCallback {
+  constructor(
+    public origin_context: BaseContext,
+    public cb: ((origin_context: Context, status: u32, size: u32) => void) | null,
+  ) {}
+}
+
+// The status and message of the gRPC call whose close is being delivered.
+export class GrpcStatus {
+  constructor(public code: u32, public message: string) {}
+}
+
+export function get_grpc_status(): GrpcStatus {
+  clearSlots();
+  imports.proxy_get_status(SLOTS + 8, SLOTS, SLOTS + 4);
+  const code = load<u32>(SLOTS + 8);
+  return new GrpcStatus(code, String.UTF8.decode(takeReturned()));
+}
+
+// Sends one message on a stream; end_stream half-closes after it.
+export function grpc_send(token: u32, message: ArrayBuffer, end_stream: bool): WasmResultValues {
+  return <WasmResultValues>imports.proxy_grpc_send(token, at(message), message.byteLength, end_stream ? 1 : 0);
+}
+
+// Half-closes a stream: the server's messages and status still arrive.
+export function grpc_close(token: u32): WasmResultValues {
+  return <WasmResultValues>imports.proxy_grpc_close(token);
 }
 
 // AssemblyScript has no closures, so an http call's callback is a plain function that gets
@@ -411,10 +449,15 @@ export class HttpCallback {
   ) {}
 }
 
+export class GrpcStreamResult {
+  constructor(public result: WasmResultValues, public token: u32) {}
+}
+
 // A filter's plugin-wide state, one per filter instance in each worker's VM.
 export class RootContext extends BaseContext {
   configuration: string = "";
   http_calls: Map<u32, HttpCallback> = new Map();
+  grpc_calls: Map<u32, GrpcCallback> = new Map();
 
   getConfiguration(): string { return this.configuration; }
 
@@ -451,6 +494,64 @@ export class RootContext extends BaseContext {
       this.http_calls.set(load<u32>(SLOTS), new HttpCallback(origin_context, cb));
     }
     return result;
+  }
+
+  // Calls service/method on the configured cluster `cluster` (which should be
+  // `protocol: http2`); cb runs with origin_context current when the call ends.
+  grpcCall(cluster: string, service: string, method: string, metadata: Headers,
+    message: ArrayBuffer, timeout_milliseconds: u32, origin_context: BaseContext,
+    cb: (origin_context: Context, status: u32, size: u32) => void): WasmResultValues {
+    const c = utf8(cluster), s = utf8(service), m = utf8(method);
+    const md = serializeHeaders(metadata);
+    const result = <WasmResultValues>imports.proxy_grpc_call(at(c), c.byteLength, at(s), s.byteLength,
+      at(m), m.byteLength, at(md), md.byteLength, at(message), message.byteLength,
+      timeout_milliseconds, SLOTS);
+    if (result == WasmResultValues.Ok) {
+      this.grpc_calls.set(load<u32>(SLOTS), new GrpcCallback(origin_context, cb));
+    }
+    return result;
+  }
+
+  // Opens a stream to service/method; its events go to origin_context's onGrpcStream*
+  // methods. The token (for grpc_send, grpc_close, grpcCancel) is in `token` when Ok.
+  grpcStream(cluster: string, service: string, method: string, metadata: Headers,
+    origin_context: BaseContext): GrpcStreamResult {
+    const c = utf8(cluster), s = utf8(service), m = utf8(method);
+    const md = serializeHeaders(metadata);
+    const result = <WasmResultValues>imports.proxy_grpc_stream(at(c), c.byteLength, at(s), s.byteLength,
+      at(m), m.byteLength, at(md), md.byteLength, SLOTS);
+    const token = load<u32>(SLOTS);
+    if (result == WasmResultValues.Ok) this.grpc_calls.set(token, new GrpcCallback(origin_context, null));
+    return new GrpcStreamResult(result, token);
+  }
+
+  // Ends a call or stream at once; no callback for it follows.
+  grpcCancel(token: u32): WasmResultValues {
+    this.grpc_calls.delete(token);
+    return <WasmResultValues>imports.proxy_grpc_cancel(token);
+  }
+
+  // Delivers a gRPC event to the context that made the call; kind: 0 initial metadata,
+  // 1 message, 2 trailing metadata, 3 close.
+  onGrpcEvent(token: u32, kind: u32, n: u32): void {
+    if (!this.grpc_calls.has(token)) return;
+    const call = this.grpc_calls.get(token);
+    const unary = call.cb != null;
+    if (kind == 3 || (unary && kind == 1)) this.grpc_calls.delete(token);
+    if (unary && (kind == 0 || kind == 2)) return;
+    const origin = call.origin_context;
+    if (origin.context_id != this.context_id) {
+      if (!contexts.has(origin.context_id)) return;
+      proxy_set_effective_context(origin.context_id);
+    }
+    if (unary) {
+      const cb = call.cb!;
+      if (kind == 1) cb(changetype<Context>(origin), 0, n);
+      else cb(changetype<Context>(origin), n, 0);
+    } else if (kind == 0) origin.onGrpcStreamInitialMetadata(token, n);
+    else if (kind == 1) origin.onGrpcStreamMessage(token, n);
+    else if (kind == 2) origin.onGrpcStreamTrailingMetadata(token, n);
+    else origin.onGrpcStreamClose(token, n);
   }
 
   onHttpCallResponse(token: u32, headers: u32, body_size: u32, trailers: u32): void {

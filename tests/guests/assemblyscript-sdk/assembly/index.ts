@@ -1,5 +1,5 @@
 // as-sdk-probe: exercises sdk/assemblyscript beyond the api-key example — an http_call that
-// decides allow/deny, request body buffering and rewrite, shared data with CAS, a tick, a
+// decides allow/deny, gRPC calls and a stream to cluster `grpc`, request body buffering and rewrite, shared data with CAS, a tick, a
 // shared queue, a counter and properties — so the tests can check each through the gateway.
 export * from "@rustygate/proxy-wasm/proxy";
 import {
@@ -7,7 +7,8 @@ import {
   stream_context, send_local_response, continue_request, makeHeaderPair, GrpcStatusValues,
   get_buffer_bytes, set_buffer_bytes, BufferTypeValues, get_shared_data, set_shared_data,
   register_shared_queue, enqueue_shared_queue, dequeue_shared_queue, set_tick_period_milliseconds,
-  get_property_path, Counter, WasmResultValues, log, LogLevelValues,
+  get_property_path, Counter, WasmResultValues, log, LogLevelValues, get_grpc_status, grpc_send,
+  grpc_close, get_header_map_pairs, HeaderMapTypeValues,
 } from "@rustygate/proxy-wasm";
 
 class ProbeRoot extends RootContext {
@@ -42,6 +43,7 @@ class ProbeRoot extends RootContext {
 
 class Probe extends Context {
   path: string = "";
+  grpcSeen: string[] = [];
 
   onRequestHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
     const root = this.root_context as ProbeRoot;
@@ -57,7 +59,50 @@ class Probe extends Context {
       return FilterHeadersStatusValues.StopIteration;
     }
     if (this.path == "/enqueue") enqueue_shared_queue(root.queue, String.UTF8.encode("item-from-request"));
+    if (this.path == "/grpc/Unary" || this.path == "/grpc/Deny") {
+      const md = [makeHeaderPair("x-user", "gopher")];
+      const r = root.grpcCall("grpc", "test.Echo", this.path.substring(6), md, String.UTF8.encode("go"), 2000, this, onGrpc);
+      if (r != WasmResultValues.Ok) {
+        send_local_response(500, "grpc_failed", String.UTF8.encode("grpc call failed"), [], GrpcStatusValues.InvalidCode);
+      }
+      return FilterHeadersStatusValues.StopIteration;
+    }
+    if (this.path == "/grpc/stream") {
+      const s = root.grpcStream("grpc", "test.Echo", "Chat", [], this);
+      if (s.result != WasmResultValues.Ok) {
+        send_local_response(500, "grpc_failed", String.UTF8.encode("grpc stream failed"), [], GrpcStatusValues.InvalidCode);
+        return FilterHeadersStatusValues.StopIteration;
+      }
+      grpc_send(s.token, String.UTF8.encode("one"), false);
+      grpc_send(s.token, String.UTF8.encode("two"), false);
+      grpc_close(s.token);
+      return FilterHeadersStatusValues.StopIteration;
+    }
     return FilterHeadersStatusValues.Continue;
+  }
+
+  onGrpcStreamInitialMetadata(token: u32, elements: u32): void {
+    const md = get_header_map_pairs(HeaderMapTypeValues.GrpcReceiveInitialMetadata);
+    for (let i = 0; i < md.length; i++) {
+      if (String.UTF8.decode(md[i].key) == "x-server") this.grpcSeen.push("server=" + String.UTF8.decode(md[i].value));
+    }
+  }
+
+  onGrpcStreamMessage(token: u32, size: u32): void {
+    this.grpcSeen.push(String.UTF8.decode(get_buffer_bytes(BufferTypeValues.GrpcReceiveBuffer, 0, size)));
+  }
+
+  onGrpcStreamTrailingMetadata(token: u32, elements: u32): void {
+    const md = get_header_map_pairs(HeaderMapTypeValues.GrpcReceiveTrailingMetadata);
+    for (let i = 0; i < md.length; i++) {
+      if (String.UTF8.decode(md[i].key) == "x-trailer") this.grpcSeen.push("trailer=" + String.UTF8.decode(md[i].value));
+    }
+  }
+
+  onGrpcStreamClose(token: u32, status: u32): void {
+    stream_context.headers.request.add("x-grpc-stream", this.grpcSeen.join(","));
+    stream_context.headers.request.add("x-grpc-stream-status", status.toString());
+    continue_request();
   }
 
   onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
@@ -95,6 +140,20 @@ function onAuth(origin: Context, headers: u32, body_size: usize, trailers: u32):
   }
   const body = get_buffer_bytes(BufferTypeValues.HttpCallResponseBody, 0, <u32>body_size);
   stream_context.headers.request.add("x-auth-body-bytes", body.byteLength.toString());
+  continue_request();
+}
+
+// A unary gRPC call's answer: the reply resumes the request, a failure answers 403.
+function onGrpc(origin: Context, status: u32, size: u32): void {
+  if (status != 0) {
+    const s = get_grpc_status();
+    send_local_response(403, "denied", String.UTF8.encode("denied by grpc\n"),
+      [makeHeaderPair("x-grpc-status", status.toString()), makeHeaderPair("x-grpc-message", s.message)],
+      GrpcStatusValues.InvalidCode);
+    return;
+  }
+  const reply = get_buffer_bytes(BufferTypeValues.GrpcReceiveBuffer, 0, size);
+  stream_context.headers.request.add("x-grpc-reply", String.UTF8.decode(reply));
   continue_request();
 }
 
