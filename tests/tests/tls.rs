@@ -332,6 +332,8 @@ async fn start_process(
     (gw, format!("127.0.0.1:{port}").parse().unwrap())
 }
 
+/// A reload renews the certificate (and the listener's other TLS settings) for new
+/// connections.
 #[tokio::test]
 async fn a_reload_renews_the_certificate_for_new_connections() {
     let up = Upstream::echo();
@@ -370,6 +372,29 @@ async fn a_reload_renews_the_certificate_for_new_connections() {
         "{:?}",
         refused.map(|s| s.seen.status)
     );
+
+    // The TLS settings reload too: from now on clients need a certificate.
+    let file = dir.join("config.yaml");
+    let yaml = std::fs::read_to_string(&file).unwrap().replace(
+        "private_key: server.key }",
+        &format!(
+            "private_key: server.key, client_ca_certificates: {} }}",
+            new.ca.display()
+        ),
+    );
+    let mark = gw.mark();
+    replace(&file, yaml.as_bytes());
+    gw.wait_for_log_since(mark, "configuration reloaded", Duration::from_secs(10))
+        .await;
+    assert!(
+        tls::get(addr, new.client_config(&[]), "/anonymous")
+            .await
+            .is_err()
+    );
+    let mtls = tls::get(addr, new.client_config_with_cert(&new), "/mtls")
+        .await
+        .unwrap();
+    assert_eq!(mtls.seen.status, StatusCode::OK);
 }
 
 /// The probe copies the TLS connection properties into response headers.

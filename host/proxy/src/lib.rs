@@ -286,7 +286,7 @@ impl Reconfigure {
             let _ = answer.await;
         }
         // A reload never changes the listeners themselves (that takes a restart), so they
-        // line up with the configuration's; only their certificates are renewed.
+        // line up with the configuration's; only their TLS settings are renewed.
         for (ctx, acceptor) in self.listeners.iter().zip(certificates) {
             if let (Some(slot), Some(acceptor)) = (&ctx.tls, acceptor) {
                 *slot.write() = acceptor;

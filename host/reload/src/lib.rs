@@ -20,7 +20,7 @@ use std::time::{Instant, SystemTime};
 
 use http::StatusCode;
 use rustygate_admin::{Answer, BoxFuture, Operations};
-use rustygate_config::Config;
+use rustygate_config::{Config, Listener};
 use rustygate_proxy::Reconfigure;
 use rustygate_telemetry::Metrics;
 use serde_json::json;
@@ -424,7 +424,23 @@ impl ControlPlane {
 /// shutdown grace) reloads.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut fields = Vec::new();
-    if old.listeners != new.listeners {
+    // A listener's TLS settings reload (new handshakes use them: certificates, SNI, client
+    // verification); turning TLS on or off changes the listener itself.
+    let sockets = |c: &Config| {
+        c.listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.tls.is_some(),
+                    Listener {
+                        tls: None,
+                        ..l.clone()
+                    },
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    if sockets(old) != sockets(new) {
         fields.push("listeners");
     }
     if old.workers != new.workers {
