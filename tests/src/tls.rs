@@ -179,12 +179,8 @@ impl Pki {
     /// Lower-case hex SHA-256 of the client certificate (Envoy's
     /// `connection.sha256_peer_certificate_digest`).
     pub fn client_cert_sha256(&self) -> String {
-        use sha2::Digest;
         let der = CertificateDer::from_pem_slice(self.client_cert_pem.as_bytes()).unwrap();
-        sha2::Sha256::digest(der.as_ref())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::upstream::sha256_hex(der.as_ref())
     }
 }
 
