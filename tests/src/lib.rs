@@ -10,6 +10,7 @@ pub mod process;
 pub mod reload;
 pub mod tls;
 pub mod upstream;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -657,10 +657,20 @@ pub struct Route {
     /// Filters run on this route, in order (responses pass through them in reverse).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<RouteFilter>,
+    /// Protocols an HTTP/1.1 client may switch to on this route with `Connection: upgrade`
+    /// and `Upgrade: <protocol>` (compared case-insensitively). When the upstream answers
+    /// `101 Switching Protocols`, the connection becomes a byte tunnel between client and
+    /// upstream. Any other `Upgrade` is refused with 403; `[]` refuses them all.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
 }
 
 fn default_route_timeout() -> Duration {
     Duration::secs(15)
+}
+
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".to_owned()]
 }
 
 /// What a failed attempt is retried on.

@@ -298,6 +298,22 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
             );
         }
         retry_checks(&mut c, i, &r.retry);
+        for (j, protocol) in r.upgrades.iter().enumerate() {
+            // RFC 9110 §7.8: a protocol name, optionally with "/version".
+            let mut parts = protocol.splitn(2, '/');
+            if parts.any(http_token_invalid) {
+                c.error(
+                    format!("routes[{i}].upgrades[{j}]"),
+                    format!("invalid protocol {protocol:?}: use a token such as websocket"),
+                );
+            } else if protocol.eq_ignore_ascii_case("h2c") {
+                // h2c names a change of this hop's protocol, not something to tunnel.
+                c.error(
+                    format!("routes[{i}].upgrades[{j}]"),
+                    "h2c cannot be tunnelled; clients reach HTTP/2 with prior knowledge".into(),
+                );
+            }
+        }
         for (j, f) in r.filters.iter().enumerate() {
             if !filters.contains(f.name()) {
                 c.error(

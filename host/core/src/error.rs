@@ -50,6 +50,9 @@ pub enum ErrorKind {
     /// A cluster's circuit breaker is open: too many connections, pending or active requests.
     #[error("upstream cluster overloaded")]
     UpstreamOverflow,
+    /// The client asked to switch to a protocol its route does not allow (`Upgrade`).
+    #[error("protocol upgrade not allowed")]
+    UpgradeRefused,
     /// A bug or unexpected internal state.
     #[error("internal gateway error")]
     Internal,
@@ -63,6 +66,8 @@ impl ErrorKind {
             ErrorKind::NoRoute => S::NOT_FOUND,
             ErrorKind::BadRequest => S::BAD_REQUEST,
             ErrorKind::BodyTooLarge => S::PAYLOAD_TOO_LARGE,
+            // As Envoy answers an upgrade its configuration does not allow.
+            ErrorKind::UpgradeRefused => S::FORBIDDEN,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocol => {
                 S::BAD_GATEWAY
             }
@@ -81,6 +86,7 @@ impl ErrorKind {
             ErrorKind::NoRoute => "no_route",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::UpgradeRefused => "upgrade_refused",
             ErrorKind::UpstreamConnect => "connect_failure",
             ErrorKind::UpstreamReset => "reset",
             ErrorKind::UpstreamTimeout => "timeout",
@@ -96,9 +102,10 @@ impl ErrorKind {
     /// Who is at fault.
     pub fn fault(self) -> Fault {
         match self {
-            ErrorKind::NoRoute | ErrorKind::BadRequest | ErrorKind::BodyTooLarge => {
-                Fault::Downstream
-            }
+            ErrorKind::NoRoute
+            | ErrorKind::BadRequest
+            | ErrorKind::BodyTooLarge
+            | ErrorKind::UpgradeRefused => Fault::Downstream,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamReset
             | ErrorKind::UpstreamTimeout

@@ -78,6 +78,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     }
 }
 
+/// The protocol a request asks to switch to: its `Upgrade` value when `Connection` names
+/// `upgrade` (RFC 9110 §7.8). `h2c` is not one: it changes only the client's hop, and is
+/// dropped with the other hop-by-hop headers as before.
+pub fn upgrade_requested(headers: &HeaderMap) -> Option<&HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    let named = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    let h2c = upgrade
+        .to_str()
+        .is_ok_and(|s| s.trim().eq_ignore_ascii_case("h2c"));
+    (named && !h2c).then_some(upgrade)
+}
+
+/// Puts an upgrade's own hop-by-hop headers back after [`strip_hop_by_hop`]: the next hop
+/// must see `Connection: upgrade` and the protocol to switch to it as well.
+pub fn keep_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, upgrade);
+}
+
 /// The client address as an `X-Forwarded-For` element. Computed once per connection.
 pub fn client_address_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value")
@@ -190,6 +214,28 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["server"]);
+    }
+
+    #[test]
+    fn an_upgrade_needs_connection_upgrade_and_is_never_h2c() {
+        let ws = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(upgrade_requested(&ws).unwrap(), "websocket");
+        assert!(upgrade_requested(&map(&[("upgrade", "websocket")])).is_none());
+        assert!(upgrade_requested(&map(&[("connection", "upgrade")])).is_none());
+        let h2c = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+        ]);
+        assert!(upgrade_requested(&h2c).is_none());
+        let mut stripped = ws.clone();
+        strip_hop_by_hop(&mut stripped, true);
+        assert!(stripped.is_empty());
+        keep_upgrade(&mut stripped, ws["upgrade"].clone());
+        assert_eq!(stripped["connection"], "upgrade");
+        assert_eq!(stripped["upgrade"], "websocket");
     }
 
     #[test]

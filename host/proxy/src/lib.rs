@@ -17,6 +17,7 @@ mod snapshot;
 mod strategy;
 pub mod tls;
 mod trace_scope;
+mod tunnel;
 mod upstreams;
 mod worker;
 

@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustygate_config::UpstreamProtocol;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
@@ -391,7 +392,9 @@ impl Pool {
         settings: &EndpointSettings,
         sender: http1::SendRequest<UpstreamBody>,
     ) -> Response<PooledBody> {
-        let home = Some(Home {
+        // A connection that switched protocols belongs to its tunnel, never to the pool.
+        let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        let home = (!switched).then(|| Home {
             pool: self.clone(),
             authority: authority.clone(),
             tls: tls_id(settings),
@@ -411,10 +414,9 @@ impl Pool {
         authority: &Arc<str>,
         settings: &EndpointSettings,
     ) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
-        let (io, slot) = connect(authority, settings).await?;
-        let handshaken = match io {
-            Io::Plain(io) => handshake_h1(io, slot).await,
-            Io::Tls(io) => handshake_h1(io, slot).await,
+        let handshaken = match connect(authority, settings).await? {
+            Io::Plain(io) => handshake_h1(io).await,
+            Io::Tls(io) => handshake_h1(io).await,
         };
         handshaken.map_err(|source| {
             ConnectError::Handshake {
@@ -430,10 +432,9 @@ impl Pool {
         authority: &Arc<str>,
         settings: &EndpointSettings,
     ) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
-        let (io, slot) = connect(authority, settings).await?;
-        let handshaken = match io {
-            Io::Plain(io) => handshake_h2(io, slot).await,
-            Io::Tls(io) => handshake_h2(io, slot).await,
+        let handshaken = match connect(authority, settings).await? {
+            Io::Plain(io) => handshake_h2(io).await,
+            Io::Tls(io) => handshake_h2(io).await,
         };
         handshaken.map_err(|source| {
             ConnectError::Handshake {
@@ -454,21 +455,77 @@ fn tls_id(settings: &EndpointSettings) -> u64 {
 
 /// A new upstream connection, in the clear or TLS.
 enum Io {
-    Plain(TokioIo<TcpStream>),
+    Plain(TokioIo<Counted<TcpStream>>),
     /// Boxed: a TLS session's state is a kilobyte, and a connection is made rarely.
-    Tls(TokioIo<Box<tokio_rustls::client::TlsStream<TcpStream>>>),
+    Tls(TokioIo<Counted<Box<tokio_rustls::client::TlsStream<TcpStream>>>>),
 }
 
-async fn handshake_h1<T>(io: T, slot: OwnedSlot) -> hyper::Result<http1::SendRequest<UpstreamBody>>
+/// A socket holding its place in the cluster's `max_connections` for as long as it exists:
+/// whether hyper closes it, or a protocol switch hands it to a tunnel that outlives hyper's
+/// connection task.
+struct Counted<T> {
+    io: T,
+    _slot: OwnedSlot,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    #[inline]
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    #[inline]
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    #[inline]
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    #[inline]
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    #[inline]
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+async fn handshake_h1<T>(io: T) -> hyper::Result<http1::SendRequest<UpstreamBody>>
 where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::Builder::new().writev(false).handshake(io).await?;
-    drive(conn, slot);
+    // A `101 Switching Protocols` hands the connection's socket to the response's
+    // `OnUpgrade` (a WebSocket tunnel); without upgrades hyper would refuse such a response.
+    drive(conn.with_upgrades());
     Ok(sender)
 }
 
-async fn handshake_h2<T>(io: T, slot: OwnedSlot) -> hyper::Result<http2::SendRequest<UpstreamBody>>
+async fn handshake_h2<T>(io: T) -> hyper::Result<http2::SendRequest<UpstreamBody>>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
 {
@@ -476,16 +533,13 @@ where
         .timer(TokioTimer::new())
         .handshake(io)
         .await?;
-    drive(conn, slot);
+    drive(conn);
     Ok(sender)
 }
 
 /// A new TCP connection within the cluster's circuit-breaker limits: the request waits as
 /// "pending" while it connects, and the connection holds a slot for as long as it lives.
-async fn connect(
-    authority: &Arc<str>,
-    settings: &EndpointSettings,
-) -> Result<(Io, OwnedSlot), SendError> {
+async fn connect(authority: &Arc<str>, settings: &EndpointSettings) -> Result<Io, SendError> {
     let _pending = Slot::take(&settings.load.pending, settings.max_pending)
         .ok_or(SendError::Overflow("pending requests"))?;
     let slot = OwnedSlot::connection(&settings.load, settings.max_connections)
@@ -493,7 +547,10 @@ async fn connect(
     let started = Instant::now();
     let tcp = tcp_connect(authority, settings.connect_timeout).await?;
     let Some(tls) = &settings.tls else {
-        return Ok((Io::Plain(TokioIo::new(tcp)), slot));
+        return Ok(Io::Plain(TokioIo::new(Counted {
+            io: tcp,
+            _slot: slot,
+        })));
     };
     // The connect timeout covers the handshake too: both are "getting a connection".
     let left = settings.connect_timeout.saturating_sub(started.elapsed());
@@ -507,11 +564,14 @@ async fn connect(
             authority: authority.clone(),
             source,
         })?;
-    Ok((Io::Tls(TokioIo::new(Box::new(stream))), slot))
+    Ok(Io::Tls(TokioIo::new(Counted {
+        io: Box::new(stream),
+        _slot: slot,
+    })))
 }
 
-/// Runs a client connection's I/O on this worker until it closes; `slot` counts it open.
-fn drive<F>(conn: F, slot: OwnedSlot)
+/// Runs a client connection's I/O on this worker until it closes or switches protocols.
+fn drive<F>(conn: F)
 where
     F: std::future::Future<Output = Result<(), hyper::Error>> + 'static,
 {
@@ -519,7 +579,6 @@ where
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream connection closed with error");
         }
-        drop(slot);
     });
 }
 

@@ -28,6 +28,22 @@ pub struct RouteEntry {
     pub max_request_body_bytes: Option<u64>,
     /// When to try again.
     pub retry: RetryPolicy,
+    /// Protocols clients may switch to (`Upgrade`), lower-cased.
+    pub upgrades: Box<[Box<str>]>,
+}
+
+impl RouteEntry {
+    /// Whether every protocol in a request's `Upgrade` value is one this route allows: a name
+    /// allowed without a version allows every version of it.
+    pub fn allows_upgrade(&self, upgrade: &str) -> bool {
+        upgrade.split(',').map(str::trim).all(|offered| {
+            let name = offered.split('/').next().unwrap_or_default();
+            self.upgrades.iter().any(|allowed| {
+                allowed.eq_ignore_ascii_case(offered)
+                    || (!allowed.contains('/') && allowed.eq_ignore_ascii_case(name))
+            })
+        })
+    }
 }
 
 /// One upstream endpoint.
@@ -200,6 +216,11 @@ impl Snapshot {
                     timeout: r.timeout.get(),
                     max_request_body_bytes: r.max_request_body_bytes,
                     retry: r.retry.clone(),
+                    upgrades: r
+                        .upgrades
+                        .iter()
+                        .map(|p| p.to_ascii_lowercase().into())
+                        .collect(),
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;

@@ -57,6 +57,9 @@ pub(crate) struct ConnCtx {
     pub tls: std::cell::OnceCell<Arc<rustygate_filter_api::ConnectionTls>>,
     in_flight: Cell<usize>,
     last_active: Cell<Instant>,
+    /// Set by a request whose upstream switched protocols: run by the connection's task once
+    /// hyper has handed the socket over, so the connection stays counted (and drained).
+    tunnel: RefCell<Option<crate::tunnel::Tunnel>>,
 }
 
 impl ConnCtx {
@@ -69,6 +72,11 @@ impl ConnCtx {
     pub fn request_finished(&self, at: Instant) {
         self.in_flight.set(self.in_flight.get() - 1);
         self.last_active.set(at);
+    }
+
+    /// The tunnel this connection becomes after its `101 Switching Protocols` response.
+    pub fn set_tunnel(&self, tunnel: crate::tunnel::Tunnel) {
+        *self.tunnel.borrow_mut() = Some(tunnel);
     }
 }
 
@@ -462,6 +470,7 @@ async fn accept_loop(
             tls: std::cell::OnceCell::new(),
             in_flight: Cell::new(0),
             last_active: Cell::new(Instant::now()),
+            tunnel: RefCell::new(None),
         });
         let (worker, builder, phase, active, handshake_failed) = (
             worker.clone(),
@@ -522,12 +531,12 @@ async fn serve<S>(
     stream: S,
     mut phase: watch::Receiver<Phase>,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let idle_timeout = conn.listener.limits.idle_timeout.get();
     let svc_conn = conn.clone();
     let svc = service_fn(move |req| crate::handler::handle(worker.clone(), svc_conn.clone(), req));
-    let connection = builder.serve_connection(TokioIo::new(stream), svc);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(connection);
     let mut closing = false;
     loop {
@@ -537,7 +546,7 @@ async fn serve<S>(
                 if let Err(e) = res {
                     tracing::debug!(peer = %conn.peer, error = %e, "client connection ended with error");
                 }
-                return;
+                break;
             }
             _ = tokio::time::sleep_until(idle_deadline.into()), if !closing => {
                 if conn.in_flight.get() == 0 && conn.last_active.get() + idle_timeout <= Instant::now() {
@@ -551,5 +560,11 @@ async fn serve<S>(
                 closing = true;
             }
         }
+    }
+    // An upgraded connection lives on as a tunnel. A drain waits for it like for a request
+    // in flight; the grace period ends it.
+    let tunnel = conn.tunnel.borrow_mut().take();
+    if let Some(tunnel) = tunnel {
+        tunnel.await;
     }
 }

@@ -13,6 +13,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version, uri::PathAndQuery};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use rustygate_config::UpstreamProtocol;
 use rustygate_core::ErrorKind;
 use rustygate_core::forwarding::{self, X_REQUEST_ID};
@@ -117,6 +118,11 @@ async fn forward(
 ) -> Result<Response<ResponseBody>, Failure> {
     let snapshot = &active.snapshot;
     let (mut parts, body) = req.into_parts();
+    // Only HTTP/1.1 switches protocols with `Upgrade` (HTTP/2 has extended CONNECT instead).
+    let upgrade = match parts.version {
+        Version::HTTP_11 => forwarding::upgrade_requested(&parts.headers).cloned(),
+        _ => None,
+    };
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -141,6 +147,22 @@ async fn forward(
     if let Some(t) = &done.trace {
         t.set_route(&route.name);
     }
+    if let Some(u) = &upgrade
+        && !route.allows_upgrade(u.to_str().unwrap_or_default())
+    {
+        return Err((
+            ErrorKind::UpgradeRefused,
+            format!(
+                "route {} does not allow Upgrade: {}",
+                route.name,
+                String::from_utf8_lossy(u.as_bytes())
+            ),
+        ));
+    }
+    // The client's side of the switch, resolved by hyper once our 101 has been written.
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
 
     let limit = route
         .max_request_body_bytes
@@ -159,6 +181,9 @@ async fn forward(
     // Connection-level rules come first, so filters see the request as the upstream will
     // (as in Envoy, whose connection manager adds these before the filter chain runs).
     forwarding::strip_hop_by_hop(&mut parts.headers, true);
+    if let Some(u) = &upgrade {
+        forwarding::keep_upgrade(&mut parts.headers, u.clone());
+    }
     // We answer `Expect: 100-continue` ourselves (hyper sends 100 when the body is first
     // read), so it must not reach the upstream as well.
     parts.headers.remove(header::EXPECT);
@@ -307,6 +332,15 @@ async fn forward(
                 parts.headers.insert(header::HOST, a);
             }
         }
+        UpstreamProtocol::Http2 if upgrade.is_some() => {
+            return Err((
+                ErrorKind::UpgradeRefused,
+                format!(
+                    "cluster {} speaks HTTP/2 upstream; upgrades need an HTTP/1.1 cluster",
+                    cluster.name
+                ),
+            ));
+        }
         UpstreamProtocol::Http2 => {
             parts.uri = Uri::builder()
                 .scheme(if cluster.settings.tls.is_some() {
@@ -406,11 +440,34 @@ async fn forward(
     let failure = match sent {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
+            let switch = match (parts.status, client_upgrade) {
+                (StatusCode::SWITCHING_PROTOCOLS, Some(client)) => Some(Switch {
+                    client,
+                    upstream: parts.extensions.remove::<OnUpgrade>(),
+                    protocol: parts.headers.get(header::UPGRADE).cloned(),
+                }),
+                (StatusCode::SWITCHING_PROTOCOLS, None) => {
+                    return Err((
+                        ErrorKind::UpstreamProtocol,
+                        format!("{endpoint}: 101 Switching Protocols to a request without Upgrade"),
+                    ));
+                }
+                _ => None,
+            };
             forwarding::strip_hop_by_hop(&mut parts.headers, false);
+            if let Some(Switch {
+                protocol: Some(p), ..
+            }) = &switch
+            {
+                forwarding::keep_upgrade(&mut parts.headers, p.clone());
+            }
             parts
                 .headers
                 .insert(X_REQUEST_ID.clone(), request_id.clone());
             let Some(run) = &run else {
+                if let Some(switch) = switch {
+                    switch.open(conn, parts.status);
+                }
                 return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
             };
             *run.exchange.response.borrow_mut() = Some(ResponseHead {
@@ -438,6 +495,9 @@ async fn forward(
                 ResponseOutcome::Reset => return Err(filtering::reset()),
             }
             if body_ended {
+                if let Some(switch) = switch {
+                    switch.open(conn, parts.status);
+                }
                 return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
             }
             let ctx = filtering::Ctx::new(run, route.timeout, max_held, request_id);
@@ -511,6 +571,28 @@ async fn forward(
             ctx.gateway_error(failure).await
         }
         None => Err(failure),
+    }
+}
+
+/// Both sides of a protocol switch the upstream agreed to.
+struct Switch {
+    client: OnUpgrade,
+    upstream: Option<OnUpgrade>,
+    /// The upstream's `Upgrade`, passed on to the client.
+    protocol: Option<HeaderValue>,
+}
+
+impl Switch {
+    /// Turns the connection into a tunnel once the response (with `status`, as the filters
+    /// left it) has been written; a filter that answered otherwise cancels the switch.
+    fn open(self, conn: &ConnCtx, status: StatusCode) {
+        if let (StatusCode::SWITCHING_PROTOCOLS, Some(upstream)) = (status, self.upstream) {
+            conn.set_tunnel(crate::tunnel::tunnel(
+                self.client,
+                upstream,
+                conn.listener.limits.idle_timeout.get(),
+            ));
+        }
     }
 }
 

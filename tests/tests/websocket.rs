@@ -1,0 +1,266 @@
+//! WebSocket (HTTP/1.1 `Upgrade`) through the gateway: a real WebSocket server upstream, a
+//! real WebSocket client, and what the client sees on the switched connection.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use rustygate_tests::client::get;
+use rustygate_tests::upstream::{Upstream, text};
+use rustygate_tests::websocket::{WsUpstream, connect};
+use rustygate_tests::{HEADERS_WASM, TestGateway, filters_config, simple_config};
+use tokio_tungstenite::tungstenite::{Error, Message};
+
+/// Polls `f` until it holds, for up to two seconds.
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    let until = Instant::now() + Duration::from_secs(2);
+    while !f() {
+        assert!(Instant::now() < until, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn websocket_messages_cross_the_gateway_both_ways() {
+    let up = WsUpstream::start();
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let (mut ws, resp) = connect(
+        &format!("ws://{}/chat?room=1", gw.addr),
+        &[("x-client", "a")],
+    )
+    .await
+    .expect("handshake through the gateway");
+    // The client library has checked Sec-WebSocket-Accept against its key.
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert!(resp.headers().contains_key("x-request-id"));
+
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    // Larger than any one read or write buffer on the way.
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Pong(b"are you there".to_vec().into())
+    );
+
+    let seen = up.handshakes();
+    assert_eq!(seen.len(), 1);
+    let h = &seen[0];
+    assert_eq!(h["upgrade"], "websocket");
+    assert!(
+        h["connection"]
+            .to_str()
+            .unwrap()
+            .eq_ignore_ascii_case("upgrade"),
+        "{h:?}"
+    );
+    assert_eq!(h["x-client"], "a");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-request-id"], resp.headers()["x-request-id"]);
+
+    // A clean close from the client ends both connections.
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    eventually("the upstream connection is closed", || {
+        up.open_connections() == 0
+    })
+    .await;
+
+    let metrics = get(&format!("http://{}/metrics", gw.admin)).await;
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        metrics.contains(r#"rustygate_requests_total{route="all",status="101"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn upgrades_a_route_does_not_allow_are_refused_with_403() {
+    let up = WsUpstream::start();
+    let gw = TestGateway::start(&simple_config(
+        up.addr,
+        "  - name: closed
+    match: { path: { prefix: /closed } }
+    cluster: up
+    upgrades: []
+  - name: other
+    match: { path: { prefix: /other } }
+    cluster: up
+    upgrades: [Other/2]
+",
+    ))
+    .await;
+    for (path, offered) in [
+        ("/closed", "websocket"),
+        ("/open", "x-custom"),
+        ("/other", "other/1"),
+        ("/other", "websocket"),
+    ] {
+        let refused = connect(&format!("ws://{}{path}", gw.addr), &[("upgrade", offered)])
+            .await
+            .expect_err("refused");
+        let Error::Http(resp) = refused else {
+            panic!("{path} {offered}: {refused:?}")
+        };
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path} {offered}");
+        let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+        assert!(body.contains(r#""error":"upgrade_refused""#), "{body}");
+    }
+    assert!(up.handshakes().is_empty());
+    // The versioned protocol the route names is let through (and the echo server, which
+    // speaks only websocket, then refuses it itself).
+    let passed = connect(
+        &format!("ws://{}/other", gw.addr),
+        &[("upgrade", "OTHER/2")],
+    )
+    .await
+    .expect_err("the upstream refuses");
+    let Error::Http(resp) = passed else {
+        panic!("{passed:?}")
+    };
+    assert_ne!(resp.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn an_upstream_that_declines_the_upgrade_is_answered_as_it_said() {
+    let up = Upstream::start(|req| async move {
+        assert_eq!(req.headers()["upgrade"], "websocket");
+        text(StatusCode::UPGRADE_REQUIRED, "not here")
+    });
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let declined = connect(&format!("ws://{}/chat", gw.addr), &[])
+        .await
+        .expect_err("declined");
+    let Error::Http(resp) = declined else {
+        panic!("{declined:?}")
+    };
+    assert_eq!(resp.status(), StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(up.requests(), 1);
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_after_the_listeners_idle_timeout() {
+    let up = WsUpstream::start();
+    let config = simple_config(up.addr, "").replace(
+        "    address: 127.0.0.1:0\n",
+        "    address: 127.0.0.1:0\n    limits: { idle_timeout: 300ms }\n",
+    );
+    let gw = TestGateway::start(&config).await;
+    let (mut ws, _) = connect(&format!("ws://{}/chat", gw.addr), &[])
+        .await
+        .unwrap();
+    // Traffic keeps it open past the timeout.
+    for i in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ws.send(Message::text(format!("{i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("{i}"))
+        );
+    }
+    let quiet = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("closed by the gateway");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    let waited = quiet.elapsed();
+    assert!(waited >= Duration::from_millis(290), "{waited:?}");
+    eventually("the upstream connection is closed", || {
+        up.open_connections() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_drain_lets_an_open_tunnel_finish() {
+    let up = WsUpstream::start();
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let (mut ws, _) = connect(&format!("ws://{}/chat", gw.addr), &[])
+        .await
+        .unwrap();
+    let drain = tokio::spawn(gw.stop(Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!drain.is_finished(), "the drain waits for the tunnel");
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("still here")
+    );
+    let closed = Instant::now();
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    // The upstream has closed its end; the tunnel ends once the client's end closes too.
+    drop(ws);
+    let report = drain.await.unwrap();
+    assert!(closed.elapsed() < Duration::from_secs(5));
+    assert_eq!(report.abandoned, 0);
+}
+
+#[tokio::test]
+async fn filters_see_the_upgrade_request_and_the_101() {
+    let up = WsUpstream::start();
+    let filters = format!(
+        "  - name: headers
+    module: {HEADERS_WASM}
+    configuration:
+      request:
+        add: {{ x-seen-by-filter: \"${{request.header.upgrade}}\" }}
+      response:
+        add: {{ x-switched: \"yes\" }}"
+    );
+    let gw = TestGateway::start(&filters_config(up.addr, &filters, "[headers]")).await;
+    let (mut ws, resp) = connect(&format!("ws://{}/chat", gw.addr), &[])
+        .await
+        .expect("handshake through a filter");
+    assert_eq!(resp.headers()["x-switched"], "yes");
+    assert_eq!(up.handshakes()[0]["x-seen-by-filter"], "websocket");
+    ws.send(Message::text("through")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("through"));
+}
+
+#[tokio::test]
+async fn an_open_tunnel_holds_its_upstream_connection_slot() {
+    let up = WsUpstream::start();
+    let config = simple_config(up.addr, "").replace(
+        "    endpoints:\n",
+        "    circuit_breaker: { max_connections: 1 }\n    endpoints:\n",
+    );
+    let gw = TestGateway::start(&config).await;
+    let url = format!("ws://{}/chat", gw.addr);
+    let (mut first, _) = connect(&url, &[]).await.unwrap();
+    // The only upstream connection the cluster may have is the first tunnel.
+    let refused = connect(&url, &[]).await.expect_err("over max_connections");
+    let Error::Http(resp) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    first.send(Message::text("still mine")).await.unwrap();
+    assert_eq!(
+        first.next().await.unwrap().unwrap(),
+        Message::text("still mine")
+    );
+    first.close(None).await.unwrap();
+    while let Some(Ok(_)) = first.next().await {}
+    drop(first);
+    // Once it has closed, the slot is free again.
+    let until = Instant::now() + Duration::from_secs(2);
+    let (mut second, _) = loop {
+        match connect(&url, &[]).await {
+            Ok(ws) => break ws,
+            Err(e) => {
+                assert!(Instant::now() < until, "slot never freed: {e:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    second.send(Message::text("mine now")).await.unwrap();
+    assert_eq!(
+        second.next().await.unwrap().unwrap(),
+        Message::text("mine now")
+    );
+}
