@@ -264,3 +264,35 @@ async fn an_open_tunnel_holds_its_upstream_connection_slot() {
         Message::text("mine now")
     );
 }
+
+#[tokio::test]
+async fn websockets_work_over_a_tls_listener() {
+    use rustygate_tests::tls::Pki;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let up = WsUpstream::start();
+    let pki = Pki::new("websocket");
+    let config = simple_config(up.addr, "").replace(
+        "    address: 127.0.0.1:0\n",
+        &format!(
+            "    address: 127.0.0.1:0\n    tls: {}\n",
+            pki.listener_yaml()
+        ),
+    );
+    let gw = TestGateway::start(&config).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(pki.client_config(&[b"http/1.1"]))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let req = "wss://localhost/secure-chat".into_client_request().unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls)
+        .await
+        .expect("handshake over TLS");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text("encrypted")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("encrypted")
+    );
+    assert_eq!(up.handshakes()[0]["x-forwarded-proto"], "https");
+}

@@ -118,10 +118,11 @@ async fn forward(
 ) -> Result<Response<ResponseBody>, Failure> {
     let snapshot = &active.snapshot;
     let (mut parts, body) = req.into_parts();
-    // Only HTTP/1.1 switches protocols with `Upgrade` (HTTP/2 has extended CONNECT instead).
-    let upgrade = match parts.version {
-        Version::HTTP_11 => forwarding::upgrade_requested(&parts.headers).cloned(),
-        _ => None,
+    // hyper marks an HTTP/1.1 request carrying `Upgrade` (or a CONNECT) with an `OnUpgrade`:
+    // every other request, nearly all of them, skips the header lookups.
+    let upgrade = match parts.extensions.get::<OnUpgrade>() {
+        Some(_) => forwarding::upgrade_requested(&parts.headers).cloned(),
+        None => None,
     };
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
