@@ -68,6 +68,15 @@ pub async fn get(url: &str) -> Seen {
     send(&http1(), Request::get(url).body(Full::default()).unwrap()).await
 }
 
+/// GET `url` over HTTP/1.1 with `headers`.
+pub async fn get_with_headers(url: &str, headers: &[(&str, &str)]) -> Seen {
+    let mut req = Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send(&http1(), req.body(Full::default()).unwrap()).await
+}
+
 /// Writes `raw` to `addr` and reads until the server closes or `wait` passes; returns the text.
 pub async fn raw(addr: SocketAddr, raw: &[u8], wait: Duration) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 
 use crate::client::Seen;
@@ -35,6 +35,14 @@ pub struct Pki {
     client_cert_pem: String,
     client_key_pem: String,
 }
+
+/// The client certificate's URI subject alternative name (a SPIFFE ID).
+pub const CLIENT_URI_SAN: &str = "spiffe://rustygate.test/ns/tests/sa/client";
+/// Its DNS subject alternative names, in certificate order.
+pub const CLIENT_DNS_SANS: [&str; 2] = ["client.rustygate.test", "client"];
+/// Its subject as RFC 2253 (and Envoy, through OpenSSL) prints it: last RDN first. rcgen
+/// writes CN before O, so O comes first here (`openssl x509 -nameopt RFC2253` agrees).
+pub const CLIENT_SUBJECT: &str = "O=RustyGate Tests,CN=client";
 
 impl Pki {
     /// A new authority and server certificate under a directory named after `test`.
@@ -66,7 +74,15 @@ impl Pki {
         let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         client_params
             .distinguished_name
+            .push(DnType::OrganizationName, "RustyGate Tests");
+        client_params
+            .distinguished_name
             .push(DnType::CommonName, "client");
+        client_params.subject_alt_names = vec![
+            SanType::URI(CLIENT_URI_SAN.try_into().unwrap()),
+            SanType::DnsName(CLIENT_DNS_SANS[0].try_into().unwrap()),
+            SanType::DnsName(CLIENT_DNS_SANS[1].try_into().unwrap()),
+        ];
         let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
         let pki = Pki {
             chain: dir.join("server.pem"),
@@ -223,6 +239,17 @@ pub async fn get_as(
     server_name: &str,
     path: &str,
 ) -> Result<TlsSeen, String> {
+    get_with(addr, config, server_name, path, &[]).await
+}
+
+/// [`get_as`] with `headers` on the request.
+pub async fn get_with(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    server_name: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<TlsSeen, String> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -232,9 +259,11 @@ pub async fn get_as(
         .map_err(|e| format!("TLS handshake: {e}"))?;
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     let io = TokioIo::new(tls);
-    let request = Request::get(format!("https://localhost:{}{path}", addr.port()))
-        .body(Full::<Bytes>::default())
-        .unwrap();
+    let mut request = Request::get(format!("https://localhost:{}{path}", addr.port()));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let request = request.body(Full::<Bytes>::default()).unwrap();
     let response = if alpn.as_deref() == Some(b"h2") {
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await

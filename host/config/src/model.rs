@@ -181,6 +181,46 @@ pub struct Listener {
     /// Terminate TLS on this listener with this certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
+    /// What happens to a request's `x-forwarded-client-cert` (XFCC) header, as Envoy's
+    /// `forward_client_cert_details`. Default `sanitize`: a client cannot pass one off.
+    #[serde(default)]
+    pub forward_client_cert: ForwardClientCert,
+    /// What the element `sanitize_set` and `append_forward` write says of the client's
+    /// certificate besides its `Hash` (Envoy's `set_current_client_cert_details`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_cert_details: Vec<ClientCertDetail>,
+}
+
+/// Envoy's `forward_client_cert_details`: what a request's `x-forwarded-client-cert` becomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardClientCert {
+    /// Never forwarded.
+    #[default]
+    Sanitize,
+    /// Forwarded as the client sent it when the client presented a verified certificate
+    /// (mutual TLS); else removed.
+    ForwardOnly,
+    /// With a verified client certificate, an element describing it is appended; else
+    /// removed.
+    AppendForward,
+    /// With a verified client certificate, replaced by an element describing it; else
+    /// removed.
+    SanitizeSet,
+    /// Always forwarded as the client sent it: for a listener behind a proxy that sets it.
+    AlwaysForwardOnly,
+}
+
+/// A field of the `x-forwarded-client-cert` element (`Hash` is always there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertDetail {
+    /// `Subject="CN=…,O=…"` (RFC 2253).
+    Subject,
+    /// `URI=…`: the first URI subject alternative name (a SPIFFE ID, say).
+    Uri,
+    /// `DNS=…`: every DNS subject alternative name.
+    Dns,
 }
 
 /// A listener's certificate. Paths are relative to the configuration file's directory. TLS 1.2

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use crate::error::Diagnostic;
-use crate::model::{Config, FilterLimits, PathMatch, ValueMatch};
+use crate::model::{Config, FilterLimits, ForwardClientCert, PathMatch, ValueMatch};
 use crate::positions::Positions;
 
 struct Checker<'a> {
@@ -134,6 +134,33 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
                 ),
                 _ => {}
             }
+        }
+        let verifies_clients = l
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_certificates.is_some());
+        let describes = matches!(
+            l.forward_client_cert,
+            ForwardClientCert::AppendForward | ForwardClientCert::SanitizeSet
+        );
+        if !verifies_clients
+            && matches!(
+                l.forward_client_cert,
+                ForwardClientCert::ForwardOnly
+                    | ForwardClientCert::AppendForward
+                    | ForwardClientCert::SanitizeSet
+            )
+        {
+            c.error(
+                format!("listeners[{i}].forward_client_cert"),
+                "acts only on clients with a verified certificate: set tls.client_ca_certificates (or use always_forward_only behind a proxy that sets the header)".into(),
+            );
+        }
+        if !describes && !l.client_cert_details.is_empty() {
+            c.error(
+                format!("listeners[{i}].client_cert_details"),
+                "only sanitize_set and append_forward write an element to describe".into(),
+            );
         }
     }
 

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use rustygate_config::{ClientCertDetail, ForwardClientCert};
 
 /// The `x-request-id` header.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -14,6 +15,8 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// The `x-forwarded-host` header.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The `x-forwarded-client-cert` header (XFCC), as Envoy writes it.
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -22,20 +25,26 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// one TE value that is end-to-end meaningful (it tells the upstream that the client accepts
 /// trailers; hyper only sends HTTP/1.1 response trailers to clients that said so). `Trailer`
 /// is end-to-end and kept: it declares which trailer fields follow a chunked body.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+///
+/// Returns whether the message carries `x-forwarded-client-cert`, noticed on the way, so that
+/// the request path learns it without a lookup of its own (see [`forward_client_cert`]).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) -> bool {
     // One pass over the names says which of these are there; most messages carry at most
     // `Connection: keep-alive`, and a miss on a lookup costs as much as a hit.
-    // `Connection` first (it is read and removed apart from the rest); `TE` at `TE_AT`.
-    static NAMES: [HeaderName; 6] = [
+    // `Connection` first (it is read and removed apart from the rest); `TE` at `TE_AT`;
+    // the last is not hop-by-hop, only noted.
+    static NAMES: [HeaderName; 7] = [
         header::CONNECTION,
         KEEP_ALIVE,
         PROXY_CONNECTION,
         header::TE,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
+        HeaderName::from_static("x-forwarded-client-cert"),
     ];
     const TE_AT: usize = 3;
-    let mut present = [false; 6];
+    const XFCC_AT: usize = 6;
+    let mut present = [false; 7];
     for name in headers.keys() {
         if let Some(i) = NAMES.iter().position(|n| n == name) {
             present[i] = true;
@@ -70,11 +79,110 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
         }
         headers.remove(header::CONNECTION);
     }
-    for (name, _) in NAMES[1..].iter().zip(others).filter(|(_, p)| **p) {
+    for (name, _) in NAMES[1..XFCC_AT].iter().zip(others).filter(|(_, p)| **p) {
         headers.remove(name);
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    present[XFCC_AT]
+}
+
+/// A verified client certificate (mutual TLS), as an `x-forwarded-client-cert` element
+/// describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCert<'a> {
+    /// Lower-case hex SHA-256 of the certificate (DER).
+    pub sha256: &'a str,
+    /// Subject, RFC 2253.
+    pub subject: Option<&'a str>,
+    /// URI subject alternative names.
+    pub uris: &'a [String],
+    /// DNS subject alternative names.
+    pub dns: &'a [String],
+}
+
+/// Applies a listener's `forward_client_cert` to a request's `x-forwarded-client-cert`, as
+/// Envoy does: `cert` is the client's verified certificate, `None` on a connection without
+/// one. The element written is `Hash=…` followed by the `details` asked for.
+pub fn forward_client_cert(
+    headers: &mut HeaderMap,
+    mode: ForwardClientCert,
+    details: &[ClientCertDetail],
+    cert: Option<&ClientCert<'_>>,
+) {
+    let Some(cert) = cert.filter(|_| mode != ForwardClientCert::AlwaysForwardOnly) else {
+        if mode != ForwardClientCert::AlwaysForwardOnly {
+            headers.remove(&X_FORWARDED_CLIENT_CERT);
+        }
+        return;
+    };
+    match mode {
+        ForwardClientCert::Sanitize => {
+            headers.remove(&X_FORWARDED_CLIENT_CERT);
+        }
+        ForwardClientCert::ForwardOnly | ForwardClientCert::AlwaysForwardOnly => {}
+        ForwardClientCert::SanitizeSet | ForwardClientCert::AppendForward => {
+            let mut value = String::new();
+            // Several headers are one list (RFC 9110 §5.3): appended to as a whole.
+            if mode == ForwardClientCert::AppendForward {
+                for v in headers.get_all(&X_FORWARDED_CLIENT_CERT) {
+                    if let Ok(v) = v.to_str()
+                        && !v.trim().is_empty()
+                    {
+                        value.push_str(v.trim());
+                        value.push(',');
+                    }
+                }
+            }
+            client_cert_element(&mut value, cert, details);
+            match HeaderValue::from_str(&value) {
+                Ok(v) => {
+                    headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v);
+                }
+                // A name with bytes a header cannot carry: better no header than a wrong one.
+                Err(_) => {
+                    headers.remove(&X_FORWARDED_CLIENT_CERT);
+                }
+            }
+        }
+    }
+}
+
+/// `Hash=…;Subject="…";URI=…;DNS=…`, in Envoy's order; a value with `,`, `;`, `=` or `"` is
+/// quoted (and `Subject` always is, as Envoy writes it).
+fn client_cert_element(out: &mut String, cert: &ClientCert<'_>, details: &[ClientCertDetail]) {
+    fn pair(out: &mut String, key: &str, value: &str, always_quote: bool) {
+        out.push_str(key);
+        out.push('=');
+        if always_quote || value.contains([',', ';', '=', '"']) {
+            out.push('"');
+            for c in value.chars() {
+                if c == '"' || c == '\\' {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out.push('"');
+        } else {
+            out.push_str(value);
+        }
+    }
+    pair(out, "Hash", cert.sha256, false);
+    let wants = |d| details.contains(&d);
+    if let (true, Some(subject)) = (wants(ClientCertDetail::Subject), cert.subject) {
+        out.push(';');
+        pair(out, "Subject", subject, true);
+    }
+    if let (true, Some(uri)) = (wants(ClientCertDetail::Uri), cert.uris.first()) {
+        out.push(';');
+        pair(out, "URI", uri, false);
+    }
+    if wants(ClientCertDetail::Dns) {
+        for dns in cert.dns {
+            out.push(';');
+            pair(out, "DNS", dns, false);
+        }
     }
 }
 
@@ -214,6 +322,60 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["server"]);
+    }
+
+    #[test]
+    fn client_cert_headers_follow_the_listeners_mode() {
+        let uris = vec!["spiffe://example.org/ns/shop/sa/web".to_owned()];
+        let dns = vec!["web.shop".to_owned(), "web".to_owned()];
+        let cert = ClientCert {
+            sha256: "ab12",
+            subject: Some("CN=web,O=Shop, Inc."),
+            uris: &uris,
+            dns: &dns,
+        };
+        let sent = || map(&[("x-forwarded-client-cert", "Hash=ff")]);
+        let xfcc = |h: &HeaderMap| h.get("x-forwarded-client-cert").cloned();
+        let all = [
+            ClientCertDetail::Subject,
+            ClientCertDetail::Uri,
+            ClientCertDetail::Dns,
+        ];
+        use ForwardClientCert as M;
+        // Without a verified certificate, only always_forward_only keeps the client's header.
+        for mode in [
+            M::Sanitize,
+            M::ForwardOnly,
+            M::AppendForward,
+            M::SanitizeSet,
+        ] {
+            let mut h = sent();
+            forward_client_cert(&mut h, mode, &all, None);
+            assert_eq!(xfcc(&h), None, "{mode:?}");
+        }
+        let mut h = sent();
+        forward_client_cert(&mut h, M::AlwaysForwardOnly, &all, None);
+        assert_eq!(xfcc(&h).unwrap(), "Hash=ff");
+        // With one:
+        let mut h = sent();
+        forward_client_cert(&mut h, M::Sanitize, &all, Some(&cert));
+        assert_eq!(xfcc(&h), None);
+        let mut h = sent();
+        forward_client_cert(&mut h, M::ForwardOnly, &all, Some(&cert));
+        assert_eq!(xfcc(&h).unwrap(), "Hash=ff");
+        let mut h = sent();
+        forward_client_cert(&mut h, M::SanitizeSet, &[], Some(&cert));
+        assert_eq!(xfcc(&h).unwrap(), "Hash=ab12");
+        let mut h = sent();
+        forward_client_cert(&mut h, M::AppendForward, &all, Some(&cert));
+        assert_eq!(
+            xfcc(&h).unwrap(),
+            "Hash=ff,Hash=ab12;Subject=\"CN=web,O=Shop, Inc.\";\
+             URI=spiffe://example.org/ns/shop/sa/web;DNS=web.shop;DNS=web"
+        );
+        // Noticed by the hop-by-hop pass.
+        assert!(strip_hop_by_hop(&mut sent(), true));
+        assert!(!strip_hop_by_hop(&mut map(&[("x-other", "1")]), true));
     }
 
     #[test]

@@ -105,6 +105,12 @@ pub struct ConnectionTls {
     /// Lower-case hex SHA-256 of the client's certificate, when it presented one (mutual TLS;
     /// the listener verified it).
     pub peer_certificate_sha256: Option<String>,
+    /// That certificate's subject, RFC 2253 (`CN=client,O=Example`), as Envoy prints it.
+    pub peer_subject: Option<String>,
+    /// Its URI subject alternative names (a SPIFFE ID, say), in certificate order.
+    pub peer_uri_sans: Vec<String>,
+    /// Its DNS subject alternative names, in certificate order.
+    pub peer_dns_sans: Vec<String>,
 }
 
 /// One request as the proxy and its filters share it for the request's whole life. Filters may

@@ -76,6 +76,24 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
             .peer_certificate_sha256
             .clone()?
             .into_bytes(),
+        (b"connection", Some(b"subject_peer_certificate"), None) => {
+            info.tls.as_ref()?.peer_subject.clone()?.into_bytes()
+        }
+        // Envoy gives the first of each kind.
+        (b"connection", Some(b"uri_san_peer_certificate"), None) => info
+            .tls
+            .as_ref()?
+            .peer_uri_sans
+            .first()?
+            .clone()
+            .into_bytes(),
+        (b"connection", Some(b"dns_san_peer_certificate"), None) => info
+            .tls
+            .as_ref()?
+            .peer_dns_sans
+            .first()?
+            .clone()
+            .into_bytes(),
         (b"route_name", None, None) | (b"xds", Some(b"route_name"), None) => {
             info.route.as_bytes().to_vec()
         }

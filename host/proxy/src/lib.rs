@@ -383,6 +383,8 @@ impl Gateway {
                 connections: AtomicUsize::new(0),
                 scheme: if tls.is_some() { "https" } else { "http" },
                 tls,
+                forward_client_cert: l.forward_client_cert,
+                client_cert_details: l.client_cert_details.as_slice().into(),
             });
             for per_worker in sockets.iter_mut() {
                 let socket = bind(addr).map_err(bind_err)?;

@@ -11,6 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustygate_config::{ListenerTls, UpstreamProtocol, UpstreamTls};
 use rustygate_filter_api::ConnectionTls;
 use tokio::net::TcpStream;
+use x509_parser::extensions::GeneralName;
 
 /// Why a listener's certificate could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -203,20 +204,97 @@ pub(crate) fn settled(session: &rustls::ServerConnection) -> ConnectionTls {
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
         _ => "TLSv1.3",
     };
-    let peer_certificate_sha256 = session
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|leaf| {
-            sha2::Sha256::digest(leaf.as_ref())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        });
-    ConnectionTls {
+    let leaf = session.peer_certificates().and_then(|c| c.first());
+    let peer_certificate_sha256 = leaf.map(|leaf| {
+        sha2::Sha256::digest(leaf.as_ref())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    });
+    let mut tls = ConnectionTls {
         version,
         server_name: session.server_name().map(str::to_owned),
         peer_certificate_sha256,
+        peer_subject: None,
+        peer_uri_sans: Vec::new(),
+        peer_dns_sans: Vec::new(),
+    };
+    // rustls has verified the chain; what is read here only describes it.
+    if let Some(Ok((_, cert))) = leaf.map(|l| x509_parser::parse_x509_certificate(l.as_ref())) {
+        tls.peer_subject = Some(rfc2253(cert.subject()));
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::URI(u) => tls.peer_uri_sans.push((*u).to_owned()),
+                    GeneralName::DNSName(d) => tls.peer_dns_sans.push((*d).to_owned()),
+                    _ => {}
+                }
+            }
+        }
     }
+    tls
+}
+
+/// A distinguished name as RFC 2253 writes it (and Envoy, through OpenSSL, prints it): the
+/// last RDN first, `,` between RDNs, `+` within one, special characters escaped.
+fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
+    use x509_parser::oid_registry::*;
+    let mut out = String::new();
+    for (n, rdn) in name
+        .iter()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .enumerate()
+    {
+        if n > 0 {
+            out.push(',');
+        }
+        for (a, attr) in rdn.iter().enumerate() {
+            if a > 0 {
+                out.push('+');
+            }
+            let oid = attr.attr_type();
+            let short = [
+                (&OID_X509_COMMON_NAME, "CN"),
+                (&OID_X509_COUNTRY_NAME, "C"),
+                (&OID_X509_LOCALITY_NAME, "L"),
+                (&OID_X509_STATE_OR_PROVINCE_NAME, "ST"),
+                (&OID_X509_ORGANIZATION_NAME, "O"),
+                (&OID_X509_ORGANIZATIONAL_UNIT, "OU"),
+                (&OID_X509_STREET_ADDRESS, "STREET"),
+                (&OID_DOMAIN_COMPONENT, "DC"),
+                (&OID_PKCS9_EMAIL_ADDRESS, "emailAddress"),
+            ]
+            .into_iter()
+            .find(|(o, _)| *o == oid)
+            .map(|(_, s)| s.to_owned());
+            out.push_str(&short.unwrap_or_else(|| oid.to_id_string()));
+            out.push('=');
+            match attr.as_str() {
+                Ok(value) => {
+                    let last = value.chars().count().saturating_sub(1);
+                    for (i, c) in value.chars().enumerate() {
+                        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+                            || (i == 0 && (c == '#' || c == ' '))
+                            || (i == last && c == ' ');
+                        if special {
+                            out.push('\\');
+                        }
+                        out.push(c);
+                    }
+                }
+                // Not a string type: RFC 2253's `#` and the value's DER in hex.
+                Err(_) => {
+                    out.push('#');
+                    for b in attr.attr_value().as_bytes() {
+                        out.push_str(&format!("{b:02x}"));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The acceptor of `listener`, if it terminates TLS.

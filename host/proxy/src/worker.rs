@@ -43,6 +43,9 @@ pub(crate) struct ListenerCtx {
     pub tls: Option<parking_lot::RwLock<tokio_rustls::TlsAcceptor>>,
     /// `https` with TLS, else `http`: what `X-Forwarded-Proto` and filters are told.
     pub scheme: &'static str,
+    /// What a request's `x-forwarded-client-cert` becomes.
+    pub forward_client_cert: rustygate_config::ForwardClientCert,
+    pub client_cert_details: Box<[rustygate_config::ClientCertDetail]>,
 }
 
 /// Per-connection state shared by the connection task and its requests.

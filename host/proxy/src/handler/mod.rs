@@ -181,7 +181,25 @@ async fn forward(
     let mut cluster = &snapshot.clusters[route.cluster];
     // Connection-level rules come first, so filters see the request as the upstream will
     // (as in Envoy, whose connection manager adds these before the filter chain runs).
-    forwarding::strip_hop_by_hop(&mut parts.headers, true);
+    let client_cert_header = forwarding::strip_hop_by_hop(&mut parts.headers, true);
+    let tls = conn.tls.get();
+    let verified = tls.is_some_and(|t| t.peer_certificate_sha256.is_some());
+    if client_cert_header || verified {
+        let cert = tls.and_then(|t| {
+            Some(forwarding::ClientCert {
+                sha256: t.peer_certificate_sha256.as_deref()?,
+                subject: t.peer_subject.as_deref(),
+                uris: &t.peer_uri_sans,
+                dns: &t.peer_dns_sans,
+            })
+        });
+        forwarding::forward_client_cert(
+            &mut parts.headers,
+            conn.listener.forward_client_cert,
+            &conn.listener.client_cert_details,
+            cert.as_ref(),
+        );
+    }
     if let Some(u) = &upgrade {
         forwarding::keep_upgrade(&mut parts.headers, u.clone());
     }
