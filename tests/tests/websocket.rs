@@ -296,3 +296,64 @@ async fn websockets_work_over_a_tls_listener() {
     );
     assert_eq!(up.handshakes()[0]["x-forwarded-proto"], "https");
 }
+
+#[tokio::test]
+async fn a_tunnel_is_logged_when_it_ends_with_its_bytes_and_duration() {
+    use rustygate_tests::process::{GatewayProcess, free_port};
+    let up = WsUpstream::start();
+    let (port, admin) = (free_port(), free_port());
+    let mut gw = GatewayProcess::start(&format!(
+        "listeners:
+  - name: main
+    address: 127.0.0.1:{port}
+admin:
+  address: 127.0.0.1:{admin}
+clusters:
+  - name: up
+    endpoints: [ {{ url: http://{} }} ]
+routes:
+  - name: live
+    cluster: up
+",
+        up.addr
+    ))
+    .await;
+    let url = format!("ws://127.0.0.1:{port}/live");
+    let until = Instant::now() + Duration::from_secs(10);
+    let (mut ws, resp) = loop {
+        match connect(&url, &[]).await {
+            Ok(ws) => break ws,
+            Err(e) => {
+                assert!(Instant::now() < until, "gateway not up: {e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    // The 101 is logged as a request...
+    let switched = gw.wait_for_log(&id, Duration::from_secs(5)).await;
+    assert!(switched.contains(r#""status":101"#), "{switched}");
+    // ...and the tunnel when it ends: 10 bytes of payload each way (masked from the client:
+    // 6 bytes of frame head; 2 from the server), plus the close frames.
+    ws.send(Message::text("0123456789")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("0123456789")
+    );
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+    let line = gw
+        .wait_for_log(r#""message":"tunnel""#, Duration::from_secs(5))
+        .await;
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["request_id"], id.as_str());
+    assert_eq!(entry["route"], "live");
+    assert_eq!(entry["end"], "closed");
+    let (up_bytes, down_bytes) = (
+        entry["bytes_up"].as_u64().unwrap(),
+        entry["bytes_down"].as_u64().unwrap(),
+    );
+    assert!(up_bytes >= 16 && down_bytes >= 12, "{line}");
+    assert!(entry["duration_ms"].as_f64().unwrap() > 0.0, "{line}");
+}

@@ -5,8 +5,10 @@
 //! as in Envoy, nginx and HAProxy, so every WebSocket extension and subprotocol passes.
 
 use std::cell::Cell;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -17,9 +19,44 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// What the connection task runs after hyper has handed its socket over.
 pub(crate) type Tunnel = Pin<Box<dyn std::future::Future<Output = ()>>>;
 
+/// Who the tunnel belongs to, for the access-log line written when it ends.
+pub(crate) struct TunnelLog {
+    pub request_id: http::HeaderValue,
+    pub route: Arc<str>,
+    pub listener: Arc<str>,
+    pub client: IpAddr,
+}
+
+/// How a tunnel ended.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// Both sides closed.
+    Closed,
+    /// No byte moved for the idle timeout.
+    IdleTimeout,
+    /// A read or write failed (a reset, say).
+    Error,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::IdleTimeout => "idle_timeout",
+            End::Error => "error",
+        }
+    }
+}
+
 /// The tunnel between `client` and `upstream`, each resolving once its side has switched.
-/// The upstream socket keeps its cluster's connection slot until the tunnel drops it.
-pub(crate) fn tunnel(client: OnUpgrade, upstream: OnUpgrade, idle_timeout: Duration) -> Tunnel {
+/// The upstream socket keeps its cluster's connection slot until the tunnel drops it. With
+/// `log`, the end is logged like a request (target `access`), with the bytes each way.
+pub(crate) fn tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    idle_timeout: Duration,
+    log: Option<TunnelLog>,
+) -> Tunnel {
     Box::pin(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
@@ -28,37 +65,56 @@ pub(crate) fn tunnel(client: OnUpgrade, upstream: OnUpgrade, idle_timeout: Durat
                 return;
             }
         };
-        let last = Rc::new(Cell::new(Instant::now()));
+        let opened = Instant::now();
+        let last = Rc::new(Cell::new(opened));
         let mut client = Watched::new(TokioIo::new(client), &last);
         let mut upstream = Watched::new(TokioIo::new(upstream), &last);
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-        tokio::pin!(copy);
-        loop {
-            let deadline = last.get() + idle_timeout;
-            tokio::select! {
-                ended = &mut copy => {
-                    match ended {
-                        Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
-                        Err(e) => tracing::debug!(error = %e, "tunnel ended with error"),
-                    }
-                    return;
-                }
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    if last.get() + idle_timeout <= Instant::now() {
-                        // Dropping both ends closes both connections.
-                        tracing::debug!(?idle_timeout, "tunnel idle: closed");
-                        return;
+        let end = {
+            let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+            tokio::pin!(copy);
+            loop {
+                let deadline = last.get() + idle_timeout;
+                tokio::select! {
+                    ended = &mut copy => break match ended {
+                        Ok(_) => End::Closed,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "tunnel ended with error");
+                            End::Error
+                        }
+                    },
+                    _ = tokio::time::sleep_until(deadline.into()) => {
+                        if last.get() + idle_timeout <= Instant::now() {
+                            break End::IdleTimeout;
+                        }
                     }
                 }
             }
+        };
+        let (up, down) = (client.read.get(), upstream.read.get());
+        // Dropping both ends (on return) closes both connections.
+        if let Some(log) = log {
+            let duration = opened.elapsed().as_secs_f64() * 1000.0;
+            tracing::info!(
+                target: "access",
+                request_id = log.request_id.to_str().unwrap_or_default(),
+                route = &*log.route,
+                listener = &*log.listener,
+                client = %log.client,
+                bytes_up = up,
+                bytes_down = down,
+                duration_ms = (duration * 1000.0).round() / 1000.0,
+                end = end.as_str(),
+                "tunnel"
+            );
         }
     })
 }
 
-/// An end of the tunnel that notes when it last read a byte.
+/// An end of the tunnel that notes when it last read a byte, and how many it read.
 struct Watched<T> {
     io: T,
     last: Rc<Cell<Instant>>,
+    read: Cell<u64>,
 }
 
 impl<T> Watched<T> {
@@ -66,6 +122,7 @@ impl<T> Watched<T> {
         Self {
             io,
             last: last.clone(),
+            read: Cell::new(0),
         }
     }
 }
@@ -78,8 +135,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let n = buf.filled().len() - before;
+        if n > 0 {
             self.last.set(Instant::now());
+            self.read.set(self.read.get() + n as u64);
         }
         polled
     }

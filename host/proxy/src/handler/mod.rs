@@ -29,6 +29,7 @@ use crate::body::{Replay, RequestBody, ResponseBody, Transfer};
 use crate::chain::{ChainRun, RequestOutcome, ResponseOutcome};
 use crate::health::OwnedSlot;
 use crate::pool::{SendError, UpstreamBody};
+use crate::tunnel::TunnelLog;
 use crate::worker::{Active, ConnCtx, Worker};
 use attempts::Failed;
 use filtering::filter_failed;
@@ -485,7 +486,7 @@ async fn forward(
                 .insert(X_REQUEST_ID.clone(), request_id.clone());
             let Some(run) = &run else {
                 if let Some(switch) = switch {
-                    switch.open(conn, parts.status);
+                    switch.open(conn, parts.status, tunnel_log(done, conn, request_id));
                 }
                 return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
             };
@@ -515,7 +516,7 @@ async fn forward(
             }
             if body_ended {
                 if let Some(switch) = switch {
-                    switch.open(conn, parts.status);
+                    switch.open(conn, parts.status, tunnel_log(done, conn, request_id));
                 }
                 return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
             }
@@ -603,16 +604,31 @@ struct Switch {
 
 impl Switch {
     /// Turns the connection into a tunnel once the response (with `status`, as the filters
-    /// left it) has been written; a filter that answered otherwise cancels the switch.
-    fn open(self, conn: &ConnCtx, status: StatusCode) {
+    /// left it) has been written; a filter that answered otherwise cancels the switch. `log`
+    /// names the tunnel in the access log when it ends.
+    fn open(self, conn: &ConnCtx, status: StatusCode, log: Option<TunnelLog>) {
         if let (StatusCode::SWITCHING_PROTOCOLS, Some(upstream)) = (status, self.upstream) {
             conn.set_tunnel(crate::tunnel::tunnel(
                 self.client,
                 upstream,
                 conn.listener.limits.idle_timeout.get(),
+                log,
             ));
         }
     }
+}
+
+/// The tunnel's access-log identity, when the access log is on.
+fn tunnel_log(done: &Completion, conn: &ConnCtx, request_id: &HeaderValue) -> Option<TunnelLog> {
+    done.access_log.then(|| TunnelLog {
+        request_id: request_id.clone(),
+        route: done
+            .route
+            .as_ref()
+            .map_or_else(|| "-".into(), |r| r.1.clone()),
+        listener: conn.listener.name.clone(),
+        client: conn.peer.ip(),
+    })
 }
 
 fn protocol_name(v: Version) -> &'static str {
