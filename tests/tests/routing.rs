@@ -144,3 +144,70 @@ async fn unmatched_request_gets_json_404_with_request_id() {
         "nothing was forwarded"
     );
 }
+
+/// A route's rewrites: the path (by prefix or regex, query kept) and host the upstream sees,
+/// made after the route's filters, which see the request as the client sent it.
+#[tokio::test]
+async fn routes_rewrite_the_path_and_host_the_upstream_sees() {
+    let up = Upstream::echo();
+    let filters = format!(
+        "filters:
+  - name: headers
+    module: {}
+    configuration:
+      request:
+        add: {{ x-path-seen-by-filter: \"${{request.path}}\" }}
+",
+        rustygate_tests::HEADERS_WASM
+    );
+    let yaml = rustygate_tests::simple_config(
+        up.addr,
+        "  - name: users
+    match: { path: { prefix: /api/users } }
+    cluster: up
+    filters: [headers]
+    rewrite: { prefix: /, host: users.internal }
+  - name: old
+    match: { path: { exact: /old } }
+    cluster: up
+    rewrite: { prefix: /new/place }
+  - name: v1
+    match: { path: { prefix: /v1/ } }
+    cluster: up
+    rewrite: { path_regex: { pattern: '^/v1/(?P<shop>[a-z]+)/(\\d+)$', substitution: '/shops/$${shop}/items/$2' } }
+",
+    )
+    .replace("routes:\n", &format!("{filters}routes:\n"));
+    let gw = TestGateway::start(&yaml).await;
+    let seen = |path: &'static str| {
+        let url = gw.url(path);
+        async move {
+            let seen = send(
+                &http1(),
+                Request::get(url)
+                    .header("host", "api.example.com")
+                    .body(Full::<Bytes>::default())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(seen.status, 200, "{path}");
+            seen.json()
+        }
+    };
+    let users = seen("/api/users/42?fields=name").await;
+    assert_eq!(users["path"], "/42?fields=name");
+    assert_eq!(users["headers"]["host"][0], "users.internal");
+    assert_eq!(users["headers"]["x-forwarded-host"][0], "api.example.com");
+    assert_eq!(
+        users["headers"]["x-path-seen-by-filter"][0],
+        "/api/users/42?fields=name"
+    );
+    let root = seen("/api/users").await;
+    assert_eq!(root["path"], "/");
+    assert_eq!(seen("/old?x=1").await["path"], "/new/place?x=1");
+    let v1 = seen("/v1/acme/7?full=1").await;
+    assert_eq!(v1["path"], "/shops/acme/items/7?full=1");
+    assert_eq!(v1["headers"]["host"][0], "api.example.com");
+    // A path the regex does not match passes unchanged.
+    assert_eq!(seen("/v1/acme/x").await["path"], "/v1/acme/x");
+}

@@ -703,6 +703,37 @@ pub struct Route {
     /// upstream. Any other `Upgrade` is refused with 403; `[]` refuses them all.
     #[serde(default = "default_upgrades")]
     pub upgrades: Vec<String>,
+    /// Changes to the path and host the upstream sees, made after the route's filters ran
+    /// (as Envoy's route rewrites are): filters see the request as the client sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+}
+
+/// A route's rewrites (Envoy's `prefix_rewrite`, `regex_rewrite`, `host_rewrite_literal`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// Replaces the part of the path that the route's `match.path` (`prefix` or `exact`)
+    /// matched; the rest of the path and the query string are kept. `/` for a route matching
+    /// the prefix `/api/` turns `/api/users?id=1` into `/users?id=1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Replaces every match of `pattern` in the path (not the query) with `substitution`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<RegexRewrite>,
+    /// The `Host` (HTTP/2: `:authority`) the upstream sees, instead of the client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// A path rewrite by regular expression.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    /// A regular expression (Rust `regex` syntax), searched for in the path.
+    pub pattern: String,
+    /// What each match becomes: `$1` or `${name}` insert capture groups.
+    pub substitution: String,
 }
 
 fn default_route_timeout() -> Duration {

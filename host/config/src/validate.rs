@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use crate::error::Diagnostic;
-use crate::model::{Config, FilterLimits, ForwardClientCert, PathMatch, ValueMatch};
+use crate::model::{Config, FilterLimits, ForwardClientCert, PathMatch, Rewrite, ValueMatch};
 use crate::positions::Positions;
 
 struct Checker<'a> {
@@ -341,6 +341,9 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
                 );
             }
         }
+        if let Some(rw) = &r.rewrite {
+            rewrite_checks(&mut c, i, rw, r.matcher.path.as_ref());
+        }
         for (j, f) in r.filters.iter().enumerate() {
             if !filters.contains(f.name()) {
                 c.error(
@@ -395,6 +398,72 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
     let mut out = c.out;
     out.sort_by_key(|d| (d.line, d.column));
     if out.is_empty() { Ok(()) } else { Err(out) }
+}
+
+fn rewrite_checks(c: &mut Checker<'_>, i: usize, rw: &Rewrite, path: Option<&PathMatch>) {
+    let at = |f: &str| format!("routes[{i}].rewrite.{f}");
+    // What a path may become: no query, fragment or spaces (the query is kept as sent).
+    let path_like = |p: &str| !p.contains(['?', '#']) && !p.bytes().any(|b| b <= b' ' || b == 0x7f);
+    if let Some(prefix) = &rw.prefix {
+        if !matches!(path, Some(PathMatch::Prefix(_) | PathMatch::Exact(_))) {
+            c.error(
+                at("prefix"),
+                "replaces what match.path matched: needs match.path.prefix or match.path.exact (use path_regex otherwise)".into(),
+            );
+        }
+        if !(prefix.is_empty() || prefix.starts_with('/')) || !path_like(prefix) {
+            c.error(
+                at("prefix"),
+                format!("{prefix:?} is not a path (it must start with '/', or be empty)"),
+            );
+        }
+        if rw.path_regex.is_some() {
+            c.error(
+                at("path_regex"),
+                "give prefix or path_regex, not both".into(),
+            );
+        }
+    }
+    if let Some(re) = &rw.path_regex {
+        if let Err(e) = regex::Regex::new(&re.pattern) {
+            c.error(at("path_regex.pattern"), regex_error(&e));
+        }
+        if !path_like(&re.substitution) {
+            c.error(
+                at("path_regex.substitution"),
+                format!(
+                    "{:?} would not leave a valid path (no '?', '#' or spaces)",
+                    re.substitution
+                ),
+            );
+        }
+    }
+    if let Some(host) = &rw.host
+        && !is_authority(host)
+    {
+        c.error(
+            at("host"),
+            format!("{host:?} is not a host (name or name:port)"),
+        );
+    }
+}
+
+/// `name`, `name:port`, an IPv4 address or a bracketed IPv6 one, with an optional port.
+fn is_authority(host: &str) -> bool {
+    // A bare IPv6 address keeps a ':' in `name` and fails below, as it should (no brackets).
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    let name_ok = if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    };
+    name_ok && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
 fn check_value_match(c: &mut Checker<'_>, field: &str, vm: &ValueMatch, is_header: bool) {

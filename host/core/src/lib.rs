@@ -6,6 +6,7 @@ pub mod balance;
 pub mod error;
 pub mod forwarding;
 pub mod resilience;
+pub mod rewrite;
 pub mod router;
 
 pub use error::{ErrorKind, Fault};

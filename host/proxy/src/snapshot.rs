@@ -9,6 +9,7 @@ use rustygate_config::{
     CircuitBreaker, Config, HashKey, HealthCheck, InitialHealth, OutlierDetection, RetryPolicy,
     parse_endpoint_url, parse_status_ranges,
 };
+use rustygate_core::rewrite::PathRewrite;
 use rustygate_core::router::{Router, RouterError};
 
 use crate::health::{ClusterLoad, EndpointState, Health};
@@ -30,6 +31,10 @@ pub struct RouteEntry {
     pub retry: RetryPolicy,
     /// Protocols clients may switch to (`Upgrade`), lower-cased.
     pub upgrades: Box<[Box<str>]>,
+    /// The path the upstream is asked for instead of the client's, if the route rewrites it.
+    pub rewrite_path: Option<PathRewrite>,
+    /// The `Host` the upstream sees instead of the client's, if the route sets one.
+    pub rewrite_host: Option<http::HeaderValue>,
 }
 
 impl RouteEntry {
@@ -221,6 +226,15 @@ impl Snapshot {
                         .iter()
                         .map(|p| p.to_ascii_lowercase().into())
                         .collect(),
+                    rewrite_path: r
+                        .rewrite
+                        .as_ref()
+                        .and_then(|rw| path_rewrite(rw, &r.matcher)),
+                    rewrite_host: r
+                        .rewrite
+                        .as_ref()
+                        .and_then(|rw| rw.host.as_deref())
+                        .and_then(|h| http::HeaderValue::from_str(h).ok()),
                 })
             })
             .collect::<Result<Vec<_>, SnapshotError>>()?;
@@ -232,4 +246,27 @@ impl Snapshot {
             access_log: config.logging.access_log,
         })
     }
+}
+
+/// A route's path rewrite, compiled (validation has checked it).
+fn path_rewrite(
+    rw: &rustygate_config::Rewrite,
+    m: &rustygate_config::RouteMatch,
+) -> Option<PathRewrite> {
+    use rustygate_config::PathMatch;
+    if let Some(replacement) = &rw.prefix {
+        let matched = match m.path.as_ref()? {
+            PathMatch::Prefix(p) | PathMatch::Exact(p) => p,
+            PathMatch::Regex(_) => return None,
+        };
+        return Some(PathRewrite::Prefix {
+            matched: matched.as_str().into(),
+            replacement: replacement.as_str().into(),
+        });
+    }
+    let re = rw.path_regex.as_ref()?;
+    Some(PathRewrite::Regex {
+        pattern: regex::Regex::new(&re.pattern).ok()?,
+        substitution: re.substitution.as_str().into(),
+    })
 }

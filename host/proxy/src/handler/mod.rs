@@ -334,11 +334,31 @@ async fn forward(
         }
     }
 
-    let path_and_query = parts
+    let mut path_and_query = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // The route's rewrites come last, after its filters, as Envoy's router applies them.
+    if let Some(rewritten) = route
+        .rewrite_path
+        .as_ref()
+        .and_then(|rw| rw.apply(path_and_query.as_str()))
+    {
+        path_and_query = PathAndQuery::try_from(rewritten).map_err(|e| {
+            (
+                ErrorKind::Internal,
+                format!(
+                    "route {} rewrote the path into an invalid one: {e}",
+                    route.name
+                ),
+            )
+        })?;
+    }
+    if let Some(host) = &route.rewrite_host {
+        authority = host.to_str().ok().map(Cow::Borrowed);
+        parts.headers.insert(header::HOST, host.clone());
+    }
     match cluster.settings.protocol {
         UpstreamProtocol::Http1 => {
             parts.uri = Uri::from(path_and_query);
