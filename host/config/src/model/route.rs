@@ -1,0 +1,198 @@
+//! Routes: what a request must look like, where it goes, and what happens on the way.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::RouteFilter;
+use crate::Duration;
+
+/// A route: what to match, and where to send it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Name used in logs and the `route` metric label. Default: `route-<index>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Conditions; all must hold. An empty match matches every request.
+    #[serde(default, rename = "match")]
+    pub matcher: RouteMatch,
+    /// Cluster to forward to.
+    pub cluster: String,
+    /// Time allowed for the upstream to answer with response headers, over all tries.
+    #[serde(default = "default_route_timeout")]
+    pub timeout: Duration,
+    /// When and how a failed upstream attempt is tried again.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Overrides the listener's `max_request_body_bytes` for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
+    /// Filters run on this route, in order (responses pass through them in reverse).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<RouteFilter>,
+    /// Protocols an HTTP/1.1 client may switch to on this route with `Connection: upgrade`
+    /// and `Upgrade: <protocol>` (compared case-insensitively). When the upstream answers
+    /// `101 Switching Protocols`, the connection becomes a byte tunnel between client and
+    /// upstream. Any other `Upgrade` is refused with 403; `[]` refuses them all.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
+    /// Changes to the path and host the upstream sees, made after the route's filters ran
+    /// (as Envoy's route rewrites are): filters see the request as the client sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+}
+
+/// A route's rewrites (Envoy's `prefix_rewrite`, `regex_rewrite`, `host_rewrite_literal`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// Replaces the part of the path that the route's `match.path` (`prefix` or `exact`)
+    /// matched; the rest of the path and the query string are kept. `/` for a route matching
+    /// the prefix `/api/` turns `/api/users?id=1` into `/users?id=1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Replaces every match of `pattern` in the path (not the query) with `substitution`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<RegexRewrite>,
+    /// The `Host` (HTTP/2: `:authority`) the upstream sees, instead of the client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// A path rewrite by regular expression.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    /// A regular expression (Rust `regex` syntax), searched for in the path.
+    pub pattern: String,
+    /// What each match becomes: `$1` or `${name}` insert capture groups.
+    pub substitution: String,
+}
+
+fn default_route_timeout() -> Duration {
+    Duration::secs(15)
+}
+
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".to_owned()]
+}
+
+/// What a failed attempt is retried on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryOn {
+    /// The connection could not be established (nothing was sent).
+    ConnectFailure,
+    /// An HTTP/2 upstream refused the stream (nothing was processed).
+    RefusedStream,
+    /// The connection was reset, or the try timed out, before a response head.
+    Reset,
+    /// A 5xx response, or no response at all (connect failure, reset, timeout).
+    #[serde(rename = "5xx")]
+    FiveXx,
+    /// A 502, 503 or 504 response, or no response at all.
+    GatewayError,
+    /// A response whose status is in `retriable_status_codes`.
+    RetriableStatusCodes,
+}
+
+/// Retries of one route.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Conditions that make an attempt retriable.
+    pub retry_on: Vec<RetryOn>,
+    /// Statuses retried with `retriable-status-codes`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retriable_status_codes: Vec<u16>,
+    /// Retries after the first attempt. 0 disables retries.
+    pub max_retries: u32,
+    /// Time allowed for one attempt's response headers. Default: the route's `timeout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Duration>,
+    /// First backoff; each retry waits a random time up to base × 2^(retry-1).
+    pub backoff_base: Duration,
+    /// Longest backoff.
+    pub backoff_max: Duration,
+    /// Also retry methods that are not idempotent (POST, PATCH). Off by default: the upstream
+    /// may have acted on the first attempt.
+    pub retry_non_idempotent: bool,
+    /// Largest request body (by its declared length) that is read in full before the first
+    /// attempt, so that a retry after the upstream saw it can send it again. Larger bodies,
+    /// and bodies of unknown length, stream and are retried only when nothing was sent.
+    /// 0: never.
+    pub max_body_bytes: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            retry_on: vec![RetryOn::ConnectFailure, RetryOn::RefusedStream],
+            retriable_status_codes: Vec::new(),
+            max_retries: 1,
+            per_try_timeout: None,
+            backoff_base: Duration::millis(25),
+            backoff_max: Duration::millis(250),
+            retry_non_idempotent: false,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Request conditions.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Path condition (the path without the query string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// Host (from `Host` or `:authority`, port ignored, case-insensitive). `*` matches any host;
+    /// `*.example.com` any subdomain; `api.*` any suffix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Allowed methods; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Header conditions; all must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    /// Query parameter conditions; all must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<ValueMatch>,
+}
+
+/// How the path is matched. Exactly one key.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum PathMatch {
+    /// The whole path equals this.
+    Exact(String),
+    /// The path starts with this (plain string prefix, as in Envoy).
+    Prefix(String),
+    /// The whole path matches this regular expression (RE2-like syntax, anchored).
+    Regex(String),
+}
+
+/// A condition on a named header or query parameter. Give exactly one of `exact`, `prefix`,
+/// `regex` or `present`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatch {
+    /// Header or parameter name (headers: case-insensitive).
+    pub name: String,
+    /// Value equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// Value starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Whole value matches this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// `true`: must be present (any value); `false`: must be absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
+    /// Negate the result.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub invert: bool,
+}
