@@ -111,21 +111,16 @@ pub fn forward_client_cert(
     details: &[ClientCertDetail],
     cert: Option<&ClientCert<'_>>,
 ) {
-    let Some(cert) = cert.filter(|_| mode != ForwardClientCert::AlwaysForwardOnly) else {
-        if mode != ForwardClientCert::AlwaysForwardOnly {
+    use ForwardClientCert as M;
+    match (mode, cert) {
+        (M::AlwaysForwardOnly, _) | (M::ForwardOnly, Some(_)) => {}
+        (M::Sanitize, _) | (_, None) => {
             headers.remove(&X_FORWARDED_CLIENT_CERT);
         }
-        return;
-    };
-    match mode {
-        ForwardClientCert::Sanitize => {
-            headers.remove(&X_FORWARDED_CLIENT_CERT);
-        }
-        ForwardClientCert::ForwardOnly | ForwardClientCert::AlwaysForwardOnly => {}
-        ForwardClientCert::SanitizeSet | ForwardClientCert::AppendForward => {
+        (M::SanitizeSet | M::AppendForward, Some(cert)) => {
             let mut value = String::new();
             // Several headers are one list (RFC 9110 §5.3): appended to as a whole.
-            if mode == ForwardClientCert::AppendForward {
+            if mode == M::AppendForward {
                 for v in headers.get_all(&X_FORWARDED_CLIENT_CERT) {
                     if let Ok(v) = v.to_str()
                         && !v.trim().is_empty()
