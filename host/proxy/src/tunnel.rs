@@ -90,7 +90,7 @@ pub(crate) fn tunnel(
                 }
             }
         };
-        let (up, down) = (client.read.get(), upstream.read.get());
+        let (up, down) = (client.read, upstream.read);
         // Dropping both ends (on return) closes both connections.
         if let Some(log) = log {
             let duration = opened.elapsed().as_secs_f64() * 1000.0;
@@ -114,7 +114,7 @@ pub(crate) fn tunnel(
 struct Watched<T> {
     io: T,
     last: Rc<Cell<Instant>>,
-    read: Cell<u64>,
+    read: u64,
 }
 
 impl<T> Watched<T> {
@@ -122,7 +122,7 @@ impl<T> Watched<T> {
         Self {
             io,
             last: last.clone(),
-            read: Cell::new(0),
+            read: 0,
         }
     }
 }
@@ -138,7 +138,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let n = buf.filled().len() - before;
         if n > 0 {
             self.last.set(Instant::now());
-            self.read.set(self.read.get() + n as u64);
+            self.read += n as u64;
         }
         polled
     }
