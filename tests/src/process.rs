@@ -21,6 +21,24 @@ pub fn gateway_bin() -> PathBuf {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = std::process::Command::new(cargo);
             cmd.args(["build", "-q", "-p", "rustygate", "-p", "demo-upstream"]);
+            // Cargo gives this test its package's variables; passed on, they would make
+            // build scripts that watch them (ring's watches CARGO_MANIFEST_DIR) rerun, and
+            // everything above them rebuild, each time a test and a plain build alternate.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if key == "OUT_DIR"
+                    || [
+                        "CARGO_MANIFEST_",
+                        "CARGO_PKG_",
+                        "CARGO_CRATE_",
+                        "CARGO_PRIMARY_PACKAGE",
+                    ]
+                    .iter()
+                    .any(|p| key.starts_with(p))
+                {
+                    cmd.env_remove(&*key);
+                }
+            }
             if release {
                 cmd.arg("--release");
             }
