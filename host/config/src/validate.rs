@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use crate::error::Diagnostic;
-use crate::model::{Config, FilterLimits, ForwardClientCert, PathMatch, Rewrite, ValueMatch};
+use crate::model::{
+    Config, FilterLimits, ForwardClientCert, PathMatch, Redirect, Rewrite, Route, ValueMatch,
+};
 use crate::positions::Positions;
 
 struct Checker<'a> {
@@ -318,12 +320,7 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
         if let Some(name) = &r.name {
             c.unique(&mut routes, name, format!("routes[{i}].name"), "route");
         }
-        if !clusters.contains(r.cluster.as_str()) {
-            c.error(
-                format!("routes[{i}].cluster"),
-                format!("unknown cluster {:?}", r.cluster),
-            );
-        }
+        action_checks(&mut c, i, r, &clusters);
         retry_checks(&mut c, i, &r.retry);
         for (j, protocol) in r.upgrades.iter().enumerate() {
             // RFC 9110 §7.8: a protocol name, optionally with "/version".
@@ -398,6 +395,148 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
     let mut out = c.out;
     out.sort_by_key(|d| (d.line, d.column));
     if out.is_empty() { Ok(()) } else { Err(out) }
+}
+
+/// A route does exactly one thing: forward (to `cluster`, or split over `clusters`) or answer
+/// (`direct_response`, `redirect`).
+fn action_checks(c: &mut Checker<'_>, i: usize, r: &Route, clusters: &HashSet<&str>) {
+    let given: Vec<&str> = [
+        ("cluster", r.cluster.is_some()),
+        ("clusters", !r.clusters.is_empty()),
+        ("direct_response", r.direct_response.is_some()),
+        ("redirect", r.redirect.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    match given.as_slice() {
+        [] => c.error(
+            format!("routes[{i}]"),
+            "says nothing to do: give cluster, clusters, direct_response or redirect".into(),
+        ),
+        [_] => {}
+        [first, second, ..] => c.error(
+            format!("routes[{i}].{second}"),
+            format!("give one of cluster, clusters, direct_response and redirect (this route also has {first})"),
+        ),
+    }
+    if let Some(name) = &r.cluster
+        && !clusters.contains(name.as_str())
+    {
+        c.error(
+            format!("routes[{i}].cluster"),
+            format!("unknown cluster {name:?}"),
+        );
+    }
+    for (j, w) in r.clusters.iter().enumerate() {
+        if !clusters.contains(w.name.as_str()) {
+            c.error(
+                format!("routes[{i}].clusters[{j}].name"),
+                format!("unknown cluster {:?}", w.name),
+            );
+        }
+    }
+    let total: u64 = r.clusters.iter().map(|w| u64::from(w.weight)).sum();
+    if !r.clusters.is_empty() && (total == 0 || total > u64::from(u32::MAX)) {
+        c.error(
+            format!("routes[{i}].clusters"),
+            format!(
+                "weights add up to {total}: they must add up to between 1 and {}",
+                u32::MAX
+            ),
+        );
+    }
+    let forwards = r.cluster.is_some() || !r.clusters.is_empty();
+    if !forwards && r.rewrite.is_some() {
+        c.error(
+            format!("routes[{i}].rewrite"),
+            "rewrites change what is forwarded; this route answers by itself".into(),
+        );
+    }
+    if let Some(d) = &r.direct_response {
+        if !(200..=599).contains(&d.status) {
+            c.error(
+                format!("routes[{i}].direct_response.status"),
+                format!("{} is not a status between 200 and 599", d.status),
+            );
+        }
+        for (name, value) in &d.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                c.error(
+                    format!("routes[{i}].direct_response.headers.{name}"),
+                    format!("{name:?} is not a header name"),
+                );
+            } else if http::HeaderValue::from_str(value).is_err() {
+                c.error(
+                    format!("routes[{i}].direct_response.headers.{name}"),
+                    format!("{value:?} is not a header value (no control characters)"),
+                );
+            }
+        }
+    }
+    if let Some(rd) = &r.redirect {
+        redirect_checks(c, i, rd, r.matcher.path.as_ref());
+    }
+}
+
+fn redirect_checks(c: &mut Checker<'_>, i: usize, rd: &Redirect, path: Option<&PathMatch>) {
+    let at = |f: &str| format!("routes[{i}].redirect.{f}");
+    if ![301, 302, 303, 307, 308].contains(&rd.status) {
+        c.error(
+            at("status"),
+            format!(
+                "{} is not a redirect status (301, 302, 303, 307 or 308)",
+                rd.status
+            ),
+        );
+    }
+    if let Some(s) = &rd.scheme
+        && s != "http"
+        && s != "https"
+    {
+        c.error(at("scheme"), format!("{s:?}: use http or https"));
+    }
+    if let Some(h) = &rd.host
+        && (h.contains(':') && !h.starts_with('[') || !is_authority(h))
+    {
+        c.error(
+            at("host"),
+            format!("{h:?} is not a host name (give a port with `port`)"),
+        );
+    }
+    if rd.port == Some(0) {
+        c.error(at("port"), "0 is not a port".into());
+    }
+    let url_like = |p: &str| !p.contains('#') && !p.bytes().any(|b| b <= b' ' || b == 0x7f);
+    if let Some(p) = &rd.path
+        && (!p.starts_with('/') || !url_like(p))
+    {
+        c.error(
+            at("path"),
+            format!("{p:?} is not a path (it must start with '/', without spaces or '#')"),
+        );
+    }
+    if let Some(prefix) = &rd.prefix {
+        if rd.path.is_some() {
+            c.error(at("prefix"), "give path or prefix, not both".into());
+        }
+        if !matches!(path, Some(PathMatch::Prefix(_) | PathMatch::Exact(_))) {
+            c.error(
+                at("prefix"),
+                "replaces what match.path matched: needs match.path.prefix or match.path.exact"
+                    .into(),
+            );
+        }
+        if !(prefix.is_empty() || prefix.starts_with('/'))
+            || !url_like(prefix)
+            || prefix.contains('?')
+        {
+            c.error(
+                at("prefix"),
+                format!("{prefix:?} is not a path (it must start with '/', or be empty)"),
+            );
+        }
+    }
 }
 
 fn rewrite_checks(c: &mut Checker<'_>, i: usize, rw: &Rewrite, path: Option<&PathMatch>) {

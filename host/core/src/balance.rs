@@ -108,3 +108,24 @@ mod tests {
         assert_eq!(SmoothWrr::new([9]).pick(), Some(0));
     }
 }
+
+/// A route's traffic split: which of its clusters (by position) a request goes to, for `r`
+/// drawn uniformly from `0..total` where `cumulative[i]` is the sum of the first `i + 1`
+/// weights and `total` the last of them. A zero weight is never picked.
+pub fn pick_weighted(cumulative: &[u32], r: u32) -> usize {
+    cumulative.partition_point(|&c| c <= r)
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::pick_weighted;
+
+    #[test]
+    fn each_target_gets_its_share_and_zero_weights_none() {
+        // Weights 0, 3, 1: cumulative 0, 3, 4.
+        let cumulative = [0, 3, 4];
+        let picks: Vec<usize> = (0..4).map(|r| pick_weighted(&cumulative, r)).collect();
+        assert_eq!(picks, [1, 1, 1, 2]);
+        assert_eq!(pick_weighted(&[5], 4), 0);
+    }
+}

@@ -9,6 +9,8 @@ use rustygate_config::{
     CircuitBreaker, Config, HashKey, HealthCheck, InitialHealth, OutlierDetection, RetryPolicy,
     parse_endpoint_url, parse_status_ranges,
 };
+use rustygate_core::balance::pick_weighted;
+use rustygate_core::redirect::Redirect;
 use rustygate_core::rewrite::PathRewrite;
 use rustygate_core::router::{Router, RouterError};
 
@@ -21,8 +23,10 @@ use crate::tls::ClientTls;
 pub struct RouteEntry {
     /// Name used in logs and metrics.
     pub name: Arc<str>,
-    /// Index into [`Snapshot::clusters`].
-    pub cluster: usize,
+    /// Where a forwarded request goes; empty for a route that answers by itself.
+    pub targets: Targets,
+    /// The route's own answer, for a route that does not forward.
+    pub answer: Option<Answer>,
     /// Time allowed for response headers.
     pub timeout: Duration,
     /// Request body limit override; `None` falls back to the listener's.
@@ -35,6 +39,44 @@ pub struct RouteEntry {
     pub rewrite_path: Option<PathRewrite>,
     /// The `Host` the upstream sees instead of the client's, if the route sets one.
     pub rewrite_host: Option<http::HeaderValue>,
+}
+
+/// A route's clusters (indexes into [`Snapshot::clusters`]) with their cumulative weights.
+#[derive(Debug, Default)]
+pub struct Targets {
+    clusters: Box<[usize]>,
+    cumulative: Box<[u32]>,
+}
+
+impl Targets {
+    /// The cluster for one request: the only one, or one drawn by weight.
+    pub fn pick(&self, rng: &std::cell::RefCell<fastrand::Rng>) -> Option<usize> {
+        match (&*self.clusters, self.cumulative.last()) {
+            ([], _) => None,
+            ([only], _) => Some(*only),
+            (_, Some(&total)) => {
+                let r = rng.borrow_mut().u32(0..total);
+                Some(self.clusters[pick_weighted(&self.cumulative, r)])
+            }
+            (_, None) => None,
+        }
+    }
+}
+
+/// What a route that does not forward answers with.
+#[derive(Debug)]
+pub enum Answer {
+    /// A fixed response.
+    Direct {
+        status: http::StatusCode,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        body: bytes::Bytes,
+    },
+    /// A redirect to a `Location` made from the request's URL.
+    Redirect {
+        status: http::StatusCode,
+        rule: Redirect,
+    },
 }
 
 impl RouteEntry {
@@ -201,23 +243,45 @@ impl Snapshot {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let cluster = config
-                    .clusters
-                    .iter()
-                    .position(|c| c.name == r.cluster)
-                    .ok_or_else(|| {
-                        SnapshotError::Invalid(format!(
-                            "routes[{i}]: unknown cluster {:?}",
-                            r.cluster
-                        ))
+                let cluster = |name: &str| {
+                    config
+                        .clusters
+                        .iter()
+                        .position(|c| c.name == name)
+                        .ok_or_else(|| {
+                            SnapshotError::Invalid(format!("routes[{i}]: unknown cluster {name:?}"))
+                        })
+                };
+                let split: Vec<(&str, u32)> = match &r.cluster {
+                    Some(name) => vec![(name, 1)],
+                    None => r
+                        .clusters
+                        .iter()
+                        .map(|w| (w.name.as_str(), w.weight))
+                        .collect(),
+                };
+                let mut total = 0u32;
+                let mut targets = (Vec::new(), Vec::new());
+                for (name, weight) in split {
+                    total = total.checked_add(weight).ok_or_else(|| {
+                        SnapshotError::Invalid(format!("routes[{i}]: weights add up past 2^32"))
                     })?;
+                    targets.0.push(cluster(name)?);
+                    targets.1.push(total);
+                }
+                let answer =
+                    answer(r).map_err(|e| SnapshotError::Invalid(format!("routes[{i}]: {e}")))?;
                 Ok(RouteEntry {
                     name: r
                         .name
                         .clone()
                         .unwrap_or_else(|| format!("route-{i}"))
                         .into(),
-                    cluster,
+                    targets: Targets {
+                        clusters: targets.0.into(),
+                        cumulative: targets.1.into(),
+                    },
+                    answer,
                     timeout: r.timeout.get(),
                     max_request_body_bytes: r.max_request_body_bytes,
                     retry: r.retry.clone(),
@@ -246,6 +310,53 @@ impl Snapshot {
             access_log: config.logging.access_log,
         })
     }
+}
+
+/// A route's direct response or redirect, compiled (validation has checked it).
+fn answer(r: &rustygate_config::Route) -> Result<Option<Answer>, String> {
+    let status =
+        |code: u16| http::StatusCode::from_u16(code).map_err(|e| format!("status {code}: {e}"));
+    if let Some(d) = &r.direct_response {
+        let headers = d
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    http::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|e| format!("header {k:?}: {e}"))?,
+                    http::HeaderValue::from_str(v).map_err(|e| format!("header {k:?}: {e}"))?,
+                ))
+            })
+            .collect::<Result<_, String>>()?;
+        return Ok(Some(Answer::Direct {
+            status: status(d.status)?,
+            headers,
+            body: d.body.clone().map(bytes::Bytes::from).unwrap_or_default(),
+        }));
+    }
+    let Some(rd) = &r.redirect else {
+        return Ok(None);
+    };
+    let prefix = rd.prefix.as_ref().and_then(|p| {
+        path_rewrite(
+            &rustygate_config::Rewrite {
+                prefix: Some(p.clone()),
+                ..Default::default()
+            },
+            &r.matcher,
+        )
+    });
+    Ok(Some(Answer::Redirect {
+        status: status(rd.status)?,
+        rule: Redirect {
+            scheme: rd.scheme.as_deref().map(Into::into),
+            host: rd.host.as_deref().map(Into::into),
+            port: rd.port,
+            path: rd.path.as_deref().map(Into::into),
+            prefix,
+            strip_query: rd.strip_query,
+        },
+    }))
 }
 
 /// A route's path rewrite, compiled (validation has checked it).

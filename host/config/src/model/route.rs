@@ -16,8 +16,24 @@ pub struct Route {
     /// Conditions; all must hold. An empty match matches every request.
     #[serde(default, rename = "match")]
     pub matcher: RouteMatch,
-    /// Cluster to forward to.
-    pub cluster: String,
+    /// Cluster to forward to. A route does one of four things: forward to `cluster`, split
+    /// traffic over `clusters`, answer with `direct_response`, or answer with `redirect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Clusters to split traffic over by weight (Envoy's `weighted_clusters`): each request
+    /// goes to one of them, picked at random in proportion to its weight, before the route's
+    /// filters run; its retries stay with that cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<WeightedCluster>,
+    /// Answer every request with this response instead of forwarding it. The route's filters
+    /// run as for a forwarded request: request phases first (they may answer themselves),
+    /// then the answer passes back through their response phases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<DirectResponse>,
+    /// Answer every request with a redirect to a URL made from the request's, with the parts
+    /// given here replaced. Filters run as for `direct_response`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
     /// Time allowed for the upstream to answer with response headers, over all tries.
     #[serde(default = "default_route_timeout")]
     pub timeout: Duration,
@@ -40,6 +56,67 @@ pub struct Route {
     /// (as Envoy's route rewrites are): filters see the request as the client sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+}
+
+/// One cluster of a traffic split.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedCluster {
+    /// A cluster's name.
+    pub name: String,
+    /// Its share of the route's requests, relative to the other clusters' weights. 0 sends
+    /// it nothing (kept in the file while a rollout is paused, say).
+    pub weight: u32,
+}
+
+/// A fixed answer (Envoy's `direct_response`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    /// Status, 200 to 599.
+    pub status: u16,
+    /// Body. A body without a `content-type` header is sent as `text/plain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Response headers, by name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// A redirect (Envoy's route `redirect`). The `Location` is the request's URL (the
+/// listener's scheme, the `Host`, the path and query) with the parts set here replaced.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    /// `http` or `https`. Changing the scheme drops the request's port when it is the old
+    /// scheme's default (80, 443) or absent; set `port` to name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Host name, instead of the request's (its port is kept unless `port` or `scheme` say
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port, instead of the request's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The whole path, instead of the request's. The request's query is kept unless this
+    /// has one of its own or `strip_query` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Replaces the part of the path that the route's `match.path` (`prefix` or `exact`)
+    /// matched, as `rewrite.prefix` does for forwarded requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Leave the request's query string out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strip_query: bool,
+    /// 301 (the default), 302, 303, 307 or 308.
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+}
+
+fn default_redirect_status() -> u16 {
+    301
 }
 
 /// A route's rewrites (Envoy's `prefix_rewrite`, `regex_rewrite`, `host_rewrite_literal`).

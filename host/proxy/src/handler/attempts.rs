@@ -48,6 +48,13 @@ pub(super) struct Outcome {
     pub slot: Option<OwnedSlot>,
 }
 
+/// Where the request goes: the route (its retry policy and timeout) and the cluster picked
+/// for it.
+pub(super) struct Destination<'a> {
+    pub route: &'a RouteEntry,
+    pub cluster_idx: usize,
+}
+
 /// Who the request is for: its trace, and the client (for balancers hashing on its address).
 pub(super) struct Caller<'a> {
     pub trace: Option<&'a RequestTrace>,
@@ -114,20 +121,20 @@ fn empty() -> UpstreamBody {
     Box::pin(Empty::new().map_err(|never| -> BoxError { match never {} }))
 }
 
-/// Sends `req` (whose body `payload` describes) to `route`'s cluster in `active`.
+/// Sends `req` (whose body `payload` describes) to cluster `cluster_idx` of `active`, under
+/// `route`'s retry policy.
 /// `client_caused` tells whether a failed exchange was the client's doing (a body cut short
 /// by a filter or a limit), which must not count against the endpoint.
 pub(super) async fn send(
     worker: &Worker,
     active: &Active,
-    route: &RouteEntry,
+    Destination { route, cluster_idx }: Destination<'_>,
     req: Request<UpstreamBody>,
     payload: Payload,
     caller: Caller<'_>,
     client_caused: impl Fn() -> bool,
 ) -> Outcome {
     let trace = caller.trace;
-    let cluster_idx = route.cluster;
     let cluster = &active.snapshot.clusters[cluster_idx];
     let metrics = &worker.shared.metrics;
     let Some(slot) = OwnedSlot::request(&cluster.load, cluster.breaker.max_requests) else {

@@ -16,6 +16,7 @@ use crate::body::{self, ResponseBody, Transfer};
 use crate::chain::pipeline::{FilteredBody, Settled};
 use crate::chain::{BodyStop, ChainFailure, ChainRun, Halt, Reply};
 use crate::pool::UpstreamBody;
+use crate::snapshot::Answer;
 
 /// Clients learn which filter failed and how (trap, CPU deadline, memory), never the guest's
 /// internals; the details are in the log.
@@ -46,6 +47,41 @@ pub(super) fn local_response(
 ) -> Response<ResponseBody> {
     let body = ResponseBody::full(local.body.clone());
     local_head(local, body, request_id)
+}
+
+/// What a route that does not forward answers a request to `scheme://authority` +
+/// `path_and_query` with.
+pub(super) fn answer_of(
+    answer: &Answer,
+    scheme: &str,
+    authority: &str,
+    path_and_query: &str,
+) -> LocalResponse {
+    match answer {
+        Answer::Direct {
+            status,
+            headers,
+            body,
+        } => LocalResponse {
+            status: *status,
+            headers: headers.clone(),
+            body: body.clone(),
+            details: "direct_response".into(),
+        },
+        Answer::Redirect { status, rule } => {
+            let location = rule.location(scheme, authority, path_and_query);
+            LocalResponse {
+                status: *status,
+                // A Location that is not a valid header value (a request path never is one:
+                // hyper parsed it) would be a route's own text; it is left out, not sent.
+                headers: HeaderValue::try_from(location)
+                    .map(|l| vec![(header::LOCATION, l)])
+                    .unwrap_or_default(),
+                body: Bytes::new(),
+                details: "redirect".into(),
+            }
+        }
+    }
 }
 
 /// As in Envoy, a non-empty body without a content type is labelled `text/plain`; hyper sets
@@ -225,6 +261,12 @@ impl<'a> Ctx<'a> {
             body: body.into(),
             details: kind.code().to_owned(),
         };
+        self.answer(local).await
+    }
+
+    /// The route's own answer (or the gateway's), after the request phases: through every
+    /// filter's response phases, as Envoy's router answers a `direct_response` or redirect.
+    pub async fn answer(&self, local: LocalResponse) -> Result<Response<ResponseBody>, Failure> {
         match self
             .run
             .respond_through(self.run.len(), local, self.pause_limit)

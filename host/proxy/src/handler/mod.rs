@@ -179,7 +179,9 @@ async fn forward(
         ));
     }
 
-    let mut cluster = &snapshot.clusters[route.cluster];
+    // Picked before the filters run, so they see it (`cluster_name`); `None` when the route
+    // answers by itself.
+    let mut cluster = route.targets.pick(&worker.rng);
     // Connection-level rules come first, so filters see the request as the upstream will
     // (as in Envoy, whose connection manager adds these before the filter chain runs).
     let client_cert_header = forwarding::strip_hop_by_hop(&mut parts.headers, true);
@@ -243,7 +245,7 @@ async fn forward(
             local: conn.local,
             request_id: request_id.clone(),
             route: route.name.clone(),
-            cluster: cluster.name.clone(),
+            cluster: cluster.map_or_else(|| Arc::from(""), |c| snapshot.clusters[c].name.clone()),
             protocol: protocol_name(parts.version),
             tls: conn.tls.get().cloned(),
         };
@@ -309,7 +311,7 @@ async fn forward(
             match snapshot.router.find(&view) {
                 Some(i) if i != route_idx => {
                     route = &snapshot.routes[i];
-                    cluster = &snapshot.clusters[route.cluster];
+                    cluster = route.targets.pick(&worker.rng);
                     done.route = Some((i as u32, route.name.clone()));
                     if let Some(t) = &done.trace {
                         t.set_route(&route.name);
@@ -334,6 +336,29 @@ async fn forward(
         }
     }
 
+    if let Some(answer) = &route.answer {
+        let local = filtering::answer_of(
+            answer,
+            conn.listener.scheme,
+            authority.as_deref().unwrap_or_default(),
+            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        );
+        return match &run {
+            None => Ok(filtering::local_response(local, request_id)),
+            Some(run) => {
+                filtering::Ctx::new(run, route.timeout, max_held, request_id)
+                    .answer(local)
+                    .await
+            }
+        };
+    }
+    let Some(cluster_idx) = cluster else {
+        return Err((
+            ErrorKind::Internal,
+            format!("route {} has no cluster", route.name),
+        ));
+    };
+    let cluster = &snapshot.clusters[cluster_idx];
     let mut path_and_query = parts
         .uri
         .path_and_query()
@@ -463,7 +488,7 @@ async fn forward(
     let outcome = attempts::send(
         worker,
         active,
-        route,
+        attempts::Destination { route, cluster_idx },
         upstream_req,
         payload,
         attempts::Caller {

@@ -1,0 +1,235 @@
+//! What a route does besides forwarding to one cluster, as a client sees it: fixed answers
+//! (`direct_response`), redirects, and traffic split over weighted clusters.
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use rustygate_tests::client::{get, http1, send};
+use rustygate_tests::upstream::{Upstream, text};
+use rustygate_tests::{ABI_PROBE_WASM, HEADERS_WASM, TestGateway};
+
+/// An upstream that answers with its own name, so the body says which cluster served.
+fn named(name: &'static str) -> Upstream {
+    Upstream::start(move |_| async move { text(StatusCode::OK, name) })
+}
+
+fn with_host(url: String, host: &str) -> Request<Full<Bytes>> {
+    Request::get(url)
+        .header("host", host)
+        .body(Full::default())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_direct_response_answers_without_asking_the_upstream() {
+    let up = Upstream::echo();
+    let yaml = rustygate_tests::simple_config(
+        up.addr,
+        r#"  - name: maintenance
+    match: { path: { exact: /status } }
+    direct_response:
+      status: 503
+      body: '{"status":"maintenance"}'
+      headers: { content-type: application/json, retry-after: "120" }
+  - name: teapot
+    match: { path: { prefix: /tea } }
+    direct_response: { status: 418, body: "short and stout" }
+  - name: empty
+    match: { path: { prefix: /empty } }
+    direct_response: { status: 204 }
+"#,
+    );
+    let gw = TestGateway::start(&yaml).await;
+
+    let seen = get(&gw.url("/status?verbose=1")).await;
+    assert_eq!(seen.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(seen.json()["status"], "maintenance");
+    assert_eq!(seen.header("content-type"), Some("application/json"));
+    assert_eq!(seen.header("retry-after"), Some("120"));
+    assert_eq!(seen.header("content-length"), Some("24"));
+    assert!(seen.header("x-request-id").is_some());
+
+    // A body without a content type goes out as text/plain, as Envoy sends it.
+    let tea = get(&gw.url("/teapot")).await;
+    assert_eq!(tea.status, 418);
+    assert_eq!(&tea.body[..], b"short and stout");
+    assert_eq!(tea.header("content-type"), Some("text/plain"));
+
+    let empty = get(&gw.url("/empty")).await;
+    assert_eq!(empty.status, StatusCode::NO_CONTENT);
+    assert!(empty.body.is_empty());
+    assert_eq!(empty.header("content-type"), None);
+
+    assert_eq!(up.requests(), 0, "no answered request reached the upstream");
+    // Every other path still forwards.
+    assert_eq!(get(&gw.url("/other")).await.status, 200);
+    assert_eq!(up.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_redirect_answers_with_the_location_built_from_the_request() {
+    let up = Upstream::echo();
+    let yaml = rustygate_tests::simple_config(
+        up.addr,
+        r#"  - name: to-https
+    match: { host: "shop.example", path: { prefix: / } }
+    redirect: { scheme: https }
+  - name: v1-to-v2
+    match: { path: { prefix: /v1/ } }
+    redirect: { prefix: /v2/, status: 308 }
+  - name: moved
+    match: { path: { exact: /old } }
+    redirect: { host: new.example, port: 8443, path: /new, status: 302 }
+  - name: clean
+    match: { path: { prefix: /clean } }
+    redirect: { path: "/landing?from=clean", strip_query: true, status: 307 }
+"#,
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = http1();
+    let location = |seen: &rustygate_tests::client::Seen| {
+        seen.header("location")
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+
+    let seen = send(&client, with_host(gw.url("/cart?item=7"), "shop.example")).await;
+    assert_eq!(seen.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(location(&seen), "https://shop.example/cart?item=7");
+    assert!(seen.body.is_empty());
+    // The client's port was http's default: https drops it. Another port stays.
+    let seen = send(&client, with_host(gw.url("/"), "shop.example:80")).await;
+    assert_eq!(location(&seen), "https://shop.example/");
+    let seen = send(&client, with_host(gw.url("/a"), "shop.example:8080")).await;
+    assert_eq!(location(&seen), "https://shop.example:8080/a");
+
+    let seen = send(&client, with_host(gw.url("/v1/users?id=3"), "api.example")).await;
+    assert_eq!(seen.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(location(&seen), "http://api.example/v2/users?id=3");
+
+    let seen = send(
+        &client,
+        with_host(gw.url("/old?keep=1"), "old.example:9000"),
+    )
+    .await;
+    assert_eq!(seen.status, StatusCode::FOUND);
+    assert_eq!(location(&seen), "http://new.example:8443/new?keep=1");
+
+    let seen = send(&client, with_host(gw.url("/clean?utm=x"), "h.example")).await;
+    assert_eq!(seen.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(location(&seen), "http://h.example/landing?from=clean");
+
+    assert_eq!(up.requests(), 0);
+}
+
+#[tokio::test]
+async fn filters_run_on_answered_routes_and_may_answer_first() {
+    let up = Upstream::echo();
+    let yaml = format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+logging: {{ access_log: false }}
+clusters:
+  - name: up
+    endpoints:
+      - url: http://{}
+filters:
+  - name: headers
+    module: {HEADERS_WASM}
+    configuration:
+      response:
+        add: {{ x-answered-by: \"${{route.name}}\" }}
+  - name: probe
+    module: {ABI_PROBE_WASM}
+    configuration: {{ name: gate, deny_path: /fixed/denied }}
+routes:
+  - name: fixed
+    match: {{ path: {{ prefix: /fixed }} }}
+    filters: [headers, probe]
+    direct_response: {{ status: 200, body: fixed }}
+  - name: moved
+    match: {{ path: {{ prefix: /moved }} }}
+    filters: [headers]
+    redirect: {{ path: /elsewhere }}
+",
+        up.addr
+    );
+    let gw = TestGateway::start(&yaml).await;
+
+    // The answer passes back through the filters' response phases.
+    let fixed = get(&gw.url("/fixed")).await;
+    assert_eq!(fixed.status, 200);
+    assert_eq!(&fixed.body[..], b"fixed");
+    assert_eq!(fixed.header("x-answered-by"), Some("fixed"));
+    assert_eq!(fixed.header("x-probe"), Some("gate"));
+
+    let moved = get(&gw.url("/moved")).await;
+    assert_eq!(moved.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        moved.header("location"),
+        Some(format!("http://{}/elsewhere", gw.addr).as_str())
+    );
+    assert_eq!(moved.header("x-answered-by"), Some("moved"));
+
+    // A filter that answers in its request phase answers instead of the route.
+    let denied = get(&gw.url("/fixed/denied")).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(denied.header("x-answered-by"), Some("fixed"));
+    assert_ne!(&denied.body[..], b"fixed");
+    assert_eq!(up.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_split_route_spreads_requests_by_weight_and_filters_see_the_pick() {
+    let (blue, green, grey) = (named("blue"), named("green"), named("grey"));
+    let yaml = format!(
+        "workers: 2
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+logging: {{ access_log: false }}
+clusters:
+  - name: blue
+    endpoints: [ {{ url: http://{} }} ]
+  - name: green
+    endpoints: [ {{ url: http://{} }} ]
+  - name: grey
+    endpoints: [ {{ url: http://{} }} ]
+filters:
+  - name: probe
+    module: {ABI_PROBE_WASM}
+    configuration: {{ properties: [cluster_name] }}
+routes:
+  - name: canary
+    filters: [probe]
+    clusters:
+      - {{ name: blue, weight: 3 }}
+      - {{ name: green, weight: 1 }}
+      - {{ name: grey, weight: 0 }}
+",
+        blue.addr, green.addr, grey.addr
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = http1();
+    let n = 800;
+    let mut green_count = 0;
+    for i in 0..n {
+        let seen = send(&client, with_host(gw.url(&format!("/buy/{i}")), "shop")).await;
+        assert_eq!(seen.status, 200);
+        let served_by = std::str::from_utf8(&seen.body).unwrap();
+        // The filter saw, in its own phases, the cluster the request then went to.
+        assert_eq!(seen.header("x-prop-cluster_name"), Some(served_by));
+        if served_by == "green" {
+            green_count += 1;
+        }
+    }
+    assert_eq!(grey.requests(), 0, "a zero weight gets nothing");
+    assert_eq!(blue.requests() + green.requests(), n);
+    // One in four expected (200); binomial sd ≈ 12, so this is over 5 sd either way.
+    assert!(
+        (130..=270).contains(&green_count),
+        "green served {green_count} of {n}"
+    );
+}
