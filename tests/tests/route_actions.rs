@@ -233,3 +233,150 @@ routes:
         "green served {green_count} of {n}"
     );
 }
+
+/// What a mirror received: method, path, `Host`, body, `x-request-id`.
+type Seen = (String, String, String, Vec<u8>, String);
+
+/// An upstream that records each request and answers 500, which no client may ever see.
+fn recording() -> (Upstream, std::sync::Arc<parking_lot::Mutex<Vec<Seen>>>) {
+    let log = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let kept = log.clone();
+    let up = Upstream::start(move |req: Request<hyper::body::Incoming>| {
+        let log = kept.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = http_body_util::BodyExt::collect(body)
+                .await
+                .map(|b| b.to_bytes().to_vec())
+                .unwrap_or_default();
+            let header = |n: &str| {
+                parts
+                    .headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            log.lock().push((
+                parts.method.to_string(),
+                parts.uri.to_string(),
+                header("host"),
+                body,
+                header("x-request-id"),
+            ));
+            text(StatusCode::INTERNAL_SERVER_ERROR, "the mirror's answer")
+        }
+    });
+    (up, log)
+}
+
+/// Waits (at most 5 s) until `log` holds `n` entries.
+async fn copies(log: &parking_lot::Mutex<Vec<Seen>>, n: usize) -> Vec<Seen> {
+    for _ in 0..500 {
+        if log.lock().len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    log.lock().clone()
+}
+
+#[tokio::test]
+async fn mirrored_copies_carry_the_request_and_a_shadow_host_and_their_answers_are_dropped() {
+    let up = Upstream::echo();
+    let (shadow, log) = recording();
+    let (off, never) = recording();
+    let yaml = format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+logging: {{ access_log: false }}
+clusters:
+  - name: live
+    endpoints: [ {{ url: http://{} }} ]
+  - name: shadow
+    endpoints: [ {{ url: http://{} }} ]
+  - name: off
+    endpoints: [ {{ url: http://{} }} ]
+  - name: down
+    endpoints: [ {{ url: http://127.0.0.1:9 }} ]
+routes:
+  - name: orders
+    cluster: live
+    rewrite: {{ prefix: /v2/ }}
+    match: {{ path: {{ prefix: /v1/ }} }}
+    mirror:
+      - {{ cluster: shadow, max_body_bytes: 16 }}
+      - {{ cluster: off, percent: 0 }}
+      - {{ cluster: down }}
+  - name: retried
+    match: {{ path: {{ prefix: /retried }} }}
+    cluster: live
+    retry: {{ retry_on: [5xx] }}
+    mirror: [ {{ cluster: shadow }} ]
+",
+        up.addr, shadow.addr, off.addr
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = http1();
+
+    let get = send(&client, with_host(gw.url("/v1/orders?page=2"), "shop:8080")).await;
+    assert_eq!(get.status, 200, "the client gets the live answer");
+    let post = Request::post(gw.url("/v1/orders"))
+        .header("host", "shop")
+        .body(Full::new(Bytes::from_static(b"{\"qty\":3}")))
+        .unwrap();
+    let posted = send(&client, post).await;
+    assert_eq!(posted.status, 200);
+    assert_eq!(posted.json()["body_len"], 9);
+    // Longer than the shadow's 16 bytes: forwarded, not copied.
+    let big = Request::post(gw.url("/v1/orders"))
+        .header("host", "shop")
+        .body(Full::new(Bytes::from(vec![b'x'; 100])))
+        .unwrap();
+    assert_eq!(send(&client, big).await.status, 200);
+
+    // A body read in full first (the route may retry a PUT after sending it) is copied too.
+    let retried = Request::put(gw.url("/retried"))
+        .header("host", "shop")
+        .body(Full::new(Bytes::from_static(b"again")))
+        .unwrap();
+    assert_eq!(send(&client, retried).await.status, 200);
+
+    let seen = copies(&log, 3).await;
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let (method, path, host, body, id) = &seen[0];
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("GET", "/v2/orders?page=2")
+    );
+    assert_eq!(host, "shop-shadow:8080");
+    assert!(body.is_empty());
+    assert_eq!(Some(id.as_str()), get.header("x-request-id"));
+    let (method, _, host, body, _) = &seen[1];
+    assert_eq!((method.as_str(), host.as_str()), ("POST", "shop-shadow"));
+    assert_eq!(&body[..], b"{\"qty\":3}");
+    assert_eq!(&seen[2].3[..], b"again");
+    assert!(never.lock().is_empty(), "percent 0 copies nothing");
+    assert_eq!(up.requests(), 4);
+
+    // What became of the copies, by cluster (each is counted when its answer has been read).
+    let expected = [
+        r#"rustygate_mirror_requests_total{cluster="shadow",result="answered"} 3"#,
+        r#"rustygate_mirror_requests_total{cluster="shadow",result="skipped"} 1"#,
+        r#"rustygate_mirror_requests_total{cluster="down",result="failed"} 3"#,
+    ];
+    let mut text = String::new();
+    for _ in 0..500 {
+        let metrics = rustygate_tests::client::get(&format!("http://{}/metrics", gw.admin)).await;
+        text = String::from_utf8_lossy(&metrics.body).into_owned();
+        if expected.iter().all(|line| text.contains(line)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for line in expected {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}

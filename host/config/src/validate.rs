@@ -453,6 +453,26 @@ fn action_checks(c: &mut Checker<'_>, i: usize, r: &Route, clusters: &HashSet<&s
             "rewrites change what is forwarded; this route answers by itself".into(),
         );
     }
+    if !forwards && !r.mirror.is_empty() {
+        c.error(
+            format!("routes[{i}].mirror"),
+            "only forwarded requests are copied; this route answers by itself".into(),
+        );
+    }
+    for (j, m) in r.mirror.iter().enumerate() {
+        if !clusters.contains(m.cluster.as_str()) {
+            c.error(
+                format!("routes[{i}].mirror[{j}].cluster"),
+                format!("unknown cluster {:?}", m.cluster),
+            );
+        }
+        if !(0.0..=100.0).contains(&m.percent) {
+            c.error(
+                format!("routes[{i}].mirror[{j}].percent"),
+                format!("{} is not a percentage (0 to 100)", m.percent),
+            );
+        }
+    }
     if let Some(d) = &r.direct_response {
         if !(200..=599).contains(&d.status) {
             c.error(

@@ -421,3 +421,30 @@ mod tests {
         assert_eq!(&s[14..15], "4");
     }
 }
+
+/// The `Host` a mirrored copy of a request carries: Envoy's (and Istio's) `-shadow` suffix on
+/// the host name, before any port, so the receiver can tell copies from real traffic.
+pub fn shadow_authority(authority: &str) -> String {
+    let (host, port) = match authority.rfind(':') {
+        // A colon inside an IPv6 literal is not a port separator.
+        Some(i) if !authority[i..].contains(']') => authority.split_at(i),
+        _ => (authority, ""),
+    };
+    format!("{host}-shadow{port}")
+}
+
+#[cfg(test)]
+mod shadow_tests {
+    use super::shadow_authority;
+
+    #[test]
+    fn the_suffix_goes_before_the_port() {
+        assert_eq!(shadow_authority("api.example"), "api.example-shadow");
+        assert_eq!(
+            shadow_authority("api.example:8080"),
+            "api.example-shadow:8080"
+        );
+        assert_eq!(shadow_authority("[::1]:8080"), "[::1]-shadow:8080");
+        assert_eq!(shadow_authority("[::1]"), "[::1]-shadow");
+    }
+}

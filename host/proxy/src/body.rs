@@ -110,6 +110,11 @@ impl Replay {
         Self { data, trailers }
     }
 
+    /// Bytes of data.
+    pub fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
     /// The body, to be sent (once more).
     pub fn body(&self) -> UpstreamBody {
         Box::pin(ReplayBody {

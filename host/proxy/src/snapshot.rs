@@ -27,6 +27,8 @@ pub struct RouteEntry {
     pub targets: Targets,
     /// The route's own answer, for a route that does not forward.
     pub answer: Option<Answer>,
+    /// Clusters that get copies of the route's requests.
+    pub mirrors: Box<[MirrorEntry]>,
     /// Time allowed for response headers.
     pub timeout: Duration,
     /// Request body limit override; `None` falls back to the listener's.
@@ -61,6 +63,17 @@ impl Targets {
             (_, None) => None,
         }
     }
+}
+
+/// Where a route's requests are copied to.
+#[derive(Debug)]
+pub struct MirrorEntry {
+    /// Index into [`Snapshot::clusters`].
+    pub cluster: usize,
+    /// Share of requests copied, from 0 to 1.
+    pub fraction: f64,
+    /// Largest body a copy carries.
+    pub max_body_bytes: u64,
 }
 
 /// What a route that does not forward answers with.
@@ -282,6 +295,17 @@ impl Snapshot {
                         cumulative: targets.1.into(),
                     },
                     answer,
+                    mirrors: r
+                        .mirror
+                        .iter()
+                        .map(|m| {
+                            Ok(MirrorEntry {
+                                cluster: cluster(&m.cluster)?,
+                                fraction: m.percent / 100.0,
+                                max_body_bytes: m.max_body_bytes,
+                            })
+                        })
+                        .collect::<Result<_, SnapshotError>>()?,
                     timeout: r.timeout.get(),
                     max_request_body_bytes: r.max_request_body_bytes,
                     retry: r.retry.clone(),

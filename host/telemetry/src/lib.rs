@@ -49,6 +49,9 @@ pub const UPSTREAM_EJECTIONS: &str = "rustygate_upstream_ejections_total";
 /// `rustygate_circuit_open_total{cluster,limit}`: requests or retries refused by a circuit
 /// breaker.
 pub const CIRCUIT_OPEN: &str = "rustygate_circuit_open_total";
+/// `rustygate_mirror_requests_total{cluster,result}`: request copies by what became of them
+/// (answered, failed, skipped).
+pub const MIRROR_REQUESTS: &str = "rustygate_mirror_requests_total";
 
 /// `rustygate_filter_duration_seconds{filter,phase}`: time spent in one filter callback.
 pub const FILTER_DURATION: &str = "rustygate_filter_duration_seconds";
@@ -213,6 +216,11 @@ impl Metrics {
             None,
             "Requests (or retries) refused by a cluster's circuit breaker, by limit (requests, pending_requests, connections, retries).".into(),
         );
+        r.describe_counter(
+            MIRROR_REQUESTS.into(),
+            None,
+            "Copies of requests sent to mirror clusters, by result: answered (any status), failed (no answer: connect failure, reset, timeout, circuit open), skipped (body over the mirror's max_body_bytes).".into(),
+        );
         durations.describe(
             FILTER_DURATION,
             "Time in one filter callback, by filter and phase (request_headers, request_body, response_headers, response_body, log); pauses not included.",
@@ -295,6 +303,11 @@ impl Metrics {
     /// `rustygate_circuit_open_total{cluster,limit}`.
     pub fn circuit_open(&self, cluster: &str, limit: &str) -> Counter {
         self.counter(CIRCUIT_OPEN, &[("cluster", cluster), ("limit", limit)])
+    }
+
+    /// `rustygate_mirror_requests_total{cluster,result}`.
+    pub fn mirror_requests(&self, cluster: &str, result: &str) -> Counter {
+        self.counter(MIRROR_REQUESTS, &[("cluster", cluster), ("result", result)])
     }
 
     /// `rustygate_reload_total{result}`.

@@ -52,6 +52,11 @@ pub struct Route {
     /// upstream. Any other `Upgrade` is refused with 403; `[]` refuses them all.
     #[serde(default = "default_upgrades")]
     pub upgrades: Vec<String>,
+    /// Copies of the route's requests, sent to other clusters as they go upstream, whose
+    /// answers are thrown away (Envoy's `request_mirror_policies`, Istio's `mirror`): to try
+    /// a new version on real traffic without its answers reaching clients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirror: Vec<Mirror>,
     /// Changes to the path and host the upstream sees, made after the route's filters ran
     /// (as Envoy's route rewrites are): filters see the request as the client sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,6 +72,29 @@ pub struct WeightedCluster {
     /// Its share of the route's requests, relative to the other clusters' weights. 0 sends
     /// it nothing (kept in the file while a rollout is paused, say).
     pub weight: u32,
+}
+
+/// Where a route's requests are copied to.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The cluster that gets the copies.
+    pub cluster: String,
+    /// Share of requests copied, from 0 to 100.
+    #[serde(default = "default_mirror_percent")]
+    pub percent: f64,
+    /// Largest request body a copy carries: the body is kept, as it streams upstream, until
+    /// it is complete, and the copy goes then. A request with a larger body is not copied.
+    #[serde(default = "default_mirror_body")]
+    pub max_body_bytes: u64,
+}
+
+fn default_mirror_percent() -> f64 {
+    100.0
+}
+
+fn default_mirror_body() -> u64 {
+    64 * 1024
 }
 
 /// A fixed answer (Envoy's `direct_response`).

@@ -48,11 +48,23 @@ pub(super) struct Outcome {
     pub slot: Option<OwnedSlot>,
 }
 
-/// Where the request goes: the route (its retry policy and timeout) and the cluster picked
-/// for it.
+/// Where the request goes and on what terms: the cluster picked for it, the retry policy,
+/// and the time allowed for response headers over all tries.
 pub(super) struct Destination<'a> {
-    pub route: &'a RouteEntry,
     pub cluster_idx: usize,
+    pub retry: &'a RetryPolicy,
+    pub timeout: Duration,
+}
+
+impl<'a> Destination<'a> {
+    /// A request on `route` to cluster `cluster_idx`.
+    pub fn of(route: &'a RouteEntry, cluster_idx: usize) -> Self {
+        Self {
+            cluster_idx,
+            retry: &route.retry,
+            timeout: route.timeout,
+        }
+    }
 }
 
 /// Who the request is for: its trace, and the client (for balancers hashing on its address).
@@ -121,14 +133,17 @@ fn empty() -> UpstreamBody {
     Box::pin(Empty::new().map_err(|never| -> BoxError { match never {} }))
 }
 
-/// Sends `req` (whose body `payload` describes) to cluster `cluster_idx` of `active`, under
-/// `route`'s retry policy.
+/// Sends `req` (whose body `payload` describes) to `active`'s cluster as `Destination` says.
 /// `client_caused` tells whether a failed exchange was the client's doing (a body cut short
 /// by a filter or a limit), which must not count against the endpoint.
 pub(super) async fn send(
     worker: &Worker,
     active: &Active,
-    Destination { route, cluster_idx }: Destination<'_>,
+    Destination {
+        cluster_idx,
+        retry: policy,
+        timeout: route_timeout,
+    }: Destination<'_>,
     req: Request<UpstreamBody>,
     payload: Payload,
     caller: Caller<'_>,
@@ -148,7 +163,6 @@ pub(super) async fn send(
             slot: None,
         };
     };
-    let policy = &route.retry;
     let may_retry = policy.max_retries > 0
         && (policy.retry_non_idempotent || resilience::idempotent(req.method()));
     let copy_body = match payload {
@@ -168,7 +182,7 @@ pub(super) async fn send(
     let mut deadline = None;
     let per_try = policy
         .per_try_timeout
-        .map_or(route.timeout, |t| t.get().min(route.timeout));
+        .map_or(route_timeout, |t| t.get().min(route_timeout));
     let health = &worker.shared.health;
     let mut tried: Vec<usize> = Vec::new();
     // Only a balancer component needs a view of the request.
@@ -187,7 +201,7 @@ pub(super) async fn send(
         // One clock reading per attempt serves the deadline, the health clock, the attempt's
         // timeout and its duration.
         let now = Instant::now();
-        let deadline = *deadline.get_or_insert(now + route.timeout);
+        let deadline = *deadline.get_or_insert(now + route_timeout);
         let now_ms = health.ms_at(now);
         let Some(idx) = active.pick_endpoint(cluster_idx, now_ms, &tried, pick_info.as_ref())
         else {

@@ -24,11 +24,13 @@ use rustygate_telemetry::trace::RequestTrace;
 
 mod attempts;
 mod filtering;
+mod mirror;
 
 use crate::body::{Replay, RequestBody, ResponseBody, Transfer};
 use crate::chain::{ChainRun, RequestOutcome, ResponseOutcome};
 use crate::health::OwnedSlot;
 use crate::pool::{SendError, UpstreamBody};
+use crate::snapshot::ClusterEntry;
 use crate::tunnel::TunnelLog;
 use crate::worker::{Active, ConnCtx, Worker};
 use attempts::Failed;
@@ -384,48 +386,25 @@ async fn forward(
         authority = host.to_str().ok().map(Cow::Borrowed);
         parts.headers.insert(header::HOST, host.clone());
     }
-    match cluster.settings.protocol {
-        UpstreamProtocol::Http1 => {
-            parts.uri = Uri::from(path_and_query);
-            parts.version = Version::HTTP_11;
-            if let (false, Some(a)) = (
-                parts.headers.contains_key(header::HOST),
-                authority
-                    .as_deref()
-                    .and_then(|a| HeaderValue::from_str(a).ok()),
-            ) {
-                parts.headers.insert(header::HOST, a);
-            }
-        }
-        UpstreamProtocol::Http2 if upgrade.is_some() => {
-            return Err((
-                ErrorKind::UpgradeRefused,
-                format!(
-                    "cluster {} speaks HTTP/2 upstream; upgrades need an HTTP/1.1 cluster",
-                    cluster.name
-                ),
-            ));
-        }
-        UpstreamProtocol::Http2 => {
-            parts.uri = Uri::builder()
-                .scheme(if cluster.settings.tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                })
-                // Without a Host, the first endpoint's address names the virtual host.
-                .authority(
-                    authority
-                        .as_deref()
-                        .unwrap_or(&cluster.endpoints[0].authority),
-                )
-                .path_and_query(path_and_query)
-                .build()
-                .map_err(|e| (ErrorKind::BadRequest, format!("invalid authority: {e}")))?;
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(header::HOST);
-        }
+    if upgrade.is_some() && cluster.settings.protocol == UpstreamProtocol::Http2 {
+        return Err((
+            ErrorKind::UpgradeRefused,
+            format!(
+                "cluster {} speaks HTTP/2 upstream; upgrades need an HTTP/1.1 cluster",
+                cluster.name
+            ),
+        ));
     }
+    let copies = mirror::Copies::sample(
+        worker,
+        done.active.clone(),
+        route,
+        &parts,
+        &path_and_query,
+        authority.as_deref(),
+        conn.peer.ip(),
+    );
+    address(&mut parts, cluster, path_and_query, authority.as_deref())?;
     let body_ended = body.is_end_stream();
     let mut body: UpstreamBody = Box::pin(RequestBody::new(body, limit, transfer.clone()));
     if let Some(run) = &run
@@ -483,12 +462,19 @@ async fn forward(
     } else {
         attempts::Payload::Streamed
     };
+    if let Some(copies) = copies {
+        match &payload {
+            attempts::Payload::Empty => copies.send(None),
+            attempts::Payload::Replayable(replay) => copies.send(Some(replay.clone())),
+            attempts::Payload::Streamed => body = Box::pin(mirror::Tee::new(body, copies)),
+        }
+    }
     let upstream_req = Request::from_parts(parts, body);
 
     let outcome = attempts::send(
         worker,
         active,
-        attempts::Destination { route, cluster_idx },
+        attempts::Destination::of(route, cluster_idx),
         upstream_req,
         payload,
         attempts::Caller {
@@ -794,4 +780,42 @@ impl Completion {
             Some(t) => access!(trace_id = %t.trace_id(), span_id = %t.span_id(),),
         }
     }
+}
+
+/// Puts the request in the form `cluster`'s protocol takes: an origin-form URI and `Host` for
+/// HTTP/1.1; an absolute URI (`:scheme`, `:authority`) and no `Host` for HTTP/2.
+fn address(
+    parts: &mut http::request::Parts,
+    cluster: &ClusterEntry,
+    path_and_query: PathAndQuery,
+    authority: Option<&str>,
+) -> Result<(), Failure> {
+    match cluster.settings.protocol {
+        UpstreamProtocol::Http1 => {
+            parts.uri = Uri::from(path_and_query);
+            parts.version = Version::HTTP_11;
+            if let (false, Some(a)) = (
+                parts.headers.contains_key(header::HOST),
+                authority.and_then(|a| HeaderValue::from_str(a).ok()),
+            ) {
+                parts.headers.insert(header::HOST, a);
+            }
+        }
+        UpstreamProtocol::Http2 => {
+            parts.uri = Uri::builder()
+                .scheme(if cluster.settings.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                })
+                // Without a Host, the first endpoint's address names the virtual host.
+                .authority(authority.unwrap_or(&cluster.endpoints[0].authority))
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|e| (ErrorKind::BadRequest, format!("invalid authority: {e}")))?;
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+        }
+    }
+    Ok(())
 }
