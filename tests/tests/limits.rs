@@ -86,3 +86,103 @@ async fn connections_beyond_the_cap_are_refused() {
         "{metrics}"
     );
 }
+
+/// An upstream that sends `first`, then each later chunk after `gap`; `stall` after the first
+/// chunk means it never sends another (nor ends the body).
+fn trickle(first: &'static [u8], rest: usize, gap: Duration, stall: bool) -> Upstream {
+    use futures_util::{StreamExt as _, stream};
+    Upstream::start(move |_| async move {
+        let chunks = std::iter::once(first.to_vec()).chain((0..rest).map(|_| b"more".to_vec()));
+        let frames = stream::iter(chunks.enumerate()).then(move |(i, chunk)| async move {
+            if i > 0 {
+                if stall {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(gap).await;
+            }
+            Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(chunk)))
+        });
+        http::Response::new(http_body_util::BodyExt::boxed(
+            http_body_util::StreamBody::new(frames),
+        ))
+    })
+}
+
+#[tokio::test]
+async fn a_response_body_that_stops_moving_is_cut_off_after_the_stream_idle_timeout() {
+    use futures_util::StreamExt as _;
+    use http_body_util::BodyExt;
+    let stalled = trickle(b"first part;", 1, Duration::ZERO, true);
+    let steady = trickle(b"start;", 4, Duration::from_millis(150), false);
+    let yaml = format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    limits: {{ stream_idle_timeout: 400ms }}
+clusters:
+  - name: stalled
+    endpoints: [ {{ url: http://{} }} ]
+  - name: steady
+    endpoints: [ {{ url: http://{} }} ]
+routes:
+  - {{ name: stalled, match: {{ path: {{ prefix: /stalled }} }}, cluster: stalled }}
+  - {{ name: patient, match: {{ path: {{ prefix: /patient }} }}, cluster: stalled, idle_timeout: 0s }}
+  - {{ name: steady, match: {{ path: {{ prefix: /steady }} }}, cluster: steady }}
+",
+        stalled.addr, steady.addr
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = rustygate_tests::client::http1();
+    let open = |path: &str| {
+        let req = http::Request::get(gw.url(path))
+            .body(http_body_util::Full::<bytes::Bytes>::default())
+            .unwrap();
+        client.request(req)
+    };
+
+    // The head and the first part arrive; then nothing, and the stream is cut off.
+    let resp = open("/stalled").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let started = Instant::now();
+    let mut body = resp.into_body().into_data_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"first part;");
+    let end = tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .expect("cut off in time");
+    assert!(
+        matches!(end, Some(Err(_))),
+        "the body ends in an error: {end:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350),
+        "cut off after {waited:?}"
+    );
+
+    // A route with `idle_timeout: 0s` waits as long as the client does.
+    let resp = open("/patient").await.unwrap();
+    let mut body = resp.into_body().into_data_stream();
+    assert_eq!(&body.next().await.unwrap().unwrap()[..], b"first part;");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(900), body.next())
+            .await
+            .is_err(),
+        "still open after more than twice the listener's idle timeout"
+    );
+
+    // Quiet spells shorter than the timeout, however many, are fine.
+    let resp = open("/steady").await.unwrap();
+    let whole = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&whole[..], b"start;moremoremoremore");
+
+    let metrics = get(&format!("http://{}/metrics", gw.admin)).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(
+            r#"rustygate_upstream_failures_total{cluster="stalled",reason="idle_timeout"} 1"#
+        ),
+        "{text}"
+    );
+}

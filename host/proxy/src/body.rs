@@ -3,9 +3,11 @@
 //! GiB-sized transfers.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -40,6 +42,38 @@ pub struct Transfer {
     pub bytes_out: Cell<u64>,
     /// Set when the request body hit its limit, so the handler answers 413, not 502.
     pub too_large: Cell<bool>,
+    /// Set when the response was cut off by the stream idle timeout.
+    pub stalled: Cell<bool>,
+}
+
+/// The response body moved no byte for the stream idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no response body byte for {0:?} (stream idle timeout)")]
+pub struct StreamIdle(pub Duration);
+
+/// The stream idle timeout of a streamed response body: armed when the body has nothing to
+/// give, re-armed after each frame. A body that is always ready never touches the timer.
+struct Idle {
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl Idle {
+    /// Whether the body has given nothing for `limit` (the caller saw it pending).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            let deadline = tokio::time::Instant::now() + self.limit;
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        self.timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    }
 }
 
 /// The client's request body on its way upstream: counted, and cut off at the limit.
@@ -159,6 +193,7 @@ pub struct ResponseBody {
     kind: Kind,
     transfer: Option<Rc<Transfer>>,
     on_done: Option<Box<dyn FnOnce()>>,
+    idle: Option<Idle>,
 }
 
 enum Kind {
@@ -175,6 +210,7 @@ impl ResponseBody {
             kind: Kind::Full((!b.is_empty()).then_some(b)),
             transfer: None,
             on_done: None,
+            idle: None,
         }
     }
 
@@ -184,6 +220,7 @@ impl ResponseBody {
             kind: Kind::Upstream(body),
             transfer: None,
             on_done: None,
+            idle: None,
         }
     }
 
@@ -193,6 +230,7 @@ impl ResponseBody {
             kind: Kind::Filtered(body),
             transfer: None,
             on_done: None,
+            idle: None,
         }
     }
 
@@ -200,6 +238,18 @@ impl ResponseBody {
     pub fn with_completion(mut self, transfer: Rc<Transfer>, on_done: Box<dyn FnOnce()>) -> Self {
         self.transfer = Some(transfer);
         self.on_done = Some(on_done);
+        self
+    }
+
+    /// Cuts a streamed body off when it gives no frame for `limit` (zero: never).
+    pub fn with_idle_timeout(mut self, limit: Duration) -> Self {
+        if !limit.is_zero() && !matches!(self.kind, Kind::Full(_)) {
+            self.idle = Some(Idle {
+                limit,
+                timer: None,
+                armed: false,
+            });
+        }
         self
     }
 }
@@ -221,10 +271,34 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let frame = match &mut this.kind {
-            Kind::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
-            Kind::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
-            Kind::Filtered(body) => ready!(body.as_mut().poll_frame(cx)),
+        let polled = match &mut this.kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Filtered(body) => body.as_mut().poll_frame(cx),
+        };
+        let frame = match polled {
+            Poll::Ready(frame) => {
+                if let Some(idle) = &mut this.idle {
+                    idle.armed = false;
+                }
+                frame
+            }
+            Poll::Pending => {
+                let Some(limit) = this
+                    .idle
+                    .as_mut()
+                    .and_then(|idle| idle.expired(cx).then_some(idle.limit))
+                else {
+                    return Poll::Pending;
+                };
+                // Dropping the upstream's body closes its connection now.
+                this.kind = Kind::Full(None);
+                this.idle = None;
+                if let Some(t) = &this.transfer {
+                    t.stalled.set(true);
+                }
+                return Poll::Ready(Some(Err(Box::new(StreamIdle(limit)))));
+            }
         };
         if let (Some(Ok(f)), Some(t)) = (&frame, &this.transfer)
             && let Some(d) = f.data_ref()

@@ -31,6 +31,8 @@ pub struct RouteEntry {
     pub mirrors: Box<[MirrorEntry]>,
     /// Time allowed for response headers.
     pub timeout: Duration,
+    /// Overrides the listener's stream idle timeout; zero never cuts off.
+    pub idle_timeout: Option<Duration>,
     /// Request body limit override; `None` falls back to the listener's.
     pub max_request_body_bytes: Option<u64>,
     /// When to try again.
@@ -307,6 +309,7 @@ impl Snapshot {
                         })
                         .collect::<Result<_, SnapshotError>>()?,
                     timeout: r.timeout.get(),
+                    idle_timeout: r.idle_timeout.map(|d| d.get()),
                     max_request_body_bytes: r.max_request_body_bytes,
                     retry: r.retry.clone(),
                     upgrades: r

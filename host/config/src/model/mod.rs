@@ -280,6 +280,11 @@ pub struct ListenerLimits {
     pub max_connections: usize,
     /// A keep-alive connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
+    /// A response whose body moves no byte from the upstream for this long is cut off: the
+    /// client's stream is reset and the upstream connection closed (Envoy's
+    /// `stream_idle_timeout`, 5 minutes by default). A route's `idle_timeout` overrides it;
+    /// `0s` never cuts off.
+    pub stream_idle_timeout: Duration,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
     /// Largest request body forwarded, in bytes; larger gets 413. Unset: unlimited (bodies are
@@ -299,6 +304,7 @@ impl Default for ListenerLimits {
             header_read_timeout: Duration::secs(10),
             max_connections: 10_000,
             idle_timeout: Duration::secs(60),
+            stream_idle_timeout: Duration::secs(300),
             max_concurrent_streams: 100,
             max_request_body_bytes: None,
             max_buffered_body_bytes: 1024 * 1024,

@@ -75,6 +75,7 @@ pub(crate) async fn handle(
         request_id: request_id.clone(),
         route: None,
         upstream: None,
+        cluster: None,
         status: 0,
         access_log: active.snapshot.access_log,
         active: active.clone(),
@@ -105,8 +106,15 @@ pub(crate) async fn handle(
         return Err(StreamReset);
     }
     done.status = resp.status().as_u16();
+    let idle = done
+        .route
+        .as_ref()
+        .and_then(|(i, _)| active.snapshot.routes[*i as usize].idle_timeout)
+        .unwrap_or(conn.listener.limits.stream_idle_timeout.get());
     let (parts, body) = resp.into_parts();
-    let body = body.with_completion(transfer, Box::new(move || done.finish()));
+    let body = body
+        .with_completion(transfer, Box::new(move || done.finish()))
+        .with_idle_timeout(idle);
     Ok(Response::from_parts(parts, body))
 }
 
@@ -485,6 +493,7 @@ async fn forward(
     )
     .await;
     done.upstream = outcome.endpoint.clone();
+    done.cluster = Some(cluster.name.clone());
     done.cluster_slot = outcome.slot;
     let endpoint = outcome.endpoint.as_deref().unwrap_or("-");
     let sent = outcome.result;
@@ -709,6 +718,8 @@ pub(crate) struct Completion {
     request_id: HeaderValue,
     route: Option<(u32, Arc<str>)>,
     upstream: Option<Arc<str>>,
+    /// The cluster the request went to, once it was sent.
+    cluster: Option<Arc<str>>,
     status: u16,
     access_log: bool,
     /// The configuration generation the request runs on, kept until its last byte.
@@ -747,6 +758,18 @@ impl Completion {
         }
         if self.access_log {
             self.log(route_name, elapsed);
+        }
+        if self.transfer.stalled.get() {
+            if let Some(cluster) = &self.cluster {
+                self.worker.upstream_failure(cluster, "idle_timeout");
+            }
+            tracing::warn!(
+                route = route_name,
+                upstream = self.upstream.as_deref().unwrap_or("-"),
+                request_id = self.request_id.to_str().unwrap_or_default(),
+                bytes_out = self.transfer.bytes_out.get(),
+                "response cut off: no body byte from the upstream within the stream idle timeout"
+            );
         }
     }
 
