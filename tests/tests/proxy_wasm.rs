@@ -639,3 +639,63 @@ routes:
     // route's cluster.
     assert_eq!((old.requests(), new.requests()), (0, 1));
 }
+
+#[tokio::test]
+async fn what_envoy_tells_filters_about_the_request_and_its_outcome() {
+    let up = Upstream::echo();
+    let filter = "    configuration:
+      properties: [request.time, request.referer, request.useragent, request.headers_bytes, request.duration, connection.id, upstream.address, upstream.request_attempt_count]
+      log_properties: [request.duration, request.size, request.total_size, response.code, response.size, upstream.address, upstream.port, upstream.request_attempt_count, connection.id]";
+    let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
+    let client = http1();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let req = Request::post(gw.url("/logged"))
+        .header("user-agent", "probe-test/1")
+        .header("referer", "https://ref.example/")
+        .body(Full::new(Bytes::from_static(b"12345")))
+        .unwrap();
+    let first = send(&client, req).await;
+    assert_eq!(first.status, 200);
+    let prop = |name: &str| first.header(&format!("x-prop-{name}")).unwrap().to_owned();
+    assert_eq!(prop("request-useragent"), "probe-test/1");
+    assert_eq!(prop("request-referer"), "https://ref.example/");
+    let time: u64 = prop("request-time").parse().unwrap();
+    assert!(
+        time + 1_000_000_000 > before && time < before + 10_000_000_000,
+        "request.time {time} is not about now ({before})"
+    );
+    assert!(prop("request-headers_bytes").parse::<u64>().unwrap() > 20);
+    assert_eq!(prop("upstream-address"), up.addr.to_string());
+    assert_eq!(prop("upstream-request_attempt_count"), "1");
+    let connection: u64 = prop("connection-id").parse().unwrap();
+    assert!(connection >= 1);
+
+    // What `on_log` saw of the first request, reported by the next one.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let second = send(
+        &client,
+        Request::get(gw.url("/next")).body(Full::default()).unwrap(),
+    )
+    .await;
+    let logged: std::collections::HashMap<&str, &str> = second
+        .header("x-logged")
+        .expect("on_log ran for the first request")
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    assert_eq!(logged["response.code"], "200");
+    assert_eq!(logged["request.size"], "5");
+    assert!(logged["request.total_size"].parse::<u64>().unwrap() > 5);
+    assert_eq!(logged["response.size"], first.body.len().to_string());
+    assert_eq!(logged["upstream.address"], up.addr.to_string());
+    assert_eq!(logged["upstream.port"], up.addr.port().to_string());
+    assert_eq!(logged["upstream.request_attempt_count"], "1");
+    assert_eq!(logged["connection.id"], connection.to_string());
+    let duration: u64 = logged["request.duration"].parse().unwrap();
+    assert!(duration > 0 && duration < 10_000_000_000, "{duration} ns");
+    // Before the request is over its duration is not known, as in Envoy.
+    assert_eq!(prop("request-duration"), "<none>");
+}

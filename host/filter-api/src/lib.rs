@@ -93,6 +93,26 @@ pub struct StreamInfo {
     pub protocol: &'static str,
     /// What the client connection's TLS handshake settled; `None` in the clear.
     pub tls: Option<Arc<ConnectionTls>>,
+    /// The client connection's id, unique in the process (`connection.id`).
+    pub connection_id: u64,
+    /// When the request's head arrived (`request.time`, `request.duration`).
+    pub start: std::time::Instant,
+}
+
+/// What became of the request so far, as the proxy learns it: the facts Envoy's stream info
+/// holds after the fact (`upstream.*`, `request.size`, `response.size`, `request.duration`).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// The endpoint (`host:port`) the request was sent to, once it was.
+    pub upstream: RefCell<Option<Arc<str>>>,
+    /// Upstream attempts made (1 without retries).
+    pub attempts: std::cell::Cell<u32>,
+    /// Request body bytes received from the client.
+    pub request_body_bytes: std::cell::Cell<u64>,
+    /// Response body bytes sent to the client.
+    pub response_body_bytes: std::cell::Cell<u64>,
+    /// The request's whole duration, once it is complete (before `on_log`).
+    pub duration: std::cell::Cell<Option<std::time::Duration>>,
 }
 
 /// A TLS client connection, as filters see it (Envoy's `connection.*` properties).
@@ -138,6 +158,8 @@ pub struct Exchange {
     /// request again (Envoy clears its route cache on such writes), so a rewritten path or host
     /// can reach another route's cluster.
     pub request_changed: std::cell::Cell<bool>,
+    /// What became of the request so far.
+    pub progress: Progress,
 }
 
 impl Exchange {
@@ -152,6 +174,7 @@ impl Exchange {
             request_trailers: RefCell::default(),
             response_trailers: RefCell::default(),
             request_changed: std::cell::Cell::new(false),
+            progress: Progress::default(),
         }
     }
 

@@ -109,6 +109,8 @@ fn exchange() -> Rc<Exchange> {
             cluster: "c".into(),
             protocol: "HTTP/1.1",
             tls: None,
+            connection_id: 1,
+            start: std::time::Instant::now(),
         },
     ))
 }

@@ -269,6 +269,8 @@ mod tests {
             cluster: "c".into(),
             protocol: "HTTP/1.1",
             tls: None,
+            connection_id: 1,
+            start: std::time::Instant::now(),
         };
         let exchange = Exchange::new(head, info);
         *exchange.response.borrow_mut() = Some(ResponseHead {

@@ -7,6 +7,31 @@ fn u64le(v: u64) -> Vec<u8> {
     v.to_le_bytes().to_vec()
 }
 
+/// Timestamps and durations: nanoseconds as an 8-byte little-endian integer.
+fn nanos(d: std::time::Duration) -> Vec<u8> {
+    u64le(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A header map's size as Envoy counts it (`*.headers_bytes`): names and values.
+fn headers_bytes(h: &http::HeaderMap) -> u64 {
+    h.iter()
+        .map(|(k, v)| (k.as_str().len() + v.len()) as u64)
+        .sum()
+}
+
+/// A header map as proxy-wasm pairs, repeated names joined with `,` as Envoy serializes
+/// its `request.headers` map.
+fn headers_map(h: &http::HeaderMap) -> Vec<u8> {
+    let joined: Vec<(&[u8], Vec<u8>)> = h
+        .keys()
+        .map(|k| {
+            let values: Vec<&[u8]> = h.get_all(k).iter().map(|v| v.as_bytes()).collect();
+            (k.as_str().as_bytes(), values.join(&b","[..]))
+        })
+        .collect();
+    crate::pairs::encode(joined.iter().map(|(k, v)| (*k, v.as_slice())))
+}
+
 /// The value at `path` for context `ctx`; `None` is `NOT_FOUND`.
 pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u8>> {
     let seg = |i: usize| path.get(i).map(|s| s.as_slice());
@@ -50,6 +75,67 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
                 return None;
             }
             values.join(&b","[..])
+        }
+        (b"request", Some(b"headers"), None) => headers_map(&req.headers),
+        (b"request", Some(b"headers_bytes"), None) => u64le(headers_bytes(&req.headers)),
+        (b"request", Some(b"referer"), None) => {
+            req.headers.get(http::header::REFERER)?.as_bytes().to_vec()
+        }
+        (b"request", Some(b"useragent"), None) => req
+            .headers
+            .get(http::header::USER_AGENT)?
+            .as_bytes()
+            .to_vec(),
+        (b"request", Some(b"time"), None) => nanos(
+            (std::time::SystemTime::now() - info.start.elapsed())
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?,
+        ),
+        // As in Envoy, known once the request is complete (for `on_log`).
+        (b"request", Some(b"duration"), None) => nanos(ex.progress.duration.get()?),
+        // The declared length if there is one, else the bytes received so far.
+        (b"request", Some(b"size"), None) => u64le(request_size(&req.headers, ex)),
+        (b"request", Some(b"total_size"), None) => {
+            u64le(request_size(&req.headers, ex) + headers_bytes(&req.headers))
+        }
+        (b"response", Some(b"size"), None) => u64le(ex.progress.response_body_bytes.get()),
+        (b"response", Some(b"total_size"), None) => {
+            let resp = ex.response.borrow();
+            u64le(ex.progress.response_body_bytes.get() + headers_bytes(&resp.as_ref()?.headers))
+        }
+        (b"response", Some(b"headers"), None) => {
+            headers_map(&ex.response.borrow().as_ref()?.headers)
+        }
+        (b"response", Some(b"headers_bytes"), None) => {
+            u64le(headers_bytes(&ex.response.borrow().as_ref()?.headers))
+        }
+        // From the trailers (a gRPC answer's usual place), else the head (a trailers-only one).
+        (b"response", Some(b"grpc_status"), None) => {
+            let trailers = ex.response_trailers.borrow();
+            let resp = ex.response.borrow();
+            let status = trailers
+                .as_ref()
+                .and_then(|t| t.get("grpc-status"))
+                .or_else(|| resp.as_ref()?.headers.get("grpc-status"))?;
+            u64le(status.to_str().ok()?.parse().ok()?)
+        }
+        (b"upstream", Some(b"address"), None) => ex
+            .progress
+            .upstream
+            .borrow()
+            .as_deref()?
+            .as_bytes()
+            .to_vec(),
+        (b"upstream", Some(b"port"), None) => {
+            let upstream = ex.progress.upstream.borrow();
+            let (_, port) = upstream.as_deref()?.rsplit_once(':')?;
+            u64le(port.parse().ok()?)
+        }
+        (b"upstream", Some(b"request_attempt_count"), None) => {
+            u64le(u64::from(ex.progress.attempts.get()))
+        }
+        (b"connection", Some(b"id"), None) | (b"connection_id", None, None) => {
+            u64le(info.connection_id)
         }
         (b"source", Some(b"address"), None) => info.client.to_string().into_bytes(),
         (b"source", Some(b"port"), None) => u64le(u64::from(info.client.port())),
@@ -124,4 +210,11 @@ pub(crate) fn split(raw: &[u8]) -> Vec<Vec<u8>> {
         return raw.split(|b| *b == b'.').map(<[u8]>::to_vec).collect();
     }
     raw.split(|b| *b == 0).map(<[u8]>::to_vec).collect()
+}
+
+fn request_size(headers: &http::HeaderMap, ex: &rustygate_filter_api::Exchange) -> u64 {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or_else(|| ex.progress.request_body_bytes.get())
 }

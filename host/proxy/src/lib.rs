@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub health: Arc<health::Health>,
     pub in_flight: AtomicUsize,
     pub connections: AtomicUsize,
+    /// The last client connection id handed out (`connection.id`, from 1).
+    pub connection_ids: std::sync::atomic::AtomicU64,
     pub draining: AtomicBool,
     closed: Notify,
     /// Times filter callbacks: the TSC where it is invariant (a read costs a third of
@@ -351,6 +353,7 @@ impl Gateway {
             health: health.clone(),
             in_flight: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            connection_ids: std::sync::atomic::AtomicU64::new(0),
             draining: AtomicBool::new(false),
             closed: Notify::new(),
             clock: quanta::Clock::new(),

@@ -54,6 +54,8 @@ pub(crate) struct ConnCtx {
     pub peer: SocketAddr,
     /// Our end of the connection.
     pub local: SocketAddr,
+    /// Unique in the process, from 1 (`connection.id` for filters).
+    pub id: u64,
     /// `peer`'s IP as a header value, for `X-Forwarded-For`.
     pub peer_value: http::HeaderValue,
     /// Set once a TLS handshake has settled (TLS listeners only).
@@ -469,6 +471,7 @@ async fn accept_loop(
             listener: ctx.clone(),
             peer,
             local: stream.local_addr().unwrap_or(peer),
+            id: worker.shared.connection_ids.fetch_add(1, Ordering::Relaxed) + 1,
             peer_value: rustygate_core::forwarding::client_address_value(peer.ip()),
             tls: std::cell::OnceCell::new(),
             in_flight: Cell::new(0),

@@ -46,6 +46,8 @@ pub(super) struct Outcome {
     pub endpoint: Option<Arc<str>>,
     /// Holds the cluster's request slot until the response ends.
     pub slot: Option<OwnedSlot>,
+    /// Attempts made (0 when none could be).
+    pub attempts: u32,
 }
 
 /// Where the request goes and on what terms: the cluster picked for it, the retry policy,
@@ -161,6 +163,7 @@ pub(super) async fn send(
             ))),
             endpoint: None,
             slot: None,
+            attempts: 0,
         };
     };
     let may_retry = policy.max_retries > 0
@@ -209,6 +212,7 @@ pub(super) async fn send(
                 result: Err(Failed::NoEndpoint),
                 endpoint: None,
                 slot: Some(slot),
+                attempts: tried.len() as u32,
             };
         };
         let endpoint = &cluster.endpoints[idx];
@@ -292,6 +296,7 @@ pub(super) async fn send(
                 result,
                 endpoint: Some(endpoint.authority.clone()),
                 slot: Some(slot),
+                attempts: tried.len() as u32 + 1,
             };
         };
         if let Some(od) = &cluster.outlier {
@@ -367,6 +372,7 @@ pub(super) async fn send(
             result,
             endpoint: Some(endpoint.authority.clone()),
             slot: Some(slot),
+            attempts: tried.len() as u32 + 1,
         };
     }
 }

@@ -258,6 +258,8 @@ async fn forward(
             cluster: cluster.map_or_else(|| Arc::from(""), |c| snapshot.clusters[c].name.clone()),
             protocol: protocol_name(parts.version),
             tls: conn.tls.get().cloned(),
+            connection_id: conn.id,
+            start: done.start,
         };
         let chain_run = ChainRun::new(
             &chain,
@@ -494,6 +496,11 @@ async fn forward(
     .await;
     done.upstream = outcome.endpoint.clone();
     done.cluster = Some(cluster.name.clone());
+    if let Some(run) = &run {
+        let progress = &run.exchange.progress;
+        progress.upstream.replace(outcome.endpoint.clone());
+        progress.attempts.set(outcome.attempts);
+    }
     done.cluster_slot = outcome.slot;
     let endpoint = outcome.endpoint.as_deref().unwrap_or("-");
     let sent = outcome.result;
@@ -735,11 +742,20 @@ pub(crate) struct Completion {
 
 impl Completion {
     fn finish(mut self) {
-        if let Some(run) = self.chain.take() {
-            run.complete();
-        }
         let end = Instant::now();
         let elapsed = end.saturating_duration_since(self.start);
+        if let Some(run) = self.chain.take() {
+            // What `on_log` may ask about the request, now that it is over.
+            let progress = &run.exchange.progress;
+            progress
+                .request_body_bytes
+                .set(self.transfer.bytes_in.get());
+            progress
+                .response_body_bytes
+                .set(self.transfer.bytes_out.get());
+            progress.duration.set(Some(elapsed));
+            run.complete();
+        }
         self.conn.request_finished(end);
         self.worker.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         let (route_idx, route_name) = match &self.route {

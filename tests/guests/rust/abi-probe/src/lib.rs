@@ -25,6 +25,10 @@ struct Config {
     replace_status: Option<u16>,
     /// Copy properties into response headers: `x-prop-<name>` for each listed path (dot form).
     properties: Vec<String>,
+    /// Read these properties in `on_log` and keep them, as `name=value;...`, in shared data
+    /// under `logged-properties`, where the next request's response headers phase puts them
+    /// into `x-logged` (what a logging filter sees once a request is over).
+    log_properties: Vec<String>,
     /// Count requests in this shared-data key (CAS loop, shared by every worker's VM) and
     /// return the count in `x-shared-count`.
     shared_counter: Option<String>,
@@ -514,15 +518,13 @@ impl HttpContext for Stream {
         }
         for p in &c.properties {
             let path: Vec<&str> = p.split('.').collect();
-            let value = match self.get_property(path) {
-                Some(bytes) if p == "source.port" && bytes.len() == 8 => {
-                    u64::from_le_bytes(bytes.try_into().unwrap()).to_string()
-                }
-                Some(bytes) if p == "connection.mtls" => (bytes == [1]).to_string(),
-                Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                None => "<none>".into(),
-            };
+            let value = display(p, self.get_property(path));
             self.add_http_response_header(&format!("x-prop-{}", p.replace('.', "-")), &value);
+        }
+        if !c.log_properties.is_empty() {
+            if let (Some(logged), _) = self.get_shared_data("logged-properties") {
+                self.add_http_response_header("x-logged", &String::from_utf8_lossy(&logged));
+            }
         }
         if !c.name.is_empty() {
             self.add_http_response_header("x-probe", &c.name);
@@ -628,6 +630,18 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
+        if !self.config.log_properties.is_empty() {
+            let logged: Vec<String> = self
+                .config
+                .log_properties
+                .iter()
+                .map(|p| {
+                    let value = display(p, self.get_property(p.split('.').collect()));
+                    format!("{p}={value}")
+                })
+                .collect();
+            let _ = self.set_shared_data("logged-properties", Some(logged.join(";").as_bytes()), None);
+        }
         log::info!(
             "abi-probe[{}] #{} done {}",
             self.config.name,
@@ -635,4 +649,66 @@ impl HttpContext for Stream {
             self.path
         );
     }
+}
+
+/// A property value as text: the integer ones (8 bytes little-endian in Envoy's encoding) as
+/// numbers, `connection.mtls` as a bool, maps as `k: v` lines, anything else as UTF-8.
+fn display(name: &str, value: Option<Vec<u8>>) -> String {
+    const INTEGERS: &[&str] = &[
+        "source.port",
+        "destination.port",
+        "connection.id",
+        "connection_id",
+        "request.time",
+        "request.duration",
+        "request.size",
+        "request.total_size",
+        "request.headers_bytes",
+        "response.code",
+        "response.size",
+        "response.total_size",
+        "response.headers_bytes",
+        "response.grpc_status",
+        "upstream.port",
+        "upstream.request_attempt_count",
+    ];
+    let Some(bytes) = value else {
+        return "<none>".into();
+    };
+    if INTEGERS.contains(&name) && bytes.len() == 8 {
+        return u64::from_le_bytes(bytes.try_into().unwrap()).to_string();
+    }
+    if name == "connection.mtls" {
+        return (bytes == [1]).to_string();
+    }
+    if name.ends_with(".headers") {
+        return decode_pairs(&bytes)
+            .map(|pairs| {
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "<bad map>".into());
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// proxy-wasm's map encoding: a count, then each key and value length, then the NUL-ended
+/// keys and values.
+fn decode_pairs(b: &[u8]) -> Option<Vec<(String, String)>> {
+    let word = |at: usize| Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize);
+    let n = word(0)?;
+    let mut at = 4 + 8 * n;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let (kl, vl) = (word(4 + 8 * i)?, word(8 + 8 * i)?);
+        let k = String::from_utf8_lossy(b.get(at..at + kl)?).into_owned();
+        at += kl + 1;
+        let v = String::from_utf8_lossy(b.get(at..at + vl)?).into_owned();
+        at += vl + 1;
+        out.push((k, v));
+    }
+    Some(out)
 }
