@@ -495,7 +495,7 @@ async fn forward(
     )
     .await;
     done.upstream = outcome.endpoint.clone();
-    done.cluster = Some(cluster.name.clone());
+    done.cluster = Some(cluster_idx);
     if let Some(run) = &run {
         let progress = &run.exchange.progress;
         progress.upstream.replace(outcome.endpoint.clone());
@@ -725,8 +725,8 @@ pub(crate) struct Completion {
     request_id: HeaderValue,
     route: Option<(u32, Arc<str>)>,
     upstream: Option<Arc<str>>,
-    /// The cluster the request went to, once it was sent.
-    cluster: Option<Arc<str>>,
+    /// The cluster (index) the request went to, once it was sent.
+    cluster: Option<usize>,
     status: u16,
     access_log: bool,
     /// The configuration generation the request runs on, kept until its last byte.
@@ -776,8 +776,9 @@ impl Completion {
             self.log(route_name, elapsed);
         }
         if self.transfer.stalled.get() {
-            if let Some(cluster) = &self.cluster {
-                self.worker.upstream_failure(cluster, "idle_timeout");
+            if let Some(c) = self.cluster {
+                let name = &self.active.snapshot.clusters[c].name;
+                self.worker.upstream_failure(name, "idle_timeout");
             }
             tracing::warn!(
                 route = route_name,
