@@ -357,3 +357,82 @@ routes:
     assert!(up_bytes >= 16 && down_bytes >= 12, "{line}");
     assert!(entry["duration_ms"].as_f64().unwrap() > 0.0, "{line}");
 }
+
+#[tokio::test]
+async fn filters_get_the_tunnels_bytes_as_bodies_and_end_with_the_tunnel() {
+    let ws_up = WsUpstream::start();
+    let http_up = Upstream::echo();
+    let yaml = format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+logging: {{ access_log: false }}
+clusters:
+  - name: ws
+    endpoints: [ {{ url: http://{} }} ]
+  - name: http
+    endpoints: [ {{ url: http://{} }} ]
+filters:
+  - name: probe
+    module: {}
+    configuration:
+      log_properties: [response.code, request.size, response.size, request.duration]
+routes:
+  - {{ name: chat, match: {{ path: {{ prefix: /chat }} }}, cluster: ws, filters: [probe] }}
+  - {{ name: other, cluster: http, filters: [probe] }}
+",
+        ws_up.addr,
+        http_up.addr,
+        rustygate_tests::ABI_PROBE_WASM
+    );
+    let gw = TestGateway::start(&yaml).await;
+    // What the last `on_log` saw, as the probe reports it on the next response.
+    let logged = || async {
+        get(&gw.url("/report"))
+            .await
+            .header("x-logged")
+            .map(str::to_owned)
+    };
+    let (mut ws, _) = connect(&format!("ws://{}/chat", gw.addr), &[])
+        .await
+        .expect("handshake through the probe");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    // Many body chunks each way, through the filter's body callbacks.
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    // The stream is not over while the tunnel is open: no `on_log` yet.
+    assert_eq!(logged().await, None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+
+    let until = Instant::now() + Duration::from_secs(5);
+    let report = loop {
+        if let Some(r) = logged().await
+            && r.contains("response.code=101")
+        {
+            break r;
+        }
+        assert!(Instant::now() < until, "the tunnel's on_log never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let value = |key: &str| -> u64 {
+        report
+            .split(';')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{key} missing from {report}"))
+            .parse()
+            .unwrap()
+    };
+    // The client's frames went through on_http_request_body, the server's through
+    // on_http_response_body, and the sizes are the bytes each way.
+    assert!(value("request_body_calls") >= 2, "{report}");
+    assert!(value("response_body_calls") >= 2, "{report}");
+    assert!(value("request.size") > 256 * 1024, "{report}");
+    assert!(value("response.size") > 256 * 1024, "{report}");
+    assert!(value("request.duration") >= 200_000_000, "{report}");
+}

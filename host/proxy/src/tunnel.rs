@@ -3,6 +3,11 @@
 //! between the client and the upstream connection until either side closes, or until no
 //! byte has moved either way for the listener's idle timeout. The bytes are not interpreted,
 //! as in Envoy, nginx and HAProxy, so every WebSocket extension and subprotocol passes.
+//!
+//! The route's filters stay with the stream until the tunnel ends, as in Envoy: filters with
+//! body callbacks get the client's bytes as request body and the upstream's as response body
+//! (through the same pipeline as any body, so a filter may hold or rewrite them), and every
+//! filter's `on_log` runs when the tunnel has closed.
 
 use std::cell::Cell;
 use std::net::IpAddr;
@@ -12,9 +17,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use rustygate_filter_api::Direction;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::body::BoxError;
+use crate::chain::ChainRun;
+use crate::chain::pipeline::FilteredBody;
 
 /// What the connection task runs after hyper has handed its socket over.
 pub(crate) type Tunnel = Pin<Box<dyn std::future::Future<Output = ()>>>;
@@ -25,6 +38,15 @@ pub(crate) struct TunnelLog {
     pub route: Arc<str>,
     pub listener: Arc<str>,
     pub client: IpAddr,
+}
+
+/// The request's filters, kept by the tunnel until it ends.
+pub(crate) struct TunnelChain {
+    pub run: Rc<ChainRun>,
+    /// How long a filter may hold the bytes of one direction (the route timeout).
+    pub pause_limit: Duration,
+    /// Most bytes one filter may hold.
+    pub max_held: usize,
 }
 
 /// How a tunnel ended.
@@ -56,6 +78,7 @@ pub(crate) fn tunnel(
     upstream: OnUpgrade,
     idle_timeout: Duration,
     log: Option<TunnelLog>,
+    chain: Option<TunnelChain>,
 ) -> Tunnel {
     Box::pin(async move {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -67,10 +90,19 @@ pub(crate) fn tunnel(
         };
         let opened = Instant::now();
         let last = Rc::new(Cell::new(opened));
-        let mut client = Watched::new(TokioIo::new(client), &last);
-        let mut upstream = Watched::new(TokioIo::new(upstream), &last);
+        let (up, down) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        let mut client = Watched::new(TokioIo::new(client), &last, &up);
+        let mut upstream = Watched::new(TokioIo::new(upstream), &last, &down);
         let end = {
-            let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+            let copy: Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>> = match &chain
+            {
+                Some(c) if filters_body(&c.run) => Box::pin(through_filters(client, upstream, c)),
+                _ => Box::pin(async move {
+                    tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                        .await
+                        .map(|_| ())
+                }),
+            };
             tokio::pin!(copy);
             loop {
                 let deadline = last.get() + idle_timeout;
@@ -90,7 +122,17 @@ pub(crate) fn tunnel(
                 }
             }
         };
-        let (up, down) = (client.read, upstream.read);
+        let (up, down) = (up.get(), down.get());
+        if let Some(c) = chain {
+            // What `on_log` reads of the stream, which ends with the tunnel (as in Envoy).
+            let progress = &c.run.exchange.progress;
+            progress.request_body_bytes.set(up);
+            progress.response_body_bytes.set(down);
+            progress
+                .duration
+                .set(Some(c.run.exchange.info.start.elapsed()));
+            c.run.complete();
+        }
         // Dropping both ends (on return) closes both connections.
         if let Some(log) = log {
             let duration = opened.elapsed().as_secs_f64() * 1000.0;
@@ -110,19 +152,118 @@ pub(crate) fn tunnel(
     })
 }
 
+/// Whether any of the chain's filters has body callbacks (else bytes are copied as they are).
+fn filters_body(run: &ChainRun) -> bool {
+    run.wants_body(Direction::Request, run.len()) || run.wants_body(Direction::Response, run.len())
+}
+
+/// Each direction through the filters' body phases: the client's bytes as the request body,
+/// the upstream's as the response body. A side's close ends its body (`end_of_stream`) and,
+/// once the filters have let the rest go, closes the other side's writing half.
+async fn through_filters<C, U>(client: C, upstream: U, chain: &TunnelChain) -> std::io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + 'static,
+    U: AsyncRead + AsyncWrite + 'static,
+{
+    let (client_read, client_write) = tokio::io::split(client);
+    let (upstream_read, upstream_write) = tokio::io::split(upstream);
+    let body = |source: crate::pool::UpstreamBody, direction| {
+        FilteredBody::new(
+            source,
+            chain.run.clone(),
+            direction,
+            chain.run.len(),
+            chain.pause_limit,
+            chain.max_held,
+        )
+    };
+    let up = pump(
+        body(Box::pin(ReadBody::new(client_read)), Direction::Request),
+        upstream_write,
+    );
+    let down = pump(
+        body(Box::pin(ReadBody::new(upstream_read)), Direction::Response),
+        client_write,
+    );
+    tokio::try_join!(up, down).map(|_| ())
+}
+
+/// Writes what comes out of the filters to `out`, then closes its writing half.
+async fn pump(mut body: FilteredBody, mut out: impl AsyncWrite + Unpin) -> std::io::Result<()> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(std::io::Error::other)?;
+        if let Ok(data) = frame.into_data() {
+            out.write_all(&data).await?;
+        }
+    }
+    out.shutdown().await
+}
+
+/// A byte stream as a body: each read is a data frame; end of file ends the body.
+struct ReadBody<R> {
+    io: R,
+    buf: Box<[u8]>,
+    done: bool,
+}
+
+impl<R> ReadBody<R> {
+    fn new(io: R) -> Self {
+        Self {
+            io,
+            buf: vec![0; 16 * 1024].into_boxed_slice(),
+            done: false,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> Body for ReadBody<R> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        let mut buf = ReadBuf::new(&mut this.buf);
+        match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Ok(())) => {
+                Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(buf.filled())))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
 /// An end of the tunnel that notes when it last read a byte, and how many it read.
 struct Watched<T> {
     io: T,
     last: Rc<Cell<Instant>>,
-    read: u64,
+    read: Rc<Cell<u64>>,
 }
 
 impl<T> Watched<T> {
-    fn new(io: T, last: &Rc<Cell<Instant>>) -> Self {
+    fn new(io: T, last: &Rc<Cell<Instant>>, read: &Rc<Cell<u64>>) -> Self {
         Self {
             io,
             last: last.clone(),
-            read: 0,
+            read: read.clone(),
         }
     }
 }
@@ -138,7 +279,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let n = buf.filled().len() - before;
         if n > 0 {
             self.last.set(Instant::now());
-            self.read += n as u64;
+            self.read.set(self.read.get() + n as u64);
         }
         polled
     }

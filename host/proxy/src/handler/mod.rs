@@ -31,7 +31,7 @@ use crate::chain::{ChainRun, RequestOutcome, ResponseOutcome};
 use crate::health::OwnedSlot;
 use crate::pool::{SendError, UpstreamBody};
 use crate::snapshot::ClusterEntry;
-use crate::tunnel::TunnelLog;
+use crate::tunnel::{TunnelChain, TunnelLog};
 use crate::worker::{Active, ConnCtx, Worker};
 use attempts::Failed;
 use filtering::filter_failed;
@@ -269,7 +269,9 @@ async fn forward(
             done.trace.clone(),
         );
         done.chain = Some(chain_run.clone());
-        match chain_run.request(body.is_end_stream(), route.timeout).await {
+        // An upgrade's request does not end with its head: the tunnel's bytes may follow.
+        let end_of_stream = body.is_end_stream() && upgrade.is_none();
+        match chain_run.request(end_of_stream, route.timeout).await {
             RequestOutcome::Forward => {}
             RequestOutcome::Respond(reply) => {
                 let ctx = filtering::Ctx::new(&chain_run, route.timeout, max_held, request_id);
@@ -533,7 +535,8 @@ async fn forward(
                 .insert(X_REQUEST_ID.clone(), request_id.clone());
             let Some(run) = &run else {
                 if let Some(switch) = switch {
-                    switch.open(conn, parts.status, tunnel_log(done, conn, request_id));
+                    let log = tunnel_log(done, conn, request_id);
+                    switch.open(conn, parts.status, log, done, None);
                 }
                 return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
             };
@@ -542,7 +545,11 @@ async fn forward(
                 headers: std::mem::take(&mut parts.headers),
             });
             let body_ended = body.is_end_stream();
-            match run.response(body_ended, route.timeout).await {
+            // A switch's 101 does not end the stream: the tunnel's bytes follow (Envoy).
+            match run
+                .response(body_ended && switch.is_none(), route.timeout)
+                .await
+            {
                 ResponseOutcome::Continue => {
                     // `on_log` may still read the response headers: filters keep a copy, the
                     // client gets the map itself (with room for a corrected length).
@@ -563,7 +570,13 @@ async fn forward(
             }
             if body_ended {
                 if let Some(switch) = switch {
-                    switch.open(conn, parts.status, tunnel_log(done, conn, request_id));
+                    let log = tunnel_log(done, conn, request_id);
+                    let chain = TunnelChain {
+                        run: run.clone(),
+                        pause_limit: route.timeout,
+                        max_held,
+                    };
+                    switch.open(conn, parts.status, log, done, Some(chain));
                 }
                 return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
             }
@@ -652,14 +665,26 @@ struct Switch {
 impl Switch {
     /// Turns the connection into a tunnel once the response (with `status`, as the filters
     /// left it) has been written; a filter that answered otherwise cancels the switch. `log`
-    /// names the tunnel in the access log when it ends.
-    fn open(self, conn: &ConnCtx, status: StatusCode, log: Option<TunnelLog>) {
+    /// names the tunnel in the access log when it ends. The request's filters, if any, go
+    /// with the tunnel: they end with it, not with the 101.
+    fn open(
+        self,
+        conn: &ConnCtx,
+        status: StatusCode,
+        log: Option<TunnelLog>,
+        done: &mut Completion,
+        chain: Option<TunnelChain>,
+    ) {
         if let (StatusCode::SWITCHING_PROTOCOLS, Some(upstream)) = (status, self.upstream) {
+            if chain.is_some() {
+                done.chain = None;
+            }
             conn.set_tunnel(crate::tunnel::tunnel(
                 self.client,
                 upstream,
                 conn.listener.limits.idle_timeout.get(),
                 log,
+                chain,
             ));
         }
     }

@@ -631,7 +631,7 @@ impl HttpContext for Stream {
 
     fn on_log(&mut self) {
         if !self.config.log_properties.is_empty() {
-            let logged: Vec<String> = self
+            let mut logged: Vec<String> = self
                 .config
                 .log_properties
                 .iter()
@@ -640,7 +640,11 @@ impl HttpContext for Stream {
                     format!("{p}={value}")
                 })
                 .collect();
-            let _ = self.set_shared_data("logged-properties", Some(logged.join(";").as_bytes()), None);
+            // And how often the body callbacks ran.
+            logged.push(format!("request_body_calls={}", self.request_body_calls));
+            logged.push(format!("response_body_calls={}", self.response_body_calls));
+            let _ =
+                self.set_shared_data("logged-properties", Some(logged.join(";").as_bytes()), None);
         }
         log::info!(
             "abi-probe[{}] #{} done {}",
