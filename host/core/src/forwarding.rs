@@ -423,12 +423,15 @@ mod tests {
 }
 
 /// The `Host` a mirrored copy of a request carries: Envoy's (and Istio's) `-shadow` suffix on
-/// the host name, before any port, so the receiver can tell copies from real traffic.
+/// the host name, before any port, so the receiver can tell copies from real traffic. An
+/// IPv6 literal cannot take a suffix and is left as it is.
 pub fn shadow_authority(authority: &str) -> String {
+    if authority.starts_with('[') {
+        return authority.to_owned();
+    }
     let (host, port) = match authority.rfind(':') {
-        // A colon inside an IPv6 literal is not a port separator.
-        Some(i) if !authority[i..].contains(']') => authority.split_at(i),
-        _ => (authority, ""),
+        Some(i) => authority.split_at(i),
+        None => (authority, ""),
     };
     format!("{host}-shadow{port}")
 }
@@ -444,7 +447,7 @@ mod shadow_tests {
             shadow_authority("api.example:8080"),
             "api.example-shadow:8080"
         );
-        assert_eq!(shadow_authority("[::1]:8080"), "[::1]-shadow:8080");
-        assert_eq!(shadow_authority("[::1]"), "[::1]-shadow");
+        assert_eq!(shadow_authority("10.0.0.1:80"), "10.0.0.1-shadow:80");
+        assert_eq!(shadow_authority("[::1]:8080"), "[::1]:8080");
     }
 }
