@@ -52,18 +52,28 @@ pub struct Transfer {
 pub struct StreamIdle(pub Duration);
 
 /// The stream idle timeout of a streamed response body: armed when the body has nothing to
-/// give, re-armed after each frame. A body that is always ready never touches the timer.
+/// give, re-armed after each frame. A body that is always ready never makes the timer (most
+/// small responses), so the body carries only the limit until then.
+#[derive(Default)]
 struct Idle {
-    limit: Duration,
+    /// In milliseconds; 0 is off.
+    limit_ms: u32,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     armed: bool,
 }
 
 impl Idle {
-    /// Whether the body has given nothing for `limit` (the caller saw it pending).
+    fn limit(&self) -> Duration {
+        Duration::from_millis(u64::from(self.limit_ms))
+    }
+
+    /// Whether the body has given nothing for the limit (the caller saw it pending).
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.limit_ms == 0 {
+            return false;
+        }
         if !self.armed {
-            let deadline = tokio::time::Instant::now() + self.limit;
+            let deadline = tokio::time::Instant::now() + self.limit();
             match &mut self.timer {
                 Some(t) => t.as_mut().reset(deadline),
                 None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -193,7 +203,7 @@ pub struct ResponseBody {
     kind: Kind,
     transfer: Option<Rc<Transfer>>,
     on_done: Option<Box<dyn FnOnce()>>,
-    idle: Option<Idle>,
+    idle: Idle,
 }
 
 enum Kind {
@@ -210,7 +220,7 @@ impl ResponseBody {
             kind: Kind::Full((!b.is_empty()).then_some(b)),
             transfer: None,
             on_done: None,
-            idle: None,
+            idle: Idle::default(),
         }
     }
 
@@ -220,7 +230,7 @@ impl ResponseBody {
             kind: Kind::Upstream(body),
             transfer: None,
             on_done: None,
-            idle: None,
+            idle: Idle::default(),
         }
     }
 
@@ -230,7 +240,7 @@ impl ResponseBody {
             kind: Kind::Filtered(body),
             transfer: None,
             on_done: None,
-            idle: None,
+            idle: Idle::default(),
         }
     }
 
@@ -241,14 +251,14 @@ impl ResponseBody {
         self
     }
 
-    /// Cuts a streamed body off when it gives no frame for `limit` (zero: never).
+    /// Cuts a streamed body off when it gives no frame for `limit` (zero: never; at most
+    /// about 49 days, which is taken as never too).
     pub fn with_idle_timeout(mut self, limit: Duration) -> Self {
-        if !limit.is_zero() && !matches!(self.kind, Kind::Full(_)) {
-            self.idle = Some(Idle {
-                limit,
-                timer: None,
-                armed: false,
-            });
+        if !matches!(self.kind, Kind::Full(_)) {
+            self.idle.limit_ms = match limit.as_millis() {
+                0 if limit.is_zero() => 0,
+                ms => u32::try_from(ms.max(1)).unwrap_or(0),
+            };
         }
         self
     }
@@ -278,22 +288,17 @@ impl Body for ResponseBody {
         };
         let frame = match polled {
             Poll::Ready(frame) => {
-                if let Some(idle) = &mut this.idle {
-                    idle.armed = false;
-                }
+                this.idle.armed = false;
                 frame
             }
             Poll::Pending => {
-                let Some(limit) = this
-                    .idle
-                    .as_mut()
-                    .and_then(|idle| idle.expired(cx).then_some(idle.limit))
-                else {
+                if !this.idle.expired(cx) {
                     return Poll::Pending;
-                };
+                }
+                let limit = this.idle.limit();
                 // Dropping the upstream's body closes its connection now.
                 this.kind = Kind::Full(None);
-                this.idle = None;
+                this.idle = Idle::default();
                 if let Some(t) = &this.transfer {
                     t.stalled.set(true);
                 }

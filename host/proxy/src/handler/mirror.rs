@@ -36,8 +36,8 @@ pub(super) struct Copies {
 }
 
 impl Copies {
-    /// The copies `route` makes of the request in `parts` (as it goes upstream, but still
-    /// unaddressed), or `None`. A mirror whose body limit the declared length already
+    /// The copies `route` (which has mirrors) makes of the request in `parts` (as it goes
+    /// upstream, but still unaddressed), or `None`. A mirror whose body limit the declared length already
     /// exceeds is counted as skipped here.
     pub fn sample(
         worker: &Rc<Worker>,
@@ -48,9 +48,6 @@ impl Copies {
         authority: Option<&str>,
         client: IpAddr,
     ) -> Option<Copies> {
-        if route.mirrors.is_empty() {
-            return None;
-        }
         let declared = super::content_length(&parts.headers);
         let shadow = authority.map(shadow_authority);
         let mut heads = Vec::new();

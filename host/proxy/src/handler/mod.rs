@@ -406,15 +406,19 @@ async fn forward(
             ),
         ));
     }
-    let copies = mirror::Copies::sample(
-        worker,
-        done.active.clone(),
-        route,
-        &parts,
-        &path_and_query,
-        authority.as_deref(),
-        conn.peer.ip(),
-    );
+    let copies = if route.mirrors.is_empty() {
+        None
+    } else {
+        mirror::Copies::sample(
+            worker,
+            done.active.clone(),
+            route,
+            &parts,
+            &path_and_query,
+            authority.as_deref(),
+            conn.peer.ip(),
+        )
+    };
     address(&mut parts, cluster, path_and_query, authority.as_deref())?;
     let body_ended = body.is_end_stream();
     let mut body: UpstreamBody = Box::pin(RequestBody::new(body, limit, transfer.clone()));
@@ -739,6 +743,7 @@ pub(crate) fn error_response(
 
 /// Puts the request in the form `cluster`'s protocol takes: an origin-form URI and `Host` for
 /// HTTP/1.1; an absolute URI (`:scheme`, `:authority`) and no `Host` for HTTP/2.
+#[inline]
 fn address(
     parts: &mut http::request::Parts,
     cluster: &ClusterEntry,
