@@ -37,8 +37,8 @@ pub(super) struct Copies {
 
 impl Copies {
     /// The copies `route` (which has mirrors) makes of the request in `parts` (as it goes
-    /// upstream, but still unaddressed), or `None`. A mirror whose body limit the declared length already
-    /// exceeds is counted as skipped here.
+    /// upstream, but still unaddressed), or `None`. A mirror whose body limit the declared
+    /// length already exceeds is counted as skipped here.
     pub fn sample(
         worker: &Rc<Worker>,
         active: Rc<Active>,
