@@ -13,6 +13,24 @@ fn named(name: &'static str) -> Upstream {
     Upstream::start(move |_| async move { text(StatusCode::OK, name) })
 }
 
+/// A gateway configuration: one listener, no access log, a cluster per `(name, address)`,
+/// then `rest` (filters and routes).
+fn gateway_yaml(workers: u32, clusters: &[(&str, String)], rest: &str) -> String {
+    let mut yaml = format!(
+        "workers: {workers}
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+logging: {{ access_log: false }}
+clusters:
+"
+    );
+    for (name, addr) in clusters {
+        yaml += &format!("  - name: {name}\n    endpoints: [ {{ url: http://{addr} }} ]\n");
+    }
+    yaml + rest
+}
+
 fn with_host(url: String, host: &str) -> Request<Full<Bytes>> {
     Request::get(url)
         .header("host", host)
@@ -184,20 +202,15 @@ routes:
 #[tokio::test]
 async fn a_split_route_spreads_requests_by_weight_and_filters_see_the_pick() {
     let (blue, green, grey) = (named("blue"), named("green"), named("grey"));
-    let yaml = format!(
-        "workers: 2
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-logging: {{ access_log: false }}
-clusters:
-  - name: blue
-    endpoints: [ {{ url: http://{} }} ]
-  - name: green
-    endpoints: [ {{ url: http://{} }} ]
-  - name: grey
-    endpoints: [ {{ url: http://{} }} ]
-filters:
+    let yaml = gateway_yaml(
+        2,
+        &[
+            ("blue", blue.addr.to_string()),
+            ("green", green.addr.to_string()),
+            ("grey", grey.addr.to_string()),
+        ],
+        &format!(
+            "filters:
   - name: probe
     module: {ABI_PROBE_WASM}
     configuration: {{ properties: [cluster_name] }}
@@ -208,8 +221,8 @@ routes:
       - {{ name: blue, weight: 3 }}
       - {{ name: green, weight: 1 }}
       - {{ name: grey, weight: 0 }}
-",
-        blue.addr, green.addr, grey.addr
+"
+        ),
     );
     let gw = TestGateway::start(&yaml).await;
     let client = http1();
@@ -286,37 +299,29 @@ async fn mirrored_copies_carry_the_request_and_a_shadow_host_and_their_answers_a
     let up = Upstream::echo();
     let (shadow, log) = recording();
     let (off, never) = recording();
-    let yaml = format!(
-        "workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-logging: {{ access_log: false }}
-clusters:
-  - name: live
-    endpoints: [ {{ url: http://{} }} ]
-  - name: shadow
-    endpoints: [ {{ url: http://{} }} ]
-  - name: off
-    endpoints: [ {{ url: http://{} }} ]
-  - name: down
-    endpoints: [ {{ url: http://127.0.0.1:9 }} ]
-routes:
+    let yaml = gateway_yaml(
+        1,
+        &[
+            ("live", up.addr.to_string()),
+            ("shadow", shadow.addr.to_string()),
+            ("off", off.addr.to_string()),
+            ("down", "127.0.0.1:9".to_owned()),
+        ],
+        "routes:
   - name: orders
     cluster: live
-    rewrite: {{ prefix: /v2/ }}
-    match: {{ path: {{ prefix: /v1/ }} }}
+    rewrite: { prefix: /v2/ }
+    match: { path: { prefix: /v1/ } }
     mirror:
-      - {{ cluster: shadow, max_body_bytes: 16 }}
-      - {{ cluster: off, percent: 0 }}
-      - {{ cluster: down }}
+      - { cluster: shadow, max_body_bytes: 16 }
+      - { cluster: off, percent: 0 }
+      - { cluster: down }
   - name: retried
-    match: {{ path: {{ prefix: /retried }} }}
+    match: { path: { prefix: /retried } }
     cluster: live
-    retry: {{ retry_on: [5xx] }}
-    mirror: [ {{ cluster: shadow }} ]
+    retry: { retry_on: [5xx] }
+    mirror: [ { cluster: shadow } ]
 ",
-        up.addr, shadow.addr, off.addr
     );
     let gw = TestGateway::start(&yaml).await;
     let client = http1();
@@ -379,4 +384,33 @@ routes:
     for line in expected {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn a_request_a_filter_sends_to_another_route_reports_that_route_and_its_cluster() {
+    let (old, new) = (named("old"), named("new"));
+    let yaml = gateway_yaml(
+        1,
+        &[
+            ("legacy", old.addr.to_string()),
+            ("current", new.addr.to_string()),
+        ],
+        &format!(
+            "filters:
+  - name: probe
+    module: {ABI_PROBE_WASM}
+    configuration: {{ rewrite_prefix: [/v1/, /v2/], properties: [cluster_name, route_name] }}
+routes:
+  - {{ name: v1, match: {{ path: {{ prefix: /v1/ }} }}, cluster: legacy, filters: [probe] }}
+  - {{ name: v2, match: {{ path: {{ prefix: /v2/ }} }}, cluster: current }}
+"
+        ),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let seen = get(&gw.url("/v1/items")).await;
+    assert_eq!(&seen.body[..], b"new");
+    // As in Envoy, whose route and cluster follow the route cache a filter cleared.
+    assert_eq!(seen.header("x-prop-cluster_name"), Some("current"));
+    assert_eq!(seen.header("x-prop-route_name"), Some("v2"));
+    assert_eq!(old.requests(), 0);
 }

@@ -85,10 +85,6 @@ pub struct StreamInfo {
     pub local: SocketAddr,
     /// `X-Request-Id`.
     pub request_id: HeaderValue,
-    /// Route name (shared with the routing snapshot: no copy per request).
-    pub route: Arc<str>,
-    /// Cluster name.
-    pub cluster: Arc<str>,
     /// `HTTP/1.1`, `HTTP/2`.
     pub protocol: &'static str,
     /// What the client connection's TLS handshake settled; `None` in the clear.
@@ -99,10 +95,17 @@ pub struct StreamInfo {
     pub start: std::time::Instant,
 }
 
-/// What became of the request so far, as the proxy learns it: the facts Envoy's stream info
-/// holds after the fact (`upstream.*`, `request.size`, `response.size`, `request.duration`).
+/// What the proxy learns about the request as it goes: where it is routed (which a filter's
+/// change can alter), and the facts Envoy's stream info holds after the fact (`upstream.*`,
+/// `request.size`, `response.size`, `request.duration`).
 #[derive(Debug, Default)]
 pub struct Progress {
+    /// The route's name (shared with the routing snapshot: no copy per request); the new
+    /// route's when a filter's change sends the request to another one.
+    pub route: RefCell<Arc<str>>,
+    /// The cluster the request goes to: its route's, drawn again when a filter's change sends
+    /// the request to another route; empty on a route that answers by itself.
+    pub cluster: RefCell<Arc<str>>,
     /// The endpoint (`host:port`) the request was sent to, once it was.
     pub upstream: RefCell<Option<Arc<str>>>,
     /// Upstream attempts made (1 without retries).

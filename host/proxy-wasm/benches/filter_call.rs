@@ -105,8 +105,6 @@ fn exchange() -> Rc<Exchange> {
             client: "127.0.0.1:40000".parse().unwrap(),
             local: "127.0.0.1:8080".parse().unwrap(),
             request_id: HeaderValue::from_static("0b6e"),
-            route: "r".into(),
-            cluster: "c".into(),
             protocol: "HTTP/1.1",
             tls: None,
             connection_id: 1,

@@ -265,8 +265,6 @@ mod tests {
             client: "127.0.0.1:1".parse().unwrap(),
             local: "127.0.0.1:2".parse().unwrap(),
             request_id: HeaderValue::from_static("id"),
-            route: "r".into(),
-            cluster: "c".into(),
             protocol: "HTTP/1.1",
             tls: None,
             connection_id: 1,

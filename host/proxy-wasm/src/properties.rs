@@ -181,10 +181,10 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
             .clone()
             .into_bytes(),
         (b"route_name", None, None) | (b"xds", Some(b"route_name"), None) => {
-            info.route.as_bytes().to_vec()
+            ex.progress.route.borrow().as_bytes().to_vec()
         }
         (b"cluster_name", None, None) | (b"xds", Some(b"cluster_name"), None) => {
-            info.cluster.as_bytes().to_vec()
+            ex.progress.cluster.borrow().as_bytes().to_vec()
         }
         (b"response", Some(b"code"), None) => {
             u64le(u64::from(ex.response.borrow().as_ref()?.status.as_u16()))

@@ -214,7 +214,7 @@ impl gw::HostRequest for State {
     }
 
     fn route(&mut self, _: Resource<gw::Request>) -> String {
-        self.exchange().info.route.to_string()
+        self.exchange().progress.route.borrow().to_string()
     }
 
     fn drop(&mut self, _: Resource<gw::Request>) -> wasmtime::Result<()> {

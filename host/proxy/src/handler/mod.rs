@@ -5,7 +5,6 @@
 
 use std::borrow::Cow;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -253,17 +252,23 @@ async fn forward(
             client: conn.peer,
             local: conn.local,
             request_id: request_id.clone(),
-            route: route.name.clone(),
-            cluster: cluster.map_or_else(|| Arc::from(""), |c| snapshot.clusters[c].name.clone()),
             protocol: protocol_name(parts.version),
             tls: conn.tls.get().cloned(),
             connection_id: conn.id,
             start: done.start,
         };
+        let exchange = Exchange::new(head, info);
+        exchange.progress.route.replace(route.name.clone());
+        if let Some(c) = cluster {
+            exchange
+                .progress
+                .cluster
+                .replace(snapshot.clusters[c].name.clone());
+        }
         let chain_run = ChainRun::new(
             &chain,
             active.timers(route_idx),
-            Rc::new(Exchange::new(head, info)),
+            Rc::new(exchange),
             worker.clone(),
             done.trace.clone(),
         );
@@ -325,6 +330,11 @@ async fn forward(
                 Some(i) if i != route_idx => {
                     route = &snapshot.routes[i];
                     cluster = route.targets.pick(&worker.rng);
+                    let name =
+                        cluster.map_or_else(|| "".into(), |c| snapshot.clusters[c].name.clone());
+                    let progress = &run.as_ref().expect("set above").exchange.progress;
+                    progress.route.replace(route.name.clone());
+                    progress.cluster.replace(name);
                     done.route = Some((i as u32, route.name.clone()));
                     if let Some(t) = &done.trace {
                         t.set_route(&route.name);
