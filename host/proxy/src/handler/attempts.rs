@@ -131,7 +131,8 @@ impl Head {
     }
 }
 
-fn empty() -> UpstreamBody {
+/// A body with nothing in it.
+pub(super) fn empty() -> UpstreamBody {
     Box::pin(Empty::new().map_err(|never| -> BoxError { match never {} }))
 }
 

@@ -97,7 +97,7 @@ impl Copies {
                 count(&self.worker, &name, "skipped");
                 continue;
             }
-            let body = body.as_ref().map_or_else(empty, Replay::body);
+            let body = body.as_ref().map_or_else(attempts::empty, Replay::body);
             let req = Request::from_parts(head, body);
             let (worker, active) = (self.worker.clone(), self.active.clone());
             let (timeout, client) = (self.timeout, self.client);
@@ -140,10 +140,6 @@ fn count(worker: &Worker, cluster: &str, result: &str) {
         .metrics
         .mirror_requests(cluster, result)
         .increment(1);
-}
-
-fn empty() -> UpstreamBody {
-    Replay::new(Bytes::new(), None).body()
 }
 
 /// A request body on its way upstream that keeps what passes, up to the copies' largest
