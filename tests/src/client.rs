@@ -85,3 +85,36 @@ pub async fn raw(addr: SocketAddr, raw: &[u8], wait: Duration) -> String {
     let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Sends `head` and then `chunks`, `gap` apart, on a new connection (stopping early if the
+/// gateway closes it); returns what the gateway answered by the time it closed the connection
+/// (or 5 s passed) and when the answer began, measured from the last chunk sent.
+pub async fn raw_upload(
+    addr: SocketAddr,
+    head: &str,
+    chunks: &[&[u8]],
+    gap: Duration,
+) -> (String, Duration) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        if s.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    let sent = std::time::Instant::now();
+    let mut first = [0u8; 1];
+    let mut out = Vec::new();
+    let answered = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut first)).await {
+        Ok(Ok(1)) => {
+            out.push(first[0]);
+            sent.elapsed()
+        }
+        _ => return (String::new(), sent.elapsed()),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    (String::from_utf8_lossy(&out).into_owned(), answered)
+}

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use rustygate_tests::client::{get, raw};
+use rustygate_tests::client::{get, raw, raw_upload};
 use rustygate_tests::upstream::{Upstream, text};
 use rustygate_tests::{TestGateway, simple_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,29 +108,35 @@ fn trickle(first: &'static [u8], rest: usize, gap: Duration, stall: bool) -> Ups
     })
 }
 
-#[tokio::test]
-async fn a_response_body_that_stops_moving_is_cut_off_after_the_stream_idle_timeout() {
-    use futures_util::StreamExt as _;
-    use http_body_util::BodyExt;
-    let stalled = trickle(b"first part;", 1, Duration::ZERO, true);
-    let steady = trickle(b"start;", 4, Duration::from_millis(150), false);
-    let yaml = format!(
+/// A gateway with a 400 ms stream idle timeout, two clusters (name, endpoint) and `routes`.
+fn idle_400ms(clusters: [(&str, std::net::SocketAddr); 2], routes: &str) -> String {
+    let [(a, a_addr), (b, b_addr)] = clusters;
+    format!(
         "workers: 1
 listeners:
   - name: main
     address: 127.0.0.1:0
     limits: {{ stream_idle_timeout: 400ms }}
 clusters:
-  - name: stalled
-    endpoints: [ {{ url: http://{} }} ]
-  - name: steady
-    endpoints: [ {{ url: http://{} }} ]
+  - {{ name: {a}, endpoints: [ {{ url: http://{a_addr} }} ] }}
+  - {{ name: {b}, endpoints: [ {{ url: http://{b_addr} }} ] }}
 routes:
-  - {{ name: stalled, match: {{ path: {{ prefix: /stalled }} }}, cluster: stalled }}
-  - {{ name: patient, match: {{ path: {{ prefix: /patient }} }}, cluster: stalled, idle_timeout: 0s }}
-  - {{ name: steady, match: {{ path: {{ prefix: /steady }} }}, cluster: steady }}
+{routes}"
+    )
+}
+
+#[tokio::test]
+async fn a_response_body_that_stops_moving_is_cut_off_after_the_stream_idle_timeout() {
+    use futures_util::StreamExt as _;
+    use http_body_util::BodyExt;
+    let stalled = trickle(b"first part;", 1, Duration::ZERO, true);
+    let steady = trickle(b"start;", 4, Duration::from_millis(150), false);
+    let yaml = idle_400ms(
+        [("stalled", stalled.addr), ("steady", steady.addr)],
+        "  - { name: stalled, match: { path: { prefix: /stalled } }, cluster: stalled }
+  - { name: patient, match: { path: { prefix: /patient } }, cluster: stalled, idle_timeout: 0s }
+  - { name: steady, match: { path: { prefix: /steady } }, cluster: steady }
 ",
-        stalled.addr, steady.addr
     );
     let gw = TestGateway::start(&yaml).await;
     let client = rustygate_tests::client::http1();
@@ -185,4 +191,73 @@ routes:
         ),
         "{text}"
     );
+}
+
+/// An upstream that answers at once with a head and streams the request body back only
+/// when it has all of it: its response is quiet for as long as the upload lasts.
+fn echo_at_end() -> Upstream {
+    use http_body_util::BodyExt;
+    Upstream::start(|req| async move {
+        let whole = futures_util::stream::once(async move {
+            let all = req
+                .into_body()
+                .collect()
+                .await
+                .map_err(std::io::Error::other)?;
+            Ok::<_, std::io::Error>(hyper::body::Frame::data(all.to_bytes()))
+        });
+        http::Response::new(http_body_util::BodyExt::boxed(
+            http_body_util::StreamBody::new(whole),
+        ))
+    })
+}
+
+#[tokio::test]
+async fn a_request_body_that_stops_coming_gets_408_after_the_stream_idle_timeout() {
+    let echo = Upstream::echo();
+    let early = echo_at_end();
+    let yaml = idle_400ms(
+        [("echo", echo.addr), ("early", early.addr)],
+        "  - { name: upload, match: { path: { prefix: /upload } }, cluster: echo, timeout: 10s }
+  - { name: early, match: { path: { prefix: /early } }, cluster: early, timeout: 10s }
+",
+    );
+    let gw = TestGateway::start(&yaml).await;
+
+    // Ten of the hundred bytes promised, then nothing: 408 once the stream has been idle
+    // for the timeout (the route's 10 s timeout is far off), and the connection is closed,
+    // since the rest of the body would otherwise be read as the next request.
+    let head = "POST /upload HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n";
+    let (answer, after) = raw_upload(gw.addr, head, &[b"0123456789"], Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""error":"request_timeout""#), "{answer}");
+    assert!(
+        after >= Duration::from_millis(350) && after < Duration::from_secs(3),
+        "answered {after:?} after the client stopped"
+    );
+
+    // A slow upload whose pauses are each shorter than the timeout goes through whole, though
+    // it takes more than twice the timeout.
+    let head = "POST /upload HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    let chunks: [&[u8]; 7] = [b"4\r\nslow\r\n"; 7];
+    let mut all: Vec<&[u8]> = chunks.to_vec();
+    all.push(b"0\r\n\r\n");
+    let (answer, _) = raw_upload(gw.addr, head, &all, Duration::from_millis(150)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""body_len":28"#), "{answer}");
+
+    // An upstream that answers first and streams back the body at its end: its response is
+    // quiet for longer than the timeout, but the upload moves, so nothing is cut off.
+    let head = "POST /early HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    let (answer, _) = raw_upload(gw.addr, head, &all, Duration::from_millis(150)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("slowslowslowslowslowslowslow"), "{answer}");
+
+    let metrics = get(&format!("http://{}/metrics", gw.admin)).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(r#"rustygate_requests_total{route="upload",status="408"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains(r#"reason="idle_timeout""#), "{text}");
 }

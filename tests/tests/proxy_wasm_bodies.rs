@@ -2,6 +2,8 @@
 //! cumulative sizes, rewrites in both directions, local responses and outbound calls from a
 //! body phase, the buffer limit, and trailers. Assertions are what a client sees.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::stream;
 use http::{HeaderMap, Request, StatusCode};
@@ -9,7 +11,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustygate_tests::client::{http1, send};
+use rustygate_tests::client::{http1, raw_upload, send};
 use rustygate_tests::upstream::{Upstream, pattern, sha256_hex, text};
 use rustygate_tests::{TestGateway, probe_config, start_probe};
 
@@ -295,4 +297,29 @@ async fn filters_see_and_add_trailers_in_both_directions() {
     assert_eq!(echo["body_sha256"], sha256_hex(b"hello").as_str());
     // Added at the end of a response that had no trailers.
     assert_eq!(got_trailers["x-done"], "yes");
+}
+
+#[tokio::test]
+async fn a_request_body_that_stops_while_a_filter_buffers_it_gets_408() {
+    let app = Upstream::echo();
+    let yaml = probe_config(
+        app.addr,
+        "    configuration: { request_body_replace: [a, b] }",
+        "[probe]",
+    )
+    .replace(
+        "    address: 127.0.0.1:0\n",
+        "    address: 127.0.0.1:0\n    limits: { stream_idle_timeout: 400ms }\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let head = "POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n";
+    let (answer, after) = raw_upload(gw.addr, head, &[b"aaaa"], Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""error":"request_timeout""#), "{answer}");
+    assert!(
+        after >= Duration::from_millis(350),
+        "answered after {after:?}"
+    );
+    // The filter held the body; the upstream never saw the request.
+    assert_eq!(app.requests(), 0);
 }

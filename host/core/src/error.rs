@@ -26,6 +26,10 @@ pub enum ErrorKind {
     /// The request body exceeded the configured limit.
     #[error("request body too large")]
     BodyTooLarge,
+    /// Nothing moved on the stream, the client's request body included, for the stream
+    /// idle timeout before a response began (Envoy's 408 "stream timeout").
+    #[error("request timed out: the stream was idle")]
+    RequestTimeout,
     /// The upstream could not be connected to (refused, unreachable, connect timeout).
     #[error("could not connect to upstream")]
     UpstreamConnect,
@@ -66,6 +70,7 @@ impl ErrorKind {
             ErrorKind::NoRoute => S::NOT_FOUND,
             ErrorKind::BadRequest => S::BAD_REQUEST,
             ErrorKind::BodyTooLarge => S::PAYLOAD_TOO_LARGE,
+            ErrorKind::RequestTimeout => S::REQUEST_TIMEOUT,
             // As Envoy answers an upgrade its configuration does not allow.
             ErrorKind::UpgradeRefused => S::FORBIDDEN,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocol => {
@@ -86,6 +91,7 @@ impl ErrorKind {
             ErrorKind::NoRoute => "no_route",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::UpgradeRefused => "upgrade_refused",
             ErrorKind::UpstreamConnect => "connect_failure",
             ErrorKind::UpstreamReset => "reset",
@@ -105,6 +111,7 @@ impl ErrorKind {
             ErrorKind::NoRoute
             | ErrorKind::BadRequest
             | ErrorKind::BodyTooLarge
+            | ErrorKind::RequestTimeout
             | ErrorKind::UpgradeRefused => Fault::Downstream,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamReset
@@ -173,6 +180,7 @@ mod tests {
         assert_eq!(ErrorKind::NoRoute.status(), 404);
         assert_eq!(ErrorKind::BadRequest.status(), 400);
         assert_eq!(ErrorKind::BodyTooLarge.status(), 413);
+        assert_eq!(ErrorKind::RequestTimeout.status(), 408);
         assert_eq!(ErrorKind::UpstreamConnect.status(), 502);
         assert_eq!(ErrorKind::UpstreamReset.status(), 502);
         assert_eq!(ErrorKind::UpstreamTimeout.status(), 504);

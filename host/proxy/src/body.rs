@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,6 +44,18 @@ pub struct Transfer {
     pub too_large: Cell<bool>,
     /// Set when the response was cut off by the stream idle timeout.
     pub stalled: Cell<bool>,
+    /// Set when the client's request body stopped for the stream idle timeout, so the handler
+    /// answers 408, not 502.
+    pub client_stalled: Cell<bool>,
+    /// Body frames moved so far, both ways: a stream is idle only when neither direction
+    /// moves, as Envoy's stream idle timeout counts activity on either side.
+    pub frames: Cell<u64>,
+}
+
+impl Transfer {
+    fn moved(&self) {
+        self.frames.set(self.frames.get().wrapping_add(1));
+    }
 }
 
 /// The response body moved no byte for the stream idle timeout.
@@ -51,15 +63,33 @@ pub struct Transfer {
 #[error("no response body byte for {0:?} (stream idle timeout)")]
 pub struct StreamIdle(pub Duration);
 
-/// The stream idle timeout of a streamed response body: armed when the body has nothing to
-/// give, re-armed after each frame. A body that is always ready never makes the timer (most
-/// small responses), so the body carries only the limit until then.
+/// The client's request body moved no byte, and neither did the response, for the stream
+/// idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no request body byte for {0:?} (stream idle timeout)")]
+pub struct UploadIdle(pub Duration);
+
+/// A stream idle limit in milliseconds (0: off). Zero is never; so is more than about 49
+/// days.
+fn idle_ms(limit: Duration) -> u32 {
+    match limit.as_millis() {
+        0 if limit.is_zero() => 0,
+        ms => u32::try_from(ms.max(1)).unwrap_or(0),
+    }
+}
+
+/// The stream idle timeout of a streamed body: armed when the body has nothing to give,
+/// re-armed after each frame. A body that is always ready never makes the timer (most small
+/// bodies), so the body carries only the limit until then. When the timer fires but the
+/// other direction moved meanwhile ([`Transfer::frames`]), it starts over.
 #[derive(Default)]
 struct Idle {
     /// In milliseconds; 0 is off.
     limit_ms: u32,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     armed: bool,
+    /// [`Transfer::frames`] when the timer was last armed.
+    frames: u64,
 }
 
 impl Idle {
@@ -67,39 +97,67 @@ impl Idle {
         Duration::from_millis(u64::from(self.limit_ms))
     }
 
-    /// Whether the body has given nothing for the limit (the caller saw it pending).
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+    fn arm(&mut self, frames: u64) {
+        let deadline = tokio::time::Instant::now() + self.limit();
+        match &mut self.timer {
+            Some(t) => t.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.armed = true;
+        self.frames = frames;
+    }
+
+    /// Whether nothing moved for the limit (the caller saw its body pending). `frames` is
+    /// the stream's [`Transfer::frames`] (none for a body not tied to a stream).
+    fn expired(&mut self, cx: &mut Context<'_>, frames: Option<&Transfer>) -> bool {
         if self.limit_ms == 0 {
             return false;
         }
+        let now = frames.map_or(0, |t| t.frames.get());
         if !self.armed {
-            let deadline = tokio::time::Instant::now() + self.limit();
-            match &mut self.timer {
-                Some(t) => t.as_mut().reset(deadline),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-            self.armed = true;
+            self.arm(now);
         }
-        self.timer
-            .as_mut()
-            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+        loop {
+            let Some(timer) = self.timer.as_mut() else {
+                return false;
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if self.frames == now {
+                return true;
+            }
+            self.arm(now);
+        }
     }
 }
 
-/// The client's request body on its way upstream: counted, and cut off at the limit.
+/// The client's request body on its way upstream: counted, cut off at the limit, and cut
+/// off when the client stops sending (and nothing comes back) for the stream idle timeout.
 pub struct RequestBody {
     inner: Incoming,
     limit: Option<u64>,
     transfer: Rc<Transfer>,
+    idle: Idle,
 }
 
 impl RequestBody {
-    /// Wraps `inner`; `limit` is the most bytes allowed through.
-    pub fn new(inner: Incoming, limit: Option<u64>, transfer: Rc<Transfer>) -> Self {
+    /// Wraps `inner`; `limit` is the most bytes allowed through; `idle_timeout` (zero:
+    /// never) is how long it may wait for the client while the response is quiet too.
+    pub fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        transfer: Rc<Transfer>,
+        idle_timeout: Duration,
+    ) -> Self {
         Self {
             inner,
             limit,
             transfer,
+            idle: Idle {
+                limit_ms: idle_ms(idle_timeout),
+                ..Idle::default()
+            },
         }
     }
 }
@@ -112,9 +170,25 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let this = &mut *self;
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.idle.armed = false;
+                frame
+            }
+            Poll::Pending => {
+                if !this.idle.expired(cx, Some(&this.transfer)) {
+                    return Poll::Pending;
+                }
+                let limit = this.idle.limit();
+                this.idle = Idle::default();
+                this.transfer.client_stalled.set(true);
+                return Poll::Ready(Some(Err(Box::new(UploadIdle(limit)))));
+            }
+        };
         Poll::Ready(match frame {
             Some(Ok(frame)) => {
+                self.transfer.moved();
                 if let Some(data) = frame.data_ref() {
                     let total = self.transfer.bytes_in.get() + data.len() as u64;
                     self.transfer.bytes_in.set(total);
@@ -255,10 +329,7 @@ impl ResponseBody {
     /// about 49 days, which is taken as never too).
     pub fn with_idle_timeout(mut self, limit: Duration) -> Self {
         if !matches!(self.kind, Kind::Full(_)) {
-            self.idle.limit_ms = match limit.as_millis() {
-                0 if limit.is_zero() => 0,
-                ms => u32::try_from(ms.max(1)).unwrap_or(0),
-            };
+            self.idle.limit_ms = idle_ms(limit);
         }
         self
     }
@@ -292,7 +363,7 @@ impl Body for ResponseBody {
                 frame
             }
             Poll::Pending => {
-                if !this.idle.expired(cx) {
+                if !this.idle.expired(cx, this.transfer.as_deref()) {
                     return Poll::Pending;
                 }
                 let limit = this.idle.limit();
@@ -305,10 +376,11 @@ impl Body for ResponseBody {
                 return Poll::Ready(Some(Err(Box::new(StreamIdle(limit)))));
             }
         };
-        if let (Some(Ok(f)), Some(t)) = (&frame, &this.transfer)
-            && let Some(d) = f.data_ref()
-        {
-            t.bytes_out.set(t.bytes_out.get() + d.len() as u64);
+        if let (Some(Ok(f)), Some(t)) = (&frame, &this.transfer) {
+            t.moved();
+            if let Some(d) = f.data_ref() {
+                t.bytes_out.set(t.bytes_out.get() + d.len() as u64);
+            }
         }
         Poll::Ready(frame)
     }

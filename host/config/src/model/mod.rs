@@ -280,9 +280,10 @@ pub struct ListenerLimits {
     pub max_connections: usize,
     /// A keep-alive connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
-    /// A response whose body moves no byte from the upstream for this long is cut off: the
-    /// client's stream is reset and the upstream connection closed (Envoy's
-    /// `stream_idle_timeout`, 5 minutes by default). A route's `idle_timeout` overrides it;
+    /// A stream whose bodies move no byte either way for this long is ended: a request body
+    /// the client stopped sending gets 408; a response body the upstream stopped sending is
+    /// cut off (the client's stream reset, the upstream connection closed). Envoy's
+    /// `stream_idle_timeout`, 5 minutes by default. A route's `idle_timeout` overrides it;
     /// `0s` never cuts off.
     pub stream_idle_timeout: Duration,
     /// Most concurrent HTTP/2 streams per connection.

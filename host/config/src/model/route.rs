@@ -37,9 +37,10 @@ pub struct Route {
     /// Time allowed for the upstream to answer with response headers, over all tries.
     #[serde(default = "default_route_timeout")]
     pub timeout: Duration,
-    /// Overrides the listener's `limits.stream_idle_timeout` for this route: how long a
-    /// response body may move no byte before it is cut off. `0s` never cuts off (long-lived
-    /// streams with quiet spells: server-sent events, gRPC streams).
+    /// Overrides the listener's `limits.stream_idle_timeout` for this route: how long the
+    /// request and response bodies may both move no byte before the stream is ended. `0s`
+    /// never cuts off (long-lived streams with quiet spells: server-sent events, gRPC
+    /// streams).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Duration>,
     /// When and how a failed upstream attempt is tried again.

@@ -313,6 +313,10 @@ impl<'a> Ctx<'a> {
                 ErrorKind::BodyTooLarge,
                 "the request body exceeds the route's limit".into(),
             )),
+            (None, Direction::Request) if transfer.client_stalled.get() => Err((
+                ErrorKind::RequestTimeout,
+                "the request body stopped for the stream idle timeout".into(),
+            )),
             (None, Direction::Request) => Err((
                 ErrorKind::BadRequest,
                 "the request body could not be read".into(),

@@ -27,7 +27,7 @@ mod mirror;
 use crate::body::{Replay, RequestBody, ResponseBody, Transfer};
 use crate::chain::{ChainRun, RequestOutcome, ResponseOutcome};
 use crate::pool::{SendError, UpstreamBody};
-use crate::snapshot::ClusterEntry;
+use crate::snapshot::{ClusterEntry, RouteEntry};
 use crate::tunnel::{TunnelChain, TunnelLog};
 use crate::worker::{Active, ConnCtx, Worker};
 use attempts::Failed;
@@ -104,16 +104,25 @@ pub(crate) async fn handle(
         return Err(StreamReset);
     }
     done.status = resp.status().as_u16();
-    let idle = done
-        .route
-        .as_ref()
-        .and_then(|(i, _)| active.snapshot.routes[*i as usize].idle_timeout)
-        .unwrap_or(conn.listener.limits.stream_idle_timeout.get());
+    let idle = stream_idle_timeout(
+        &conn,
+        done.route
+            .as_ref()
+            .map(|(i, _)| &active.snapshot.routes[*i as usize]),
+    );
     let (parts, body) = resp.into_parts();
     let body = body
         .with_completion(transfer, Box::new(move || done.finish()))
         .with_idle_timeout(idle);
     Ok(Response::from_parts(parts, body))
+}
+
+/// How long a stream may move no body byte either way: the route's `idle_timeout`, else the
+/// listener's.
+fn stream_idle_timeout(conn: &ConnCtx, route: Option<&RouteEntry>) -> std::time::Duration {
+    route
+        .and_then(|r| r.idle_timeout)
+        .unwrap_or(conn.listener.limits.stream_idle_timeout.get())
 }
 
 async fn forward(
@@ -431,7 +440,12 @@ async fn forward(
     };
     address(&mut parts, cluster, path_and_query, authority.as_deref())?;
     let body_ended = body.is_end_stream();
-    let mut body: UpstreamBody = Box::pin(RequestBody::new(body, limit, transfer.clone()));
+    let mut body: UpstreamBody = Box::pin(RequestBody::new(
+        body,
+        limit,
+        transfer.clone(),
+        stream_idle_timeout(conn, Some(route)),
+    ));
     if let Some(run) = &run
         && !body_ended
     {
@@ -468,6 +482,9 @@ async fn forward(
                         ErrorKind::BodyTooLarge,
                         format!("limit is {} bytes", limit.unwrap_or_default()),
                     ));
+                }
+                if transfer.client_stalled.get() {
+                    return Err(client_stalled(conn, route));
                 }
                 return Err((
                     ErrorKind::BadRequest,
@@ -506,7 +523,11 @@ async fn forward(
             trace: done.trace.as_deref(),
             client: conn.peer.ip(),
         },
-        || transfer.too_large.get() || run.as_ref().is_some_and(|r| r.body_stop.borrow().is_some()),
+        || {
+            transfer.too_large.get()
+                || transfer.client_stalled.get()
+                || run.as_ref().is_some_and(|r| r.body_stop.borrow().is_some())
+        },
     )
     .await;
     done.upstream = outcome.endpoint.clone();
@@ -637,6 +658,9 @@ async fn forward(
                 format!("limit is {} bytes", limit.unwrap_or_default()),
             ));
         }
+        Err(Failed::Send(SendError::Exchange(_))) if transfer.client_stalled.get() => {
+            return Err(client_stalled(conn, route));
+        }
         Err(Failed::Send(SendError::Exchange(e))) => {
             let kind = if e.is_parse() || e.is_parse_status() {
                 ErrorKind::UpstreamProtocol
@@ -665,6 +689,17 @@ async fn forward(
         }
         None => Err(failure),
     }
+}
+
+/// The answer to a client whose request body stopped for the stream idle timeout.
+fn client_stalled(conn: &ConnCtx, route: &RouteEntry) -> Failure {
+    (
+        ErrorKind::RequestTimeout,
+        format!(
+            "no request body byte for {:?}",
+            stream_idle_timeout(conn, Some(route))
+        ),
+    )
 }
 
 /// Both sides of a protocol switch the upstream agreed to.
