@@ -261,3 +261,40 @@ async fn a_request_body_that_stops_coming_gets_408_after_the_stream_idle_timeout
     );
     assert!(!text.contains(r#"reason="idle_timeout""#), "{text}");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_connection_and_frees_the_upstreams() {
+    // Far more than the socket buffers on both sides of the gateway hold.
+    const LEN: u64 = 256 * 1024 * 1024;
+    let big = Upstream::download(LEN);
+    let yaml = with_limits(big.addr, "      stream_idle_timeout: 400ms\n");
+    let gw = TestGateway::start(&yaml).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let n = s.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    assert_eq!(big.open_connections(), 1);
+
+    // The client keeps its socket open and reads nothing: once the gateway's writes have
+    // waited for the timeout it closes the connection, and the upstream's with it.
+    let stopped = Instant::now();
+    while big.open_connections() > 0 {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "the upstream connection is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(350),
+        "let go after {:?}",
+        stopped.elapsed()
+    );
+    // What was already on its way arrives; then the connection ends, short of the whole.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(((n + rest.len()) as u64) < LEN, "{} bytes", rest.len());
+}

@@ -20,6 +20,7 @@ mod trace_scope;
 mod tunnel;
 mod upstreams;
 mod worker;
+mod write_stall;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

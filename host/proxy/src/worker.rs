@@ -29,6 +29,7 @@ use crate::pool::Pool;
 use crate::snapshot::Snapshot;
 use crate::strategy::{PickInfo, Strategy};
 use crate::trace_scope::TraceScope;
+use crate::write_stall::WriteStall;
 use crate::{Phase, Shared};
 use rustygate_filter_api::PickOutcome;
 
@@ -542,6 +543,7 @@ async fn serve<S>(
     let idle_timeout = conn.listener.limits.idle_timeout.get();
     let svc_conn = conn.clone();
     let svc = service_fn(move |req| crate::handler::handle(worker.clone(), svc_conn.clone(), req));
+    let stream = WriteStall::new(stream, conn.listener.limits.stream_idle_timeout.get());
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(connection);
     let mut closing = false;

@@ -282,9 +282,10 @@ pub struct ListenerLimits {
     pub idle_timeout: Duration,
     /// A stream whose bodies move no byte either way for this long is ended: a request body
     /// the client stopped sending gets 408; a response body the upstream stopped sending is
-    /// cut off (the client's stream reset, the upstream connection closed). Envoy's
-    /// `stream_idle_timeout`, 5 minutes by default. A route's `idle_timeout` overrides it;
-    /// `0s` never cuts off.
+    /// cut off (the client's stream reset, the upstream connection closed); a client whose
+    /// socket takes no byte for this long loses its connection. Envoy's
+    /// `stream_idle_timeout`, 5 minutes by default. A route's `idle_timeout` overrides it for
+    /// bodies; `0s` never cuts off.
     pub stream_idle_timeout: Duration,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
