@@ -66,6 +66,31 @@ async fn slow_upstream_is_504_at_the_route_timeout() {
     );
 }
 
+#[tokio::test]
+async fn a_route_timeout_of_zero_waits_as_long_as_the_upstream_takes() {
+    // As in Envoy, `timeout: 0s` turns the route's timeout off (long polls, slow reports).
+    let up = Upstream::slow(Duration::from_millis(600));
+    let yaml = simple_config(
+        up.addr,
+        "  - name: patient\n    match: { path: { prefix: /patient } }\n    cluster: up\n    timeout: 0s\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let started = std::time::Instant::now();
+    let seen = get(&gw.url("/patient")).await;
+    assert_eq!(seen.status, 200, "{:?}", seen.body);
+    assert_eq!(&seen.body[..], b"slow");
+    assert!(started.elapsed() >= Duration::from_millis(600));
+
+    // The head is still awaited no longer than the stream idle timeout: nothing moves then.
+    let yaml = yaml.replace(
+        "    address: 127.0.0.1:0\n",
+        "    address: 127.0.0.1:0\n    limits: { stream_idle_timeout: 300ms }\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let seen = get(&gw.url("/patient")).await;
+    assert_json_error(&seen, 504, "timeout");
+}
+
 /// A request with both Content-Length and Transfer-Encoding is the classic smuggling vector.
 /// hyper applies RFC 9112 §6.3 before our handler runs: the body is framed by
 /// Transfer-Encoding alone, Content-Length is discarded, and the connection is closed after the

@@ -18,6 +18,18 @@ use crate::health::{ClusterLoad, EndpointState, Health};
 use crate::pool::EndpointSettings;
 use crate::tls::ClientTls;
 
+/// A route timeout that never runs out: what `timeout: 0s` means, as in Envoy. Far enough
+/// to outlast any request, near enough that adding it to a clock reading cannot overflow.
+pub const NO_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+fn route_timeout(configured: Duration) -> Duration {
+    if configured.is_zero() {
+        NO_TIMEOUT
+    } else {
+        configured
+    }
+}
+
 /// One route, resolved.
 #[derive(Debug)]
 pub struct RouteEntry {
@@ -29,7 +41,7 @@ pub struct RouteEntry {
     pub answer: Option<Answer>,
     /// Clusters that get copies of the route's requests.
     pub mirrors: Box<[MirrorEntry]>,
-    /// Time allowed for response headers.
+    /// Time allowed for response headers ([`NO_TIMEOUT`] when the route turned it off).
     pub timeout: Duration,
     /// Overrides the listener's stream idle timeout; zero never cuts off.
     pub idle_timeout: Option<Duration>,
@@ -308,7 +320,7 @@ impl Snapshot {
                             })
                         })
                         .collect::<Result<_, SnapshotError>>()?,
-                    timeout: r.timeout.get(),
+                    timeout: route_timeout(r.timeout.get()),
                     idle_timeout: r.idle_timeout.map(|d| d.get()),
                     max_request_body_bytes: r.max_request_body_bytes,
                     retry: r.retry.clone(),

@@ -34,7 +34,8 @@ pub struct Route {
     /// given here replaced. Filters run as for `direct_response`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Redirect>,
-    /// Time allowed for the upstream to answer with response headers, over all tries.
+    /// Time allowed for the upstream to answer with response headers, over all tries. `0s`
+    /// turns it off, as in Envoy.
     #[serde(default = "default_route_timeout")]
     pub timeout: Duration,
     /// Overrides the listener's `limits.stream_idle_timeout` for this route: how long the

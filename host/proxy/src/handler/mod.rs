@@ -27,7 +27,7 @@ mod mirror;
 use crate::body::{Replay, RequestBody, ResponseBody, Transfer};
 use crate::chain::{ChainRun, RequestOutcome, ResponseOutcome};
 use crate::pool::{SendError, UpstreamBody};
-use crate::snapshot::{ClusterEntry, RouteEntry};
+use crate::snapshot::{ClusterEntry, NO_TIMEOUT, RouteEntry};
 use crate::tunnel::{TunnelChain, TunnelLog};
 use crate::worker::{Active, ConnCtx, Worker};
 use attempts::Failed;
@@ -123,6 +123,15 @@ fn stream_idle_timeout(conn: &ConnCtx, route: Option<&RouteEntry>) -> std::time:
     route
         .and_then(|r| r.idle_timeout)
         .unwrap_or(conn.listener.limits.stream_idle_timeout.get())
+}
+
+/// How long the upstream has for its response head: the route's timeout, or, where the route
+/// turned that off, the stream idle timeout, since nothing moves while the head is awaited.
+fn head_timeout(conn: &ConnCtx, route: &RouteEntry) -> std::time::Duration {
+    match stream_idle_timeout(conn, Some(route)) {
+        idle if route.timeout == NO_TIMEOUT && !idle.is_zero() => idle,
+        _ => route.timeout,
+    }
 }
 
 async fn forward(
@@ -516,7 +525,10 @@ async fn forward(
     let outcome = attempts::send(
         worker,
         active,
-        attempts::Destination::of(route, cluster_idx),
+        attempts::Destination {
+            timeout: head_timeout(conn, route),
+            ..attempts::Destination::of(route, cluster_idx)
+        },
         upstream_req,
         payload,
         attempts::Caller {
