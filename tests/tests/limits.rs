@@ -39,6 +39,24 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
         idle >= Duration::from_millis(250) && idle < Duration::from_secs(2),
         "closed after {idle:?}"
     );
+
+    // `0s` keeps an idle connection open, as in Envoy.
+    let gw = TestGateway::start(&with_limits(
+        up.addr,
+        "      idle_timeout: 0s
+",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        let quiet = tokio::time::timeout(Duration::from_millis(600), s.read(&mut buf)).await;
+        assert!(quiet.is_err(), "the connection was not kept: {quiet:?}");
+    }
 }
 
 #[tokio::test]

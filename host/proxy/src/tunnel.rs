@@ -114,7 +114,7 @@ pub(crate) fn tunnel(
                             End::Error
                         }
                     },
-                    _ = tokio::time::sleep_until(deadline.into()) => {
+                    _ = tokio::time::sleep_until(deadline.into()), if !idle_timeout.is_zero() => {
                         if last.get() + idle_timeout <= Instant::now() {
                             break End::IdleTimeout;
                         }

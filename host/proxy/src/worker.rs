@@ -556,7 +556,8 @@ async fn serve<S>(
                 }
                 break;
             }
-            _ = tokio::time::sleep_until(idle_deadline.into()), if !closing => {
+            // `0s` keeps idle connections open (Envoy's meaning of a zero idle timeout).
+            _ = tokio::time::sleep_until(idle_deadline.into()), if !closing && !idle_timeout.is_zero() => {
                 if conn.in_flight.get() == 0 && conn.last_active.get() + idle_timeout <= Instant::now() {
                     connection.as_mut().graceful_shutdown();
                     closing = true;

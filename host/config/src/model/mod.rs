@@ -274,11 +274,12 @@ pub struct ListenerLimits {
     pub max_header_bytes: usize,
     /// Most request headers accepted; more gets 431.
     pub max_headers: usize,
-    /// Time allowed to receive a complete request head (against slowloris).
+    /// Time allowed to receive a complete request head (against slowloris); more than 0.
     pub header_read_timeout: Duration,
     /// Most open client connections across all workers; further connections are closed at accept.
     pub max_connections: usize,
-    /// A keep-alive connection with no request in flight for this long is closed.
+    /// A keep-alive connection with no request in flight for this long is closed; `0s` keeps
+    /// it open, as in Envoy.
     pub idle_timeout: Duration,
     /// A stream whose bodies move no byte either way for this long is ended: a request body
     /// the client stopped sending gets 408; a response body the upstream stopped sending is
@@ -443,10 +444,10 @@ pub struct Cluster {
     /// Protocol spoken to the endpoints.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
-    /// Time allowed to establish a TCP connection to an endpoint.
+    /// Time allowed to establish a TCP connection to an endpoint; more than 0.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Duration,
-    /// Idle pooled connections are closed after this long.
+    /// Idle pooled connections are closed after this long; more than 0.
     #[serde(default = "default_pool_idle_timeout")]
     pub pool_idle_timeout: Duration,
     /// Most idle connections kept per endpoint per worker.

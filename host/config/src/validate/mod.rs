@@ -72,6 +72,11 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
                 format!("invalid address {:?}: {e} (expected ip:port)", l.address),
             );
         }
+        positive(
+            &mut c,
+            format!("listeners[{i}].limits.header_read_timeout"),
+            l.limits.header_read_timeout,
+        );
         if l.limits.max_header_bytes < 1024 {
             c.error(
                 format!("listeners[{i}].limits.max_header_bytes"),
@@ -377,6 +382,16 @@ fn module_checks(c: &mut Checker<'_>, at: &str, module: &str, limits: &FilterLim
 }
 
 fn resilience_checks(c: &mut Checker<'_>, i: usize, cl: &crate::Cluster) {
+    positive(
+        c,
+        format!("clusters[{i}].connect_timeout"),
+        cl.connect_timeout,
+    );
+    positive(
+        c,
+        format!("clusters[{i}].pool_idle_timeout"),
+        cl.pool_idle_timeout,
+    );
     percent(
         c,
         format!("clusters[{i}].panic_threshold"),
