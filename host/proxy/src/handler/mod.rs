@@ -23,16 +23,18 @@ mod attempts;
 mod completion;
 mod filtering;
 mod mirror;
+mod switch;
 
 use crate::body::{Replay, RequestBody, ResponseBody, Transfer};
 use crate::chain::{ChainRun, RequestOutcome, ResponseOutcome};
 use crate::pool::{SendError, UpstreamBody};
 use crate::snapshot::{ClusterEntry, NO_TIMEOUT, RouteEntry};
-use crate::tunnel::{TunnelChain, TunnelLog};
+use crate::tunnel::TunnelChain;
 use crate::worker::{Active, ConnCtx, Worker};
 use attempts::Failed;
 pub(crate) use completion::Completion;
 use filtering::filter_failed;
+use switch::{Switch, tunnel_log};
 
 /// A failure and its detail for the client.
 type Failure = (ErrorKind, String);
@@ -712,55 +714,6 @@ fn client_stalled(conn: &ConnCtx, route: &RouteEntry) -> Failure {
             stream_idle_timeout(conn, Some(route))
         ),
     )
-}
-
-/// Both sides of a protocol switch the upstream agreed to.
-struct Switch {
-    client: OnUpgrade,
-    upstream: Option<OnUpgrade>,
-    /// The upstream's `Upgrade`, passed on to the client.
-    protocol: Option<HeaderValue>,
-}
-
-impl Switch {
-    /// Turns the connection into a tunnel once the response (with `status`, as the filters
-    /// left it) has been written; a filter that answered otherwise cancels the switch. `log`
-    /// names the tunnel in the access log when it ends. The request's filters, if any, go
-    /// with the tunnel: they end with it, not with the 101.
-    fn open(
-        self,
-        conn: &ConnCtx,
-        status: StatusCode,
-        log: Option<TunnelLog>,
-        done: &mut Completion,
-        chain: Option<TunnelChain>,
-    ) {
-        if let (StatusCode::SWITCHING_PROTOCOLS, Some(upstream)) = (status, self.upstream) {
-            if chain.is_some() {
-                done.chain = None;
-            }
-            conn.set_tunnel(crate::tunnel::tunnel(
-                self.client,
-                upstream,
-                conn.listener.limits.idle_timeout.get(),
-                log,
-                chain,
-            ));
-        }
-    }
-}
-
-/// The tunnel's access-log identity, when the access log is on.
-fn tunnel_log(done: &Completion, conn: &ConnCtx, request_id: &HeaderValue) -> Option<TunnelLog> {
-    done.access_log.then(|| TunnelLog {
-        request_id: request_id.clone(),
-        route: done
-            .route
-            .as_ref()
-            .map_or_else(|| "-".into(), |r| r.1.clone()),
-        listener: conn.listener.name.clone(),
-        client: conn.peer.ip(),
-    })
 }
 
 fn protocol_name(v: Version) -> &'static str {
