@@ -107,13 +107,14 @@ impl Idle {
         self.frames = frames;
     }
 
-    /// Whether nothing moved for the limit (the caller saw its body pending). `frames` is
-    /// the stream's [`Transfer::frames`] (none for a body not tied to a stream).
-    fn expired(&mut self, cx: &mut Context<'_>, frames: Option<&Transfer>) -> bool {
+    /// Whether nothing moved for the limit (the caller saw its body pending). `stream` is
+    /// the body's stream, whose other direction may have moved (none for a body not tied to
+    /// a stream).
+    fn expired(&mut self, cx: &mut Context<'_>, stream: Option<&Transfer>) -> bool {
         if self.limit_ms == 0 {
             return false;
         }
-        let now = frames.map_or(0, |t| t.frames.get());
+        let now = stream.map_or(0, |t| t.frames.get());
         if !self.armed {
             self.arm(now);
         }
