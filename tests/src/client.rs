@@ -87,8 +87,9 @@ pub async fn raw(addr: SocketAddr, raw: &[u8], wait: Duration) -> String {
 }
 
 /// Sends `head` and then `chunks`, `gap` apart, on a new connection (stopping early if the
-/// gateway closes it); returns what the gateway answered by the time it closed the connection
-/// (or 5 s passed) and when the answer began, measured from the last chunk sent.
+/// gateway closes it); returns what the gateway answered and when the answer began, measured
+/// from the last chunk sent. The gateway must close the connection after answering, within
+/// 5 s (send `connection: close` for an answer that would otherwise keep it).
 pub async fn raw_upload(
     addr: SocketAddr,
     head: &str,
@@ -115,6 +116,9 @@ pub async fn raw_upload(
         }
         _ => return (String::new(), sent.elapsed()),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    // A reset after the answer is a close too.
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("the gateway closes the connection after its answer");
     (String::from_utf8_lossy(&out).into_owned(), answered)
 }
