@@ -85,11 +85,15 @@ async fn close_stream_resets_the_client_stream_in_every_phase() {
     assert!(format!("{err:?}").contains("IncompleteMessage"), "{err:?}");
     assert_eq!(up.requests(), before + 1);
 
-    // Mid-body: the head was sent, the body stops short.
-    let resp = fails(&http1(), gw_big.url("/reset-body")).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let body = http_body_util::BodyExt::collect(resp.into_body()).await;
-    assert!(body.is_err(), "the body must end in an error, not complete");
+    // Mid-body: the rest of the body never comes. Whether the head (and the first chunk) got
+    // out before the reset depends on when the server last flushed; either way the client
+    // must not take the response for complete.
+    if let Ok(resp) = fails(&http1(), gw_big.url("/reset-body")).await {
+        assert_eq!(resp.status(), 200);
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+        assert!(body.is_err(), "the body must end in an error, not complete");
+    }
+    assert_eq!(big.requests(), 1, "the upstream answered before the reset");
 
     // Closing the downstream or upstream connection is not an HTTP filter's to do: as in
     // Envoy, the calls answer OK (the SDK would trap on anything else) and the request goes

@@ -10,6 +10,7 @@ mod chain;
 mod checker;
 mod exec;
 mod grpc;
+mod h1;
 mod handler;
 mod health;
 mod pool;

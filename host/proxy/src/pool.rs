@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 
 use crate::body::BoxError;
 use crate::exec::LocalExec;
+use crate::h1;
 use crate::health::{ClusterLoad, OwnedSlot, Slot};
 use crate::tls::ClientTls;
 
@@ -82,10 +83,36 @@ pub enum SendError {
     Connect(#[from] ConnectError),
     /// The exchange failed after a connection was had.
     #[error("upstream exchange failed: {0}")]
-    Exchange(#[source] hyper::Error),
+    Exchange(#[source] ExchangeError),
     /// A circuit breaker refused a new connection (`connections` or `pending`).
     #[error("circuit breaker open: too many {0}")]
     Overflow(&'static str),
+}
+
+/// What went wrong within an exchange, by the client that ran it.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// hyper's client (request bodies, upgrades, TLS, HTTP/2).
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// The direct HTTP/1.1 client ([`h1`]).
+    #[error(transparent)]
+    Direct(#[from] h1::Error),
+}
+
+impl ExchangeError {
+    /// The upstream's answer was not valid HTTP.
+    pub fn is_protocol(&self) -> bool {
+        match self {
+            ExchangeError::Hyper(e) => e.is_parse() || e.is_parse_status(),
+            ExchangeError::Direct(e) => e.is_protocol(),
+        }
+    }
+
+    /// A timeout of the client's own.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ExchangeError::Hyper(e) if e.is_timeout())
+    }
 }
 
 /// A failed send, with the request when none of it was sent.
@@ -104,9 +131,9 @@ impl Unsent {
         }
     }
 
-    fn sent(error: hyper::Error) -> Self {
+    fn sent(error: impl Into<ExchangeError>) -> Self {
         Self {
-            error: SendError::Exchange(error),
+            error: SendError::Exchange(error.into()),
             request: None,
         }
     }
@@ -114,7 +141,7 @@ impl Unsent {
     fn from_try(mut e: TrySendError<Request<UpstreamBody>>) -> Self {
         let request = e.take_message();
         Self {
-            error: SendError::Exchange(e.into_error()),
+            error: SendError::Exchange(e.into_error().into()),
             request,
         }
     }
@@ -127,6 +154,15 @@ struct Idle {
     /// When the cluster's idle timeout closes it.
     expires: Instant,
 }
+
+/// An idle connection of the direct HTTP/1.1 client ([`h1`]).
+struct DirectIdle {
+    conn: DirectConn,
+    /// When the cluster's idle timeout closes it.
+    expires: Instant,
+}
+
+type DirectConn = h1::Conn<Counted<TcpStream>>;
 
 /// The shared HTTP/2 connection to one endpoint.
 struct H2 {
@@ -198,6 +234,9 @@ pub struct EndpointSettings {
 #[derive(Default)]
 pub struct Pool {
     h1: RefCell<HashMap<Arc<str>, Vec<Idle>>>,
+    /// Cleartext HTTP/1.1 connections of the direct client. Apart from hyper's: a connection
+    /// hyper drives cannot be taken back from its task.
+    direct: RefCell<HashMap<Arc<str>, Vec<DirectIdle>>>,
     h2: RefCell<HashMap<Arc<str>, H2>>,
 }
 
@@ -254,6 +293,9 @@ impl Pool {
         settings: &EndpointSettings,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, Unsent> {
+        if settings.tls.is_none() && h1::fits(&req) {
+            return self.send_direct(authority, settings, req).await;
+        }
         let tls = tls_id(settings);
         while let Some(mut sender) = self.take_idle(authority, tls) {
             if sender.ready().await.is_err() {
@@ -277,6 +319,65 @@ impl Pool {
             Ok(resp) => Ok(self.wrap_h1(resp, authority, settings, sender)),
             Err(e) => Err(Unsent::from_try(e)),
         }
+    }
+
+    /// Sends a bodiless cleartext request on the direct client. A reused connection the
+    /// upstream had closed (the write fails, or nothing comes back to an idempotent request)
+    /// is dropped and the next one tried, as on hyper's path.
+    async fn send_direct(
+        self: &Rc<Self>,
+        authority: &Arc<str>,
+        settings: &EndpointSettings,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, Unsent> {
+        let resend = idempotent(req.method());
+        while let Some(mut conn) = self.take_direct(authority) {
+            match conn.exchange(&req).await {
+                Ok(head) => return Ok(self.wrap_direct(conn, head, authority, settings)),
+                Err(f) if f.unsent || (f.nothing_back && resend) => continue,
+                Err(f) => return Err(Unsent::sent(f.error)),
+            }
+        }
+        let mut conn = match Box::pin(connect(authority, settings)).await {
+            Ok(Io::Plain(io)) => h1::Conn::new(io.into_inner()),
+            Ok(Io::Tls(_)) => unreachable!("the direct client is for cleartext clusters"),
+            Err(error) => return Err(Unsent::with(error, req)),
+        };
+        match conn.exchange(&req).await {
+            Ok(head) => Ok(self.wrap_direct(conn, head, authority, settings)),
+            Err(f) if f.unsent => Err(Unsent::with(SendError::Exchange(f.error.into()), req)),
+            Err(f) => Err(Unsent::sent(f.error)),
+        }
+    }
+
+    fn wrap_direct(
+        self: &Rc<Self>,
+        conn: DirectConn,
+        head: h1::ResponseHead,
+        authority: &Arc<str>,
+        settings: &EndpointSettings,
+    ) -> Response<PooledBody> {
+        let home = DirectHome {
+            pool: self.clone(),
+            authority: authority.clone(),
+            max_idle: settings.max_idle,
+            idle_timeout: settings.idle_timeout,
+        };
+        let body = h1::Body::new(conn, &head, home);
+        h1::response(head).map(|()| PooledBody(Kind::Direct(body)))
+    }
+
+    fn take_direct(&self, authority: &Arc<str>) -> Option<DirectConn> {
+        let mut map = self.direct.borrow_mut();
+        let list = map.get_mut(authority)?;
+        let now = Instant::now();
+        // Most recently returned first, as in `take_idle`.
+        while let Some(idle) = list.pop() {
+            if now < idle.expires && idle.conn.is_reusable() {
+                return Some(idle.conn);
+            }
+        }
+        None
     }
 
     async fn send_h2(
@@ -312,10 +413,12 @@ impl Pool {
             },
         };
         match sender.try_send_request(req).await {
-            Ok(resp) => Ok(resp.map(|b| PooledBody {
-                inner: b,
-                home: None,
-                stream: Some(hold),
+            Ok(resp) => Ok(resp.map(|b| {
+                PooledBody(Kind::Hyper {
+                    inner: b,
+                    home: None,
+                    stream: Some(hold),
+                })
             })),
             Err(e) => Err(Unsent::from_try(e)),
         }
@@ -374,6 +477,11 @@ impl Pool {
             list.iter().for_each(|idle| soonest(idle.expires));
             !list.is_empty()
         });
+        self.direct.borrow_mut().retain(|_, list| {
+            list.retain(|idle| now < idle.expires && idle.conn.is_reusable());
+            list.iter().for_each(|idle| soonest(idle.expires));
+            !list.is_empty()
+        });
         self.h2.borrow_mut().retain(|_, c| {
             let expires = c.expires();
             let keep = expires.is_none_or(|t| now < t) && !c.sender.is_closed();
@@ -402,10 +510,12 @@ impl Pool {
             max_idle: settings.max_idle,
             idle_timeout: settings.idle_timeout,
         });
-        resp.map(|inner| PooledBody {
-            inner,
-            home,
-            stream: None,
+        resp.map(|inner| {
+            PooledBody(Kind::Hyper {
+                inner,
+                home,
+                stream: None,
+            })
         })
     }
 
@@ -514,6 +624,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     }
 }
 
+impl h1::Socket for Counted<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.io
+    }
+}
+
+/// Methods whose request may be sent again when a reused connection turns out closed
+/// (RFC 9110 §9.2.2).
+fn idempotent(method: &http::Method) -> bool {
+    use http::Method as M;
+    [M::GET, M::HEAD, M::OPTIONS, M::TRACE, M::PUT, M::DELETE].contains(method)
+}
+
 async fn handshake_h1<T>(io: T) -> hyper::Result<http1::SendRequest<UpstreamBody>>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -606,23 +729,51 @@ struct Home {
     idle_timeout: Duration,
 }
 
+/// Where a direct connection goes when its response has ended.
+pub struct DirectHome {
+    pool: Rc<Pool>,
+    authority: Arc<str>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl h1::GiveBack<Counted<TcpStream>> for DirectHome {
+    fn give_back(self, conn: DirectConn) {
+        let mut map = self.pool.direct.borrow_mut();
+        let list = map.entry(self.authority).or_default();
+        if list.len() < self.max_idle {
+            list.push(DirectIdle {
+                conn,
+                expires: Instant::now() + self.idle_timeout,
+            });
+        }
+    }
+}
+
 /// An upstream response body that gives its HTTP/1.1 connection back to the pool once it has
 /// been read to the end.
-pub struct PooledBody {
-    inner: Incoming,
-    home: Option<Home>,
-    /// An HTTP/2 response's hold on its connection (see [`H2Use`]).
-    stream: Option<StreamHold>,
+pub struct PooledBody(Kind);
+
+enum Kind {
+    Hyper {
+        inner: Incoming,
+        home: Option<Home>,
+        /// An HTTP/2 response's hold on its connection (see [`H2Use`]).
+        stream: Option<StreamHold>,
+    },
+    Direct(h1::Body<Counted<TcpStream>, DirectHome>),
 }
 
 impl PooledBody {
     /// The response has ended: an HTTP/1.1 connection goes back to the pool, an HTTP/2
-    /// stream no longer holds its connection.
+    /// stream no longer holds its connection. (A direct body sends its own home.)
     fn go_home(&mut self) {
-        drop(self.stream.take());
-        if let Some(h) = self.home.take() {
-            h.pool
-                .put_idle(h.authority, h.tls, h.sender, h.max_idle, h.idle_timeout);
+        if let Kind::Hyper { home, stream, .. } = &mut self.0 {
+            drop(stream.take());
+            if let Some(h) = home.take() {
+                h.pool
+                    .put_idle(h.authority, h.tls, h.sender, h.max_idle, h.idle_timeout);
+            }
         }
     }
 }
@@ -630,7 +781,7 @@ impl PooledBody {
 impl Drop for PooledBody {
     fn drop(&mut self) {
         // Bodies that were complete before anyone polled them (HEAD, 204, empty) still count.
-        if self.inner.is_end_stream() {
+        if self.is_end_stream() {
             self.go_home();
         }
     }
@@ -644,21 +795,34 @@ impl Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        match &frame {
-            None => self.go_home(),
-            Some(Ok(f)) if f.is_trailers() => self.go_home(),
-            Some(Ok(_)) if self.inner.is_end_stream() => self.go_home(),
-            _ => {}
+        let inner = match &mut self.0 {
+            Kind::Direct(body) => return Pin::new(body).poll_frame(cx),
+            Kind::Hyper { inner, .. } => inner,
+        };
+        let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+        let ended = match &frame {
+            None => true,
+            Some(Ok(f)) if f.is_trailers() => true,
+            Some(Ok(_)) => inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            self.go_home();
         }
         Poll::Ready(frame.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Kind::Hyper { inner, .. } => inner.is_end_stream(),
+            Kind::Direct(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.0 {
+            Kind::Hyper { inner, .. } => inner.size_hint(),
+            Kind::Direct(body) => body.size_hint(),
+        }
     }
 }

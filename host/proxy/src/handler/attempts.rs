@@ -21,7 +21,7 @@ use rustygate_core::resilience::{self, Attempt};
 
 use crate::body::{BoxError, Replay};
 use crate::health::{OwnedSlot, Slot};
-use crate::pool::{PooledBody, SendError, UpstreamBody};
+use crate::pool::{ExchangeError, PooledBody, SendError, UpstreamBody};
 use crate::snapshot::{ClusterEntry, RouteEntry};
 use crate::strategy::PickInfo;
 use crate::worker::{Active, Worker};
@@ -405,10 +405,10 @@ fn retry_slot(cluster: &ClusterEntry) -> Option<Slot<'_>> {
 }
 
 /// What a failed exchange means for retries and outlier detection.
-fn classify(e: &hyper::Error) -> Attempt {
+fn classify(e: &ExchangeError) -> Attempt {
     if refused_stream(e) {
         Attempt::Refused
-    } else if e.is_parse() || e.is_parse_status() {
+    } else if e.is_protocol() {
         Attempt::Failed(ErrorKind::UpstreamProtocol)
     } else if e.is_timeout() {
         Attempt::Failed(ErrorKind::UpstreamTimeout)
@@ -418,7 +418,10 @@ fn classify(e: &hyper::Error) -> Attempt {
 }
 
 /// An HTTP/2 `REFUSED_STREAM`: the upstream guarantees it did not process the request.
-pub(super) fn refused_stream(e: &hyper::Error) -> bool {
+pub(super) fn refused_stream(e: &ExchangeError) -> bool {
+    let ExchangeError::Hyper(e) = e else {
+        return false;
+    };
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(h2) = s.downcast_ref::<h2::Error>() {

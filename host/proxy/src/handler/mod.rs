@@ -676,7 +676,7 @@ async fn forward(
             return Err(client_stalled(conn, route));
         }
         Err(Failed::Send(SendError::Exchange(e))) => {
-            let kind = if e.is_parse() || e.is_parse_status() {
+            let kind = if e.is_protocol() {
                 ErrorKind::UpstreamProtocol
             } else if e.is_timeout() {
                 ErrorKind::UpstreamTimeout
