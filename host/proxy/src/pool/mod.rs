@@ -4,76 +4,41 @@
 //!
 //! HTTP/1.1 connections are checked out exclusively and come back when the response body has
 //! been read to the end; a response abandoned midway closes its connection, because the
-//! stream position is then unknown. HTTP/2 connections are shared: one per endpoint per
-//! worker, multiplexed.
+//! stream position is then unknown. Cleartext HTTP/1.1 connections for requests without a
+//! body are the direct client's ([`h1`]), kept apart from those hyper drives. HTTP/2
+//! connections are shared: one per endpoint per worker, multiplexed.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1, http2};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rustygate_config::UpstreamProtocol;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
-use crate::exec::LocalExec;
 use crate::h1;
-use crate::health::{ClusterLoad, OwnedSlot, Slot};
+use crate::health::ClusterLoad;
 use crate::tls::ClientTls;
+
+mod body;
+mod connect;
+
+pub use body::PooledBody;
+use body::{DirectHome, Home, Kind};
+pub use connect::ConnectError;
+use connect::{Counted, Io, connect, handshake_h1, handshake_h2};
 
 /// Body type of requests sent upstream. Not `Send`: bodies may hold worker-local state, and
 /// they never leave the worker.
 pub type UpstreamBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError>>>;
-
-/// Why no connection could be had.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// TCP connect did not finish within the cluster's connect timeout.
-    #[error("connect to {authority} timed out after {timeout:?}")]
-    Timeout {
-        /// Endpoint.
-        authority: Arc<str>,
-        /// The timeout.
-        timeout: Duration,
-    },
-    /// TCP connect failed (refused, unreachable, DNS).
-    #[error("connect to {authority} failed: {source}")]
-    Io {
-        /// Endpoint.
-        authority: Arc<str>,
-        /// The socket error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TLS handshake failed (an untrusted or mismatched certificate, say).
-    #[error("TLS handshake with {authority} failed: {source}")]
-    Tls {
-        /// Endpoint.
-        authority: Arc<str>,
-        /// rustls's account.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The HTTP handshake failed.
-    #[error("handshake with {authority} failed: {source}")]
-    Handshake {
-        /// Endpoint.
-        authority: Arc<str>,
-        /// hyper's error.
-        #[source]
-        source: hyper::Error,
-    },
-}
 
 /// Why a request could not be completed upstream.
 #[derive(Debug, thiserror::Error)]
@@ -563,266 +528,9 @@ fn tls_id(settings: &EndpointSettings) -> u64 {
     settings.tls.as_ref().map_or(0, ClientTls::pool_id)
 }
 
-/// A new upstream connection, in the clear or TLS.
-enum Io {
-    Plain(TokioIo<Counted<TcpStream>>),
-    /// Boxed: a TLS session's state is a kilobyte, and a connection is made rarely.
-    Tls(TokioIo<Counted<Box<tokio_rustls::client::TlsStream<TcpStream>>>>),
-}
-
-/// A socket holding its place in the cluster's `max_connections` for as long as it exists:
-/// whether hyper closes it, or a protocol switch hands it to a tunnel that outlives hyper's
-/// connection task.
-struct Counted<T> {
-    io: T,
-    _slot: OwnedSlot,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    #[inline]
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    #[inline]
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    #[inline]
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    #[inline]
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    #[inline]
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    #[inline]
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-impl h1::Socket for Counted<TcpStream> {
-    fn tcp(&self) -> &TcpStream {
-        &self.io
-    }
-}
-
 /// Methods whose request may be sent again when a reused connection turns out closed
 /// (RFC 9110 §9.2.2).
 fn idempotent(method: &http::Method) -> bool {
     use http::Method as M;
     [M::GET, M::HEAD, M::OPTIONS, M::TRACE, M::PUT, M::DELETE].contains(method)
-}
-
-async fn handshake_h1<T>(io: T) -> hyper::Result<http1::SendRequest<UpstreamBody>>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (sender, conn) = http1::Builder::new().writev(false).handshake(io).await?;
-    // A `101 Switching Protocols` hands the connection's socket to the response's
-    // `OnUpgrade` (a WebSocket tunnel); without upgrades hyper would refuse such a response.
-    drive(conn.with_upgrades());
-    Ok(sender)
-}
-
-async fn handshake_h2<T>(io: T) -> hyper::Result<http2::SendRequest<UpstreamBody>>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-{
-    let (sender, conn) = http2::Builder::new(LocalExec)
-        .timer(TokioTimer::new())
-        .handshake(io)
-        .await?;
-    drive(conn);
-    Ok(sender)
-}
-
-/// A new TCP connection within the cluster's circuit-breaker limits: the request waits as
-/// "pending" while it connects, and the connection holds a slot for as long as it lives.
-async fn connect(authority: &Arc<str>, settings: &EndpointSettings) -> Result<Io, SendError> {
-    let _pending = Slot::take(&settings.load.pending, settings.max_pending)
-        .ok_or(SendError::Overflow("pending requests"))?;
-    let slot = OwnedSlot::connection(&settings.load, settings.max_connections)
-        .ok_or(SendError::Overflow("connections"))?;
-    let started = Instant::now();
-    let tcp = tcp_connect(authority, settings.connect_timeout).await?;
-    let Some(tls) = &settings.tls else {
-        return Ok(Io::Plain(TokioIo::new(Counted {
-            io: tcp,
-            _slot: slot,
-        })));
-    };
-    // The connect timeout covers the handshake too: both are "getting a connection".
-    let left = settings.connect_timeout.saturating_sub(started.elapsed());
-    let stream = tokio::time::timeout(left, tls.connect(authority, tcp))
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            authority: authority.clone(),
-            timeout: settings.connect_timeout,
-        })?
-        .map_err(|source| ConnectError::Tls {
-            authority: authority.clone(),
-            source,
-        })?;
-    Ok(Io::Tls(TokioIo::new(Counted {
-        io: Box::new(stream),
-        _slot: slot,
-    })))
-}
-
-/// Runs a client connection's I/O on this worker until it closes or switches protocols.
-fn drive<F>(conn: F)
-where
-    F: std::future::Future<Output = Result<(), hyper::Error>> + 'static,
-{
-    tokio::task::spawn_local(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream connection closed with error");
-        }
-    });
-}
-
-async fn tcp_connect(authority: &Arc<str>, timeout: Duration) -> Result<TcpStream, ConnectError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(&**authority))
-        .await
-        .map_err(|_| ConnectError::Timeout {
-            authority: authority.clone(),
-            timeout,
-        })?
-        .map_err(|source| ConnectError::Io {
-            authority: authority.clone(),
-            source,
-        })?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
-
-struct Home {
-    pool: Rc<Pool>,
-    authority: Arc<str>,
-    tls: u64,
-    sender: http1::SendRequest<UpstreamBody>,
-    max_idle: usize,
-    idle_timeout: Duration,
-}
-
-/// Where a direct connection goes when its response has ended.
-pub struct DirectHome {
-    pool: Rc<Pool>,
-    authority: Arc<str>,
-    max_idle: usize,
-    idle_timeout: Duration,
-}
-
-impl h1::GiveBack<Counted<TcpStream>> for DirectHome {
-    fn give_back(self, conn: DirectConn) {
-        let mut map = self.pool.direct.borrow_mut();
-        let list = map.entry(self.authority).or_default();
-        if list.len() < self.max_idle {
-            list.push(DirectIdle {
-                conn,
-                expires: Instant::now() + self.idle_timeout,
-            });
-        }
-    }
-}
-
-/// An upstream response body that gives its HTTP/1.1 connection back to the pool once it has
-/// been read to the end.
-pub struct PooledBody(Kind);
-
-enum Kind {
-    Hyper {
-        inner: Incoming,
-        home: Option<Home>,
-        /// An HTTP/2 response's hold on its connection (see [`H2Use`]).
-        stream: Option<StreamHold>,
-    },
-    Direct(h1::Body<Counted<TcpStream>, DirectHome>),
-}
-
-impl PooledBody {
-    /// The response has ended: an HTTP/1.1 connection goes back to the pool, an HTTP/2
-    /// stream no longer holds its connection. (A direct body sends its own home.)
-    fn go_home(&mut self) {
-        if let Kind::Hyper { home, stream, .. } = &mut self.0 {
-            drop(stream.take());
-            if let Some(h) = home.take() {
-                h.pool
-                    .put_idle(h.authority, h.tls, h.sender, h.max_idle, h.idle_timeout);
-            }
-        }
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // Bodies that were complete before anyone polled them (HEAD, 204, empty) still count.
-        if self.is_end_stream() {
-            self.go_home();
-        }
-    }
-}
-
-impl Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let inner = match &mut self.0 {
-            Kind::Direct(body) => return Pin::new(body).poll_frame(cx),
-            Kind::Hyper { inner, .. } => inner,
-        };
-        let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
-        let ended = match &frame {
-            None => true,
-            Some(Ok(f)) if f.is_trailers() => true,
-            Some(Ok(_)) => inner.is_end_stream(),
-            _ => false,
-        };
-        if ended {
-            self.go_home();
-        }
-        Poll::Ready(frame.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.0 {
-            Kind::Hyper { inner, .. } => inner.is_end_stream(),
-            Kind::Direct(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.0 {
-            Kind::Hyper { inner, .. } => inner.size_hint(),
-            Kind::Direct(body) => body.size_hint(),
-        }
-    }
 }

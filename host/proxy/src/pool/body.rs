@@ -1,0 +1,126 @@
+//! Response bodies from the pool: each knows where its connection goes when it has been read
+//! to the end.
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use tokio::net::TcpStream;
+
+use super::connect::Counted;
+use super::{DirectConn, DirectIdle, Pool, StreamHold, UpstreamBody};
+use crate::body::BoxError;
+use crate::h1;
+
+pub(super) struct Home {
+    pub(super) pool: Rc<Pool>,
+    pub(super) authority: Arc<str>,
+    pub(super) tls: u64,
+    pub(super) sender: http1::SendRequest<UpstreamBody>,
+    pub(super) max_idle: usize,
+    pub(super) idle_timeout: Duration,
+}
+
+/// Where a direct connection goes when its response has ended.
+pub(super) struct DirectHome {
+    pub(super) pool: Rc<Pool>,
+    pub(super) authority: Arc<str>,
+    pub(super) max_idle: usize,
+    pub(super) idle_timeout: Duration,
+}
+
+impl h1::GiveBack<Counted<TcpStream>> for DirectHome {
+    fn give_back(self, conn: DirectConn) {
+        let mut map = self.pool.direct.borrow_mut();
+        let list = map.entry(self.authority).or_default();
+        if list.len() < self.max_idle {
+            list.push(DirectIdle {
+                conn,
+                expires: Instant::now() + self.idle_timeout,
+            });
+        }
+    }
+}
+
+/// An upstream response body that gives its HTTP/1.1 connection back to the pool once it has
+/// been read to the end.
+pub struct PooledBody(pub(super) Kind);
+
+pub(super) enum Kind {
+    Hyper {
+        inner: Incoming,
+        home: Option<Home>,
+        /// An HTTP/2 response's hold on its connection (see [`H2Use`]).
+        stream: Option<StreamHold>,
+    },
+    Direct(h1::Body<Counted<TcpStream>, DirectHome>),
+}
+
+impl PooledBody {
+    /// The response has ended: an HTTP/1.1 connection goes back to the pool, an HTTP/2
+    /// stream no longer holds its connection. (A direct body sends its own home.)
+    fn go_home(&mut self) {
+        if let Kind::Hyper { home, stream, .. } = &mut self.0 {
+            drop(stream.take());
+            if let Some(h) = home.take() {
+                h.pool
+                    .put_idle(h.authority, h.tls, h.sender, h.max_idle, h.idle_timeout);
+            }
+        }
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Bodies that were complete before anyone polled them (HEAD, 204, empty) still count.
+        if self.is_end_stream() {
+            self.go_home();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let inner = match &mut self.0 {
+            Kind::Direct(body) => return Pin::new(body).poll_frame(cx),
+            Kind::Hyper { inner, .. } => inner,
+        };
+        let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
+        let ended = match &frame {
+            None => true,
+            Some(Ok(f)) if f.is_trailers() => true,
+            Some(Ok(_)) => inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            self.go_home();
+        }
+        Poll::Ready(frame.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Hyper { inner, .. } => inner.is_end_stream(),
+            Kind::Direct(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Hyper { inner, .. } => inner.size_hint(),
+            Kind::Direct(body) => body.size_hint(),
+        }
+    }
+}
