@@ -343,3 +343,24 @@ async fn a_reused_connection_that_dies_unanswered_is_retried_for_idempotent_requ
     assert_eq!(seen.json()["error"], "reset");
     assert_eq!(up.accepted(), 2, "a POST is never sent twice");
 }
+
+#[tokio::test]
+async fn a_connection_that_closes_after_an_interim_response_is_a_failure_not_a_stale_connection() {
+    // The upstream had the request (it said 100 Continue), so even a GET is not sent again.
+    let up = Raw::start(|head| {
+        if head.starts_with("GET /first") {
+            Answer::Keep(ok("first"))
+        } else {
+            Answer::Close(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+        }
+    });
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let client = http1();
+    let get = |path: &str| Request::get(gw.url(path)).body(Full::default()).unwrap();
+    assert_eq!(send(&client, get("/first")).await.body, "first");
+    let seen = send(&client, get("/then")).await;
+    assert_eq!(seen.status, 502);
+    assert_eq!(seen.json()["error"], "reset");
+    assert_eq!(up.accepted(), 1);
+    assert_eq!(up.heads().len(), 2);
+}

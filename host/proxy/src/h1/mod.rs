@@ -158,19 +158,20 @@ impl<S: Socket> Conn<S> {
             unsent: false,
             nothing_back,
         };
+        // Any byte at all, an informational response already consumed included.
+        let mut received = false;
         loop {
-            if !self.buf.is_empty() {
+            if received {
                 match head::parse_response(&mut self.buf, req.method()) {
                     Ok(Some(head)) => return Ok(head),
                     Ok(None) => {}
                     Err(e) => return Err(fail(e, false)),
                 }
             }
-            let received = !self.buf.is_empty();
             match poll_fn(|cx| self.poll_fill(cx, HEAD_READ)).await {
                 Ok(0) if received => return Err(fail(Error::IncompleteHead, false)),
                 Ok(0) => return Err(fail(Error::Closed, true)),
-                Ok(_) => {}
+                Ok(_) => received = true,
                 Err(e) => return Err(fail(Error::Read(e), !received)),
             }
         }
