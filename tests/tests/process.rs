@@ -153,11 +153,40 @@ async fn access_log_is_one_json_object_per_request() {
     assert_eq!(entry["bytes_in"], 0);
     assert_eq!(entry["bytes_out"], seen.body.len());
     assert!(entry["latency_ms"].as_f64().unwrap() >= 0.0);
+    // Envoy's %RESPONSE_FLAGS% and %RESPONSE_CODE_DETAILS%.
+    assert_eq!(entry["response_flags"], "-");
+    assert_eq!(entry["code_details"], "via_upstream");
     // The admin listener serves metrics from the same process.
     let metrics = get(&format!("http://127.0.0.1:{admin}/metrics")).await;
     assert!(
         String::from_utf8_lossy(&metrics.body)
             .contains(r#"rustygate_requests_total{route="api",status="200"} 1"#)
+    );
+    gw.signal("TERM");
+    gw.child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn access_log_says_why_a_request_failed_as_envoy_does() {
+    let mut up = Upstream::echo();
+    let (port, admin) = (free_port(), free_port());
+    let mut gw = GatewayProcess::start(&config(port, admin, up.addr, "")).await;
+    wait_ready(port).await;
+    up.stop();
+    let seen = get(&format!("http://127.0.0.1:{port}/gone")).await;
+    assert_eq!(seen.status, 502);
+    let id = seen.header("x-request-id").unwrap().to_owned();
+    // Refused, retried once by the default policy, refused again.
+    let line = gw
+        .wait_for_log(r#""response_flags":"UF,URX""#, Duration::from_secs(5))
+        .await;
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["target"], "access");
+    assert_eq!(entry["request_id"], id.as_str());
+    assert_eq!(entry["status"], 502);
+    assert_eq!(
+        entry["code_details"],
+        "upstream_reset_before_response_started{connection_failure}"
     );
     gw.signal("TERM");
     gw.child.wait().await.unwrap();

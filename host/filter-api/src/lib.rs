@@ -18,6 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 mod body;
 pub mod grpc;
 mod inline;
+pub mod outcome;
 pub mod services;
 pub use body::{BodyBuffer, UnsupportedEdit};
 pub use inline::InlineDeque;
@@ -116,6 +117,8 @@ pub struct Progress {
     pub response_body_bytes: std::cell::Cell<u64>,
     /// The request's whole duration, once it is complete (before `on_log`).
     pub duration: std::cell::Cell<Option<std::time::Duration>>,
+    /// How the request ended, in Envoy's terms (`response.flags`, `response.code_details`).
+    pub outcome: outcome::Outcome,
 }
 
 /// A TLS client connection, as filters see it (Envoy's `connection.*` properties).

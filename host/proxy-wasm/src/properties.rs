@@ -189,6 +189,18 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
         (b"response", Some(b"code"), None) => {
             u64le(u64::from(ex.response.borrow().as_ref()?.status.as_u16()))
         }
+        (b"response", Some(b"flags"), None) => u64le(ex.progress.outcome.flags()),
+        (b"response", Some(b"code_details"), None) => {
+            ex.progress.outcome.details().as_bytes().to_vec()
+        }
+        (b"response", Some(b"trailers"), None) => {
+            headers_map(ex.response_trailers.borrow().as_ref()?)
+        }
+        (b"response", Some(b"trailers"), Some(name)) => {
+            let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
+            let trailers = ex.response_trailers.borrow();
+            trailers.as_ref()?.get(name.as_str())?.as_bytes().to_vec()
+        }
         (b"response", Some(b"headers"), Some(name)) => {
             let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
             let resp = ex.response.borrow();

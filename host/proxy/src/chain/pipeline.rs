@@ -302,12 +302,13 @@ impl Pump {
 
     /// Past the last filter: frames for the reader.
     fn sink(&mut self, item: Item) {
+        // Copied, not taken: later phases and `on_log` still read them (`response.trailers`).
         let trailers = |pump: &Self| -> Option<HeaderMap> {
             pump.chain
                 .exchange
                 .trailers(pump.direction)
-                .borrow_mut()
-                .take()
+                .borrow()
+                .clone()
         };
         match item {
             Item::Data(data, eos) => {

@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use http::header::HeaderValue;
 use http::{Method, StatusCode, Version, uri::PathAndQuery};
+use rustygate_core::ErrorKind;
+use rustygate_filter_api::outcome::{self, Outcome, flags};
 use rustygate_telemetry::NO_ROUTE_LABEL;
 use rustygate_telemetry::trace::RequestTrace;
 
@@ -41,13 +43,65 @@ pub(crate) struct Completion {
     pub(super) chain: Option<Rc<ChainRun>>,
     /// The request's server span, when tracing is on.
     pub(super) trace: Option<Rc<RequestTrace>>,
+    /// How the request ended, for a request without filters (see [`Completion::outcome`]).
+    pub(super) outcome: Outcome,
+}
+
+/// What Envoy reports for a failure of this kind: its response flag and response code
+/// details. Kinds Envoy has no words for keep this gateway's error code as details.
+pub(crate) fn record_failure(outcome: &Outcome, kind: ErrorKind) {
+    let (bits, details) = match kind {
+        ErrorKind::NoRoute => (flags::NO_ROUTE_FOUND, "route_not_found"),
+        ErrorKind::BadRequest => (flags::DOWNSTREAM_PROTOCOL_ERROR, "bad_request"),
+        ErrorKind::BodyTooLarge => (0, "request_payload_too_large"),
+        ErrorKind::RequestTimeout => (flags::STREAM_IDLE_TIMEOUT, "stream_idle_timeout"),
+        ErrorKind::UpstreamConnect => (
+            flags::UPSTREAM_CONNECTION_FAILURE,
+            "upstream_reset_before_response_started{connection_failure}",
+        ),
+        ErrorKind::UpstreamReset => (
+            flags::UPSTREAM_CONNECTION_TERMINATION,
+            "upstream_reset_before_response_started{connection_termination}",
+        ),
+        ErrorKind::UpstreamTimeout => (flags::UPSTREAM_REQUEST_TIMEOUT, "response_timeout"),
+        ErrorKind::UpstreamProtocol => (
+            flags::UPSTREAM_PROTOCOL_ERROR,
+            "upstream_reset_before_response_started{protocol_error}",
+        ),
+        ErrorKind::UpstreamOverflow => (
+            flags::UPSTREAM_OVERFLOW,
+            "upstream_reset_before_response_started{overflow}",
+        ),
+        ErrorKind::NoHealthyUpstream => (flags::NO_HEALTHY_UPSTREAM, "no_healthy_upstream"),
+        ErrorKind::FilterFailed => (0, "wasm_fail_stream"),
+        ErrorKind::Overloaded => (flags::OVERLOAD_MANAGER, "overload"),
+        ErrorKind::UpgradeRefused => (0, "upgrade_failed"),
+        ErrorKind::Internal => (0, "internal"),
+    };
+    outcome.flag(bits);
+    outcome.set_details(details);
 }
 
 impl Completion {
+    /// Where the request's outcome is kept: with its filters when it has any (they read it
+    /// in `on_log`), else here.
+    pub(super) fn outcome(&self) -> &Outcome {
+        match &self.chain {
+            Some(run) => &run.exchange.progress.outcome,
+            None => &self.outcome,
+        }
+    }
+
     pub(super) fn finish(mut self) {
         let end = Instant::now();
         let elapsed = end.saturating_duration_since(self.start);
-        if let Some(run) = self.chain.take() {
+        if self.transfer.stalled.get() {
+            let outcome = self.outcome();
+            outcome.flag(flags::STREAM_IDLE_TIMEOUT);
+            outcome.set_details("stream_idle_timeout");
+        }
+        let run = self.chain.take();
+        if let Some(run) = &run {
             // What `on_log` may ask about the request, now that it is over.
             let progress = &run.exchange.progress;
             progress
@@ -76,7 +130,10 @@ impl Completion {
             t.finish(self.status);
         }
         if self.access_log {
-            self.log(route_name, elapsed);
+            let outcome = run
+                .as_ref()
+                .map_or(&self.outcome, |r| &r.exchange.progress.outcome);
+            self.log(route_name, elapsed, outcome);
         }
         if self.transfer.stalled.get() {
             if let Some(c) = self.cluster {
@@ -95,8 +152,9 @@ impl Completion {
 
     /// The access log line; it names the trace when the request is traced, so a log line
     /// leads to its spans.
-    fn log(&self, route_name: &str, elapsed: std::time::Duration) {
+    fn log(&self, route_name: &str, elapsed: std::time::Duration, outcome: &Outcome) {
         let status = StatusCode::from_u16(self.status).map_or(0, |s| s.as_u16());
+        let details = outcome.details();
         macro_rules! access {
             ($($trace:tt)*) => {
             tracing::info!(
@@ -113,6 +171,8 @@ impl Completion {
                 client = %self.conn.peer.ip(),
                 listener = &*self.conn.listener.name,
                 request_id = self.request_id.to_str().unwrap_or_default(),
+                response_flags = &*outcome::flag_names(outcome.flags()),
+                code_details = if details.is_empty() { "-" } else { &*details },
                 $($trace)*
                 "request"
             )

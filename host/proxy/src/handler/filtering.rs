@@ -11,6 +11,7 @@ use http::{HeaderMap, Response};
 use rustygate_core::ErrorKind;
 use rustygate_filter_api::{Direction, LocalResponse};
 
+use super::completion::record_failure;
 use super::{Failure, error_response};
 use crate::body::{self, ResponseBody, Transfer};
 use crate::chain::pipeline::{FilteredBody, Settled};
@@ -78,7 +79,8 @@ pub(super) fn answer_of(
                     .map(|l| vec![(header::LOCATION, l)])
                     .unwrap_or_default(),
                 body: Bytes::new(),
-                details: "redirect".into(),
+                // Envoy's words for both kinds of route answer.
+                details: "direct_response".into(),
             }
         }
     }
@@ -172,6 +174,13 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A local response decides the request's response code details (Envoy: the details
+    /// the filter gave, or the route's `direct_response`).
+    fn record(&self, local: &mut LocalResponse) {
+        let details = std::mem::take(&mut local.details);
+        self.run.exchange.progress.outcome.set_details(details);
+    }
+
     fn filtered(&self, source: UpstreamBody, direction: Direction, upto: usize) -> FilteredBody {
         FilteredBody::new(
             source,
@@ -213,7 +222,8 @@ impl<'a> Ctx<'a> {
     /// A local response whose header phases have run: its body still goes through the
     /// response body phases of the filters it passes (`[0, reply.upto)`), as in Envoy.
     pub async fn reply(&self, reply: Reply) -> Response<ResponseBody> {
-        let Reply { local, upto } = reply;
+        let Reply { mut local, upto } = reply;
+        self.record(&mut local);
         if local.body.is_empty() || !self.run.wants_body(Direction::Response, upto) {
             return local_response(local, self.request_id);
         }
@@ -222,9 +232,13 @@ impl<'a> Ctx<'a> {
         match filtered.settle().await {
             // A filter answered the local response's body in turn: that answer goes out as is.
             Settled::Aborted => match self.run.body_stop.take() {
-                Some(BodyStop::Respond(again)) => local_response(again.local, self.request_id),
+                Some(BodyStop::Respond(mut again)) => {
+                    self.record(&mut again.local);
+                    local_response(again.local, self.request_id)
+                }
                 Some(BodyStop::Fail(f)) => {
                     let (kind, detail) = filter_failed(&f);
+                    record_failure(&self.run.exchange.progress.outcome, kind);
                     error_response(kind, &detail, self.request_id)
                 }
                 Some(BodyStop::Reset) => {
@@ -252,6 +266,8 @@ impl<'a> Ctx<'a> {
         (kind, detail): Failure,
     ) -> Result<Response<ResponseBody>, Failure> {
         let body = kind.json_body(Some(&detail), self.request_id.to_str().unwrap_or_default());
+        let outcome = &self.run.exchange.progress.outcome;
+        record_failure(outcome, kind);
         let local = LocalResponse {
             status: kind.status(),
             headers: vec![(
@@ -259,7 +275,8 @@ impl<'a> Ctx<'a> {
                 HeaderValue::from_static("application/json"),
             )],
             body: body.into(),
-            details: kind.code().to_owned(),
+            // The filters see (and `reply` records again) Envoy's details for the failure.
+            details: outcome.details().to_owned(),
         };
         self.answer(local).await
     }
@@ -296,7 +313,8 @@ impl<'a> Ctx<'a> {
                     Err(h) => Err(halted(h)),
                 }
             }
-            (Some(BodyStop::Respond(reply)), Direction::Response) => {
+            (Some(BodyStop::Respond(mut reply)), Direction::Response) => {
+                self.record(&mut reply.local);
                 Ok(local_response(reply.local, self.request_id))
             }
             (Some(BodyStop::Fail(f)), _) => Err(filter_failed(&f)),

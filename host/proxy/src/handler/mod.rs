@@ -83,6 +83,7 @@ pub(crate) async fn handle(
         transfer: transfer.clone(),
         chain: None,
         trace,
+        outcome: Default::default(),
     };
     let conn = done.conn.clone();
     let resp = match forward(
@@ -97,7 +98,10 @@ pub(crate) async fn handle(
     .await
     {
         Ok(resp) => resp,
-        Err((kind, detail)) => error_response(kind, &detail, &request_id),
+        Err((kind, detail)) => {
+            completion::record_failure(done.outcome(), kind);
+            error_response(kind, &detail, &request_id)
+        }
     };
     if done.chain.as_ref().is_some_and(|c| c.reset.get()) {
         // Logged with status 0, as Envoy logs a stream that got no response.
@@ -380,14 +384,17 @@ async fn forward(
     }
 
     if let Some(answer) = &route.answer {
-        let local = filtering::answer_of(
+        let mut local = filtering::answer_of(
             answer,
             conn.listener.scheme,
             authority.as_deref().unwrap_or_default(),
             parts.uri.path_and_query().map_or("/", |p| p.as_str()),
         );
         return match &run {
-            None => Ok(filtering::local_response(local, request_id)),
+            None => {
+                done.outcome.set_details(std::mem::take(&mut local.details));
+                Ok(filtering::local_response(local, request_id))
+            }
             Some(run) => {
                 filtering::Ctx::new(run, route.timeout, max_held, request_id)
                     .answer(local)
@@ -556,6 +563,7 @@ async fn forward(
     let sent = outcome.result;
     let failure = match sent {
         Ok(resp) => {
+            done.outcome().set_details("via_upstream");
             let (mut parts, body) = resp.into_parts();
             let switch = match (parts.status, client_upgrade) {
                 (StatusCode::SWITCHING_PROTOCOLS, Some(client)) => Some(Switch {
@@ -686,6 +694,10 @@ async fn forward(
             (kind, format!("{endpoint}: {e}"))
         }
     };
+    if outcome.attempts > 1 {
+        done.outcome()
+            .flag(rustygate_filter_api::outcome::flags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+    }
     worker.upstream_failure(&cluster.name, failure.0.code());
     tracing::warn!(
         cluster = &*cluster.name,

@@ -21,6 +21,8 @@ struct Config {
     rewrite_prefix: Option<(String, String)>,
     /// Answer requests to this path locally with 403 from the request-headers phase.
     deny_path: Option<String>,
+    /// Give that 403 these response code details (the SDK's call passes none).
+    deny_details: Option<String>,
     /// Replace upstream responses with this status by a local 502 (response phase).
     replace_status: Option<u16>,
     /// Copy properties into response headers: `x-prop-<name>` for each listed path (dot form).
@@ -454,6 +456,11 @@ impl HttpContext for Stream {
             return self.call_auth(&cluster, None);
         }
         let c = &self.config;
+        if let (Some(details), true) = (&c.deny_details, c.deny_path.as_deref() == Some(&self.path))
+        {
+            send_with_details(403, details, b"denied by abi-probe\n");
+            return Action::Pause;
+        }
         if c.deny_path.as_deref() == Some(&self.path) {
             self.send_http_response(
                 403,
@@ -655,6 +662,39 @@ impl HttpContext for Stream {
     }
 }
 
+// The SDK's `send_http_response` passes no details; this is the same import with them.
+#[allow(clashing_extern_declarations)]
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    fn proxy_send_local_response(
+        status_code: u32,
+        details_data: *const u8,
+        details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+}
+
+fn send_with_details(status: u32, details: &str, body: &[u8]) {
+    // SAFETY: the pointers and sizes describe live slices for the duration of the call.
+    let result = unsafe {
+        proxy_send_local_response(
+            status,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            std::ptr::null(),
+            0,
+            -1,
+        )
+    };
+    assert_eq!(result, 0, "proxy_send_local_response");
+}
+
 /// A property value as text: the integer ones (8 bytes little-endian in Envoy's encoding) as
 /// numbers, `connection.mtls` as a bool, maps as `k: v` lines, anything else as UTF-8.
 fn display(name: &str, value: Option<Vec<u8>>) -> String {
@@ -673,6 +713,7 @@ fn display(name: &str, value: Option<Vec<u8>>) -> String {
         "response.total_size",
         "response.headers_bytes",
         "response.grpc_status",
+        "response.flags",
         "upstream.port",
         "upstream.request_attempt_count",
     ];
@@ -685,7 +726,7 @@ fn display(name: &str, value: Option<Vec<u8>>) -> String {
     if name == "connection.mtls" {
         return (bytes == [1]).to_string();
     }
-    if name.ends_with(".headers") {
+    if name.ends_with(".headers") || name.ends_with(".trailers") {
         return decode_pairs(&bytes)
             .map(|pairs| {
                 pairs

@@ -1,0 +1,116 @@
+//! What a logging filter learns about how a request ended: Envoy's `response.flags` and
+//! `response.code_details`, and the response trailers, read from `on_log` by abi-probe (built
+//! from source with the upstream Rust SDK) and reported on the next request.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rustygate_tests::client::get;
+use rustygate_tests::upstream::Upstream;
+use rustygate_tests::{ABI_PROBE_WASM, TestGateway};
+
+/// One good cluster (`/ok`, `/denied`), one nobody listens on (`/dead`), one that answers
+/// too late for its route (`/slow`); abi-probe on every route, logging what `on_log` saw.
+async fn gateway(good: &Upstream, slow: &Upstream) -> TestGateway {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let yaml = format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+logging: {{ access_log: false }}
+clusters:
+  - name: good
+    endpoints: [{{ url: http://{} }}]
+  - name: dead
+    endpoints: [{{ url: http://{dead} }}]
+  - name: slow
+    endpoints: [{{ url: http://{} }}]
+filters:
+  - name: probe
+    module: {ABI_PROBE_WASM}
+    configuration:
+      deny_path: /denied
+      deny_details: blocked by policy
+      response_trailers_add: {{ x-checksum: abc }}
+      log_properties: [response.code, response.flags, response.code_details, response.trailers]
+routes:
+  - name: dead
+    match: {{ path: {{ prefix: /dead }} }}
+    cluster: dead
+    filters: [probe]
+  - name: slow
+    match: {{ path: {{ prefix: /slow }} }}
+    cluster: slow
+    timeout: 200ms
+    filters: [probe]
+  - name: moved
+    match: {{ path: {{ exact: /old }} }}
+    redirect: {{ path: /new }}
+    filters: [probe]
+  - name: good
+    match: {{ path: {{ prefix: / }} }}
+    cluster: good
+    filters: [probe]
+",
+        good.addr, slow.addr
+    );
+    TestGateway::start(&yaml).await
+}
+
+/// What `on_log` saw of the request to `path`, as the next request's `x-logged` reports it.
+async fn logged(gw: &TestGateway, path: &str, status: u16) -> HashMap<String, String> {
+    let seen = get(&gw.url(path)).await;
+    assert_eq!(seen.status, status, "{path}");
+    // `on_log` runs once the response body is dropped, just after the client has it all.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let next = get(&gw.url("/next")).await;
+    next.header("x-logged")
+        .expect("on_log ran")
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_logging_filter_reads_envoys_response_flags_and_details() {
+    let good = Upstream::echo();
+    let slow = Upstream::slow(Duration::from_secs(3));
+    let gw = gateway(&good, &slow).await;
+
+    let ok = logged(&gw, "/ok", 200).await;
+    assert_eq!(ok["response.flags"], "0");
+    assert_eq!(ok["response.code_details"], "via_upstream");
+    // The trailers the filter added at the end of the body are the response's trailers.
+    assert_eq!(ok["response.trailers"], "x-checksum: abc");
+
+    // Nothing listens: refused, retried once (the default policy), refused again. Envoy's
+    // flags: UF (0x20) and URX (0x8000).
+    let dead = logged(&gw, "/dead/x", 502).await;
+    assert_eq!(dead["response.code"], "502");
+    assert_eq!(dead["response.flags"], (0x20 | 0x8000).to_string());
+    assert_eq!(
+        dead["response.code_details"],
+        "upstream_reset_before_response_started{connection_failure}"
+    );
+
+    // The route timeout: UT (0x4).
+    let slow_seen = logged(&gw, "/slow", 504).await;
+    assert_eq!(slow_seen["response.flags"], "4");
+    assert_eq!(slow_seen["response.code_details"], "response_timeout");
+
+    // A filter's local reply: its own details, whitespace made `_` as in Envoy; no flag.
+    let denied = logged(&gw, "/denied", 403).await;
+    assert_eq!(denied["response.code"], "403");
+    assert_eq!(denied["response.flags"], "0");
+    assert_eq!(denied["response.code_details"], "blocked_by_policy");
+
+    // A route's own answer, a redirect here: Envoy's `direct_response` for both kinds.
+    let moved = logged(&gw, "/old", 301).await;
+    assert_eq!(moved["response.flags"], "0");
+    assert_eq!(moved["response.code_details"], "direct_response");
+    assert_eq!(good.requests(), 6, "/ok and the five /next requests");
+}
