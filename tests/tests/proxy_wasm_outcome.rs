@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rustygate_tests::client::get;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use rustygate_tests::client::{get, http1, send};
 use rustygate_tests::upstream::Upstream;
 use rustygate_tests::{ABI_PROBE_WASM, TestGateway};
 
@@ -35,7 +38,7 @@ filters:
       deny_path: /denied
       deny_details: blocked by policy
       response_trailers_add: {{ x-checksum: abc }}
-      log_properties: [response.code, response.flags, response.code_details, response.trailers]
+      log_properties: [response.code, response.flags, response.code_details, response.trailers, request.headers, request.headers.:path, request.headers_bytes, response.headers.:status, response.headers]
 routes:
   - name: dead
     match: {{ path: {{ prefix: /dead }} }}
@@ -62,17 +65,33 @@ routes:
 
 /// What `on_log` saw of the request to `path`, as the next request's `x-logged` reports it.
 async fn logged(gw: &TestGateway, path: &str, status: u16) -> HashMap<String, String> {
-    let seen = get(&gw.url(path)).await;
+    let req = Request::get(gw.url(path)).body(Full::default()).unwrap();
+    logged_after(gw, req, status).await
+}
+
+async fn logged_after(
+    gw: &TestGateway,
+    req: Request<Full<Bytes>>,
+    status: u16,
+) -> HashMap<String, String> {
+    let path = req.uri().to_string();
+    let seen = send(&http1(), req).await;
     assert_eq!(seen.status, status, "{path}");
     // `on_log` runs once the response body is dropped, just after the client has it all.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let next = get(&gw.url("/next")).await;
-    next.header("x-logged")
+    // `response.headers` comes last: the response may carry an `x-logged` of its own, whose
+    // pairs must not shadow the ones before it.
+    let mut seen = HashMap::new();
+    for (k, v) in next
+        .header("x-logged")
         .expect("on_log ran")
         .split(';')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+    {
+        seen.entry(k.to_owned()).or_insert_with(|| v.to_owned());
+    }
+    seen
 }
 
 #[tokio::test]
@@ -113,4 +132,44 @@ async fn a_logging_filter_reads_envoys_response_flags_and_details() {
     assert_eq!(moved["response.flags"], "0");
     assert_eq!(moved["response.code_details"], "direct_response");
     assert_eq!(good.requests(), 6, "/ok and the five /next requests");
+}
+
+#[tokio::test]
+async fn the_head_maps_hold_the_pseudo_headers_as_envoys_do() {
+    let good = Upstream::echo();
+    let slow = Upstream::slow(Duration::from_secs(3));
+    let gw = gateway(&good, &slow).await;
+    let req = Request::get(gw.url("/ok?x=1"))
+        .header("x-multi", "a")
+        .header("x-multi", "b")
+        .body(Full::default())
+        .unwrap();
+    let seen = logged_after(&gw, req, 200).await;
+    // Envoy's request and response header maps carry the pseudo-headers, and its map
+    // properties list each name once with repeated values joined by `,`.
+    let request: Vec<&str> = seen["request.headers"].split(", ").collect();
+    for pair in [
+        ":method: GET",
+        ":path: /ok?x=1",
+        ":scheme: http",
+        "x-multi: a,b",
+    ] {
+        assert!(request.contains(&pair), "{pair} in {request:?}");
+    }
+    let authority = format!(":authority: {}", gw.addr);
+    assert!(request.contains(&authority.as_str()), "{request:?}");
+    assert_eq!(seen["request.headers.:path"], "/ok?x=1");
+    assert!(seen["response.headers"].starts_with(":status: 200, "));
+    assert_eq!(seen["response.headers.:status"], "200");
+    // Its size counts each field's name and value, the pseudo-headers' too (a joined name
+    // counts once per value).
+    let bytes: usize = request
+        .iter()
+        .map(|pair| {
+            let (name, value) = pair.split_once(": ").unwrap();
+            let extra = value.matches(',').count();
+            (extra + 1) * name.len() + value.len() - extra
+        })
+        .sum();
+    assert_eq!(seen["request.headers_bytes"], bytes.to_string());
 }

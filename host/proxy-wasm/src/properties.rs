@@ -1,7 +1,9 @@
 //! `proxy_get_property` values, named and encoded as Envoy does: strings raw, integers as
 //! 8-byte little endian, `source.address` with its port.
 
-use crate::state::HostState;
+use crate::abi::map;
+use crate::maps;
+use crate::state::{HostState, StreamCtx};
 
 fn u64le(v: u64) -> Vec<u8> {
     v.to_le_bytes().to_vec()
@@ -12,15 +14,31 @@ fn nanos(d: std::time::Duration) -> Vec<u8> {
     u64le(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// A header map's size as Envoy counts it (`*.headers_bytes`): names and values.
-fn headers_bytes(h: &http::HeaderMap) -> u64 {
-    h.iter()
-        .map(|(k, v)| (k.as_str().len() + v.len()) as u64)
-        .sum()
+/// A head's size as Envoy counts it (`*.headers_bytes`): names and values, the
+/// pseudo-headers (`:path`, `:status`, ...) included, since Envoy's maps hold them.
+fn headers_bytes(stream: &StreamCtx, map_type: i32) -> u64 {
+    u64::from(maps::byte_size(stream, map_type))
 }
 
-/// A header map as proxy-wasm pairs, repeated names joined with `,` as Envoy serializes
-/// its `request.headers` map.
+/// A head as Envoy serializes its `request.headers` / `response.headers` map: its
+/// pseudo-headers first, then each name once, repeated values joined with `,`.
+fn head_map(stream: &StreamCtx, map_type: i32) -> Option<Vec<u8>> {
+    let mut joined: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (k, v) in maps::pairs(stream, map_type)? {
+        match joined.iter_mut().find(|(seen, _)| *seen == k) {
+            Some((_, values)) => {
+                values.push(b',');
+                values.extend_from_slice(&v);
+            }
+            None => joined.push((k, v)),
+        }
+    }
+    Some(crate::pairs::encode(
+        joined.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+    ))
+}
+
+/// A trailer map as proxy-wasm pairs, repeated names joined with `,`.
 fn headers_map(h: &http::HeaderMap) -> Vec<u8> {
     let joined: Vec<(&[u8], Vec<u8>)> = h
         .keys()
@@ -63,6 +81,9 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
         (b"request", Some(b"scheme"), None) => req.scheme.as_bytes().to_vec(),
         (b"request", Some(b"protocol"), None) => info.protocol.as_bytes().to_vec(),
         (b"request", Some(b"id"), None) => info.request_id.as_bytes().to_vec(),
+        (b"request", Some(b"headers"), Some(name)) if name.starts_with(b":") => {
+            maps::value(stream, map::REQUEST_HEADERS, name)?
+        }
         (b"request", Some(b"headers"), Some(name)) => {
             let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
             let values: Vec<&[u8]> = req
@@ -76,8 +97,10 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
             }
             values.join(&b","[..])
         }
-        (b"request", Some(b"headers"), None) => headers_map(&req.headers),
-        (b"request", Some(b"headers_bytes"), None) => u64le(headers_bytes(&req.headers)),
+        (b"request", Some(b"headers"), None) => head_map(stream, map::REQUEST_HEADERS)?,
+        (b"request", Some(b"headers_bytes"), None) => {
+            u64le(headers_bytes(stream, map::REQUEST_HEADERS))
+        }
         (b"request", Some(b"referer"), None) => {
             req.headers.get(http::header::REFERER)?.as_bytes().to_vec()
         }
@@ -96,18 +119,18 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
         // The declared length if there is one, else the bytes received so far.
         (b"request", Some(b"size"), None) => u64le(request_size(&req.headers, ex)),
         (b"request", Some(b"total_size"), None) => {
-            u64le(request_size(&req.headers, ex) + headers_bytes(&req.headers))
+            u64le(request_size(&req.headers, ex) + headers_bytes(stream, map::REQUEST_HEADERS))
         }
         (b"response", Some(b"size"), None) => u64le(ex.progress.response_body_bytes.get()),
         (b"response", Some(b"total_size"), None) => {
-            let resp = ex.response.borrow();
-            u64le(ex.progress.response_body_bytes.get() + headers_bytes(&resp.as_ref()?.headers))
+            ex.response.borrow().as_ref()?;
+            let head = headers_bytes(stream, map::RESPONSE_HEADERS);
+            u64le(ex.progress.response_body_bytes.get() + head)
         }
-        (b"response", Some(b"headers"), None) => {
-            headers_map(&ex.response.borrow().as_ref()?.headers)
-        }
+        (b"response", Some(b"headers"), None) => head_map(stream, map::RESPONSE_HEADERS)?,
         (b"response", Some(b"headers_bytes"), None) => {
-            u64le(headers_bytes(&ex.response.borrow().as_ref()?.headers))
+            ex.response.borrow().as_ref()?;
+            u64le(headers_bytes(stream, map::RESPONSE_HEADERS))
         }
         // From the trailers (a gRPC answer's usual place), else the head (a trailers-only one).
         (b"response", Some(b"grpc_status"), None) => {
@@ -200,6 +223,9 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
             let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
             let trailers = ex.response_trailers.borrow();
             trailers.as_ref()?.get(name.as_str())?.as_bytes().to_vec()
+        }
+        (b"response", Some(b"headers"), Some(name)) if name.starts_with(b":") => {
+            maps::value(stream, map::RESPONSE_HEADERS, name)?
         }
         (b"response", Some(b"headers"), Some(name)) => {
             let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
