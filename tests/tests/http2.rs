@@ -1,8 +1,12 @@
 //! HTTP/2: h2c clients (prior knowledge) on the same port as HTTP/1.1, and h2c upstreams.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{Request, Version};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use rustygate_tests::client::{h2c, http1, send};
 use rustygate_tests::upstream::Upstream;
 use rustygate_tests::{TestGateway, simple_config};
@@ -77,4 +81,69 @@ async fn http2_upstream_is_multiplexed() {
         assert_eq!(echo["version"], format!("{:?}", Version::HTTP_2));
         assert_eq!(echo["path"], format!("/m{i}"));
     }
+}
+
+/// One stream whose client stops reading (its HTTP/2 window stays shut) while the same
+/// connection goes on serving other streams: the stream idle timeout ends that stream alone
+/// and frees the upstream connection its response held, as Envoy's does.
+#[tokio::test]
+async fn a_stalled_stream_is_ended_by_the_stream_idle_timeout_while_its_connection_lives() {
+    let big = Upstream::download(64 * 1024 * 1024);
+    let small = Upstream::echo();
+    let gw = TestGateway::start(&format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    limits: {{ stream_idle_timeout: 300ms }}
+logging: {{ access_log: false }}
+clusters:
+  - name: big
+    endpoints: [ {{ url: http://{} }} ]
+  - name: small
+    endpoints: [ {{ url: http://{} }} ]
+routes:
+  - name: big
+    match: {{ path: {{ prefix: /big }} }}
+    cluster: big
+  - name: small
+    cluster: small
+",
+        big.addr, small.addr
+    ))
+    .await;
+    // A small stream window: the gateway can send only 64 KiB before the client reads.
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .http2_initial_stream_window_size(65_535)
+        .http2_initial_connection_window_size(64 * 1024 * 1024)
+        .build_http::<Full<Bytes>>();
+    let stalled = client
+        .request(Request::get(gw.url("/big")).body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stalled.status(), 200);
+    assert_eq!(big.open_connections(), 1);
+    // The connection keeps serving: a request now and one after the timeout.
+    for _ in 0..2 {
+        let seen = client
+            .request(
+                Request::get(gw.url("/other"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(seen.status(), 200);
+        seen.into_body().collect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert_eq!(
+        big.open_connections(),
+        0,
+        "the stalled response still holds its upstream connection"
+    );
+    // What was sent before the stall can still be read; then the stream ends in a reset.
+    let read = stalled.into_body().collect().await;
+    assert!(read.is_err(), "the stalled response completed");
 }

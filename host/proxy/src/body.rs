@@ -50,6 +50,12 @@ pub struct Transfer {
     /// Body frames moved so far, both ways: a stream is idle only when neither direction
     /// moves, as Envoy's stream idle timeout counts activity on either side.
     pub frames: Cell<u64>,
+    /// Whether the response body's last poll found nothing ready: it waits on the upstream
+    /// (and its own idle timer), not on the client.
+    pub awaiting: Cell<bool>,
+    /// Set when an HTTP/2 stream was ended because its client read nothing for the stream
+    /// idle timeout ([`crate::stream_watch`]).
+    pub reader_stalled: Cell<bool>,
 }
 
 impl Transfer {
@@ -326,6 +332,11 @@ impl ResponseBody {
         self
     }
 
+    /// Whether the body streams from the upstream or the filters (not generated whole).
+    pub(crate) fn streams(&self) -> bool {
+        !matches!(self.kind, Kind::Full(_))
+    }
+
     /// Cuts a streamed body off when it gives no frame for `limit` (zero: never; at most
     /// about 49 days, which is taken as never too).
     pub fn with_idle_timeout(mut self, limit: Duration) -> Self {
@@ -361,10 +372,16 @@ impl Body for ResponseBody {
         let frame = match polled {
             Poll::Ready(frame) => {
                 this.idle.armed = false;
+                if let Some(t) = &this.transfer {
+                    t.awaiting.set(false);
+                }
                 frame
             }
             Poll::Pending => {
                 if !this.idle.expired(cx, this.transfer.as_deref()) {
+                    if let Some(t) = &this.transfer {
+                        t.awaiting.set(true);
+                    }
                     return Poll::Pending;
                 }
                 let limit = this.idle.limit();

@@ -16,6 +16,7 @@ mod health;
 mod pool;
 mod snapshot;
 mod strategy;
+mod stream_watch;
 pub mod tls;
 mod trace_scope;
 mod tunnel;

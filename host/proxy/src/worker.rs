@@ -24,10 +24,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::chain::PhaseTimers;
-use crate::exec::LocalExec;
 use crate::pool::Pool;
 use crate::snapshot::Snapshot;
 use crate::strategy::{PickInfo, Strategy};
+use crate::stream_watch::{Current, StreamExec};
 use crate::trace_scope::TraceScope;
 use crate::write_stall::WriteStall;
 use crate::{Phase, Shared};
@@ -66,6 +66,8 @@ pub(crate) struct ConnCtx {
     /// Set by a request whose upstream switched protocols: run by the connection's task once
     /// hyper has handed the socket over, so the connection stays counted (and drained).
     tunnel: RefCell<Option<crate::tunnel::Tunnel>>,
+    /// The HTTP/2 stream being served now (see [`crate::stream_watch`]).
+    pub stream: Rc<Current>,
 }
 
 impl ConnCtx {
@@ -408,8 +410,8 @@ pub(crate) fn run(
     })
 }
 
-fn server_builder(limits: &ListenerLimits) -> auto::Builder<LocalExec> {
-    let mut b = auto::Builder::new(LocalExec);
+fn server_builder(limits: &ListenerLimits, current: Rc<Current>) -> auto::Builder<StreamExec> {
+    let mut b = auto::Builder::new(StreamExec::new(current));
     b.http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
@@ -433,7 +435,8 @@ async fn accept_loop(
     listener: TcpListener,
     mut phase: watch::Receiver<Phase>,
 ) {
-    let builder = Rc::new(server_builder(&ctx.limits));
+    let current = Rc::new(Current::default());
+    let builder = Rc::new(server_builder(&ctx.limits, current.clone()));
     let active = worker.shared.metrics.connections_active(&ctx.name);
     let rejected = worker
         .shared
@@ -478,6 +481,7 @@ async fn accept_loop(
             in_flight: Cell::new(0),
             last_active: Cell::new(Instant::now()),
             tunnel: RefCell::new(None),
+            stream: current.clone(),
         });
         let (worker, builder, phase, active, handshake_failed) = (
             worker.clone(),
@@ -533,7 +537,7 @@ async fn accept_loop(
 
 async fn serve<S>(
     worker: Rc<Worker>,
-    builder: &auto::Builder<LocalExec>,
+    builder: &auto::Builder<StreamExec>,
     conn: Rc<ConnCtx>,
     stream: S,
     mut phase: watch::Receiver<Phase>,

@@ -95,7 +95,7 @@ impl Completion {
     pub(super) fn finish(mut self) {
         let end = Instant::now();
         let elapsed = end.saturating_duration_since(self.start);
-        if self.transfer.stalled.get() {
+        if self.transfer.stalled.get() || self.transfer.reader_stalled.get() {
             let outcome = self.outcome();
             outcome.flag(flags::STREAM_IDLE_TIMEOUT);
             outcome.set_details("stream_idle_timeout");
@@ -134,6 +134,14 @@ impl Completion {
                 .as_ref()
                 .map_or(&self.outcome, |r| &r.exchange.progress.outcome);
             self.log(route_name, elapsed, outcome);
+        }
+        if self.transfer.reader_stalled.get() {
+            tracing::info!(
+                route = route_name,
+                request_id = self.request_id.to_str().unwrap_or_default(),
+                bytes_out = self.transfer.bytes_out.get(),
+                "stream reset: the client read nothing for the stream idle timeout"
+            );
         }
         if self.transfer.stalled.get() {
             if let Some(c) = self.cluster {

@@ -117,6 +117,11 @@ pub(crate) async fn handle(
             .map(|(i, _)| &active.snapshot.routes[*i as usize]),
     );
     let (parts, body) = resp.into_parts();
+    if body.streams()
+        && let Some(stream) = conn.stream.get()
+    {
+        stream.response(transfer.clone(), idle);
+    }
     let body = body
         .with_completion(transfer, Box::new(move || done.finish()))
         .with_idle_timeout(idle);
