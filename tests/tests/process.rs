@@ -192,6 +192,85 @@ async fn access_log_says_why_a_request_failed_as_envoy_does() {
     gw.child.wait().await.unwrap();
 }
 
+/// The access line of the request whose response carried `id`: the first line with the id
+/// may be a warning about the same request.
+async fn access_line(gw: &mut GatewayProcess, id: &str) -> serde_json::Value {
+    let mut mark = 0;
+    loop {
+        let line = gw
+            .wait_for_log_since(mark, id, Duration::from_secs(5))
+            .await;
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if entry["target"] == "access" {
+            return entry;
+        }
+        mark = gw.log.iter().position(|l| *l == line).unwrap() + 1;
+    }
+}
+
+#[tokio::test]
+async fn access_log_says_when_the_client_left_or_the_upstream_broke_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let big = Upstream::download(64 * 1024 * 1024);
+    let (port, admin) = (free_port(), free_port());
+    let mut gw = GatewayProcess::start(&config(port, admin, big.addr, "")).await;
+    wait_ready(port).await;
+
+    // The client reads the head and some of the body, then closes its connection.
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nhost: gw\r\nx-request-id: left-early\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = client.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    drop(client);
+    let entry = access_line(&mut gw, "left-early").await;
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["response_flags"], "DC");
+    assert_eq!(entry["code_details"], "downstream_remote_disconnect");
+    gw.signal("TERM");
+    gw.child.wait().await.unwrap();
+
+    // An upstream that promises 1000 bytes, sends 10 and closes.
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raw_addr = raw.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = raw.accept().await {
+            let mut head = vec![0u8; 4096];
+            let _ = s.read(&mut head).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+                .await;
+        }
+    });
+    let (port, admin) = (free_port(), free_port());
+    let mut gw = GatewayProcess::start(&config(port, admin, raw_addr, "")).await;
+    wait_ready(port).await;
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    client
+        .write_all(b"GET /short HTTP/1.1\r\nhost: gw\r\nx-request-id: broke-off\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got)).await;
+    assert!(got.len() < 1000, "the client never sees the whole body");
+    let entry = access_line(&mut gw, "broke-off").await;
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["response_flags"], "UC");
+    assert_eq!(
+        entry["code_details"],
+        "upstream_reset_after_response_started{connection_termination}"
+    );
+    gw.signal("TERM");
+    gw.child.wait().await.unwrap();
+}
+
 /// 1 GiB up and 1 GiB down through the binary: the gateway's resident memory must stay flat
 /// (bodies are streamed frame by frame, never buffered).
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use rustygate_tests::client::{get, http1, send};
+use rustygate_tests::client::{get, h2c, http1, send};
 use rustygate_tests::upstream::Upstream;
 use rustygate_tests::{ABI_PROBE_WASM, TestGateway};
 
@@ -75,7 +75,12 @@ async fn logged_after(
     status: u16,
 ) -> HashMap<String, String> {
     let path = req.uri().to_string();
-    let seen = send(&http1(), req).await;
+    let client = if req.version() == http::Version::HTTP_2 {
+        h2c()
+    } else {
+        http1()
+    };
+    let seen = send(&client, req).await;
     assert_eq!(seen.status, status, "{path}");
     // `on_log` runs once the response body is dropped, just after the client has it all.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -105,6 +110,22 @@ async fn a_logging_filter_reads_envoys_response_flags_and_details() {
     assert_eq!(ok["response.code_details"], "via_upstream");
     // The trailers the filter added at the end of the body are the response's trailers.
     assert_eq!(ok["response.trailers"], "x-checksum: abc");
+    // A whole response is not one the client cut short (DC), over HTTP/2 (where the trailers
+    // reach the client) or for a HEAD (no body at all) either.
+    for (method, version) in [
+        (http::Method::GET, http::Version::HTTP_2),
+        (http::Method::HEAD, http::Version::HTTP_11),
+    ] {
+        let req = Request::builder()
+            .method(method.clone())
+            .version(version)
+            .uri(gw.url("/ok"))
+            .body(Full::default())
+            .unwrap();
+        let seen = logged_after(&gw, req, 200).await;
+        assert_eq!(seen["response.flags"], "0", "{method} {version:?}");
+        assert_eq!(seen["response.code_details"], "via_upstream");
+    }
 
     // Nothing listens: refused, retried once (the default policy), refused again. Envoy's
     // flags: UF (0x20) and URX (0x8000).
@@ -131,7 +152,11 @@ async fn a_logging_filter_reads_envoys_response_flags_and_details() {
     let moved = logged(&gw, "/old", 301).await;
     assert_eq!(moved["response.flags"], "0");
     assert_eq!(moved["response.code_details"], "direct_response");
-    assert_eq!(good.requests(), 6, "/ok and the five /next requests");
+    assert_eq!(
+        good.requests(),
+        10,
+        "/ok twice, a HEAD and the seven /next requests"
+    );
 }
 
 #[tokio::test]

@@ -27,6 +27,8 @@ pub mod flags {
     pub const UPSTREAM_OVERFLOW: u64 = 0x80;
     /// `NR`: no route matched.
     pub const NO_ROUTE_FOUND: u64 = 0x100;
+    /// `DC`: the client's connection (or stream) ended before the response did.
+    pub const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 0x4000;
     /// `URX`: the upstream failed on every attempt the retry policy allowed.
     pub const UPSTREAM_RETRY_LIMIT_EXCEEDED: u64 = 0x8000;
     /// `SI`: the stream was idle for the stream idle timeout.
@@ -55,7 +57,7 @@ pub mod flags {
         (0x800, "RL"),
         (0x1000, "UAEX"),
         (0x2000, "RLSE"),
-        (0x4000, "DC"),
+        (DOWNSTREAM_CONNECTION_TERMINATION, "DC"),
         (UPSTREAM_RETRY_LIMIT_EXCEEDED, "URX"),
         (STREAM_IDLE_TIMEOUT, "SI"),
         (0x2_0000, "IH"),
@@ -137,7 +139,11 @@ mod tests {
             "UF,URX"
         );
         assert_eq!(
-            flag_names(flags::OVERLOAD_MANAGER | flags::NO_HEALTHY_UPSTREAM | 0x4000),
+            flag_names(
+                flags::OVERLOAD_MANAGER
+                    | flags::NO_HEALTHY_UPSTREAM
+                    | flags::DOWNSTREAM_CONNECTION_TERMINATION
+            ),
             "UH,DC,OM"
         );
     }

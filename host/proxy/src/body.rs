@@ -56,6 +56,13 @@ pub struct Transfer {
     /// Set when an HTTP/2 stream was ended because its client read nothing for the stream
     /// idle timeout ([`crate::stream_watch`]).
     pub reader_stalled: Cell<bool>,
+    /// Set once the response body has given its last frame: dropped before that, it was cut
+    /// short (by the client going away, unless something below says otherwise).
+    pub complete: Cell<bool>,
+    /// Set when the response body failed after its head was sent on.
+    pub failed: Cell<bool>,
+    /// ... and the failure was the upstream's own body (not a filter's doing).
+    pub upstream_broke: Cell<bool>,
 }
 
 impl Transfer {
@@ -349,6 +356,12 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        // hyper drops a body without asking again once it says it has ended.
+        if let Some(t) = &self.transfer
+            && self.is_end_stream()
+        {
+            t.complete.set(true);
+        }
         if let Some(f) = self.on_done.take() {
             f();
         }
@@ -394,10 +407,21 @@ impl Body for ResponseBody {
                 return Poll::Ready(Some(Err(Box::new(StreamIdle(limit)))));
             }
         };
-        if let (Some(Ok(f)), Some(t)) = (&frame, &this.transfer) {
-            t.moved();
-            if let Some(d) = f.data_ref() {
-                t.bytes_out.set(t.bytes_out.get() + d.len() as u64);
+        if let Some(t) = &this.transfer {
+            match &frame {
+                Some(Ok(f)) => {
+                    t.moved();
+                    match f.data_ref() {
+                        Some(d) => t.bytes_out.set(t.bytes_out.get() + d.len() as u64),
+                        // Trailers end a body: hyper asks for nothing after them.
+                        None => t.complete.set(true),
+                    }
+                }
+                None => t.complete.set(true),
+                Some(Err(_)) => {
+                    t.failed.set(true);
+                    t.upstream_broke.set(matches!(this.kind, Kind::Upstream(_)));
+                }
             }
         }
         Poll::Ready(frame)

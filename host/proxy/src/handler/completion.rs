@@ -45,6 +45,10 @@ pub(crate) struct Completion {
     pub(super) trace: Option<Rc<RequestTrace>>,
     /// How the request ended, for a request without filters (see [`Completion::outcome`]).
     pub(super) outcome: Outcome,
+    /// The response body's length when known up front: a body that delivered that much was
+    /// complete, even if hyper stopped asking before the body said so (it writes no trailers
+    /// after a length-delimited HTTP/1.1 body).
+    pub(super) body_len: Option<u64>,
 }
 
 /// What Envoy reports for a failure of this kind: its response flag and response code
@@ -92,14 +96,40 @@ impl Completion {
         }
     }
 
+    /// Why a response that started ended before its last byte, if it did: Envoy's flag and
+    /// details for it.
+    fn cut_short(&self) {
+        let t = &self.transfer;
+        let (bits, details) = if t.stalled.get() || t.reader_stalled.get() {
+            (flags::STREAM_IDLE_TIMEOUT, "stream_idle_timeout")
+        } else if t.upstream_broke.get() {
+            (
+                flags::UPSTREAM_CONNECTION_TERMINATION,
+                "upstream_reset_after_response_started{connection_termination}",
+            )
+        } else if !t.complete.get()
+            && !t.failed.get()
+            && self.body_len.is_none_or(|len| t.bytes_out.get() < len)
+            && self.method != Method::HEAD
+            && !matches!(self.status, 100..=199 | 204 | 304)
+            && self.status != 0
+        {
+            (
+                flags::DOWNSTREAM_CONNECTION_TERMINATION,
+                "downstream_remote_disconnect",
+            )
+        } else {
+            return;
+        };
+        let outcome = self.outcome();
+        outcome.flag(bits);
+        outcome.set_details(details);
+    }
+
     pub(super) fn finish(mut self) {
         let end = Instant::now();
         let elapsed = end.saturating_duration_since(self.start);
-        if self.transfer.stalled.get() || self.transfer.reader_stalled.get() {
-            let outcome = self.outcome();
-            outcome.flag(flags::STREAM_IDLE_TIMEOUT);
-            outcome.set_details("stream_idle_timeout");
-        }
+        self.cut_short();
         let run = self.chain.take();
         if let Some(run) = &run {
             // What `on_log` may ask about the request, now that it is over.

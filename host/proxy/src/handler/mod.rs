@@ -84,6 +84,7 @@ pub(crate) async fn handle(
         chain: None,
         trace,
         outcome: Default::default(),
+        body_len: None,
     };
     let conn = done.conn.clone();
     let resp = match forward(
@@ -117,6 +118,11 @@ pub(crate) async fn handle(
             .map(|(i, _)| &active.snapshot.routes[*i as usize]),
     );
     let (parts, body) = resp.into_parts();
+    // hyper frames an HTTP/1.1 body by its `content-length`, else by its exact size hint.
+    done.body_len = match parts.headers.get(header::CONTENT_LENGTH) {
+        Some(len) => len.to_str().ok().and_then(|l| l.parse().ok()),
+        None => body.size_hint().exact(),
+    };
     if body.streams()
         && let Some(stream) = conn.stream.get()
     {
