@@ -208,32 +208,54 @@ async fn access_line(gw: &mut GatewayProcess, id: &str) -> serde_json::Value {
     }
 }
 
+/// A gateway on `upstream`, serving; `limits` goes into its listener.
+async fn gateway_on(upstream: std::net::SocketAddr, limits: &str) -> (GatewayProcess, u16) {
+    let (port, admin) = (free_port(), free_port());
+    let listener = format!("    address: 127.0.0.1:{port}\n");
+    let yaml = config(port, admin, upstream, "").replace(
+        &listener,
+        &format!("{listener}    limits: {{ {limits} }}\n"),
+    );
+    let gw = GatewayProcess::start(&yaml).await;
+    wait_ready(port).await;
+    (gw, port)
+}
+
+/// A raw HTTP/1.1 `GET path` with request id `id`, on a connection of its own.
+async fn raw_get(port: u16, path: &str, id: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nhost: gw\r\nx-request-id: {id}\r\n\r\n");
+    client.write_all(head.as_bytes()).await.unwrap();
+    client
+}
+
+/// Checks that the access log says request `id` got a 200 that ended with `flags` and
+/// `details`, then stops the gateway.
+async fn ended_as(mut gw: GatewayProcess, id: &str, flags: &str, details: &str) {
+    let entry = access_line(&mut gw, id).await;
+    assert_eq!(entry["status"], 200, "{id}");
+    assert_eq!(entry["response_flags"], flags, "{id}");
+    assert_eq!(entry["code_details"], details, "{id}");
+    gw.signal("TERM");
+    gw.child.wait().await.unwrap();
+}
+
 #[tokio::test]
 async fn access_log_says_when_the_client_left_or_the_upstream_broke_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let big = Upstream::download(64 * 1024 * 1024);
-    let (port, admin) = (free_port(), free_port());
-    let mut gw = GatewayProcess::start(&config(port, admin, big.addr, "")).await;
-    wait_ready(port).await;
 
     // The client reads the head and some of the body, then closes its connection.
-    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    client
-        .write_all(b"GET /big HTTP/1.1\r\nhost: gw\r\nx-request-id: left-early\r\n\r\n")
-        .await
-        .unwrap();
+    let (gw, port) = gateway_on(big.addr, "").await;
+    let mut client = raw_get(port, "/big", "left-early").await;
     let mut buf = vec![0u8; 64 * 1024];
     let n = client.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     drop(client);
-    let entry = access_line(&mut gw, "left-early").await;
-    assert_eq!(entry["status"], 200);
-    assert_eq!(entry["response_flags"], "DC");
-    assert_eq!(entry["code_details"], "downstream_remote_disconnect");
-    gw.signal("TERM");
-    gw.child.wait().await.unwrap();
+    ended_as(gw, "left-early", "DC", "downstream_remote_disconnect").await;
 
     // An upstream that promises 1000 bytes, sends 10 and closes.
     let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -247,28 +269,20 @@ async fn access_log_says_when_the_client_left_or_the_upstream_broke_off() {
                 .await;
         }
     });
-    let (port, admin) = (free_port(), free_port());
-    let mut gw = GatewayProcess::start(&config(port, admin, raw_addr, "")).await;
-    wait_ready(port).await;
-    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    client
-        .write_all(b"GET /short HTTP/1.1\r\nhost: gw\r\nx-request-id: broke-off\r\n\r\n")
-        .await
-        .unwrap();
+    let (gw, port) = gateway_on(raw_addr, "").await;
+    let mut client = raw_get(port, "/short", "broke-off").await;
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut got)).await;
     assert!(got.len() < 1000, "the client never sees the whole body");
-    let entry = access_line(&mut gw, "broke-off").await;
-    assert_eq!(entry["status"], 200);
-    assert_eq!(entry["response_flags"], "UC");
-    assert_eq!(
-        entry["code_details"],
-        "upstream_reset_after_response_started{connection_termination}"
-    );
-    gw.signal("TERM");
-    gw.child.wait().await.unwrap();
+    let details = "upstream_reset_after_response_started{connection_termination}";
+    ended_as(gw, "broke-off", "UC", details).await;
+
+    // A client that keeps its connection open but reads nothing: given up after the stream
+    // idle timeout, which is what the log says rather than that the client left.
+    let (gw, port) = gateway_on(big.addr, "stream_idle_timeout: 400ms").await;
+    let client = raw_get(port, "/big", "never-read").await;
+    ended_as(gw, "never-read", "SI", "stream_idle_timeout").await;
+    drop(client);
 }
 
 /// 1 GiB up and 1 GiB down through the binary: the gateway's resident memory must stay flat

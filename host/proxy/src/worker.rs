@@ -68,6 +68,9 @@ pub(crate) struct ConnCtx {
     tunnel: RefCell<Option<crate::tunnel::Tunnel>>,
     /// The HTTP/2 stream being served now (see [`crate::stream_watch`]).
     pub stream: Rc<Current>,
+    /// Set when the client read nothing for the stream idle timeout and the connection was
+    /// given up ([`WriteStall`]); shared with the socket's wrapper, which must be `Send`.
+    pub write_stalled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ConnCtx {
@@ -482,6 +485,7 @@ async fn accept_loop(
             last_active: Cell::new(Instant::now()),
             tunnel: RefCell::new(None),
             stream: current.clone(),
+            write_stalled: Arc::default(),
         });
         let (worker, builder, phase, active, handshake_failed) = (
             worker.clone(),
@@ -547,7 +551,11 @@ async fn serve<S>(
     let idle_timeout = conn.listener.limits.idle_timeout.get();
     let svc_conn = conn.clone();
     let svc = service_fn(move |req| crate::handler::handle(worker.clone(), svc_conn.clone(), req));
-    let stream = WriteStall::new(stream, conn.listener.limits.stream_idle_timeout.get());
+    let stream = WriteStall::new(
+        stream,
+        conn.listener.limits.stream_idle_timeout.get(),
+        conn.write_stalled.clone(),
+    );
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(connection);
     let mut closing = false;

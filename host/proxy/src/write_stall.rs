@@ -7,6 +7,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,15 +22,18 @@ pub(crate) struct WriteStall<S> {
     /// Made the first time a write has to wait; most connections never need it.
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
+    /// Set when the limit ran out, for the access log of the response it cut (`SI`).
+    stalled: Arc<AtomicBool>,
 }
 
 impl<S> WriteStall<S> {
-    pub(crate) fn new(io: S, limit: Duration) -> Self {
+    pub(crate) fn new(io: S, limit: Duration, stalled: Arc<AtomicBool>) -> Self {
         Self {
             io,
             limit,
             timer: None,
             armed: false,
+            stalled,
         }
     }
 
@@ -46,13 +51,16 @@ impl<S> WriteStall<S> {
             self.armed = true;
         }
         match self.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "the client read nothing for {:?} (stream idle timeout)",
-                    self.limit
-                ),
-            )),
+            Some(Poll::Ready(())) => {
+                self.stalled.store(true, Ordering::Relaxed);
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the client read nothing for {:?} (stream idle timeout)",
+                        self.limit
+                    ),
+                ))
+            }
             _ => Ok(()),
         }
     }

@@ -100,7 +100,10 @@ impl Completion {
     /// details for it.
     fn cut_short(&self) {
         let t = &self.transfer;
-        let (bits, details) = if t.stalled.get() || t.reader_stalled.get() {
+        let (bits, details) = if t.stalled.get()
+            || t.reader_stalled.get()
+            || (!t.complete.get() && self.conn.write_stalled.load(Ordering::Relaxed))
+        {
             (flags::STREAM_IDLE_TIMEOUT, "stream_idle_timeout")
         } else if t.upstream_broke.get() {
             (
