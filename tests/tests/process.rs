@@ -285,6 +285,62 @@ async fn access_log_says_when_the_client_left_or_the_upstream_broke_off() {
     drop(client);
 }
 
+/// An HTTP/2 connection to the gateway on `port`, driven by a task of its own, and a handle
+/// on its socket to cut it with (hyper's client would reset its streams on the way out).
+async fn h2_connection(
+    port: u16,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    std::net::TcpStream,
+) {
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let socket = tcp.try_clone().unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let tcp = tokio::net::TcpStream::from_std(tcp).unwrap();
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    (send, socket)
+}
+
+/// Asks for `/big` with request id `id` and reads the first frame of its body.
+async fn first_frame_of(
+    send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    id: &str,
+) -> hyper::body::Incoming {
+    let req = Request::get("http://gw/big")
+        .header("x-request-id", id)
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let mut body = send.send_request(req).await.unwrap().into_body();
+    body.frame().await.unwrap().unwrap();
+    body
+}
+
+#[tokio::test]
+async fn access_log_tells_a_reset_http2_stream_from_a_closed_connection() {
+    let big = Upstream::download(64 * 1024 * 1024);
+
+    // Dropping the body mid-way resets the stream (RST_STREAM, CANCEL); the connection
+    // stays, and serves the next request.
+    let (gw, port) = gateway_on(big.addr, "").await;
+    let (mut send, socket) = h2_connection(port).await;
+    drop(first_frame_of(&mut send, "stream-reset").await);
+    drop(first_frame_of(&mut send, "same-connection").await);
+    ended_as(gw, "stream-reset", "DR", "http2.remote_reset").await;
+    drop(socket);
+
+    // The client's whole connection goes: Envoy's DC, as for HTTP/1.1.
+    let (gw, port) = gateway_on(big.addr, "").await;
+    let (mut send, socket) = h2_connection(port).await;
+    let body = first_frame_of(&mut send, "connection-gone").await;
+    socket.shutdown(std::net::Shutdown::Both).unwrap();
+    ended_as(gw, "connection-gone", "DC", "downstream_remote_disconnect").await;
+    drop((send, body));
+}
+
 /// 1 GiB up and 1 GiB down through the binary: the gateway's resident memory must stay flat
 /// (bodies are streamed frame by frame, never buffered).
 #[tokio::test]

@@ -39,10 +39,12 @@ pub mod flags {
     pub const UPSTREAM_PROTOCOL_ERROR: u64 = 0x80_0000;
     /// `OM`: the proxy shed the request under load.
     pub const OVERLOAD_MANAGER: u64 = 0x200_0000;
+    /// `DR`: the client reset its HTTP/2 stream before the response ended.
+    pub const DOWNSTREAM_REMOTE_RESET: u64 = 0x1000_0000;
 
     /// Every flag Envoy defines, with its short name, in Envoy's order (bits this gateway never
     /// sets are here so that a set a filter reads back prints as Envoy would).
-    pub(crate) const NAMES: [(u64, &str); 27] = [
+    pub(crate) const NAMES: [(u64, &str); 30] = [
         (FAILED_LOCAL_HEALTH_CHECK, "LH"),
         (NO_HEALTHY_UPSTREAM, "UH"),
         (UPSTREAM_REQUEST_TIMEOUT, "UT"),
@@ -70,6 +72,9 @@ pub mod flags {
         (0x100_0000, "NC"),
         (OVERLOAD_MANAGER, "OM"),
         (0x400_0000, "DF"),
+        (0x800_0000, "DO"),
+        (DOWNSTREAM_REMOTE_RESET, "DR"),
+        (0x2000_0000, "UDO"),
     ];
 }
 
@@ -145,6 +150,10 @@ mod tests {
                     | flags::DOWNSTREAM_CONNECTION_TERMINATION
             ),
             "UH,DC,OM"
+        );
+        assert_eq!(
+            flag_names(flags::DOWNSTREAM_REMOTE_RESET | 0x2000_0000),
+            "DR,UDO"
         );
     }
 

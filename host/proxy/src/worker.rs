@@ -29,7 +29,7 @@ use crate::snapshot::Snapshot;
 use crate::strategy::{PickInfo, Strategy};
 use crate::stream_watch::{Current, StreamExec};
 use crate::trace_scope::TraceScope;
-use crate::write_stall::WriteStall;
+use crate::write_stall::{SocketState, WriteStall};
 use crate::{Phase, Shared};
 use rustygate_filter_api::PickOutcome;
 
@@ -68,9 +68,8 @@ pub(crate) struct ConnCtx {
     tunnel: RefCell<Option<crate::tunnel::Tunnel>>,
     /// The HTTP/2 stream being served now (see [`crate::stream_watch`]).
     pub stream: Rc<Current>,
-    /// Set when the client read nothing for the stream idle timeout and the connection was
-    /// given up ([`WriteStall`]); shared with the socket's wrapper, which must be `Send`.
-    pub write_stalled: Arc<std::sync::atomic::AtomicBool>,
+    /// How the client's socket ended, if it did ([`WriteStall`]).
+    pub socket: Arc<SocketState>,
 }
 
 impl ConnCtx {
@@ -485,7 +484,7 @@ async fn accept_loop(
             last_active: Cell::new(Instant::now()),
             tunnel: RefCell::new(None),
             stream: current.clone(),
-            write_stalled: Arc::default(),
+            socket: Arc::default(),
         });
         let (worker, builder, phase, active, handshake_failed) = (
             worker.clone(),
@@ -554,7 +553,7 @@ async fn serve<S>(
     let stream = WriteStall::new(
         stream,
         conn.listener.limits.stream_idle_timeout.get(),
-        conn.write_stalled.clone(),
+        conn.socket.clone(),
     );
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(connection);

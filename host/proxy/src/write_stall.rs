@@ -22,18 +22,28 @@ pub(crate) struct WriteStall<S> {
     /// Made the first time a write has to wait; most connections never need it.
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
-    /// Set when the limit ran out, for the access log of the response it cut (`SI`).
-    stalled: Arc<AtomicBool>,
+    /// What the access log of a response cut short needs to know of the connection.
+    state: Arc<SocketState>,
+}
+
+/// How a client connection's socket ended, if it did: shared between its wrapper (which must
+/// be `Send`, as hyper's connection I/O is) and the requests on it.
+#[derive(Default)]
+pub(crate) struct SocketState {
+    /// The client read nothing for the stream idle timeout and was given up (`SI`).
+    pub stalled: AtomicBool,
+    /// The client closed (or broke) its end (`DC`).
+    pub peer_closed: AtomicBool,
 }
 
 impl<S> WriteStall<S> {
-    pub(crate) fn new(io: S, limit: Duration, stalled: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(io: S, limit: Duration, state: Arc<SocketState>) -> Self {
         Self {
             io,
             limit,
             timer: None,
             armed: false,
-            stalled,
+            state,
         }
     }
 
@@ -52,7 +62,7 @@ impl<S> WriteStall<S> {
         }
         match self.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
             Some(Poll::Ready(())) => {
-                self.stalled.store(true, Ordering::Relaxed);
+                self.state.stalled.store(true, Ordering::Relaxed);
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
@@ -78,6 +88,10 @@ impl<S> WriteStall<S> {
             },
             ready => {
                 self.armed = false;
+                if let Poll::Ready(Err(_)) = &ready {
+                    // A write to a connection the client has closed (EPIPE, ECONNRESET).
+                    self.state.peer_closed.store(true, Ordering::Relaxed);
+                }
                 ready
             }
         }
@@ -90,7 +104,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for WriteStall<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        // The end of the client's byte stream (or a broken one): a response cut short after
+        // it was cut by the client's connection going, not by a reset of its stream alone.
+        match &polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before || buf.remaining() == 0 => {}
+            Poll::Ready(_) => self.state.peer_closed.store(true, Ordering::Relaxed),
+            Poll::Pending => {}
+        }
+        polled
     }
 }
 

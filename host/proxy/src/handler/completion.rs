@@ -102,7 +102,7 @@ impl Completion {
         let t = &self.transfer;
         let (bits, details) = if t.stalled.get()
             || t.reader_stalled.get()
-            || (!t.complete.get() && self.conn.write_stalled.load(Ordering::Relaxed))
+            || (!t.complete.get() && self.conn.socket.stalled.load(Ordering::Relaxed))
         {
             (flags::STREAM_IDLE_TIMEOUT, "stream_idle_timeout")
         } else if t.upstream_broke.get() {
@@ -117,10 +117,18 @@ impl Completion {
             && !matches!(self.status, 100..=199 | 204 | 304)
             && self.status != 0
         {
-            (
-                flags::DOWNSTREAM_CONNECTION_TERMINATION,
-                "downstream_remote_disconnect",
-            )
+            // An HTTP/2 client can reset one stream and keep its connection: Envoy tells the
+            // two apart.
+            if self.version == Version::HTTP_2
+                && !self.conn.socket.peer_closed.load(Ordering::Relaxed)
+            {
+                (flags::DOWNSTREAM_REMOTE_RESET, "http2.remote_reset")
+            } else {
+                (
+                    flags::DOWNSTREAM_CONNECTION_TERMINATION,
+                    "downstream_remote_disconnect",
+                )
+            }
         } else {
             return;
         };
