@@ -27,7 +27,7 @@ pub mod flags {
     pub const UPSTREAM_OVERFLOW: u64 = 0x80;
     /// `NR`: no route matched.
     pub const NO_ROUTE_FOUND: u64 = 0x100;
-    /// `DC`: the client's connection (or stream) ended before the response did.
+    /// `DC`: the client's connection ended before the response did.
     pub const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 0x4000;
     /// `URX`: the upstream failed on every attempt the retry policy allowed.
     pub const UPSTREAM_RETRY_LIMIT_EXCEEDED: u64 = 0x8000;

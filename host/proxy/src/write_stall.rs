@@ -4,6 +4,10 @@
 //! connection first of all) is let go. Without this, such a client pins the upstream
 //! connection for as long as it keeps its socket open: hyper stops polling a response body it
 //! cannot write, so the body's own idle timer never runs.
+//!
+//! The wrapper also notes how the socket ended ([`SocketState`]), for the access log of a
+//! response it cut short: given up here (`SI`), or closed by the client (`DC`, where an HTTP/2
+//! stream reset alone is `DR`).
 
 use std::io;
 use std::pin::Pin;
