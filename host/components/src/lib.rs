@@ -1,6 +1,6 @@
 //! WebAssembly components on RustyGate's WIT interfaces (`wit/gateway`): load-balancing
 //! strategies (the `load-balancer` world, here) and HTTP filters (the `http-filter` world,
-//! [`filter`]).
+//! `filter`).
 //!
 //! Each balancer is compiled and linked once ([`Components::load`], which also configures a
 //! canary instance so a bad configuration is refused before it serves); each worker then

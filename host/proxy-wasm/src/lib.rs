@@ -4,7 +4,7 @@
 //! checks that it speaks a known ABI and imports nothing the host lacks, and validates every
 //! plugin configuration on a throw-away canary VM, so a bad filter stops start-up with a clear
 //! error instead of failing requests later. [`ProxyWasm`] is then a
-//! [`ChainBuilder`](rustygate_filter_api::ChainBuilder): each worker builds its own VMs from it
+//! [`ChainBuilder`]: each worker builds its own VMs from it
 //! (see docs/architecture.md, "one VM per (module, vm_id, vm_configuration) per worker").
 
 mod abi;

@@ -53,7 +53,7 @@ pub(crate) enum Phase {
 }
 
 /// State shared by all workers: counters. Configuration is not here: each worker holds the
-/// generation it runs (see [`Gateway::apply`]).
+/// generation it runs (see [`Reconfigure::apply`]).
 pub(crate) struct Shared {
     pub metrics: Metrics,
     /// Span exporter; `None` when tracing is off, and then no span is ever made.

@@ -1,5 +1,5 @@
 //! The host side of the world's imports: the request, response and body handles (resolved to
-//! the current call's [`Exchange`]), logging, the key-value store and the rate limiter.
+//! the current call's [`Exchange`](rustygate_filter_api::Exchange)), logging, the key-value store and the rate limiter.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};

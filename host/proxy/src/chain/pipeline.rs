@@ -1,7 +1,7 @@
 //! Streams a body through the body and trailer phases of a chain's filters.
 //!
 //! Data meets the filters in order (request: first to last; response: last to first). Each
-//! filter sees the data it holds in [`Exchange::body`]: a filter that lets a chunk through
+//! filter sees the data it holds in [`Exchange::body`](rustygate_filter_api::Exchange::body): a filter that lets a chunk through
 //! passes it (as edited) to the next; one that buffers keeps it and sees it again, followed by
 //! the next chunk, so its last call holds the whole body. Envoy behaves the same way, which is
 //! what proxy-wasm filters are written against.

@@ -56,7 +56,7 @@ pub(super) enum Kind {
     Hyper {
         inner: Incoming,
         home: Option<Home>,
-        /// An HTTP/2 response's hold on its connection (see [`H2Use`]).
+        /// An HTTP/2 response's hold on its connection (see [`H2Use`](super::H2Use)).
         stream: Option<StreamHold>,
     },
     Direct(h1::Body<Counted<TcpStream>, DirectHome>),
