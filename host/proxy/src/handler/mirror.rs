@@ -64,7 +64,7 @@ impl Copies {
             head.method = parts.method.clone();
             head.headers = parts.headers.clone();
             head.headers.remove(header::HOST);
-            match super::address(
+            match super::form::address(
                 &mut head,
                 cluster,
                 path_and_query.clone(),

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version, uri::PathAndQuery};
+use http::{Request, Response, StatusCode, Version, uri::PathAndQuery};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -22,18 +22,20 @@ use rustygate_filter_api::{Direction, Exchange, RequestHead, ResponseHead, Strea
 mod attempts;
 mod completion;
 mod filtering;
+mod form;
 mod mirror;
 mod switch;
 
 use crate::body::{Replay, RequestBody, ResponseBody, Transfer};
 use crate::chain::{ChainRun, RequestOutcome, ResponseOutcome};
 use crate::pool::{SendError, UpstreamBody};
-use crate::snapshot::{ClusterEntry, NO_TIMEOUT, RouteEntry};
+use crate::snapshot::{NO_TIMEOUT, RouteEntry};
 use crate::tunnel::TunnelChain;
 use crate::worker::{Active, ConnCtx, Worker};
 use attempts::Failed;
 pub(crate) use completion::Completion;
 use filtering::filter_failed;
+use form::address;
 use switch::{Switch, tunnel_log};
 
 /// A failure and its detail for the client.
@@ -120,10 +122,10 @@ pub(crate) async fn handle(
     let (parts, body) = resp.into_parts();
     // hyper frames an HTTP/1.1 body by its `content-length`, else by its exact size hint;
     // the two agree wherever the hint is exact, and the hint costs no header lookup.
-    done.body_len = body.size_hint().exact().or_else(|| {
-        let len = parts.headers.get(header::CONTENT_LENGTH)?;
-        len.to_str().ok()?.parse().ok()
-    });
+    done.body_len = body
+        .size_hint()
+        .exact()
+        .or_else(|| content_length(&parts.headers));
     if body.streams()
         && let Some(stream) = conn.stream.get()
     {
@@ -773,43 +775,4 @@ pub(crate) fn error_response(
     );
     h.insert(X_REQUEST_ID.clone(), request_id.clone());
     resp
-}
-
-/// Puts the request in the form `cluster`'s protocol takes: an origin-form URI and `Host` for
-/// HTTP/1.1; an absolute URI (`:scheme`, `:authority`) and no `Host` for HTTP/2.
-#[inline]
-fn address(
-    parts: &mut http::request::Parts,
-    cluster: &ClusterEntry,
-    path_and_query: PathAndQuery,
-    authority: Option<&str>,
-) -> Result<(), Failure> {
-    match cluster.settings.protocol {
-        UpstreamProtocol::Http1 => {
-            parts.uri = Uri::from(path_and_query);
-            parts.version = Version::HTTP_11;
-            if let (false, Some(a)) = (
-                parts.headers.contains_key(header::HOST),
-                authority.and_then(|a| HeaderValue::from_str(a).ok()),
-            ) {
-                parts.headers.insert(header::HOST, a);
-            }
-        }
-        UpstreamProtocol::Http2 => {
-            parts.uri = Uri::builder()
-                .scheme(if cluster.settings.tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                })
-                // Without a Host, the first endpoint's address names the virtual host.
-                .authority(authority.unwrap_or(&cluster.endpoints[0].authority))
-                .path_and_query(path_and_query)
-                .build()
-                .map_err(|e| (ErrorKind::BadRequest, format!("invalid authority: {e}")))?;
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(header::HOST);
-        }
-    }
-    Ok(())
 }
