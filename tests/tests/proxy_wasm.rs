@@ -144,7 +144,7 @@ async fn one_module_serves_routes_with_different_configurations() {
 #[tokio::test]
 async fn local_response_from_the_request_phase_skips_the_upstream() {
     let up = Upstream::echo();
-    let filter = "    configuration: { name: guard, deny_path: /denied, response_add: { x-seen-by-response-phase: \"yes\" } }";
+    let filter = "    configuration: { name: guard, deny_path: /denied, response_add: { x-seen-by-response-phase: \"yes\" }, properties: [response.headers.content-length, response.headers.content-type] }";
     let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
     let seen = get(&gw.url("/denied")).await;
     assert_eq!(seen.status, StatusCode::FORBIDDEN);
@@ -154,6 +154,15 @@ async fn local_response_from_the_request_phase_skips_the_upstream() {
     assert_eq!(seen.header("content-length"), Some("20"));
     // The local reply ran through the same filter's response phase, as in Envoy.
     assert_eq!(seen.header("x-seen-by-response-phase"), Some("yes"));
+    // That phase saw the head Envoy shows it: the body's length and type.
+    assert_eq!(
+        seen.header("x-prop-response-headers-content-length"),
+        Some("20")
+    );
+    assert_eq!(
+        seen.header("x-prop-response-headers-content-type"),
+        Some("text/plain")
+    );
     assert!(seen.header("x-request-id").is_some());
     assert_eq!(up.requests(), 0);
 }
@@ -528,6 +537,71 @@ async fn http_call_to_a_down_cluster_answers_503_as_in_envoy() {
     let seen = get(&gw.url("/x")).await;
     assert_eq!(seen.status, StatusCode::FORBIDDEN);
     assert_eq!(seen.header("x-auth-status"), Some("503"));
+    // Envoy's router's words, and a head that says how long they are.
+    let body = "upstream connect error or disconnect/reset before headers. reset reason: \
+                remote connection failure, transport failure reason: delayed connect error: \
+                Connection refused";
+    assert_eq!(seen.header("x-auth-body"), Some(body));
+    assert_eq!(
+        seen.header("x-auth-length"),
+        Some(body.len().to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn http_call_that_gets_no_answer_in_time_sees_envoys_504() {
+    let app = Upstream::echo();
+    // Accepts connections and never answers: the probe's call (2 s timeout) runs out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let yaml = with_auth_cluster(
+        config(
+            app.addr,
+            "    configuration: { auth_cluster: auth }",
+            "[probe]",
+        ),
+        silent.local_addr().unwrap(),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let started = Instant::now();
+    let seen = get(&gw.url("/x")).await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(seen.status, StatusCode::FORBIDDEN);
+    assert_eq!(seen.header("x-auth-status"), Some("504"));
+    assert_eq!(seen.header("x-auth-body"), Some("upstream request timeout"));
+    assert_eq!(seen.header("x-auth-length"), Some("24"));
+    assert_eq!(app.requests(), 0);
+}
+
+#[tokio::test]
+async fn http_call_whose_upstream_closes_before_answering_sees_envoys_503() {
+    let app = Upstream::echo();
+    // Reads the request, then closes without a response.
+    let closer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closer.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in closer.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+        }
+    });
+    let yaml = with_auth_cluster(
+        config(
+            app.addr,
+            "    configuration: { auth_cluster: auth }",
+            "[probe]",
+        ),
+        addr,
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let seen = get(&gw.url("/x")).await;
+    assert_eq!(seen.status, StatusCode::FORBIDDEN);
+    assert_eq!(seen.header("x-auth-status"), Some("503"));
+    assert_eq!(
+        seen.header("x-auth-body"),
+        Some(
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+        )
+    );
 }
 
 #[tokio::test]

@@ -55,6 +55,9 @@ async fn a_direct_response_answers_without_asking_the_upstream() {
   - name: empty
     match: { path: { prefix: /empty } }
     direct_response: { status: 204 }
+  - name: gone
+    match: { path: { prefix: /gone } }
+    direct_response: { status: 410, headers: { content-type: application/json, x-why: moved-out } }
 "#,
     );
     let gw = TestGateway::start(&yaml).await;
@@ -77,6 +80,13 @@ async fn a_direct_response_answers_without_asking_the_upstream() {
     assert_eq!(empty.status, StatusCode::NO_CONTENT);
     assert!(empty.body.is_empty());
     assert_eq!(empty.header("content-type"), None);
+
+    // Without a body, a configured content type is dropped, as Envoy drops it.
+    let gone = get(&gw.url("/gone")).await;
+    assert_eq!(gone.status, StatusCode::GONE);
+    assert!(gone.body.is_empty());
+    assert_eq!(gone.header("content-type"), None);
+    assert_eq!(gone.header("x-why"), Some("moved-out"));
 
     assert_eq!(up.requests(), 0, "no answered request reached the upstream");
     // Every other path still forwards.

@@ -1,6 +1,7 @@
 //! Outbound calls for filters (`proxy_http_call`), made with the worker's own pools to the
-//! configured clusters. As in Envoy, a call that cannot connect or times out still answers,
-//! with a 503 or 504 generated here; only a reset or an oversized response is a failed call.
+//! configured clusters. As in Envoy, a call that cannot connect, is reset before its response
+//! or times out still answers, with the 503 or 504 Envoy's router would generate (same status,
+//! headers and body text); only a response that breaks off or is too large is a failed call.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -51,9 +52,49 @@ impl WorkerUpstreams {
     }
 }
 
-fn generated(status: StatusCode, body: &'static str) -> Response<Bytes> {
-    let mut r = Response::new(Bytes::from_static(body.as_bytes()));
+/// The words Envoy's router begins a 503 with when there was no response head.
+const NO_HEAD: &str = "upstream connect error or disconnect/reset before headers. reset reason: ";
+
+/// Envoy's local reply when the call got no response head: why, in its words.
+fn no_head(e: &SendError) -> Response<Bytes> {
+    use crate::pool::ConnectError;
+    let why = match e {
+        SendError::Connect(ConnectError::Timeout { .. }) => "connection timeout".to_owned(),
+        SendError::Connect(ConnectError::Io { source, .. }) => format!(
+            "remote connection failure, transport failure reason: delayed connect error: {}",
+            os_reason(source)
+        ),
+        SendError::Connect(ConnectError::Tls { source, .. }) => format!(
+            "remote connection failure, transport failure reason: TLS error: {}",
+            os_reason(source)
+        ),
+        SendError::Connect(ConnectError::Handshake { .. }) | SendError::Exchange(_) => {
+            "connection termination".to_owned()
+        }
+        SendError::Overflow(_) => "overflow".to_owned(),
+    };
+    generated(StatusCode::SERVICE_UNAVAILABLE, format!("{NO_HEAD}{why}"))
+}
+
+/// A socket error as the C library words it ("Connection refused"), without Rust's
+/// "(os error N)".
+fn os_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+fn generated(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
+    let body: Bytes = body.into();
+    let mut r = Response::new(body.clone());
     *r.status_mut() = status;
+    // The head of Envoy's own local reply, in its order.
+    r.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        header::HeaderValue::from(body.len()),
+    );
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain"),
@@ -140,15 +181,10 @@ impl Upstreams for WorkerUpstreams {
                             .to_bytes();
                         Ok(Response::from_parts(parts, bytes))
                     }
-                    Err(SendError::Connect(_)) => Ok(generated(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no healthy upstream",
-                    )),
-                    Err(SendError::Overflow(_)) => Ok(generated(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "upstream overflow",
-                    )),
-                    Err(SendError::Exchange(e)) => Err(format!("{}: {e}", endpoint.authority)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, cluster = %c.name, "http_call got no response");
+                        Ok::<_, String>(no_head(&e))
+                    }
                 }
             };
             let result = match timeout {

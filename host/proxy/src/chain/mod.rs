@@ -519,10 +519,24 @@ impl Drop for ChainRun {
     }
 }
 
+/// The head a local response shows the response phases. As Envoy's local replies: the
+/// filter's headers, then `content-length` and (unless the filter gave one) a `text/plain`
+/// `content-type` for a body; with no body, neither (a filter that reads the head sees what
+/// Envoy would show it, and a later phase may still add them back).
 fn head_of(local: &LocalResponse) -> ResponseHead {
-    let mut headers = http::HeaderMap::with_capacity(local.headers.len());
+    use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    let mut headers = http::HeaderMap::with_capacity(local.headers.len() + 2);
     for (k, v) in &local.headers {
         headers.append(k.clone(), v.clone());
+    }
+    if local.body.is_empty() {
+        headers.remove(CONTENT_LENGTH);
+        headers.remove(CONTENT_TYPE);
+    } else {
+        headers.insert(CONTENT_LENGTH, http::HeaderValue::from(local.body.len()));
+        if !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+        }
     }
     ResponseHead {
         status: local.status,

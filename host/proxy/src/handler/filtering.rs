@@ -65,7 +65,15 @@ pub(super) fn answer_of(
             body,
         } => LocalResponse {
             status: *status,
-            headers: headers.clone(),
+            // Envoy drops a content type (and length) from a local reply without a body, on
+            // routes with filters or without.
+            headers: headers
+                .iter()
+                .filter(|(k, _)| {
+                    !body.is_empty() || (k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH)
+                })
+                .cloned()
+                .collect(),
             body: body.clone(),
             details: "direct_response".into(),
         },

@@ -403,9 +403,21 @@ impl Context for Stream {
             } else {
                 status
             };
+            // What the call answered, for tests that compare it with Envoy's local replies.
+            let length = self
+                .get_http_call_response_header("content-length")
+                .unwrap_or_default();
+            let body = self
+                .get_http_call_response_body(0, body_size)
+                .unwrap_or_default();
+            let body = String::from_utf8_lossy(&body);
             self.send_http_response(
                 403,
-                vec![("x-auth-status", status.as_str())],
+                vec![
+                    ("x-auth-status", status.as_str()),
+                    ("x-auth-length", length.as_str()),
+                    ("x-auth-body", body.trim()),
+                ],
                 Some(b"forbidden\n"),
             );
         }
