@@ -295,7 +295,11 @@ pub struct ResponseBody {
 }
 
 enum Kind {
-    Full(Option<Bytes>),
+    /// In memory; `sized` when its length is declared (hyper then sends `content-length`).
+    Full {
+        data: Option<Bytes>,
+        sized: bool,
+    },
     Upstream(PooledBody),
     Filtered(UpstreamBody),
 }
@@ -305,11 +309,25 @@ impl ResponseBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let b = bytes.into();
         Self {
-            kind: Kind::Full((!b.is_empty()).then_some(b)),
+            kind: Kind::Full {
+                data: (!b.is_empty()).then_some(b),
+                sized: true,
+            },
             transfer: None,
             on_done: None,
             idle: Idle::default(),
         }
+    }
+
+    /// A complete in-memory body whose head declares no length: it goes out as a stream
+    /// does (chunked on HTTP/1.1), as Envoy sends a body whose `content-length` a filter
+    /// removed.
+    pub fn full_unsized(bytes: Bytes) -> Self {
+        let mut body = Self::full(bytes);
+        if let Kind::Full { sized, .. } = &mut body.kind {
+            *sized = false;
+        }
+        body
     }
 
     /// The upstream's body, streamed.
@@ -341,13 +359,13 @@ impl ResponseBody {
 
     /// Whether the body streams from the upstream or the filters (not generated whole).
     pub(crate) fn streams(&self) -> bool {
-        !matches!(self.kind, Kind::Full(_))
+        !matches!(self.kind, Kind::Full { .. })
     }
 
     /// Cuts a streamed body off when it gives no frame for `limit` (zero: never; at most
     /// about 49 days, which is taken as never too).
     pub fn with_idle_timeout(mut self, limit: Duration) -> Self {
-        if !matches!(self.kind, Kind::Full(_)) {
+        if !matches!(self.kind, Kind::Full { .. }) {
             self.idle.limit_ms = idle_ms(limit);
         }
         self
@@ -378,7 +396,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = match &mut this.kind {
-            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Full { data, .. } => Poll::Ready(data.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
             Kind::Filtered(body) => body.as_mut().poll_frame(cx),
         };
@@ -399,7 +417,10 @@ impl Body for ResponseBody {
                 }
                 let limit = this.idle.limit();
                 // Dropping the upstream's body closes its connection now.
-                this.kind = Kind::Full(None);
+                this.kind = Kind::Full {
+                    data: None,
+                    sized: true,
+                };
                 this.idle = Idle::default();
                 if let Some(t) = &this.transfer {
                     t.stalled.set(true);
@@ -429,7 +450,7 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Full(b) => b.is_none(),
+            Kind::Full { data, .. } => data.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
             Kind::Filtered(body) => body.is_end_stream(),
         }
@@ -437,7 +458,17 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Full { data, sized } => {
+                let len = data.as_ref().map_or(0, |b| b.len() as u64);
+                if *sized {
+                    SizeHint::with_exact(len)
+                } else {
+                    // Not exact, so hyper declares no length.
+                    let mut hint = SizeHint::new();
+                    hint.set_upper(len);
+                    hint
+                }
+            }
             Kind::Upstream(body) => body.size_hint(),
             Kind::Filtered(body) => body.size_hint(),
         }

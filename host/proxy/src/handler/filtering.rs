@@ -135,8 +135,8 @@ fn fix_content_length(headers: &mut HeaderMap, len: u64) {
 pub(super) enum Filtered {
     /// Still streaming through them (or it never needed them).
     Stream(UpstreamBody),
-    /// All of it, already through every filter.
-    Whole(Bytes),
+    /// All of it, already through every filter; `sized` when its head declares its length.
+    Whole { data: Bytes, sized: bool },
 }
 
 impl Filtered {
@@ -144,7 +144,7 @@ impl Filtered {
     pub fn into_upstream(self) -> UpstreamBody {
         match self {
             Filtered::Stream(body) => body,
-            Filtered::Whole(data) => body::in_memory(data),
+            Filtered::Whole { data, .. } => body::in_memory(data),
         }
     }
 
@@ -152,7 +152,8 @@ impl Filtered {
     pub fn into_response(self) -> ResponseBody {
         match self {
             Filtered::Stream(body) => ResponseBody::filtered(body),
-            Filtered::Whole(data) => ResponseBody::full(data),
+            Filtered::Whole { data, sized: true } => ResponseBody::full(data),
+            Filtered::Whole { data, sized: false } => ResponseBody::full_unsized(data),
         }
     }
 }
@@ -218,8 +219,11 @@ impl<'a> Ctx<'a> {
             Settled::Aborted => return self.stopped(direction, transfer).await.map(Err),
             Settled::Complete { len } => {
                 fix_content_length(headers, len);
-                if let Some(whole) = filtered.whole() {
-                    return Ok(Ok(Filtered::Whole(whole)));
+                if let Some(data) = filtered.whole() {
+                    // A head without a length (a filter removed it, or there was none) keeps
+                    // going without one.
+                    let sized = headers.contains_key(header::CONTENT_LENGTH);
+                    return Ok(Ok(Filtered::Whole { data, sized }));
                 }
             }
             Settled::Streaming => {}
