@@ -37,6 +37,8 @@ filters:
     configuration:
       deny_path: /denied
       deny_details: blocked by policy
+      reset_request_path: /closed
+      reset_response_path: /closed-late
       response_trailers_add: {{ x-checksum: abc }}
       log_properties: [response.code, response.flags, response.code_details, response.trailers, request.headers, request.headers.:path, request.headers_bytes, response.headers.:status, response.headers]
 routes:
@@ -82,6 +84,11 @@ async fn logged_after(
     };
     let seen = send(&client, req).await;
     assert_eq!(seen.status, status, "{path}");
+    last_logged(gw).await
+}
+
+/// What `on_log` saw of the last request, as the next request's `x-logged` reports it.
+async fn last_logged(gw: &TestGateway) -> HashMap<String, String> {
     // `on_log` runs once the response body is dropped, just after the client has it all.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let next = get(&gw.url("/next")).await;
@@ -157,6 +164,32 @@ async fn a_logging_filter_reads_envoys_response_flags_and_details() {
         10,
         "/ok twice, a HEAD and the seven /next requests"
     );
+}
+
+#[tokio::test]
+async fn a_filter_that_closes_the_stream_is_logged_with_envoys_details() {
+    let good = Upstream::echo();
+    let slow = Upstream::slow(Duration::from_secs(3));
+    let gw = gateway(&good, &slow).await;
+    let close = |path: &str| {
+        let req = Request::get(gw.url(path)).body(Full::default()).unwrap();
+        http1().request(req)
+    };
+
+    // Closed in its request phase: no response; Envoy's `wasm_close_stream`, no flag.
+    close("/closed").await.expect_err("the stream was reset");
+    let closed = last_logged(&gw).await;
+    assert_eq!(closed["response.code_details"], "wasm_close_stream");
+    assert_eq!(closed["response.flags"], "0");
+
+    // Closed in its response phase: the upstream's answer had already decided the details,
+    // which Envoy then keeps.
+    close("/closed-late")
+        .await
+        .expect_err("the stream was reset");
+    let late = last_logged(&gw).await;
+    assert_eq!(late["response.code_details"], "via_upstream");
+    assert_eq!(late["response.flags"], "0");
 }
 
 #[tokio::test]

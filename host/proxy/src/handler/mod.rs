@@ -102,7 +102,16 @@ pub(crate) async fn handle(
     {
         Ok(resp) => resp,
         Err((kind, detail)) => {
-            completion::record_failure(done.outcome(), kind);
+            if done.chain.as_ref().is_some_and(|c| c.reset.get()) {
+                // A filter closed the stream: Envoy's words for it, unless the response
+                // already had some (`via_upstream`, when it closed in a response phase).
+                let outcome = done.outcome();
+                if outcome.details().is_empty() {
+                    outcome.set_details("wasm_close_stream");
+                }
+            } else {
+                completion::record_failure(done.outcome(), kind);
+            }
             error_response(kind, &detail, &request_id)
         }
     };
