@@ -7,6 +7,8 @@
 #                load benchmarks against nginx/haproxy
 #   make build-pgo  profile-guided release build, target/pgo/rustygate (docs/operations/build.md)
 #   make examples  examples/api-key in Rust, Go and AssemblyScript, into target/examples/
+#   make compat-rust-sdk SDK_DIR=...  the proxy-wasm Rust SDK's own examples, from a checkout,
+#                through the gateway, checked against what Envoy shows (tests/compat/)
 #
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -33,7 +35,7 @@ EXAMPLE := examples/api-key
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all deps build build-pgo run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-instructions bench-deps guests filters examples sdk-check clean
+.PHONY: all deps build build-pgo run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-instructions bench-deps guests filters examples sdk-check compat-rust-sdk clean
 
 all: build
 
@@ -159,6 +161,12 @@ bench-chain: build-pgo
 ## A 4-endpoint cluster picked by the native round-robin and by the round-robin component.
 bench-balancer: build-pgo
 	GATEWAY=$(PGO_GATEWAY) CONFIG=$(CURDIR)/config/bench-balancer.yaml ROUTES="native wasm" tests/bench/filter-load.sh
+
+## The upstream Rust SDK's example filters, built unchanged from a checkout at SDK_DIR, run
+## through the release build; each check is what Envoy shows for that example.
+compat-rust-sdk:
+	$(CARGO) build --release -p rustygate
+	SDK_DIR=$(SDK_DIR) tests/compat/rust-sdk-examples.sh
 
 ## User-space instructions per request under callgrind (0, 1 and 3 no-op filters, then each
 ## shipped filter alone and the chain): the machine's noise does not move these, so small
