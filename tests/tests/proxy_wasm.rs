@@ -141,6 +141,42 @@ async fn one_module_serves_routes_with_different_configurations() {
     assert_eq!(seen.header("x-override"), Some("2"));
 }
 
+/// Envoy answers a gRPC request's local reply in gRPC's own form ("trailers-only"): HTTP 200,
+/// the status as `grpc-status` (mapped from the HTTP one), the body as `grpc-message`, before
+/// the response phases, which see that form.
+#[tokio::test]
+async fn local_response_to_a_grpc_request_is_trailers_only() {
+    let up = Upstream::echo();
+    let filter = "    configuration: { name: guard, deny_path: /pkg.Svc/Denied, properties: [response.headers.grpc-status, response.headers.content-type] }";
+    let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
+    let req = Request::post(gw.url("/pkg.Svc/Denied"))
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let seen = send(&rustygate_tests::client::h2c(), req).await;
+    assert_eq!(seen.status, 200);
+    assert!(seen.body.is_empty());
+    assert_eq!(seen.header("content-type"), Some("application/grpc"));
+    assert_eq!(
+        seen.header("grpc-status"),
+        Some("7"),
+        "403 is PERMISSION_DENIED"
+    );
+    assert_eq!(seen.header("grpc-message"), Some("denied by abi-probe"));
+    assert_eq!(seen.header("x-denied-by"), Some("guard"));
+    assert_eq!(
+        seen.header("x-prop-response-headers-grpc-status"),
+        Some("7")
+    );
+    assert_eq!(
+        seen.header("x-prop-response-headers-content-type"),
+        Some("application/grpc")
+    );
+    assert_eq!(up.requests(), 0);
+}
+
 #[tokio::test]
 async fn local_response_from_the_request_phase_skips_the_upstream() {
     let up = Upstream::echo();

@@ -81,6 +81,27 @@ async fn a_direct_response_answers_without_asking_the_upstream() {
     assert!(empty.body.is_empty());
     assert_eq!(empty.header("content-type"), None);
 
+    // A gRPC request gets the answer in gRPC's form, as from Envoy: trailers-only, 503 as
+    // UNAVAILABLE, the body as the message.
+    let grpc = send(
+        &rustygate_tests::client::h2c(),
+        Request::post(gw.url("/status"))
+            .version(http::Version::HTTP_2)
+            .header("content-type", "application/grpc+proto")
+            .body(Full::<Bytes>::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(grpc.status, 200);
+    assert!(grpc.body.is_empty());
+    assert_eq!(grpc.header("grpc-status"), Some("14"));
+    assert_eq!(
+        grpc.header("grpc-message"),
+        Some(r#"{"status":"maintenance"}"#)
+    );
+    assert_eq!(grpc.header("content-type"), Some("application/grpc"));
+    assert_eq!(grpc.header("retry-after"), Some("120"));
+
     // Without a body, a configured content type is dropped, as Envoy drops it.
     let gone = get(&gw.url("/gone")).await;
     assert_eq!(gone.status, StatusCode::GONE);

@@ -58,6 +58,67 @@ pub struct LocalResponse {
     pub body: Bytes,
     /// Why, for logs (`details` in proxy-wasm).
     pub details: String,
+    /// The gRPC status to answer a gRPC request with (proxy-wasm's `grpc_status`, when it is
+    /// a valid code); `None`: the one the HTTP status maps to.
+    pub grpc_status: Option<u32>,
+}
+
+impl LocalResponse {
+    /// This response as Envoy answers a gRPC request locally: "trailers-only" (status 200,
+    /// `content-type: application/grpc`, a `grpc-status` unless the headers hold one, the
+    /// body as a percent-encoded `grpc-message`) and no body. Envoy does this before the
+    /// response phases, so filters see the gRPC form.
+    pub fn into_grpc(&mut self) {
+        use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+        let http_status = self.status.as_u16();
+        self.status = StatusCode::OK;
+        self.headers
+            .retain(|(k, _)| k != CONTENT_TYPE && k != CONTENT_LENGTH);
+        self.headers
+            .push((CONTENT_TYPE, HeaderValue::from_static("application/grpc")));
+        if !self.headers.iter().any(|(k, _)| k == "grpc-status") {
+            let code = self
+                .grpc_status
+                .unwrap_or_else(|| grpc::status_from_http(http_status));
+            self.headers.push((
+                HeaderName::from_static("grpc-status"),
+                HeaderValue::from(code),
+            ));
+        }
+        let body = std::mem::take(&mut self.body);
+        let message = body.strip_suffix(b"\n").unwrap_or(&body);
+        if !message.is_empty() {
+            self.headers.retain(|(k, _)| k != "grpc-message");
+            let encoded = grpc_message(message);
+            if let Ok(v) = HeaderValue::from_str(&encoded) {
+                self.headers
+                    .push((HeaderName::from_static("grpc-message"), v));
+            }
+        }
+    }
+}
+
+/// `text` percent-encoded as gRPC's `grpc-message` is, with Envoy's choice of what to
+/// encode: control bytes, `~`, bytes above it, and `%`.
+fn grpc_message(text: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text {
+        if !(b' '..b'~').contains(&b) || b == b'%' {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+/// Whether a request with these headers is a gRPC request, as Envoy tells: its content type
+/// is `application/grpc`, possibly with a `+suffix` or parameters (gRPC-Web is not).
+pub fn is_grpc_request(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().strip_prefix(b"application/grpc"))
+        .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';')))
 }
 
 /// What a phase decided.
@@ -456,4 +517,81 @@ pub trait Balancer {
 
     /// The outcome of an attempt sent to endpoint `id`.
     fn report(&mut self, id: u32, outcome: PickOutcome);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(status: u16, headers: &[(&'static str, &'static str)], body: &str) -> LocalResponse {
+        LocalResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+                .collect(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            details: String::new(),
+            grpc_status: None,
+        }
+    }
+
+    fn header<'a>(l: &'a LocalResponse, name: &str) -> Option<&'a str> {
+        l.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_str().unwrap())
+    }
+
+    #[test]
+    fn a_local_reply_to_a_grpc_request_is_trailers_only() {
+        let mut l = local(
+            403,
+            &[("content-type", "text/plain"), ("x-why", "policy")],
+            "no 100%\n",
+        );
+        l.into_grpc();
+        assert_eq!(l.status, StatusCode::OK);
+        assert!(l.body.is_empty());
+        assert_eq!(header(&l, "content-type"), Some("application/grpc"));
+        assert_eq!(
+            header(&l, "grpc-status"),
+            Some("7"),
+            "403 is PERMISSION_DENIED"
+        );
+        assert_eq!(header(&l, "grpc-message"), Some("no 100%25"));
+        assert_eq!(header(&l, "x-why"), Some("policy"));
+
+        // The filter's own code wins over the mapping, and a grpc-status it set wins over both.
+        let mut given = local(403, &[], "");
+        given.grpc_status = Some(16);
+        given.into_grpc();
+        assert_eq!(header(&given, "grpc-status"), Some("16"));
+        assert_eq!(header(&given, "grpc-message"), None);
+        let mut set = local(503, &[("grpc-status", "8")], "busy");
+        set.into_grpc();
+        assert_eq!(header(&set, "grpc-status"), Some("8"));
+        assert_eq!(
+            set.headers
+                .iter()
+                .filter(|(k, _)| k == "grpc-status")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn grpc_requests_are_told_by_their_content_type() {
+        let with = |ct: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            is_grpc_request(&h)
+        };
+        assert!(with("application/grpc"));
+        assert!(with("application/grpc+proto"));
+        assert!(with("application/grpc;charset=utf-8"));
+        assert!(!with("application/grpc-web"));
+        assert!(!with("application/json"));
+        assert!(!is_grpc_request(&HeaderMap::new()));
+    }
 }

@@ -183,6 +183,7 @@ fn local_response(lr: gw::LocalResponse) -> Result<LocalResponse, FilterError> {
         headers,
         body: Bytes::from(lr.body),
         details: "component_local_response".into(),
+        grpc_status: None,
     })
 }
 

@@ -261,7 +261,7 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
          bl: i32,
          hp: i32,
          hl: i32,
-         _grpc: i32|
+         grpc: i32|
          -> Result<i32> {
             not_in_init!(c);
             let details = tri!(read(&c, dp, dl));
@@ -296,6 +296,8 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
                     headers,
                     body: Bytes::from(body),
                     details,
+                    // The SDKs pass -1 for "none"; Envoy takes only a known code.
+                    grpc_status: u32::try_from(grpc).ok().filter(|c| *c <= 16),
                 }),
             );
             Ok(status::OK)

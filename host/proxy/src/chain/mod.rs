@@ -429,9 +429,13 @@ impl ChainRun {
             }
             match self.phase(i, Direction::Response, verdict, limit).await {
                 Step::Next => {}
-                Step::Respond(local) => {
+                Step::Respond(mut local) => {
+                    let grpc = self.grpc_request();
+                    if grpc {
+                        local.into_grpc();
+                    }
                     // Replaces the response for the filters still to run (earlier in the chain).
-                    *self.exchange.response.borrow_mut() = Some(head_of(&local));
+                    *self.exchange.response.borrow_mut() = Some(head_of(&local, grpc));
                     replaced = Some(Reply { local, upto: i + 1 });
                 }
                 Step::Fail(f) => return Err(Halt::Fail(f)),
@@ -446,10 +450,14 @@ impl ChainRun {
     pub async fn respond_through(
         &self,
         upto: usize,
-        local: LocalResponse,
+        mut local: LocalResponse,
         limit: Duration,
     ) -> Result<Reply, Halt> {
-        *self.exchange.response.borrow_mut() = Some(head_of(&local));
+        let grpc = self.grpc_request();
+        if grpc {
+            local.into_grpc();
+        }
+        *self.exchange.response.borrow_mut() = Some(head_of(&local, grpc));
         let eos = local.body.is_empty();
         let mut reply = match self.response_phases(upto, eos, limit).await? {
             Some(replacement) => replacement,
@@ -473,6 +481,12 @@ impl ChainRun {
             Err(Halt::Fail(f)) => ResponseOutcome::Fail(f),
             Err(Halt::Reset) => ResponseOutcome::Reset,
         }
+    }
+
+    /// Whether the request is a gRPC request: its local replies then take gRPC's form, as
+    /// Envoy gives them ([`LocalResponse::into_grpc`]).
+    pub fn grpc_request(&self) -> bool {
+        rustygate_filter_api::is_grpc_request(&self.exchange.request.borrow().headers)
     }
 
     /// The response head as the filters left it, into `local`.
@@ -522,14 +536,17 @@ impl Drop for ChainRun {
 /// The head a local response shows the response phases. As Envoy's local replies: the
 /// filter's headers, then `content-length` and (unless the filter gave one) a `text/plain`
 /// `content-type` for a body; with no body, neither (a filter that reads the head sees what
-/// Envoy would show it, and a later phase may still add them back).
-fn head_of(local: &LocalResponse) -> ResponseHead {
+/// Envoy would show it, and a later phase may still add them back). A reply in gRPC's form
+/// ([`LocalResponse::into_grpc`]) is shown as it is.
+fn head_of(local: &LocalResponse, grpc: bool) -> ResponseHead {
     use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
     let mut headers = http::HeaderMap::with_capacity(local.headers.len() + 2);
     for (k, v) in &local.headers {
         headers.append(k.clone(), v.clone());
     }
-    if local.body.is_empty() {
+    if grpc {
+        // Already without a body, a length or any type but gRPC's.
+    } else if local.body.is_empty() {
         headers.remove(CONTENT_LENGTH);
         headers.remove(CONTENT_TYPE);
     } else {

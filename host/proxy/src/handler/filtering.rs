@@ -76,6 +76,7 @@ pub(super) fn answer_of(
                 .collect(),
             body: body.clone(),
             details: "direct_response".into(),
+            grpc_status: None,
         },
         Answer::Redirect { status, rule } => {
             let location = rule.location(scheme, authority, path_and_query);
@@ -89,6 +90,7 @@ pub(super) fn answer_of(
                 body: Bytes::new(),
                 // Envoy's words for both kinds of route answer.
                 details: "direct_response".into(),
+                grpc_status: None,
             }
         }
     }
@@ -289,6 +291,7 @@ impl<'a> Ctx<'a> {
             body: body.into(),
             // The filters see (and `reply` records again) Envoy's details for the failure.
             details: outcome.details().to_owned(),
+            grpc_status: None,
         };
         self.answer(local).await
     }
@@ -327,6 +330,9 @@ impl<'a> Ctx<'a> {
             }
             (Some(BodyStop::Respond(mut reply)), Direction::Response) => {
                 self.record(&mut reply.local);
+                if self.run.grpc_request() {
+                    reply.local.into_grpc();
+                }
                 Ok(local_response(reply.local, self.request_id))
             }
             (Some(BodyStop::Fail(f)), _) => Err(filter_failed(&f)),

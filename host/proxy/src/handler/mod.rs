@@ -416,6 +416,9 @@ async fn forward(
         return match &run {
             None => {
                 done.outcome.set_details(std::mem::take(&mut local.details));
+                if rustygate_filter_api::is_grpc_request(&parts.headers) {
+                    local.into_grpc();
+                }
                 Ok(filtering::local_response(local, request_id))
             }
             Some(run) => {
