@@ -12,8 +12,19 @@ use rustygate_tests::client::{get, http1, send};
 use rustygate_tests::upstream::{Upstream, text};
 use rustygate_tests::{TestGateway, probe_config, start_probe};
 
-fn config(upstream: std::net::SocketAddr, filter_yaml: &str, chain_yaml: &str) -> String {
-    probe_config(upstream, filter_yaml, chain_yaml)
+/// abi-probe on every route to `app`, configured with `configuration`, whose calls go to a
+/// cluster named `auth` at `auth`.
+async fn calling_gateway(
+    app: &Upstream,
+    configuration: &str,
+    auth: std::net::SocketAddr,
+) -> TestGateway {
+    let yaml = probe_config(
+        app.addr,
+        &format!("    configuration: {configuration}"),
+        "[probe]",
+    );
+    TestGateway::start(&with_auth_cluster(yaml, auth)).await
 }
 
 /// An auth service: 200 with the user's name for `x-user: alice`, 401 otherwise.
@@ -39,15 +50,7 @@ fn with_auth_cluster(yaml: String, auth: std::net::SocketAddr) -> String {
 async fn http_call_decides_and_the_paused_request_resumes() {
     let app = Upstream::echo();
     let auth = auth_service();
-    let yaml = with_auth_cluster(
-        config(
-            app.addr,
-            "    configuration: { auth_cluster: auth, auth_path: /check }",
-            "[probe]",
-        ),
-        auth.addr,
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw = calling_gateway(&app, "{ auth_cluster: auth, auth_path: /check }", auth.addr).await;
 
     let req = Request::get(gw.url("/data"))
         .header("x-user", "alice")
@@ -80,15 +83,7 @@ async fn http_call_decides_and_the_paused_request_resumes() {
 async fn many_paused_requests_resume_independently() {
     let app = Upstream::echo();
     let auth = auth_service();
-    let yaml = with_auth_cluster(
-        config(
-            app.addr,
-            "    configuration: { auth_cluster: auth }",
-            "[probe]",
-        ),
-        auth.addr,
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw = calling_gateway(&app, "{ auth_cluster: auth }", auth.addr).await;
     let client = http1();
     let mut tasks = Vec::new();
     for i in 0..30 {
@@ -116,15 +111,7 @@ async fn http_call_to_a_down_cluster_answers_503_as_in_envoy() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let yaml = with_auth_cluster(
-        config(
-            app.addr,
-            "    configuration: { auth_cluster: auth }",
-            "[probe]",
-        ),
-        dead,
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw = calling_gateway(&app, "{ auth_cluster: auth }", dead).await;
     let seen = get(&gw.url("/x")).await;
     assert_eq!(seen.status, StatusCode::FORBIDDEN);
     assert_eq!(seen.header("x-auth-status"), Some("503"));
@@ -144,15 +131,7 @@ async fn http_call_that_gets_no_answer_in_time_sees_envoys_504() {
     let app = Upstream::echo();
     // Accepts connections and never answers: the probe's call (2 s timeout) runs out.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let yaml = with_auth_cluster(
-        config(
-            app.addr,
-            "    configuration: { auth_cluster: auth }",
-            "[probe]",
-        ),
-        silent.local_addr().unwrap(),
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw = calling_gateway(&app, "{ auth_cluster: auth }", silent.local_addr().unwrap()).await;
     let started = Instant::now();
     let seen = get(&gw.url("/x")).await;
     assert!(started.elapsed() >= Duration::from_secs(2));
@@ -175,15 +154,7 @@ async fn http_call_whose_upstream_closes_before_answering_sees_envoys_503() {
             let _ = std::io::Read::read(&mut conn, &mut buf);
         }
     });
-    let yaml = with_auth_cluster(
-        config(
-            app.addr,
-            "    configuration: { auth_cluster: auth }",
-            "[probe]",
-        ),
-        addr,
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let gw = calling_gateway(&app, "{ auth_cluster: auth }", addr).await;
     let seen = get(&gw.url("/x")).await;
     assert_eq!(seen.status, StatusCode::FORBIDDEN);
     assert_eq!(seen.header("x-auth-status"), Some("503"));
