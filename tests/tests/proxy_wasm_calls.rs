@@ -174,3 +174,47 @@ async fn http_call_to_an_unknown_cluster_is_refused_to_the_filter() {
     assert_eq!(seen.status, 500);
     assert_eq!(&seen.body[..], b"http_call failed: BadArgument\n");
 }
+
+/// The foreign functions Envoy registers itself, `compress` and `uncompress` (zlib's format),
+/// answer a filter as they do in Envoy; a name the host does not have is NOT_FOUND.
+#[tokio::test]
+async fn envoys_foreign_functions_compress_and_uncompress() {
+    let app = Upstream::echo();
+    let gw = start_probe(app.addr, "{ foreign_path: /foreign }").await;
+    let client = http1();
+    let call = |name: &str, arg: &str| {
+        Request::get(gw.url("/foreign"))
+            .header("x-foreign-name", name)
+            .header("x-foreign-arg", arg)
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    let hex = |s: &[u8]| s.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    // What zlib's compress() (CPython's zlib module) makes of "hello world!", byte for byte.
+    let zlib_hello = "789ccb48cdc9c95728cf2fca495104001e89047e";
+
+    let seen = send(&client, call("compress", &hex(b"hello world!"))).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(hex(&seen.body), zlib_hello);
+
+    let seen = send(&client, call("uncompress", zlib_hello)).await;
+    assert_eq!(
+        (seen.status, &seen.body[..]),
+        (StatusCode::OK, &b"hello world!"[..])
+    );
+    // zlib's output for 1,000 × "a": more than Envoy's twice-plus-two estimate, inflated whole.
+    let seen = send(
+        &client,
+        call("uncompress", "789c4b4c1c05a360140c770000f9d87af8"),
+    )
+    .await;
+    assert_eq!(seen.body, Bytes::from(vec![b'a'; 1000]));
+
+    // Not zlib data: SERIALIZATION_FAILURE, as Envoy answers.
+    let seen = send(&client, call("uncompress", &hex(b"hello"))).await;
+    assert_eq!(seen.status, 502);
+    assert_eq!(seen.headers["x-foreign-status"], "SerializationFailure");
+    let seen = send(&client, call("no_such_function", "")).await;
+    assert_eq!(seen.headers["x-foreign-status"], "NotFound");
+    assert_eq!(app.requests(), 0);
+}

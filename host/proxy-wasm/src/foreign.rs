@@ -5,7 +5,12 @@
 //! `rustygate_rate_limit`: an exact, process-wide fixed-window counter. Arguments (little
 //! endian): `u32 limit`, `u64 window_ms`, then the key bytes. Result: `u8 allowed`,
 //! `u32 remaining`, `u64 reset_ms` (time until the window ends).
+//!
+//! `compress` and `uncompress`: the two that Envoy registers itself (through proxy-wasm-cpp-host),
+//! so that filters written for Envoy that use them behave the same here: zlib's format (RFC
+//! 1950) at the default level, and its inverse.
 
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use rustygate_filter_api::services::RateLimiter;
@@ -39,9 +44,58 @@ impl Limiter {
     }
 }
 
+/// Envoy's `compress`: the argument as a zlib stream, as zlib's `compress()` makes it.
+pub fn compress(args: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(args.len() / 2 + 16),
+        flate2::Compression::default(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = z.write_all(args);
+    z.finish().unwrap_or_default()
+}
+
+/// Envoy's `uncompress`: the zlib stream inflated; `None` (SERIALIZATION_FAILURE, as in Envoy)
+/// when it is not zlib data, is cut short, or inflates to more than `max` bytes. Envoy gives
+/// up on anything that inflates to more than twice its size plus two (its output estimate);
+/// here any ratio works up to `max`, the VM's memory limit, which the result could not
+/// exceed anyway.
+pub fn uncompress(args: &[u8], max: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(args.len().saturating_mul(2).saturating_add(2).min(max));
+    let mut z = flate2::read::ZlibDecoder::new(args).take(max as u64 + 1);
+    z.read_to_end(&mut out).ok()?;
+    // Trailing bytes after the stream are an error for zlib's uncompress() too.
+    if out.len() > max || z.into_inner().total_in() != args.len() as u64 {
+        return None;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compress_is_zlib_and_uncompress_undoes_it() {
+        let packed = compress(b"hello world!");
+        // The zlib header of the default level, as zlib's compress() writes it.
+        assert_eq!(&packed[..2], &[0x78, 0x9c]);
+        assert_eq!(uncompress(&packed, 1 << 20).unwrap(), b"hello world!");
+        assert_eq!(uncompress(&compress(b""), 1 << 20).unwrap(), b"");
+        // Any ratio, up to the cap.
+        let zeros = vec![0u8; 100_000];
+        let packed = compress(&zeros);
+        assert!(packed.len() < 1_000);
+        assert_eq!(uncompress(&packed, 100_000).unwrap(), zeros);
+        assert_eq!(uncompress(&packed, 99_999), None);
+        // Not zlib, cut short, or followed by junk.
+        assert_eq!(uncompress(b"hello", 1 << 20), None);
+        let good = compress(b"hello world!");
+        assert_eq!(uncompress(&good[..good.len() - 3], 1 << 20), None);
+        let mut junk = good.clone();
+        junk.push(0);
+        assert_eq!(uncompress(&junk, 1 << 20), None);
+    }
 
     #[test]
     fn wire_format() {

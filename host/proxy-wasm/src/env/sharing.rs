@@ -312,6 +312,11 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
             let args = tri!(read(&c, ap, al));
             let result = match name.as_slice() {
                 b"rustygate_rate_limit" => c.data().shared.limiter.call(&args),
+                b"compress" => Some(crate::foreign::compress(&args)),
+                b"uncompress" => match crate::foreign::uncompress(&args, c.data().limiter.max) {
+                    Some(bytes) => Some(bytes),
+                    None => return Ok(status::SERIALIZATION_FAILURE),
+                },
                 _ => return Ok(status::NOT_FOUND),
             };
             match result {

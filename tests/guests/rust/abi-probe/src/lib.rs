@@ -79,6 +79,10 @@ struct Config {
     /// close the upstream connection (`proxy_close_stream` / `proxy_continue_stream` with
     /// stream types 2 and 3), then let the request go on. The SDK traps on any status but OK.
     connection_ops_path: Option<String>,
+    /// On this path, call the foreign function named by `x-foreign-name` with the bytes the
+    /// request's `x-foreign-arg` gives in hex, and answer 200 with its result as the body, or 502 with the status's
+    /// name in `x-foreign-status`.
+    foreign_path: Option<String>,
     /// Call this cluster over gRPC (service `test.Echo`) on paths under `/grpc/`:
     /// `/grpc/call/<Method>` makes a unary call with the request's `x-message` and lets the
     /// request go on with `x-grpc-reply: <reply>`, or answers 403 with `x-grpc-status` and
@@ -460,6 +464,25 @@ impl HttpContext for Stream {
             let _ = proxy_wasm::hostcalls::close_upstream();
             let _ = proxy_wasm::hostcalls::resume_downstream();
             self.set_http_request_header("x-connection-ops", Some("done"));
+        }
+        if c.foreign_path.as_deref() == Some(&self.path) {
+            let name = self
+                .get_http_request_header("x-foreign-name")
+                .unwrap_or_default();
+            let hex = self
+                .get_http_request_header("x-foreign-arg")
+                .unwrap_or_default();
+            let arg: Vec<u8> = (0..hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+                .collect();
+            match proxy_wasm::hostcalls::call_foreign_function(&name, Some(&arg)) {
+                Ok(result) => self.send_http_response(200, vec![], result.as_deref()),
+                Err(status) => {
+                    let status = format!("{status:?}");
+                    self.send_http_response(502, vec![("x-foreign-status", &status)], None);
+                }
+            }
+            return Action::Pause;
         }
         if let (Some(cluster), true) = (c.grpc_cluster.clone(), self.path.starts_with("/grpc/")) {
             return self.grpc(&cluster);
