@@ -296,6 +296,31 @@ async fn filter_metrics_and_failures_appear_on_metrics() {
     );
 }
 
+/// `metrics.filter_tags` turns parts of the names filters give their metrics into labels, as
+/// Envoy's `stats_tags` do; a fixed tag labels every filter metric.
+#[tokio::test]
+async fn filter_metric_names_give_up_their_tags() {
+    let up = Upstream::echo();
+    let filter = "    configuration: { metric: requests_zone=blue_total }";
+    let yaml = config(up.addr, filter, "[probe]").replacen(
+        "clusters:",
+        "metrics:\n  filter_tags:\n    - { name: zone, regex: '(_zone=([a-z]+))' }\n    - { name: mesh, fixed_value: east }\nclusters:",
+        1,
+    );
+    let gw = TestGateway::start(&yaml).await;
+    for _ in 0..2 {
+        assert_eq!(get(&gw.url("/ok")).await.status, 200);
+    }
+    let text = String::from_utf8_lossy(&get(&format!("http://{}/metrics", gw.admin)).await.body)
+        .into_owned();
+    assert!(
+        text.contains(
+            r#"rustygate_filter_requests_total{filter="probe",zone="blue",mesh="east"} 2"#
+        ),
+        "{text}"
+    );
+}
+
 async fn assert_fails_closed_then_recovers(gw: &TestGateway, path: &str, reason: &str) {
     let started = Instant::now();
     let seen = get(&gw.url(path)).await;

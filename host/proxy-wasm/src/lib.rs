@@ -13,6 +13,7 @@ mod filter;
 mod foreign;
 mod maps;
 mod memory;
+mod metric_names;
 mod pairs;
 mod properties;
 mod schema;

@@ -122,6 +122,11 @@ pub struct Shared {
     inner: Mutex<Inner>,
     metrics_by_id: Mutex<Vec<Arc<FilterMetric>>>,
     registry: Metrics,
+    /// `metrics.filter_tags`, applied when a metric is defined.
+    metric_tags: Mutex<(
+        Vec<crate::metric_names::Tag>,
+        crate::metric_names::LabelNames,
+    )>,
     /// The `rustygate_rate_limit` foreign function's counters.
     pub(crate) limiter: crate::foreign::Limiter,
     modules: Mutex<HashMap<String, Arc<ModuleStats>>>,
@@ -139,6 +144,7 @@ impl Shared {
                 ..Inner::default()
             }),
             metrics_by_id: Mutex::new(Vec::new()),
+            metric_tags: Mutex::default(),
             limiter: crate::foreign::Limiter::default(),
             modules: Mutex::default(),
             wasm_gauges: registry.wasm_gauges(),
@@ -233,15 +239,24 @@ impl Shared {
             .map(|q| q.items.pop_front())
     }
 
+    /// The configuration's `metrics.filter_tags`, for metrics defined from now on.
+    pub fn set_metric_tags(&self, tags: &[rustygate_config::MetricTag]) {
+        let mut g = self.metric_tags.lock();
+        let (compiled, names) = &mut *g;
+        *compiled = crate::metric_names::compile(tags, names);
+    }
+
     /// `proxy_define_metric`: the id for `name`, defining it on first use. Exported to
     /// Prometheus as `rustygate_filter_<name>` (non-alphanumerics become `_`) with a `filter`
-    /// label, so filters cannot collide with the gateway's own metrics.
+    /// label, so filters cannot collide with the gateway's own metrics, and the labels
+    /// `metrics.filter_tags` take out of the name.
     pub(crate) fn define_metric(&self, kind: MetricKind, name: &str, filter: &str) -> u32 {
         let mut g = self.inner.lock();
         if let Some(id) = g.metric_ids.get(&(kind, name.to_owned())) {
             return *id;
         }
-        let prom: String = format!("rustygate_filter_{name}")
+        let (base, tags) = crate::metric_names::extract(name, &self.metric_tags.lock().0);
+        let prom: String = format!("rustygate_filter_{base}")
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '_' {
@@ -251,7 +266,8 @@ impl Shared {
                 }
             })
             .collect();
-        let labels = [("filter", filter)];
+        let mut labels = vec![("filter", filter)];
+        labels.extend(tags.iter().map(|(k, v)| (*k, v.as_str())));
         let handle = match kind {
             MetricKind::Counter => Handle::Counter(self.registry.counter(prom, &labels)),
             MetricKind::Gauge => Handle::Gauge(self.registry.gauge(prom, &labels)),

@@ -258,6 +258,8 @@ pub fn load_parsed(
         });
     }
     let runtime = wasm.runtime_for(&config)?;
+    // Before the VMs start: filters define most metrics in their start-up callbacks.
+    wasm.shared.set_metric_tags(&config.metrics.filter_tags);
     let (filters, modules) = if config.filters.len() == component_names.len() {
         (None, Vec::new())
     } else {

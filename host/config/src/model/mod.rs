@@ -28,6 +28,9 @@ pub struct Config {
     /// OpenTelemetry tracing, exported over OTLP. Off by default.
     #[serde(default)]
     pub tracing: Tracing,
+    /// How metrics are named on `/metrics`.
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_default")]
+    pub metrics: MetricsConfig,
     /// Graceful shutdown.
     #[serde(default)]
     pub shutdown: Shutdown,
@@ -370,6 +373,43 @@ pub enum OtlpProtocol {
     Grpc,
     /// OTLP over HTTP with binary protobuf bodies (port 4318, path `/v1/traces`).
     Http,
+}
+
+/// How metrics are named on `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Labels taken out of the names filters give their metrics (`proxy_define_metric`), as
+    /// Envoy's `stats_config.stats_tags` does: a filter that defines
+    /// `requests_method=GET_code=200` can appear as `rustygate_filter_requests{method="GET",
+    /// code="200"}`. Applied in order, each to the name as the filter defined it. A reload
+    /// applies new tags to metrics defined after it; existing ones keep their names until a
+    /// restart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filter_tags: Vec<MetricTag>,
+}
+
+impl MetricsConfig {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// One label of filter metrics: either taken from the name by `regex` or the same
+/// `fixed_value` on every filter metric.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricTag {
+    /// The label's name (Prometheus syntax; not `filter`, which every filter metric has).
+    pub name: String,
+    /// Searched for in the metric's name. Its first capture group is cut out of the name;
+    /// its second (or the first, when it has only one) is the label's value. A name it does
+    /// not match gets no such label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// The label's value on every filter metric, instead of `regex`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_value: Option<String>,
 }
 
 /// OpenTelemetry tracing.

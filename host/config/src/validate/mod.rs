@@ -211,6 +211,43 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
         }
     }
 
+    let mut tags = HashSet::new();
+    for (i, t) in config.metrics.filter_tags.iter().enumerate() {
+        let at = |f: &str| format!("metrics.filter_tags[{i}].{f}");
+        let label = |n: &str| {
+            n.chars().enumerate().all(|(j, ch)| {
+                ch == '_' || ch.is_ascii_alphabetic() || (j > 0 && ch.is_ascii_digit())
+            })
+        };
+        if t.name.is_empty() || !label(&t.name) || t.name.starts_with("__") {
+            c.error(
+                at("name"),
+                format!("{:?} is not a Prometheus label name", t.name),
+            );
+        } else if t.name == "filter" {
+            c.error(
+                at("name"),
+                "every filter metric has a `filter` label already".into(),
+            );
+        }
+        c.unique(&mut tags, &t.name, at("name"), "metric tag");
+        match (&t.regex, &t.fixed_value) {
+            (Some(re), None) => match regex::Regex::new(re) {
+                Err(e) => c.error(at("regex"), regex_error(&e)),
+                Ok(re) if re.captures_len() < 2 => c.error(
+                    at("regex"),
+                    "needs a capture group: the part of the name to cut out".into(),
+                ),
+                Ok(_) => {}
+            },
+            (None, Some(_)) => {}
+            _ => c.error(
+                format!("metrics.filter_tags[{i}]"),
+                "needs exactly one of `regex` and `fixed_value`".into(),
+            ),
+        }
+    }
+
     let mut clusters = HashSet::new();
     for (i, cl) in config.clusters.iter().enumerate() {
         c.unique(
