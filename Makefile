@@ -9,6 +9,7 @@
 #   make examples  examples/api-key in Rust, Go and AssemblyScript, into target/examples/
 #   make compat-rust-sdk SDK_DIR=...  the proxy-wasm Rust SDK's own examples, from a checkout,
 #                through the gateway, checked against what Envoy shows (tests/compat/)
+#   make compat-go-sdk SDK_DIR=...    the same for the proxy-wasm Go SDK's examples
 #
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -35,7 +36,7 @@ EXAMPLE := examples/api-key
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all deps build build-pgo run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-instructions bench-deps guests filters examples sdk-check compat-rust-sdk clean
+.PHONY: all deps build build-pgo run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-instructions bench-deps guests filters examples sdk-check compat-rust-sdk compat-go-sdk clean
 
 all: build
 
@@ -167,6 +168,11 @@ bench-balancer: build-pgo
 compat-rust-sdk:
 	$(CARGO) build --release -p rustygate
 	SDK_DIR=$(SDK_DIR) tests/compat/rust-sdk-examples.sh
+
+## The same for the upstream Go SDK's examples (stock Go, from `make deps`).
+compat-go-sdk: deps
+	$(CARGO) build --release -p rustygate
+	SDK_DIR=$(SDK_DIR) GO=$(GO) tests/compat/go-sdk-examples.sh
 
 ## User-space instructions per request under callgrind (0, 1 and 3 no-op filters, then each
 ## shipped filter alone and the chain): the machine's noise does not move these, so small

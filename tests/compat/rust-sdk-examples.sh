@@ -17,15 +17,8 @@ GATEWAY=${GATEWAY:-$ROOT/target/release/rustygate}
 BIN_PORT=${BIN_PORT:-19600}
 GW_PORT=${GW_PORT:-19610}
 ADMIN_PORT=${ADMIN_PORT:-19611}
-RUN=$(mktemp -d)
-pids=()
-# KEEP=1 keeps the scratch directory (configuration, gateway log) for a look after a failure.
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ -n "${KEEP:-}" ]; then echo "kept $RUN"; else rm -rf "$RUN"; fi
-}
-trap cleanup EXIT
+# shellcheck source=checks.sh
+source "$ROOT/tests/compat/checks.sh"
 
 EXAMPLES=(hello_world http_auth_random http_body http_config http_headers metrics
   http_parallel_call http_dispatch_timeout http_headers_retry envoy_filter_metadata)
@@ -40,15 +33,8 @@ build() {
 
 built=()
 {
+  gateway_head
   cat <<EOF
-listeners:
-  - name: main
-    address: 127.0.0.1:$GW_PORT
-admin:
-  address: 127.0.0.1:$ADMIN_PORT
-logging: { format: json, level: info }
-clusters:
-  - { name: httpbin, endpoints: [ { url: "http://127.0.0.1:$BIN_PORT" } ] }
   - { name: clustera, endpoints: [ { url: "http://127.0.0.1:$BIN_PORT" } ] }
   - { name: clusterb, endpoints: [ { url: "http://127.0.0.1:$BIN_PORT" } ] }
 filters:
@@ -72,34 +58,7 @@ EOF
   done
 } > "$RUN/gateway.yaml"
 
-python3 "$ROOT/tests/compat/httpbin.py" "$BIN_PORT" & pids+=($!)
-"$GATEWAY" run --config "$RUN/gateway.yaml" > "$RUN/gateway.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do
-  curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" && curl -sf -o /dev/null "http://127.0.0.1:$BIN_PORT/" && break
-  sleep 0.1
-done
-curl -sf -o /dev/null "http://127.0.0.1:$BIN_PORT/" || { echo "httpbin stand-in not answering"; exit 1; }
-curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/readyz" || { cat "$RUN/gateway.log"; exit 1; }
-
-fails=0
-ok() { printf 'ok    %s\n' "$1"; }
-bad() { printf 'FAIL  %s\n' "$1"; fails=$((fails + 1)); }
-expect() { if [ "$2" == "$3" ]; then ok "$1"; else bad "$1: expected [$2], got [$3]"; fi; }
-# The log is written off the request path: a line may take a moment to land.
-logged() {
-  for _ in $(seq 20); do grep -q -- "$2" "$RUN/gateway.log" && break; sleep 0.1; done
-  if grep -q -- "$2" "$RUN/gateway.log"; then ok "$1"; else bad "$1: no log line with [$2]"; fi
-}
-has() { for b in "${built[@]}"; do [ "$b" == "$1" ] && return 0; done; return 1; }
-# GET (or curl's other arguments) through example $1's route; the head and body land in $RUN.
-call() {
-  local ex=$1
-  shift
-  curl -s -D "$RUN/head" -o "$RUN/body" -w '%{http_code}' -H "x-example: $ex" "$@"
-}
-header() { grep -i "^$1:" "$RUN/head" | head -1 | cut -d: -f2- | sed 's/^ //' | tr -d '\r'; }
-body() { cat "$RUN/body"; }
-url() { echo "http://127.0.0.1:$GW_PORT$1"; }
+start_servers
 
 if has http_auth_random; then
   # The call's byte decides: even first (granted), odd next (denied).
@@ -177,6 +136,4 @@ if has hello_world; then
   logged "hello_world: on_tick" 'lucky number'
 fi
 
-grep -q '"level":"ERROR"' "$RUN/gateway.log" && bad "the gateway logged errors: $(grep '"level":"ERROR"' "$RUN/gateway.log" | head -3)"
-echo "${#built[@]} examples built, $fails failed checks"
-((fails == 0))
+finish
