@@ -171,6 +171,46 @@ async fn a_redirect_answers_with_the_location_built_from_the_request() {
     assert_eq!(up.requests(), 0);
 }
 
+/// Routes match the request as the gateway forwards it, as Envoy's do: the X-Forwarded-Proto,
+/// X-Forwarded-For and X-Request-Id it sets are there to match (the common "plain HTTP goes
+/// to https" rule needs the first).
+#[tokio::test]
+async fn routes_match_the_forwarding_headers_the_gateway_sets() {
+    let up = Upstream::echo();
+    let yaml = rustygate_tests::simple_config(
+        up.addr,
+        r#"  - name: to-https
+    match: { path: { prefix: /shop/ }, headers: [ { name: x-forwarded-proto, exact: http } ] }
+    redirect: { scheme: https }
+  - name: proxied
+    match: { headers: [ { name: x-forwarded-for, regex: '10\.1\.2\.3, 127\.0\.0\.1' } ] }
+    direct_response: { status: 200, body: "via a proxy" }
+  - name: traced
+    match: { path: { prefix: /id }, headers: [ { name: x-request-id, present: true } ] }
+    direct_response: { status: 200, body: "has an id" }
+"#,
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = http1();
+
+    let seen = send(&client, with_host(gw.url("/shop/cart"), "shop.example")).await;
+    assert_eq!(seen.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        seen.header("location"),
+        Some("https://shop.example/shop/cart")
+    );
+
+    let req = Request::get(gw.url("/anything"))
+        .header("x-forwarded-for", "10.1.2.3")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let seen = send(&client, req).await;
+    assert_eq!(&seen.body[..], b"via a proxy");
+
+    assert_eq!(&get(&gw.url("/id")).await.body[..], b"has an id");
+    assert_eq!(up.requests(), 0);
+}
+
 #[tokio::test]
 async fn filters_run_on_answered_routes_and_may_answer_first() {
     let up = Upstream::echo();

@@ -186,6 +186,43 @@ async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
+    // Connection-level rules come first, so routes match and filters see the request as the
+    // upstream will (as in Envoy, whose connection manager adds these before it picks the
+    // route): a route can match the X-Forwarded-Proto or X-Forwarded-For the gateway sets.
+    let client_cert_header = forwarding::strip_hop_by_hop(&mut parts.headers, true);
+    let tls = conn.tls.get();
+    let verified = tls.is_some_and(|t| t.peer_certificate_sha256.is_some());
+    if client_cert_header || verified {
+        let cert = tls.and_then(|t| {
+            Some(forwarding::ClientCert {
+                sha256: t.peer_certificate_sha256.as_deref()?,
+                subject: t.peer_subject.as_deref(),
+                uris: &t.peer_uri_sans,
+                dns: &t.peer_dns_sans,
+            })
+        });
+        forwarding::forward_client_cert(
+            &mut parts.headers,
+            conn.listener.forward_client_cert,
+            &conn.listener.client_cert_details,
+            cert.as_ref(),
+        );
+    }
+    if let Some(u) = &upgrade {
+        forwarding::keep_upgrade(&mut parts.headers, u.clone());
+    }
+    // We answer `Expect: 100-continue` ourselves (hyper sends 100 when the body is first
+    // read), so it must not reach the upstream as well.
+    parts.headers.remove(header::EXPECT);
+    forwarding::set_forwarded(
+        &mut parts.headers,
+        &conn.peer_value,
+        conn.listener.scheme,
+        host.as_ref(),
+    );
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
     let view = RequestView {
         method: &parts.method,
         path: parts.uri.path(),
@@ -237,42 +274,6 @@ async fn forward(
     // Picked before the filters run, so they see it (`cluster_name`); `None` when the route
     // answers by itself.
     let mut cluster = route.targets.pick(&worker.rng);
-    // Connection-level rules come first, so filters see the request as the upstream will
-    // (as in Envoy, whose connection manager adds these before the filter chain runs).
-    let client_cert_header = forwarding::strip_hop_by_hop(&mut parts.headers, true);
-    let tls = conn.tls.get();
-    let verified = tls.is_some_and(|t| t.peer_certificate_sha256.is_some());
-    if client_cert_header || verified {
-        let cert = tls.and_then(|t| {
-            Some(forwarding::ClientCert {
-                sha256: t.peer_certificate_sha256.as_deref()?,
-                subject: t.peer_subject.as_deref(),
-                uris: &t.peer_uri_sans,
-                dns: &t.peer_dns_sans,
-            })
-        });
-        forwarding::forward_client_cert(
-            &mut parts.headers,
-            conn.listener.forward_client_cert,
-            &conn.listener.client_cert_details,
-            cert.as_ref(),
-        );
-    }
-    if let Some(u) = &upgrade {
-        forwarding::keep_upgrade(&mut parts.headers, u.clone());
-    }
-    // We answer `Expect: 100-continue` ourselves (hyper sends 100 when the body is first
-    // read), so it must not reach the upstream as well.
-    parts.headers.remove(header::EXPECT);
-    forwarding::set_forwarded(
-        &mut parts.headers,
-        &conn.peer_value,
-        conn.listener.scheme,
-        host.as_ref(),
-    );
-    parts
-        .headers
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
 
     let chain = active.chain(route_idx);
     // Borrowed from the request's host unless a filter rewrote it.
