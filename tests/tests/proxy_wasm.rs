@@ -321,6 +321,35 @@ async fn filter_metric_names_give_up_their_tags() {
     );
 }
 
+/// A route's `metadata` reaches filters as Envoy's `route_metadata` property: strings raw,
+/// numbers as doubles, maps as pairs; a route without it has none.
+#[tokio::test]
+async fn route_metadata_reaches_filters_as_in_envoy() {
+    let up = Upstream::echo();
+    let filter = "    configuration: { properties: [route_metadata.filter_metadata.acme.auth, route_metadata.filter_metadata.acme.rpm_num, route_metadata.filter_metadata.acme.owner_map, route_metadata.filter_metadata.acme.missing] }";
+    let yaml = config(up.addr, filter, "[probe]").replacen("prefix: / }", "prefix: /meta }", 1)
+        + "    metadata:
+      filter_metadata:
+        acme: { auth: x-auth, rpm_num: 60, owner_map: { team: edge, tier: gold } }
+  - name: plain
+    match: { path: { prefix: / } }
+    cluster: up
+    filters: [probe]
+";
+    let gw = TestGateway::start(&yaml).await;
+    let seen = get(&gw.url("/meta")).await;
+    let prop = |p: &str| seen.header(&format!("x-prop-route_metadata-filter_metadata-acme-{p}"));
+    assert_eq!(prop("auth"), Some("x-auth"));
+    assert_eq!(prop("rpm_num"), Some("60"));
+    assert_eq!(prop("owner_map"), Some("team=edge,tier=gold"));
+    assert_eq!(prop("missing"), Some("<none>"));
+    let plain = get(&gw.url("/other")).await;
+    assert_eq!(
+        plain.header("x-prop-route_metadata-filter_metadata-acme-auth"),
+        Some("<none>")
+    );
+}
+
 async fn assert_fails_closed_then_recovers(gw: &TestGateway, path: &str, reason: &str) {
     let started = Instant::now();
     let seen = get(&gw.url(path)).await;

@@ -18,10 +18,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 mod body;
 pub mod grpc;
 mod inline;
+mod metadata;
 pub mod outcome;
 pub mod services;
 pub use body::{BodyBuffer, UnsupportedEdit};
 pub use inline::InlineDeque;
+pub use metadata::MetaValue;
 
 /// The request as filters see and change it.
 #[derive(Debug, Clone)]
@@ -168,6 +170,9 @@ pub struct Progress {
     /// The cluster the request goes to: its route's, drawn again when a filter's change sends
     /// the request to another route; empty on a route that answers by itself.
     pub cluster: RefCell<Arc<str>>,
+    /// The route's `metadata` (`route_metadata`), shared with the routing snapshot; the new
+    /// route's after a filter's change sends the request to another one.
+    pub route_metadata: RefCell<Option<Arc<MetaValue>>>,
     /// The endpoint (`host:port`) the request was sent to, once it was.
     pub upstream: RefCell<Option<Arc<str>>>,
     /// Upstream attempts made (1 without retries).

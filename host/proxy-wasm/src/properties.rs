@@ -66,6 +66,10 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
         return Some(v.clone());
     }
     let ex = &stream.exchange;
+    if seg(0)? == b"route_metadata" {
+        let md = ex.progress.route_metadata.borrow();
+        return metadata_bytes(md.as_deref()?.get(path[1..].iter().map(Vec::as_slice))?);
+    }
     let info = &ex.info;
     let req = ex.request.borrow();
     let (path_only, query) = req
@@ -240,6 +244,32 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
     })
 }
 
+/// A metadata value as Envoy serializes the value a path reaches: strings raw, numbers as
+/// 8-byte little-endian doubles, booleans as one byte, null as nothing, a map as proxy-wasm
+/// pairs of its keys and (so serialized) values. Lists: `None` (not provided).
+fn metadata_bytes(v: &rustygate_filter_api::MetaValue) -> Option<Vec<u8>> {
+    use rustygate_filter_api::MetaValue;
+    Some(match v {
+        MetaValue::Null => Vec::new(),
+        MetaValue::Bool(b) => vec![u8::from(*b)],
+        MetaValue::Number(n) => n.to_le_bytes().to_vec(),
+        MetaValue::String(s) => s.as_bytes().to_vec(),
+        MetaValue::List(_) => return None,
+        MetaValue::Map(entries) => {
+            let values: Vec<Vec<u8>> = entries
+                .iter()
+                .map(|(_, v)| metadata_bytes(v))
+                .collect::<Option<_>>()?;
+            crate::pairs::encode(
+                entries
+                    .iter()
+                    .zip(&values)
+                    .map(|((k, _), v)| (k.as_bytes(), v.as_slice())),
+            )
+        }
+    })
+}
+
 /// Splits a NUL-separated path; a trailing NUL (C++ SDK) is ignored, and a single dotted
 /// segment (`request.path`) is accepted too, as Kong does.
 pub(crate) fn split(raw: &[u8]) -> Vec<Vec<u8>> {
@@ -255,4 +285,33 @@ fn request_size(headers: &http::HeaderMap, ex: &rustygate_filter_api::Exchange) 
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok())
         .unwrap_or_else(|| ex.progress.request_body_bytes.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use rustygate_filter_api::MetaValue;
+
+    use super::metadata_bytes;
+
+    #[test]
+    fn metadata_values_are_encoded_as_envoy_encodes_them() {
+        assert_eq!(
+            metadata_bytes(&MetaValue::String("x-auth".into())).unwrap(),
+            b"x-auth"
+        );
+        assert_eq!(
+            metadata_bytes(&MetaValue::Number(2.5)).unwrap(),
+            2.5f64.to_le_bytes()
+        );
+        assert_eq!(metadata_bytes(&MetaValue::Bool(true)).unwrap(), [1]);
+        assert_eq!(metadata_bytes(&MetaValue::Null).unwrap(), b"");
+        assert_eq!(metadata_bytes(&MetaValue::List(Box::new([]))), None);
+        let map = MetaValue::Map(Box::new([
+            ("a".into(), MetaValue::String("1".into())),
+            ("b".into(), MetaValue::Bool(false)),
+        ]));
+        let bytes = metadata_bytes(&map).unwrap();
+        let pairs = crate::pairs::decode(&bytes).unwrap();
+        assert_eq!(pairs, vec![(&b"a"[..], &b"1"[..]), (&b"b"[..], &[0u8][..])]);
+    }
 }

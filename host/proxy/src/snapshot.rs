@@ -55,6 +55,8 @@ pub struct RouteEntry {
     pub rewrite_path: Option<PathRewrite>,
     /// The `Host` the upstream sees instead of the client's, if the route sets one.
     pub rewrite_host: Option<http::HeaderValue>,
+    /// What filters read as `route_metadata`, if the route has `metadata`.
+    pub metadata: Option<Arc<rustygate_filter_api::MetaValue>>,
 }
 
 /// A route's clusters (indexes into [`Snapshot::clusters`]) with their cumulative weights.
@@ -299,6 +301,7 @@ impl Snapshot {
                 let answer =
                     answer(r).map_err(|e| SnapshotError::Invalid(format!("routes[{i}]: {e}")))?;
                 Ok(RouteEntry {
+                    metadata: r.metadata.as_ref().map(route_metadata),
                     name: r
                         .name
                         .clone()
@@ -419,4 +422,33 @@ fn path_rewrite(
         pattern: regex::Regex::new(&re.pattern).ok()?,
         substitution: re.substitution.as_str().into(),
     })
+}
+
+/// A route's `metadata` as filters read it: `{ filter_metadata: { <namespace>: ... } }`.
+fn route_metadata(m: &rustygate_config::RouteMetadata) -> Arc<rustygate_filter_api::MetaValue> {
+    use rustygate_filter_api::MetaValue;
+    fn value(v: &serde_json::Value) -> MetaValue {
+        match v {
+            serde_json::Value::Null => MetaValue::Null,
+            serde_json::Value::Bool(b) => MetaValue::Bool(*b),
+            // A protobuf `Struct` holds every number as a double.
+            serde_json::Value::Number(n) => MetaValue::Number(n.as_f64().unwrap_or_default()),
+            serde_json::Value::String(s) => MetaValue::String(s.as_str().into()),
+            serde_json::Value::Array(a) => MetaValue::List(a.iter().map(value).collect()),
+            serde_json::Value::Object(o) => MetaValue::Map(
+                o.iter()
+                    .map(|(k, v)| (k.as_str().into(), value(v)))
+                    .collect(),
+            ),
+        }
+    }
+    let namespaces = m
+        .filter_metadata
+        .iter()
+        .map(|(k, v)| (k.as_str().into(), value(v)))
+        .collect();
+    Arc::new(MetaValue::Map(Box::new([(
+        "filter_metadata".into(),
+        MetaValue::Map(namespaces),
+    )])))
 }

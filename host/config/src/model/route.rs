@@ -68,6 +68,20 @@ pub struct Route {
     /// (as Envoy's route rewrites are): filters see the request as the client sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+    /// Static data filters read through the `route_metadata` property, as Envoy's route
+    /// `metadata`: `{ filter_metadata: { <namespace>: { key: value, ... } } }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<RouteMetadata>,
+}
+
+/// A route's `metadata`, laid out as Envoy's (`envoy.config.core.v3.Metadata`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMetadata {
+    /// Per namespace (by convention the filter's name, `envoy.filters.http.wasm` for
+    /// proxy-wasm filters in Envoy), any YAML value.
+    #[serde(default)]
+    pub filter_metadata: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// One cluster of a traffic split.

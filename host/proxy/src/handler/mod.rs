@@ -307,6 +307,10 @@ async fn forward(
         };
         let exchange = Exchange::new(head, info);
         exchange.progress.route.replace(route.name.clone());
+        exchange
+            .progress
+            .route_metadata
+            .replace(route.metadata.clone());
         if let Some(c) = cluster {
             exchange
                 .progress
@@ -382,6 +386,7 @@ async fn forward(
                         cluster.map_or_else(|| "".into(), |c| snapshot.clusters[c].name.clone());
                     let progress = &run.as_ref().expect("set above").exchange.progress;
                     progress.route.replace(route.name.clone());
+                    progress.route_metadata.replace(route.metadata.clone());
                     progress.cluster.replace(name);
                     done.route = Some((i as u32, route.name.clone()));
                     if let Some(t) = &done.trace {

@@ -761,6 +761,21 @@ fn display(name: &str, value: Option<Vec<u8>>) -> String {
     if name == "connection.mtls" {
         return (bytes == [1]).to_string();
     }
+    // Route metadata: a map (named `*_map` by the tests) comes as pairs, a number as a double.
+    if name.starts_with("route_metadata.") && name.ends_with("_map") {
+        return decode_pairs(&bytes)
+            .map(|pairs| {
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_else(|| "<bad map>".into());
+    }
+    if name.starts_with("route_metadata.") && name.ends_with("_num") && bytes.len() == 8 {
+        return f64::from_le_bytes(bytes.try_into().unwrap()).to_string();
+    }
     if name.ends_with(".headers") || name.ends_with(".trailers") {
         return decode_pairs(&bytes)
             .map(|pairs| {
