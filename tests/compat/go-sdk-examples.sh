@@ -25,7 +25,7 @@ source "$ROOT/tests/compat/checks.sh"
 
 EXAMPLES=(helloworld http_auth_random http_body http_routing metrics shared_data postpone_requests
   dispatch_call_on_tick foreign_call_on_tick multiple_dispatches vm_plugin_configuration
-  shared_queue/sender shared_queue/receiver)
+  shared_queue/sender shared_queue/receiver properties)
 
 # Builds one example as the SDK's README says; prints the path of its .wasm.
 build() {
@@ -98,6 +98,9 @@ EOF
           "direct_response: { status: 200, body: \"hello from primary!\n\" }, filters: [http_routing]" ;;
       shared_queue/receiver)
         route "$name" "$name" "" "cluster: httpbin, filters: [${name}_requests, ${name}_responses]" ;;
+      # Its envoy.yaml: the route's metadata names the header every request must carry.
+      properties)
+        route properties properties "" "cluster: httpbin, filters: [properties], metadata: { filter_metadata: { envoy.filters.http.wasm: { auth: x-auth } } }" ;;
       *) route "$name" "$name" "" "cluster: httpbin, filters: [$name]" ;;
     esac
   done
@@ -222,6 +225,12 @@ if has multiple_dispatches; then
   expect "multiple_dispatches: answered" 200 "$(call multiple_dispatches "$(url /)")"
   expect "multiple_dispatches: header added after ten calls" 10 "$(header total-dispatched)"
   logged "multiple_dispatches: resumed" 'response resumed after processed 10 dispatched request'
+fi
+
+if has properties; then
+  expect "properties: the route's metadata read" 401 "$(call properties "$(url /get)")"
+  expect "properties: the header it names lets the request through" 200 "$(call properties -H "x-auth: any" "$(url /get)")"
+  logged "properties: the value logged" 'auth header is \\"x-auth\\"'
 fi
 
 if has shared_queue/sender && has shared_queue/receiver; then
