@@ -10,8 +10,9 @@
 # Not part of `make test`: the checkout is not in this repository (the suite's own Go filters,
 # tests/guests/go and tests/guests/go-sdk, exercise every ABI group). Needs the release build
 # (`cargo build --release -p rustygate`, or GATEWAY=...), Go (`make deps` installs it; or GO=...),
-# curl and python3. Go runs offline (GOPROXY=off): an example whose go.mod needs modules that
-# are not in the module cache is skipped. Exits 1 if a check fails.
+# curl and python3. Go runs offline unless GOPROXY is set: an example whose go.mod needs
+# modules that are not in the module cache (the SDK's own go.mod lists its test libraries) is
+# then skipped. Exits 1 if a check fails.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 : "${SDK_DIR:?set SDK_DIR to a checkout of proxy-wasm-go-sdk}"
@@ -33,7 +34,7 @@ build() {
   out=$RUN/wasm/$(tr / _ <<< "$1").wasm
   [ -f "$dir/main.go" ] || return 1
   mkdir -p "$RUN/wasm"
-  (cd "$dir" && GOTOOLCHAIN=local GOPROXY=off GOFLAGS=${GOFLAGS:--mod=mod} GOOS=wasip1 GOARCH=wasm \
+  (cd "$dir" && GOTOOLCHAIN=local GOPROXY=${GOPROXY:-off} GOFLAGS=${GOFLAGS:--mod=mod} GOOS=wasip1 GOARCH=wasm \
     "$GO" build -buildmode=c-shared -o "$out" . >&2) || return 1
   echo "$out"
 }

@@ -321,13 +321,20 @@ async fn filter_metric_names_give_up_their_tags() {
     );
 }
 
-/// A route's `metadata` reaches filters as Envoy's `route_metadata` property: strings raw,
-/// numbers as doubles, maps as pairs; a route without it has none.
+/// A route's and a cluster's `metadata` reach filters as Envoy's `route_metadata` and
+/// `cluster_metadata` properties: strings raw, numbers as doubles, maps as pairs; a route
+/// without it has none.
 #[tokio::test]
-async fn route_metadata_reaches_filters_as_in_envoy() {
+async fn route_and_cluster_metadata_reach_filters_as_in_envoy() {
     let up = Upstream::echo();
-    let filter = "    configuration: { properties: [route_metadata.filter_metadata.acme.auth, route_metadata.filter_metadata.acme.rpm_num, route_metadata.filter_metadata.acme.owner_map, route_metadata.filter_metadata.acme.missing] }";
-    let yaml = config(up.addr, filter, "[probe]").replacen("prefix: / }", "prefix: /meta }", 1)
+    let filter = "    configuration: { properties: [route_metadata.filter_metadata.acme.auth, route_metadata.filter_metadata.acme.rpm_num, route_metadata.filter_metadata.acme.owner_map, route_metadata.filter_metadata.acme.missing, cluster_metadata.filter_metadata.acme.zone] }";
+    let yaml = config(up.addr, filter, "[probe]")
+        .replacen("prefix: / }", "prefix: /meta }", 1)
+        .replacen(
+            "filters:\n  - name: probe",
+            "    metadata: { filter_metadata: { acme: { zone: eu-west } } }\nfilters:\n  - name: probe",
+            1,
+        )
         + "    metadata:
       filter_metadata:
         acme: { auth: x-auth, rpm_num: 60, owner_map: { team: edge, tier: gold } }
@@ -343,6 +350,10 @@ async fn route_metadata_reaches_filters_as_in_envoy() {
     assert_eq!(prop("rpm_num"), Some("60"));
     assert_eq!(prop("owner_map"), Some("team=edge,tier=gold"));
     assert_eq!(prop("missing"), Some("<none>"));
+    assert_eq!(
+        seen.header("x-prop-cluster_metadata-filter_metadata-acme-zone"),
+        Some("eu-west")
+    );
     let plain = get(&gw.url("/other")).await;
     assert_eq!(
         plain.header("x-prop-route_metadata-filter_metadata-acme-auth"),

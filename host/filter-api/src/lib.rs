@@ -173,6 +173,8 @@ pub struct Progress {
     /// The route's `metadata` (`route_metadata`), shared with the routing snapshot; the new
     /// route's after a filter's change sends the request to another one.
     pub route_metadata: RefCell<Option<Arc<MetaValue>>>,
+    /// The cluster's `metadata` (`cluster_metadata`), likewise.
+    pub cluster_metadata: RefCell<Option<Arc<MetaValue>>>,
     /// The endpoint (`host:port`) the request was sent to, once it was.
     pub upstream: RefCell<Option<Arc<str>>>,
     /// Upstream attempts made (1 without retries).

@@ -66,8 +66,13 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
         return Some(v.clone());
     }
     let ex = &stream.exchange;
-    if seg(0)? == b"route_metadata" {
-        let md = ex.progress.route_metadata.borrow();
+    let metadata = match seg(0)? {
+        b"route_metadata" => Some(&ex.progress.route_metadata),
+        b"cluster_metadata" => Some(&ex.progress.cluster_metadata),
+        _ => None,
+    };
+    if let Some(md) = metadata {
+        let md = md.borrow();
         return metadata_bytes(md.as_deref()?.get(path[1..].iter().map(Vec::as_slice))?);
     }
     let info = &ex.info;

@@ -157,6 +157,8 @@ pub struct ClusterEntry {
     pub panic_threshold: u8,
     /// The balancer component's name, when one picks endpoints.
     pub balancer: Option<Arc<str>>,
+    /// What filters read as `cluster_metadata`, if the cluster has `metadata`.
+    pub metadata: Option<Arc<rustygate_filter_api::MetaValue>>,
     /// Where the balancer's hash key comes from.
     pub hash_key: Option<HashKey>,
 }
@@ -245,6 +247,7 @@ impl Snapshot {
                     })
                     .transpose()?;
                 Ok(ClusterEntry {
+                    metadata: c.metadata.as_ref().map(metadata_tree),
                     name: c.name.as_str().into(),
                     endpoints,
                     settings: EndpointSettings {
@@ -301,7 +304,7 @@ impl Snapshot {
                 let answer =
                     answer(r).map_err(|e| SnapshotError::Invalid(format!("routes[{i}]: {e}")))?;
                 Ok(RouteEntry {
-                    metadata: r.metadata.as_ref().map(route_metadata),
+                    metadata: r.metadata.as_ref().map(metadata_tree),
                     name: r
                         .name
                         .clone()
@@ -424,8 +427,9 @@ fn path_rewrite(
     })
 }
 
-/// A route's `metadata` as filters read it: `{ filter_metadata: { <namespace>: ... } }`.
-fn route_metadata(m: &rustygate_config::RouteMetadata) -> Arc<rustygate_filter_api::MetaValue> {
+/// A route's or cluster's `metadata` as filters read it:
+/// `{ filter_metadata: { <namespace>: ... } }`.
+fn metadata_tree(m: &rustygate_config::Metadata) -> Arc<rustygate_filter_api::MetaValue> {
     use rustygate_filter_api::MetaValue;
     fn value(v: &serde_json::Value) -> MetaValue {
         match v {

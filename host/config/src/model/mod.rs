@@ -517,6 +517,10 @@ pub struct Cluster {
     /// verified against the Mozilla root store, with the endpoint's host as server name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// Static data filters read through the `cluster_metadata` property once the request's
+    /// cluster is known, as Envoy's cluster `metadata`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
 }
 
 /// TLS to a cluster whose endpoints are `https://`.

@@ -71,13 +71,13 @@ pub struct Route {
     /// Static data filters read through the `route_metadata` property, as Envoy's route
     /// `metadata`: `{ filter_metadata: { <namespace>: { key: value, ... } } }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<RouteMetadata>,
+    pub metadata: Option<Metadata>,
 }
 
-/// A route's `metadata`, laid out as Envoy's (`envoy.config.core.v3.Metadata`).
+/// A route's or cluster's `metadata`, laid out as Envoy's (`envoy.config.core.v3.Metadata`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RouteMetadata {
+pub struct Metadata {
     /// Per namespace (by convention the filter's name, `envoy.filters.http.wasm` for
     /// proxy-wasm filters in Envoy), any YAML value.
     #[serde(default)]

@@ -312,10 +312,12 @@ async fn forward(
             .route_metadata
             .replace(route.metadata.clone());
         if let Some(c) = cluster {
+            let c = &snapshot.clusters[c];
+            exchange.progress.cluster.replace(c.name.clone());
             exchange
                 .progress
-                .cluster
-                .replace(snapshot.clusters[c].name.clone());
+                .cluster_metadata
+                .replace(c.metadata.clone());
         }
         let chain_run = ChainRun::new(
             &chain,
@@ -382,12 +384,16 @@ async fn forward(
                 Some(i) if i != route_idx => {
                     route = &snapshot.routes[i];
                     cluster = route.targets.pick(&worker.rng);
-                    let name =
-                        cluster.map_or_else(|| "".into(), |c| snapshot.clusters[c].name.clone());
                     let progress = &run.as_ref().expect("set above").exchange.progress;
                     progress.route.replace(route.name.clone());
                     progress.route_metadata.replace(route.metadata.clone());
-                    progress.cluster.replace(name);
+                    let c = cluster.map(|c| &snapshot.clusters[c]);
+                    progress
+                        .cluster
+                        .replace(c.map_or_else(|| "".into(), |c| c.name.clone()));
+                    progress
+                        .cluster_metadata
+                        .replace(c.and_then(|c| c.metadata.clone()));
                     done.route = Some((i as u32, route.name.clone()));
                     if let Some(t) = &done.trace {
                         t.set_route(&route.name);

@@ -31,11 +31,12 @@ pub(crate) fn display(name: &str, value: Option<Vec<u8>>) -> String {
     if name == "connection.mtls" {
         return (bytes == [1]).to_string();
     }
-    // Route metadata: a map (named `*_map` by the tests) comes as pairs, a number as a double.
-    if name.starts_with("route_metadata.") && name.ends_with("_map") {
+    // Route and cluster metadata: a map (named `*_map` by the tests) comes as pairs, a number as a double.
+    let metadata = name.starts_with("route_metadata.") || name.starts_with("cluster_metadata.");
+    if metadata && name.ends_with("_map") {
         return pairs_text(&bytes, "=", ",");
     }
-    if name.starts_with("route_metadata.") && name.ends_with("_num") && bytes.len() == 8 {
+    if metadata && name.ends_with("_num") && bytes.len() == 8 {
         return f64::from_le_bytes(bytes.try_into().unwrap()).to_string();
     }
     if name.ends_with(".headers") || name.ends_with(".trailers") {
