@@ -306,19 +306,7 @@ async fn forward(
             start: done.start,
         };
         let exchange = Exchange::new(head, info);
-        exchange.progress.route.replace(route.name.clone());
-        exchange
-            .progress
-            .route_metadata
-            .replace(route.metadata.clone());
-        if let Some(c) = cluster {
-            let c = &snapshot.clusters[c];
-            exchange.progress.cluster.replace(c.name.clone());
-            exchange
-                .progress
-                .cluster_metadata
-                .replace(c.metadata.clone());
-        }
+        snapshot.note_route(&exchange.progress, route, cluster);
         let chain_run = ChainRun::new(
             &chain,
             active.timers(route_idx),
@@ -385,15 +373,7 @@ async fn forward(
                     route = &snapshot.routes[i];
                     cluster = route.targets.pick(&worker.rng);
                     let progress = &run.as_ref().expect("set above").exchange.progress;
-                    progress.route.replace(route.name.clone());
-                    progress.route_metadata.replace(route.metadata.clone());
-                    let c = cluster.map(|c| &snapshot.clusters[c]);
-                    progress
-                        .cluster
-                        .replace(c.map_or_else(|| "".into(), |c| c.name.clone()));
-                    progress
-                        .cluster_metadata
-                        .replace(c.and_then(|c| c.metadata.clone()));
+                    snapshot.note_route(progress, route, cluster);
                     done.route = Some((i as u32, route.name.clone()));
                     if let Some(t) = &done.trace {
                         t.set_route(&route.name);
