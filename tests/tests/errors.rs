@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
-use rustygate_tests::client::{get, raw};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use rustygate_tests::client::{Seen, get, h2c, raw, send};
 use rustygate_tests::upstream::{Upstream, text};
 use rustygate_tests::{TestGateway, simple_config};
 
@@ -27,6 +29,58 @@ async fn refused_upstream_is_502() {
     let gw = TestGateway::start(&simple_config(addr, "")).await;
     let seen = get(&gw.url("/x")).await;
     assert_json_error(&seen, 502, "connect_failure");
+}
+
+fn grpc_call(gw: &TestGateway, path: &str) -> Request<Full<Bytes>> {
+    Request::post(gw.url(path))
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc+proto")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap()
+}
+
+fn assert_trailers_only(seen: &Seen, grpc_status: &str, message_starts: &str) {
+    assert_eq!(seen.status, StatusCode::OK, "{:?}", seen.body);
+    assert_eq!(seen.header("content-type"), Some("application/grpc"));
+    assert_eq!(seen.header("grpc-status"), Some(grpc_status));
+    let message = seen.header("grpc-message").unwrap_or_default();
+    assert!(message.starts_with(message_starts), "{message}");
+    assert!(seen.body.is_empty());
+    assert!(seen.header("x-request-id").is_some());
+}
+
+/// A gRPC client reads failures from `grpc-status`, not from a JSON body: the gateway's own
+/// errors reach it in gRPC's trailers-only form, as Envoy sends its local replies.
+#[tokio::test]
+async fn a_grpc_client_gets_gateway_errors_as_grpc_statuses() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let yaml = simple_config(
+        addr,
+        "  - name: svc\n    match: { path: { prefix: /pkg.Svc/ } }\n    cluster: up\n",
+    )
+    .replace("  - name: all\n    cluster: up\n", "");
+    let gw = TestGateway::start(&yaml).await;
+    let client = h2c();
+    let refused = send(&client, grpc_call(&gw, "/pkg.Svc/Call")).await;
+    // 502 maps to UNAVAILABLE (14).
+    assert_trailers_only(&refused, "14", "could not connect to upstream: ");
+    let unrouted = send(&client, grpc_call(&gw, "/other.Svc/Call")).await;
+    // 404 maps to UNIMPLEMENTED (12).
+    assert_trailers_only(&unrouted, "12", "no route matched the request: ");
+    // Anything else still gets the JSON error.
+    let plain = send(
+        &client,
+        Request::post(gw.url("/pkg.Svc/Call"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap(),
+    )
+    .await;
+    assert_json_error(&plain, 502, "connect_failure");
 }
 
 #[tokio::test]

@@ -177,6 +177,38 @@ async fn local_response_to_a_grpc_request_is_trailers_only() {
     assert_eq!(up.requests(), 0);
 }
 
+/// The gateway's own error for a gRPC request on a filtered route: trailers-only, its message
+/// in words as `grpc-message`, and the filters' response phases see that form.
+#[tokio::test]
+async fn gateway_error_to_a_grpc_request_is_trailers_only_through_the_filters() {
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let filter =
+        "    configuration: { name: p, properties: [response.headers.grpc-status, response.code] }";
+    let gw = TestGateway::start(&config(refused, filter, "[probe]")).await;
+    let req = Request::post(gw.url("/pkg.Svc/Call"))
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let seen = send(&rustygate_tests::client::h2c(), req).await;
+    assert_eq!(seen.status, 200);
+    assert!(seen.body.is_empty());
+    assert_eq!(seen.header("grpc-status"), Some("14"), "502 is UNAVAILABLE");
+    let message = seen.header("grpc-message").unwrap_or_default();
+    assert!(
+        message.starts_with("could not connect to upstream: "),
+        "{message}"
+    );
+    assert_eq!(
+        seen.header("x-prop-response-headers-grpc-status"),
+        Some("14")
+    );
+    assert_eq!(seen.header("x-prop-response-code"), Some("200"));
+}
+
 #[tokio::test]
 async fn local_response_from_the_request_phase_skips_the_upstream() {
     let up = Upstream::echo();

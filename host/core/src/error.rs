@@ -131,6 +131,15 @@ impl ErrorKind {
         matches!(self, ErrorKind::UpstreamConnect)
     }
 
+    /// What went wrong, in words: the kind's own, then the detail. The JSON body's `message`,
+    /// and a gRPC client's `grpc-message`.
+    pub fn message(self, detail: Option<&str>) -> String {
+        match detail {
+            Some(d) => format!("{self}: {d}"),
+            None => self.to_string(),
+        }
+    }
+
     /// The JSON body clients receive:
     /// `{"status":502,"error":"connect_failure","message":"…","request_id":"…"}`.
     pub fn json_body(self, detail: Option<&str>, request_id: &str) -> String {
@@ -141,10 +150,7 @@ impl ErrorKind {
             self.status().as_u16(),
             self.code()
         );
-        match detail {
-            Some(d) => json_string(&mut s, &format!("{self}: {d}")),
-            None => json_string(&mut s, &self.to_string()),
-        }
+        json_string(&mut s, &self.message(detail));
         s.push_str(",\"request_id\":");
         json_string(&mut s, request_id);
         s.push('}');

@@ -253,16 +253,17 @@ impl<'a> Ctx<'a> {
                 Some(BodyStop::Fail(f)) => {
                     let (kind, detail) = filter_failed(&f);
                     record_failure(&self.run.exchange.progress.outcome, kind);
-                    error_response(kind, &detail, self.request_id)
+                    error_response(kind, &detail, self.request_id, self.run.grpc_request())
                 }
                 Some(BodyStop::Reset) => {
                     let (kind, detail) = reset();
-                    error_response(kind, &detail, self.request_id)
+                    error_response(kind, &detail, self.request_id, self.run.grpc_request())
                 }
                 _ => error_response(
                     ErrorKind::Internal,
                     "a filter buffered more of a local response than the limit allows",
                     self.request_id,
+                    self.run.grpc_request(),
                 ),
             },
             Settled::Complete { .. } | Settled::Streaming => local_head(
@@ -279,7 +280,14 @@ impl<'a> Ctx<'a> {
         &self,
         (kind, detail): Failure,
     ) -> Result<Response<ResponseBody>, Failure> {
-        let body = kind.json_body(Some(&detail), self.request_id.to_str().unwrap_or_default());
+        // A gRPC client gets the message as `grpc-message` (`respond_through` makes the
+        // trailers-only form), not the JSON.
+        let grpc = self.run.grpc_request();
+        let body = if grpc {
+            kind.message(Some(&detail))
+        } else {
+            kind.json_body(Some(&detail), self.request_id.to_str().unwrap_or_default())
+        };
         let outcome = &self.run.exchange.progress.outcome;
         record_failure(outcome, kind);
         let local = LocalResponse {

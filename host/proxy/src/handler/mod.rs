@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version, uri::PathAndQuery};
+use http::{Method, Request, Response, StatusCode, Version, uri::PathAndQuery};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -17,7 +17,9 @@ use rustygate_config::UpstreamProtocol;
 use rustygate_core::ErrorKind;
 use rustygate_core::forwarding::{self, X_REQUEST_ID};
 use rustygate_core::router::RequestView;
-use rustygate_filter_api::{Direction, Exchange, RequestHead, ResponseHead, StreamInfo};
+use rustygate_filter_api::{
+    Direction, Exchange, LocalResponse, RequestHead, ResponseHead, StreamInfo, is_grpc_request,
+};
 
 mod attempts;
 mod completion;
@@ -89,6 +91,8 @@ pub(crate) async fn handle(
         body_len: None,
     };
     let conn = done.conn.clone();
+    // gRPC is always a POST: other methods skip the header lookup.
+    let grpc = req.method() == Method::POST && is_grpc_request(req.headers());
     let resp = match forward(
         &worker,
         &conn,
@@ -112,7 +116,7 @@ pub(crate) async fn handle(
             } else {
                 completion::record_failure(done.outcome(), kind);
             }
-            error_response(kind, &detail, &request_id)
+            error_response(kind, &detail, &request_id, grpc)
         }
     };
     if done.chain.as_ref().is_some_and(|c| c.reset.get()) {
@@ -763,12 +767,27 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The JSON error response for `kind`.
+/// The error response for `kind`: JSON, or for a gRPC request the trailers-only form Envoy
+/// answers gRPC clients with (`grpc-status` mapped from the HTTP status, the message as
+/// `grpc-message`), which gRPC libraries read where a JSON body would be "unexpected content
+/// type".
 pub(crate) fn error_response(
     kind: ErrorKind,
     detail: &str,
     request_id: &HeaderValue,
+    grpc: bool,
 ) -> Response<ResponseBody> {
+    if grpc {
+        let mut local = LocalResponse {
+            status: kind.status(),
+            headers: Vec::new(),
+            body: kind.message(Some(detail)).into(),
+            details: String::new(),
+            grpc_status: None,
+        };
+        local.into_grpc();
+        return filtering::local_response(local, request_id);
+    }
     let body = kind.json_body(Some(detail), request_id.to_str().unwrap_or_default());
     let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = kind.status();
