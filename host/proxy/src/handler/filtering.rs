@@ -11,8 +11,9 @@ use http::{HeaderMap, Response};
 use rustygate_core::ErrorKind;
 use rustygate_filter_api::{Direction, LocalResponse};
 
+use super::Failure;
 use super::completion::record_failure;
-use super::{Failure, error_response};
+use super::errors::error_response;
 use crate::body::{self, ResponseBody, Transfer};
 use crate::chain::pipeline::{FilteredBody, Settled};
 use crate::chain::{BodyStop, ChainFailure, ChainRun, Halt, Reply};

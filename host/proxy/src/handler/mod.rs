@@ -18,11 +18,12 @@ use rustygate_core::ErrorKind;
 use rustygate_core::forwarding::{self, X_REQUEST_ID};
 use rustygate_core::router::RequestView;
 use rustygate_filter_api::{
-    Direction, Exchange, LocalResponse, RequestHead, ResponseHead, StreamInfo, is_grpc_request,
+    Direction, Exchange, RequestHead, ResponseHead, StreamInfo, is_grpc_request,
 };
 
 mod attempts;
 mod completion;
+mod errors;
 mod filtering;
 mod form;
 mod mirror;
@@ -36,6 +37,7 @@ use crate::tunnel::TunnelChain;
 use crate::worker::{Active, ConnCtx, Worker};
 use attempts::Failed;
 pub(crate) use completion::Completion;
+use errors::error_response;
 use filtering::filter_failed;
 use form::address;
 use switch::{Switch, tunnel_log};
@@ -412,7 +414,7 @@ async fn forward(
         return match &run {
             None => {
                 done.outcome.set_details(std::mem::take(&mut local.details));
-                if rustygate_filter_api::is_grpc_request(&parts.headers) {
+                if is_grpc_request(&parts.headers) {
                     local.into_grpc();
                 }
                 Ok(filtering::local_response(local, request_id))
@@ -765,37 +767,4 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
-}
-
-/// The error response for `kind`: JSON, or for a gRPC request the trailers-only form Envoy
-/// answers gRPC clients with (`grpc-status` mapped from the HTTP status, the message as
-/// `grpc-message`), which gRPC libraries read where a JSON body would be "unexpected content
-/// type".
-pub(crate) fn error_response(
-    kind: ErrorKind,
-    detail: &str,
-    request_id: &HeaderValue,
-    grpc: bool,
-) -> Response<ResponseBody> {
-    if grpc {
-        let mut local = LocalResponse {
-            status: kind.status(),
-            headers: Vec::new(),
-            body: kind.message(Some(detail)).into(),
-            details: String::new(),
-            grpc_status: None,
-        };
-        local.into_grpc();
-        return filtering::local_response(local, request_id);
-    }
-    let body = kind.json_body(Some(detail), request_id.to_str().unwrap_or_default());
-    let mut resp = Response::new(ResponseBody::full(body));
-    *resp.status_mut() = kind.status();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(X_REQUEST_ID.clone(), request_id.clone());
-    resp
 }
