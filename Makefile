@@ -89,6 +89,7 @@ fmt-check:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 	$(CARGO) clippy --target wasm32-wasip1 --target-dir target/filters $(FILTER_PACKAGES) -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip2 --target-dir target/filters $(BALANCER_PACKAGES) -p rustygate-sdk -- -D warnings
 	$(CARGO) clippy --locked --manifest-path $(EXAMPLE)/rust/Cargo.toml --target wasm32-wasip1 --target-dir target/examples -- -D warnings
