@@ -354,12 +354,12 @@ async fn filter_metric_names_give_up_their_tags() {
 }
 
 /// A route's and a cluster's `metadata` reach filters as Envoy's `route_metadata` and
-/// `cluster_metadata` properties: strings raw, numbers as doubles, maps as pairs; a route
-/// without it has none.
+/// `cluster_metadata` properties: strings raw, numbers as doubles, maps as pairs, lists as
+/// pairs with empty values; a route without it has none.
 #[tokio::test]
 async fn route_and_cluster_metadata_reach_filters_as_in_envoy() {
     let up = Upstream::echo();
-    let filter = "    configuration: { properties: [route_metadata.filter_metadata.acme.auth, route_metadata.filter_metadata.acme.rpm_num, route_metadata.filter_metadata.acme.owner_map, route_metadata.filter_metadata.acme.missing, cluster_metadata.filter_metadata.acme.zone] }";
+    let filter = "    configuration: { properties: [route_metadata.filter_metadata.acme.auth, route_metadata.filter_metadata.acme.rpm_num, route_metadata.filter_metadata.acme.owner_map, route_metadata.filter_metadata.acme.regions_list, route_metadata.filter_metadata.acme.missing, cluster_metadata.filter_metadata.acme.zone] }";
     let yaml = config(up.addr, filter, "[probe]")
         .replacen("prefix: / }", "prefix: /meta }", 1)
         .replacen(
@@ -369,7 +369,7 @@ async fn route_and_cluster_metadata_reach_filters_as_in_envoy() {
         )
         + "    metadata:
       filter_metadata:
-        acme: { auth: x-auth, rpm_num: 60, owner_map: { team: edge, tier: gold } }
+        acme: { auth: x-auth, rpm_num: 60, owner_map: { team: edge, tier: gold }, regions_list: [eu, us] }
   - name: plain
     match: { path: { prefix: / } }
     cluster: up
@@ -381,6 +381,7 @@ async fn route_and_cluster_metadata_reach_filters_as_in_envoy() {
     assert_eq!(prop("auth"), Some("x-auth"));
     assert_eq!(prop("rpm_num"), Some("60"));
     assert_eq!(prop("owner_map"), Some("team=edge,tier=gold"));
+    assert_eq!(prop("regions_list"), Some("eu=,us="));
     assert_eq!(prop("missing"), Some("<none>"));
     assert_eq!(
         seen.header("x-prop-cluster_metadata-filter_metadata-acme-zone"),

@@ -73,7 +73,9 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
     };
     if let Some(md) = metadata {
         let md = md.borrow();
-        return metadata_bytes(md.as_deref()?.get(path[1..].iter().map(Vec::as_slice))?);
+        return Some(metadata_bytes(
+            md.as_deref()?.get(path[1..].iter().map(Vec::as_slice))?,
+        ));
     }
     let info = &ex.info;
     let req = ex.request.borrow();
@@ -251,20 +253,21 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
 
 /// A metadata value as Envoy serializes the value a path reaches: strings raw, numbers as
 /// 8-byte little-endian doubles, booleans as one byte, null as nothing, a map as proxy-wasm
-/// pairs of its keys and (so serialized) values. Lists: `None` (not provided).
-fn metadata_bytes(v: &rustygate_filter_api::MetaValue) -> Option<Vec<u8>> {
+/// pairs of its keys and (so serialized) values, a list as pairs of its (so serialized)
+/// elements with empty values.
+fn metadata_bytes(v: &rustygate_filter_api::MetaValue) -> Vec<u8> {
     use rustygate_filter_api::MetaValue;
-    Some(match v {
+    match v {
         MetaValue::Null => Vec::new(),
         MetaValue::Bool(b) => vec![u8::from(*b)],
         MetaValue::Number(n) => n.to_le_bytes().to_vec(),
         MetaValue::String(s) => s.as_bytes().to_vec(),
-        MetaValue::List(_) => return None,
+        MetaValue::List(items) => {
+            let items: Vec<Vec<u8>> = items.iter().map(metadata_bytes).collect();
+            crate::pairs::encode(items.iter().map(|k| (k.as_slice(), &b""[..])))
+        }
         MetaValue::Map(entries) => {
-            let values: Vec<Vec<u8>> = entries
-                .iter()
-                .map(|(_, v)| metadata_bytes(v))
-                .collect::<Option<_>>()?;
+            let values: Vec<Vec<u8>> = entries.iter().map(|(_, v)| metadata_bytes(v)).collect();
             crate::pairs::encode(
                 entries
                     .iter()
@@ -272,7 +275,7 @@ fn metadata_bytes(v: &rustygate_filter_api::MetaValue) -> Option<Vec<u8>> {
                     .map(|((k, _), v)| (k.as_bytes(), v.as_slice())),
             )
         }
-    })
+    }
 }
 
 /// Splits a NUL-separated path; a trailing NUL (C++ SDK) is ignored, and a single dotted
@@ -301,22 +304,29 @@ mod tests {
     #[test]
     fn metadata_values_are_encoded_as_envoy_encodes_them() {
         assert_eq!(
-            metadata_bytes(&MetaValue::String("x-auth".into())).unwrap(),
+            metadata_bytes(&MetaValue::String("x-auth".into())),
             b"x-auth"
         );
         assert_eq!(
-            metadata_bytes(&MetaValue::Number(2.5)).unwrap(),
+            metadata_bytes(&MetaValue::Number(2.5)),
             2.5f64.to_le_bytes()
         );
-        assert_eq!(metadata_bytes(&MetaValue::Bool(true)).unwrap(), [1]);
-        assert_eq!(metadata_bytes(&MetaValue::Null).unwrap(), b"");
-        assert_eq!(metadata_bytes(&MetaValue::List(Box::new([]))), None);
+        assert_eq!(metadata_bytes(&MetaValue::Bool(true)), [1]);
+        assert_eq!(metadata_bytes(&MetaValue::Null), b"");
+        assert_eq!(metadata_bytes(&MetaValue::List(Box::new([]))), b"");
         let map = MetaValue::Map(Box::new([
             ("a".into(), MetaValue::String("1".into())),
             ("b".into(), MetaValue::Bool(false)),
         ]));
-        let bytes = metadata_bytes(&map).unwrap();
+        let bytes = metadata_bytes(&map);
         let pairs = crate::pairs::decode(&bytes).unwrap();
         assert_eq!(pairs, vec![(&b"a"[..], &b"1"[..]), (&b"b"[..], &[0u8][..])]);
+        let list = MetaValue::List(Box::new([
+            MetaValue::String("eu".into()),
+            MetaValue::Bool(true),
+        ]));
+        let bytes = metadata_bytes(&list);
+        let pairs = crate::pairs::decode(&bytes).unwrap();
+        assert_eq!(pairs, vec![(&b"eu"[..], &b""[..]), (&[1u8][..], &b""[..])]);
     }
 }

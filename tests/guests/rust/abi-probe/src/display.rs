@@ -31,9 +31,10 @@ pub(crate) fn display(name: &str, value: Option<Vec<u8>>) -> String {
     if name == "connection.mtls" {
         return (bytes == [1]).to_string();
     }
-    // Route and cluster metadata: a map (named `*_map` by the tests) comes as pairs, a number as a double.
+    // Route and cluster metadata: a map or a list (named `*_map`, `*_list` by the tests) comes
+    // as pairs (a list's values empty), a number as a double.
     let metadata = name.starts_with("route_metadata.") || name.starts_with("cluster_metadata.");
-    if metadata && name.ends_with("_map") {
+    if metadata && (name.ends_with("_map") || name.ends_with("_list")) {
         return pairs_text(&bytes, "=", ",");
     }
     if metadata && name.ends_with("_num") && bytes.len() == 8 {
