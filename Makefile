@@ -10,6 +10,7 @@
 #   make compat-rust-sdk SDK_DIR=...  the proxy-wasm Rust SDK's own examples, from a checkout,
 #                through the gateway, checked against what Envoy shows (tests/compat/)
 #   make compat-go-sdk SDK_DIR=...    the same for the proxy-wasm Go SDK's examples
+#   make compat-cpp-sdk SDK_DIR=...   the same for the proxy-wasm C++ SDK's example (clang++, WASI)
 #
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -36,7 +37,7 @@ EXAMPLE := examples/api-key
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all deps build build-pgo run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-instructions bench-deps guests filters examples sdk-check compat-rust-sdk compat-go-sdk clean
+.PHONY: all deps build build-pgo run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-instructions bench-deps guests filters examples sdk-check compat-rust-sdk compat-go-sdk compat-cpp-sdk clean
 
 all: build
 
@@ -174,6 +175,12 @@ compat-rust-sdk:
 compat-go-sdk: deps
 	$(CARGO) build --release -p rustygate
 	SDK_DIR=$(SDK_DIR) GO=$(GO) tests/compat/go-sdk-examples.sh
+
+## The C++ SDK's example filter, its source unchanged, built with clang++ for WASI (emscripten,
+## the SDK's own toolchain, is not available here).
+compat-cpp-sdk:
+	$(CARGO) build --release -p rustygate
+	SDK_DIR=$(SDK_DIR) tests/compat/cpp-sdk-examples.sh
 
 ## User-space instructions per request under callgrind (0, 1 and 3 no-op filters, then each
 ## shipped filter alone and the chain): the machine's noise does not move these, so small
