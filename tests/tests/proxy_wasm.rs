@@ -355,11 +355,12 @@ async fn filter_metric_names_give_up_their_tags() {
 
 /// A route's and a cluster's `metadata` reach filters as Envoy's `route_metadata` and
 /// `cluster_metadata` properties: strings raw, numbers as doubles, maps as pairs, lists as
-/// pairs with empty values; a route without it has none.
+/// pairs with empty values, the whole property as the `Metadata` protobuf message; a route
+/// without it has none.
 #[tokio::test]
 async fn route_and_cluster_metadata_reach_filters_as_in_envoy() {
     let up = Upstream::echo();
-    let filter = "    configuration: { properties: [route_metadata.filter_metadata.acme.auth, route_metadata.filter_metadata.acme.rpm_num, route_metadata.filter_metadata.acme.owner_map, route_metadata.filter_metadata.acme.regions_list, route_metadata.filter_metadata.acme.missing, cluster_metadata.filter_metadata.acme.zone] }";
+    let filter = "    configuration: { properties: [route_metadata.filter_metadata.acme.auth, route_metadata.filter_metadata.acme.rpm_num, route_metadata.filter_metadata.acme.owner_map, route_metadata.filter_metadata.acme.regions_list, route_metadata.filter_metadata.acme.missing, cluster_metadata.filter_metadata.acme.zone, cluster_metadata] }";
     let yaml = config(up.addr, filter, "[probe]")
         .replacen("prefix: / }", "prefix: /meta }", 1)
         .replacen(
@@ -386,6 +387,11 @@ async fn route_and_cluster_metadata_reach_filters_as_in_envoy() {
     assert_eq!(
         seen.header("x-prop-cluster_metadata-filter_metadata-acme-zone"),
         Some("eu-west")
+    );
+    // Metadata{filter_metadata{"acme": Struct{fields{"zone": Value{string_value: "eu-west"}}}}}
+    assert_eq!(
+        seen.header("x-prop-cluster_metadata"),
+        Some("0a1b0a0461636d6512130a110a047a6f6e6512091a0765752d77657374")
     );
     let plain = get(&gw.url("/other")).await;
     assert_eq!(

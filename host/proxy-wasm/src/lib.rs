@@ -16,6 +16,7 @@ mod memory;
 mod metric_names;
 mod pairs;
 mod properties;
+mod proto;
 mod schema;
 mod shared;
 mod state;

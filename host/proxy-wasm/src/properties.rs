@@ -73,6 +73,10 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
     };
     if let Some(md) = metadata {
         let md = md.borrow();
+        // The whole property is Envoy's `Metadata` message, serialized.
+        if path.len() == 1 {
+            return Some(crate::proto::metadata(md.as_deref()?));
+        }
         return Some(metadata_bytes(
             md.as_deref()?.get(path[1..].iter().map(Vec::as_slice))?,
         ));

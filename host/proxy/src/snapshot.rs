@@ -468,7 +468,13 @@ fn metadata_tree(m: &rustygate_config::Metadata) -> Arc<rustygate_filter_api::Me
     let namespaces = m
         .filter_metadata
         .iter()
-        .map(|(k, v)| (k.as_str().into(), value(v)))
+        .map(|(k, fields)| {
+            let fields = fields
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), value(v)))
+                .collect();
+            (k.as_str().into(), MetaValue::Map(fields))
+        })
         .collect();
     Arc::new(MetaValue::Map(Box::new([(
         "filter_metadata".into(),

@@ -79,9 +79,11 @@ pub struct Route {
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
     /// Per namespace (by convention the filter's name, `envoy.filters.http.wasm` for
-    /// proxy-wasm filters in Envoy), any YAML value.
+    /// proxy-wasm filters in Envoy), a map of any YAML values: a `google.protobuf.Struct` in
+    /// Envoy.
     #[serde(default)]
-    pub filter_metadata: std::collections::BTreeMap<String, serde_json::Value>,
+    pub filter_metadata:
+        std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
 /// One cluster of a traffic split.

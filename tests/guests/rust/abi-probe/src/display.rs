@@ -31,6 +31,10 @@ pub(crate) fn display(name: &str, value: Option<Vec<u8>>) -> String {
     if name == "connection.mtls" {
         return (bytes == [1]).to_string();
     }
+    // The whole metadata property is a protobuf message: shown in hex.
+    if name == "route_metadata" || name == "cluster_metadata" {
+        return bytes.iter().map(|b| format!("{b:02x}")).collect();
+    }
     // Route and cluster metadata: a map or a list (named `*_map`, `*_list` by the tests) comes
     // as pairs (a list's values empty), a number as a double.
     let metadata = name.starts_with("route_metadata.") || name.starts_with("cluster_metadata.");
