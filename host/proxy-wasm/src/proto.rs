@@ -13,12 +13,9 @@ const VARINT: u8 = 0;
 pub(crate) fn metadata(root: &MetaValue) -> Vec<u8> {
     let mut out = Vec::new();
     if let Some(MetaValue::Map(namespaces)) = root.get([&b"filter_metadata"[..]]) {
+        // map<string, Struct> filter_metadata = 1.
         for (namespace, fields) in namespaces.iter() {
-            // map<string, Struct> filter_metadata = 1: one entry message per namespace.
-            let mut entry = Vec::new();
-            string_field(&mut entry, 1, namespace);
-            message_field(&mut entry, 2, &strukt(fields));
-            message_field(&mut out, 1, &entry);
+            map_entry(&mut out, 1, namespace, &strukt(fields));
         }
     }
     out
@@ -30,10 +27,7 @@ fn strukt(v: &MetaValue) -> Vec<u8> {
     let mut out = Vec::new();
     if let MetaValue::Map(fields) = v {
         for (key, value) in fields.iter() {
-            let mut entry = Vec::new();
-            string_field(&mut entry, 1, key);
-            message_field(&mut entry, 2, &value_message(value));
-            message_field(&mut out, 1, &entry);
+            map_entry(&mut out, 1, key, &value_message(value));
         }
     }
     out
@@ -68,6 +62,15 @@ fn value_message(v: &MetaValue) -> Vec<u8> {
         }
     }
     out
+}
+
+/// One entry of a `map<string, message>` field: a message of its own with the key as field 1
+/// and the value as field 2.
+fn map_entry(out: &mut Vec<u8>, field: u32, key: &str, value: &[u8]) {
+    let mut entry = Vec::with_capacity(key.len() + value.len() + 6);
+    string_field(&mut entry, 1, key);
+    message_field(&mut entry, 2, value);
+    message_field(out, field, &entry);
 }
 
 fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
