@@ -48,6 +48,16 @@ pub fn h2c() -> Client<HttpConnector, Full<Bytes>> {
         .build_http()
 }
 
+/// A unary gRPC call to `url` over HTTP/2, as a gRPC client sends it (an empty message).
+pub fn grpc_call(url: &str) -> Request<Full<Bytes>> {
+    Request::post(url)
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap()
+}
+
 /// Sends `req` and reads the whole response.
 pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Seen {
     let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))

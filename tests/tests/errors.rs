@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use rustygate_tests::client::{Seen, get, h2c, raw, send};
+use rustygate_tests::client::{self, Seen, get, h2c, raw, send};
 use rustygate_tests::upstream::{Upstream, text};
 use rustygate_tests::{TestGateway, simple_config};
 
@@ -31,13 +31,14 @@ async fn refused_upstream_is_502() {
     assert_json_error(&seen, 502, "connect_failure");
 }
 
+/// A gRPC call whose content type has a `+proto` suffix, which still makes it gRPC.
 fn grpc_call(gw: &TestGateway, path: &str) -> Request<Full<Bytes>> {
-    Request::post(gw.url(path))
-        .version(http::Version::HTTP_2)
-        .header("content-type", "application/grpc+proto")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
-        .unwrap()
+    let mut req = client::grpc_call(&gw.url(path));
+    req.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc+proto"),
+    );
+    req
 }
 
 fn assert_trailers_only(seen: &Seen, grpc_status: &str, message_starts: &str) {

@@ -149,12 +149,7 @@ async fn local_response_to_a_grpc_request_is_trailers_only() {
     let up = Upstream::echo();
     let filter = "    configuration: { name: guard, deny_path: /pkg.Svc/Denied, properties: [response.headers.grpc-status, response.headers.content-type] }";
     let gw = TestGateway::start(&config(up.addr, filter, "[probe]")).await;
-    let req = Request::post(gw.url("/pkg.Svc/Denied"))
-        .version(http::Version::HTTP_2)
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
-        .unwrap();
+    let req = rustygate_tests::client::grpc_call(&gw.url("/pkg.Svc/Denied"));
     let seen = send(&rustygate_tests::client::h2c(), req).await;
     assert_eq!(seen.status, 200);
     assert!(seen.body.is_empty());
@@ -188,11 +183,7 @@ async fn gateway_error_to_a_grpc_request_is_trailers_only_through_the_filters() 
     let filter =
         "    configuration: { name: p, properties: [response.headers.grpc-status, response.code] }";
     let gw = TestGateway::start(&config(refused, filter, "[probe]")).await;
-    let req = Request::post(gw.url("/pkg.Svc/Call"))
-        .version(http::Version::HTTP_2)
-        .header("content-type", "application/grpc")
-        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
-        .unwrap();
+    let req = rustygate_tests::client::grpc_call(&gw.url("/pkg.Svc/Call"));
     let seen = send(&rustygate_tests::client::h2c(), req).await;
     assert_eq!(seen.status, 200);
     assert!(seen.body.is_empty());
