@@ -27,7 +27,8 @@ source "$ROOT/tests/compat/checks.sh"
 
 if ! ls /usr/lib/wasm32-wasi/libc++.a /usr/lib/wasm32-wasi/libc++abi.a >/dev/null 2>&1; then
   SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
-  $SUDO apt-get install -y -qq wasi-libc libc++-dev-wasm32 libc++abi-dev-wasm32 libclang-rt-dev-wasm32 >/dev/null
+  # libc++-dev-wasm32 brings the libc++abi of the same LLVM release.
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wasi-libc libc++-dev-wasm32 libclang-rt-dev-wasm32 >/dev/null
 fi
 
 # The SDK keeps its sources at the top of the checkout (older releases) or under source/.
