@@ -196,6 +196,23 @@ impl TestGateway {
     }
 }
 
+/// An address that refuses connections for as long as the returned socket lives: bound, so no
+/// other test of the same run can be given the port, but not listening. (Binding a listener
+/// and dropping it frees the port for the next test that asks for one, which then answers.)
+pub fn refusing_address() -> (socket2::Socket, SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind a loopback port");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("a bound address");
+    (socket, addr)
+}
+
 /// A one-cluster, one-route config with a port-0 listener in front of `upstream`.
 pub fn simple_config(upstream: SocketAddr, extra_route_yaml: &str) -> String {
     format!(

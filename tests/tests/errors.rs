@@ -21,11 +21,7 @@ fn assert_json_error(seen: &rustygate_tests::client::Seen, status: u16, code: &s
 
 #[tokio::test]
 async fn refused_upstream_is_502() {
-    // Bind and drop: nothing listens on this port any more.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (_port, addr) = rustygate_tests::refusing_address();
     let gw = TestGateway::start(&simple_config(addr, "")).await;
     let seen = get(&gw.url("/x")).await;
     assert_json_error(&seen, 502, "connect_failure");
@@ -55,10 +51,7 @@ fn assert_trailers_only(seen: &Seen, grpc_status: &str, message_starts: &str) {
 /// errors reach it in gRPC's trailers-only form, as Envoy sends its local replies.
 #[tokio::test]
 async fn a_grpc_client_gets_gateway_errors_as_grpc_statuses() {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (_port, addr) = rustygate_tests::refusing_address();
     let yaml = simple_config(
         addr,
         "  - name: svc\n    match: { path: { prefix: /pkg.Svc/ } }\n    cluster: up\n",

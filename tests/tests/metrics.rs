@@ -56,10 +56,7 @@ async fn metrics_count_requests_by_route_and_status() {
 
 #[tokio::test]
 async fn upstream_failures_are_counted_by_cluster_and_reason() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (_port, dead) = rustygate_tests::refusing_address();
     let gw = TestGateway::start(&simple_config(dead, "")).await;
     assert_eq!(get(&gw.url("/x")).await.status, 502);
     assert_eq!(

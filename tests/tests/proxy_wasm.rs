@@ -176,10 +176,7 @@ async fn local_response_to_a_grpc_request_is_trailers_only() {
 /// in words as `grpc-message`, and the filters' response phases see that form.
 #[tokio::test]
 async fn gateway_error_to_a_grpc_request_is_trailers_only_through_the_filters() {
-    let refused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (_port, refused) = rustygate_tests::refusing_address();
     let filter =
         "    configuration: { name: p, properties: [response.headers.grpc-status, response.code] }";
     let gw = TestGateway::start(&config(refused, filter, "[probe]")).await;
@@ -608,9 +605,7 @@ async fn shared_queue_items_from_every_worker_reach_the_consumer() {
 #[tokio::test]
 async fn gateway_errors_pass_through_the_filters_response_phases() {
     // Nothing listens on this port: the gateway answers 502 itself.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
+    let (_port, addr) = rustygate_tests::refusing_address();
     let filter = "    configuration: { name: edge, response_add: { x-edge: \"1\" } }";
     let gw = TestGateway::start(&config(addr, filter, "[probe]")).await;
     let seen = get(&gw.url("/x")).await;

@@ -107,10 +107,7 @@ async fn many_paused_requests_resume_independently() {
 #[tokio::test]
 async fn http_call_to_a_down_cluster_answers_503_as_in_envoy() {
     let app = Upstream::echo();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (_port, dead) = rustygate_tests::refusing_address();
     let gw = calling_gateway(&app, "{ auth_cluster: auth }", dead).await;
     let seen = get(&gw.url("/x")).await;
     assert_eq!(seen.status, StatusCode::FORBIDDEN);

@@ -156,9 +156,7 @@ async fn grpc_cancel_resets_the_call_and_silences_it() {
 /// have is refused when the call is made (PARSE_FAILURE, which the SDK returns as an error).
 #[tokio::test]
 async fn grpc_call_to_an_unreachable_or_unknown_cluster() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
+    let (_port, addr) = rustygate_tests::refusing_address();
     let app = Upstream::echo();
     let yaml = with_grpc_cluster(
         config(

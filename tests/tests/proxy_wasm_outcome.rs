@@ -15,9 +15,7 @@ use rustygate_tests::{ABI_PROBE_WASM, TestGateway};
 /// One good cluster (`/ok`, `/denied`), one nobody listens on (`/dead`), one that answers
 /// too late for its route (`/slow`); abi-probe on every route, logging what `on_log` saw.
 async fn gateway(good: &Upstream, slow: &Upstream) -> TestGateway {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = closed.local_addr().unwrap();
-    drop(closed);
+    let (_port, dead) = rustygate_tests::refusing_address();
     let yaml = format!(
         "workers: 1
 listeners:
