@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use rustygate_tests::client::{get, http1, send};
+use rustygate_tests::client::{Seen, get, http1, send};
 use rustygate_tests::upstream::{Upstream, text};
 use rustygate_tests::{ABI_PROBE_WASM, TestGateway, probe_config, start_probe};
 
@@ -348,7 +348,7 @@ async fn filter_metric_names_give_up_their_tags() {
 #[tokio::test]
 async fn route_and_cluster_metadata_reach_filters_as_in_envoy() {
     let up = Upstream::echo();
-    let filter = "    configuration: { properties: [route_metadata.filter_metadata.acme.auth, route_metadata.filter_metadata.acme.rpm_num, route_metadata.filter_metadata.acme.owner_map, route_metadata.filter_metadata.acme.regions_list, route_metadata.filter_metadata.acme.missing, cluster_metadata.filter_metadata.acme.zone, cluster_metadata] }";
+    let filter = "    configuration: { properties: [route_metadata.filter_metadata.acme.auth, route_metadata.filter_metadata.acme.rpm_num, route_metadata.filter_metadata.acme.owner_map, route_metadata.filter_metadata.acme.regions_list, route_metadata.filter_metadata.acme.missing, cluster_metadata.filter_metadata.acme.zone, cluster_metadata], property_status: [route_metadata, cluster_metadata, route_metadata.filter_metadata.acme.missing] }";
     let yaml = config(up.addr, filter, "[probe]")
         .replacen("prefix: / }", "prefix: /meta }", 1)
         .replacen(
@@ -359,6 +359,10 @@ async fn route_and_cluster_metadata_reach_filters_as_in_envoy() {
         + "    metadata:
       filter_metadata:
         acme: { auth: x-auth, rpm_num: 60, owner_map: { team: edge, tier: gold }, regions_list: [eu, us] }
+  - name: answer
+    match: { path: { prefix: /answer } }
+    direct_response: { status: 200, body: here }
+    filters: [probe]
   - name: plain
     match: { path: { prefix: / } }
     cluster: up
@@ -381,10 +385,29 @@ async fn route_and_cluster_metadata_reach_filters_as_in_envoy() {
         seen.header("x-prop-cluster_metadata"),
         Some("0a1b0a0461636d6512130a110a047a6f6e6512091a0765752d77657374")
     );
+    let status = |seen: &Seen, p: &str| {
+        seen.header(&format!("x-prop-status-{p}"))
+            .map(str::to_owned)
+    };
+    assert_eq!(status(&seen, "cluster_metadata").as_deref(), Some("ok 29"));
+    assert_eq!(
+        status(&seen, "route_metadata-filter_metadata-acme-missing").as_deref(),
+        Some("not_found")
+    );
     let plain = get(&gw.url("/other")).await;
     assert_eq!(
         plain.header("x-prop-route_metadata-filter_metadata-acme-auth"),
         Some("<none>")
+    );
+    // A route without metadata has Envoy's empty `Metadata`: found, with no bytes.
+    assert_eq!(status(&plain, "route_metadata").as_deref(), Some("ok 0"));
+    // A route that answers by itself has no cluster, so no cluster metadata at all.
+    let answer = get(&gw.url("/answer")).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(status(&answer, "route_metadata").as_deref(), Some("ok 0"));
+    assert_eq!(
+        status(&answer, "cluster_metadata").as_deref(),
+        Some("not_found")
     );
 }
 

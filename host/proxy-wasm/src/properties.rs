@@ -67,15 +67,21 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
     }
     let ex = &stream.exchange;
     let metadata = match seg(0)? {
-        b"route_metadata" => Some(&ex.progress.route_metadata),
-        b"cluster_metadata" => Some(&ex.progress.cluster_metadata),
+        b"route_metadata" => Some((&ex.progress.route_metadata, &ex.progress.route)),
+        b"cluster_metadata" => Some((&ex.progress.cluster_metadata, &ex.progress.cluster)),
         _ => None,
     };
-    if let Some(md) = metadata {
+    if let Some((md, owner)) = metadata {
         let md = md.borrow();
-        // The whole property is Envoy's `Metadata` message, serialized.
+        // The whole property is Envoy's `Metadata` message, serialized. A route or cluster
+        // without metadata has an empty one (found, no bytes, which Go and C++ filters tell
+        // from NOT_FOUND); only a request without a cluster (a route that answers itself)
+        // finds none.
         if path.len() == 1 {
-            return Some(crate::proto::metadata(md.as_deref()?));
+            return match md.as_deref() {
+                Some(md) => Some(crate::proto::metadata(md)),
+                None => (!owner.borrow().is_empty()).then(Vec::new),
+            };
         }
         return Some(metadata_bytes(
             md.as_deref()?.get(path[1..].iter().map(Vec::as_slice))?,

@@ -9,6 +9,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 use serde::Deserialize;
 
 mod display;
+mod raw;
 use display::display;
 
 #[derive(Default, Clone, Deserialize)]
@@ -34,6 +35,9 @@ struct Config {
     /// under `logged-properties`, where the next request's response headers phase puts them
     /// into `x-logged` (what a logging filter sees once a request is over).
     log_properties: Vec<String>,
+    /// Report how the host answers these property reads (raw status and length, not the
+    /// value) in `x-prop-status-<name>`.
+    property_status: Vec<String>,
     /// Count requests in this shared-data key (CAS loop, shared by every worker's VM) and
     /// return the count in `x-shared-count`.
     shared_counter: Option<String>,
@@ -565,6 +569,13 @@ impl HttpContext for Stream {
             let path: Vec<&str> = p.split('.').collect();
             let value = display(p, self.get_property(path));
             self.add_http_response_header(&format!("x-prop-{}", p.replace('.', "-")), &value);
+        }
+        for p in &c.property_status {
+            let status = raw::property_status(p);
+            self.add_http_response_header(
+                &format!("x-prop-status-{}", p.replace('.', "-")),
+                &status,
+            );
         }
         if !c.log_properties.is_empty() {
             if let (Some(logged), _) = self.get_shared_data("logged-properties") {
