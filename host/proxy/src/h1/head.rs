@@ -118,7 +118,7 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
     let base = buf.as_ptr() as usize;
     let mut fields = smallvec::SmallVec::<[Field; 16]>::with_capacity(res.headers.len());
     for h in res.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
+        let name = field_name(h.name.as_bytes())
             .map_err(|_| Error::Invalid(format!("invalid header name {:?}", h.name)))?;
         fields.push(Field {
             name,
@@ -146,6 +146,27 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
         framing,
         keep_alive,
     }))
+}
+
+/// A field name, the ones most responses carry found by comparing bytes in the two spellings
+/// servers send (`HeaderName::from_bytes` lower-cases and matches every name, ≈ 120
+/// instructions each); any other name or spelling goes the long way to the same result.
+fn field_name(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    use http::header::{CACHE_CONTROL, CONTENT_TYPE, DATE, ETAG, LAST_MODIFIED, SERVER, VARY};
+    let known = match raw {
+        b"Date" | b"date" => DATE,
+        b"Server" | b"server" => SERVER,
+        b"Content-Type" | b"content-type" => CONTENT_TYPE,
+        b"Content-Length" | b"content-length" => CONTENT_LENGTH,
+        b"Connection" | b"connection" => CONNECTION,
+        b"Transfer-Encoding" | b"transfer-encoding" => TRANSFER_ENCODING,
+        b"Cache-Control" | b"cache-control" => CACHE_CONTROL,
+        b"Last-Modified" | b"last-modified" => LAST_MODIFIED,
+        b"ETag" | b"etag" => ETAG,
+        b"Vary" | b"vary" => VARY,
+        _ => return HeaderName::from_bytes(raw),
+    };
+    Ok(known)
 }
 
 /// What the framing rules need to know of the header fields, noted as they are read: looking
@@ -387,6 +408,32 @@ mod tests {
                 .reason
                 .is_none()
         );
+    }
+
+    #[test]
+    fn common_names_in_either_spelling_are_the_standard_names() {
+        for raw in [
+            "Date",
+            "server",
+            "Content-Type",
+            "content-length",
+            "Connection",
+            "Transfer-Encoding",
+            "cache-control",
+            "Last-Modified",
+            "ETag",
+            "vary",
+            "CONTENT-TYPE",
+            "X-Custom",
+        ] {
+            assert_eq!(
+                field_name(raw.as_bytes()).unwrap(),
+                HeaderName::from_bytes(raw.as_bytes()).unwrap(),
+                "{raw}"
+            );
+        }
+        assert!(field_name(b"bad name").is_err());
+        assert!(field_name(b"").is_err());
     }
 
     #[test]
