@@ -65,6 +65,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) -> bool
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
+            // The usual values name no header: nothing to take apart.
+            .filter(|v| {
+                let v = v.as_bytes();
+                !v.eq_ignore_ascii_case(b"keep-alive") && !v.eq_ignore_ascii_case(b"close")
+            })
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
@@ -340,6 +345,20 @@ mod tests {
         names.sort();
         assert_eq!(names, ["content-length", "te", "x-kept"]);
         assert_eq!(h["te"], "trailers");
+        // The plain values, in any case, go with the header and take nothing else along; a
+        // second `Connection` line still names what it names.
+        let mut h = map(&[
+            ("connection", "Keep-Alive"),
+            ("connection", "x-other"),
+            ("x-other", "1"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        assert_eq!(names, ["x-kept"]);
+        let mut h = map(&[("connection", "close"), ("x-kept", "yes")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

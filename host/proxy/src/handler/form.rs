@@ -21,10 +21,10 @@ pub(super) fn address(
         UpstreamProtocol::Http1 => {
             parts.uri = Uri::from(path_and_query);
             parts.version = Version::HTTP_11;
-            if let (false, Some(a)) = (
-                parts.headers.contains_key(header::HOST),
-                authority.and_then(|a| HeaderValue::from_str(a).ok()),
-            ) {
+            // The client's own `Host` is usually still there: the value is made only when not.
+            if !parts.headers.contains_key(header::HOST)
+                && let Some(a) = authority.and_then(|a| HeaderValue::from_str(a).ok())
+            {
                 parts.headers.insert(header::HOST, a);
             }
         }
