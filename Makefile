@@ -76,6 +76,9 @@ observe:
 test: deps fmt-check lint sdk-check
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
+	@# Warns (never fails) when the binary the tests start resolves dependency features apart
+	@# from the test build, which doubles the build (host/workspace-hack/Cargo.toml).
+	@CARGO=$(CARGO) python3 .ci/feature-drift
 
 fmt:
 	$(CARGO) fmt --all
