@@ -79,6 +79,100 @@ async fn slow_request_head_is_cut_off() {
 }
 
 #[tokio::test]
+async fn a_keep_alive_connection_waiting_for_its_next_request_is_idle_not_slow() {
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "ok") });
+    // The wait between two requests is the idle timeout's to end, not the header timeout's
+    // (hyper's header timer counted it, and closed such connections after 300 ms here).
+    for idle in ["2s", "0s"] {
+        let gw = TestGateway::start(&with_limits(
+            up.addr,
+            &format!("      header_read_timeout: 300ms\n      idle_timeout: {idle}\n"),
+        ))
+        .await;
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..2 {
+            s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(
+                String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+                "idle_timeout {idle}: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+            let quiet = tokio::time::timeout(Duration::from_millis(900), s.read(&mut buf)).await;
+            assert!(
+                quiet.is_err(),
+                "idle_timeout {idle}: closed while waiting: {quiet:?}"
+            );
+        }
+        // A head that starts and stalls is still cut off after the header timeout.
+        s.write_all(b"GET /a HTTP/1.1\r\n").await.unwrap();
+        let took = closed_without_answer(&mut s).await;
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+            "idle_timeout {idle}: closed after {took:?}"
+        );
+    }
+}
+
+/// How long until the gateway closes `s`, which must get no byte before that.
+async fn closed_without_answer(s: &mut tokio::net::TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no answer: {:?}", String::from_utf8_lossy(&buf[..n]));
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "ok") });
+    let gw = TestGateway::start(&with_limits(
+        up.addr,
+        "      header_read_timeout: 300ms\n      idle_timeout: 0s\n",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let took = closed_without_answer(&mut s).await;
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "closed after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_connection_may_wait_for_its_first_request_longer_than_a_head_may_take() {
+    // A gRPC channel connects, sends its preface and settings, and may then wait: its
+    // requests are frames, not heads, and the idle timeout is what ends such a wait.
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "ok") });
+    let gw = TestGateway::start(&with_limits(up.addr, "      header_read_timeout: 300ms\n")).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(!conn.is_finished(), "the gateway closed the connection");
+    let uri = format!("http://{}/a", gw.addr);
+    let req = http::Request::get(uri)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender
+        .send_request(req)
+        .await
+        .expect("the connection still serves");
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn connections_beyond_the_cap_are_refused() {
     let up = Upstream::start(|_| async { text(StatusCode::OK, "ok") });
     let gw = TestGateway::start(&with_limits(up.addr, "      max_connections: 2\n")).await;

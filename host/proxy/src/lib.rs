@@ -12,6 +12,7 @@ mod exec;
 mod grpc;
 mod h1;
 mod handler;
+mod head_clock;
 mod health;
 mod pool;
 mod snapshot;

@@ -7,7 +7,8 @@
 //!
 //! The wrapper also notes how the socket ended ([`SocketState`]), for the access log of a
 //! response it cut short: given up here (`SI`), or closed by the client (`DC`, where an HTTP/2
-//! stream reset alone is `DR`).
+//! stream reset alone is `DR`); and it shows the bytes it reads to the connection's
+//! [`HeadClock`].
 
 use std::io;
 use std::pin::Pin;
@@ -18,6 +19,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+
+use crate::head_clock::HeadClock;
 
 /// `io` whose writes time out after `limit` without progress (zero: never).
 pub(crate) struct WriteStall<S> {
@@ -30,14 +33,25 @@ pub(crate) struct WriteStall<S> {
     state: Arc<SocketState>,
 }
 
-/// How a client connection's socket ended, if it did: shared between its wrapper (which must
-/// be `Send`, as hyper's connection I/O is) and the requests on it.
-#[derive(Default)]
+/// How a client connection's socket ended, if it did, and how long its pending request head
+/// has been arriving: shared between its wrapper (which must be `Send`, as hyper's connection
+/// I/O is) and the requests on it.
 pub(crate) struct SocketState {
     /// The client read nothing for the stream idle timeout and was given up (`SI`).
     pub stalled: AtomicBool,
     /// The client closed (or broke) its end (`DC`).
     pub peer_closed: AtomicBool,
+    pub head: HeadClock,
+}
+
+impl SocketState {
+    pub(crate) fn new(accepted: std::time::Instant) -> Self {
+        Self {
+            stalled: AtomicBool::new(false),
+            peer_closed: AtomicBool::new(false),
+            head: HeadClock::new(accepted),
+        }
+    }
 }
 
 impl<S> WriteStall<S> {
@@ -113,7 +127,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for WriteStall<S> {
         // The end of the client's byte stream (or a broken one): a response cut short after
         // it was cut by the client's connection going, not by a reset of its stream alone.
         match &polled {
-            Poll::Ready(Ok(())) if buf.filled().len() > before || buf.remaining() == 0 => {}
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.state.head.read(&buf.filled()[before..]);
+            }
+            Poll::Ready(Ok(())) if buf.remaining() == 0 => {}
             Poll::Ready(_) => self.state.peer_closed.store(true, Ordering::Relaxed),
             Poll::Pending => {}
         }
