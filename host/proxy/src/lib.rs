@@ -8,6 +8,7 @@
 mod body;
 mod chain;
 mod checker;
+mod connection;
 mod exec;
 mod grpc;
 mod h1;
@@ -42,8 +43,8 @@ pub use snapshot::{Snapshot, SnapshotError};
 
 use worker::{Control, ListenerCtx};
 
-/// Lifecycle phase broadcast to workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Lifecycle phase broadcast to workers, in the order they come (a stop may skip the drain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Phase {
     /// Accepting and serving.
     Running,

@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 use metrics::Counter;
 use rustygate_config::ListenerLimits;
@@ -24,13 +24,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::chain::PhaseTimers;
-use crate::head_clock::{self, Watch};
+use crate::connection::{Drain, serve};
 use crate::pool::Pool;
 use crate::snapshot::Snapshot;
 use crate::strategy::{PickInfo, Strategy};
 use crate::stream_watch::{Current, StreamExec};
 use crate::trace_scope::TraceScope;
-use crate::write_stall::{SocketState, WriteStall};
+use crate::write_stall::SocketState;
 use crate::{Phase, Shared};
 use rustygate_filter_api::PickOutcome;
 
@@ -62,10 +62,10 @@ pub(crate) struct ConnCtx {
     pub peer_value: http::HeaderValue,
     /// Set once a TLS handshake has settled (TLS listeners only).
     pub tls: std::cell::OnceCell<Arc<rustygate_filter_api::ConnectionTls>>,
-    last_active: Cell<Instant>,
+    pub last_active: Cell<Instant>,
     /// Set by a request whose upstream switched protocols: run by the connection's task once
     /// hyper has handed the socket over, so the connection stays counted (and drained).
-    tunnel: RefCell<Option<crate::tunnel::Tunnel>>,
+    pub tunnel: RefCell<Option<crate::tunnel::Tunnel>>,
     /// The HTTP/2 stream being served now (see [`crate::stream_watch`]).
     pub stream: Rc<Current>,
     /// How the client's socket ended, if it did ([`WriteStall`]).
@@ -293,6 +293,7 @@ pub(crate) struct Worker {
     pub rng: RefCell<fastrand::Rng>,
     /// The request whose filter callback runs, for traced outbound calls.
     pub trace_scope: Rc<TraceScope>,
+    pub drain: Drain,
 }
 
 impl Worker {
@@ -364,7 +365,7 @@ pub(crate) fn run(
     listeners: Vec<(Arc<ListenerCtx>, std::net::TcpListener)>,
     phase: watch::Receiver<Phase>,
     first: (Arc<Snapshot>, Option<Arc<dyn ChainBuilder>>),
-    mut control: mpsc::UnboundedReceiver<Control>,
+    control: mpsc::UnboundedReceiver<Control>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -394,22 +395,76 @@ pub(crate) fn run(
             pool,
             rng: RefCell::new(fastrand::Rng::new()),
             trace_scope,
+            drain: Drain::default(),
         });
         for (ctx, std_listener) in listeners {
             let listener = TcpListener::from_std(std_listener)?;
             tokio::task::spawn_local(accept_loop(worker.clone(), ctx, listener, phase.clone()));
         }
         tracing::debug!(worker = id, "worker started");
-        let mut phase = phase;
-        // Stay up while draining: connection tasks live on this thread.
-        loop {
-            tokio::select! {
-                Some(msg) = control.recv() => worker.control(msg),
-                _ = phase.wait_for(|p| *p == Phase::Stopped) => break,
-            }
-        }
+        // The future the task set runs until is polled on every turn of the event loop, so
+        // it only reads a flag; the control loop is a task like the others.
+        let stopped = Rc::new(Stopped::default());
+        tokio::task::spawn_local(control_loop(worker, control, phase, stopped.clone()));
+        std::future::poll_fn(|cx| stopped.poll(cx)).await;
         Ok(())
     })
+}
+
+/// Set when a worker's control loop has ended.
+#[derive(Default)]
+struct Stopped {
+    done: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Stopped {
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done.get() {
+            return Poll::Ready(());
+        }
+        let mut waker = self.waker.borrow_mut();
+        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn set(&self) {
+        self.done.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// Applies reloads, starts the drain, and stays up while it runs (connection tasks live on
+/// this thread) until the gateway stops.
+async fn control_loop(
+    worker: Rc<Worker>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    mut phase: watch::Receiver<Phase>,
+    stopped: Rc<Stopped>,
+) {
+    let mut draining = false;
+    loop {
+        let awaited = if draining {
+            Phase::Stopped
+        } else {
+            Phase::Draining
+        };
+        tokio::select! {
+            Some(msg) = control.recv() => worker.control(msg),
+            _ = phase.wait_for(move |p| *p >= awaited) => {
+                if draining {
+                    break;
+                }
+                draining = true;
+                worker.drain.start();
+            }
+        }
+    }
+    stopped.set();
 }
 
 fn server_builder(limits: &ListenerLimits, current: Rc<Current>) -> auto::Builder<StreamExec> {
@@ -487,16 +542,15 @@ async fn accept_loop(
             stream: current.clone(),
             socket: Arc::new(SocketState::new(accepted_at)),
         });
-        let (worker, builder, phase, active, handshake_failed) = (
+        let (worker, builder, active, handshake_failed) = (
             worker.clone(),
             builder.clone(),
-            phase.clone(),
             active.clone(),
             handshake_failed.clone(),
         );
         tokio::task::spawn_local(async move {
             match &conn.listener.tls {
-                None => serve(worker.clone(), &builder, conn.clone(), stream, phase).await,
+                None => serve(worker.clone(), &builder, conn.clone(), stream).await,
                 // Boxed: a TLS session's state (a kilobyte) would otherwise sit in every
                 // connection's task, TLS or not.
                 Some(slot) => {
@@ -516,7 +570,7 @@ async fn accept_loop(
                                 let now = Instant::now();
                                 conn.socket.head.restart(now);
                                 conn.last_active.set(now);
-                                serve(worker.clone(), &builder, conn.clone(), tls, phase).await
+                                serve(worker.clone(), &builder, conn.clone(), tls).await
                             }
                             Ok(Err(e)) => {
                                 if let Some(c) = &handshake_failed {
@@ -541,73 +595,4 @@ async fn accept_loop(
         });
     }
     tracing::debug!(listener = &*ctx.name, "stopped accepting");
-}
-
-async fn serve<S>(
-    worker: Rc<Worker>,
-    builder: &auto::Builder<StreamExec>,
-    conn: Rc<ConnCtx>,
-    stream: S,
-    mut phase: watch::Receiver<Phase>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let idle_timeout = conn.listener.limits.idle_timeout.get();
-    let head_limit = conn.listener.limits.header_read_timeout.get();
-    let svc_conn = conn.clone();
-    let svc = service_fn(move |req| crate::handler::handle(worker.clone(), svc_conn.clone(), req));
-    let stream = WriteStall::new(
-        stream,
-        conn.listener.limits.stream_idle_timeout.get(),
-        conn.socket.clone(),
-    );
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-    tokio::pin!(connection);
-    let mut closing = false;
-    // The watchdog: the pending head's timeout and the idle timeout, looked at when due and
-    // at least once per header timeout (so a head that begins later is caught on time), never
-    // reset per request.
-    let mut wake = conn.last_active.get();
-    loop {
-        tokio::select! {
-            res = connection.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(peer = %conn.peer, error = %e, "client connection ended with error");
-                }
-                break;
-            }
-            _ = tokio::time::sleep_until(wake.into()), if !closing => {
-                let head = &conn.socket.head;
-                match head_clock::watch(
-                    Instant::now(),
-                    head.pending_since(),
-                    head.in_flight(),
-                    conn.last_active.get(),
-                    head_limit,
-                    idle_timeout,
-                ) {
-                    Watch::Next(at) => wake = at,
-                    Watch::Idle => {
-                        connection.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    Watch::HeadTimedOut => {
-                        tracing::debug!(peer = %conn.peer, timeout = ?head_limit, "request head not received in time; connection closed");
-                        break;
-                    }
-                }
-            }
-            _ = phase.wait_for(|p| *p != Phase::Running), if !closing => {
-                // HTTP/1: finish the request in flight, then close; HTTP/2: GOAWAY.
-                connection.as_mut().graceful_shutdown();
-                closing = true;
-            }
-        }
-    }
-    // An upgraded connection lives on as a tunnel. A drain waits for it like for a request
-    // in flight; the grace period ends it.
-    let tunnel = conn.tunnel.borrow_mut().take();
-    if let Some(tunnel) = tunnel {
-        tunnel.await;
-    }
 }
