@@ -68,7 +68,8 @@ pub(crate) struct ConnCtx {
     pub tunnel: RefCell<Option<crate::tunnel::Tunnel>>,
     /// The HTTP/2 stream being served now (see [`crate::stream_watch`]).
     pub stream: Rc<Current>,
-    /// How the client's socket ended, if it did ([`WriteStall`]).
+    /// How the client's socket ended, if it did, and how long its pending request head has
+    /// been arriving ([`crate::write_stall::WriteStall`], [`crate::head_clock`]).
     pub socket: Arc<SocketState>,
 }
 
