@@ -9,6 +9,7 @@ mod body;
 mod chain;
 mod checker;
 mod connection;
+mod deadlines;
 mod exec;
 mod grpc;
 mod h1;

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::chain::PhaseTimers;
 use crate::connection::{Drain, serve};
+use crate::deadlines::Deadlines;
 use crate::pool::Pool;
 use crate::snapshot::Snapshot;
 use crate::strategy::{PickInfo, Strategy};
@@ -295,6 +296,8 @@ pub(crate) struct Worker {
     /// The request whose filter callback runs, for traced outbound calls.
     pub trace_scope: Rc<TraceScope>,
     pub drain: Drain,
+    /// The deadlines of this worker's upstream attempts.
+    pub deadlines: Rc<Deadlines>,
 }
 
 impl Worker {
@@ -389,6 +392,8 @@ pub(crate) fn run(
                 return Ok(());
             }
         };
+        let deadlines = Rc::new(Deadlines::default());
+        tokio::task::spawn_local(deadlines.clone().run());
         let worker = Rc::new(Worker {
             shared,
             active: RefCell::new(Rc::new(active)),
@@ -397,6 +402,7 @@ pub(crate) fn run(
             rng: RefCell::new(fastrand::Rng::new()),
             trace_scope,
             drain: Drain::default(),
+            deadlines,
         });
         for (ctx, std_listener) in listeners {
             let listener = TcpListener::from_std(std_listener)?;

@@ -239,7 +239,7 @@ pub(super) async fn send(
             &cluster.settings,
             this
         ));
-        let sent = tokio::time::timeout(timeout, send).await;
+        let sent = worker.deadlines.timeout(now.into(), timeout, send).await;
         let (attempt, result) = match sent {
             Ok(Ok(resp)) => {
                 active.upstream_timers[cluster_idx].record(started.elapsed());
