@@ -169,7 +169,7 @@ pub fn from_config(raw: &[u8]) -> Result<Auth, ConfigError> {
             Key {
                 kid: None,
                 alg: None,
-                material: Material::Hmac(secret.as_bytes().to_vec()),
+                material: Material::hmac(secret.as_bytes()),
             }
         } else {
             let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -183,7 +183,7 @@ pub fn from_config(raw: &[u8]) -> Result<Auth, ConfigError> {
             Key {
                 kid: None,
                 alg: None,
-                material: Material::Hmac(b),
+                material: Material::hmac(&b),
             }
         };
         if k.kid.is_some() {

@@ -71,11 +71,18 @@ impl Alg {
 /// rules out key-confusion attacks (an RSA public key used as an HMAC secret).
 #[derive(Debug, Clone)]
 pub enum Material {
-    Hmac(Vec<u8>),
+    Hmac(Box<HmacKey>),
     Rsa(rsa::RsaPublicKey),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl Material {
+    /// An HMAC secret's material.
+    pub fn hmac(secret: &[u8]) -> Material {
+        Material::Hmac(Box::new(HmacKey::new(secret)))
+    }
 }
 
 /// A verification key.
@@ -115,9 +122,9 @@ impl Key {
     pub fn verify(&self, alg: Alg, input: &[u8], signature: &[u8]) -> bool {
         use sha2::{Sha256, Sha384, Sha512};
         match (&self.material, alg) {
-            (Material::Hmac(k), Alg::HS256) => hmac_ok::<Hmac<Sha256>>(k, input, signature),
-            (Material::Hmac(k), Alg::HS384) => hmac_ok::<Hmac<Sha384>>(k, input, signature),
-            (Material::Hmac(k), Alg::HS512) => hmac_ok::<Hmac<Sha512>>(k, input, signature),
+            (Material::Hmac(k), Alg::HS256) => hmac_ok(&k.sha256, input, signature),
+            (Material::Hmac(k), Alg::HS384) => hmac_ok(&k.sha384, input, signature),
+            (Material::Hmac(k), Alg::HS512) => hmac_ok(&k.sha512, input, signature),
             (Material::Rsa(k), Alg::RS256) => pkcs1::<Sha256>(k, input, signature),
             (Material::Rsa(k), Alg::RS384) => pkcs1::<Sha384>(k, input, signature),
             (Material::Rsa(k), Alg::RS512) => pkcs1::<Sha512>(k, input, signature),
@@ -166,10 +173,37 @@ fn rsa_material(k: rsa::RsaPublicKey) -> Result<Material, String> {
     Ok(Material::Rsa(k))
 }
 
-fn hmac_ok<M: Mac + hmac::digest::KeyInit>(key: &[u8], input: &[u8], sig: &[u8]) -> bool {
-    let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(key) else {
-        return false;
-    };
+/// An HMAC secret, keyed once for each hash: keying runs the hash over the padded secret
+/// twice (inner and outer), a third or more of verifying a typical token, so a verification
+/// starts from a copy of the keyed state instead.
+#[derive(Clone)]
+pub struct HmacKey {
+    sha256: Hmac<sha2::Sha256>,
+    sha384: Hmac<sha2::Sha384>,
+    sha512: Hmac<sha2::Sha512>,
+}
+
+impl HmacKey {
+    fn new(secret: &[u8]) -> Self {
+        // HMAC takes a key of any length (a long one is hashed first).
+        let keyed = "HMAC accepts keys of every length";
+        Self {
+            sha256: Hmac::new_from_slice(secret).expect(keyed),
+            sha384: Hmac::new_from_slice(secret).expect(keyed),
+            sha512: Hmac::new_from_slice(secret).expect(keyed),
+        }
+    }
+}
+
+/// Never the secret, not even in a debug dump.
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(..)")
+    }
+}
+
+fn hmac_ok<M: Mac + Clone>(keyed: &M, input: &[u8], sig: &[u8]) -> bool {
+    let mut mac = keyed.clone();
     mac.update(input);
     mac.verify_slice(sig).is_ok()
 }
@@ -273,7 +307,7 @@ impl Jwk {
                         .map_err(|_| "x is not an Ed25519 key".to_owned())?,
                 )
             }
-            ("oct", _) => Material::Hmac(b64("k", &self.k)?),
+            ("oct", _) => Material::hmac(&b64("k", &self.k)?),
             (kty, crv) => return Err(format!("unsupported key type {kty} {}", crv.unwrap_or(""))),
         };
         let key = Key {
