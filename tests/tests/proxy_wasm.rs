@@ -640,36 +640,37 @@ async fn gateway_errors_pass_through_the_filters_response_phases() {
     assert_eq!(seen.header("x-probe"), Some("edge"));
 }
 
-#[tokio::test]
-async fn a_rewritten_path_is_routed_again() {
-    let old = Upstream::echo();
-    let new = Upstream::echo();
-    let yaml = format!(
+/// Two echo upstreams as clusters `first` and `second`, the ABI probe as filter `probe` with
+/// `probe_config`, and `routes` (YAML list items).
+fn two_clusters(first: &Upstream, second: &Upstream, probe_config: &str, routes: &str) -> String {
+    format!(
         "workers: 1
 listeners:
   - name: main
     address: 127.0.0.1:0
 logging: {{ access_log: false }}
 clusters:
-  - name: old
+  - name: first
     endpoints: [ {{ url: \"http://{}\" }} ]
-  - name: new
+  - name: second
     endpoints: [ {{ url: \"http://{}\" }} ]
 filters:
   - name: probe
     module: {ABI_PROBE_WASM}
-    configuration: {{ rewrite_prefix: [/v1/, /v2/] }}
+    configuration: {probe_config}
 routes:
-  - name: v2
-    match: {{ path: {{ prefix: /v2/ }} }}
-    cluster: new
-  - name: v1
-    match: {{ path: {{ prefix: /v1/ }} }}
-    cluster: old
-    filters: [probe]
-",
-        old.addr, new.addr
-    );
+{routes}",
+        first.addr, second.addr
+    )
+}
+
+#[tokio::test]
+async fn a_rewritten_path_is_routed_again() {
+    let (old, new) = (Upstream::echo(), Upstream::echo());
+    let routes = "  - { name: v2, match: { path: { prefix: /v2/ } }, cluster: second }
+  - { name: v1, match: { path: { prefix: /v1/ } }, cluster: first, filters: [probe] }
+";
+    let yaml = two_clusters(&old, &new, "{ rewrite_prefix: [/v1/, /v2/] }", routes);
     let gw = TestGateway::start(&yaml).await;
     let seen = get(&gw.url("/v1/users?id=7")).await;
     assert_eq!(seen.status, 200);
@@ -677,6 +678,27 @@ routes:
     // As in Envoy (the route cache is cleared on header writes), the new path picked the v2
     // route's cluster.
     assert_eq!((old.requests(), new.requests()), (0, 1));
+}
+
+#[tokio::test]
+async fn a_header_a_filter_adds_is_routed_on_when_a_route_matches_on_it() {
+    let (plain, tagged) = (Upstream::echo(), Upstream::echo());
+    let routes = "  - name: gold
+    match: { path: { prefix: /tiered/ }, headers: [ { name: x-tier, exact: gold } ] }
+    cluster: second
+  - { name: tiered, match: { path: { prefix: /tiered/ } }, cluster: first, filters: [probe] }
+  - { name: other, match: { path: { prefix: /other/ } }, cluster: first, filters: [probe] }
+";
+    let yaml = two_clusters(&plain, &tagged, "{ request_add: { x-tier: gold } }", routes);
+    let gw = TestGateway::start(&yaml).await;
+    let seen = get(&gw.url("/tiered/a")).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.json()["headers"]["x-tier"][0], "gold");
+    assert_eq!((plain.requests(), tagged.requests()), (0, 1));
+    // No route matches /other/ with the header: the request stays where it was.
+    let seen = get(&gw.url("/other/b")).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!((plain.requests(), tagged.requests()), (1, 1));
 }
 
 #[tokio::test]

@@ -81,6 +81,8 @@ pub struct Router {
     unindexed: Vec<u32>,
     /// Whether any route has a host condition (else the host is never normalised).
     any_host: bool,
+    /// Whether any route has a header condition.
+    any_headers: bool,
 }
 
 impl std::fmt::Debug for Router {
@@ -111,6 +113,7 @@ impl Router {
             regex_routes: Vec::new(),
             unindexed: Vec::new(),
             any_host: false,
+            any_headers: false,
         };
         let mut regexes = Vec::new();
         for (i, m) in routes.into_iter().enumerate() {
@@ -171,6 +174,7 @@ impl Router {
                     .collect()
             };
             r.any_host |= host.is_some();
+            r.any_headers |= !m.headers.is_empty();
             r.matchers.push(Matcher {
                 host,
                 methods: m
@@ -199,6 +203,12 @@ impl Router {
     /// True when there are no routes.
     pub fn is_empty(&self) -> bool {
         self.matchers.is_empty()
+    }
+
+    /// Whether any route matches on request headers: if none does, a request whose method,
+    /// path and host stayed the same goes to the same route whatever its headers became.
+    pub fn reads_headers(&self) -> bool {
+        self.any_headers
     }
 
     /// Index of the first route (in file order) that matches `req`.

@@ -132,6 +132,8 @@ fn methods_headers_and_query() {
         },
     ];
     let r = Router::new(&routes).unwrap();
+    assert!(r.reads_headers());
+    assert!(!Router::new(&routes[..1]).unwrap().reads_headers());
     assert_eq!(find(&r, "POST", "/", None, &[]), Some(0));
     assert_eq!(find(&r, "GET", "/", None, &[("x-env", "prod")]), Some(1));
     assert_eq!(find(&r, "GET", "/", None, &[("x-env", "dev")]), None);

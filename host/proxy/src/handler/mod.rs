@@ -292,7 +292,8 @@ async fn forward(
         // Filters see the host as `:authority` only, as in Envoy; it is put back below.
         parts.headers.remove(header::HOST);
         let head = RequestHead {
-            method: std::mem::take(&mut parts.method),
+            // A copy (a standard method's is a tag): compared below to see if it changed.
+            method: parts.method.clone(),
             path: parts
                 .uri
                 .path_and_query()
@@ -332,14 +333,18 @@ async fn forward(
             RequestOutcome::Fail(f) => return Err(filter_failed(&f)),
             RequestOutcome::Reset => return Err(filtering::reset()),
         }
-        // Filters may still read the request in their response phases, so they keep a copy.
-        // The upstream gets the map itself: a copy has no spare room, and the `Host` put back
-        // below would make it grow.
+        // Whether the method, path or host changed, which may take the request elsewhere
+        // whatever the router's rules; headers only matter to routes that match on them.
+        let mut target_changed = false;
         {
             let mut head = chain_run.exchange.request.borrow_mut();
-            parts.method = head.method.clone();
+            if parts.method != head.method {
+                target_changed = true;
+                parts.method = head.method.clone();
+            }
             // Most filters leave the path alone: re-parse only when it changed.
             if parts.uri.path_and_query().map(|p| p.as_str()) != Some(head.path.as_str()) {
+                target_changed = true;
                 parts.uri = head.path.parse().map_err(|e| {
                     (
                         ErrorKind::Internal,
@@ -347,10 +352,14 @@ async fn forward(
                     )
                 })?;
             }
+            // Filters may still read the request in their response phases, so they keep a
+            // copy. The upstream gets the map itself: a copy has no spare room, and the `Host`
+            // put back below would make it grow.
             let headers = std::mem::take(&mut head.headers);
             head.headers = headers.clone();
             parts.headers = headers;
             if authority.as_deref() != Some(head.authority.as_str()) {
+                target_changed = true;
                 authority =
                     (!head.authority.is_empty()).then(|| Cow::Owned(head.authority.clone()));
                 if let Some(a) = authority
@@ -363,7 +372,8 @@ async fn forward(
                 parts.headers.insert(header::HOST, h.clone());
             }
         }
-        let changed = chain_run.exchange.request_changed.get();
+        let changed = chain_run.exchange.request_changed.get()
+            && (target_changed || snapshot.router.reads_headers());
         run = Some(chain_run);
         if changed {
             // Routed again on what the filters made of the request; its filters have run.
