@@ -297,6 +297,39 @@ routes:
 }
 
 #[tokio::test]
+async fn the_route_timeout_cuts_the_last_try_short() {
+    let slow = answering(StatusCode::OK, Duration::from_secs(5));
+    let gw = TestGateway::start(&format!(
+        "workers: 1
+listeners: [{{ name: main, address: 127.0.0.1:0 }}]
+logging: {{ access_log: false }}
+clusters:
+  - name: slow
+    endpoints: [{{ url: http://{slow} }}]
+routes:
+  - name: tries
+    cluster: slow
+    timeout: 700ms
+    retry: {{ retry_on: [reset], max_retries: 3, per_try_timeout: 500ms, backoff_base: 1ms }}
+",
+        slow = slow.addr
+    ))
+    .await;
+    // The first try ends at 500 ms; the second would end at 1 s but the route's deadline
+    // (700 ms after the request started) comes first, and there is no time for a third.
+    let started = Instant::now();
+    let seen = get(&gw.url("/")).await;
+    let took = started.elapsed();
+    assert_eq!(seen.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(950),
+        "{took:?}"
+    );
+    let retries = metric(&gw, "rustygate_upstream_retries_total{cluster=\"slow\"}").await;
+    assert_eq!(retries, Some(1.0));
+}
+
+#[tokio::test]
 async fn an_endpoint_answering_503_is_ejected() {
     let failing = answering(StatusCode::SERVICE_UNAVAILABLE, Duration::ZERO);
     let good = named("good");

@@ -72,6 +72,11 @@ pub(crate) struct Elapsed;
 impl Deadlines {
     /// Runs `fut` until it completes or `span` after `start` has passed, whichever comes
     /// first. Like tokio's `timeout`, `fut` is polled once even when no time is left.
+    ///
+    /// `span` names the list the deadline joins, so it should be one of a few lengths (the
+    /// configured timeouts), with `start` whenever that length began: a deadline that is
+    /// what is left of a longer one is that longer one's `start` and `span`, not a new
+    /// length. (Any length works; each distinct one waiting at a time takes a list.)
     pub(crate) fn timeout<F: Future + Unpin>(
         &self,
         start: Instant,
@@ -99,14 +104,22 @@ impl Deadlines {
         let inner = &mut *guard;
         let list = match inner.lists.iter().position(|l| l.span == span) {
             Some(i) => i,
-            None => {
-                inner.lists.push(List {
-                    span,
-                    head: NIL,
-                    tail: NIL,
-                });
-                inner.lists.len() - 1
-            }
+            // A length no list has: an empty list takes it (the lengths in use change with
+            // reloads), else a new one. Lists are as many as lengths waiting at once.
+            None => match inner.lists.iter().position(|l| l.head == NIL) {
+                Some(i) => {
+                    inner.lists[i].span = span;
+                    i
+                }
+                None => {
+                    inner.lists.push(List {
+                        span,
+                        head: NIL,
+                        tail: NIL,
+                    });
+                    inner.lists.len() - 1
+                }
+            },
         };
         let node = Node {
             deadline,
@@ -412,6 +425,17 @@ mod tests {
             let r = d.timeout(now, Duration::ZERO, pending::<()>()).await;
             assert_eq!(r, Err(Elapsed));
             assert_eq!(d.waiting(), 0);
+        });
+    }
+
+    #[test]
+    fn a_list_left_empty_takes_the_next_new_length() {
+        on_worker(|d| async move {
+            for ms in 1..=20 {
+                let r = d.timeout(Instant::now(), Duration::from_millis(ms), pending::<()>());
+                assert_eq!(r.await, Err(Elapsed));
+            }
+            assert_eq!(d.inner.borrow().lists.len(), 1);
         });
     }
 

@@ -183,7 +183,7 @@ pub(super) async fn send(
             headers: req.headers().clone(),
             body,
         });
-    let mut deadline = None;
+    let mut first_start = None;
     let per_try = policy
         .per_try_timeout
         .map_or(route_timeout, |t| t.get().min(route_timeout));
@@ -205,7 +205,8 @@ pub(super) async fn send(
         // One clock reading per attempt serves the deadline, the health clock, the attempt's
         // timeout and its duration.
         let now = Instant::now();
-        let deadline = *deadline.get_or_insert(now + route_timeout);
+        let first = *first_start.get_or_insert(now);
+        let deadline = first + route_timeout;
         let now_ms = health.ms_at(now);
         let Some(idx) = active.pick_endpoint(cluster_idx, now_ms, &tried, pick_info.as_ref())
         else {
@@ -217,7 +218,17 @@ pub(super) async fn send(
             };
         };
         let endpoint = &cluster.endpoints[idx];
-        let timeout = per_try.min(deadline.saturating_duration_since(now));
+        let left = deadline.saturating_duration_since(now);
+        let timeout = per_try.min(left);
+        // The worker keeps deadlines in a list per length, so this one is named by the
+        // configured length it comes from: the try's own, or the request's (what is left).
+        let (from, length) = if left.is_zero() {
+            (now, Duration::ZERO)
+        } else if per_try <= left {
+            (now, per_try)
+        } else {
+            (first, route_timeout)
+        };
         let mut this = req.take().expect("a request for every attempt");
         // Each attempt is a child span, and the upstream sees that attempt as its parent.
         let span = trace
@@ -239,7 +250,7 @@ pub(super) async fn send(
             &cluster.settings,
             this
         ));
-        let sent = worker.deadlines.timeout(now.into(), timeout, send).await;
+        let sent = worker.deadlines.timeout(from.into(), length, send).await;
         let (attempt, result) = match sent {
             Ok(Ok(resp)) => {
                 active.upstream_timers[cluster_idx].record(started.elapsed());
