@@ -252,6 +252,18 @@ impl Exchange {
         }
     }
 
+    /// [`Exchange::new`], made in its shared allocation: built on the stack and moved into
+    /// an `Rc`, the kilobyte-sized exchange is copied once more on every filtered request.
+    #[allow(unsafe_code)]
+    pub fn shared(request: RequestHead, info: StreamInfo) -> Rc<Self> {
+        let mut slot = Rc::<Self>::new_uninit();
+        Rc::get_mut(&mut slot)
+            .expect("a new Rc has no other owner")
+            .write(Self::new(request, info));
+        // SAFETY: written just above.
+        unsafe { slot.assume_init() }
+    }
+
     /// The body slot of one direction.
     pub fn body(&self, direction: Direction) -> &RefCell<BodyBuffer> {
         match direction {
@@ -529,6 +541,48 @@ pub trait Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_exchange_holds_what_it_was_made_with() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        let head = RequestHead {
+            method: http::Method::PUT,
+            path: "/p?q".into(),
+            authority: "a.test".into(),
+            scheme: "https",
+            headers,
+        };
+        let start = std::time::Instant::now();
+        let info = StreamInfo {
+            client: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:2".parse().unwrap(),
+            request_id: HeaderValue::from_static("id-1"),
+            protocol: "HTTP/2",
+            tls: None,
+            connection_id: 7,
+            start,
+        };
+        let x = Exchange::shared(head, info);
+        assert_eq!(Rc::strong_count(&x), 1);
+        let req = x.request.borrow();
+        assert_eq!(
+            (
+                req.method.as_str(),
+                req.path.as_str(),
+                req.authority.as_str()
+            ),
+            ("PUT", "/p?q", "a.test")
+        );
+        assert_eq!(req.headers["x-a"], "1");
+        assert_eq!(
+            (x.info.request_id.to_str().unwrap(), x.info.connection_id),
+            ("id-1", 7)
+        );
+        assert_eq!(x.info.start, start);
+        assert!(x.response.borrow().is_none() && !x.request_changed.get());
+        assert!(x.request_body.borrow().is_empty() && x.request_trailers.borrow().is_none());
+    }
 
     fn local(status: u16, headers: &[(&'static str, &'static str)], body: &str) -> LocalResponse {
         LocalResponse {

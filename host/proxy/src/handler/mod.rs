@@ -312,12 +312,12 @@ async fn forward(
             connection_id: conn.id,
             start: done.start,
         };
-        let exchange = Exchange::new(head, info);
+        let exchange = Exchange::shared(head, info);
         snapshot.note_route(&exchange.progress, route, cluster);
         let chain_run = ChainRun::new(
             &chain,
             active.timers(route_idx),
-            Rc::new(exchange),
+            exchange,
             worker.clone(),
             done.trace.clone(),
         );
