@@ -238,7 +238,8 @@ pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
-async fn echo_response(req: Request<Incoming>) -> Response<Body> {
+/// What [`Upstream::echo`] answers to `req`.
+pub async fn echo_response(req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let mut hasher = Sha256::new();
     let mut len = 0u64;

@@ -117,6 +117,11 @@ async fn a_request_is_one_trace_continuing_the_callers_over_grpc() {
     assert_eq!(seen.status, 200);
     let echo = seen.json();
     assert_eq!(echo["headers"]["x-auth-user"][0], "alice");
+    // The attempt's context replaces the caller's, which the filter saw.
+    assert_eq!(
+        echo["headers"]["traceparent"].as_array().map(Vec::len),
+        Some(1)
+    );
     let (up_trace, up_parent, up_flags) =
         parse_traceparent(echo["headers"]["traceparent"][0].as_str().unwrap());
     assert_eq!(up_trace, TRACE, "the upstream continues the caller's trace");

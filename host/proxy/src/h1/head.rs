@@ -17,26 +17,47 @@ pub(super) const MAX_HEADERS: usize = 100;
 /// Most bytes in a response head, for the same reason (hyper's default read buffer limit).
 pub(super) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
-/// Writes `req`'s head as HTTP/1.1 into `out` (cleared first). The body is known to be empty,
-/// so a `Transfer-Encoding` the client sent is left out, as hyper does: it would announce a
-/// chunked body that never comes.
-pub(super) fn encode_request<B>(req: &Request<B>, out: &mut Vec<u8>) {
+/// Writes `req`'s head as HTTP/1.1 into `out` (cleared first), followed by the fields of
+/// `shared` whose names `req`'s own map does not hold (its own fields override them). The
+/// body is known to be empty, so a `Transfer-Encoding` the client sent is left out, as hyper
+/// does: it would announce a chunked body that never comes.
+pub(super) fn encode_request<B>(req: &Request<B>, shared: Option<&HeaderMap>, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        if name == TRANSFER_ENCODING {
-            continue;
+    let own = req.headers();
+    for (name, value) in own {
+        field(out, name, value);
+    }
+    for (name, value) in shared.into_iter().flatten() {
+        if !holds(own, name) {
+            field(out, name, value);
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+fn field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    if name == TRANSFER_ENCODING {
+        return;
+    }
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether `map` has a field `name`. The maps asked are the gateway's own few fields (`Host`,
+/// a trace context), where comparing names beats hashing one.
+fn holds(map: &HeaderMap, name: &HeaderName) -> bool {
+    if map.keys_len() <= 4 {
+        map.keys().any(|k| k == name)
+    } else {
+        map.contains_key(name)
+    }
 }
 
 /// How a response's body is delimited (RFC 9112 §6.3).
@@ -295,10 +316,32 @@ mod tests {
             .body(())
             .unwrap();
         let mut out = b"left over".to_vec();
-        encode_request(&req, &mut out);
+        encode_request(&req, None, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /a/b?c=d HTTP/1.1\r\nhost: up\r\nx-two: 1\r\nx-two: 2\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn shared_fields_follow_the_own_ones_which_override_them() {
+        let req = Request::get("/")
+            .header("host", "up")
+            .header("traceparent", "00-ours")
+            .body(())
+            .unwrap();
+        let mut shared = HeaderMap::new();
+        shared.insert("x-a", HeaderValue::from_static("1"));
+        shared.insert("traceparent", HeaderValue::from_static("00-clients"));
+        shared.append("x-b", HeaderValue::from_static("2"));
+        shared.append("x-b", HeaderValue::from_static("3"));
+        shared.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        let mut out = Vec::new();
+        encode_request(&req, Some(&shared), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nhost: up\r\ntraceparent: 00-ours\r\n\
+             x-a: 1\r\nx-b: 2\r\nx-b: 3\r\n\r\n"
         );
     }
 

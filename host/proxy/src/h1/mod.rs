@@ -24,7 +24,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::header::UPGRADE;
-use http::{Method, Request, Response};
+use http::{HeaderMap, Method, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -143,9 +143,15 @@ impl<S: Socket> Conn<S> {
         }
     }
 
-    /// Sends `req`'s head (its body is empty: see [`fits`]) and reads the response head.
-    pub(crate) async fn exchange<B>(&mut self, req: &Request<B>) -> Result<ResponseHead, Failure> {
-        head::encode_request(req, &mut self.out);
+    /// Makes `req`'s head (its body is empty: see [`fits`]) the next to be sent, with the
+    /// fields of `shared` its own map does not name (see [`head::encode_request`]).
+    pub(crate) fn prepare<B>(&mut self, req: &Request<B>, shared: Option<&HeaderMap>) {
+        head::encode_request(req, shared, &mut self.out);
+    }
+
+    /// Sends the head [`Conn::prepare`] made, of a request with `method`, and reads the
+    /// response head.
+    pub(crate) async fn exchange(&mut self, method: &Method) -> Result<ResponseHead, Failure> {
         if let Err(e) = self.io.write_all(&self.out).await {
             return Err(Failure {
                 error: Error::Write(e),
@@ -162,7 +168,7 @@ impl<S: Socket> Conn<S> {
         let mut received = false;
         loop {
             if received {
-                match head::parse_response(&mut self.buf, req.method()) {
+                match head::parse_response(&mut self.buf, method) {
                     Ok(Some(head)) => return Ok(head),
                     Ok(None) => {}
                     Err(e) => return Err(fail(e, false)),

@@ -10,6 +10,7 @@
 //! (`retry.max_body_bytes`) to be read in full before the first attempt. A body streamed as
 //! it arrives cannot be sent twice.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use crate::pool::{ExchangeError, PooledBody, SendError, UpstreamBody};
 use crate::snapshot::{ClusterEntry, RouteEntry};
 use crate::strategy::PickInfo;
 use crate::worker::{Active, Worker};
-use rustygate_filter_api::PickOutcome;
+use rustygate_filter_api::{PickOutcome, RequestHead};
 use rustygate_telemetry::trace::RequestTrace;
 
 /// Why no response came back.
@@ -69,10 +70,13 @@ impl<'a> Destination<'a> {
     }
 }
 
-/// Who the request is for: its trace, and the client (for balancers hashing on its address).
+/// Who the request is for: its trace, the client (for balancers hashing on its address),
+/// and the filters' view of the request when it holds most of the header fields (see
+/// [`crate::pool::Pool::try_send`]).
 pub(super) struct Caller<'a> {
     pub trace: Option<&'a RequestTrace>,
     pub client: std::net::IpAddr,
+    pub shared: Option<&'a RefCell<RequestHead>>,
 }
 
 /// The request's body, as far as retries are concerned.
@@ -248,7 +252,8 @@ pub(super) async fn send(
         let send = std::pin::pin!(worker.pool.try_send(
             &endpoint.authority,
             &cluster.settings,
-            this
+            this,
+            caller.shared,
         ));
         let sent = worker.deadlines.timeout(from.into(), length, send).await;
         let (attempt, result) = match sent {

@@ -114,6 +114,7 @@ impl Copies {
                 let caller = Caller {
                     trace: None,
                     client,
+                    shared: None,
                 };
                 let outcome =
                     attempts::send(&worker, &active, to, req, Payload::Streamed, caller, || {

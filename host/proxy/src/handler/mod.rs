@@ -288,6 +288,7 @@ async fn forward(
         .and_then(|h| h.to_str().ok())
         .map(Cow::Borrowed);
     let mut run = None;
+    let mut authority_changed = false;
     if !chain.is_empty() {
         // Filters see the host as `:authority` only, as in Envoy; it is put back below.
         parts.headers.remove(header::HOST);
@@ -337,7 +338,7 @@ async fn forward(
         // whatever the router's rules; headers only matter to routes that match on them.
         let mut target_changed = false;
         {
-            let mut head = chain_run.exchange.request.borrow_mut();
+            let head = chain_run.exchange.request.borrow();
             if parts.method != head.method {
                 target_changed = true;
                 parts.method = head.method.clone();
@@ -352,24 +353,11 @@ async fn forward(
                     )
                 })?;
             }
-            // Filters may still read the request in their response phases, so they keep a
-            // copy. The upstream gets the map itself: a copy has no spare room, and the `Host`
-            // put back below would make it grow.
-            let headers = std::mem::take(&mut head.headers);
-            head.headers = headers.clone();
-            parts.headers = headers;
             if authority.as_deref() != Some(head.authority.as_str()) {
                 target_changed = true;
                 authority =
                     (!head.authority.is_empty()).then(|| Cow::Owned(head.authority.clone()));
-                if let Some(a) = authority
-                    .as_deref()
-                    .and_then(|a| HeaderValue::from_str(a).ok())
-                {
-                    parts.headers.insert(header::HOST, a);
-                }
-            } else if let Some(h) = &host {
-                parts.headers.insert(header::HOST, h.clone());
+                authority_changed = true;
             }
         }
         let changed = chain_run.exchange.request_changed.get()
@@ -377,14 +365,18 @@ async fn forward(
         run = Some(chain_run);
         if changed {
             // Routed again on what the filters made of the request; its filters have run.
-            let view = RequestView {
-                method: &parts.method,
-                path: parts.uri.path(),
-                query: parts.uri.query(),
-                host: authority.as_deref(),
-                headers: &parts.headers,
+            let found = {
+                let head = run.as_ref().expect("set above").exchange.request.borrow();
+                let view = RequestView {
+                    method: &parts.method,
+                    path: parts.uri.path(),
+                    query: parts.uri.query(),
+                    host: authority.as_deref(),
+                    headers: &head.headers,
+                };
+                snapshot.router.find(&view)
             };
-            match snapshot.router.find(&view) {
+            match found {
                 Some(i) if i != route_idx => {
                     route = &snapshot.routes[i];
                     cluster = route.targets.pick(&worker.rng);
@@ -443,6 +435,41 @@ async fn forward(
         ));
     };
     let cluster = &snapshot.clusters[cluster_idx];
+    let body_ended = body.is_end_stream();
+    // The filters' view of the request, when it holds most of the upstream's header fields.
+    let mut shared = None;
+    if let Some(run) = &run {
+        let mut head = run.exchange.request.borrow_mut();
+        // Filters may read the request until the stream ends, so the upstream cannot have
+        // their map. The direct client writes a request from it as it stands, with what is
+        // set from here on (in the request's own map) on top; other clients are given a
+        // merged copy (see `Pool::try_send`). Where the whole map is read on the way
+        // (request body filters, mirrors, a balancer component), it is copied here.
+        if body_ended
+            && upgrade.is_none()
+            && route.mirrors.is_empty()
+            && !active.has_strategy(cluster_idx)
+            && !head.headers.contains_key(header::UPGRADE)
+        {
+            shared = Some(&run.exchange.request);
+        } else {
+            // A copy has no spare room, and the `Host` put back below would make it grow.
+            let headers = std::mem::take(&mut head.headers);
+            head.headers = headers.clone();
+            parts.headers = headers;
+        }
+        // Filters see the host as `:authority` only; a changed one is the upstream's `Host`.
+        let host = if authority_changed {
+            authority
+                .as_deref()
+                .and_then(|a| HeaderValue::from_str(a).ok())
+        } else {
+            host.clone()
+        };
+        if let Some(h) = host {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
     let mut path_and_query = parts
         .uri
         .path_and_query()
@@ -491,7 +518,6 @@ async fn forward(
         )
     };
     address(&mut parts, cluster, path_and_query, authority.as_deref())?;
-    let body_ended = body.is_end_stream();
     let mut body: UpstreamBody = Box::pin(RequestBody::new(
         body,
         limit,
@@ -577,6 +603,7 @@ async fn forward(
         attempts::Caller {
             trace: done.trace.as_deref(),
             client: conn.peer.ip(),
+            shared,
         },
         || {
             transfer.too_large.get()

@@ -21,6 +21,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1, http2};
 use rustygate_config::UpstreamProtocol;
+use rustygate_filter_api::RequestHead;
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
@@ -232,7 +233,7 @@ impl Pool {
         settings: &EndpointSettings,
         req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, SendError> {
-        self.try_send(authority, settings, req)
+        self.try_send(authority, settings, req, None)
             .await
             .map_err(|u| u.error)
     }
@@ -240,12 +241,29 @@ impl Pool {
     /// Like [`Pool::send`], but a request that was not sent at all (no connection, breaker
     /// open, refused before a byte was written) comes back with the error, so it can be tried
     /// on another endpoint without having been copied.
+    ///
+    /// `shared` holds the rest of the request's header fields when `req`'s own map has only
+    /// those set after the filters ran (`Host`, a trace context), which override the same
+    /// names there: the filters' view of the request, which they may read until the stream
+    /// ends. The direct client writes it as it stands; other paths send a merged copy.
     pub async fn try_send(
         self: &Rc<Self>,
         authority: &Arc<str>,
         settings: &EndpointSettings,
-        req: Request<UpstreamBody>,
+        mut req: Request<UpstreamBody>,
+        shared: Option<&RefCell<RequestHead>>,
     ) -> Result<Response<PooledBody>, Unsent> {
+        if settings.protocol == UpstreamProtocol::Http1 && settings.tls.is_none() && h1::fits(&req)
+        {
+            return self.send_direct(authority, settings, req, shared).await;
+        }
+        if let Some(shared) = shared {
+            let own = std::mem::take(req.headers_mut());
+            let mut all = shared.borrow().headers.clone();
+            // Replaces the fields of the names `own` has.
+            all.extend(own);
+            *req.headers_mut() = all;
+        }
         match settings.protocol {
             UpstreamProtocol::Http1 => self.send_h1(authority, settings, req).await,
             UpstreamProtocol::Http2 => self.send_h2(authority, settings, req).await,
@@ -258,9 +276,6 @@ impl Pool {
         settings: &EndpointSettings,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, Unsent> {
-        if settings.tls.is_none() && h1::fits(&req) {
-            return self.send_direct(authority, settings, req).await;
-        }
         let tls = tls_id(settings);
         while let Some(mut sender) = self.take_idle(authority, tls) {
             if sender.ready().await.is_err() {
@@ -294,10 +309,18 @@ impl Pool {
         authority: &Arc<str>,
         settings: &EndpointSettings,
         req: Request<UpstreamBody>,
+        shared: Option<&RefCell<RequestHead>>,
     ) -> Result<Response<PooledBody>, Unsent> {
         let resend = idempotent(req.method());
+        // Borrowed only while the head is written into the connection's buffer: a filter
+        // callback may run while the request is out.
+        let prepare = |conn: &mut DirectConn, req: &Request<UpstreamBody>| {
+            let shared = shared.map(RefCell::borrow);
+            conn.prepare(req, shared.as_ref().map(|h| &h.headers));
+        };
         while let Some(mut conn) = self.take_direct(authority) {
-            match conn.exchange(&req).await {
+            prepare(&mut conn, &req);
+            match conn.exchange(req.method()).await {
                 Ok(head) => return Ok(self.wrap_direct(conn, head, authority, settings)),
                 Err(f) if f.unsent || (f.nothing_back && resend) => continue,
                 Err(f) => return Err(Unsent::sent(f.error)),
@@ -308,7 +331,8 @@ impl Pool {
             Ok(Io::Tls(_)) => unreachable!("the direct client is for cleartext clusters"),
             Err(error) => return Err(Unsent::with(error, req)),
         };
-        match conn.exchange(&req).await {
+        prepare(&mut conn, &req);
+        match conn.exchange(req.method()).await {
             Ok(head) => Ok(self.wrap_direct(conn, head, authority, settings)),
             Err(f) if f.unsent => Err(Unsent::with(SendError::Exchange(f.error.into()), req)),
             Err(f) => Err(Unsent::sent(f.error)),
