@@ -1,7 +1,7 @@
 //! The request as the upstream's protocol takes it.
 
 use http::header::{self, HeaderValue};
-use http::{Uri, Version, uri::PathAndQuery};
+use http::{HeaderMap, Uri, Version, uri::PathAndQuery};
 use rustygate_config::UpstreamProtocol;
 use rustygate_core::ErrorKind;
 
@@ -45,4 +45,62 @@ pub(super) fn address(
         }
     }
     Ok(())
+}
+
+/// The `Host` a filtered request goes upstream with (filters see it as `:authority` only):
+/// the client's, or the `:authority` a filter changed.
+pub(super) fn upstream_host(
+    client: &Option<HeaderValue>,
+    changed: bool,
+    authority: Option<&str>,
+) -> Option<HeaderValue> {
+    if changed {
+        authority.and_then(|a| HeaderValue::from_str(a).ok())
+    } else {
+        client.clone()
+    }
+}
+
+/// `f` of `map` with `Host` set to `host` (when `Some`); `map` is left as it was.
+pub(super) fn with_host<T>(
+    map: &mut HeaderMap,
+    host: Option<HeaderValue>,
+    f: impl FnOnce(&HeaderMap) -> T,
+) -> T {
+    let Some(host) = host else {
+        return f(map);
+    };
+    let before = map.insert(header::HOST, host);
+    let out = f(map);
+    match before {
+        Some(v) => map.insert(header::HOST, v),
+        None => map.remove(header::HOST),
+    };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_host_shows_the_host_and_leaves_the_map_as_it_was() {
+        let mut map = HeaderMap::new();
+        map.insert("x-a", HeaderValue::from_static("1"));
+        let seen = with_host(&mut map, Some(HeaderValue::from_static("h.test")), |m| {
+            m.get(header::HOST).cloned()
+        });
+        assert_eq!(seen.unwrap(), "h.test");
+        assert!(!map.contains_key(header::HOST) && map.len() == 1);
+
+        map.insert(header::HOST, HeaderValue::from_static("mine"));
+        let seen = with_host(&mut map, Some(HeaderValue::from_static("h.test")), |m| {
+            m.get(header::HOST).cloned()
+        });
+        assert_eq!(seen.unwrap(), "h.test");
+        assert_eq!(map[header::HOST], "mine");
+
+        let seen = with_host(&mut map, None, |m| m.get(header::HOST).cloned());
+        assert_eq!(seen.unwrap(), "mine");
+    }
 }

@@ -39,7 +39,7 @@ use attempts::Failed;
 pub(crate) use completion::Completion;
 use errors::error_response;
 use filtering::filter_failed;
-use form::address;
+use form::{address, upstream_host};
 use switch::{Switch, tunnel_log};
 
 /// A failure and its detail for the client.
@@ -366,15 +366,23 @@ async fn forward(
         if changed {
             // Routed again on what the filters made of the request; its filters have run.
             let found = {
-                let head = run.as_ref().expect("set above").exchange.request.borrow();
-                let view = RequestView {
-                    method: &parts.method,
-                    path: parts.uri.path(),
-                    query: parts.uri.query(),
-                    host: authority.as_deref(),
-                    headers: &head.headers,
-                };
-                snapshot.router.find(&view)
+                let mut head = run
+                    .as_ref()
+                    .expect("set above")
+                    .exchange
+                    .request
+                    .borrow_mut();
+                // Routes match headers as they did the first time, `Host` included.
+                let host = upstream_host(&host, authority_changed, authority.as_deref());
+                form::with_host(&mut head.headers, host, |headers| {
+                    snapshot.router.find(&RequestView {
+                        method: &parts.method,
+                        path: parts.uri.path(),
+                        query: parts.uri.query(),
+                        host: authority.as_deref(),
+                        headers,
+                    })
+                })
             };
             match found {
                 Some(i) if i != route_idx => {
@@ -436,15 +444,13 @@ async fn forward(
     };
     let cluster = &snapshot.clusters[cluster_idx];
     let body_ended = body.is_end_stream();
-    // The filters' view of the request, when it holds most of the upstream's header fields.
+    // Filters may read the request until the stream ends, so the upstream cannot have their
+    // map: the direct client writes from it as it stands (with what is set from here on in
+    // the request's own map on top), other clients get a merged copy (`Pool::try_send`), and
+    // paths that read the whole map on the way (body filters, mirrors, a balancer) a copy.
     let mut shared = None;
     if let Some(run) = &run {
         let mut head = run.exchange.request.borrow_mut();
-        // Filters may read the request until the stream ends, so the upstream cannot have
-        // their map. The direct client writes a request from it as it stands, with what is
-        // set from here on (in the request's own map) on top; other clients are given a
-        // merged copy (see `Pool::try_send`). Where the whole map is read on the way
-        // (request body filters, mirrors, a balancer component), it is copied here.
         if body_ended
             && upgrade.is_none()
             && route.mirrors.is_empty()
@@ -458,15 +464,7 @@ async fn forward(
             head.headers = headers.clone();
             parts.headers = headers;
         }
-        // Filters see the host as `:authority` only; a changed one is the upstream's `Host`.
-        let host = if authority_changed {
-            authority
-                .as_deref()
-                .and_then(|a| HeaderValue::from_str(a).ok())
-        } else {
-            host.clone()
-        };
-        if let Some(h) = host {
+        if let Some(h) = upstream_host(&host, authority_changed, authority.as_deref()) {
             parts.headers.insert(header::HOST, h);
         }
     }
