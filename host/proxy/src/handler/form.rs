@@ -1,9 +1,12 @@
 //! The request as the upstream's protocol takes it.
 
+use std::cell::RefCell;
+
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Uri, Version, uri::PathAndQuery};
 use rustygate_config::UpstreamProtocol;
 use rustygate_core::ErrorKind;
+use rustygate_filter_api::{Exchange, RequestHead};
 
 use super::Failure;
 use crate::snapshot::ClusterEntry;
@@ -45,6 +48,28 @@ pub(super) fn address(
         }
     }
     Ok(())
+}
+
+/// Where a filtered request's header fields go upstream from. Filters may read the request
+/// until the stream ends, so the upstream cannot have their map: the direct client writes
+/// from it as it stands (with what is set from here on in `own` on top), other clients get a
+/// merged copy (`Pool::try_send`). Where the whole map is read on the way (`whole_read`: body
+/// filters, mirrors, a balancer) or names an `Upgrade`, `own` gets the map itself and the
+/// filters a copy, and there is nothing to share.
+pub(super) fn hand_over<'a>(
+    exchange: &'a Exchange,
+    own: &mut HeaderMap,
+    whole_read: bool,
+) -> Option<&'a RefCell<RequestHead>> {
+    let mut head = exchange.request.borrow_mut();
+    if !whole_read && !head.headers.contains_key(header::UPGRADE) {
+        return Some(&exchange.request);
+    }
+    // A copy has no spare room, and the `Host` put in next would make it grow.
+    let headers = std::mem::take(&mut head.headers);
+    head.headers = headers.clone();
+    *own = headers;
+    None
 }
 
 /// The `Host` a filtered request goes upstream with (filters see it as `:authority` only):

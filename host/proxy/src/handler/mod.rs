@@ -444,26 +444,13 @@ async fn forward(
     };
     let cluster = &snapshot.clusters[cluster_idx];
     let body_ended = body.is_end_stream();
-    // Filters may read the request until the stream ends, so the upstream cannot have their
-    // map: the direct client writes from it as it stands (with what is set from here on in
-    // the request's own map on top), other clients get a merged copy (`Pool::try_send`), and
-    // paths that read the whole map on the way (body filters, mirrors, a balancer) a copy.
     let mut shared = None;
     if let Some(run) = &run {
-        let mut head = run.exchange.request.borrow_mut();
-        if body_ended
-            && upgrade.is_none()
-            && route.mirrors.is_empty()
-            && !active.has_strategy(cluster_idx)
-            && !head.headers.contains_key(header::UPGRADE)
-        {
-            shared = Some(&run.exchange.request);
-        } else {
-            // A copy has no spare room, and the `Host` put back below would make it grow.
-            let headers = std::mem::take(&mut head.headers);
-            head.headers = headers.clone();
-            parts.headers = headers;
-        }
+        let whole_read = !body_ended
+            || upgrade.is_some()
+            || !route.mirrors.is_empty()
+            || active.has_strategy(cluster_idx);
+        shared = form::hand_over(&run.exchange, &mut parts.headers, whole_read);
         if let Some(h) = upstream_host(&host, authority_changed, authority.as_deref()) {
             parts.headers.insert(header::HOST, h);
         }
