@@ -701,6 +701,29 @@ async fn a_header_a_filter_adds_is_routed_on_when_a_route_matches_on_it() {
     assert_eq!((plain.requests(), tagged.requests()), (1, 1));
 }
 
+/// A filter that sets `:authority` takes the request to the route whose `host` (or
+/// `:authority`) condition the new one meets, as the client's `Host` would have.
+#[tokio::test]
+async fn an_authority_a_filter_sets_is_routed_on() {
+    let (plain, tenant) = (Upstream::echo(), Upstream::echo());
+    let routes = "  - name: tenant
+    match: { path: { prefix: /t/ }, headers: [ { name: host, exact: tenant.test } ] }
+    cluster: second
+  - { name: any, match: { path: { prefix: /t/ } }, cluster: first, filters: [probe] }
+";
+    let yaml = two_clusters(
+        &plain,
+        &tenant,
+        "{ request_add: { ':authority': tenant.test } }",
+        routes,
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let seen = get(&gw.url("/t/a")).await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(seen.json()["headers"]["host"][0], "tenant.test");
+    assert_eq!((plain.requests(), tenant.requests()), (0, 1));
+}
+
 #[tokio::test]
 async fn what_envoy_tells_filters_about_the_request_and_its_outcome() {
     let up = Upstream::echo();

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use rustygate_tests::TestGateway;
-use rustygate_tests::client::{get, http1, send};
+use rustygate_tests::client::{get, h2c, http1, send};
 use rustygate_tests::upstream::{Upstream, text};
 
 /// Five upstreams that each answer with their own name, so the body says which route won.
@@ -210,4 +210,66 @@ async fn routes_rewrite_the_path_and_host_the_upstream_sees() {
     assert_eq!(v1["headers"]["host"][0], "api.example.com");
     // A path the regex does not match passes unchanged.
     assert_eq!(seen("/v1/acme/x").await["path"], "/v1/acme/x");
+}
+
+/// Envoy's route header matchers take pseudo-headers, and `host` is `:authority` there: a
+/// condition on either holds for an HTTP/2 client, which sends no `Host` header, as for an
+/// HTTP/1.1 one.
+#[tokio::test]
+async fn header_conditions_on_pseudo_headers_hold_for_http1_and_http2_clients() {
+    let (one, two) = (named("one"), named("two"));
+    let yaml = format!(
+        "workers: 1
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+logging: {{ access_log: false }}
+clusters:
+  - name: one
+    endpoints: [ {{ url: \"http://{}\" }} ]
+  - name: two
+    endpoints: [ {{ url: \"http://{}\" }} ]
+routes:
+  - name: by-authority
+    match: {{ path: {{ prefix: /a }}, headers: [ {{ name: ':authority', regex: '127\\.0\\.0\\.1:[0-9]+' }} ] }}
+    cluster: one
+  - name: by-host
+    match: {{ path: {{ prefix: /h }}, headers: [ {{ name: host, prefix: '127.0.0.1:' }} ] }}
+    cluster: one
+  - name: by-method-and-path
+    match: {{ headers: [ {{ name: ':method', exact: PUT }}, {{ name: ':path', exact: '/m?x=1' }} ] }}
+    cluster: one
+  - name: by-scheme
+    match: {{ path: {{ prefix: /s }}, headers: [ {{ name: ':scheme', exact: http }} ] }}
+    cluster: one
+  - {{ name: rest, match: {{ path: {{ prefix: / }} }}, cluster: two }}
+",
+        one.addr, two.addr
+    );
+    let gw = TestGateway::start(&yaml).await;
+    for (client, proto) in [(http1(), "HTTP/1.1"), (h2c(), "HTTP/2")] {
+        let ask = |method: &str, path: &str| {
+            Request::builder()
+                .method(method)
+                .uri(gw.url(path))
+                .body(Full::<Bytes>::default())
+                .unwrap()
+        };
+        for (method, path, want) in [
+            ("GET", "/a", "one"),
+            ("GET", "/h", "one"),
+            ("PUT", "/m?x=1", "one"),
+            ("PUT", "/m?x=2", "two"),
+            ("GET", "/m?x=1", "two"),
+            ("GET", "/s", "one"),
+        ] {
+            let seen = send(&client, ask(method, path)).await;
+            assert_eq!(seen.status, 200, "{proto} {method} {path}");
+            assert_eq!(
+                String::from_utf8_lossy(&seen.body),
+                want,
+                "{proto} {method} {path}"
+            );
+        }
+    }
 }

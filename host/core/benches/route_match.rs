@@ -47,6 +47,7 @@ fn bench(c: &mut Criterion) {
         path,
         query: None,
         host: Some("api.example.com"),
+        scheme: "http",
         headers: &headers,
     };
     let mut g = c.benchmark_group("route_match_1000");

@@ -24,6 +24,8 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     /// Host from `Host` / `:authority`, possibly with a port.
     pub host: Option<&'a str>,
+    /// `http` or `https`: what the client spoke to the listener.
+    pub scheme: &'a str,
     /// Request headers.
     pub headers: &'a HeaderMap,
 }
@@ -57,11 +59,36 @@ struct ValueRule {
     invert: bool,
 }
 
+/// What a header condition reads. Envoy's route header matchers also take the request's
+/// pseudo-headers; `host` is `:authority` here as there, so that a condition on either holds
+/// for HTTP/2 clients (which send no `Host`) as for HTTP/1.1 ones.
+enum HeaderField {
+    Named,
+    Authority,
+    Method,
+    /// Path with the query string, as `:path` carries it.
+    Path,
+    Scheme,
+}
+
+impl HeaderField {
+    /// The field a (lower-cased) header condition name refers to.
+    fn of(name: &str) -> Self {
+        match name {
+            "host" | ":authority" => HeaderField::Authority,
+            ":method" => HeaderField::Method,
+            ":path" => HeaderField::Path,
+            ":scheme" => HeaderField::Scheme,
+            _ => HeaderField::Named,
+        }
+    }
+}
+
 /// The conditions besides the path, which [`Router::find`]'s index lookup has already decided.
 struct Matcher {
     host: Option<HostCond>,
     methods: Vec<Method>,
-    headers: Vec<ValueRule>,
+    headers: Vec<(HeaderField, ValueRule)>,
     query: Vec<ValueRule>,
 }
 
@@ -173,8 +200,14 @@ impl Router {
                     })
                     .collect()
             };
+            let headers: Vec<(HeaderField, ValueRule)> = rules(&m.headers, true)?
+                .into_iter()
+                .map(|rule| (HeaderField::of(&rule.name), rule))
+                .collect();
             r.any_host |= host.is_some();
-            r.any_headers |= !m.headers.is_empty();
+            // Pseudo-header conditions read the method, path and host, which a caller
+            // compares anyway before it routes a request again.
+            r.any_headers |= headers.iter().any(|(f, _)| matches!(f, HeaderField::Named));
             r.matchers.push(Matcher {
                 host,
                 methods: m
@@ -182,7 +215,7 @@ impl Router {
                     .iter()
                     .filter_map(|s| Method::from_bytes(s.as_bytes()).ok())
                     .collect(),
-                headers: rules(&m.headers, true)?,
+                headers,
                 query: rules(&m.query, false)?,
             });
         }
@@ -283,13 +316,22 @@ impl Matcher {
                 return false;
             }
         }
-        self.headers.iter().all(|rule| {
-            let mut values = req
-                .headers
-                .get_all(rule.name.as_str())
-                .iter()
-                .filter_map(|v| v.to_str().ok());
-            rule.check(values.next())
+        self.headers.iter().all(|(field, rule)| match field {
+            HeaderField::Named => {
+                let mut values = req
+                    .headers
+                    .get_all(rule.name.as_str())
+                    .iter()
+                    .filter_map(|v| v.to_str().ok());
+                rule.check(values.next())
+            }
+            HeaderField::Authority => rule.check(req.host),
+            HeaderField::Method => rule.check(Some(req.method.as_str())),
+            HeaderField::Path => match req.query {
+                None => rule.check(Some(req.path)),
+                Some(q) => rule.check(Some(&format!("{}?{q}", req.path))),
+            },
+            HeaderField::Scheme => rule.check(Some(req.scheme)),
         }) && self
             .query
             .iter()

@@ -306,7 +306,8 @@ pub enum PathMatch {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValueMatch {
-    /// Header or parameter name (headers: case-insensitive).
+    /// Header or parameter name (headers: case-insensitive; `:authority`, `:method`, `:path`
+    /// and `:scheme` name the request's pseudo-headers, as in Envoy, and `host` is `:authority`).
     pub name: String,
     /// Value equals this.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -314,8 +314,22 @@ fn is_authority(host: &str) -> bool {
     name_ok && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
+/// The pseudo-headers (without their `:`) a route's header conditions may name.
+const PSEUDO_HEADERS: [&str; 4] = ["authority", "method", "path", "scheme"];
+
 fn check_value_match(c: &mut Checker<'_>, field: &str, vm: &ValueMatch, is_header: bool) {
-    if is_header && http_token_invalid(&vm.name) {
+    if is_header && let Some(pseudo) = vm.name.strip_prefix(':') {
+        // Envoy's route header matchers take the request's pseudo-headers too.
+        if !PSEUDO_HEADERS.contains(&pseudo.to_ascii_lowercase().as_str()) {
+            c.error(
+                format!("{field}.name"),
+                format!(
+                    "{:?} is not a pseudo-header a route can match; use one of :authority, :method, :path, :scheme",
+                    vm.name
+                ),
+            );
+        }
+    } else if is_header && http_token_invalid(&vm.name) {
         c.error(
             format!("{field}.name"),
             format!("invalid header name {:?}", vm.name),

@@ -32,6 +32,7 @@ fn find(
         path,
         query,
         host,
+        scheme: "http",
         headers: &map,
     })
 }
@@ -142,4 +143,53 @@ fn methods_headers_and_query() {
         find(&r, "GET", "/?q=a%20b", None, &[("x-debug", "1")]),
         None
     );
+}
+
+#[test]
+fn header_conditions_on_pseudo_headers_read_the_request_line() {
+    let cond = |name: &str, exact: Option<&str>, regex: Option<&str>| RouteMatch {
+        headers: vec![ValueMatch {
+            name: name.into(),
+            exact: exact.map(Into::into),
+            regex: regex.map(Into::into),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let routes = [
+        cond(":authority", Some("a.test:8080"), None),
+        // `host` is `:authority`: it holds for a client that sent no `Host` header.
+        cond("Host", Some("b.test"), None),
+        cond(":method", Some("PATCH"), None),
+        cond(":path", None, Some(r"/p\?tenant=[a-z]+")),
+        cond(":scheme", Some("https"), None),
+    ];
+    let r = Router::new(&routes).unwrap();
+    assert!(
+        !r.reads_headers(),
+        "they depend on what a caller compares before routing again, not on the header map"
+    );
+    assert_eq!(find(&r, "GET", "/", Some("a.test:8080"), &[]), Some(0));
+    assert_eq!(find(&r, "GET", "/", Some("b.test"), &[]), Some(1));
+    assert_eq!(
+        find(&r, "GET", "/", None, &[("host", "b.test")]),
+        None,
+        "the host the caller gives is the one conditions read"
+    );
+    assert_eq!(find(&r, "PATCH", "/", None, &[]), Some(2));
+    assert_eq!(find(&r, "GET", "/p?tenant=blue", None, &[]), Some(3));
+    assert_eq!(
+        find(&r, "GET", "/p", None, &[]),
+        None,
+        ":path carries the query"
+    );
+    let https = RequestView {
+        method: &Method::GET,
+        path: "/",
+        query: None,
+        host: None,
+        scheme: "https",
+        headers: &HeaderMap::new(),
+    };
+    assert_eq!(r.find(&https), Some(4));
 }

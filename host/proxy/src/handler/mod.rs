@@ -234,6 +234,7 @@ async fn forward(
         path: parts.uri.path(),
         query: parts.uri.query(),
         host: host.as_ref().and_then(|h| h.to_str().ok()),
+        scheme: conn.listener.scheme,
         headers: &parts.headers,
     };
     let Some(route_idx) = snapshot.router.find(&view) else {
@@ -366,22 +367,16 @@ async fn forward(
         if changed {
             // Routed again on what the filters made of the request; its filters have run.
             let found = {
-                let mut head = run
-                    .as_ref()
-                    .expect("set above")
-                    .exchange
-                    .request
-                    .borrow_mut();
-                // Routes match headers as they did the first time, `Host` included.
-                let host = upstream_host(&host, authority_changed, authority.as_deref());
-                form::with_host(&mut head.headers, host, |headers| {
-                    snapshot.router.find(&RequestView {
-                        method: &parts.method,
-                        path: parts.uri.path(),
-                        query: parts.uri.query(),
-                        host: authority.as_deref(),
-                        headers,
-                    })
+                let head = run.as_ref().expect("set above").exchange.request.borrow();
+                // The filters' map holds no `Host`: conditions on it read the `:authority`
+                // given here, as they read the client's `Host` the first time.
+                snapshot.router.find(&RequestView {
+                    method: &parts.method,
+                    path: parts.uri.path(),
+                    query: parts.uri.query(),
+                    host: authority.as_deref(),
+                    scheme: conn.listener.scheme,
+                    headers: &head.headers,
                 })
             };
             match found {
