@@ -16,6 +16,35 @@ fn with_limits(up: std::net::SocketAddr, limits: &str) -> String {
     )
 }
 
+/// The idle timeout counts from the end of the last request, even when the connection's
+/// watchdog last looked while the request's head was still awaited (it then slept for the
+/// header timeout, 10 s by default).
+#[tokio::test]
+async fn idle_timeout_runs_from_the_last_request_however_slow_its_head() {
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "ok") });
+    let gw = TestGateway::start(&with_limits(up.addr, "      idle_timeout: 300ms\n")).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // Long enough for the watchdog to look once at a connection with no head yet.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let idle_from = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    assert_eq!(n, 0);
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(250) && idle < Duration::from_secs(2),
+        "closed after {idle:?}"
+    );
+}
+
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let up = Upstream::start(|_| async { text(StatusCode::OK, "ok") });

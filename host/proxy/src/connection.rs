@@ -104,7 +104,19 @@ pub(crate) async fn serve<S>(
             loop {
                 if timer_polled {
                     if !timer.is_elapsed() {
-                        return Poll::Pending;
+                        // The last look may have been while a head arrived or a request ran,
+                        // when only the head limit applied: the request's end brings the idle
+                        // deadline forward, and the watchdog must not sleep past it.
+                        if idle_timeout.is_zero() || conn.socket.head.in_flight() != 0 {
+                            return Poll::Pending;
+                        }
+                        let idle_at = conn.last_active.get() + idle_timeout;
+                        if idle_at >= timer.deadline().into_std() {
+                            return Poll::Pending;
+                        }
+                        timer.as_mut().reset(idle_at.into());
+                        timer_polled = false;
+                        continue;
                     }
                 } else {
                     timer_polled = true;
