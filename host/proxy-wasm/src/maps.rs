@@ -62,41 +62,63 @@ fn trailers(ex: &Exchange, map_type: i32) -> &std::cell::RefCell<Option<http::He
     }
 }
 
+/// A value read out of a map for the guest: a header's own value, shared with the map rather
+/// than copied, or a pseudo-header's text.
+pub(crate) enum Value {
+    Header(HeaderValue),
+    Text(Vec<u8>),
+}
+
+impl Value {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Value::Header(v) => v.as_bytes(),
+            Value::Text(t) => t,
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            Value::Header(v) => v.as_bytes().to_vec(),
+            Value::Text(t) => t,
+        }
+    }
+}
+
 /// The first value of `key` (case-insensitive), looked up directly (no list is built). The
-/// key is compared in place: `HeaderMap::get` with a `&str` folds case on the stack, so the
-/// only copy made is the value's.
-pub(crate) fn value(stream: &StreamCtx, map_type: i32, key: &[u8]) -> Option<Vec<u8>> {
+/// key is compared in place: `HeaderMap::get` with a `&str` folds case on the stack.
+pub(crate) fn value(stream: &StreamCtx, map_type: i32, key: &[u8]) -> Option<Value> {
     let key = std::str::from_utf8(key).ok()?;
     let ex: &Exchange = &stream.exchange;
     let pseudo = |name: &str| key.eq_ignore_ascii_case(name);
-    let copy = |v: &HeaderValue| v.as_bytes().to_vec();
+    let text = |t: &str| Value::Text(t.as_bytes().to_vec());
     match map_type {
         map::REQUEST_HEADERS => {
             let r = ex.request.borrow();
             Some(if pseudo(":method") {
-                r.method.as_str().as_bytes().to_vec()
+                text(r.method.as_str())
             } else if pseudo(":path") {
-                r.path.as_bytes().to_vec()
+                text(&r.path)
             } else if pseudo(":authority") {
-                r.authority.as_bytes().to_vec()
+                text(&r.authority)
             } else if pseudo(":scheme") {
-                r.scheme.as_bytes().to_vec()
+                text(r.scheme)
             } else {
-                copy(r.headers.get(key)?)
+                Value::Header(r.headers.get(key)?.clone())
             })
         }
         map::RESPONSE_HEADERS => {
             let r = ex.response.borrow();
             let r = r.as_ref()?;
             Some(if pseudo(":status") {
-                r.status.as_str().as_bytes().to_vec()
+                text(r.status.as_str())
             } else {
-                copy(r.headers.get(key)?)
+                Value::Header(r.headers.get(key)?.clone())
             })
         }
         map::REQUEST_TRAILERS | map::RESPONSE_TRAILERS => {
             let t = trailers(ex, map_type).borrow();
-            Some(copy(t.as_ref()?.get(key)?))
+            Some(Value::Header(t.as_ref()?.get(key)?.clone()))
         }
         _ => None,
     }
@@ -286,8 +308,9 @@ mod tests {
     #[test]
     fn values_are_found_whatever_the_case_of_the_key() {
         let s = stream();
-        let get =
-            |map, key: &str| value(&s, map, key.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        let get = |map, key: &str| {
+            value(&s, map, key.as_bytes()).map(|v| String::from_utf8(v.into_vec()).unwrap())
+        };
         assert_eq!(
             get(map::REQUEST_HEADERS, ":method").as_deref(),
             Some("POST")
@@ -314,7 +337,7 @@ mod tests {
         );
         assert_eq!(get(map::REQUEST_HEADERS, "x-missing"), None);
         assert_eq!(get(map::REQUEST_HEADERS, "bad key"), None);
-        assert_eq!(value(&s, map::REQUEST_HEADERS, b"\xff"), None);
+        assert!(value(&s, map::REQUEST_HEADERS, b"\xff").is_none());
         assert_eq!(get(map::REQUEST_TRAILERS, "x-tenant"), None);
     }
 

@@ -18,14 +18,26 @@ fn range(ptr: i32, len: usize, mem_len: usize) -> Option<std::ops::Range<usize>>
 
 /// Copies `len` bytes at `ptr` out of guest memory. `(0, 0)` is a valid empty input.
 pub(crate) fn read(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>, Status> {
+    slice(caller, ptr, len).map(<[u8]>::to_vec)
+}
+
+/// The `len` bytes at `ptr` in guest memory, in place: for inputs the host only reads while
+/// it reads host state, which borrows the caller the same way (a header name to look up, say).
+/// Whatever must outlive the next guest call (the allocator, when a value is given back) is
+/// copied with [`read`] instead.
+pub(crate) fn slice<'a>(
+    caller: &'a Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+) -> Result<&'a [u8], Status> {
     let len = len as u32 as usize;
     if len == 0 {
-        return Ok(Vec::new());
+        return Ok(&[]);
     }
     let mem = caller.data().memory.ok_or(status::INVALID_MEMORY_ACCESS)?;
     let data = mem.data(caller);
     range(ptr, len, data.len())
-        .map(|r| data[r].to_vec())
+        .map(|r| &data[r])
         .ok_or(status::INVALID_MEMORY_ACCESS)
 }
 

@@ -51,8 +51,8 @@ fn headers_map(h: &http::HeaderMap) -> Vec<u8> {
 }
 
 /// The value at `path` for context `ctx`; `None` is `NOT_FOUND`.
-pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u8>> {
-    let seg = |i: usize| path.get(i).map(|s| s.as_slice());
+pub(crate) fn get(state: &HostState, ctx: u32, path: &[&[u8]]) -> Option<Vec<u8>> {
+    let seg = |i: usize| path.get(i).copied();
     let root = state.root_of(ctx)?;
     match (seg(0)?, seg(1)) {
         (b"plugin_root_id", None) => return Some(root.root_id.as_bytes().to_vec()),
@@ -61,8 +61,10 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
         _ => {}
     }
     let stream = state.streams.get(&ctx)?;
-    let joined = path.join(&0u8);
-    if let Some(v) = stream.properties.get(&joined) {
+    // Values a filter set come first; most streams have none, and need no key built.
+    if !stream.properties.is_empty()
+        && let Some(v) = stream.properties.get(&path.join(&0u8))
+    {
         return Some(v.clone());
     }
     let ex = &stream.exchange;
@@ -84,7 +86,7 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
             };
         }
         return Some(metadata_bytes(
-            md.as_deref()?.get(path[1..].iter().map(Vec::as_slice))?,
+            md.as_deref()?.get(path[1..].iter().copied())?,
         ));
     }
     let info = &ex.info;
@@ -103,7 +105,7 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
         (b"request", Some(b"protocol"), None) => info.protocol.as_bytes().to_vec(),
         (b"request", Some(b"id"), None) => info.request_id.as_bytes().to_vec(),
         (b"request", Some(b"headers"), Some(name)) if name.starts_with(b":") => {
-            maps::value(stream, map::REQUEST_HEADERS, name)?
+            maps::value(stream, map::REQUEST_HEADERS, name)?.into_vec()
         }
         (b"request", Some(b"headers"), Some(name)) => {
             let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
@@ -246,7 +248,7 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[Vec<u8>]) -> Option<Vec<u
             trailers.as_ref()?.get(name.as_str())?.as_bytes().to_vec()
         }
         (b"response", Some(b"headers"), Some(name)) if name.starts_with(b":") => {
-            maps::value(stream, map::RESPONSE_HEADERS, name)?
+            maps::value(stream, map::RESPONSE_HEADERS, name)?.into_vec()
         }
         (b"response", Some(b"headers"), Some(name)) => {
             let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
@@ -289,13 +291,13 @@ fn metadata_bytes(v: &rustygate_filter_api::MetaValue) -> Vec<u8> {
 }
 
 /// Splits a NUL-separated path; a trailing NUL (C++ SDK) is ignored, and a single dotted
-/// segment (`request.path`) is accepted too, as Kong does.
-pub(crate) fn split(raw: &[u8]) -> Vec<Vec<u8>> {
+/// segment (`request.path`) is accepted too, as Kong does. The segments are `raw`'s own.
+pub(crate) fn split(raw: &[u8]) -> Vec<&[u8]> {
     let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
     if !raw.contains(&0) && raw.contains(&b'.') && !raw.starts_with(b"request.headers.") {
-        return raw.split(|b| *b == b'.').map(<[u8]>::to_vec).collect();
+        return raw.split(|b| *b == b'.').collect();
     }
-    raw.split(|b| *b == 0).map(<[u8]>::to_vec).collect()
+    raw.split(|b| *b == 0).collect()
 }
 
 fn request_size(headers: &http::HeaderMap, ex: &rustygate_filter_api::Exchange) -> u64 {

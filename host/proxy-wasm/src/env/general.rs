@@ -224,9 +224,11 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
         "proxy_get_property",
         |mut c: C<'_>, p: i32, plen: i32, ptr: i32, len: i32| -> Result<i32> {
             not_in_init!(c);
-            let raw = tri!(read(&c, p, plen));
-            let path = properties::split(&raw);
-            match properties::get(c.data(), c.data().effective, &path) {
+            let found = {
+                let path = properties::split(tri!(slice(&c, p, plen)));
+                properties::get(c.data(), c.data().effective, &path)
+            };
+            match found {
                 Some(v) => give_status(&mut c, &v, ptr, len),
                 None => Ok(status::NOT_FOUND),
             }

@@ -56,15 +56,18 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
             if !(0..=map::LAST).contains(&kind) {
                 return Ok(status::BAD_ARGUMENT);
             }
-            let key = tri!(read(&c, kp, kl));
             let v1 = c.data().abi_v01;
-            let from_call = call_pairs(&c, kind).and_then(|p| {
-                p.into_iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(&key))
-                    .map(|(_, v)| v)
-            });
-            match from_call.or_else(|| stream(&c).and_then(|s| maps::value(s, kind, &key))) {
-                Some(v) => give_status(&mut c, &v, ptr, len),
+            let found = {
+                let key = tri!(slice(&c, kp, kl));
+                let from_call = call_pairs(&c, kind).and_then(|p| {
+                    p.into_iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                        .map(|(_, v)| maps::Value::Text(v))
+                });
+                from_call.or_else(|| stream(&c).and_then(|s| maps::value(s, kind, key)))
+            };
+            match found {
+                Some(v) => give_status(&mut c, v.as_bytes(), ptr, len),
                 // ABI 0.1.0 answered a missing key with OK and an empty value.
                 None if v1 => give_status(&mut c, b"", ptr, len),
                 None => Ok(status::NOT_FOUND),
@@ -80,15 +83,15 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
             name,
             move |c: C<'_>, kind: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> Result<i32> {
                 not_in_init!(c);
-                let key = tri!(read(&c, kp, kl));
-                let value = tri!(read(&c, vp, vl));
+                let key = tri!(slice(&c, kp, kl));
+                let value = tri!(slice(&c, vp, vl));
                 let op = if replace {
-                    Edit::Replace(&value)
+                    Edit::Replace(value)
                 } else {
-                    Edit::Add(&value)
+                    Edit::Add(value)
                 };
                 Ok(match stream(&c) {
-                    Some(s) => maps::edit(s, kind, &key, op),
+                    Some(s) => maps::edit(s, kind, key, op),
                     None => status::BAD_ARGUMENT,
                 })
             },
@@ -99,9 +102,9 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
         "proxy_remove_header_map_value",
         |c: C<'_>, kind: i32, kp: i32, kl: i32| -> Result<i32> {
             not_in_init!(c);
-            let key = tri!(read(&c, kp, kl));
+            let key = tri!(slice(&c, kp, kl));
             Ok(match stream(&c) {
-                Some(s) => maps::edit(s, kind, &key, Edit::Remove),
+                Some(s) => maps::edit(s, kind, key, Edit::Remove),
                 None => status::BAD_ARGUMENT,
             })
         },

@@ -11,7 +11,7 @@ use rustygate_wasm_runtime::wasmtime::{Caller, Linker, Result};
 
 use crate::abi::{buffer, map, status};
 use crate::maps::{self, Edit};
-use crate::memory::{give, read, write, write_u32};
+use crate::memory::{give, read, slice, write, write_u32};
 use crate::pairs;
 use crate::properties;
 use crate::shared::MetricKind;

@@ -308,16 +308,17 @@ pub(super) fn register(l: &mut Linker<HostState>) -> Result<()> {
         "proxy_call_foreign_function",
         |mut c: C<'_>, np: i32, nl: i32, ap: i32, al: i32, rp: i32, rl: i32| -> Result<i32> {
             not_in_init!(c);
-            let name = tri!(read(&c, np, nl));
-            let args = tri!(read(&c, ap, al));
-            let result = match name.as_slice() {
-                b"rustygate_rate_limit" => c.data().shared.limiter.call(&args),
-                b"compress" => Some(crate::foreign::compress(&args)),
-                b"uncompress" => match crate::foreign::uncompress(&args, c.data().limiter.max) {
-                    Some(bytes) => Some(bytes),
-                    None => return Ok(status::SERIALIZATION_FAILURE),
-                },
-                _ => return Ok(status::NOT_FOUND),
+            let result = {
+                let args = tri!(slice(&c, ap, al));
+                match tri!(slice(&c, np, nl)) {
+                    b"rustygate_rate_limit" => c.data().shared.limiter.call(args),
+                    b"compress" => Some(crate::foreign::compress(args)),
+                    b"uncompress" => match crate::foreign::uncompress(args, c.data().limiter.max) {
+                        Some(bytes) => Some(bytes),
+                        None => return Ok(status::SERIALIZATION_FAILURE),
+                    },
+                    _ => return Ok(status::NOT_FOUND),
+                }
             };
             match result {
                 Some(bytes) => give_status(&mut c, &bytes, rp, rl),
