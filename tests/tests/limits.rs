@@ -96,15 +96,39 @@ async fn slow_request_head_is_cut_off() {
     s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
+    // Never finish the head: the gateway must give up on us, and says so as Envoy does.
+    let (answer, took) = answered_then_closed(&mut s).await;
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "closed after {took:?}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["error"], "request_timeout");
+    assert_eq!(json["status"], 408);
+    let id = json["request_id"].as_str().unwrap();
+    assert_eq!(id.len(), 36, "a request id: {id}");
+    assert!(
+        answer.contains(&format!("x-request-id: {id}\r\n")),
+        "{answer}"
+    );
+    assert_eq!(up.requests(), 0);
+}
+
+/// What the gateway sends before it closes the connection, and when it closed.
+async fn answered_then_closed(s: &mut tokio::net::TcpStream) -> (String, Duration) {
     let started = Instant::now();
     let mut buf = Vec::new();
-    // Never finish the head: the gateway must give up on us.
     tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf))
         .await
         .expect("closed in time")
-        .ok();
-    assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(up.requests(), 0);
+        .unwrap();
+    (
+        String::from_utf8_lossy(&buf).into_owned(),
+        started.elapsed(),
+    )
 }
 
 #[tokio::test]
@@ -138,10 +162,14 @@ async fn a_keep_alive_connection_waiting_for_its_next_request_is_idle_not_slow()
         }
         // A head that starts and stalls is still cut off after the header timeout.
         s.write_all(b"GET /a HTTP/1.1\r\n").await.unwrap();
-        let took = closed_without_answer(&mut s).await;
+        let (answer, took) = answered_then_closed(&mut s).await;
         assert!(
             took >= Duration::from_millis(250) && took < Duration::from_secs(2),
             "idle_timeout {idle}: closed after {took:?}"
+        );
+        assert!(
+            answer.starts_with("HTTP/1.1 408 "),
+            "idle_timeout {idle}: {answer}"
         );
     }
 }

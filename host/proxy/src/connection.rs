@@ -143,6 +143,12 @@ pub(crate) async fn serve<S>(
                         continue 'poll;
                     }
                     Watch::HeadTimedOut => {
+                        // As Envoy answers a request whose headers time out: 408, then close.
+                        // A connection that sent nothing (or HTTP/2's preface) has no
+                        // request to answer, and is just closed.
+                        if head.is_http1() {
+                            let _ = conn.socket.farewell.set(head_timeout_answer(&worker));
+                        }
                         tracing::debug!(peer = %conn.peer, timeout = ?head_limit, "request head not received in time; connection closed");
                         return Poll::Ready(None);
                     }
@@ -161,4 +167,17 @@ pub(crate) async fn serve<S>(
     if let Some(tunnel) = tunnel {
         tunnel.await;
     }
+}
+
+/// The 408 for a request head that did not arrive in time, as the client reads it.
+fn head_timeout_answer(worker: &Worker) -> Vec<u8> {
+    let request_id = rustygate_core::forwarding::new_uuid_v4(&mut worker.rng.borrow_mut());
+    let id = request_id.to_str().unwrap_or_default();
+    let body = rustygate_core::ErrorKind::RequestTimeout
+        .json_body(Some("the request head was not received in time"), id);
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {id}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }

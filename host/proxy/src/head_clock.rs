@@ -96,6 +96,12 @@ impl HeadClock {
             .store(self.in_flight.load(Relaxed).saturating_sub(1), Relaxed);
     }
 
+    /// Whether the connection is known to speak HTTP/1.x (its first bytes were not HTTP/2's
+    /// preface): a head that times out then had bytes of its own, and can be answered.
+    pub fn is_http1(&self) -> bool {
+        self.proto.load(Relaxed) == HTTP1
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Relaxed)
     }

@@ -14,7 +14,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -23,7 +23,7 @@ use tokio::time::Sleep;
 use crate::head_clock::HeadClock;
 
 /// `io` whose writes time out after `limit` without progress (zero: never).
-pub(crate) struct WriteStall<S> {
+pub(crate) struct WriteStall<S: AsyncWrite + Unpin> {
     io: S,
     limit: Duration,
     /// Made the first time a write has to wait; most connections never need it.
@@ -42,6 +42,10 @@ pub(crate) struct SocketState {
     /// The client closed (or broke) its end (`DC`).
     pub peer_closed: AtomicBool,
     pub head: HeadClock,
+    /// What to send the client as the connection is dropped, if anything: the answer to a
+    /// request head that took too long. Written without waiting, and only if no write of the
+    /// connection's own is still waiting.
+    pub farewell: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl SocketState {
@@ -50,11 +54,12 @@ impl SocketState {
             stalled: AtomicBool::new(false),
             peer_closed: AtomicBool::new(false),
             head: HeadClock::new(accepted),
+            farewell: std::sync::OnceLock::new(),
         }
     }
 }
 
-impl<S> WriteStall<S> {
+impl<S: AsyncWrite + Unpin> WriteStall<S> {
     pub(crate) fn new(io: S, limit: Duration, state: Arc<SocketState>) -> Self {
         Self {
             io,
@@ -116,7 +121,7 @@ impl<S> WriteStall<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for WriteStall<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -169,5 +174,30 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let polled = Pin::new(&mut self.io).poll_shutdown(cx);
         self.track(cx, polled)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Drop for WriteStall<S> {
+    fn drop(&mut self) {
+        let Some(bytes) = self.state.farewell.get() else {
+            return;
+        };
+        // A write still waiting may have sent part of a response: nothing may follow it.
+        if self.armed {
+            return;
+        }
+        // Best effort and without waiting: the socket has room for a short answer unless the
+        // client stopped reading, and then it gets none.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut io = Pin::new(&mut self.io);
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match io.as_mut().poll_write(&mut cx, &bytes[sent..]) {
+                Poll::Ready(Ok(n)) if n > 0 => sent += n,
+                _ => return,
+            }
+        }
+        let _ = io.as_mut().poll_flush(&mut cx);
+        let _ = io.as_mut().poll_shutdown(&mut cx);
     }
 }
