@@ -26,30 +26,19 @@ async fn idle_timeout_runs_from_the_last_request_however_slow_its_head() {
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     // Long enough for the watchdog to look once at a connection with no head yet.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = s.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let idle_from = Instant::now();
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .expect("closed in time")
-        .unwrap();
-    assert_eq!(n, 0);
-    let idle = idle_from.elapsed();
+    let idle = answered_then_idle_until_closed(&mut s, Duration::from_secs(5)).await;
     assert!(
         idle >= Duration::from_millis(250) && idle < Duration::from_secs(2),
         "closed after {idle:?}"
     );
 }
 
-#[tokio::test]
-async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
-    let up = Upstream::start(|_| async { text(StatusCode::OK, "ok") });
-    let gw = TestGateway::start(&with_limits(up.addr, "      idle_timeout: 300ms\n")).await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+/// Sends a request on `s`, checks it is answered 200, and waits (at most `wait`) for the
+/// gateway to close the idle connection; how long after the answer it did.
+async fn answered_then_idle_until_closed(
+    s: &mut tokio::net::TcpStream,
+    wait: Duration,
+) -> Duration {
     s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -58,12 +47,20 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     let idle_from = Instant::now();
     // The server closes: read returns 0 (EOF).
-    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+    let n = tokio::time::timeout(wait, s.read(&mut buf))
         .await
         .expect("closed in time")
         .unwrap();
     assert_eq!(n, 0);
-    let idle = idle_from.elapsed();
+    idle_from.elapsed()
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "ok") });
+    let gw = TestGateway::start(&with_limits(up.addr, "      idle_timeout: 300ms\n")).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let idle = answered_then_idle_until_closed(&mut s, Duration::from_secs(3)).await;
     assert!(
         idle >= Duration::from_millis(250) && idle < Duration::from_secs(2),
         "closed after {idle:?}"
@@ -77,6 +74,7 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     ))
     .await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
     for _ in 0..2 {
         s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
