@@ -13,44 +13,47 @@ fn named(name: &'static str) -> Upstream {
     Upstream::start(move |_| async move { text(http::StatusCode::OK, name) })
 }
 
-async fn gateway() -> (TestGateway, Vec<Upstream>) {
-    let ups: Vec<Upstream> = [
-        "exact", "prefix", "regex", "host", "method", "header", "query", "fallback",
-    ]
-    .into_iter()
-    .map(named)
-    .collect();
-    let cluster = |i: usize, name: &str| {
-        format!(
-            "  - name: {name}\n    endpoints:\n      - url: http://{}\n",
-            ups[i].addr
-        )
-    };
-    let yaml = format!(
+/// One worker on a port-0 listener, a cluster per `(name, upstream)` and `routes` (YAML list
+/// items).
+fn config(clusters: &[(&str, &Upstream)], routes: &str) -> String {
+    let clusters: String = clusters
+        .iter()
+        .map(|(name, up)| {
+            format!(
+                "  - name: {name}\n    endpoints: [ {{ url: \"http://{}\" }} ]\n",
+                up.addr
+            )
+        })
+        .collect();
+    format!(
         "workers: 1
 listeners:
   - name: main
     address: 127.0.0.1:0
 logging: {{ access_log: false }}
 clusters:
-{}{}{}{}{}{}{}{}routes:
-  - {{ name: exact, match: {{ path: {{ exact: /exact }} }}, cluster: exact }}
-  - {{ name: prefix, match: {{ path: {{ prefix: /pre/ }} }}, cluster: prefix }}
-  - {{ name: regex, match: {{ path: {{ regex: '/items/[0-9]+' }} }}, cluster: regex }}
-  - {{ name: host, match: {{ host: '*.example.com' }}, cluster: host }}
-  - {{ name: method, match: {{ methods: [DELETE] }}, cluster: method }}
-  - {{ name: header, match: {{ headers: [{{ name: x-tenant, exact: blue }}] }}, cluster: header }}
-  - {{ name: query, match: {{ query: [{{ name: version, regex: 'v[12]' }}] }}, cluster: query }}
-  - {{ name: fallback, match: {{ path: {{ prefix: /fallback }} }}, cluster: fallback }}
+{clusters}routes:
+{routes}"
+    )
+}
+
+async fn gateway() -> (TestGateway, Vec<Upstream>) {
+    let names = [
+        "exact", "prefix", "regex", "host", "method", "header", "query", "fallback",
+    ];
+    let ups: Vec<Upstream> = names.into_iter().map(named).collect();
+    let clusters: Vec<(&str, &Upstream)> = names.into_iter().zip(&ups).collect();
+    let yaml = config(
+        &clusters,
+        "  - { name: exact, match: { path: { exact: /exact } }, cluster: exact }
+  - { name: prefix, match: { path: { prefix: /pre/ } }, cluster: prefix }
+  - { name: regex, match: { path: { regex: '/items/[0-9]+' } }, cluster: regex }
+  - { name: host, match: { host: '*.example.com' }, cluster: host }
+  - { name: method, match: { methods: [DELETE] }, cluster: method }
+  - { name: header, match: { headers: [{ name: x-tenant, exact: blue }] }, cluster: header }
+  - { name: query, match: { query: [{ name: version, regex: 'v[12]' }] }, cluster: query }
+  - { name: fallback, match: { path: { prefix: /fallback } }, cluster: fallback }
 ",
-        cluster(0, "exact"),
-        cluster(1, "prefix"),
-        cluster(2, "regex"),
-        cluster(3, "host"),
-        cluster(4, "method"),
-        cluster(5, "header"),
-        cluster(6, "query"),
-        cluster(7, "fallback"),
     );
     (TestGateway::start(&yaml).await, ups)
 }
@@ -218,33 +221,22 @@ async fn routes_rewrite_the_path_and_host_the_upstream_sees() {
 #[tokio::test]
 async fn header_conditions_on_pseudo_headers_hold_for_http1_and_http2_clients() {
     let (one, two) = (named("one"), named("two"));
-    let yaml = format!(
-        "workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-logging: {{ access_log: false }}
-clusters:
-  - name: one
-    endpoints: [ {{ url: \"http://{}\" }} ]
-  - name: two
-    endpoints: [ {{ url: \"http://{}\" }} ]
-routes:
-  - name: by-authority
-    match: {{ path: {{ prefix: /a }}, headers: [ {{ name: ':authority', regex: '127\\.0\\.0\\.1:[0-9]+' }} ] }}
+    let yaml = config(
+        &[("one", &one), ("two", &two)],
+        r"  - name: by-authority
+    match: { path: { prefix: /a }, headers: [ { name: ':authority', regex: '127\.0\.0\.1:[0-9]+' } ] }
     cluster: one
   - name: by-host
-    match: {{ path: {{ prefix: /h }}, headers: [ {{ name: host, prefix: '127.0.0.1:' }} ] }}
+    match: { path: { prefix: /h }, headers: [ { name: host, prefix: '127.0.0.1:' } ] }
     cluster: one
   - name: by-method-and-path
-    match: {{ headers: [ {{ name: ':method', exact: PUT }}, {{ name: ':path', exact: '/m?x=1' }} ] }}
+    match: { headers: [ { name: ':method', exact: PUT }, { name: ':path', exact: '/m?x=1' } ] }
     cluster: one
   - name: by-scheme
-    match: {{ path: {{ prefix: /s }}, headers: [ {{ name: ':scheme', exact: http }} ] }}
+    match: { path: { prefix: /s }, headers: [ { name: ':scheme', exact: http } ] }
     cluster: one
-  - {{ name: rest, match: {{ path: {{ prefix: / }} }}, cluster: two }}
+  - { name: rest, match: { path: { prefix: / } }, cluster: two }
 ",
-        one.addr, two.addr
     );
     let gw = TestGateway::start(&yaml).await;
     for (client, proto) in [(http1(), "HTTP/1.1"), (h2c(), "HTTP/2")] {
