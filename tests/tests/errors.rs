@@ -205,6 +205,16 @@ async fn invalid_header_bytes_are_400_and_not_forwarded() {
     .await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert_eq!(up.requests(), 0);
+    // Counted as requests that matched no route, as Envoy counts them.
+    assert_counted(&gw, "400", 2).await;
+}
+
+/// Whether /metrics counts `n` requests answered `status` that matched no route.
+async fn assert_counted(gw: &TestGateway, status: &str, n: u32) {
+    let metrics = get(&format!("http://{}/metrics", gw.admin)).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let line = format!(r#"rustygate_requests_total{{route="none",status="{status}"}} {n}"#);
+    assert!(text.contains(&line), "{line} in {text}");
 }
 
 #[tokio::test]
@@ -226,4 +236,5 @@ async fn oversized_request_head_is_431() {
         &out[..out.len().min(200)]
     );
     assert_eq!(up.requests(), 0);
+    assert_counted(&gw, "431", 1).await;
 }

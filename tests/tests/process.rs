@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustygate_tests::client::{get, http1};
+use rustygate_tests::client::{get, http1, raw};
 use rustygate_tests::process::{GatewayProcess, free_port, gateway_bin, validate};
 use rustygate_tests::upstream::Upstream;
 
@@ -221,6 +221,13 @@ async fn gateway_on(upstream: std::net::SocketAddr, limits: &str) -> (GatewayPro
     (gw, port)
 }
 
+/// Long enough for any answer a test here waits for; the gateway closes the connection after.
+const WAIT: Duration = Duration::from_secs(3);
+
+fn gw_addr(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// A raw HTTP/1.1 `GET path` with request id `id`, on a connection of its own.
 async fn raw_get(port: u16, path: &str, id: &str) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
@@ -239,6 +246,59 @@ async fn ended_as(mut gw: GatewayProcess, id: &str, flags: &str, details: &str) 
     assert_eq!(entry["status"], 200, "{id}");
     assert_eq!(entry["response_flags"], flags, "{id}");
     assert_eq!(entry["code_details"], details, "{id}");
+    gw.signal("TERM");
+    gw.child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn access_log_has_the_408_of_a_request_head_that_never_arrived() {
+    let up = Upstream::echo();
+    let (mut gw, port) = gateway_on(up.addr, "header_read_timeout: 300ms").await;
+    let text = raw(gw_addr(port), b"GET /slow HTTP/1.1\r\nhost: gw\r\n", WAIT).await;
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("a request id")
+        .to_owned();
+    // As Envoy logs its request_headers_timeout: the head never arrived whole, so nothing of
+    // it is known.
+    let entry = access_line(&mut gw, &id).await;
+    assert_eq!(entry["status"], 408);
+    assert_eq!(entry["method"], "-");
+    assert_eq!(entry["path"], "-");
+    assert_eq!(entry["route"], "none");
+    assert_eq!(entry["upstream"], "-");
+    // Body bytes, as for every request (Envoy's %BYTES_SENT%).
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(entry["bytes_out"], body.len());
+    assert_eq!(entry["code_details"], "request_header_timeout");
+    let latency = entry["latency_ms"].as_f64().unwrap();
+    assert!((250.0..2000.0).contains(&latency), "{latency}");
+    assert_eq!(up.requests(), 0);
+    gw.signal("TERM");
+    gw.child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn access_log_has_the_400_of_a_request_head_that_could_not_be_parsed() {
+    let up = Upstream::echo();
+    let (mut gw, port) = gateway_on(up.addr, "").await;
+    let bad = b"GET /bad HTTP/1.1\r\nhost: gw\r\nBad Header: x\r\n\r\n";
+    let text = raw(gw_addr(port), bad, WAIT).await;
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    // Envoy's flag and details for a header it cannot parse.
+    let line = gw
+        .wait_for_log(r#""response_flags":"DPE""#, Duration::from_secs(5))
+        .await;
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["target"], "access");
+    assert_eq!(entry["status"], 400);
+    assert_eq!(entry["method"], "-");
+    assert_eq!(entry["route"], "none");
+    assert_eq!(entry["code_details"], "http1.invalid_characters");
+    assert_eq!(entry["request_id"].as_str().unwrap().len(), 36);
+    assert_eq!(up.requests(), 0);
     gw.signal("TERM");
     gw.child.wait().await.unwrap();
 }

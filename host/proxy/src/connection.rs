@@ -12,13 +12,14 @@ use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use rustc_hash::FxHashMap;
 
+use crate::handler::HeadAnswer;
 use crate::head_clock::{self, Watch};
 use crate::stream_watch::StreamExec;
 use crate::worker::{ConnCtx, Worker};
@@ -147,7 +148,18 @@ pub(crate) async fn serve<S>(
                         // A connection that sent nothing (or HTTP/2's preface) has no
                         // request to answer, and is just closed.
                         if head.is_http1() {
-                            let _ = conn.socket.farewell.set(head_timeout_answer(&worker));
+                            let (request_id, answer, body_len) = head_timeout_answer(&worker);
+                            let took = head.pending_since();
+                            let _ = conn.socket.farewell.set(answer);
+                            let answer = HeadAnswer {
+                                status: 408,
+                                flags: "-",
+                                details: "request_header_timeout",
+                                request_id: &request_id,
+                                took: took.map_or(head_limit, |t| t.elapsed()),
+                                body_len,
+                            };
+                            crate::handler::head_answered(&worker, &conn, answer);
                         }
                         tracing::debug!(peer = %conn.peer, timeout = ?head_limit, "request head not received in time; connection closed");
                         return Poll::Ready(None);
@@ -159,6 +171,22 @@ pub(crate) async fn serve<S>(
     .await;
     worker.drain.forget(conn.id);
     if let Some(e) = ended {
+        // hyper answers a head it cannot parse only when no response is being written (its
+        // dispatcher, which still holds any such response, is dropped after this).
+        let refused = e.downcast_ref::<hyper::Error>().and_then(codec_error);
+        if let Some((status, details)) = refused.filter(|_| conn.socket.head.in_flight() == 0) {
+            let id = rustygate_core::forwarding::new_uuid_v4(&mut worker.rng.borrow_mut());
+            let head = &conn.socket.head;
+            let answer = HeadAnswer {
+                status,
+                flags: "DPE",
+                details,
+                request_id: id.to_str().unwrap_or_default(),
+                took: head.pending_since().map_or(Duration::ZERO, |t| t.elapsed()),
+                body_len: 0,
+            };
+            crate::handler::head_answered(&worker, &conn, answer);
+        }
         tracing::debug!(peer = %conn.peer, error = %e, "client connection ended with error");
     }
     // An upgraded connection lives on as a tunnel. A drain waits for it like for a request
@@ -169,15 +197,37 @@ pub(crate) async fn serve<S>(
     }
 }
 
-/// The 408 for a request head that did not arrive in time, as the client reads it.
-fn head_timeout_answer(worker: &Worker) -> Vec<u8> {
+/// The answer hyper wrote itself to a request head it could not parse, if it wrote one: its
+/// status and Envoy's response code details for the same fault. hyper's error says which
+/// fault only in its message.
+fn codec_error(e: &hyper::Error) -> Option<(u16, &'static str)> {
+    if !e.is_parse() || e.is_parse_version_h2() || e.is_parse_status() {
+        return None;
+    }
+    let message = e.to_string();
+    Some(match message.as_str() {
+        "URI too long" => (414, "http1.headers_too_large"),
+        _ if e.is_parse_too_large() => (431, "http1.headers_too_large"),
+        "invalid HTTP header parsed" => (400, "http1.invalid_characters"),
+        "invalid URI" => (400, "http1.invalid_url"),
+        "invalid transfer-encoding parsed" | "unexpected transfer-encoding parsed" => {
+            (400, "http1.invalid_transfer_encoding")
+        }
+        m if m.starts_with("internal error") => return None,
+        _ => (400, "http1.codec_error"),
+    })
+}
+
+/// The 408 for a request head that did not arrive in time, as the client reads it, the
+/// request id it names and the length of its body.
+fn head_timeout_answer(worker: &Worker) -> (String, Vec<u8>, usize) {
     let request_id = rustygate_core::forwarding::new_uuid_v4(&mut worker.rng.borrow_mut());
-    let id = request_id.to_str().unwrap_or_default();
+    let id = request_id.to_str().unwrap_or_default().to_owned();
     let body = rustygate_core::ErrorKind::RequestTimeout
-        .json_body(Some("the request head was not received in time"), id);
-    format!(
+        .json_body(Some("the request head was not received in time"), &id);
+    let answer = format!(
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {id}\r\nconnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .into_bytes()
+    );
+    (id, answer.into_bytes(), body.len())
 }

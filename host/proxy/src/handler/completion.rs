@@ -4,7 +4,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::HeaderValue;
 use http::{Method, StatusCode, Version, uri::PathAndQuery};
@@ -201,7 +201,7 @@ impl Completion {
 
     /// The access log line; it names the trace when the request is traced, so a log line
     /// leads to its spans.
-    fn log(&self, route_name: &str, elapsed: std::time::Duration, outcome: &Outcome) {
+    fn log(&self, route_name: &str, elapsed: Duration, outcome: &Outcome) {
         let status = StatusCode::from_u16(self.status).map_or(0, |s| s.as_u16());
         let details = outcome.details();
         macro_rules! access {
@@ -212,7 +212,7 @@ impl Completion {
                 path = self.path.as_ref().map_or("/", |p| p.as_str()),
                 protocol = ?self.version,
                 status,
-                latency_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                latency_ms = millis(elapsed),
                 route = route_name,
                 upstream = self.upstream.as_deref().unwrap_or("-"),
                 bytes_in = self.transfer.bytes_in.get(),
@@ -231,5 +231,59 @@ impl Completion {
             None => access!(),
             Some(t) => access!(trace_id = %t.trace_id(), span_id = %t.span_id(),),
         }
+    }
+}
+
+/// A duration as the access log gives it: milliseconds, to the microsecond.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+/// A request head its connection answered itself (with no request made of it), as the access
+/// log and the request metrics see it.
+pub(crate) struct HeadAnswer<'a> {
+    pub status: u16,
+    /// Envoy's response flag for it, `-` for none.
+    pub flags: &'static str,
+    /// Envoy's response code details for it.
+    pub details: &'static str,
+    pub request_id: &'a str,
+    /// Since the head began.
+    pub took: Duration,
+    pub body_len: usize,
+}
+
+/// Counts and logs a request head answered by its connection: one that did not arrive
+/// within the header timeout (408), or that hyper could not parse (400, 414, 431). There is
+/// no request to complete, but Envoy counts and logs these as requests, with nothing of the
+/// head (which never arrived whole or well-formed).
+pub(crate) fn head_answered(worker: &Worker, conn: &ConnCtx, answer: HeadAnswer<'_>) {
+    let active = worker.active();
+    active.record_request(
+        &worker.shared.metrics,
+        u32::MAX,
+        NO_ROUTE_LABEL,
+        answer.status,
+        answer.took,
+    );
+    if active.snapshot.access_log {
+        tracing::info!(
+            target: "access",
+            method = "-",
+            path = "-",
+            protocol = "HTTP/1.1",
+            status = answer.status,
+            latency_ms = millis(answer.took),
+            route = NO_ROUTE_LABEL,
+            upstream = "-",
+            bytes_in = 0u64,
+            bytes_out = answer.body_len as u64,
+            client = %conn.peer.ip(),
+            listener = &*conn.listener.name,
+            request_id = answer.request_id,
+            response_flags = answer.flags,
+            code_details = answer.details,
+            "request"
+        );
     }
 }

@@ -36,7 +36,7 @@ use crate::snapshot::{NO_TIMEOUT, RouteEntry};
 use crate::tunnel::TunnelChain;
 use crate::worker::{Active, ConnCtx, Worker};
 use attempts::Failed;
-pub(crate) use completion::Completion;
+pub(crate) use completion::{Completion, HeadAnswer, head_answered};
 use errors::error_response;
 use filtering::filter_failed;
 use form::{address, upstream_host};
