@@ -196,6 +196,24 @@ async fn a_body_delimited_by_the_close_arrives_whole_on_a_fresh_connection_each_
 }
 
 #[tokio::test]
+async fn an_http_1_0_upstream_does_not_turn_the_client_connection_into_http_1_0() {
+    // An HTTP/1.0 server: its body runs to the close, and so does its connection.
+    let up = Raw::start(|_| Answer::Close(b"HTTP/1.0 200 OK\r\nX-Old: yes\r\n\r\nold".to_vec()));
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    // Two requests on one connection: both answered in HTTP/1.1, the first without closing.
+    let text = raw(
+        gw.addr,
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+    assert!(!text.contains("HTTP/1.0"), "{text}");
+    assert_eq!(text.matches("x-old: yes\r\n").count(), 2, "{text}");
+    assert_eq!(up.accepted(), 2);
+}
+
+#[tokio::test]
 async fn informational_responses_are_not_passed_on_but_a_reason_phrase_is() {
     let up = Raw::start(|_| {
         Answer::Keep(

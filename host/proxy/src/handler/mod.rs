@@ -606,6 +606,11 @@ async fn forward(
         Ok(resp) => {
             done.outcome().set_details("via_upstream");
             let (mut parts, body) = resp.into_parts();
+            // The client is answered in the gateway's HTTP version, not the upstream's: hyper
+            // writes the version it is given, and after an HTTP/1.0 response it would close an
+            // HTTP/1.1 client's keep-alive connection. (hyper answers an HTTP/1.0 client in
+            // 1.0 itself; HTTP/2 ignores the field.)
+            parts.version = Version::HTTP_11;
             let switch = match (parts.status, client_upgrade) {
                 (StatusCode::SWITCHING_PROTOCOLS, Some(client)) => Some(Switch {
                     client,
