@@ -5,7 +5,9 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use rustygate_tests::TestGateway;
-use rustygate_tests::client::{get, h2c, http1, send};
+use std::time::Duration;
+
+use rustygate_tests::client::{get, h2c, http1, raw, send};
 use rustygate_tests::upstream::{Upstream, text};
 
 /// Five upstreams that each answer with their own name, so the body says which route won.
@@ -264,4 +266,79 @@ async fn header_conditions_on_pseudo_headers_hold_for_http1_and_http2_clients() 
             );
         }
     }
+}
+
+/// Sends `GET path` as the client wrote it (no client library tidies it), and says which of
+/// `ups` answered and the path it was sent, or the status when none did.
+async fn sent_as_written(
+    gw: &TestGateway,
+    ups: &[&Upstream],
+    path: &str,
+) -> Result<(usize, String), String> {
+    let before: Vec<usize> = ups.iter().map(|u| u.requests()).collect();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let out = raw(gw.addr, head.as_bytes(), Duration::from_secs(5)).await;
+    let Some(which) = (0..ups.len()).find(|&i| ups[i].requests() > before[i]) else {
+        return Err(out);
+    };
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    Ok((which, json["path"].as_str().unwrap_or_default().to_owned()))
+}
+
+#[tokio::test]
+async fn paths_are_made_canonical_before_routing_so_dot_segments_cannot_skip_a_route() {
+    let (public, secure) = (Upstream::echo(), Upstream::echo());
+    let ups = [&public, &secure];
+    let yaml = config(
+        &[("public", &public), ("secure", &secure)],
+        "  - { name: public, match: { path: { prefix: /public } }, cluster: public }
+  - { name: secure, match: { path: { prefix: /secure } }, cluster: secure }
+",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    // Each would match `/public` as sent, and reach `/secure` on a server that resolves it.
+    for (sent, canonical) in [
+        ("/public/../secure/x?next=/../y", "/secure/x?next=/../y"),
+        ("/public/%2e%2E/secure/x", "/secure/x"),
+        ("/public/..\\secure", "/secure"),
+        ("/public//../secure", "/secure"),
+        ("//secure//x/./y", "/secure/x/y"),
+    ] {
+        assert_eq!(
+            sent_as_written(&gw, &ups, sent).await,
+            Ok((1, canonical.to_owned())),
+            "{sent}"
+        );
+    }
+    // An escaped slash is data in a segment (RFC 3986), kept as sent by default.
+    let escaped = "/public%2F..%2Fsecure";
+    assert_eq!(
+        sent_as_written(&gw, &ups, escaped).await,
+        Ok((0, escaped.to_owned()))
+    );
+
+    // Refused, or decoded into a separator, where the listener says so.
+    let with = |rules: &str| {
+        yaml.replace(
+            "    address: 127.0.0.1:0\n",
+            &format!("    address: 127.0.0.1:0\n    path_normalization: {{ {rules} }}\n"),
+        )
+    };
+    let gw = TestGateway::start(&with("escaped_slashes: reject")).await;
+    let refused = sent_as_written(&gw, &ups, escaped).await.unwrap_err();
+    assert!(refused.starts_with("HTTP/1.1 400 "), "{refused}");
+    assert!(refused.contains(r#""error":"bad_request""#), "{refused}");
+    assert!(refused.contains("escaped slash"), "{refused}");
+    let gw = TestGateway::start(&with("escaped_slashes: unescape")).await;
+    assert_eq!(
+        sent_as_written(&gw, &ups, escaped).await,
+        Ok((1, "/secure".to_owned()))
+    );
+    // Switched off, the path goes as sent.
+    let gw = TestGateway::start(&with("normalize: false, merge_slashes: false")).await;
+    assert_eq!(
+        sent_as_written(&gw, &ups, "/public/../secure").await,
+        Ok((0, "/public/../secure".to_owned()))
+    );
 }

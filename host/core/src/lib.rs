@@ -5,6 +5,7 @@
 pub mod balance;
 pub mod error;
 pub mod forwarding;
+pub mod path;
 pub mod redirect;
 pub mod resilience;
 pub mod rewrite;

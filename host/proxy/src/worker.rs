@@ -49,6 +49,8 @@ pub(crate) struct ListenerCtx {
     /// What a request's `x-forwarded-client-cert` becomes.
     pub forward_client_cert: rustygate_config::ForwardClientCert,
     pub client_cert_details: Box<[rustygate_config::ClientCertDetail]>,
+    /// How request paths are made canonical before routing.
+    pub paths: rustygate_config::PathNormalization,
 }
 
 /// Per-connection state shared by the connection task and its requests.

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Duration;
 
+mod paths;
 mod route;
+pub use paths::*;
 pub use route::*;
 
 /// A RustyGate configuration file.
@@ -184,6 +186,9 @@ pub struct Listener {
     /// Connection and request limits.
     #[serde(default)]
     pub limits: ListenerLimits,
+    /// How request paths are made canonical before routing.
+    #[serde(default)]
+    pub path_normalization: PathNormalization,
     /// Terminate TLS on this listener with this certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,

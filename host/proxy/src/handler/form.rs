@@ -85,3 +85,28 @@ pub(super) fn upstream_host(
         client.clone()
     }
 }
+
+/// Makes the path of `uri` canonical under the listener's `rules` (its query untouched); a
+/// path the rules refuse is a bad request.
+pub(super) fn canonical_path(
+    rules: &rustygate_config::PathNormalization,
+    uri: &mut Uri,
+) -> Result<(), Failure> {
+    let canonical = rustygate_core::path::normalize(uri.path(), rules)
+        .map_err(|e| (ErrorKind::BadRequest, e.to_string()))?;
+    let Some(mut path) = canonical else {
+        return Ok(());
+    };
+    if let Some(query) = uri.query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::try_from(path)
+            .map_err(|e| (ErrorKind::BadRequest, format!("the canonical path: {e}")))?,
+    );
+    *uri = Uri::from_parts(parts)
+        .map_err(|e| (ErrorKind::BadRequest, format!("the canonical path: {e}")))?;
+    Ok(())
+}

@@ -55,11 +55,14 @@ pub(crate) struct StreamReset;
 pub(crate) async fn handle(
     worker: Rc<Worker>,
     conn: Rc<ConnCtx>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
     let start = Instant::now();
     conn.request_started(start);
     worker.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+    // Before anything reads the path: routes, filters, logs and the upstream all see the
+    // canonical one.
+    let refused = form::canonical_path(&conn.listener.paths, req.uri_mut()).err();
     let active = worker.active();
     let request_id = forwarding::request_id(req.headers(), &mut worker.rng.borrow_mut());
     let transfer = Rc::new(Transfer::default());
@@ -95,17 +98,22 @@ pub(crate) async fn handle(
     let conn = done.conn.clone();
     // gRPC is always a POST: other methods skip the header lookup.
     let grpc = req.method() == Method::POST && is_grpc_request(req.headers());
-    let resp = match forward(
-        &worker,
-        &conn,
-        &active,
-        req,
-        &request_id,
-        &transfer,
-        &mut done,
-    )
-    .await
-    {
+    let forwarded = match refused {
+        Some(fault) => Err(fault),
+        None => {
+            forward(
+                &worker,
+                &conn,
+                &active,
+                req,
+                &request_id,
+                &transfer,
+                &mut done,
+            )
+            .await
+        }
+    };
+    let resp = match forwarded {
         Ok(resp) => resp,
         Err((kind, detail)) => {
             if done.chain.as_ref().is_some_and(|c| c.reset.get()) {
