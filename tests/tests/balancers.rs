@@ -326,7 +326,8 @@ async fn a_balancer_is_swapped_by_editing_the_file_and_a_broken_one_is_refused()
     };
     write(balancers::ROUND_ROBIN, &[5, 1, 1]);
     let mut gw = GatewayProcess::start_file(&file, &[]).await;
-    gw.wait_for_log("gateway started", Duration::from_secs(20))
+    // Serving starts before the file watch does: an edit made in between would go unseen.
+    gw.wait_for_log("watching for changes", Duration::from_secs(20))
         .await;
     let url = format!("http://127.0.0.1:{port}/");
     let mut seq = String::new();
