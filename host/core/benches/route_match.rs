@@ -1,8 +1,12 @@
-//! Route matching over 1,000 routes: the per-request cost of picking a route.
+//! Route matching over 1,000 routes: the per-request cost of picking a route, and of making
+//! the path canonical first.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
-use rustygate_config::{PathMatch, RouteMatch, ValueMatch};
+use std::hint::black_box;
+
+use rustygate_config::{PathMatch, PathNormalization, RouteMatch, ValueMatch};
+use rustygate_core::path;
 use rustygate_core::router::{RequestView, Router};
 
 /// 1,000 routes in a realistic mix: mostly prefixes and exact paths, some with a method or a
@@ -62,6 +66,17 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("no_match", |b| {
         b.iter(|| router.find(&view("/nothing/here")))
+    });
+    g.finish();
+
+    // Every request's path is made canonical before it is routed: nearly all are already.
+    let rules = PathNormalization::default();
+    let mut g = c.benchmark_group("path_normalization");
+    g.bench_function("canonical", |b| {
+        b.iter(|| path::normalize(black_box("/api/v1/users/42/orders"), &rules))
+    });
+    g.bench_function("dot_segments", |b| {
+        b.iter(|| path::normalize(black_box("/api/v1/../v2/./users//42"), &rules))
     });
     g.finish();
 }

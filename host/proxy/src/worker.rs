@@ -250,6 +250,7 @@ impl Active {
     }
 
     /// Counts a finished request. `route_idx` is `u32::MAX` when no route matched.
+    #[inline]
     pub fn record_request(
         &self,
         metrics: &Metrics,
