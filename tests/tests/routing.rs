@@ -268,21 +268,30 @@ async fn header_conditions_on_pseudo_headers_hold_for_http1_and_http2_clients() 
     }
 }
 
-/// Sends `GET path` as the client wrote it (no client library tidies it), and says which of
-/// `ups` answered and the path it was sent, or the status when none did.
+/// Sends `request` as the client wrote it (no client library tidies it), and says which of
+/// `ups` (echo upstreams) answered and what it was sent, or what the client got when none did.
+async fn sent_raw(
+    gw: &TestGateway,
+    ups: &[&Upstream],
+    request: &str,
+) -> Result<(usize, serde_json::Value), String> {
+    let before: Vec<usize> = ups.iter().map(|u| u.requests()).collect();
+    let out = raw(gw.addr, request.as_bytes(), Duration::from_secs(5)).await;
+    let Some(which) = (0..ups.len()).find(|&i| ups[i].requests() > before[i]) else {
+        return Err(out);
+    };
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((which, serde_json::from_str(body).unwrap_or_default()))
+}
+
+/// [`sent_raw`] for `GET path`: which upstream answered, and the path it was sent.
 async fn sent_as_written(
     gw: &TestGateway,
     ups: &[&Upstream],
     path: &str,
 ) -> Result<(usize, String), String> {
-    let before: Vec<usize> = ups.iter().map(|u| u.requests()).collect();
-    let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    let out = raw(gw.addr, head.as_bytes(), Duration::from_secs(5)).await;
-    let Some(which) = (0..ups.len()).find(|&i| ups[i].requests() > before[i]) else {
-        return Err(out);
-    };
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let (which, json) = sent_raw(gw, ups, &request).await?;
     Ok((which, json["path"].as_str().unwrap_or_default().to_owned()))
 }
 
@@ -341,4 +350,32 @@ async fn paths_are_made_canonical_before_routing_so_dot_segments_cannot_skip_a_r
         sent_as_written(&gw, &ups, "/public/../secure").await,
         Ok((0, "/public/../secure".to_owned()))
     );
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_names_the_host_whatever_the_host_header_says() {
+    let (public, admin) = (Upstream::echo(), Upstream::echo());
+    let ups = [&public, &admin];
+    let yaml = config(
+        &[("public", &public), ("admin", &admin)],
+        "  - { name: admin, match: { host: admin.example }, cluster: admin }
+  - { name: public, match: { path: { prefix: / } }, cluster: public }
+",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    // RFC 9112 §3.2.2: the target's authority is the host, and the upstream is told the same.
+    let request =
+        "GET http://admin.example/x HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n";
+    let (which, json) = sent_raw(&gw, &ups, request).await.unwrap();
+    assert_eq!(which, 1, "{json}");
+    assert_eq!(json["path"], "/x");
+    assert_eq!(
+        json["headers"]["host"],
+        serde_json::json!(["admin.example"])
+    );
+    // An origin-form target leaves the host to the header.
+    let request = "GET /x HTTP/1.1\r\nHost: admin.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(sent_raw(&gw, &ups, request).await.unwrap().0, 1);
+    let request = "GET /x HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(sent_raw(&gw, &ups, request).await.unwrap().0, 0);
 }

@@ -86,6 +86,28 @@ pub(super) fn upstream_host(
     }
 }
 
+/// The request's host. The request target's authority is the host when there is one (an
+/// HTTP/1.1 absolute-form target, HTTP/2's `:authority`), whatever a `Host` header says
+/// (RFC 9112 §3.2.2, RFC 9113 §8.3.1, as Envoy reads it); such a header is made to agree, so
+/// that routes, filters and the upstream all see the host the request was routed by.
+pub(super) fn request_host(parts: &mut http::request::Parts) -> Option<HeaderValue> {
+    let Some(authority) = parts.uri.authority() else {
+        return parts.headers.get(header::HOST).cloned();
+    };
+    // A `Host` never carries the target's user information.
+    let a = authority.as_str();
+    let host = a.rsplit_once('@').map_or(a, |(_, host)| host);
+    let Ok(value) = HeaderValue::from_str(host) else {
+        return parts.headers.get(header::HOST).cloned();
+    };
+    if let Some(h) = parts.headers.get_mut(header::HOST)
+        && *h != value
+    {
+        *h = value.clone();
+    }
+    Some(value)
+}
+
 /// Makes the path of `uri` canonical under the listener's `rules` (its query untouched); a
 /// path the rules refuse is a bad request.
 pub(super) fn canonical_path(

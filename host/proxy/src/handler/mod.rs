@@ -194,12 +194,7 @@ async fn forward(
         Some(_) => forwarding::upgrade_requested(&parts.headers).cloned(),
         None => None,
     };
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let host = form::request_host(&mut parts);
     // Connection-level rules come first, so routes match and filters see the request as the
     // upstream will (as in Envoy, whose connection manager adds these before it picks the
     // route): a route can match the X-Forwarded-Proto or X-Forwarded-For the gateway sets.
