@@ -180,6 +180,25 @@ impl TestGateway {
         }
     }
 
+    /// The admin `/metrics` text once it contains `line`. Some counts are taken after the
+    /// client has its answer (a response hyper writes itself is counted when the connection
+    /// ends), so this waits up to 5 s for one; it panics with the text it last saw.
+    pub async fn metrics_with(&self, line: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let seen = client::get(&format!("http://{}/metrics", self.admin)).await;
+            let text = String::from_utf8_lossy(&seen.body).into_owned();
+            if text.contains(line) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{line} not in /metrics:\n{text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The running gateway.
     pub fn gateway(&self) -> &Gateway {
         self.gateway.as_ref().expect("running")

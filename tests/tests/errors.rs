@@ -211,10 +211,8 @@ async fn invalid_header_bytes_are_400_and_not_forwarded() {
 
 /// Whether /metrics counts `n` requests answered `status` that matched no route.
 async fn assert_counted(gw: &TestGateway, status: &str, n: u32) {
-    let metrics = get(&format!("http://{}/metrics", gw.admin)).await;
-    let text = String::from_utf8_lossy(&metrics.body);
     let line = format!(r#"rustygate_requests_total{{route="none",status="{status}"}} {n}"#);
-    assert!(text.contains(&line), "{line} in {text}");
+    gw.metrics_with(&line).await;
 }
 
 #[tokio::test]

@@ -114,12 +114,8 @@ async fn slow_request_head_is_cut_off() {
     );
     assert_eq!(up.requests(), 0);
     // Counted as a request that matched no route, as Envoy counts it.
-    let metrics = get(&format!("http://{}/metrics", gw.admin)).await;
-    let text = String::from_utf8_lossy(&metrics.body);
-    assert!(
-        text.contains(r#"rustygate_requests_total{route="none",status="408"} 1"#),
-        "{text}"
-    );
+    gw.metrics_with(r#"rustygate_requests_total{route="none",status="408"} 1"#)
+        .await;
 }
 
 /// What the gateway sends before it closes the connection, and when it closed.
