@@ -1,5 +1,7 @@
 //! Bodies stream through in both directions, unchanged, with trailers; limits answer 413.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures_util::stream;
 use http::{HeaderMap, Request, Response};
@@ -7,7 +9,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustygate_tests::client::{http1, send};
+use rustygate_tests::client::{http1, raw_upload, send};
 use rustygate_tests::upstream::{Upstream, full, pattern, sha256_hex};
 use rustygate_tests::{TestGateway, simple_config};
 use sha2::{Digest, Sha256};
@@ -171,4 +173,54 @@ async fn streamed_body_over_the_limit_gets_413() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("body_too_large"));
     let _ = full("unused");
+}
+
+#[tokio::test]
+async fn an_answer_before_the_request_has_arrived_closes_the_connection_and_says_so() {
+    // On /up, answers without reading the body, as an upstream that rejects an upload does;
+    // elsewhere reads it all first.
+    let up = Upstream::start(|req: Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/up" {
+            return Response::new(full("early"));
+        }
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Response::new(full(body))
+    });
+    let gw = TestGateway::start(&limited_config(up.addr)).await;
+    let head = "POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n";
+    let (answer, _) = raw_upload(gw.addr, head, &[b"0123456789"], Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nearly"), "{answer}");
+
+    // The gateway's own answer, before any of the body is read: the declared length is over
+    // the limit.
+    let head = "POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: 5000\r\n\r\n";
+    let (answer, _) = raw_upload(gw.addr, head, &[b"0123456789"], Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+
+    // A request whose body has all arrived keeps its connection.
+    let seen = send(
+        &http1(),
+        Request::post(gw.url("/whole"))
+            .body(Full::new(Bytes::from_static(b"whole")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(&seen.body[..], b"whole");
+    assert_eq!(seen.header("connection"), None);
+    let chunks = (0..3).map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"abc"))));
+    let resp = Client::builder(TokioExecutor::new())
+        .build_http()
+        .request(
+            Request::post(gw.url("/whole"))
+                .body(StreamBody::new(stream::iter(chunks)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("connection"), None);
 }

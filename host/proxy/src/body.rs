@@ -38,6 +38,9 @@ pub struct BodyTooLarge {
 pub struct Transfer {
     /// Request body bytes read from the client.
     pub bytes_in: Cell<u64>,
+    /// Set once the client's request has arrived whole (at once, for a request without a
+    /// body).
+    pub request_ended: Cell<bool>,
     /// Response body bytes written to the client.
     pub bytes_out: Cell<u64>,
     /// Set when the request body hit its limit, so the handler answers 413, not 502.
@@ -66,6 +69,14 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    /// The transfer of a request whose body has (`request_ended`) or has not yet arrived.
+    pub fn new(request_ended: bool) -> Self {
+        Self {
+            request_ended: Cell::new(request_ended),
+            ..Self::default()
+        }
+    }
+
     fn moved(&self) {
         self.frames.set(self.frames.get().wrapping_add(1));
     }
@@ -213,10 +224,18 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
                     }
                 }
+                // A body of known length ends with its last byte: whoever reads it need not
+                // poll again.
+                if self.inner.is_end_stream() {
+                    self.transfer.request_ended.set(true);
+                }
                 Some(Ok(frame))
             }
             Some(Err(e)) => Some(Err(Box::new(e))),
-            None => None,
+            None => {
+                self.transfer.request_ended.set(true);
+                None
+            }
         })
     }
 

@@ -137,6 +137,19 @@ impl Completion {
         outcome.set_details(details);
     }
 
+    /// Whether an HTTP/1 response that starts before its request has arrived whole ends the
+    /// connection, as Envoy ends it: the rest of the request could not be told from the next
+    /// one, and hyper stops reading it once nothing wants it. Saying so lets the client open
+    /// a new connection for its next request instead of losing it on this one. A tunnel is
+    /// the exception: its "body" is the tunnelled stream.
+    pub(super) fn closes_early(&self, status: StatusCode) -> bool {
+        matches!(
+            self.version,
+            Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
+        ) && status != StatusCode::SWITCHING_PROTOCOLS
+            && self.method != Method::CONNECT
+    }
+
     pub(super) fn finish(mut self) {
         let end = Instant::now();
         let elapsed = end.saturating_duration_since(self.start);

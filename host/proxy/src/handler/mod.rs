@@ -65,7 +65,7 @@ pub(crate) async fn handle(
     let refused = form::canonical_path(&conn.listener.paths, req.uri_mut()).err();
     let active = worker.active();
     let request_id = forwarding::request_id(req.headers(), &mut worker.rng.borrow_mut());
-    let transfer = Rc::new(Transfer::default());
+    let transfer = Rc::new(Transfer::new(req.body().is_end_stream()));
     let trace = worker.shared.tracer.as_ref().map(|t| {
         Rc::new(t.request(
             req.headers(),
@@ -142,7 +142,12 @@ pub(crate) async fn handle(
             .as_ref()
             .map(|(i, _)| &active.snapshot.routes[*i as usize]),
     );
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    if !transfer.request_ended.get() && done.closes_early(parts.status) {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     // hyper frames an HTTP/1.1 body by its `content-length`, else by its exact size hint;
     // the two agree wherever the hint is exact, and the hint costs no header lookup.
     done.body_len = body
