@@ -8,6 +8,7 @@ pub mod jwt;
 pub mod otlp;
 pub mod process;
 pub mod reload;
+pub mod scratch;
 pub mod tls;
 pub mod upstream;
 pub mod websocket;

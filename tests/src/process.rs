@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::scratch::Scratch;
+
 /// Path to the `rustygate` binary of the same profile as this test, built once per test run.
 pub fn gateway_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -65,20 +67,19 @@ pub struct GatewayProcess {
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
     /// Every stdout line read so far.
     pub log: Vec<String>,
+    /// Where [`GatewayProcess::start`] wrote the configuration.
+    files: Option<Scratch>,
 }
 
 impl GatewayProcess {
     /// Writes `yaml` to a temp file and starts `rustygate run --config` on it.
     pub async fn start(yaml: &str) -> GatewayProcess {
-        let dir = std::env::temp_dir().join(format!(
-            "rustygate-test-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.yaml");
+        let files = Scratch::new("test");
+        let path = files.join("config.yaml");
         std::fs::write(&path, yaml).unwrap();
-        Self::start_file(&path, &[]).await
+        let mut gw = Self::start_file(&path, &[]).await;
+        gw.files = Some(files);
+        gw
     }
 
     /// Starts `rustygate run --config path` with extra environment variables.
@@ -107,6 +108,7 @@ impl GatewayProcess {
             child,
             lines: rx,
             log: Vec::new(),
+            files: None,
         }
     }
 
@@ -179,14 +181,6 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{field} not in /proc/{pid}/status"))
-}
-
-fn rand_suffix() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 /// A free loopback port (bound then released; good enough for a child process's listener).

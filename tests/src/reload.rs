@@ -15,6 +15,7 @@ use http_body_util::Full;
 use crate::STAMP_V1_WASM;
 use crate::client::{Seen, get, http1, send};
 use crate::process::{GatewayProcess, free_port};
+use crate::scratch::Scratch;
 use crate::upstream::Upstream;
 
 /// The admin token the rig's gateway is started with.
@@ -32,6 +33,7 @@ pub struct Rig {
     pub admin: u16,
     /// The upstream every route forwards to.
     pub upstream: Upstream,
+    _files: Scratch,
 }
 
 pub fn config_text(port: u16, admin: u16, upstream: SocketAddr, extra_routes: &str) -> String {
@@ -73,10 +75,8 @@ impl Rig {
     }
 
     pub async fn start_with(name: &str, upstream: Upstream) -> Rig {
-        let dir =
-            std::env::temp_dir().join(format!("rustygate-reload-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let files = Scratch::new(&format!("reload-{name}"));
+        let dir = files.path().to_path_buf();
         std::fs::copy(STAMP_V1_WASM, dir.join("stamp.wasm")).unwrap();
         let (port, admin) = (free_port(), free_port());
         std::fs::write(
@@ -95,6 +95,7 @@ impl Rig {
             port,
             admin,
             upstream,
+            _files: files,
         };
         rig.gw
             .wait_for_log("watching for changes", Duration::from_secs(30))

@@ -15,11 +15,13 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 
 use crate::client::Seen;
+use crate::scratch::Scratch;
 
 /// A test PKI in a directory of its own.
 pub struct Pki {
     /// Holds the PEM files.
     pub dir: PathBuf,
+    _files: Scratch,
     /// The server's certificate chain (`listeners[].tls.certificate_chain`).
     pub chain: PathBuf,
     /// The server's private key (`listeners[].tls.private_key`).
@@ -52,12 +54,8 @@ impl Pki {
 
     /// [`Pki::new`] with a server certificate for `names` (DNS names, wildcards, IPs).
     pub fn for_names(test: &str, names: &[&str]) -> Pki {
-        let dir = std::env::temp_dir().join(format!(
-            "rustygate-tls-{test}-{}-{}",
-            std::process::id(),
-            fastrand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let files = Scratch::new(&format!("tls-{test}"));
+        let dir = files.path().to_path_buf();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -96,6 +94,7 @@ impl Pki {
             client_cert_pem: client_cert.pem(),
             client_key_pem: client_key.serialize_pem(),
             dir,
+            _files: files,
         };
         std::fs::write(&pki.chain, &pki.cert_pem).unwrap();
         std::fs::write(&pki.key, &pki.key_pem).unwrap();
@@ -198,17 +197,6 @@ impl Pki {
         let der = CertificateDer::from_pem_slice(self.client_cert_pem.as_bytes()).unwrap();
         crate::upstream::sha256_hex(der.as_ref())
     }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn fastrand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 /// What a TLS client saw: the protocol ALPN chose (`None`: none offered or agreed) and the

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use rustygate_tests::client::{get, http1, send};
+use rustygate_tests::scratch::Scratch;
 use rustygate_tests::upstream::{Upstream, text};
 use rustygate_tests::{TestGateway, balancers};
 
@@ -308,9 +309,7 @@ async fn a_balancer_is_swapped_by_editing_the_file_and_a_broken_one_is_refused()
     use rustygate_tests::process::{GatewayProcess, free_port};
     let ups = named(3);
     let port = free_port();
-    let dir =
-        std::env::temp_dir().join(format!("rustygate-balancer-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("balancer-reload");
     let file = dir.join("config.yaml");
     let admin = free_port();
     let write = |module: &str, weights: &[u32]| {

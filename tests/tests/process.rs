@@ -13,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustygate_tests::client::{get, http1, raw};
 use rustygate_tests::process::{GatewayProcess, free_port, gateway_bin, validate};
+use rustygate_tests::scratch::Scratch;
 use rustygate_tests::upstream::Upstream;
 
 fn config(port: u16, admin: u16, upstream: std::net::SocketAddr, extra: &str) -> String {
@@ -92,8 +93,7 @@ fn a_busy_admin_port_fails_start_up_before_traffic_is_accepted() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = taken.local_addr().unwrap().port();
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("rustygate-busy-admin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("busy-admin");
     let path = dir.join("config.yaml");
     let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
     std::fs::write(&path, config(port, admin, up, "")).unwrap();
@@ -512,8 +512,7 @@ async fn run_refuses_a_busy_port_with_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let up = Upstream::echo();
-    let dir = std::env::temp_dir().join(format!("rustygate-busy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("busy");
     let path = dir.join("c.yaml");
     // SO_REUSEPORT lets two sockets share a port only if both set it; this one does not.
     std::fs::write(&path, config(port, free_port(), up.addr, "")).unwrap();
@@ -567,9 +566,7 @@ async fn filter_log_lines_carry_the_filter_name_and_request_id() {
 
 #[test]
 fn validate_refuses_a_filter_that_is_not_webassembly() {
-    let dir =
-        std::env::temp_dir().join(format!("rustygate-validate-filter-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("validate-filter");
     std::fs::write(dir.join("broken.wasm"), b"this is not wasm").unwrap();
     let yaml = config(
         free_port(),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rustygate_tests::client::{Seen, get};
 use rustygate_tests::otlp::OtlpReceiver;
 use rustygate_tests::process::{GatewayProcess, free_port};
+use rustygate_tests::scratch::Scratch;
 use rustygate_tests::upstream::Upstream;
 use rustygate_tests::{TestGateway, simple_config};
 
@@ -26,16 +27,12 @@ fn prometheus_bin() -> PathBuf {
 struct Prometheus {
     port: u16,
     _child: tokio::process::Child,
+    _files: Scratch,
 }
 
 impl Prometheus {
     fn start(name: &str, config: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "rustygate-prometheus-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = Scratch::new(&format!("prometheus-{name}"));
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let port = free_port();
         let child = tokio::process::Command::new(prometheus_bin())
@@ -56,6 +53,7 @@ impl Prometheus {
         Prometheus {
             port,
             _child: child,
+            _files: dir,
         }
     }
 

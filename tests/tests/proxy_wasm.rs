@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use rustygate_tests::client::{Seen, get, http1, send};
+use rustygate_tests::scratch::Scratch;
 use rustygate_tests::upstream::{Upstream, text};
 use rustygate_tests::{ABI_PROBE_WASM, TestGateway, probe_config, start_probe};
 
@@ -469,12 +470,13 @@ async fn fail_open_skips_the_failed_filter() {
     assert_eq!(get(&gw.url("/next")).await.header("x-probe"), Some("f"));
 }
 
-fn wat_file(name: &str) -> String {
+/// Builds `guests/wat/<name>.wat` into `<dir>/<name>.wasm`; returns that path.
+fn wat_file(dir: &Scratch, name: &str) -> String {
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("guests/wat")
         .join(format!("{name}.wat"));
     let wasm = wat::parse_file(&src).unwrap();
-    let out = std::env::temp_dir().join(format!("rustygate-{name}-{}.wasm", std::process::id()));
+    let out = dir.join(format!("{name}.wasm"));
     std::fs::write(&out, wasm).unwrap();
     out.display().to_string()
 }
@@ -486,7 +488,9 @@ fn with_module(upstream: std::net::SocketAddr, module: &str, extra: &str) -> Str
 #[tokio::test]
 async fn bad_guest_pointers_get_invalid_memory_access_not_a_crash() {
     let up = Upstream::echo();
-    let gw = TestGateway::start(&with_module(up.addr, &wat_file("bad_pointers"), "")).await;
+    let dir = Scratch::new("wat");
+    let module = wat_file(&dir, "bad_pointers");
+    let gw = TestGateway::start(&with_module(up.addr, &module, "")).await;
     for _ in 0..3 {
         // 400 + 6 * 10 + 6: both calls returned INVALID_MEMORY_ACCESS and the VM lives on.
         assert_eq!(get(&gw.url("/x")).await.status.as_u16(), 466);
@@ -496,7 +500,8 @@ async fn bad_guest_pointers_get_invalid_memory_access_not_a_crash() {
 #[tokio::test]
 async fn modules_that_cannot_work_are_refused_at_load_with_the_reason() {
     let up = Upstream::echo();
-    let err = TestGateway::try_start(&with_module(up.addr, &wat_file("unknown_import"), ""))
+    let dir = Scratch::new("refused");
+    let err = TestGateway::try_start(&with_module(up.addr, &wat_file(&dir, "unknown_import"), ""))
         .await
         .err()
         .unwrap();
@@ -505,22 +510,21 @@ async fn modules_that_cannot_work_are_refused_at_load_with_the_reason() {
         "{err}"
     );
 
-    let err = TestGateway::try_start(&with_module(up.addr, &wat_file("no_abi"), ""))
+    let err = TestGateway::try_start(&with_module(up.addr, &wat_file(&dir, "no_abi"), ""))
         .await
         .err()
         .unwrap();
     assert!(err.contains("not a proxy-wasm module"), "{err}");
 
     let full = std::fs::read(ABI_PROBE_WASM).unwrap();
-    let truncated =
-        std::env::temp_dir().join(format!("rustygate-truncated-{}.wasm", std::process::id()));
+    let truncated = dir.join("truncated.wasm");
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
     let err = TestGateway::try_start(&with_module(up.addr, &truncated.display().to_string(), ""))
         .await
         .err()
         .unwrap();
     assert!(
-        err.contains("rustygate-truncated") && err.contains("not a valid WebAssembly module"),
+        err.contains("truncated.wasm") && err.contains("not a valid WebAssembly module"),
         "{err}"
     );
 

@@ -45,7 +45,7 @@ const HEADERS: &str = r#"(module
   (func (export "proxy_on_delete") (param i32)))"#;
 
 fn factory(runtime: &Runtime, name: &str, wat_src: &str) -> Rc<dyn FilterFactory> {
-    let dir = std::env::temp_dir().join(format!("rustygate-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("rustygate-bench-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join(format!("{name}.wasm")),
@@ -61,6 +61,8 @@ routes: [{{ cluster: c, filters: [{name}] }}]
     );
     let config = rustygate_config::parse("bench.yaml", &yaml, &|_| None).unwrap();
     let host = ProxyWasm::load(&config, &dir, runtime, Shared::new(Metrics::new())).unwrap();
+    // Compiled and held in memory: the file is no longer needed.
+    let _ = std::fs::remove_dir_all(&dir);
     host.build(Rc::new(NoCalls)).unwrap().remove(0).remove(0)
 }
 
