@@ -28,6 +28,8 @@ pub(crate) struct HeadClock {
     /// When the pending request head began, as nanoseconds after `base` plus one; 0: none.
     since: AtomicU64,
     in_flight: AtomicUsize,
+    /// Requests started on the connection so far.
+    started: AtomicU64,
     /// Preface bytes matched so far (0..24), or [`HTTP1`] / [`HTTP2`].
     proto: AtomicU8,
 }
@@ -39,6 +41,7 @@ impl HeadClock {
             base: accepted,
             since: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
             proto: AtomicU8::new(0),
         }
     }
@@ -88,6 +91,7 @@ impl HeadClock {
     pub fn request_started(&self) {
         self.in_flight
             .store(self.in_flight.load(Relaxed) + 1, Relaxed);
+        self.started.store(self.started.load(Relaxed) + 1, Relaxed);
         self.since.store(0, Relaxed);
     }
 
@@ -104,6 +108,11 @@ impl HeadClock {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Relaxed)
+    }
+
+    /// Requests started on the connection so far.
+    pub fn started(&self) -> u64 {
+        self.started.load(Relaxed)
     }
 
     /// When the request head still being received began, if one is.

@@ -15,6 +15,7 @@ mod grpc;
 mod h1;
 mod handler;
 mod head_clock;
+mod head_scan;
 mod health;
 mod pool;
 mod snapshot;

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::head_clock::HeadClock;
+use crate::head_scan::HeadScan;
 
 /// `io` whose writes time out after `limit` without progress (zero: never).
 pub(crate) struct WriteStall<S: AsyncWrite + Unpin> {
@@ -31,6 +32,7 @@ pub(crate) struct WriteStall<S: AsyncWrite + Unpin> {
     armed: bool,
     /// What the access log of a response cut short needs to know of the connection.
     state: Arc<SocketState>,
+    scan: HeadScan,
 }
 
 /// How a client connection's socket ended, if it did, and how long its pending request head
@@ -42,6 +44,9 @@ pub(crate) struct SocketState {
     /// The client closed (or broke) its end (`DC`).
     pub peer_closed: AtomicBool,
     pub head: HeadClock,
+    /// The request head read last named both `Content-Length` and `Transfer-Encoding`
+    /// ([`HeadScan`]); its request takes the flag.
+    pub framing_conflict: AtomicBool,
     /// What to send the client as the connection is dropped, if anything: the answer to a
     /// request head that took too long. Written without waiting, and only if no write of the
     /// connection's own is still waiting.
@@ -54,6 +59,7 @@ impl SocketState {
             stalled: AtomicBool::new(false),
             peer_closed: AtomicBool::new(false),
             head: HeadClock::new(accepted),
+            framing_conflict: AtomicBool::new(false),
             farewell: std::sync::OnceLock::new(),
         }
     }
@@ -67,6 +73,7 @@ impl<S: AsyncWrite + Unpin> WriteStall<S> {
             timer: None,
             armed: false,
             state,
+            scan: HeadScan::new(),
         }
     }
 
@@ -133,7 +140,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
         // it was cut by the client's connection going, not by a reset of its stream alone.
         match &polled {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                self.state.head.read(&buf.filled()[before..]);
+                let this = &mut *self;
+                let (head, bytes) = (&this.state.head, &buf.filled()[before..]);
+                head.read(bytes);
+                // Bytes while a request is in flight are its body (see HeadClock::read).
+                if head.is_http1() && head.in_flight() == 0 && this.scan.feed(head.started(), bytes)
+                {
+                    this.state.framing_conflict.store(true, Ordering::Relaxed);
+                }
             }
             Poll::Ready(Ok(())) if buf.remaining() == 0 => {}
             Poll::Ready(_) => self.state.peer_closed.store(true, Ordering::Relaxed),

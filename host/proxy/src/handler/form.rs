@@ -1,6 +1,7 @@
 //! The request as the upstream's protocol takes it.
 
 use std::cell::RefCell;
+use std::sync::atomic::Ordering;
 
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Uri, Version, uri::PathAndQuery};
@@ -10,6 +11,7 @@ use rustygate_filter_api::{Exchange, RequestHead};
 
 use super::Failure;
 use crate::snapshot::ClusterEntry;
+use crate::worker::ConnCtx;
 
 /// Puts the request in the form `cluster`'s protocol takes: an origin-form URI and `Host` for
 /// HTTP/1.1; an absolute URI (`:scheme`, `:authority`) and no `Host` for HTTP/2.
@@ -108,9 +110,27 @@ pub(super) fn request_host(parts: &mut http::request::Parts) -> Option<HeaderVal
     Some(value)
 }
 
+/// Why a request is refused before anything but the log reads it, if it is: its head named
+/// both `Content-Length` and `Transfer-Encoding` (as Envoy, and without the option Envoy has
+/// to let it through), or its path cannot be made canonical. The path is made canonical
+/// either way, for the log.
+pub(super) fn refused(conn: &ConnCtx, uri: &mut Uri) -> Option<Failure> {
+    let path = canonical_path(&conn.listener.paths, uri).err();
+    let framing = &conn.socket.framing_conflict;
+    if framing.load(Ordering::Relaxed) {
+        framing.store(false, Ordering::Relaxed);
+        return Some((
+            ErrorKind::BadRequest,
+            "the request has both Content-Length and Transfer-Encoding, as request smuggling does"
+                .into(),
+        ));
+    }
+    path
+}
+
 /// Makes the path of `uri` canonical under the listener's `rules` (its query untouched); a
 /// path the rules refuse is a bad request.
-pub(super) fn canonical_path(
+fn canonical_path(
     rules: &rustygate_config::PathNormalization,
     uri: &mut Uri,
 ) -> Result<(), Failure> {

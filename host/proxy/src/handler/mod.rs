@@ -62,7 +62,7 @@ pub(crate) async fn handle(
     worker.shared.in_flight.fetch_add(1, Ordering::Relaxed);
     // Before anything reads the path: routes, filters, logs and the upstream all see the
     // canonical one.
-    let refused = form::canonical_path(&conn.listener.paths, req.uri_mut()).err();
+    let refused = form::refused(&conn, req.uri_mut());
     let active = worker.active();
     let request_id = forwarding::request_id(req.headers(), &mut worker.rng.borrow_mut());
     let transfer = Rc::new(Transfer::new(req.body().is_end_stream()));
