@@ -197,6 +197,30 @@ async fn conflicting_content_length_and_transfer_encoding_are_400_and_not_forwar
     assert_eq!(up.requests(), 2);
 }
 
+/// Envoy's `allow_chunked_length`: such a request is framed by the coding, its length dropped,
+/// and its connection closed after it, so the bytes after it are still never a request.
+#[tokio::test]
+async fn a_listener_may_let_both_framings_through_by_the_coding() {
+    let up = Upstream::echo();
+    let yaml = simple_config(up.addr, "").replace(
+        "    address: 127.0.0.1:0\n",
+        "    address: 127.0.0.1:0\n    allow_chunked_length: true\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let smuggle = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n";
+    let out = raw(gw.addr, smuggle, Duration::from_secs(5)).await;
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert!(out.contains("\r\nconnection: close\r\n"), "{out}");
+    assert!(
+        out.contains(r#""path":"/x""#) && out.contains(r#""body_len":0"#),
+        "{out}"
+    );
+    assert!(!out.contains("/admin"), "{out}");
+    assert!(!out.contains("content-length\":"), "{out}");
+    assert_eq!(up.requests(), 1);
+}
+
 #[tokio::test]
 async fn disagreeing_content_lengths_are_400_and_not_forwarded() {
     let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });

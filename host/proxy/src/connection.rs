@@ -80,6 +80,7 @@ pub(crate) async fn serve<S>(
         stream,
         limits.stream_idle_timeout.get(),
         conn.socket.clone(),
+        !conn.listener.allow_chunked_length,
     );
     let mut connection = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc));
     // The watchdog: the pending head's timeout and the idle timeout, looked at when due and

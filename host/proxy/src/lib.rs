@@ -396,6 +396,7 @@ impl Gateway {
                 forward_client_cert: l.forward_client_cert,
                 client_cert_details: l.client_cert_details.as_slice().into(),
                 paths: l.path_normalization.clone(),
+                allow_chunked_length: l.allow_chunked_length,
             });
             for per_worker in sockets.iter_mut() {
                 let socket = bind(addr).map_err(bind_err)?;

@@ -51,6 +51,8 @@ pub(crate) struct ListenerCtx {
     pub client_cert_details: Box<[rustygate_config::ClientCertDetail]>,
     /// How request paths are made canonical before routing.
     pub paths: rustygate_config::PathNormalization,
+    /// Let a request with both a length and a transfer coding through (see `head_scan`).
+    pub allow_chunked_length: bool,
 }
 
 /// Per-connection state shared by the connection task and its requests.

@@ -32,7 +32,8 @@ pub(crate) struct WriteStall<S: AsyncWrite + Unpin> {
     armed: bool,
     /// What the access log of a response cut short needs to know of the connection.
     state: Arc<SocketState>,
-    scan: HeadScan,
+    /// Reads the request heads, unless the listener lets both framings through.
+    scan: Option<HeadScan>,
 }
 
 /// How a client connection's socket ended, if it did, and how long its pending request head
@@ -66,14 +67,14 @@ impl SocketState {
 }
 
 impl<S: AsyncWrite + Unpin> WriteStall<S> {
-    pub(crate) fn new(io: S, limit: Duration, state: Arc<SocketState>) -> Self {
+    pub(crate) fn new(io: S, limit: Duration, state: Arc<SocketState>, scan_heads: bool) -> Self {
         Self {
             io,
             limit,
             timer: None,
             armed: false,
             state,
-            scan: HeadScan::new(),
+            scan: scan_heads.then(HeadScan::new),
         }
     }
 
@@ -144,7 +145,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
                 let (head, bytes) = (&this.state.head, &buf.filled()[before..]);
                 head.read(bytes);
                 // Bytes while a request is in flight are its body (see HeadClock::read).
-                if head.is_http1() && head.in_flight() == 0 && this.scan.feed(head.started(), bytes)
+                if let Some(scan) = &mut this.scan
+                    && head.is_http1()
+                    && head.in_flight() == 0
+                    && scan.feed(head.started(), bytes)
                 {
                     this.state.framing_conflict.store(true, Ordering::Relaxed);
                 }

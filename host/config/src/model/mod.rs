@@ -189,6 +189,12 @@ pub struct Listener {
     /// How request paths are made canonical before routing.
     #[serde(default)]
     pub path_normalization: PathNormalization,
+    /// Let an HTTP/1 request that has both `Content-Length` and `Transfer-Encoding` through,
+    /// framed by the coding with the length removed (RFC 9112 §6.3), and close its connection
+    /// after it: Envoy's `allow_chunked_length`. Off by default: such a request, the classic
+    /// smuggling attempt, is answered 400.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_chunked_length: bool,
     /// Terminate TLS on this listener with this certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
