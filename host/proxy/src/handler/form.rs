@@ -111,9 +111,9 @@ pub(super) fn request_host(parts: &mut http::request::Parts) -> Option<HeaderVal
 }
 
 /// Why a request is refused before anything but the log reads it, if it is: its head named
-/// both `Content-Length` and `Transfer-Encoding` (as Envoy, and without the option Envoy has
-/// to let it through), or its path cannot be made canonical. The path is made canonical
-/// either way, for the log.
+/// both `Content-Length` and `Transfer-Encoding` (as Envoy refuses it, unless the listener
+/// sets `allow_chunked_length`, when the heads are not scanned), or its path cannot be made
+/// canonical. The path is made canonical either way, for the log.
 pub(super) fn refused(conn: &ConnCtx, uri: &mut Uri) -> Option<Failure> {
     let path = canonical_path(&conn.listener.paths, uri).err();
     let framing = &conn.socket.framing_conflict;
