@@ -221,37 +221,127 @@ async fn a_listener_may_let_both_framings_through_by_the_coding() {
     assert_eq!(up.requests(), 1);
 }
 
+/// An answer read off the socket, as `raw` returns it, is the JSON error `code` with `status`,
+/// naming its request id in the body and the header, and the connection closed after it.
+fn assert_raw_json_error(out: &str, status: u16, code: &str) {
+    let (head, body) = out.split_once("\r\n\r\n").expect("a whole answer");
+    assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{out}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("\r\ncontent-type: application/json"), "{out}");
+    assert!(head.contains("\r\nconnection: close"), "{out}");
+    assert!(
+        head.contains(&format!("\r\ncontent-length: {}", body.len())),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(json["status"], status);
+    assert_eq!(json["error"], code);
+    let id = json["request_id"].as_str().unwrap();
+    assert!(head.contains(&format!("\r\nx-request-id: {id}")), "{out}");
+}
+
 #[tokio::test]
 async fn disagreeing_content_lengths_are_400_and_not_forwarded() {
     let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
-    let req = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde";
+    for req in [
+        &b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"[..],
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 5\r\n\r\nabcde",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\nabcde",
+    ] {
+        let out = raw(gw.addr, req, Duration::from_secs(2)).await;
+        assert_raw_json_error(&out, 400, "bad_request");
+    }
+    // The same length twice is one length (RFC 9110 §8.6).
+    let req = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\nconnection: close\r\n\r\nabcd";
     let out = raw(gw.addr, req, Duration::from_secs(2)).await;
-    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    assert_eq!(up.requests(), 0);
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert_eq!(up.requests(), 1);
 }
 
 #[tokio::test]
 async fn invalid_header_bytes_are_400_and_not_forwarded() {
     let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
-    let out = raw(
-        gw.addr,
+    let bad: [&[u8]; 5] = [
         b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
-        Duration::from_secs(2),
-    )
-    .await;
-    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    let out = raw(
-        gw.addr,
         b"GET /x HTTP/1.1\r\nHost: a\r\nX-Ctl: a\x01b\r\n\r\n",
-        Duration::from_secs(2),
-    )
-    .await;
-    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX-Del: a\x7fb\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX-Cr: a\rb\r\n\r\n",
+        // A folded line (obs-fold), which RFC 9112 §5.2 lets a server refuse.
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX-Fold: a\r\n b\r\n\r\n",
+    ];
+    for req in bad {
+        let out = raw(gw.addr, req, Duration::from_secs(2)).await;
+        assert_raw_json_error(&out, 400, "bad_request");
+    }
     assert_eq!(up.requests(), 0);
     // Counted as requests that matched no route, as Envoy counts them.
-    assert_counted(&gw, "400", 2).await;
+    assert_counted(&gw, "400", 5).await;
+}
+
+/// A bad head that follows a good request on a kept-alive connection is answered after that
+/// request's response, which arrives whole.
+#[tokio::test]
+async fn a_bad_head_after_a_good_request_is_answered_on_the_same_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = Vec::new();
+    while !String::from_utf8_lossy(&first).ends_with("forwarded") {
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&first));
+        first.extend_from_slice(&buf[..n]);
+    }
+    assert!(first.starts_with(b"HTTP/1.1 200 "));
+    // Its head arrives in two reads, the bad byte in the second.
+    s.write_all(b"GET /y HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"X: \x00\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .expect("the connection closes after the answer")
+        .unwrap();
+    assert_raw_json_error(&out, 400, "bad_request");
+    assert_eq!(up.requests(), 1);
+}
+
+/// A request head over `max_header_bytes` is refused whatever the limit, below hyper's own
+/// smallest read buffer (8 KiB) too, and so is one with more fields than `max_headers`.
+#[tokio::test]
+async fn heads_over_the_listeners_limits_are_431() {
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
+    let yaml = simple_config(up.addr, "").replace(
+        "    address: 127.0.0.1:0\n",
+        "    address: 127.0.0.1:0\n    limits:\n      max_header_bytes: 2048\n      max_headers: 5\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let big = format!(
+        "GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(3000)
+    );
+    let out = raw(gw.addr, big.as_bytes(), Duration::from_secs(2)).await;
+    assert_raw_json_error(&out, 431, "headers_too_large");
+    let many = "GET /x HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n";
+    let out = raw(gw.addr, many.as_bytes(), Duration::from_secs(2)).await;
+    assert_raw_json_error(&out, 431, "headers_too_large");
+    // Within the limits (five fields, under 2 KiB), a request goes through.
+    let fits = format!(
+        "GET /x HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nX-Big: {}\r\nconnection: close\r\n\r\n",
+        "a".repeat(1800)
+    );
+    let out = raw(gw.addr, fits.as_bytes(), Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert_eq!(up.requests(), 1);
+    assert_counted(&gw, "431", 2).await;
 }
 
 /// Whether /metrics counts `n` requests answered `status` that matched no route.
@@ -273,11 +363,7 @@ async fn oversized_request_head_is_431() {
         "a".repeat(20_000)
     );
     let out = raw(gw.addr, big.as_bytes(), Duration::from_secs(2)).await;
-    assert!(
-        out.starts_with("HTTP/1.1 431"),
-        "{}",
-        &out[..out.len().min(200)]
-    );
+    assert_raw_json_error(&out, 431, "headers_too_large");
     assert_eq!(up.requests(), 0);
     assert_counted(&gw, "431", 1).await;
 }

@@ -287,6 +287,8 @@ async fn access_log_has_the_400_of_a_request_head_that_could_not_be_parsed() {
     let bad = b"GET /bad HTTP/1.1\r\nhost: gw\r\nBad Header: x\r\n\r\n";
     let text = raw(gw_addr(port), bad, WAIT).await;
     assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    let body: serde_json::Value =
+        serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
     // Envoy's flag and details for a header it cannot parse.
     let line = gw
         .wait_for_log(r#""response_flags":"DPE""#, Duration::from_secs(5))
@@ -298,6 +300,18 @@ async fn access_log_has_the_400_of_a_request_head_that_could_not_be_parsed() {
     assert_eq!(entry["route"], "none");
     assert_eq!(entry["code_details"], "http1.invalid_characters");
     assert_eq!(entry["request_id"].as_str().unwrap().len(), 36);
+    // The client was told the id the log has.
+    assert_eq!(entry["request_id"], body["request_id"]);
+    // A head that names both framings is parsed, and its request refused: Envoy's details.
+    let smuggle = b"POST /s HTTP/1.1\r\nhost: gw\r\nx-request-id: both-framings\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+    let text = raw(gw_addr(port), smuggle, WAIT).await;
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    let entry = access_line(&mut gw, "both-framings").await;
+    assert_eq!(entry["response_flags"], "DPE");
+    assert_eq!(
+        entry["code_details"],
+        "http1.content_length_and_chunked_not_allowed"
+    );
     assert_eq!(up.requests(), 0);
     gw.signal("TERM");
     gw.child.wait().await.unwrap();

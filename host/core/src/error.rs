@@ -26,6 +26,9 @@ pub enum ErrorKind {
     /// The request body exceeded the configured limit.
     #[error("request body too large")]
     BodyTooLarge,
+    /// The request head exceeded the listener's size or field-count limit.
+    #[error("request headers too large")]
+    HeadersTooLarge,
     /// Nothing moved on the stream, the client's request body included, for the stream
     /// idle timeout before a response began (Envoy's 408 "stream timeout").
     #[error("request timed out: the stream was idle")]
@@ -70,6 +73,7 @@ impl ErrorKind {
             ErrorKind::NoRoute => S::NOT_FOUND,
             ErrorKind::BadRequest => S::BAD_REQUEST,
             ErrorKind::BodyTooLarge => S::PAYLOAD_TOO_LARGE,
+            ErrorKind::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::RequestTimeout => S::REQUEST_TIMEOUT,
             // As Envoy answers an upgrade its configuration does not allow.
             ErrorKind::UpgradeRefused => S::FORBIDDEN,
@@ -91,6 +95,7 @@ impl ErrorKind {
             ErrorKind::NoRoute => "no_route",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::HeadersTooLarge => "headers_too_large",
             ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::UpgradeRefused => "upgrade_refused",
             ErrorKind::UpstreamConnect => "connect_failure",
@@ -111,6 +116,7 @@ impl ErrorKind {
             ErrorKind::NoRoute
             | ErrorKind::BadRequest
             | ErrorKind::BodyTooLarge
+            | ErrorKind::HeadersTooLarge
             | ErrorKind::RequestTimeout
             | ErrorKind::UpgradeRefused => Fault::Downstream,
             ErrorKind::UpstreamConnect
@@ -186,6 +192,7 @@ mod tests {
         assert_eq!(ErrorKind::NoRoute.status(), 404);
         assert_eq!(ErrorKind::BadRequest.status(), 400);
         assert_eq!(ErrorKind::BodyTooLarge.status(), 413);
+        assert_eq!(ErrorKind::HeadersTooLarge.status(), 431);
         assert_eq!(ErrorKind::RequestTimeout.status(), 408);
         assert_eq!(ErrorKind::UpstreamConnect.status(), 502);
         assert_eq!(ErrorKind::UpstreamReset.status(), 502);

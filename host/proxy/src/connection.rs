@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 
 use crate::handler::HeadAnswer;
 use crate::head_clock::{self, Watch};
+use crate::head_scan::HeadScan;
 use crate::stream_watch::StreamExec;
 use crate::worker::{ConnCtx, Worker};
 use crate::write_stall::WriteStall;
@@ -80,6 +81,7 @@ pub(crate) async fn serve<S>(
         stream,
         limits.stream_idle_timeout.get(),
         conn.socket.clone(),
+        HeadScan::new(limits.max_header_bytes, limits.max_headers),
         !conn.listener.allow_chunked_length,
     );
     let mut connection = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc));
@@ -149,7 +151,11 @@ pub(crate) async fn serve<S>(
                         // A connection that sent nothing (or HTTP/2's preface) has no
                         // request to answer, and is just closed.
                         if head.is_http1() {
-                            let (request_id, answer, body_len) = head_timeout_answer(&worker);
+                            let (request_id, answer, body_len) = head_answer(
+                                &worker,
+                                rustygate_core::ErrorKind::RequestTimeout,
+                                "the request head was not received in time",
+                            );
                             let took = head.pending_since();
                             let _ = conn.socket.farewell.set(answer);
                             let answer = HeadAnswer {
@@ -171,7 +177,23 @@ pub(crate) async fn serve<S>(
     })
     .await;
     worker.drain.forget(conn.id);
-    if let Some(e) = ended {
+    if let Some(fault) = conn.socket.refused.get() {
+        // hyper never saw the head, so wrote nothing for it: the answer is the connection's.
+        let (kind, message, details) = fault.answer();
+        let (request_id, answer, body_len) = head_answer(&worker, kind, message);
+        let _ = conn.socket.farewell.set(answer);
+        let head = &conn.socket.head;
+        let answer = HeadAnswer {
+            status: kind.status().as_u16(),
+            flags: "DPE",
+            details,
+            request_id: &request_id,
+            took: head.pending_since().map_or(Duration::ZERO, |t| t.elapsed()),
+            body_len,
+        };
+        crate::handler::head_answered(&worker, &conn, answer);
+        tracing::debug!(peer = %conn.peer, fault = ?fault, "request head refused");
+    } else if let Some(e) = ended {
         // hyper answers a head it cannot parse only when no response is being written (its
         // dispatcher, which still holds any such response, is dropped after this).
         let refused = e.downcast_ref::<hyper::Error>().and_then(codec_error);
@@ -219,15 +241,21 @@ fn codec_error(e: &hyper::Error) -> Option<(u16, &'static str)> {
     })
 }
 
-/// The 408 for a request head that did not arrive in time, as the client reads it, the
-/// request id it names and the length of its body.
-fn head_timeout_answer(worker: &Worker) -> (String, Vec<u8>, usize) {
+/// The answer to a request head that did not arrive in time or was refused, as the client
+/// reads it before the connection closes, the request id it names and the length of its body.
+fn head_answer(
+    worker: &Worker,
+    kind: rustygate_core::ErrorKind,
+    detail: &str,
+) -> (String, Vec<u8>, usize) {
     let request_id = rustygate_core::forwarding::new_uuid_v4(&mut worker.rng.borrow_mut());
     let id = request_id.to_str().unwrap_or_default().to_owned();
-    let body = rustygate_core::ErrorKind::RequestTimeout
-        .json_body(Some("the request head was not received in time"), &id);
+    let body = kind.json_body(Some(detail), &id);
+    let status = kind.status();
     let answer = format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {id}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {id}\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default(),
         body.len()
     );
     (id, answer.into_bytes(), body.len())

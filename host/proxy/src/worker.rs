@@ -92,6 +92,9 @@ impl ConnCtx {
 
     /// The tunnel this connection becomes after its `101 Switching Protocols` response.
     pub fn set_tunnel(&self, tunnel: crate::tunnel::Tunnel) {
+        self.socket
+            .heads_over
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         *self.tunnel.borrow_mut() = Some(tunnel);
     }
 }
@@ -489,7 +492,8 @@ fn server_builder(limits: &ListenerLimits, current: Rc<Current>) -> auto::Builde
         .writev(false)
         // Timed by the connection's watchdog instead (see `head_clock`).
         .header_read_timeout(None)
-        // hyper refuses a request head that does not fit its read buffer with 431.
+        // The head scan refuses a head over the limits first (with a JSON 431); hyper's own
+        // limits stay as the backstop for the heads it does not see.
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers);
     b.http2()

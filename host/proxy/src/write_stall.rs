@@ -7,8 +7,10 @@
 //!
 //! The wrapper also notes how the socket ended ([`SocketState`]), for the access log of a
 //! response it cut short: given up here (`SI`), or closed by the client (`DC`, where an HTTP/2
-//! stream reset alone is `DR`); and it shows the bytes it reads to the connection's
-//! [`HeadClock`].
+//! stream reset alone is `DR`); it shows the bytes it reads to the connection's
+//! [`HeadClock`]; and it withholds from hyper an HTTP/1 request head that [`HeadScan`]
+//! refuses: hyper reads the end of the connection instead, and the connection's task answers
+//! the head.
 
 use std::io;
 use std::pin::Pin;
@@ -21,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::head_clock::HeadClock;
-use crate::head_scan::HeadScan;
+use crate::head_scan::{HeadFault, HeadScan, Verdict};
 
 /// `io` whose writes time out after `limit` without progress (zero: never).
 pub(crate) struct WriteStall<S: AsyncWrite + Unpin> {
@@ -32,8 +34,11 @@ pub(crate) struct WriteStall<S: AsyncWrite + Unpin> {
     armed: bool,
     /// What the access log of a response cut short needs to know of the connection.
     state: Arc<SocketState>,
-    /// Reads the request heads, unless the listener lets both framings through.
-    scan: Option<HeadScan>,
+    /// Reads the HTTP/1 request heads.
+    scan: HeadScan,
+    /// Whether a head that names both `Content-Length` and `Transfer-Encoding` is refused
+    /// (unless the listener sets `allow_chunked_length`).
+    refuse_both_framings: bool,
 }
 
 /// How a client connection's socket ended, if it did, and how long its pending request head
@@ -48,6 +53,13 @@ pub(crate) struct SocketState {
     /// The request head read last named both `Content-Length` and `Transfer-Encoding`
     /// ([`HeadScan`]); its request takes the flag.
     pub framing_conflict: AtomicBool,
+    /// The request head read last was refused, and withheld from hyper; the connection's task
+    /// answers it.
+    pub refused: std::sync::OnceLock<HeadFault>,
+    /// No further request head will be read here: the connection became a tunnel, or a
+    /// response ended it before its request had arrived whole (what follows is the rest of
+    /// that request, or tunnelled bytes).
+    pub heads_over: AtomicBool,
     /// What to send the client as the connection is dropped, if anything: the answer to a
     /// request head that took too long. Written without waiting, and only if no write of the
     /// connection's own is still waiting.
@@ -61,20 +73,30 @@ impl SocketState {
             peer_closed: AtomicBool::new(false),
             head: HeadClock::new(accepted),
             framing_conflict: AtomicBool::new(false),
+            refused: std::sync::OnceLock::new(),
+            heads_over: AtomicBool::new(false),
             farewell: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl<S: AsyncWrite + Unpin> WriteStall<S> {
-    pub(crate) fn new(io: S, limit: Duration, state: Arc<SocketState>, scan_heads: bool) -> Self {
+    /// `scan` reads the HTTP/1 request heads; `refuse_both_framings` as for the field.
+    pub(crate) fn new(
+        io: S,
+        limit: Duration,
+        state: Arc<SocketState>,
+        scan: HeadScan,
+        refuse_both_framings: bool,
+    ) -> Self {
         Self {
             io,
             limit,
             timer: None,
             armed: false,
             state,
-            scan: scan_heads.then(HeadScan::new),
+            scan,
+            refuse_both_framings,
         }
     }
 
@@ -135,6 +157,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // A refused head is the end of the connection as hyper reads it.
+        if self.state.refused.get().is_some() {
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         // The end of the client's byte stream (or a broken one): a response cut short after
@@ -145,12 +171,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
                 let (head, bytes) = (&this.state.head, &buf.filled()[before..]);
                 head.read(bytes);
                 // Bytes while a request is in flight are its body (see HeadClock::read).
-                if let Some(scan) = &mut this.scan
-                    && head.is_http1()
+                if head.is_http1()
                     && head.in_flight() == 0
-                    && scan.feed(head.started(), bytes)
+                    && !this.state.heads_over.load(Ordering::Relaxed)
                 {
-                    this.state.framing_conflict.store(true, Ordering::Relaxed);
+                    match this.scan.feed(head.started(), bytes) {
+                        Verdict::Fine => {}
+                        Verdict::BothFramings => {
+                            if this.refuse_both_framings {
+                                this.state.framing_conflict.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        Verdict::Refuse(fault) => {
+                            let _ = this.state.refused.set(fault);
+                            buf.set_filled(before);
+                        }
+                    }
                 }
             }
             Poll::Ready(Ok(())) if buf.remaining() == 0 => {}
@@ -190,6 +226,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper ends a connection whose head was refused as one the client closed; the answer
+        // goes out first, when the connection is dropped.
+        if self.state.refused.get().is_some() {
+            return Poll::Ready(Ok(()));
+        }
         let polled = Pin::new(&mut self.io).poll_shutdown(cx);
         self.track(cx, polled)
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use http::header::HeaderValue;
+use http::header::{self, HeaderValue};
 use http::{Method, StatusCode, Version, uri::PathAndQuery};
 use rustygate_core::ErrorKind;
 use rustygate_filter_api::outcome::{self, Outcome, flags};
@@ -58,6 +58,7 @@ pub(crate) fn record_failure(outcome: &Outcome, kind: ErrorKind) {
         ErrorKind::NoRoute => (flags::NO_ROUTE_FOUND, "route_not_found"),
         ErrorKind::BadRequest => (flags::DOWNSTREAM_PROTOCOL_ERROR, "bad_request"),
         ErrorKind::BodyTooLarge => (0, "request_payload_too_large"),
+        ErrorKind::HeadersTooLarge => (flags::DOWNSTREAM_PROTOCOL_ERROR, "http1.headers_too_large"),
         ErrorKind::RequestTimeout => (flags::STREAM_IDLE_TIMEOUT, "stream_idle_timeout"),
         ErrorKind::UpstreamConnect => (
             flags::UPSTREAM_CONNECTION_FAILURE,
@@ -137,17 +138,24 @@ impl Completion {
         outcome.set_details(details);
     }
 
-    /// Whether an HTTP/1 response that starts before its request has arrived whole ends the
+    /// An HTTP/1 response that starts before its request has arrived whole ends the
     /// connection, as Envoy ends it: the rest of the request could not be told from the next
     /// one, and hyper stops reading it once nothing wants it. Saying so lets the client open
     /// a new connection for its next request instead of losing it on this one. A tunnel is
-    /// the exception: its "body" is the tunnelled stream.
-    pub(super) fn closes_early(&self, status: StatusCode) -> bool {
-        matches!(
+    /// the exception: its "body" is the tunnelled stream. What the client sends next is the
+    /// rest of the request, so the connection's head scan stops.
+    pub(super) fn close_early(&self, conn: &ConnCtx, parts: &mut http::response::Parts) {
+        if matches!(
             self.version,
             Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
-        ) && status != StatusCode::SWITCHING_PROTOCOLS
+        ) && parts.status != StatusCode::SWITCHING_PROTOCOLS
             && self.method != Method::CONNECT
+        {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            conn.socket.heads_over.store(true, Ordering::Relaxed);
+        }
     }
 
     pub(super) fn finish(mut self) {
@@ -267,9 +275,10 @@ pub(crate) struct HeadAnswer<'a> {
 }
 
 /// Counts and logs a request head answered by its connection: one that did not arrive
-/// within the header timeout (408), or that hyper could not parse (400, 414, 431). There is
-/// no request to complete, but Envoy counts and logs these as requests, with nothing of the
-/// head (which never arrived whole or well-formed).
+/// within the header timeout (408), was refused before it was parsed (400, 431), or that
+/// hyper could not parse (400, 414, 431). There is no request to complete, but Envoy counts
+/// and logs these as requests, with nothing of the head (which never arrived whole or
+/// well-formed).
 pub(crate) fn head_answered(worker: &Worker, conn: &ConnCtx, answer: HeadAnswer<'_>) {
     let active = worker.active();
     active.record_request(

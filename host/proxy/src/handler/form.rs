@@ -110,22 +110,41 @@ pub(super) fn request_host(parts: &mut http::request::Parts) -> Option<HeaderVal
     Some(value)
 }
 
-/// Why a request is refused before anything but the log reads it, if it is: its head named
-/// both `Content-Length` and `Transfer-Encoding` (as Envoy refuses it, unless the listener
-/// sets `allow_chunked_length`, when the heads are not scanned), or its path cannot be made
-/// canonical. The path is made canonical either way, for the log.
-pub(super) fn refused(conn: &ConnCtx, uri: &mut Uri) -> Option<Failure> {
+/// Why a request is refused before anything but the log reads it, if it is, with Envoy's
+/// response code details for the same refusal: its head named both `Content-Length` and
+/// `Transfer-Encoding` (as Envoy refuses it, unless the listener sets
+/// `allow_chunked_length`), or its path cannot be made canonical. The path is made canonical
+/// either way, for the log.
+pub(super) fn refused(conn: &ConnCtx, uri: &mut Uri) -> Option<(Failure, &'static str)> {
     let path = canonical_path(&conn.listener.paths, uri).err();
     let framing = &conn.socket.framing_conflict;
     if framing.load(Ordering::Relaxed) {
         framing.store(false, Ordering::Relaxed);
-        return Some((
+        let failure = (
             ErrorKind::BadRequest,
             "the request has both Content-Length and Transfer-Encoding, as request smuggling does"
                 .into(),
-        ));
+        );
+        return Some((failure, "http1.content_length_and_chunked_not_allowed"));
     }
-    path
+    path.map(|failure| (failure, "path_normalization_failed"))
+}
+
+pub(super) fn protocol_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Makes the path of `uri` canonical under the listener's `rules` (its query untouched); a

@@ -48,7 +48,7 @@ impl Copies {
         authority: Option<&str>,
         client: IpAddr,
     ) -> Option<Copies> {
-        let declared = super::content_length(&parts.headers);
+        let declared = super::form::content_length(&parts.headers);
         let shadow = authority.map(shadow_authority);
         let mut heads = Vec::new();
         for m in &route.mirrors {

@@ -98,8 +98,12 @@ pub(crate) async fn handle(
     let conn = done.conn.clone();
     // gRPC is always a POST: other methods skip the header lookup.
     let grpc = req.method() == Method::POST && is_grpc_request(req.headers());
+    let mut refused_as = None;
     let forwarded = match refused {
-        Some(fault) => Err(fault),
+        Some((fault, details)) => {
+            refused_as = Some(details);
+            Err(fault)
+        }
         None => {
             forward(
                 &worker,
@@ -125,6 +129,9 @@ pub(crate) async fn handle(
                 }
             } else {
                 completion::record_failure(done.outcome(), kind);
+                if let Some(details) = refused_as {
+                    done.outcome().set_details(details);
+                }
             }
             error_response(kind, &detail, &request_id, grpc)
         }
@@ -143,17 +150,15 @@ pub(crate) async fn handle(
             .map(|(i, _)| &active.snapshot.routes[*i as usize]),
     );
     let (mut parts, body) = resp.into_parts();
-    if !transfer.request_ended.get() && done.closes_early(parts.status) {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if !transfer.request_ended.get() {
+        done.close_early(&conn, &mut parts);
     }
     // hyper frames an HTTP/1.1 body by its `content-length`, else by its exact size hint;
     // the two agree wherever the hint is exact, and the hint costs no header lookup.
     done.body_len = body
         .size_hint()
         .exact()
-        .or_else(|| content_length(&parts.headers));
+        .or_else(|| form::content_length(&parts.headers));
     if body.streams()
         && let Some(stream) = conn.stream.get()
     {
@@ -277,7 +282,7 @@ async fn forward(
         .max_request_body_bytes
         .or(conn.listener.limits.max_request_body_bytes);
     let max_held = conn.listener.limits.max_buffered_body_bytes;
-    if let (Some(limit), Some(len)) = (limit, content_length(&parts.headers))
+    if let (Some(limit), Some(len)) = (limit, form::content_length(&parts.headers))
         && len > limit
     {
         return Err((
@@ -317,7 +322,7 @@ async fn forward(
             client: conn.peer,
             local: conn.local,
             request_id: request_id.clone(),
-            protocol: protocol_name(parts.version),
+            protocol: form::protocol_name(parts.version),
             tls: conn.tls.get().cloned(),
             connection_id: conn.id,
             start: done.start,
@@ -780,21 +785,4 @@ fn client_stalled(conn: &ConnCtx, route: &RouteEntry) -> Failure {
             stream_idle_timeout(conn, Some(route))
         ),
     )
-}
-
-fn protocol_name(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_10 => "HTTP/1.0",
-        _ => "HTTP/1.1",
-    }
-}
-
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
