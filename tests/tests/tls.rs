@@ -65,6 +65,38 @@ async fn https_clients_reach_the_upstream_over_http1_and_http2() {
     }
 }
 
+/// A request head refused before it is parsed gets the same JSON answer over TLS, written
+/// through the TLS session before it closes.
+#[tokio::test]
+async fn a_malformed_head_over_tls_gets_the_json_400() {
+    let up = Upstream::echo();
+    let pki = Pki::new("malformed");
+    let gw = TestGateway::start(&config(up.addr, &pki.listener_yaml(), "")).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(pki.client_config(&[]))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /x HTTP/1.1\r\nhost: localhost\r\nX: a\x01b\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    // The gateway ends the session (close_notify) after the answer.
+    tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out))
+        .await
+        .expect("the connection closes after the answer")
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+    assert!(
+        out.contains("\r\ncontent-type: application/json\r\n"),
+        "{out}"
+    );
+    assert!(out.contains(r#""error":"bad_request""#), "{out}");
+    assert_eq!(up.requests(), 0);
+}
+
 #[tokio::test]
 async fn filters_see_the_https_scheme() {
     let up = Upstream::echo();
