@@ -314,6 +314,86 @@ async fn a_bad_head_after_a_good_request_is_answered_on_the_same_connection() {
     assert_eq!(up.requests(), 1);
 }
 
+/// Reads one response with a `content-length` from `s`, whole.
+async fn read_response(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .expect("a content-length")
+                .parse()
+                .unwrap();
+            if body.len() >= len {
+                return text;
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A pipelined request whose body is still arriving when the request before it is answered:
+/// the body's bytes, which would be a bad head, are its body, and it is forwarded whole.
+#[tokio::test]
+async fn a_pipelined_body_arriving_late_is_a_body() {
+    use tokio::io::AsyncWriteExt;
+    // The first answer waits, so the second request's last bytes are in the socket, unread,
+    // when it comes.
+    let up = Upstream::start(|req| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        rustygate_tests::upstream::echo_response(req).await
+    });
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 21\r\n\r\nGET / HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"X:\x01\n\n").await.unwrap();
+    let first = read_response(&mut s).await;
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+    let second = read_response(&mut s).await;
+    assert!(second.starts_with("HTTP/1.1 200 "), "{second}");
+    assert!(second.contains(r#""body_len":21"#), "{second}");
+    assert_eq!(up.requests(), 2);
+}
+
+/// A bad head pipelined behind a good one, in the same read, is left to the HTTP parser: the
+/// first request is answered whole, then the parser's own 400 closes the connection.
+#[tokio::test]
+async fn a_bad_head_pipelined_behind_a_good_one_is_answered_after_it() {
+    let up = Upstream::echo();
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let out = raw(
+        gw.addr,
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert!(out.contains(r#""path":"/a""#), "{out}");
+    assert!(
+        out.contains("\r\nHTTP/1.1 400 ") || out.contains("}HTTP/1.1 400 "),
+        "{out}"
+    );
+    assert_eq!(up.requests(), 1);
+}
+
 /// A request head over `max_header_bytes` is refused whatever the limit, below hyper's own
 /// smallest read buffer (8 KiB) too, and so is one with more fields than `max_headers`.
 #[tokio::test]

@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 
 use crate::handler::HeadAnswer;
 use crate::head_clock::{self, Watch};
-use crate::head_scan::HeadScan;
+use crate::request_scan::RequestScan;
 use crate::stream_watch::StreamExec;
 use crate::worker::{ConnCtx, Worker};
 use crate::write_stall::WriteStall;
@@ -81,7 +81,7 @@ pub(crate) async fn serve<S>(
         stream,
         limits.stream_idle_timeout.get(),
         conn.socket.clone(),
-        HeadScan::new(limits.max_header_bytes, limits.max_headers),
+        RequestScan::new(limits.max_header_bytes, limits.max_headers),
         !conn.listener.allow_chunked_length,
     );
     let mut connection = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc));

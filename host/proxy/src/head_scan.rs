@@ -10,19 +10,21 @@
 //! limits, is told here and withheld from hyper, and the connection answers it.
 //!
 //! The scan skips eight bytes a step through the request line and field values, stopping only
-//! at control bytes (a line's end among them), and reads field names byte by byte.
+//! at control bytes (a line's end among them), and reads field names byte by byte. Where the
+//! head's body ends, and so where the next head begins, is [`crate::request_scan`]'s to follow.
 
 use rustygate_core::ErrorKind;
 
-/// What a head has said so far.
+/// How what follows a head is framed, as hyper frames it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Verdict {
-    /// Nothing against it: it goes on, or it ended well.
-    Fine,
-    /// It ended, having named both `Content-Length` and `Transfer-Encoding`.
-    BothFramings,
-    /// It must not reach the parser: the connection answers it and closes.
-    Refuse(HeadFault),
+pub(crate) enum Body {
+    /// Nothing: the next head follows.
+    None,
+    Length(u64),
+    /// By the transfer coding (which hyper takes over a length).
+    Chunked,
+    /// No telling: the request may switch protocols (`Upgrade`, `CONNECT`).
+    Unknown,
 }
 
 /// Why a head is refused.
@@ -80,8 +82,13 @@ const CODING_NAME: &[u8] = b"transfer-encoding";
 /// The longest name worth remembering when a read ends within it.
 const LONGEST: usize = CODING_NAME.len();
 
+const UPGRADE_NAME: &[u8] = b"upgrade";
+/// How a request line that opens a tunnel begins.
+const CONNECT: &[u8] = b"CONNECT ";
+
 const LENGTH: u8 = 1;
 const CODING: u8 = 2;
+const UPGRADE: u8 = 4;
 
 /// RFC 9110 §5.6.2 `tchar`, by byte: a table, since a name is read a byte at a time.
 static TOKEN: [bool; 256] = {
@@ -112,12 +119,10 @@ static TOKEN: [bool; 256] = {
     table
 };
 
-/// The scan of one connection's request heads, one at a time.
+/// The scan of one request head.
 pub(crate) struct HeadScan {
     max_bytes: usize,
     max_fields: usize,
-    /// Requests the connection had started when the head being scanned began.
-    head_of: u64,
     at: At,
     /// Bytes of the head so far.
     size: usize,
@@ -128,7 +133,8 @@ pub(crate) struct HeadScan {
     name_len: usize,
     /// Their first bytes.
     carry: [u8; LONGEST],
-    /// Which of the framing fields the head named ([`LENGTH`], [`CODING`]).
+    /// Which of the fields that frame what follows the head it named ([`LENGTH`],
+    /// [`CODING`], [`UPGRADE`], the last also for a `CONNECT`).
     seen: u8,
     /// The body length its `Content-Length` values agreed on so far.
     length: Option<u64>,
@@ -160,7 +166,6 @@ impl HeadScan {
         Self {
             max_bytes,
             max_fields,
-            head_of: 0,
             at: At::Start,
             size: 0,
             fields: 0,
@@ -174,38 +179,52 @@ impl HeadScan {
         }
     }
 
-    /// Reads `bytes` of the head that follows the connection's first `started` requests.
-    pub(crate) fn feed(&mut self, started: u64, bytes: &[u8]) -> Verdict {
-        if started != self.head_of {
-            *self = Self::new(self.max_bytes, self.max_fields);
-            self.head_of = started;
-        }
+    /// Ready for the next head.
+    pub(crate) fn reset(&mut self) {
+        *self = Self::new(self.max_bytes, self.max_fields);
+    }
+
+    /// Reads the next `bytes` of the head: `Some(n)` once it has ended, `n` bytes in (the rest
+    /// follow it); `None` while it goes on past them.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, HeadFault> {
         if self.at == At::Done {
-            return Verdict::Fine;
+            return Ok(Some(0));
         }
-        let (used, verdict) = match self.run(bytes) {
-            Ok(read) => read,
-            Err(fault) => {
-                self.at = At::Done;
-                return Verdict::Refuse(fault);
-            }
-        };
+        let used = self.run(bytes)?;
         self.size += used;
         // Unfinished at the limit, it can only end over it.
         if self.size > self.max_bytes || (self.size == self.max_bytes && self.at != At::Done) {
-            self.at = At::Done;
-            return Verdict::Refuse(HeadFault::TooLarge);
+            return Err(HeadFault::TooLarge);
         }
-        verdict
+        Ok((self.at == At::Done).then_some(used))
     }
 
-    /// Goes through `bytes`: how many of them are the head's, and what it says.
-    fn run(&mut self, bytes: &[u8]) -> Result<(usize, Verdict), HeadFault> {
+    /// Whether the head, now ended, named both `Content-Length` and `Transfer-Encoding`.
+    pub(crate) fn both_framings(&self) -> bool {
+        self.seen & (LENGTH | CODING) == LENGTH | CODING
+    }
+
+    /// How what follows the head, now ended, is framed.
+    pub(crate) fn body(&self) -> Body {
+        if self.seen & UPGRADE != 0 {
+            Body::Unknown
+        } else if self.seen & CODING != 0 {
+            Body::Chunked
+        } else {
+            match self.length {
+                Some(n) if n > 0 => Body::Length(n),
+                _ => Body::None,
+            }
+        }
+    }
+
+    /// Goes through `bytes`: how many of them are the head's.
+    fn run(&mut self, bytes: &[u8]) -> Result<usize, HeadFault> {
         let n = bytes.len();
         let mut i = 0;
         if self.after_cr {
             match bytes.first() {
-                None => return Ok((0, Verdict::Fine)),
+                None => return Ok(0),
                 Some(b'\n') => self.after_cr = false,
                 Some(_) => return Err(HeadFault::InvalidByte),
             }
@@ -218,6 +237,12 @@ impl HeadScan {
                     }
                     if i < n {
                         self.at = At::RequestLine;
+                        // A read that ends within the method counts as a CONNECT if it may
+                        // be one.
+                        let method = &bytes[i..n.min(i + CONNECT.len())];
+                        if CONNECT.starts_with(method) {
+                            self.seen |= UPGRADE;
+                        }
                     }
                 }
                 At::RequestLine | At::Value => {
@@ -268,22 +293,26 @@ impl HeadScan {
                         }
                         Some(b'\r') if self.name_len + here.len() == 0 => {
                             match self.cr(bytes, i)? {
-                                Some(next) => return Ok((next, self.ended())),
+                                Some(next) => {
+                                    self.at = At::Done;
+                                    return Ok(next);
+                                }
                                 None => i = n,
                             }
                         }
                         Some(b'\n') if self.name_len + here.len() == 0 => {
-                            return Ok((i + 1, self.ended()));
+                            self.at = At::Done;
+                            return Ok(i + 1);
                         }
                         Some(_) => return Err(HeadFault::InvalidName),
                     }
                 }
                 At::Length => i = self.length(bytes, i)?,
                 // Left by returning, above.
-                At::Done => return Ok((i, Verdict::Fine)),
+                At::Done => return Ok(i),
             }
         }
-        Ok((n, Verdict::Fine))
+        Ok(n)
     }
 
     /// Reads a `Content-Length` value from `bytes[i]` on: where it stopped (at the line's end,
@@ -337,16 +366,6 @@ impl HeadScan {
         }
     }
 
-    /// The head has ended: what it said.
-    fn ended(&mut self) -> Verdict {
-        self.at = At::Done;
-        if self.seen == LENGTH | CODING {
-            Verdict::BothFramings
-        } else {
-            Verdict::Fine
-        }
-    }
-
     /// Keeps the part of a name a read ended within.
     #[cold]
     fn stash(&mut self, part: &[u8]) {
@@ -357,11 +376,12 @@ impl HeadScan {
         self.name_len += part.len();
     }
 
-    /// Which framing field the name that ends with `here` is, if one is.
+    /// Which of the fields that frame what follows the head the name that ends with `here` is,
+    /// if one is.
     #[inline]
     fn framing_field(&self, here: &[u8]) -> u8 {
         let len = self.name_len + here.len();
-        if len != LENGTH_NAME.len() && len != CODING_NAME.len() {
+        if len != LENGTH_NAME.len() && len != CODING_NAME.len() && len != UPGRADE_NAME.len() {
             return 0;
         }
         let mut whole = [0u8; LONGEST];
@@ -376,6 +396,8 @@ impl HeadScan {
             LENGTH
         } else if name.eq_ignore_ascii_case(CODING_NAME) {
             CODING
+        } else if name.eq_ignore_ascii_case(UPGRADE_NAME) {
+            UPGRADE
         } else {
             0
         }
@@ -411,8 +433,26 @@ mod tests {
 
     const SMUGGLE: &[u8] = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
 
+    /// What a head says, for these tests.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Verdict {
+        /// Nothing against it: it goes on, or it ended well.
+        Fine,
+        /// It ended, having named both framings.
+        BothFramings,
+        Refuse(HeadFault),
+    }
+
+    fn verdict(scan: &mut HeadScan, bytes: &[u8]) -> Verdict {
+        match scan.feed(bytes) {
+            Err(fault) => Verdict::Refuse(fault),
+            Ok(Some(_)) if scan.both_framings() => Verdict::BothFramings,
+            Ok(_) => Verdict::Fine,
+        }
+    }
+
     fn whole(head: &[u8]) -> Verdict {
-        HeadScan::new(65536, 100).feed(0, head)
+        verdict(&mut HeadScan::new(65536, 100), head)
     }
 
     /// `head` fed in pieces cut at `cuts`; the first verdict that is not `Fine`.
@@ -420,7 +460,7 @@ mod tests {
         let mut scan = HeadScan::new(65536, 100);
         let mut from = 0;
         for &to in cuts.iter().chain([head.len()].iter()) {
-            let told = scan.feed(0, &head[from..to]);
+            let told = verdict(&mut scan, &head[from..to]);
             if told != Verdict::Fine {
                 return told;
             }
@@ -624,52 +664,67 @@ mod tests {
     #[test]
     fn a_head_over_the_limits_is_refused() {
         let head = b"GET / HTTP/1.1\r\nHost: a\r\nX: 0123456789\r\n\r\n";
+        let scan = |max_bytes, max_fields| HeadScan::new(max_bytes, max_fields);
         // Exactly the limit: fine. One byte less: over it, whether the head has ended or not.
-        let mut at_limit = HeadScan::new(head.len(), 100);
-        assert_eq!(at_limit.feed(0, head), Verdict::Fine);
-        let mut scan = HeadScan::new(head.len() - 1, 100);
-        assert_eq!(scan.feed(0, head), Verdict::Refuse(HeadFault::TooLarge));
-        let mut scan = HeadScan::new(20, 100);
-        assert_eq!(scan.feed(0, &head[..10]), Verdict::Fine);
+        assert_eq!(verdict(&mut scan(head.len(), 100), head), Verdict::Fine);
         assert_eq!(
-            scan.feed(0, &head[10..20]),
+            verdict(&mut scan(head.len() - 1, 100), head),
+            Verdict::Refuse(HeadFault::TooLarge)
+        );
+        let mut twenty = scan(20, 100);
+        assert_eq!(verdict(&mut twenty, &head[..10]), Verdict::Fine);
+        assert_eq!(
+            verdict(&mut twenty, &head[10..20]),
             Verdict::Refuse(HeadFault::TooLarge)
         );
         // The body's bytes are not the head's.
-        let mut scan = HeadScan::new(head.len(), 100);
-        assert_eq!(scan.feed(0, &[&head[..], b"body"].concat()), Verdict::Fine);
-        // Fields: two allowed, three not.
-        let mut scan = HeadScan::new(65536, 2);
-        assert_eq!(scan.feed(0, head), Verdict::Fine);
-        let mut scan = HeadScan::new(65536, 2);
+        let with_body = [&head[..], b"body"].concat();
         assert_eq!(
-            scan.feed(0, b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"),
+            verdict(&mut scan(head.len(), 100), &with_body),
+            Verdict::Fine
+        );
+        // Fields: two allowed, three not.
+        assert_eq!(verdict(&mut scan(65536, 2), head), Verdict::Fine);
+        assert_eq!(
+            verdict(
+                &mut scan(65536, 2),
+                b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"
+            ),
             Verdict::Refuse(HeadFault::TooManyFields)
         );
     }
 
     #[test]
-    fn each_request_head_is_scanned_afresh() {
+    fn what_follows_a_head_is_framed_as_hyper_frames_it() {
+        let body = |head: &[u8]| {
+            let mut scan = HeadScan::new(65536, 100);
+            let used = scan.feed(head).unwrap().expect("the head ends");
+            (used, scan.body())
+        };
+        assert_eq!(body(b"GET / HTTP/1.1\r\n\r\nGET"), (18, Body::None));
+        assert_eq!(
+            body(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            (38, Body::None)
+        );
+        assert_eq!(
+            body(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n").1,
+            Body::Length(12)
+        );
+        // The coding over the length, as hyper takes it (when the listener lets both through).
+        assert_eq!(body(SMUGGLE).1, Body::Chunked);
+        // A protocol switch may follow.
+        assert_eq!(
+            body(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n").1,
+            Body::Unknown
+        );
+        assert_eq!(
+            body(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").1,
+            Body::Unknown
+        );
+        // A read cut within a method that may be CONNECT counts as one.
         let mut scan = HeadScan::new(65536, 100);
-        assert_eq!(
-            scan.feed(0, b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"),
-            Verdict::Fine
-        );
-        // The second head, after the first request started, names only the coding.
-        assert_eq!(
-            scan.feed(
-                1,
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-            ),
-            Verdict::Fine
-        );
-        assert_eq!(scan.feed(2, SMUGGLE), Verdict::BothFramings);
-        // A refused head is over; the next one is scanned afresh.
-        assert_eq!(
-            scan.feed(3, b"GET / HTTP/1.1\r\nX: \x01\r\n\r\n"),
-            Verdict::Refuse(HeadFault::InvalidByte)
-        );
-        assert_eq!(scan.feed(3, b"more"), Verdict::Fine);
-        assert_eq!(scan.feed(4, b"GET / HTTP/1.1\r\n\r\n"), Verdict::Fine);
+        assert_eq!(scan.feed(b"CON").unwrap(), None);
+        assert_eq!(scan.feed(b"NECT a:443 HTTP/1.1\r\n\r\n").unwrap(), Some(23));
+        assert_eq!(scan.body(), Body::Unknown);
     }
 }

@@ -8,14 +8,14 @@
 //! The wrapper also notes how the socket ended ([`SocketState`]), for the access log of a
 //! response it cut short: given up here (`SI`), or closed by the client (`DC`, where an HTTP/2
 //! stream reset alone is `DR`); it shows the bytes it reads to the connection's
-//! [`HeadClock`]; and it withholds from hyper an HTTP/1 request head that [`HeadScan`]
+//! [`HeadClock`]; and it withholds from hyper an HTTP/1 request head that [`RequestScan`]
 //! refuses: hyper reads the end of the connection instead, and the connection's task answers
 //! the head.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -23,7 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::head_clock::HeadClock;
-use crate::head_scan::{HeadFault, HeadScan, Verdict};
+use crate::head_scan::HeadFault;
+use crate::request_scan::RequestScan;
 
 /// `io` whose writes time out after `limit` without progress (zero: never).
 pub(crate) struct WriteStall<S: AsyncWrite + Unpin> {
@@ -34,8 +35,8 @@ pub(crate) struct WriteStall<S: AsyncWrite + Unpin> {
     armed: bool,
     /// What the access log of a response cut short needs to know of the connection.
     state: Arc<SocketState>,
-    /// Reads the HTTP/1 request heads.
-    scan: HeadScan,
+    /// Follows the HTTP/1 requests.
+    scan: RequestScan,
     /// Whether a head that names both `Content-Length` and `Transfer-Encoding` is refused
     /// (unless the listener sets `allow_chunked_length`).
     refuse_both_framings: bool,
@@ -50,9 +51,9 @@ pub(crate) struct SocketState {
     /// The client closed (or broke) its end (`DC`).
     pub peer_closed: AtomicBool,
     pub head: HeadClock,
-    /// The request head read last named both `Content-Length` and `Transfer-Encoding`
-    /// ([`HeadScan`]); its request takes the flag.
-    pub framing_conflict: AtomicBool,
+    /// The first request on the connection (counted from 1) whose head named both
+    /// `Content-Length` and `Transfer-Encoding` ([`RequestScan`]), or 0.
+    pub framing_conflict: AtomicU64,
     /// The request head read last was refused, and withheld from hyper; the connection's task
     /// answers it.
     pub refused: std::sync::OnceLock<HeadFault>,
@@ -72,7 +73,7 @@ impl SocketState {
             stalled: AtomicBool::new(false),
             peer_closed: AtomicBool::new(false),
             head: HeadClock::new(accepted),
-            framing_conflict: AtomicBool::new(false),
+            framing_conflict: AtomicU64::new(0),
             refused: std::sync::OnceLock::new(),
             heads_over: AtomicBool::new(false),
             farewell: std::sync::OnceLock::new(),
@@ -86,7 +87,7 @@ impl<S: AsyncWrite + Unpin> WriteStall<S> {
         io: S,
         limit: Duration,
         state: Arc<SocketState>,
-        scan: HeadScan,
+        scan: RequestScan,
         refuse_both_framings: bool,
     ) -> Self {
         Self {
@@ -170,22 +171,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
                 let this = &mut *self;
                 let (head, bytes) = (&this.state.head, &buf.filled()[before..]);
                 head.read(bytes);
-                // Bytes while a request is in flight are its body (see HeadClock::read).
-                if head.is_http1()
-                    && head.in_flight() == 0
-                    && !this.state.heads_over.load(Ordering::Relaxed)
-                {
-                    match this.scan.feed(head.started(), bytes) {
-                        Verdict::Fine => {}
-                        Verdict::BothFramings => {
-                            if this.refuse_both_framings {
-                                this.state.framing_conflict.store(true, Ordering::Relaxed);
-                            }
-                        }
-                        Verdict::Refuse(fault) => {
-                            let _ = this.state.refused.set(fault);
-                            buf.set_filled(before);
-                        }
+                if head.is_http1() && !this.state.heads_over.load(Ordering::Relaxed) {
+                    let answered = (head.in_flight() == 0).then(|| head.started());
+                    let told = this.scan.feed(bytes, answered);
+                    if let Some(index) = told.both_framings
+                        && this.refuse_both_framings
+                    {
+                        let _ = this.state.framing_conflict.compare_exchange(
+                            0,
+                            index,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    if let Some(fault) = told.refuse {
+                        let _ = this.state.refused.set(fault);
+                        buf.set_filled(before);
                     }
                 }
             }

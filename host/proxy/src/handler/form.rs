@@ -117,9 +117,9 @@ pub(super) fn request_host(parts: &mut http::request::Parts) -> Option<HeaderVal
 /// either way, for the log.
 pub(super) fn refused(conn: &ConnCtx, uri: &mut Uri) -> Option<(Failure, &'static str)> {
     let path = canonical_path(&conn.listener.paths, uri).err();
-    let framing = &conn.socket.framing_conflict;
-    if framing.load(Ordering::Relaxed) {
-        framing.store(false, Ordering::Relaxed);
+    // Requests on an HTTP/1 connection are started in order, so its count names this one.
+    let framing = conn.socket.framing_conflict.load(Ordering::Relaxed);
+    if framing != 0 && framing == conn.socket.head.started() {
         let failure = (
             ErrorKind::BadRequest,
             "the request has both Content-Length and Transfer-Encoding, as request smuggling does"

@@ -1,0 +1,308 @@
+//! The requests on a client's HTTP/1 connection, followed through their bodies as they are
+//! read, so that each head is known for a head wherever it falls: a pipelined one read with
+//! the request before it, or after a body that took several reads. Heads are checked by
+//! [`HeadScan`]; bodies are only counted through (a length) or framed (chunks: their size
+//! lines and the trailers), never looked into.
+//!
+//! A head refused here is withheld from hyper only when nothing else is pending on the
+//! connection: this read holds nothing before it and every request before it has been
+//! answered. Otherwise (a pipelined head) the scan stops, and hyper answers the head itself in
+//! its turn, as it would without the scan. So does a head after which the connection may
+//! switch protocols, or a body whose framing hyper will refuse.
+
+use crate::head_scan::{Body, HeadFault, HeadScan};
+
+/// The scan of one connection's requests.
+pub(crate) struct RequestScan {
+    head: HeadScan,
+    part: Part,
+    /// The request being read, counted from 1.
+    index: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Part {
+    Head,
+    /// Body bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// Nothing more is read here: the connection may have switched protocols, a head was
+    /// refused, or a framing is past following.
+    Stopped,
+}
+
+/// Where a chunked body is (RFC 9112 §7.1).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Chunk {
+    /// In a chunk-size line: the size so far, whether a digit has been read, and whether the
+    /// extensions have begun.
+    Size { size: u64, digits: bool, ext: bool },
+    /// Data bytes still to come.
+    Data(u64),
+    /// At the line end after a chunk's data.
+    DataEnd,
+    /// In the trailer section; whether the current line is empty so far.
+    Trailers { empty: bool },
+}
+
+/// What a read said.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct Told {
+    /// The first request (by index) whose head named both `Content-Length` and
+    /// `Transfer-Encoding`.
+    pub both_framings: Option<u64>,
+    /// The head this read ends was refused: its bytes must not reach hyper.
+    pub refuse: Option<HeadFault>,
+}
+
+impl RequestScan {
+    /// Heads limited to `max_bytes` and `max_fields` (the listener's).
+    pub(crate) fn new(max_bytes: usize, max_fields: usize) -> Self {
+        Self {
+            head: HeadScan::new(max_bytes, max_fields),
+            part: Part::Head,
+            index: 1,
+        }
+    }
+
+    /// Reads the connection's next `bytes`; `answered` says how many requests have been
+    /// answered in full so far (none is in flight).
+    pub(crate) fn feed(&mut self, bytes: &[u8], answered: Option<u64>) -> Told {
+        let mut told = Told::default();
+        // A head refused may be withheld only if this read holds nothing before it.
+        let (first, clean) = (self.index, self.part == Part::Head);
+        let mut i = 0;
+        while i < bytes.len() {
+            match &mut self.part {
+                Part::Head => match self.head.feed(&bytes[i..]) {
+                    Ok(None) => i = bytes.len(),
+                    Ok(Some(used)) => {
+                        i += used;
+                        if self.head.both_framings() && told.both_framings.is_none() {
+                            told.both_framings = Some(self.index);
+                        }
+                        self.part = match self.head.body() {
+                            Body::None => Part::Head,
+                            Body::Length(n) => Part::Length(n),
+                            Body::Chunked => Part::Chunked(Chunk::Size {
+                                size: 0,
+                                digits: false,
+                                ext: false,
+                            }),
+                            Body::Unknown => Part::Stopped,
+                        };
+                        if self.part == Part::Head {
+                            self.next_request();
+                        }
+                    }
+                    Err(fault) => {
+                        if clean && self.index == first && answered == Some(first - 1) {
+                            told.refuse = Some(fault);
+                        }
+                        self.part = Part::Stopped;
+                    }
+                },
+                Part::Length(rest) => {
+                    let take = (bytes.len() - i).min(usize::try_from(*rest).unwrap_or(usize::MAX));
+                    i += take;
+                    *rest -= take as u64;
+                    if *rest == 0 {
+                        self.next_request();
+                    }
+                }
+                Part::Chunked(chunk) => {
+                    let (next, ended) = chunked(chunk, bytes, i);
+                    i = next;
+                    match ended {
+                        Some(true) => self.next_request(),
+                        Some(false) => self.part = Part::Stopped,
+                        None => {}
+                    }
+                }
+                Part::Stopped => break,
+            }
+        }
+        told
+    }
+
+    fn next_request(&mut self) {
+        self.index += 1;
+        self.part = Part::Head;
+        self.head.reset();
+    }
+}
+
+/// Goes through a chunked body from `bytes[i]`: where it stopped, and whether the body ended
+/// there (`Some(true)`), or has a framing hyper will refuse (`Some(false)`).
+fn chunked(chunk: &mut Chunk, bytes: &[u8], mut i: usize) -> (usize, Option<bool>) {
+    while let Some(&b) = bytes.get(i) {
+        match chunk {
+            Chunk::Size { size, digits, ext } => {
+                i += 1;
+                match b {
+                    b'\n' if !*digits => return (i, Some(false)),
+                    b'\n' if *size == 0 => *chunk = Chunk::Trailers { empty: true },
+                    b'\n' => *chunk = Chunk::Data(*size),
+                    b'\r' => {}
+                    _ if *ext => {}
+                    b';' | b' ' | b'\t' => *ext = true,
+                    _ => {
+                        let Some(digit) = char::from(b).to_digit(16) else {
+                            return (i, Some(false));
+                        };
+                        let Some(more) = size.checked_mul(16) else {
+                            return (i, Some(false));
+                        };
+                        *size = more + u64::from(digit);
+                        *digits = true;
+                    }
+                }
+            }
+            Chunk::Data(rest) => {
+                let take = (bytes.len() - i).min(usize::try_from(*rest).unwrap_or(usize::MAX));
+                i += take;
+                *rest -= take as u64;
+                if *rest == 0 {
+                    *chunk = Chunk::DataEnd;
+                }
+            }
+            Chunk::DataEnd => {
+                i += 1;
+                match b {
+                    b'\r' => {}
+                    b'\n' => {
+                        *chunk = Chunk::Size {
+                            size: 0,
+                            digits: false,
+                            ext: false,
+                        }
+                    }
+                    _ => return (i, Some(false)),
+                }
+            }
+            Chunk::Trailers { empty } => {
+                i += 1;
+                match b {
+                    b'\n' if *empty => return (i, Some(true)),
+                    b'\n' => *empty = true,
+                    b'\r' => {}
+                    _ => *empty = false,
+                }
+            }
+        }
+    }
+    (i, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    const BAD: &[u8] = b"GET / HTTP/1.1\r\nX: \x01\r\n\r\n";
+    const SMUGGLE: &[u8] =
+        b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+
+    fn scan() -> RequestScan {
+        RequestScan::new(65536, 100)
+    }
+
+    /// `stream` in pieces cut at every pair of places, with every request before the last
+    /// answered: the refusals and the first request that named both framings.
+    fn cut_anywhere(stream: &[u8], answered: u64) -> Told {
+        let whole = scan().feed(stream, Some(answered));
+        for a in 0..=stream.len() {
+            for b in a..=stream.len() {
+                let mut s = scan();
+                let mut told = Told::default();
+                for piece in [&stream[..a], &stream[a..b], &stream[b..]] {
+                    let t = s.feed(piece, Some(answered));
+                    told.both_framings = told.both_framings.or(t.both_framings);
+                    told.refuse = told.refuse.or(t.refuse);
+                }
+                assert_eq!(
+                    told.both_framings, whole.both_framings,
+                    "cut at {a} and {b}"
+                );
+            }
+        }
+        whole
+    }
+
+    #[test]
+    fn heads_after_bodies_of_every_framing_are_found() {
+        let stream = [
+            GET,
+            b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\nX: \x01\r\n\r\n\r\n\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"5;ext=1\r\n\x00\r\n\x01\n\r\nA\r\nGET / HTTP\r\n0\r\nTrailer: \x01\r\n\r\n",
+            SMUGGLE,
+        ]
+        .concat();
+        // The body bytes that look like bad heads are bodies; the fourth request is the one
+        // with both framings.
+        let told = cut_anywhere(&stream, 0);
+        assert_eq!(told.both_framings, Some(4));
+        assert_eq!(told.refuse, None);
+    }
+
+    #[test]
+    fn a_bad_head_is_refused_only_when_nothing_is_pending() {
+        // First on the connection, alone in its read: refused.
+        assert_eq!(
+            scan().feed(BAD, Some(0)).refuse,
+            Some(HeadFault::InvalidByte)
+        );
+        // After a request still in flight, or not yet answered: left to hyper.
+        assert_eq!(scan().feed(BAD, None).refuse, None);
+        let mut s = scan();
+        assert_eq!(s.feed(GET, Some(0)), Told::default());
+        assert_eq!(s.feed(BAD, Some(0)).refuse, None);
+        // After an answered one, alone in its read: refused.
+        let mut s = scan();
+        s.feed(GET, Some(0));
+        assert_eq!(s.feed(BAD, Some(1)).refuse, Some(HeadFault::InvalidByte));
+        // Read together with the request before it: left to hyper, and nothing more is read.
+        let mut s = scan();
+        assert_eq!(s.feed(&[GET, BAD].concat(), Some(0)).refuse, None);
+        assert_eq!(s.feed(SMUGGLE, Some(1)), Told::default());
+        // A head begun in an earlier read, which held nothing else, may still be refused.
+        let mut s = scan();
+        s.feed(GET, Some(0));
+        s.feed(&BAD[..10], Some(0));
+        assert_eq!(
+            s.feed(&BAD[10..], Some(1)).refuse,
+            Some(HeadFault::InvalidByte)
+        );
+    }
+
+    #[test]
+    fn nothing_is_read_after_a_protocol_switch_may_begin() {
+        let mut s = scan();
+        s.feed(
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            Some(0),
+        );
+        // Tunnelled bytes, or whatever follows: not a head to refuse.
+        assert_eq!(s.feed(BAD, Some(1)), Told::default());
+        assert_eq!(s.feed(SMUGGLE, Some(1)), Told::default());
+    }
+
+    #[test]
+    fn a_chunked_framing_hyper_refuses_stops_the_scan() {
+        for body in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\r\nabcdeX",
+            b"fffffffffffffffff1\r\n",
+        ] {
+            let mut s = scan();
+            s.feed(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Some(0),
+            );
+            s.feed(body, Some(0));
+            assert_eq!(s.part, Part::Stopped, "{}", String::from_utf8_lossy(body));
+        }
+    }
+}
