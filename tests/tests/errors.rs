@@ -224,7 +224,9 @@ async fn a_listener_may_let_both_framings_through_by_the_coding() {
 /// An answer read off the socket, as `raw` returns it, is the JSON error `code` with `status`,
 /// naming its request id in the body and the header, and the connection closed after it.
 fn assert_raw_json_error(out: &str, status: u16, code: &str) {
-    let (head, body) = out.split_once("\r\n\r\n").expect("a whole answer");
+    let (head, body) = out
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("a whole answer: {out:?}"));
     assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{out}");
     let head = head.to_ascii_lowercase();
     assert!(head.contains("\r\ncontent-type: application/json"), "{out}");
@@ -345,8 +347,9 @@ async fn read_response(s: &mut tokio::net::TcpStream) -> String {
     }
 }
 
-/// A pipelined request whose body is still arriving when the request before it is answered:
-/// the body's bytes, which would be a bad head, are its body, and it is forwarded whole.
+/// A pipelined request whose body arrives before the request before it is answered, but is
+/// read only after: its bytes, which would be a bad head, are its body, and it is forwarded
+/// whole.
 #[tokio::test]
 async fn a_pipelined_body_arriving_late_is_a_body() {
     use tokio::io::AsyncWriteExt;
@@ -360,17 +363,44 @@ async fn a_pipelined_body_arriving_late_is_a_body() {
     });
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 21\r\n\r\nGET / HTTP/1.1\r\n")
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 21\r\n\r\n")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    s.write_all(b"X:\x01\n\n").await.unwrap();
+    // hyper reads these for the second request before its handler first runs.
+    s.write_all(b"GET / HTTP/1.1\r\nX:\x01\n\n").await.unwrap();
     let first = read_response(&mut s).await;
     assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
     let second = read_response(&mut s).await;
     assert!(second.starts_with("HTTP/1.1 200 "), "{second}");
     assert!(second.contains(r#""body_len":21"#), "{second}");
     assert_eq!(up.requests(), 2);
+}
+
+/// A request that asks to switch protocols and is answered without a switch (`h2c`, which the
+/// gateway ignores, as `curl --http2` sends it over cleartext) leaves the connection's later
+/// heads checked as before.
+#[tokio::test]
+async fn a_bad_head_after_an_upgrade_not_taken_is_still_answered_in_json() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::echo();
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_response(&mut s).await;
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .expect("the connection closes after the answer")
+        .unwrap();
+    assert_raw_json_error(&out, 400, "bad_request");
+    assert_eq!(up.requests(), 1);
 }
 
 /// A bad head pipelined behind a good one, in the same read, is left to the HTTP parser: the

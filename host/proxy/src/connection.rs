@@ -24,7 +24,7 @@ use crate::head_clock::{self, Watch};
 use crate::request_scan::RequestScan;
 use crate::stream_watch::StreamExec;
 use crate::worker::{ConnCtx, Worker};
-use crate::write_stall::WriteStall;
+use crate::write_stall::{WriteStall, closing_answer};
 
 /// A worker's drain, as its connections see it.
 #[derive(Default)]
@@ -151,8 +151,8 @@ pub(crate) async fn serve<S>(
                         // A connection that sent nothing (or HTTP/2's preface) has no
                         // request to answer, and is just closed.
                         if head.is_http1() {
-                            let (request_id, answer, body_len) = head_answer(
-                                &worker,
+                            let (request_id, answer, body_len) = closing_answer(
+                                &mut worker.rng.borrow_mut(),
                                 rustygate_core::ErrorKind::RequestTimeout,
                                 "the request head was not received in time",
                             );
@@ -177,22 +177,20 @@ pub(crate) async fn serve<S>(
     })
     .await;
     worker.drain.forget(conn.id);
-    if let Some(fault) = conn.socket.refused.get() {
-        // hyper never saw the head, so wrote nothing for it: the answer is the connection's.
-        let (kind, message, details) = fault.answer();
-        let (request_id, answer, body_len) = head_answer(&worker, kind, message);
-        let _ = conn.socket.farewell.set(answer);
+    if let Some(refused) = conn.socket.refused.get() {
+        // hyper never saw the head, so wrote nothing for it: the socket's wrapper answers it.
+        let (kind, _, details) = refused.fault.answer();
         let head = &conn.socket.head;
         let answer = HeadAnswer {
             status: kind.status().as_u16(),
             flags: "DPE",
             details,
-            request_id: &request_id,
+            request_id: &refused.request_id,
             took: head.pending_since().map_or(Duration::ZERO, |t| t.elapsed()),
-            body_len,
+            body_len: refused.body_len,
         };
         crate::handler::head_answered(&worker, &conn, answer);
-        tracing::debug!(peer = %conn.peer, fault = ?fault, "request head refused");
+        tracing::debug!(peer = %conn.peer, fault = ?refused.fault, "request head refused");
     } else if let Some(e) = ended {
         // hyper answers a head it cannot parse only when no response is being written (its
         // dispatcher, which still holds any such response, is dropped after this).
@@ -239,24 +237,4 @@ fn codec_error(e: &hyper::Error) -> Option<(u16, &'static str)> {
         m if m.starts_with("internal error") => return None,
         _ => (400, "http1.codec_error"),
     })
-}
-
-/// The answer to a request head that did not arrive in time or was refused, as the client
-/// reads it before the connection closes, the request id it names and the length of its body.
-fn head_answer(
-    worker: &Worker,
-    kind: rustygate_core::ErrorKind,
-    detail: &str,
-) -> (String, Vec<u8>, usize) {
-    let request_id = rustygate_core::forwarding::new_uuid_v4(&mut worker.rng.borrow_mut());
-    let id = request_id.to_str().unwrap_or_default().to_owned();
-    let body = kind.json_body(Some(detail), &id);
-    let status = kind.status();
-    let answer = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {id}\r\nconnection: close\r\n\r\n{body}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or_default(),
-        body.len()
-    );
-    (id, answer.into_bytes(), body.len())
 }

@@ -7,8 +7,9 @@
 //! A head refused here is withheld from hyper only when nothing else is pending on the
 //! connection: this read holds nothing before it and every request before it has been
 //! answered. Otherwise (a pipelined head) the scan stops, and hyper answers the head itself in
-//! its turn, as it would without the scan. So does a head after which the connection may
-//! switch protocols, or a body whose framing hyper will refuse.
+//! its turn, as it would without the scan. It also stops at a body whose framing hyper will
+//! refuse, and after a request that may switch protocols unless that request is answered
+//! without a switch before anything more is read.
 
 use crate::head_scan::{Body, HeadFault, HeadScan};
 
@@ -26,6 +27,9 @@ enum Part {
     /// Body bytes still to come.
     Length(u64),
     Chunked(Chunk),
+    /// After a request that may switch protocols (`Upgrade`, `CONNECT`): what follows is the
+    /// next head only if the request is answered, and no tunnel opened, first.
+    Switch,
     /// Nothing more is read here: the connection may have switched protocols, a head was
     /// refused, or a framing is past following.
     Stopped,
@@ -69,6 +73,10 @@ impl RequestScan {
     /// answered in full so far (none is in flight).
     pub(crate) fn feed(&mut self, bytes: &[u8], answered: Option<u64>) -> Told {
         let mut told = Told::default();
+        // No tunnel opened (the connection would not be read here), so the next head follows.
+        if self.part == Part::Switch && answered == Some(self.index) {
+            self.next_request();
+        }
         // A head refused may be withheld only if this read holds nothing before it.
         let (first, clean) = (self.index, self.part == Part::Head);
         let mut i = 0;
@@ -89,7 +97,7 @@ impl RequestScan {
                                 digits: false,
                                 ext: false,
                             }),
-                            Body::Unknown => Part::Stopped,
+                            Body::Unknown => Part::Switch,
                         };
                         if self.part == Part::Head {
                             self.next_request();
@@ -103,9 +111,7 @@ impl RequestScan {
                     }
                 },
                 Part::Length(rest) => {
-                    let take = (bytes.len() - i).min(usize::try_from(*rest).unwrap_or(usize::MAX));
-                    i += take;
-                    *rest -= take as u64;
+                    i += count_through(rest, bytes.len() - i);
                     if *rest == 0 {
                         self.next_request();
                     }
@@ -119,6 +125,8 @@ impl RequestScan {
                         None => {}
                     }
                 }
+                // Bytes before the answer: the body, or tunnelled, or the next head.
+                Part::Switch => self.part = Part::Stopped,
                 Part::Stopped => break,
             }
         }
@@ -130,6 +138,13 @@ impl RequestScan {
         self.part = Part::Head;
         self.head.reset();
     }
+}
+
+/// Takes up to `rest` of the `available` bytes: how many it took.
+fn count_through(rest: &mut u64, available: usize) -> usize {
+    let take = usize::try_from(*rest).map_or(available, |rest| rest.min(available));
+    *rest -= take as u64;
+    take
 }
 
 /// Goes through a chunked body from `bytes[i]`: where it stopped, and whether the body ended
@@ -159,9 +174,7 @@ fn chunked(chunk: &mut Chunk, bytes: &[u8], mut i: usize) -> (usize, Option<bool
                 }
             }
             Chunk::Data(rest) => {
-                let take = (bytes.len() - i).min(usize::try_from(*rest).unwrap_or(usize::MAX));
-                i += take;
-                *rest -= take as u64;
+                i += count_through(rest, bytes.len() - i);
                 if *rest == 0 {
                     *chunk = Chunk::DataEnd;
                 }
@@ -276,16 +289,39 @@ mod tests {
         );
     }
 
+    const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n";
+
     #[test]
     fn nothing_is_read_after_a_protocol_switch_may_begin() {
+        // Bytes before the request is answered may be tunnelled: the scan stops.
         let mut s = scan();
-        s.feed(
-            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-            Some(0),
-        );
-        // Tunnelled bytes, or whatever follows: not a head to refuse.
-        assert_eq!(s.feed(BAD, Some(1)), Told::default());
+        s.feed(UPGRADE, Some(0));
+        assert_eq!(s.feed(BAD, None), Told::default());
         assert_eq!(s.feed(SMUGGLE, Some(1)), Told::default());
+        // So it does for bytes read with the request, whatever follows.
+        let mut s = scan();
+        assert_eq!(
+            s.feed(&[UPGRADE, SMUGGLE].concat(), Some(0)),
+            Told::default()
+        );
+        assert_eq!(s.feed(BAD, Some(1)), Told::default());
+    }
+
+    #[test]
+    fn a_request_answered_without_a_switch_is_followed_by_the_next_head() {
+        // (A tunnel, once opened, is never fed to the scan.)
+        let mut s = scan();
+        s.feed(UPGRADE, Some(0));
+        assert_eq!(
+            s.feed(SMUGGLE, Some(1)),
+            Told {
+                both_framings: Some(2),
+                refuse: None
+            }
+        );
+        let mut s = scan();
+        s.feed(UPGRADE, Some(0));
+        assert_eq!(s.feed(BAD, Some(1)).refuse, Some(HeadFault::InvalidByte));
     }
 
     #[test]

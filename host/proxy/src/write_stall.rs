@@ -54,9 +54,9 @@ pub(crate) struct SocketState {
     /// The first request on the connection (counted from 1) whose head named both
     /// `Content-Length` and `Transfer-Encoding` ([`RequestScan`]), or 0.
     pub framing_conflict: AtomicU64,
-    /// The request head read last was refused, and withheld from hyper; the connection's task
-    /// answers it.
-    pub refused: std::sync::OnceLock<HeadFault>,
+    /// The request head read last was refused, and withheld from hyper; its answer is the
+    /// `farewell`.
+    pub refused: std::sync::OnceLock<Refused>,
     /// No further request head will be read here: the connection became a tunnel, or a
     /// response ended it before its request had arrived whole (what follows is the rest of
     /// that request, or tunnelled bytes).
@@ -65,6 +65,13 @@ pub(crate) struct SocketState {
     /// request head that took too long. Written without waiting, and only if no write of the
     /// connection's own is still waiting.
     pub farewell: std::sync::OnceLock<Vec<u8>>,
+}
+
+/// A request head refused before hyper read it, as the access log tells it.
+pub(crate) struct Refused {
+    pub fault: HeadFault,
+    pub request_id: String,
+    pub body_len: usize,
 }
 
 impl SocketState {
@@ -185,7 +192,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
                         );
                     }
                     if let Some(fault) = told.refuse {
-                        let _ = this.state.refused.set(fault);
+                        // Made here, not by the connection's task: hyper may drop the socket
+                        // itself (handing it to a protocol switch nobody takes), and the
+                        // answer goes out when it is dropped.
+                        let (kind, message, _) = fault.answer();
+                        let (request_id, answer, body_len) =
+                            closing_answer(&mut fastrand::Rng::new(), kind, message);
+                        let _ = this.state.farewell.set(answer);
+                        let refused = Refused {
+                            fault,
+                            request_id,
+                            body_len,
+                        };
+                        let _ = this.state.refused.set(refused);
                         buf.set_filled(before);
                     }
                 }
@@ -260,4 +279,24 @@ impl<S: AsyncWrite + Unpin> Drop for WriteStall<S> {
         let _ = io.as_mut().poll_flush(&mut cx);
         let _ = io.as_mut().poll_shutdown(&mut cx);
     }
+}
+
+/// An answer the connection closes after (to a request head that did not arrive in time or
+/// was refused), as the client reads it, the request id it names and the length of its body.
+pub(crate) fn closing_answer(
+    rng: &mut fastrand::Rng,
+    kind: rustygate_core::ErrorKind,
+    detail: &str,
+) -> (String, Vec<u8>, usize) {
+    let request_id = rustygate_core::forwarding::new_uuid_v4(rng);
+    let id = request_id.to_str().unwrap_or_default().to_owned();
+    let body = kind.json_body(Some(detail), &id);
+    let status = kind.status();
+    let answer = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {id}\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default(),
+        body.len()
+    );
+    (id, answer.into_bytes(), body.len())
 }
