@@ -286,34 +286,34 @@ async fn invalid_header_bytes_are_400_and_not_forwarded() {
 /// request's response, which arrives whole.
 #[tokio::test]
 async fn a_bad_head_after_a_good_request_is_answered_on_the_same_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    let mut first = Vec::new();
-    while !String::from_utf8_lossy(&first).ends_with("forwarded") {
-        let mut buf = [0u8; 1024];
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0, "{}", String::from_utf8_lossy(&first));
-        first.extend_from_slice(&buf[..n]);
-    }
-    assert!(first.starts_with(b"HTTP/1.1 200 "));
+    let first = read_response(&mut s).await;
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
     // Its head arrives in two reads, the bad byte in the second.
     s.write_all(b"GET /y HTTP/1.1\r\nHost: a\r\n")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     s.write_all(b"X: \x00\r\n\r\n").await.unwrap();
+    assert_raw_json_error(&read_to_close(&mut s).await, 400, "bad_request");
+    assert_eq!(up.requests(), 1);
+}
+
+/// Reads what the gateway sends on `s` until it closes the connection, which it must within 5 s.
+async fn read_to_close(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
     let mut out = String::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
         .await
         .expect("the connection closes after the answer")
         .unwrap();
-    assert_raw_json_error(&out, 400, "bad_request");
-    assert_eq!(up.requests(), 1);
+    out
 }
 
 /// Reads one response with a `content-length` from `s`, whole.
@@ -382,7 +382,7 @@ async fn a_pipelined_body_arriving_late_is_a_body() {
 /// heads checked as before.
 #[tokio::test]
 async fn a_bad_head_after_an_upgrade_not_taken_is_still_answered_in_json() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let up = Upstream::echo();
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -394,12 +394,7 @@ async fn a_bad_head_after_an_upgrade_not_taken_is_still_answered_in_json() {
     s.write_all(b"GET /b HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n")
         .await
         .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .expect("the connection closes after the answer")
-        .unwrap();
-    assert_raw_json_error(&out, 400, "bad_request");
+    assert_raw_json_error(&read_to_close(&mut s).await, 400, "bad_request");
     assert_eq!(up.requests(), 1);
 }
 
