@@ -49,6 +49,15 @@ enum Chunk {
     Trailers { empty: bool },
 }
 
+impl Chunk {
+    /// At the start of a chunk-size line.
+    const SIZE: Chunk = Chunk::Size {
+        size: 0,
+        digits: false,
+        ext: false,
+    };
+}
+
 /// What a read said.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub(crate) struct Told {
@@ -89,18 +98,11 @@ impl RequestScan {
                         if self.head.both_framings() && told.both_framings.is_none() {
                             told.both_framings = Some(self.index);
                         }
-                        self.part = match self.head.body() {
-                            Body::None => Part::Head,
-                            Body::Length(n) => Part::Length(n),
-                            Body::Chunked => Part::Chunked(Chunk::Size {
-                                size: 0,
-                                digits: false,
-                                ext: false,
-                            }),
-                            Body::Unknown => Part::Switch,
-                        };
-                        if self.part == Part::Head {
-                            self.next_request();
+                        match self.head.body() {
+                            Body::None => self.next_request(),
+                            Body::Length(n) => self.part = Part::Length(n),
+                            Body::Chunked => self.part = Part::Chunked(Chunk::SIZE),
+                            Body::Unknown => self.part = Part::Switch,
                         }
                     }
                     Err(fault) => {
@@ -183,13 +185,7 @@ fn chunked(chunk: &mut Chunk, bytes: &[u8], mut i: usize) -> (usize, Option<bool
                 i += 1;
                 match b {
                     b'\r' => {}
-                    b'\n' => {
-                        *chunk = Chunk::Size {
-                            size: 0,
-                            digits: false,
-                            ext: false,
-                        }
-                    }
+                    b'\n' => *chunk = Chunk::SIZE,
                     _ => return (i, Some(false)),
                 }
             }

@@ -9,8 +9,8 @@
 //! response it cut short: given up here (`SI`), or closed by the client (`DC`, where an HTTP/2
 //! stream reset alone is `DR`); it shows the bytes it reads to the connection's
 //! [`HeadClock`]; and it withholds from hyper an HTTP/1 request head that [`RequestScan`]
-//! refuses: hyper reads the end of the connection instead, and the connection's task answers
-//! the head.
+//! refuses: hyper reads the end of the connection instead, and the head's answer goes out as
+//! the wrapper is dropped.
 
 use std::io;
 use std::pin::Pin;
@@ -62,7 +62,7 @@ pub(crate) struct SocketState {
     /// that request, or tunnelled bytes).
     pub heads_over: AtomicBool,
     /// What to send the client as the connection is dropped, if anything: the answer to a
-    /// request head that took too long. Written without waiting, and only if no write of the
+    /// request head that took too long or was refused. Written without waiting, and only if no write of the
     /// connection's own is still waiting.
     pub farewell: std::sync::OnceLock<Vec<u8>>,
 }
@@ -89,7 +89,7 @@ impl SocketState {
 }
 
 impl<S: AsyncWrite + Unpin> WriteStall<S> {
-    /// `scan` reads the HTTP/1 request heads; `refuse_both_framings` as for the field.
+    /// `scan` follows the HTTP/1 requests; `refuse_both_framings` as for the field.
     pub(crate) fn new(
         io: S,
         limit: Duration,
