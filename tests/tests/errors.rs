@@ -10,6 +10,12 @@ use rustygate_tests::client::{self, Seen, get, h2c, raw, raw_upload, send};
 use rustygate_tests::upstream::{Upstream, text};
 use rustygate_tests::{TestGateway, simple_config};
 
+/// `yaml` (from [`simple_config`]) with `settings`, indented lines, added to its listener.
+fn with_listener(yaml: &str, settings: &str) -> String {
+    const LISTENER: &str = "    address: 127.0.0.1:0\n";
+    yaml.replace(LISTENER, &format!("{LISTENER}{settings}"))
+}
+
 fn assert_json_error(seen: &rustygate_tests::client::Seen, status: u16, code: &str) {
     assert_eq!(seen.status.as_u16(), status, "{:?}", seen.body);
     assert_eq!(seen.header("content-type"), Some("application/json"));
@@ -130,10 +136,7 @@ async fn a_route_timeout_of_zero_waits_as_long_as_the_upstream_takes() {
     assert!(started.elapsed() >= Duration::from_millis(600));
 
     // The head is still awaited no longer than the stream idle timeout: nothing moves then.
-    let yaml = yaml.replace(
-        "    address: 127.0.0.1:0\n",
-        "    address: 127.0.0.1:0\n    limits: { stream_idle_timeout: 300ms }\n",
-    );
+    let yaml = with_listener(&yaml, "    limits: { stream_idle_timeout: 300ms }\n");
     let gw = TestGateway::start(&yaml).await;
     let seen = get(&gw.url("/patient")).await;
     assert_json_error(&seen, 504, "timeout");
@@ -202,9 +205,9 @@ async fn conflicting_content_length_and_transfer_encoding_are_400_and_not_forwar
 #[tokio::test]
 async fn a_listener_may_let_both_framings_through_by_the_coding() {
     let up = Upstream::echo();
-    let yaml = simple_config(up.addr, "").replace(
-        "    address: 127.0.0.1:0\n",
-        "    address: 127.0.0.1:0\n    allow_chunked_length: true\n",
+    let yaml = with_listener(
+        &simple_config(up.addr, ""),
+        "    allow_chunked_length: true\n",
     );
     let gw = TestGateway::start(&yaml).await;
     let smuggle = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -424,9 +427,9 @@ async fn a_bad_head_pipelined_behind_a_good_one_is_answered_after_it() {
 #[tokio::test]
 async fn heads_over_the_listeners_limits_are_431() {
     let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
-    let yaml = simple_config(up.addr, "").replace(
-        "    address: 127.0.0.1:0\n",
-        "    address: 127.0.0.1:0\n    limits:\n      max_header_bytes: 2048\n      max_headers: 5\n",
+    let yaml = with_listener(
+        &simple_config(up.addr, ""),
+        "    limits: { max_header_bytes: 2048, max_headers: 5 }\n",
     );
     let gw = TestGateway::start(&yaml).await;
     let big = format!(
@@ -458,9 +461,9 @@ async fn assert_counted(gw: &TestGateway, status: &str, n: u32) {
 #[tokio::test]
 async fn oversized_request_head_is_431() {
     let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
-    let yaml = simple_config(up.addr, "").replace(
-        "    address: 127.0.0.1:0\n",
-        "    address: 127.0.0.1:0\n    limits:\n      max_header_bytes: 8192\n",
+    let yaml = with_listener(
+        &simple_config(up.addr, ""),
+        "    limits: { max_header_bytes: 8192 }\n",
     );
     let gw = TestGateway::start(&yaml).await;
     let big = format!(
