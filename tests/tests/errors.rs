@@ -264,25 +264,92 @@ async fn disagreeing_content_lengths_are_400_and_not_forwarded() {
     assert_eq!(up.requests(), 1);
 }
 
-#[tokio::test]
-async fn invalid_header_bytes_are_400_and_not_forwarded() {
+/// Sends each of `heads` on its own connection to a new gateway: each gets a JSON 400, none
+/// is forwarded, and each is counted as a request that matched no route, as Envoy counts them.
+async fn each_refused_with_400(heads: &[&[u8]]) -> (Upstream, TestGateway) {
     let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
-    let bad: [&[u8]; 5] = [
+    for req in heads {
+        let out = raw(gw.addr, req, Duration::from_secs(2)).await;
+        assert_raw_json_error(&out, 400, "bad_request");
+    }
+    assert_eq!(up.requests(), 0);
+    assert_counted(&gw, "400", heads.len() as u32).await;
+    (up, gw)
+}
+
+#[tokio::test]
+async fn invalid_header_bytes_are_400_and_not_forwarded() {
+    each_refused_with_400(&[
         b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\nX-Ctl: a\x01b\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\nX-Del: a\x7fb\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: a\r\nX-Cr: a\rb\r\n\r\n",
         // A folded line (obs-fold), which RFC 9112 §5.2 lets a server refuse.
         b"GET /x HTTP/1.1\r\nHost: a\r\nX-Fold: a\r\n b\r\n\r\n",
-    ];
-    for req in bad {
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_request_lines_are_400_and_not_forwarded() {
+    let (up, gw) = each_refused_with_400(&[
+        b"GET /x HTTP/1.2\r\nHost: a\r\n\r\n",
+        b"GET /x http/1.1\r\nHost: a\r\n\r\n",
+        b"GET  /x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"G@T /x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /x<y> HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET x/y HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /x\xff HTTP/1.1\r\nHost: a\r\n\r\n",
+    ])
+    .await;
+    // What http::Uri takes although it should be escaped, and an absolute target, go through.
+    for req in [
+        &b"GET /x/{\"a\"}?q={b} HTTP/1.1\r\nHost: a\r\nconnection: close\r\n\r\n"[..],
+        b"GET http://a/x HTTP/1.1\r\nHost: a\r\nconnection: close\r\n\r\n",
+    ] {
         let out = raw(gw.addr, req, Duration::from_secs(2)).await;
-        assert_raw_json_error(&out, 400, "bad_request");
+        assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
     }
+    assert_eq!(up.requests(), 2);
+}
+
+/// A target longer than the HTTP stack takes, under a listener whose head limit allows it.
+#[tokio::test]
+async fn a_target_over_64_kib_is_431() {
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
+    let yaml = with_listener(
+        &simple_config(up.addr, ""),
+        "    limits: { max_header_bytes: 131072 }\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let long = format!("GET /x{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(70_000));
+    let out = raw(gw.addr, long.as_bytes(), Duration::from_secs(2)).await;
+    assert_raw_json_error(&out, 431, "headers_too_large");
     assert_eq!(up.requests(), 0);
-    // Counted as requests that matched no route, as Envoy counts them.
-    assert_counted(&gw, "400", 5).await;
+}
+
+/// As Envoy: a transfer coding other than `chunked` alone is 501, and HTTP/1.0 has none.
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_refused() {
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    for coding in ["gzip", "gzip, chunked", "chunked, chunked", "identity"] {
+        let req =
+            format!("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {coding}\r\n\r\n0\r\n\r\n");
+        let out = raw(gw.addr, req.as_bytes(), Duration::from_secs(2)).await;
+        assert_raw_json_error(&out, 501, "not_implemented");
+    }
+    let req = b"POST /x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let out = raw(gw.addr, req, Duration::from_secs(2)).await;
+    assert_raw_json_error(&out, 400, "bad_request");
+    assert_eq!(up.requests(), 0);
+    assert_counted(&gw, "501", 4).await;
+    // `chunked` in any case goes through.
+    let req = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    let out = raw(gw.addr, req, Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert_eq!(up.requests(), 1);
 }
 
 /// A bad head that follows a good request on a kept-alive connection is answered after that

@@ -29,6 +29,10 @@ pub enum ErrorKind {
     /// The request head exceeded the listener's size or field-count limit.
     #[error("request headers too large")]
     HeadersTooLarge,
+    /// The request is framed in a way the gateway does not implement: a transfer coding other
+    /// than `chunked` alone (Envoy's 501 for the same request).
+    #[error("not implemented")]
+    NotImplemented,
     /// Nothing moved on the stream, the client's request body included, for the stream
     /// idle timeout before a response began (Envoy's 408 "stream timeout").
     #[error("request timed out: the stream was idle")]
@@ -75,6 +79,7 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => S::PAYLOAD_TOO_LARGE,
             ErrorKind::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::RequestTimeout => S::REQUEST_TIMEOUT,
+            ErrorKind::NotImplemented => S::NOT_IMPLEMENTED,
             // As Envoy answers an upgrade its configuration does not allow.
             ErrorKind::UpgradeRefused => S::FORBIDDEN,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocol => {
@@ -97,6 +102,7 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::HeadersTooLarge => "headers_too_large",
             ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::NotImplemented => "not_implemented",
             ErrorKind::UpgradeRefused => "upgrade_refused",
             ErrorKind::UpstreamConnect => "connect_failure",
             ErrorKind::UpstreamReset => "reset",
@@ -118,6 +124,7 @@ impl ErrorKind {
             | ErrorKind::BodyTooLarge
             | ErrorKind::HeadersTooLarge
             | ErrorKind::RequestTimeout
+            | ErrorKind::NotImplemented
             | ErrorKind::UpgradeRefused => Fault::Downstream,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamReset
@@ -194,6 +201,7 @@ mod tests {
         assert_eq!(ErrorKind::BodyTooLarge.status(), 413);
         assert_eq!(ErrorKind::HeadersTooLarge.status(), 431);
         assert_eq!(ErrorKind::RequestTimeout.status(), 408);
+        assert_eq!(ErrorKind::NotImplemented.status(), 501);
         assert_eq!(ErrorKind::UpstreamConnect.status(), 502);
         assert_eq!(ErrorKind::UpstreamReset.status(), 502);
         assert_eq!(ErrorKind::UpstreamTimeout.status(), 504);

@@ -15,6 +15,8 @@
 
 use rustygate_core::ErrorKind;
 
+use crate::request_line::{self, Line};
+
 /// How what follows a head is framed, as hyper frames it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Body {
@@ -41,6 +43,18 @@ pub(crate) enum HeadFault {
     TooLarge,
     /// More fields than `max_headers`.
     TooManyFields,
+    /// A request line that is not a method, a target and `HTTP/1.0` or `HTTP/1.1`
+    /// ([`crate::request_line`]).
+    InvalidRequestLine,
+    /// A request target that is neither a path nor a URI.
+    InvalidTarget,
+    /// A request target longer than hyper takes (64 KiB less two bytes).
+    TargetTooLong,
+    /// A `Transfer-Encoding` other than `chunked` alone, or one on a `CONNECT`: Envoy's 501.
+    UnsupportedCoding,
+    /// A `Transfer-Encoding` on an HTTP/1.0 request, whose framing is then faulty (RFC 9112
+    /// §6.1).
+    CodingInHttp10,
 }
 
 impl HeadFault {
@@ -73,6 +87,31 @@ impl HeadFault {
                 "the request head has more fields than the listener's max_headers",
                 "http1.headers_too_large",
             ),
+            HeadFault::InvalidRequestLine => (
+                ErrorKind::BadRequest,
+                "the request line is not a method, a target and HTTP/1.0 or HTTP/1.1",
+                "http1.codec_error",
+            ),
+            HeadFault::InvalidTarget => (
+                ErrorKind::BadRequest,
+                "the request target is not a path or a URI",
+                "http1.invalid_url",
+            ),
+            HeadFault::TargetTooLong => (
+                ErrorKind::HeadersTooLarge,
+                "the request target is longer than 65,534 bytes",
+                "http1.headers_too_large",
+            ),
+            HeadFault::UnsupportedCoding => (
+                ErrorKind::NotImplemented,
+                "the request's Transfer-Encoding is not chunked alone",
+                "http1.invalid_transfer_encoding",
+            ),
+            HeadFault::CodingInHttp10 => (
+                ErrorKind::BadRequest,
+                "an HTTP/1.0 request has a Transfer-Encoding",
+                "http1.invalid_transfer_encoding",
+            ),
         }
     }
 }
@@ -90,8 +129,11 @@ const LENGTH: u8 = 1;
 const CODING: u8 = 2;
 const UPGRADE: u8 = 4;
 
+/// The only transfer coding taken, alone.
+const CHUNKED: &[u8] = b"chunked";
+
 /// RFC 9110 §5.6.2 `tchar`, by byte: a table, since a name is read a byte at a time.
-static TOKEN: [bool; 256] = {
+pub(crate) static TOKEN: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 128 {
@@ -142,6 +184,12 @@ pub(crate) struct HeadScan {
     /// them.
     number: Option<u64>,
     number_ended: bool,
+    /// Letters of [`CHUNKED`] matched in the `Transfer-Encoding` value being read.
+    coding: usize,
+    /// The request line's bytes in reads before this one, when it spans reads.
+    line: Vec<u8>,
+    /// What the request line said, once it has ended.
+    request_line: Option<Line>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -155,6 +203,8 @@ enum At {
     /// In a `Content-Length` value: numbers, all the same, separated by commas (RFC 9110
     /// §8.6), as hyper reads it.
     Length,
+    /// In a `Transfer-Encoding` value.
+    Coding,
     /// Past the head's end (the rest is body, or the next head read with this one), or
     /// refused.
     Done,
@@ -176,6 +226,9 @@ impl HeadScan {
             length: None,
             number: None,
             number_ended: false,
+            coding: 0,
+            line: Vec::new(),
+            request_line: None,
         }
     }
 
@@ -222,6 +275,8 @@ impl HeadScan {
     fn run(&mut self, bytes: &[u8]) -> Result<usize, HeadFault> {
         let n = bytes.len();
         let mut i = 0;
+        // Where the request line begins in this read.
+        let mut line_from = 0;
         if self.after_cr {
             match bytes.first() {
                 None => return Ok(0),
@@ -237,6 +292,7 @@ impl HeadScan {
                     }
                     if i < n {
                         self.at = At::RequestLine;
+                        line_from = i;
                         // A read that ends within the method counts as a CONNECT if it may
                         // be one.
                         let method = &bytes[i..n.min(i + CONNECT.len())];
@@ -245,7 +301,19 @@ impl HeadScan {
                         }
                     }
                 }
-                At::RequestLine | At::Value => {
+                At::RequestLine => {
+                    i = next_control(bytes, i);
+                    match bytes.get(i) {
+                        None => self.keep_line(&bytes[line_from..]),
+                        Some(b'\r' | b'\n') => {
+                            self.request_line(&bytes[line_from..i])?;
+                            // Its end is read as a field value's.
+                            self.at = At::Value;
+                        }
+                        Some(_) => return Err(HeadFault::InvalidByte),
+                    }
+                }
+                At::Value => {
                     i = next_control(bytes, i);
                     match bytes.get(i) {
                         None => {}
@@ -283,12 +351,15 @@ impl HeadScan {
                                 return Err(HeadFault::TooManyFields);
                             }
                             let field = self.framing_field(here);
+                            if field == CODING {
+                                self.coding_field()?;
+                            }
                             self.seen |= field;
                             self.name_len = 0;
-                            self.at = if field == LENGTH {
-                                At::Length
-                            } else {
-                                At::Value
+                            self.at = match field {
+                                LENGTH => At::Length,
+                                CODING => At::Coding,
+                                _ => At::Value,
                             };
                         }
                         Some(b'\r') if self.name_len + here.len() == 0 => {
@@ -308,6 +379,7 @@ impl HeadScan {
                     }
                 }
                 At::Length => i = self.length(bytes, i)?,
+                At::Coding => i = self.coding(bytes, i)?,
                 // Left by returning, above.
                 At::Done => return Ok(i),
             }
@@ -337,6 +409,60 @@ impl HeadScan {
             i += 1;
         }
         Ok(i)
+    }
+
+    /// At a `Transfer-Encoding` field's name: whether the request may have one, and this one.
+    fn coding_field(&mut self) -> Result<(), HeadFault> {
+        let line = self.request_line.ok_or(HeadFault::InvalidRequestLine)?;
+        if !line.http11 {
+            Err(HeadFault::CodingInHttp10)
+        } else if line.connect || self.seen & CODING != 0 {
+            // A second field makes a list of codings.
+            Err(HeadFault::UnsupportedCoding)
+        } else {
+            self.coding = 0;
+            Ok(())
+        }
+    }
+
+    /// Reads a `Transfer-Encoding` value from `bytes[i]` on, which must be `chunked` (in any
+    /// case, space around it allowed): where it stopped, as [`Self::length`].
+    fn coding(&mut self, bytes: &[u8], mut i: usize) -> Result<usize, HeadFault> {
+        while let Some(&b) = bytes.get(i) {
+            match b {
+                b'\r' | b'\n' if self.coding == CHUNKED.len() => {
+                    self.at = At::Value;
+                    return Ok(i);
+                }
+                b' ' | b'\t' if self.coding == 0 || self.coding == CHUNKED.len() => {}
+                _ if CHUNKED.get(self.coding) == Some(&b.to_ascii_lowercase()) => self.coding += 1,
+                _ if b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n') || b == 0x7f => {
+                    return Err(HeadFault::InvalidByte);
+                }
+                _ => return Err(HeadFault::UnsupportedCoding),
+            }
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    /// The request line has ended with `part` (its bytes in this read).
+    fn request_line(&mut self, part: &[u8]) -> Result<(), HeadFault> {
+        let line = if self.line.is_empty() {
+            request_line::check(part)?
+        } else {
+            let mut whole = std::mem::take(&mut self.line);
+            whole.extend_from_slice(part);
+            request_line::check(&whole)?
+        };
+        self.request_line = Some(line);
+        Ok(())
+    }
+
+    /// Keeps the part of the request line a read ended within.
+    #[cold]
+    fn keep_line(&mut self, part: &[u8]) {
+        self.line.extend_from_slice(part);
     }
 
     /// One number of a `Content-Length` value has ended.
@@ -428,303 +554,4 @@ fn next_control(bytes: &[u8], mut i: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SMUGGLE: &[u8] = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-
-    /// What a head says, for these tests.
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    enum Verdict {
-        /// Nothing against it: it goes on, or it ended well.
-        Fine,
-        /// It ended, having named both framings.
-        BothFramings,
-        Refuse(HeadFault),
-    }
-
-    fn verdict(scan: &mut HeadScan, bytes: &[u8]) -> Verdict {
-        match scan.feed(bytes) {
-            Err(fault) => Verdict::Refuse(fault),
-            Ok(Some(_)) if scan.both_framings() => Verdict::BothFramings,
-            Ok(_) => Verdict::Fine,
-        }
-    }
-
-    fn whole(head: &[u8]) -> Verdict {
-        verdict(&mut HeadScan::new(65536, 100), head)
-    }
-
-    /// `head` fed in pieces cut at `cuts`; the first verdict that is not `Fine`.
-    fn in_pieces(head: &[u8], cuts: &[usize]) -> Verdict {
-        let mut scan = HeadScan::new(65536, 100);
-        let mut from = 0;
-        for &to in cuts.iter().chain([head.len()].iter()) {
-            let told = verdict(&mut scan, &head[from..to]);
-            if told != Verdict::Fine {
-                return told;
-            }
-            from = to;
-        }
-        Verdict::Fine
-    }
-
-    /// `head`, cut at every pair of places, says `expected` every time.
-    fn cut_anywhere(head: &[u8], expected: Verdict) {
-        for a in 0..=head.len() {
-            for b in a..=head.len() {
-                assert_eq!(in_pieces(head, &[a, b]), expected, "cut at {a} and {b}");
-            }
-        }
-        let ones: Vec<usize> = (1..head.len()).collect();
-        assert_eq!(in_pieces(head, &ones), expected, "a byte at a time");
-    }
-
-    #[test]
-    fn a_head_with_both_framing_fields_is_told_at_its_end() {
-        assert_eq!(whole(SMUGGLE), Verdict::BothFramings);
-        assert_eq!(
-            whole(b"POST / HTTP/1.1\ntransfer-encoding: chunked\nCONTENT-LENGTH: 4\n\n"),
-            Verdict::BothFramings
-        );
-    }
-
-    #[test]
-    fn either_framing_field_alone_is_fine() {
-        for head in [
-            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody"[..],
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-        ] {
-            assert_eq!(whole(head), Verdict::Fine);
-        }
-    }
-
-    #[test]
-    fn names_that_only_begin_alike_and_values_do_not_count() {
-        assert_eq!(
-            whole(b"POST / HTTP/1.1\r\nContent-Type: x\r\nTransfer-Encoding: chunked\r\nX: content-length: 4\r\n\r\n"),
-            Verdict::Fine
-        );
-        assert_eq!(
-            whole(b"POST / HTTP/1.1\r\nContent-Lengthy: 4\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Verdict::Fine
-        );
-    }
-
-    #[test]
-    fn the_request_line_and_the_body_do_not_count() {
-        assert_eq!(
-            whole(b"POST /content-length: HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Verdict::Fine
-        );
-        // Nor do the body's bytes, whatever they are.
-        assert_eq!(
-            whole(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\ncontent-length: 1\r\n\x00\x01\x7f"),
-            Verdict::Fine
-        );
-    }
-
-    #[test]
-    fn a_head_cut_anywhere_across_reads_is_read_the_same() {
-        cut_anywhere(SMUGGLE, Verdict::BothFramings);
-        cut_anywhere(
-            b"GET /a HTTP/1.1\r\nHost: a\r\nX-Long-Name-Here: v\r\n\r\n",
-            Verdict::Fine,
-        );
-        cut_anywhere(
-            b"GET /a HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",
-            Verdict::Refuse(HeadFault::InvalidByte),
-        );
-        cut_anywhere(
-            b"GET /a HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
-            Verdict::Refuse(HeadFault::InvalidName),
-        );
-        cut_anywhere(
-            b"GET /a HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
-            Verdict::Refuse(HeadFault::InvalidByte),
-        );
-    }
-
-    #[test]
-    fn control_bytes_are_found_wherever_they_fall_in_a_word() {
-        // A path of every length moves each byte through every place in a word.
-        for pad in 0..17 {
-            let path = "p".repeat(pad);
-            for bad in [0u8, 0x01, 0x0b, 0x1f, 0x7f] {
-                let mut head = format!("GET /{path} HTTP/1.1\r\nX: v").into_bytes();
-                head.push(bad);
-                head.extend_from_slice(b"w\r\n\r\n");
-                assert_eq!(
-                    whole(&head),
-                    Verdict::Refuse(HeadFault::InvalidByte),
-                    "{pad} {bad:#x}"
-                );
-            }
-            // Tabs, and bytes above ASCII (obs-text), are allowed in values.
-            let fine = format!("GET /{path} HTTP/1.1\r\nX: a\tb\u{e9}c\u{7e}\r\n\r\n");
-            assert_eq!(whole(fine.as_bytes()), Verdict::Fine, "{pad}");
-            let both = format!(
-                "POST /{path} HTTP/1.1\r\nX: \x20\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
-            );
-            assert_eq!(whole(both.as_bytes()), Verdict::BothFramings, "{pad}");
-        }
-    }
-
-    #[test]
-    fn a_bad_byte_in_the_request_line_is_refused() {
-        assert_eq!(
-            whole(b"GET /a\x01b HTTP/1.1\r\n\r\n"),
-            Verdict::Refuse(HeadFault::InvalidByte)
-        );
-        assert_eq!(
-            whole(b"GET /a\x7f HTTP/1.1\r\n\r\n"),
-            Verdict::Refuse(HeadFault::InvalidByte)
-        );
-    }
-
-    #[test]
-    fn field_lines_that_are_not_a_token_and_a_colon_are_refused() {
-        for line in [
-            &b"Bad Name: x"[..],
-            b"Name : x",
-            b" folded",
-            b"\tfolded",
-            b"no-colon",
-            b": no name",
-            b"N\xe9me: x",
-            b"Na(me): x",
-        ] {
-            let mut head = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
-            head.extend_from_slice(line);
-            head.extend_from_slice(b"\r\n\r\n");
-            assert_eq!(
-                whole(&head),
-                Verdict::Refuse(HeadFault::InvalidName),
-                "{}",
-                String::from_utf8_lossy(line)
-            );
-        }
-        assert_eq!(
-            whole(b"GET / HTTP/1.1\r\nX-!#$%&'*+-.^_`|~09az: v\r\n\r\n"),
-            Verdict::Fine
-        );
-    }
-
-    #[test]
-    fn content_lengths_must_be_one_number() {
-        for (head, fine) in [
-            (&b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n"[..], true),
-            (b"POST / HTTP/1.1\r\ncontent-length:4 \r\n\r\n", true),
-            (b"POST / HTTP/1.1\r\nContent-Length: 4, 4\r\n\r\n", true),
-            (
-                b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n",
-                true,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
-                false,
-            ),
-            (b"POST / HTTP/1.1\r\nContent-Length: 4, 5\r\n\r\n", false),
-            (b"POST / HTTP/1.1\r\nContent-Length: 4 4\r\n\r\n", false),
-            (b"POST / HTTP/1.1\r\nContent-Length: +4\r\n\r\n", false),
-            (b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n", false),
-            (b"POST / HTTP/1.1\r\nContent-Length: 4,\r\n\r\n", false),
-            (
-                b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
-                false,
-            ),
-        ] {
-            let expected = if fine {
-                Verdict::Fine
-            } else {
-                Verdict::Refuse(HeadFault::InvalidLength)
-            };
-            assert_eq!(whole(head), expected, "{}", String::from_utf8_lossy(head));
-        }
-        cut_anywhere(
-            b"POST / HTTP/1.1\r\nContent-Length: 12\r\nContent-Length: 13\r\n\r\n",
-            Verdict::Refuse(HeadFault::InvalidLength),
-        );
-        cut_anywhere(
-            b"POST / HTTP/1.1\r\nContent-Length: 12, 12\r\n\r\nbody",
-            Verdict::Fine,
-        );
-    }
-
-    #[test]
-    fn empty_lines_before_the_request_line_are_skipped() {
-        assert_eq!(
-            whole(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Verdict::Fine
-        );
-        assert_eq!(whole(b"\nGET / HTTP/1.1\nHost: a\n\n"), Verdict::Fine);
-    }
-
-    #[test]
-    fn a_head_over_the_limits_is_refused() {
-        let head = b"GET / HTTP/1.1\r\nHost: a\r\nX: 0123456789\r\n\r\n";
-        let scan = |max_bytes, max_fields| HeadScan::new(max_bytes, max_fields);
-        // Exactly the limit: fine. One byte less: over it, whether the head has ended or not.
-        assert_eq!(verdict(&mut scan(head.len(), 100), head), Verdict::Fine);
-        assert_eq!(
-            verdict(&mut scan(head.len() - 1, 100), head),
-            Verdict::Refuse(HeadFault::TooLarge)
-        );
-        let mut twenty = scan(20, 100);
-        assert_eq!(verdict(&mut twenty, &head[..10]), Verdict::Fine);
-        assert_eq!(
-            verdict(&mut twenty, &head[10..20]),
-            Verdict::Refuse(HeadFault::TooLarge)
-        );
-        // The body's bytes are not the head's.
-        let with_body = [&head[..], b"body"].concat();
-        assert_eq!(
-            verdict(&mut scan(head.len(), 100), &with_body),
-            Verdict::Fine
-        );
-        // Fields: two allowed, three not.
-        assert_eq!(verdict(&mut scan(65536, 2), head), Verdict::Fine);
-        assert_eq!(
-            verdict(
-                &mut scan(65536, 2),
-                b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"
-            ),
-            Verdict::Refuse(HeadFault::TooManyFields)
-        );
-    }
-
-    #[test]
-    fn what_follows_a_head_is_framed_as_hyper_frames_it() {
-        let body = |head: &[u8]| {
-            let mut scan = HeadScan::new(65536, 100);
-            let used = scan.feed(head).unwrap().expect("the head ends");
-            (used, scan.body())
-        };
-        assert_eq!(body(b"GET / HTTP/1.1\r\n\r\nGET"), (18, Body::None));
-        assert_eq!(
-            body(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
-            (38, Body::None)
-        );
-        assert_eq!(
-            body(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n").1,
-            Body::Length(12)
-        );
-        // The coding over the length, as hyper takes it (when the listener lets both through).
-        assert_eq!(body(SMUGGLE).1, Body::Chunked);
-        // A protocol switch may follow.
-        assert_eq!(
-            body(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n").1,
-            Body::Unknown
-        );
-        assert_eq!(
-            body(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").1,
-            Body::Unknown
-        );
-        // A read cut within a method that may be CONNECT counts as one.
-        let mut scan = HeadScan::new(65536, 100);
-        assert_eq!(scan.feed(b"CON").unwrap(), None);
-        assert_eq!(scan.feed(b"NECT a:443 HTTP/1.1\r\n\r\n").unwrap(), Some(23));
-        assert_eq!(scan.body(), Body::Unknown);
-    }
-}
+mod tests;

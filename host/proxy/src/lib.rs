@@ -18,6 +18,7 @@ mod head_clock;
 mod head_scan;
 mod health;
 mod pool;
+mod request_line;
 mod request_scan;
 mod snapshot;
 mod strategy;

@@ -60,6 +60,10 @@ pub(crate) fn record_failure(outcome: &Outcome, kind: ErrorKind) {
         ErrorKind::BodyTooLarge => (0, "request_payload_too_large"),
         ErrorKind::HeadersTooLarge => (flags::DOWNSTREAM_PROTOCOL_ERROR, "http1.headers_too_large"),
         ErrorKind::RequestTimeout => (flags::STREAM_IDLE_TIMEOUT, "stream_idle_timeout"),
+        ErrorKind::NotImplemented => (
+            flags::DOWNSTREAM_PROTOCOL_ERROR,
+            "http1.invalid_transfer_encoding",
+        ),
         ErrorKind::UpstreamConnect => (
             flags::UPSTREAM_CONNECTION_FAILURE,
             "upstream_reset_before_response_started{connection_failure}",
