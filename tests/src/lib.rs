@@ -253,6 +253,17 @@ routes:
     )
 }
 
+/// `yaml`, a configuration made here (its listener at `address: 127.0.0.1:0`), with `settings`
+/// (lines indented as the listener's fields, four spaces) added to the listener.
+pub fn with_listener(yaml: &str, settings: &str) -> String {
+    const LISTENER: &str = "    address: 127.0.0.1:0\n";
+    assert!(
+        yaml.contains(LISTENER),
+        "no listener at 127.0.0.1:0 in {yaml}"
+    );
+    yaml.replace(LISTENER, &format!("{LISTENER}{settings}"))
+}
+
 /// A gateway with two workers and one route (`/`) to `upstream` whose chain is `chain_yaml`;
 /// `filters_yaml` is the `filters:` list (entries indented two spaces).
 pub fn filters_config(upstream: SocketAddr, filters_yaml: &str, chain_yaml: &str) -> String {

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustygate_tests::client::{http1, raw_upload, send};
 use rustygate_tests::upstream::{Upstream, full, pattern, sha256_hex};
-use rustygate_tests::{TestGateway, simple_config};
+use rustygate_tests::{TestGateway, simple_config, with_listener};
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
@@ -123,9 +123,9 @@ async fn response_trailers_reach_the_client() {
 }
 
 fn limited_config(up: std::net::SocketAddr) -> String {
-    simple_config(up, "").replace(
-        "    address: 127.0.0.1:0\n",
-        "    address: 127.0.0.1:0\n    limits:\n      max_request_body_bytes: 1000\n",
+    with_listener(
+        &simple_config(up, ""),
+        "    limits:\n      max_request_body_bytes: 1000\n",
     )
 }
 

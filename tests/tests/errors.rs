@@ -8,13 +8,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use rustygate_tests::client::{self, Seen, get, h2c, raw, raw_upload, send};
 use rustygate_tests::upstream::{Upstream, text};
-use rustygate_tests::{TestGateway, simple_config};
-
-/// `yaml` (from [`simple_config`]) with `settings`, indented lines, added to its listener.
-fn with_listener(yaml: &str, settings: &str) -> String {
-    const LISTENER: &str = "    address: 127.0.0.1:0\n";
-    yaml.replace(LISTENER, &format!("{LISTENER}{settings}"))
-}
+use rustygate_tests::{TestGateway, simple_config, with_listener};
 
 fn assert_json_error(seen: &rustygate_tests::client::Seen, status: u16, code: &str) {
     assert_eq!(seen.status.as_u16(), status, "{:?}", seen.body);

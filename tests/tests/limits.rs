@@ -6,14 +6,11 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use rustygate_tests::client::{get, raw, raw_upload};
 use rustygate_tests::upstream::{Upstream, text};
-use rustygate_tests::{TestGateway, simple_config};
+use rustygate_tests::{TestGateway, simple_config, with_listener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn with_limits(up: std::net::SocketAddr, limits: &str) -> String {
-    simple_config(up, "").replace(
-        "    address: 127.0.0.1:0\n",
-        &format!("    address: 127.0.0.1:0\n    limits:\n{limits}"),
-    )
+    with_listener(&simple_config(up, ""), &format!("    limits:\n{limits}"))
 }
 
 /// The idle timeout counts from the end of the last request, even when the connection's

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustygate_tests::client::{http1, raw_upload, send};
 use rustygate_tests::upstream::{Upstream, pattern, sha256_hex, text};
-use rustygate_tests::{TestGateway, probe_config, start_probe};
+use rustygate_tests::{TestGateway, probe_config, start_probe, with_listener};
 
 /// A request body sent in separate chunks, so the filter sees several body calls.
 fn chunked(
@@ -229,14 +229,13 @@ async fn a_local_response_body_passes_through_the_response_body_phase() {
 
 /// Like [`probe`], with a 16 KiB buffer limit.
 async fn limited_probe(app: &Upstream, configuration: &str) -> TestGateway {
-    let yaml = probe_config(
-        app.addr,
-        &format!("    configuration: {configuration}"),
-        "[probe]",
-    )
-    .replace(
-        "    address: 127.0.0.1:0\n",
-        "    address: 127.0.0.1:0\n    limits: { max_buffered_body_bytes: 16384 }\n",
+    let yaml = with_listener(
+        &probe_config(
+            app.addr,
+            &format!("    configuration: {configuration}"),
+            "[probe]",
+        ),
+        "    limits: { max_buffered_body_bytes: 16384 }\n",
     );
     TestGateway::start(&yaml).await
 }
@@ -308,14 +307,13 @@ async fn filters_see_and_add_trailers_in_both_directions() {
 #[tokio::test]
 async fn a_request_body_that_stops_while_a_filter_buffers_it_gets_408() {
     let app = Upstream::echo();
-    let yaml = probe_config(
-        app.addr,
-        "    configuration: { request_body_replace: [a, b] }",
-        "[probe]",
-    )
-    .replace(
-        "    address: 127.0.0.1:0\n",
-        "    address: 127.0.0.1:0\n    limits: { stream_idle_timeout: 400ms }\n",
+    let yaml = with_listener(
+        &probe_config(
+            app.addr,
+            "    configuration: { request_body_replace: [a, b] }",
+            "[probe]",
+        ),
+        "    limits: { stream_idle_timeout: 400ms }\n",
     );
     let gw = TestGateway::start(&yaml).await;
     // The first bytes of the body come with the head, so that the filter holds data when the

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use rustygate_tests::TestGateway;
+use rustygate_tests::{TestGateway, with_listener};
 use std::time::Duration;
 
 use rustygate_tests::client::{get, h2c, http1, raw, send};
@@ -328,12 +328,8 @@ async fn paths_are_made_canonical_before_routing_so_dot_segments_cannot_skip_a_r
     );
 
     // Refused, or decoded into a separator, where the listener says so.
-    let with = |rules: &str| {
-        yaml.replace(
-            "    address: 127.0.0.1:0\n",
-            &format!("    address: 127.0.0.1:0\n    path_normalization: {{ {rules} }}\n"),
-        )
-    };
+    let with =
+        |rules: &str| with_listener(&yaml, &format!("    path_normalization: {{ {rules} }}\n"));
     let gw = TestGateway::start(&with("escaped_slashes: reject")).await;
     let refused = sent_as_written(&gw, &ups, escaped).await.unwrap_err();
     assert!(refused.starts_with("HTTP/1.1 400 "), "{refused}");

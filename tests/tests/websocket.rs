@@ -8,7 +8,7 @@ use http::StatusCode;
 use rustygate_tests::client::get;
 use rustygate_tests::upstream::{Upstream, text};
 use rustygate_tests::websocket::{WsUpstream, connect};
-use rustygate_tests::{HEADERS_WASM, TestGateway, filters_config, simple_config};
+use rustygate_tests::{HEADERS_WASM, TestGateway, filters_config, simple_config, with_listener};
 use tokio_tungstenite::tungstenite::{Error, Message};
 
 /// Polls `f` until it holds, for up to two seconds.
@@ -146,9 +146,9 @@ async fn an_upstream_that_declines_the_upgrade_is_answered_as_it_said() {
 #[tokio::test]
 async fn an_idle_tunnel_is_closed_after_the_listeners_idle_timeout() {
     let up = WsUpstream::start();
-    let config = simple_config(up.addr, "").replace(
-        "    address: 127.0.0.1:0\n",
-        "    address: 127.0.0.1:0\n    limits: { idle_timeout: 300ms }\n",
+    let config = with_listener(
+        &simple_config(up.addr, ""),
+        "    limits: { idle_timeout: 300ms }\n",
     );
     let gw = TestGateway::start(&config).await;
     let (mut ws, _) = connect(&format!("ws://{}/chat", gw.addr), &[])
@@ -271,12 +271,9 @@ async fn websockets_work_over_a_tls_listener() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let up = WsUpstream::start();
     let pki = Pki::new("websocket");
-    let config = simple_config(up.addr, "").replace(
-        "    address: 127.0.0.1:0\n",
-        &format!(
-            "    address: 127.0.0.1:0\n    tls: {}\n",
-            pki.listener_yaml()
-        ),
+    let config = with_listener(
+        &simple_config(up.addr, ""),
+        &format!("    tls: {}\n", pki.listener_yaml()),
     );
     let gw = TestGateway::start(&config).await;
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
