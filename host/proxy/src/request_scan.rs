@@ -4,12 +4,11 @@
 //! [`HeadScan`]; bodies are only counted through (a length) or framed (chunks: their size
 //! lines and the trailers), never looked into.
 //!
-//! A head refused here is withheld from hyper only when nothing else is pending on the
-//! connection: this read holds nothing before it and every request before it has been
-//! answered. Otherwise (a pipelined head) the scan stops, and hyper answers the head itself in
-//! its turn, as it would without the scan. It also stops at a body whose framing hyper will
-//! refuse, and after a request that may switch protocols unless that request is answered
-//! without a switch before anything more is read.
+//! A head refused here is withheld from hyper, with everything after it; what the read held
+//! before it (the requests pipelined ahead of it) is not, and the refusal is answered once
+//! those have been ([`crate::write_stall`]). The scan stops at a refused head, at a body whose
+//! framing hyper will refuse, and after a request that may switch protocols unless that
+//! request is answered without a switch before anything more is read.
 
 use crate::head_scan::{Body, HeadFault, HeadScan};
 
@@ -64,8 +63,19 @@ pub(crate) struct Told {
     /// The first request (by index) whose head named both `Content-Length` and
     /// `Transfer-Encoding`.
     pub both_framings: Option<u64>,
-    /// The head this read ends was refused: its bytes must not reach hyper.
-    pub refuse: Option<HeadFault>,
+    /// A head in this read was refused: its bytes, and those after it, must not reach hyper.
+    pub refuse: Option<Refusal>,
+}
+
+/// A refused head.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Refusal {
+    pub fault: HeadFault,
+    /// Its request, counted from 1: it is answered once every request before it has been.
+    pub index: u64,
+    /// The read's bytes before it, which hyper is given (0 when the head began in an earlier
+    /// read: hyper then holds its first bytes, an unfinished head it will not answer).
+    pub keep: usize,
 }
 
 impl RequestScan {
@@ -86,9 +96,9 @@ impl RequestScan {
         if self.part == Part::Switch && answered == Some(self.index) {
             self.next_request();
         }
-        // A head refused may be withheld only if this read holds nothing before it.
-        let (first, clean) = (self.index, self.part == Part::Head);
         let mut i = 0;
+        // Where the head being read began in this read.
+        let mut head_from = 0;
         while i < bytes.len() {
             match &mut self.part {
                 Part::Head => match self.head.feed(&bytes[i..]) {
@@ -99,16 +109,21 @@ impl RequestScan {
                             told.both_framings = Some(self.index);
                         }
                         match self.head.body() {
-                            Body::None => self.next_request(),
+                            Body::None => {
+                                self.next_request();
+                                head_from = i;
+                            }
                             Body::Length(n) => self.part = Part::Length(n),
                             Body::Chunked => self.part = Part::Chunked(Chunk::SIZE),
                             Body::Unknown => self.part = Part::Switch,
                         }
                     }
                     Err(fault) => {
-                        if clean && self.index == first && answered == Some(first - 1) {
-                            told.refuse = Some(fault);
-                        }
+                        told.refuse = Some(Refusal {
+                            fault,
+                            index: self.index,
+                            keep: head_from,
+                        });
                         self.part = Part::Stopped;
                     }
                 },
@@ -116,13 +131,17 @@ impl RequestScan {
                     i += count_through(rest, bytes.len() - i);
                     if *rest == 0 {
                         self.next_request();
+                        head_from = i;
                     }
                 }
                 Part::Chunked(chunk) => {
                     let (next, ended) = chunked(chunk, bytes, i);
                     i = next;
                     match ended {
-                        Some(true) => self.next_request(),
+                        Some(true) => {
+                            self.next_request();
+                            head_from = i;
+                        }
                         Some(false) => self.part = Part::Stopped,
                         None => {}
                     }
@@ -256,33 +275,35 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_head_is_refused_only_when_nothing_is_pending() {
-        // First on the connection, alone in its read: refused.
-        assert_eq!(
-            scan().feed(BAD, Some(0)).refuse,
-            Some(HeadFault::InvalidByte)
-        );
-        // After a request still in flight, or not yet answered: left to hyper.
-        assert_eq!(scan().feed(BAD, None).refuse, None);
+    fn a_bad_head_is_refused_with_the_requests_ahead_of_it_kept() {
+        let refusal = |index, keep| {
+            Some(Refusal {
+                fault: HeadFault::InvalidByte,
+                index,
+                keep,
+            })
+        };
+        // First on the connection.
+        assert_eq!(scan().feed(BAD, Some(0)).refuse, refusal(1, 0));
+        // After a request, in a read of its own, whether that request is answered yet or not.
         let mut s = scan();
         assert_eq!(s.feed(GET, Some(0)), Told::default());
-        assert_eq!(s.feed(BAD, Some(0)).refuse, None);
-        // After an answered one, alone in its read: refused.
+        assert_eq!(s.feed(BAD, None).refuse, refusal(2, 0));
+        // Read with the requests ahead of it, of every framing: those are kept, and nothing
+        // more is read.
+        let post = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n";
+        let ahead = [GET, post, chunked].concat();
         let mut s = scan();
-        s.feed(GET, Some(0));
-        assert_eq!(s.feed(BAD, Some(1)).refuse, Some(HeadFault::InvalidByte));
-        // Read together with the request before it: left to hyper, and nothing more is read.
-        let mut s = scan();
-        assert_eq!(s.feed(&[GET, BAD].concat(), Some(0)).refuse, None);
-        assert_eq!(s.feed(SMUGGLE, Some(1)), Told::default());
-        // A head begun in an earlier read, which held nothing else, may still be refused.
+        let told = s.feed(&[&ahead, BAD].concat(), Some(0));
+        assert_eq!(told.refuse, refusal(4, ahead.len()));
+        assert_eq!(s.feed(GET, Some(3)), Told::default());
+        // A head begun in an earlier read: nothing of this read is kept (hyper holds the
+        // head's first bytes, an unfinished head it does not answer).
         let mut s = scan();
         s.feed(GET, Some(0));
         s.feed(&BAD[..10], Some(0));
-        assert_eq!(
-            s.feed(&BAD[10..], Some(1)).refuse,
-            Some(HeadFault::InvalidByte)
-        );
+        assert_eq!(s.feed(&BAD[10..], Some(1)).refuse, refusal(2, 0));
     }
 
     const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n";
@@ -317,7 +338,10 @@ mod tests {
         );
         let mut s = scan();
         s.feed(UPGRADE, Some(0));
-        assert_eq!(s.feed(BAD, Some(1)).refuse, Some(HeadFault::InvalidByte));
+        assert_eq!(
+            s.feed(BAD, Some(1)).refuse.map(|r| r.fault),
+            Some(HeadFault::InvalidByte)
+        );
     }
 
     #[test]

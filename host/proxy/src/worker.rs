@@ -87,6 +87,7 @@ impl ConnCtx {
 
     pub fn request_finished(&self, at: Instant) {
         self.socket.head.request_finished();
+        self.socket.request_answered();
         self.last_active.set(at);
     }
 

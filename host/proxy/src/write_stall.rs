@@ -9,8 +9,8 @@
 //! response it cut short: given up here (`SI`), or closed by the client (`DC`, where an HTTP/2
 //! stream reset alone is `DR`); it shows the bytes it reads to the connection's
 //! [`HeadClock`]; and it withholds from hyper an HTTP/1 request head that [`RequestScan`]
-//! refuses: hyper reads the end of the connection instead, and the head's answer goes out as
-//! the wrapper is dropped.
+//! refuses: once the requests pipelined ahead of it have been answered, hyper reads the end of
+//! the connection instead, and the head's answer goes out as the wrapper is dropped.
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -40,6 +41,9 @@ pub(crate) struct WriteStall<S: AsyncWrite + Unpin> {
     /// Whether a head that names both `Content-Length` and `Transfer-Encoding` is refused
     /// (unless the listener sets `allow_chunked_length`).
     refuse_both_framings: bool,
+    /// A refused head waiting for the requests ahead of it to be answered: its fault and its
+    /// request's index.
+    refusal: Option<(HeadFault, u64)>,
 }
 
 /// How a client connection's socket ended, if it did, and how long its pending request head
@@ -62,9 +66,13 @@ pub(crate) struct SocketState {
     /// that request, or tunnelled bytes).
     pub heads_over: AtomicBool,
     /// What to send the client as the connection is dropped, if anything: the answer to a
-    /// request head that took too long or was refused. Written without waiting, and only if no write of the
-    /// connection's own is still waiting.
+    /// request head that took too long or was refused. Written without waiting, and only if
+    /// no write of the connection's own is still waiting.
     pub farewell: std::sync::OnceLock<Vec<u8>>,
+    /// The wrapper's reads wait for the requests ahead of a refused head to be answered; each
+    /// answer wakes them ([`SocketState::request_answered`]).
+    reader_waits: AtomicBool,
+    reader: Mutex<Option<Waker>>,
 }
 
 /// A request head refused before hyper read it, as the access log tells it.
@@ -84,7 +92,24 @@ impl SocketState {
             refused: std::sync::OnceLock::new(),
             heads_over: AtomicBool::new(false),
             farewell: std::sync::OnceLock::new(),
+            reader_waits: AtomicBool::new(false),
+            reader: Mutex::new(None),
         }
+    }
+
+    /// A request on the connection has been answered in full.
+    pub(crate) fn request_answered(&self) {
+        if self.reader_waits.load(Ordering::Relaxed) {
+            let waker = self.reader.lock().take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    fn park_reader(&self, waker: &Waker) {
+        *self.reader.lock() = Some(waker.clone());
+        self.reader_waits.store(true, Ordering::Relaxed);
     }
 }
 
@@ -105,7 +130,36 @@ impl<S: AsyncWrite + Unpin> WriteStall<S> {
             state,
             scan,
             refuse_both_framings,
+            refusal: None,
         }
+    }
+
+    /// A refused head's answer, once every request ahead of it has been answered: the end of
+    /// the connection, as hyper reads it, whose dropping sends the answer. Until then the read
+    /// waits (hyper is still writing those answers, and would take an end for the client
+    /// leaving).
+    fn answer_when_due(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some((fault, index)) = self.refusal else {
+            return Poll::Ready(Ok(()));
+        };
+        let head = &self.state.head;
+        if head.in_flight() != 0 || head.started() + 1 != index {
+            self.state.park_reader(cx.waker());
+            return Poll::Pending;
+        }
+        // Made here, not by the connection's task: hyper may drop the socket itself (handing
+        // it to a protocol switch nobody takes), and the answer goes out when it is dropped.
+        let (kind, message, _) = fault.answer();
+        let (request_id, answer, body_len) =
+            closing_answer(&mut fastrand::Rng::new(), kind, message);
+        let _ = self.state.farewell.set(answer);
+        let refused = Refused {
+            fault,
+            request_id,
+            body_len,
+        };
+        let _ = self.state.refused.set(refused);
+        Poll::Ready(Ok(()))
     }
 
     /// After a write that had to wait: an error once the wait has lasted the limit.
@@ -169,6 +223,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
         if self.state.refused.get().is_some() {
             return Poll::Ready(Ok(()));
         }
+        if self.refusal.is_some() {
+            return self.answer_when_due(cx);
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         // The end of the client's byte stream (or a broken one): a response cut short after
@@ -191,21 +248,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
                             Ordering::Relaxed,
                         );
                     }
-                    if let Some(fault) = told.refuse {
-                        // Made here, not by the connection's task: hyper may drop the socket
-                        // itself (handing it to a protocol switch nobody takes), and the
-                        // answer goes out when it is dropped.
-                        let (kind, message, _) = fault.answer();
-                        let (request_id, answer, body_len) =
-                            closing_answer(&mut fastrand::Rng::new(), kind, message);
-                        let _ = this.state.farewell.set(answer);
-                        let refused = Refused {
-                            fault,
-                            request_id,
-                            body_len,
-                        };
-                        let _ = this.state.refused.set(refused);
-                        buf.set_filled(before);
+                    if let Some(refusal) = told.refuse {
+                        buf.set_filled(before + refusal.keep);
+                        this.refusal = Some((refusal.fault, refusal.index));
+                        // With nothing ahead of it in this read, hyper has nothing to read
+                        // until the answer is due.
+                        if refusal.keep == 0 {
+                            return this.answer_when_due(cx);
+                        }
                     }
                 }
             }
