@@ -530,6 +530,14 @@ impl HeadScan {
     }
 }
 
+/// The high bit of each byte of `y` that is zero, and of no other: exact, since no carry
+/// crosses from one byte into the next.
+#[inline]
+pub(crate) fn zero_bytes(y: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    !(((y & LOW7).wrapping_add(LOW7)) | y | LOW7)
+}
+
 /// The index of the first byte from `i` on that is a control byte (below 0x20) or DEL, or the
 /// length of `bytes` if none is. Eight bytes a step: the high bit of each such byte, and of no
 /// other.
@@ -537,8 +545,7 @@ impl HeadScan {
 fn next_control(bytes: &[u8], mut i: usize) -> usize {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH3: u64 = 0xe0e0_e0e0_e0e0_e0e0;
-    // Each byte that is zero, exactly (no carry crosses a byte).
-    let zeros = |y: u64| !(((y & LOW7).wrapping_add(LOW7)) | y | LOW7);
+    let zeros = zero_bytes;
     while let Some(word) = bytes.get(i..i + 8) {
         let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
         let found = zeros(x & HIGH3) | zeros(x ^ LOW7);
