@@ -308,15 +308,22 @@ async fn malformed_request_lines_are_400_and_not_forwarded() {
     assert_eq!(up.requests(), 2);
 }
 
-/// A target longer than the HTTP stack takes, under a listener whose head limit allows it.
-#[tokio::test]
-async fn a_target_over_64_kib_is_431() {
+/// A gateway whose listener has `limits` (a YAML flow mapping's entries), in front of an
+/// upstream that answers 200.
+async fn with_limits(limits: &str) -> (Upstream, TestGateway) {
     let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
     let yaml = with_listener(
         &simple_config(up.addr, ""),
-        "    limits: { max_header_bytes: 131072 }\n",
+        &format!("    limits: {{ {limits} }}\n"),
     );
     let gw = TestGateway::start(&yaml).await;
+    (up, gw)
+}
+
+/// A target longer than the HTTP stack takes, under a listener whose head limit allows it.
+#[tokio::test]
+async fn a_target_over_64_kib_is_431() {
+    let (up, gw) = with_limits("max_header_bytes: 131072").await;
     let long = format!("GET /x{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(70_000));
     let out = raw(gw.addr, long.as_bytes(), Duration::from_secs(2)).await;
     assert_raw_json_error(&out, 431, "headers_too_large");
@@ -496,12 +503,7 @@ async fn a_bad_head_pipelined_behind_requests_in_flight_is_answered_after_them()
 /// smallest read buffer (8 KiB) too, and so is one with more fields than `max_headers`.
 #[tokio::test]
 async fn heads_over_the_listeners_limits_are_431() {
-    let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
-    let yaml = with_listener(
-        &simple_config(up.addr, ""),
-        "    limits: { max_header_bytes: 2048, max_headers: 5 }\n",
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let (up, gw) = with_limits("max_header_bytes: 2048, max_headers: 5").await;
     let big = format!(
         "GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
         "a".repeat(3000)
@@ -530,12 +532,7 @@ async fn assert_counted(gw: &TestGateway, status: &str, n: u32) {
 
 #[tokio::test]
 async fn oversized_request_head_is_431() {
-    let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
-    let yaml = with_listener(
-        &simple_config(up.addr, ""),
-        "    limits: { max_header_bytes: 8192 }\n",
-    );
-    let gw = TestGateway::start(&yaml).await;
+    let (up, gw) = with_limits("max_header_bytes: 8192").await;
     let big = format!(
         "GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
         "a".repeat(20_000)

@@ -349,27 +349,35 @@ fn transfer_encoding_must_be_chunked_alone() {
             "{value:?}"
         );
     }
-    // Two fields are a list of two codings.
-    assert_eq!(
-        whole(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n"
+    for (head, fault) in [
+        // Two fields are a list of two codings.
+        (
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n"
+                [..],
+            HeadFault::UnsupportedCoding,
         ),
-        Verdict::Refuse(HeadFault::UnsupportedCoding)
-    );
-    // A control byte is a bad byte, here as in any value.
-    assert_eq!(
-        whole(b"POST / HTTP/1.1\r\nTransfer-Encoding: chun\x01ked\r\n\r\n"),
-        Verdict::Refuse(HeadFault::InvalidByte)
-    );
-    // No coding on a tunnel's request (as Envoy), nor in HTTP/1.0 (RFC 9112 §6.1).
-    assert_eq!(
-        whole(b"CONNECT a:443 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-        Verdict::Refuse(HeadFault::UnsupportedCoding)
-    );
-    assert_eq!(
-        whole(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
-        Verdict::Refuse(HeadFault::CodingInHttp10)
-    );
+        // A control byte is a bad byte, here as in any value.
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chun\x01ked\r\n\r\n",
+            HeadFault::InvalidByte,
+        ),
+        // No coding on a tunnel's request (as Envoy), nor in HTTP/1.0 (RFC 9112 §6.1).
+        (
+            b"CONNECT a:443 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            HeadFault::UnsupportedCoding,
+        ),
+        (
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            HeadFault::CodingInHttp10,
+        ),
+    ] {
+        assert_eq!(
+            whole(head),
+            Verdict::Refuse(fault),
+            "{}",
+            String::from_utf8_lossy(head)
+        );
+    }
     cut_anywhere(
         b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked \r\n\r\n",
         Verdict::Fine,
