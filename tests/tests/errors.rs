@@ -353,6 +353,16 @@ async fn transfer_codings_other_than_chunked_are_refused() {
     assert_eq!(up.requests(), 1);
 }
 
+/// A connection to `gw` on which `request` has been sent and answered 200, kept open.
+async fn answered_once(gw: &TestGateway, request: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let first = read_response(&mut s).await;
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+    s
+}
+
 /// A bad head that follows a good request on a kept-alive connection is answered after that
 /// request's response, which arrives whole.
 #[tokio::test]
@@ -360,12 +370,7 @@ async fn a_bad_head_after_a_good_request_is_answered_on_the_same_connection() {
     use tokio::io::AsyncWriteExt;
     let up = Upstream::start(|_| async { text(StatusCode::OK, "forwarded") });
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-        .await
-        .unwrap();
-    let first = read_response(&mut s).await;
-    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+    let mut s = answered_once(&gw, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").await;
     // Its head arrives in two reads, the bad byte in the second.
     s.write_all(b"GET /y HTTP/1.1\r\nHost: a\r\n")
         .await
@@ -456,12 +461,7 @@ async fn a_bad_head_after_an_upgrade_not_taken_is_still_answered_in_json() {
     use tokio::io::AsyncWriteExt;
     let up = Upstream::echo();
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
-    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
-        .await
-        .unwrap();
-    let first = read_response(&mut s).await;
-    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+    let mut s = answered_once(&gw, b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n").await;
     s.write_all(b"GET /b HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n")
         .await
         .unwrap();
