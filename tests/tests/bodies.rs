@@ -71,7 +71,7 @@ async fn large_download_streams_through_with_identical_checksum() {
 }
 
 #[tokio::test]
-async fn request_trailers_reach_the_upstream() {
+async fn request_trailers_reach_the_upstream_and_keep_the_connection() {
     let up = Upstream::echo();
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
     let mut trailers = HeaderMap::new();
@@ -87,6 +87,8 @@ async fn request_trailers_reach_the_upstream() {
         .body(StreamBody::new(stream::iter(frames)))
         .unwrap();
     let resp = client.request(req).await.unwrap();
+    // The trailers end the request: its connection is kept.
+    assert_eq!(resp.headers().get("connection"), None);
     let echo: serde_json::Value =
         serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(echo["body_sha256"], sha256_hex(b"hello").as_str());

@@ -224,9 +224,9 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
                     }
                 }
-                // A body of known length ends with its last byte: whoever reads it need not
-                // poll again.
-                if self.inner.is_end_stream() {
+                // A body of known length ends with its last byte, and any body with its
+                // trailers: whoever reads it need not poll again.
+                if frame.is_trailers() || self.inner.is_end_stream() {
                     self.transfer.request_ended.set(true);
                 }
                 Some(Ok(frame))
