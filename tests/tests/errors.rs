@@ -247,11 +247,13 @@ async fn disagreeing_content_lengths_are_400_and_not_forwarded() {
         &b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"[..],
         b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 5\r\n\r\nabcde",
         b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\nabcde",
+        // A list in one field, even of one length, as hyper's parser refuses it.
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 4\r\n\r\nabcd",
     ] {
         let out = raw(gw.addr, req, Duration::from_secs(2)).await;
         assert_raw_json_error(&out, 400, "bad_request");
     }
-    // The same length twice is one length (RFC 9110 §8.6).
+    // The same length in two fields is one length (RFC 9110 §8.6).
     let req = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\nconnection: close\r\n\r\nabcd";
     let out = raw(gw.addr, req, Duration::from_secs(2)).await;
     assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
@@ -281,6 +283,8 @@ async fn invalid_header_bytes_are_400_and_not_forwarded() {
         b"GET /x HTTP/1.1\r\nHost: a\r\nX-Cr: a\rb\r\n\r\n",
         // A folded line (obs-fold), which RFC 9112 §5.2 lets a server refuse.
         b"GET /x HTTP/1.1\r\nHost: a\r\nX-Fold: a\r\n b\r\n\r\n",
+        // A CR on its own before the request line, where empty lines may come.
+        b"\rGET /x HTTP/1.1\r\nHost: a\r\n\r\n",
     ])
     .await;
 }
@@ -486,9 +490,14 @@ async fn a_bad_head_pipelined_behind_requests_in_flight_is_answered_after_them()
         &b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\nGET /c HTTP/1.1\r\nX: \x01\r\n\r\n"[..],
         // Behind a request with a body, and with a bad request line.
         b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: a\r\n\r\nGET /c HTTP/1.2\r\n\r\n",
+        // Behind a chunked body with trailers.
+        b"POST /slow HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: v\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\nGET /c HTTP/1.2\r\n\r\n",
+        // Behind one whose trailer line begins with a bare LF, which the HTTP parser reads as
+        // part of that line: the body ends at the empty line after it.
+        b"POST /slow HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\nX-T: v\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\nGET /c HTTP/1.2\r\n\r\n",
     ] {
         let out = raw(gw.addr, pipelined, Duration::from_secs(3)).await;
-        let refusal = out.find("HTTP/1.1 400 ").expect("an answer to the bad head");
+        let refusal = out.find("HTTP/1.1 400 ").unwrap_or_else(|| panic!("no answer to the bad head: {out}"));
         let (answers, refused) = out.split_at(refusal);
         let first = answers.find("slow one").expect("the first response");
         let second = answers.find("quick one").expect("the second response");
@@ -496,7 +505,7 @@ async fn a_bad_head_pipelined_behind_requests_in_flight_is_answered_after_them()
         assert!(answers.ends_with("quick one"), "{out}");
         assert_raw_json_error(refused, 400, "bad_request");
     }
-    assert_eq!(up.requests(), 4);
+    assert_eq!(up.requests(), 8);
 }
 
 /// A request head over `max_header_bytes` is refused whatever the limit, below hyper's own

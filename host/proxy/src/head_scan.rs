@@ -200,8 +200,9 @@ enum At {
     /// At or in a field name, or at the empty line that ends the head.
     Name,
     Value,
-    /// In a `Content-Length` value: numbers, all the same, separated by commas (RFC 9110
-    /// §8.6), as hyper reads it.
+    /// In a `Content-Length` value: one number, as hyper's server reads it (it refuses the
+    /// list `4, 4` that RFC 9110 §8.6 lets a recipient take as 4; several fields that agree
+    /// it takes).
     Length,
     /// In a `Transfer-Encoding` value.
     Coding,
@@ -287,8 +288,17 @@ impl HeadScan {
         while i < n {
             match self.at {
                 At::Start => {
-                    while i < n && matches!(bytes[i], b'\r' | b'\n') {
-                        i += 1;
+                    // Empty lines before the request line are skipped, as httparse skips
+                    // them: a CR only as part of a CRLF.
+                    loop {
+                        match bytes.get(i) {
+                            Some(b'\n') => i += 1,
+                            Some(b'\r') => match self.cr(bytes, i)? {
+                                Some(next) => i = next,
+                                None => i = n,
+                            },
+                            _ => break,
+                        }
                     }
                     if i < n {
                         self.at = At::RequestLine;
@@ -398,7 +408,6 @@ impl HeadScan {
                     self.number = Some(number.ok_or(HeadFault::InvalidLength)?);
                 }
                 b' ' | b'\t' => self.number_ended = self.number.is_some(),
-                b',' => self.length_element()?,
                 b'\r' | b'\n' => {
                     self.length_element()?;
                     self.at = At::Value;
@@ -465,7 +474,7 @@ impl HeadScan {
         self.line.extend_from_slice(part);
     }
 
-    /// One number of a `Content-Length` value has ended.
+    /// A `Content-Length` field's number has ended: it must agree with the fields before it.
     fn length_element(&mut self) -> Result<(), HeadFault> {
         let number = self.number.take().ok_or(HeadFault::InvalidLength)?;
         self.number_ended = false;

@@ -5,6 +5,8 @@
 //! bound addresses and to drain. See `docs/architecture.md` for why workers are
 //! thread-per-core with no work stealing.
 
+#[cfg(test)]
+mod against_hyper;
 mod body;
 mod chain;
 mod checker;

@@ -34,27 +34,33 @@ enum Part {
     Stopped,
 }
 
-/// Where a chunked body is (RFC 9112 §7.1).
+/// Where a chunked body is (RFC 9112 §7.1), state for state as hyper's decoder reads it, so
+/// that a body hyper takes ends here where it ends there.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Chunk {
-    /// In a chunk-size line: the size so far, whether a digit has been read, and whether the
-    /// extensions have begun.
-    Size { size: u64, digits: bool, ext: bool },
+    /// At a chunk-size line, whose first byte must be a hex digit.
+    Start,
+    /// In the size's digits: the size so far.
+    Size(u64),
+    /// In spaces or tabs after the digits.
+    SizeSpace(u64),
+    /// In the extensions, after a `;`, up to the CR (an LF there is refused).
+    Extension(u64),
+    /// At the LF that ends a size line.
+    SizeLf(u64),
     /// Data bytes still to come.
     Data(u64),
-    /// At the line end after a chunk's data.
-    DataEnd,
-    /// In the trailer section; whether the current line is empty so far.
-    Trailers { empty: bool },
-}
-
-impl Chunk {
-    /// At the start of a chunk-size line.
-    const SIZE: Chunk = Chunk::Size {
-        size: 0,
-        digits: false,
-        ext: false,
-    };
+    /// At the CR, then the LF, after a chunk's data.
+    DataCr,
+    DataLf,
+    /// After the last chunk's size line or a trailer line: a CR ends the body, anything else
+    /// begins a trailer line.
+    EndCr,
+    /// In a trailer line, up to its CR (an LF is part of the line, as hyper reads it).
+    Trailer,
+    TrailerLf,
+    /// At the body's last LF.
+    EndLf,
 }
 
 /// What a read said.
@@ -114,7 +120,7 @@ impl RequestScan {
                                 head_from = i;
                             }
                             Body::Length(n) => self.part = Part::Length(n),
-                            Body::Chunked => self.part = Part::Chunked(Chunk::SIZE),
+                            Body::Chunked => self.part = Part::Chunked(Chunk::Start),
                             Body::Unknown => self.part = Part::Switch,
                         }
                     }
@@ -169,57 +175,53 @@ fn count_through(rest: &mut u64, available: usize) -> usize {
 }
 
 /// Goes through a chunked body from `bytes[i]`: where it stopped, and whether the body ended
-/// there (`Some(true)`), or has a framing hyper will refuse (`Some(false)`).
+/// there (`Some(true)`), or has a framing hyper refuses (`Some(false)`).
 fn chunked(chunk: &mut Chunk, bytes: &[u8], mut i: usize) -> (usize, Option<bool>) {
     while let Some(&b) = bytes.get(i) {
-        match chunk {
-            Chunk::Size { size, digits, ext } => {
-                i += 1;
-                match b {
-                    b'\n' if !*digits => return (i, Some(false)),
-                    b'\n' if *size == 0 => *chunk = Chunk::Trailers { empty: true },
-                    b'\n' => *chunk = Chunk::Data(*size),
-                    b'\r' => {}
-                    _ if *ext => {}
-                    b';' | b' ' | b'\t' => *ext = true,
-                    _ => {
-                        let Some(digit) = char::from(b).to_digit(16) else {
-                            return (i, Some(false));
-                        };
-                        let Some(more) = size.checked_mul(16) else {
-                            return (i, Some(false));
-                        };
-                        *size = more + u64::from(digit);
-                        *digits = true;
-                    }
-                }
+        if let Chunk::Data(rest) = chunk {
+            i += count_through(rest, bytes.len() - i);
+            if *rest == 0 {
+                *chunk = Chunk::DataCr;
             }
-            Chunk::Data(rest) => {
-                i += count_through(rest, bytes.len() - i);
-                if *rest == 0 {
-                    *chunk = Chunk::DataEnd;
-                }
-            }
-            Chunk::DataEnd => {
-                i += 1;
-                match b {
-                    b'\r' => {}
-                    b'\n' => *chunk = Chunk::SIZE,
-                    _ => return (i, Some(false)),
-                }
-            }
-            Chunk::Trailers { empty } => {
-                i += 1;
-                match b {
-                    b'\n' if *empty => return (i, Some(true)),
-                    b'\n' => *empty = true,
-                    b'\r' => {}
-                    _ => *empty = false,
-                }
-            }
+            continue;
         }
+        i += 1;
+        *chunk = match (*chunk, b) {
+            (Chunk::Start, _) => match hex(0, b) {
+                Some(size) => Chunk::Size(size),
+                None => return (i, Some(false)),
+            },
+            (Chunk::Size(size), b' ' | b'\t') => Chunk::SizeSpace(size),
+            (Chunk::Size(size) | Chunk::SizeSpace(size), b';') => Chunk::Extension(size),
+            (Chunk::Size(size) | Chunk::SizeSpace(size) | Chunk::Extension(size), b'\r') => {
+                Chunk::SizeLf(size)
+            }
+            (Chunk::Size(size), _) => match hex(size, b) {
+                Some(size) => Chunk::Size(size),
+                None => return (i, Some(false)),
+            },
+            (Chunk::SizeSpace(size), b' ' | b'\t') => Chunk::SizeSpace(size),
+            (Chunk::Extension(_), b'\n') => return (i, Some(false)),
+            (Chunk::Extension(size), _) => Chunk::Extension(size),
+            (Chunk::SizeLf(0), b'\n') => Chunk::EndCr,
+            (Chunk::SizeLf(size), b'\n') => Chunk::Data(size),
+            (Chunk::DataCr, b'\r') => Chunk::DataLf,
+            (Chunk::DataLf, b'\n') => Chunk::Start,
+            (Chunk::EndCr, b'\r') => Chunk::EndLf,
+            (Chunk::Trailer, b'\r') => Chunk::TrailerLf,
+            (Chunk::EndCr | Chunk::Trailer, _) => Chunk::Trailer,
+            (Chunk::TrailerLf, b'\n') => Chunk::EndCr,
+            (Chunk::EndLf, b'\n') => return (i, Some(true)),
+            _ => return (i, Some(false)),
+        };
     }
     (i, None)
+}
+
+/// `size` with the hex digit `b` after it; `None` if `b` is not one, or the size overflows.
+fn hex(size: u64, b: u8) -> Option<u64> {
+    let digit = char::from(b).to_digit(16)?;
+    size.checked_mul(16)?.checked_add(u64::from(digit))
 }
 
 #[cfg(test)]
