@@ -223,4 +223,39 @@ mod tests {
             assert_eq!(normalize(p, &off), Ok(None), "{p}");
         }
     }
+
+    /// A canonical path is canonical: normalizing it again changes nothing, so the gateway
+    /// and an upstream that normalizes too read it alike. Random paths over the bytes that
+    /// matter, under every combination of rules.
+    #[test]
+    fn a_normalized_path_normalizes_to_itself() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let bytes = b"/.%2eEfF5cCa\\x";
+        for _ in 0..20_000 {
+            let len = rng.usize(1..14);
+            let path: String = std::iter::once('/')
+                .chain((0..len).map(|_| char::from(bytes[rng.usize(..bytes.len())])))
+                .collect();
+            for normalize in [true, false] {
+                for merge_slashes in [true, false] {
+                    for escaped_slashes in [
+                        EscapedSlashes::Keep,
+                        EscapedSlashes::Unescape,
+                        EscapedSlashes::Reject,
+                    ] {
+                        let r = rules(normalize, merge_slashes, escaped_slashes);
+                        let Ok(once) = super::normalize(&path, &r) else {
+                            continue;
+                        };
+                        let once = once.unwrap_or_else(|| path.clone());
+                        assert_eq!(
+                            super::normalize(&once, &r),
+                            Ok(None),
+                            "{path:?} became {once:?} under {normalize} {merge_slashes}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
