@@ -313,6 +313,41 @@ async fn a_body_cut_short_by_the_upstream_is_cut_short_for_the_client() {
     assert_eq!(get(&gw.url("/next")).await.body, "whole");
 }
 
+/// Chunks are framed as hyper's client frames them: an empty line where a chunk size belongs
+/// is not a last chunk, and a bare LF does not end a line. Either breaks the response, which
+/// the client must not take for complete, and learns of at once (the head has gone out, so
+/// the client's connection is closed mid-body).
+#[tokio::test]
+async fn a_malformed_chunked_body_is_not_taken_for_complete() {
+    let up = Raw::start(|head| {
+        if head.starts_with("GET /no-size") {
+            Answer::Keep(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n\r\n".to_vec(),
+            )
+        } else if head.starts_with("GET /bare-lf") {
+            Answer::Keep(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n"
+                    .to_vec(),
+            )
+        } else {
+            Answer::Keep(ok("whole"))
+        }
+    });
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    for path in ["/no-size", "/bare-lf"] {
+        let req = Request::get(gw.url(path)).body(Full::<Bytes>::default());
+        // At once: the upstream keeps the connection open, as if more were coming.
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            match http1().request(req.unwrap()).await {
+                Ok(resp) => resp.into_body().collect().await.is_err(),
+                Err(_) => true,
+            }
+        });
+        assert!(read.await.expect(path), "{path}: taken for complete");
+    }
+    assert_eq!(get(&gw.url("/next")).await.body, "whole");
+}
+
 #[tokio::test]
 async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
     // Every connection serves one request, then the upstream closes it a moment later (an

@@ -42,7 +42,7 @@ const BYTES: &[u8] =
 
 /// `bytes` with `times` bytes inserted, replaced, removed or doubled, its last `keep` bytes
 /// left as they are.
-fn mutated(
+pub(crate) fn mutated(
     rng: &mut fastrand::Rng,
     bytes: &[u8],
     keep: usize,

@@ -61,21 +61,16 @@ impl State {
                 State::ChunkData(left) => {
                     return Ok(self.counted(buf, left, State::ChunkEnd, State::ChunkData));
                 }
-                State::ChunkSize => match httparse::parse_chunk_size(buf) {
-                    Ok(httparse::Status::Complete((used, 0))) => {
+                State::ChunkSize => match chunk_size(buf)? {
+                    Some((used, 0)) => {
                         buf.advance(used);
                         *self = State::Trailers;
                     }
-                    Ok(httparse::Status::Complete((used, size))) => {
+                    Some((used, size)) => {
                         buf.advance(used);
                         *self = State::ChunkData(size);
                     }
-                    // A size line is short; one that keeps going is not a size line.
-                    Ok(httparse::Status::Partial) if buf.len() > 1024 => {
-                        return Err(Error::Invalid("chunk size line too long".into()));
-                    }
-                    Ok(httparse::Status::Partial) => return Ok(Step::NeedMore),
-                    Err(_) => return Err(Error::Invalid("invalid chunk size".into())),
+                    None => return Ok(Step::NeedMore),
                 },
                 State::ChunkEnd => {
                     if buf.len() < 2 {
@@ -119,19 +114,70 @@ impl State {
     }
 }
 
-/// The trailer section: `End` when it is empty, else the fields.
+/// The longest chunk-size line taken: a size and a few extensions.
+const MAX_SIZE_LINE: usize = 1024;
+
+/// A chunk-size line at the start of `buf`, read as hyper's client reads it (httparse's
+/// `parse_chunk_size` takes an empty line for a size of 0, and a bare LF for a line's end):
+/// hex digits, at least one; spaces or tabs after them; extensions after a `;`, without an
+/// LF; a CRLF. Its length and the size, or `None` if the line has not ended yet.
+fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
+    let invalid = || Error::Invalid("invalid chunk size line".into());
+    let mut size: u64 = 0;
+    let mut digits = 0;
+    let mut i = 0;
+    while let Some(digit) = buf.get(i).and_then(|&b| char::from(b).to_digit(16)) {
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(u64::from(digit)))
+            .ok_or_else(invalid)?;
+        digits += 1;
+        i += 1;
+    }
+    if digits == 0 && !buf.is_empty() {
+        return Err(invalid());
+    }
+    while matches!(buf.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    if buf.get(i) == Some(&b';') {
+        while let Some(&b) = buf.get(i)
+            && b != b'\r'
+        {
+            if b == b'\n' {
+                return Err(invalid());
+            }
+            i += 1;
+        }
+    }
+    match (buf.get(i), buf.get(i + 1)) {
+        (Some(b'\r'), Some(b'\n')) => Ok(Some((i + 2, size))),
+        (Some(b'\r'), None) | (None, _) if i < MAX_SIZE_LINE => Ok(None),
+        (None, _) => Err(Error::Invalid("chunk size line too long".into())),
+        _ => Err(invalid()),
+    }
+}
+
+/// The trailer section: `End` when it is empty, else the fields. The section is delimited as
+/// hyper's client delimits it (lines that end in CRLF, a bare LF being part of a line, up to
+/// an empty line), then its fields parsed.
 fn trailers(buf: &mut BytesMut) -> Result<Step, Error> {
     if buf.starts_with(b"\r\n") {
         buf.advance(2);
         return Ok(Step::End);
     }
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let (used, fields) = match httparse::parse_headers(buf, &mut slots) {
-        Ok(httparse::Status::Complete(done)) => done,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+    let Some(len) = trailer_section(buf)? else {
+        if buf.len() >= MAX_HEAD_BYTES {
             return Err(Error::HeadTooLarge(MAX_HEAD_BYTES));
         }
-        Ok(httparse::Status::Partial) => return Ok(Step::NeedMore),
+        return Ok(Step::NeedMore);
+    };
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let fields = match httparse::parse_headers(&buf[..len], &mut slots) {
+        Ok(httparse::Status::Complete((_, fields))) => fields,
+        Ok(httparse::Status::Partial) => {
+            return Err(Error::Invalid("trailers: an unfinished field".into()));
+        }
         Err(httparse::Error::TooManyHeaders) => return Err(Error::TooManyHeaders(MAX_HEADERS)),
         Err(e) => return Err(Error::Invalid(format!("trailers: {e}"))),
     };
@@ -143,12 +189,37 @@ fn trailers(buf: &mut BytesMut) -> Result<Step, Error> {
             .map_err(|_| Error::Invalid(format!("invalid value in trailer {name}")))?;
         map.append(name, value);
     }
-    buf.advance(used);
+    buf.advance(len);
     Ok(if map.is_empty() {
         Step::End
     } else {
         Step::Trailers(map)
     })
+}
+
+/// The length of the trailer section at the start of `buf` (not empty, not starting with a
+/// CRLF), through the CRLF of its empty line; `None` if it has not ended yet. Every CR must
+/// begin a CRLF.
+fn trailer_section(buf: &[u8]) -> Result<Option<usize>, Error> {
+    let mut i = 0;
+    while let Some(cr) = buf[i..].iter().position(|&b| b == b'\r') {
+        let at = i + cr;
+        match buf.get(at + 1) {
+            None => return Ok(None),
+            Some(b'\n') => {}
+            Some(_) => return Err(Error::Invalid("trailers: a CR without an LF".into())),
+        }
+        // The line ended; an empty one after it ends the section.
+        match (buf.get(at + 2), buf.get(at + 3)) {
+            (Some(b'\r'), Some(b'\n')) => return Ok(Some(at + 4)),
+            (Some(b'\r'), Some(_)) => {
+                return Err(Error::Invalid("trailers: a CR without an LF".into()));
+            }
+            (Some(b'\r'), None) | (None, _) => return Ok(None),
+            _ => i = at + 2,
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -199,6 +270,22 @@ mod tests {
         assert!(ended);
     }
 
+    /// A trailer line ends at a CRLF; a bare LF within it is the field parser's to read, and
+    /// the section ends at its empty line, as hyper's client reads it.
+    #[test]
+    fn the_trailer_section_ends_at_an_empty_line_after_a_crlf() {
+        let (data, trailers, ended) = decode(
+            Framing::Chunked,
+            b"2 ; x=\"y\"\r\nok\r\n0\r\nT: v\nU: w\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(data, b"ok");
+        let t = trailers.unwrap();
+        assert_eq!(t["t"], "v");
+        assert_eq!(t["u"], "w");
+        assert!(ended);
+    }
+
     #[test]
     fn a_last_chunk_without_trailers_ends_the_body() {
         let (data, trailers, ended) = decode(Framing::Chunked, b"2\r\nok\r\n0\r\n\r\n").unwrap();
@@ -220,6 +307,16 @@ mod tests {
             &b"zz\r\n"[..],
             b"2\r\nokXX0\r\n\r\n",
             b"0\r\nbad header\r\n\r\n",
+            // An empty size line, which httparse would take for a last chunk.
+            b"2\r\nok\r\n\r\n",
+            // Size lines not ended by a CRLF, space inside one, an LF in an extension.
+            b"2\nok\r\n0\r\n\r\n",
+            b"2\r\rok\r\n0\r\n\r\n",
+            b"2 2\r\nok\r\n0\r\n\r\n",
+            b"2;a\nb\r\nok\r\n0\r\n\r\n",
+            // A CR in the trailer section that no LF follows.
+            b"0\r\nT: v\rX\r\n\r\n",
+            b"0\r\n\rX",
         ] {
             assert!(decode(Framing::Chunked, bad).is_err(), "{bad:?}");
         }

@@ -14,6 +14,8 @@
 //! back ([`GiveBack`]) when the body has been read to its end with the connection still
 //! reusable; a body dropped midway closes it, as the stream position is then unknown.
 
+#[cfg(test)]
+mod against_hyper;
 mod decode;
 mod head;
 
