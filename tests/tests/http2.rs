@@ -44,6 +44,29 @@ async fn h2c_and_http1_clients_share_a_port() {
     assert_eq!(seen.json()["path"], "/h1");
 }
 
+/// An HTTP/2 client may split its cookies over several `cookie` fields (browsers do, for
+/// header compression); an HTTP/1.1 upstream must get them joined into one (RFC 9113 §8.2.3),
+/// as Envoy joins them.
+#[tokio::test]
+async fn cookies_split_over_http2_fields_reach_an_http1_upstream_as_one_field() {
+    let up = Upstream::echo();
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let seen = send(
+        &h2c(),
+        Request::get(gw.url("/c"))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2; c=3")
+            .body(Full::<Bytes>::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(seen.status, 200);
+    assert_eq!(
+        seen.json()["headers"]["cookie"],
+        serde_json::json!(["a=1; b=2; c=3"])
+    );
+}
+
 #[tokio::test]
 async fn h2c_client_posts_a_body() {
     let up = Upstream::echo();

@@ -33,6 +33,29 @@ static HOP_NAMES: [HeaderName; 7] = [
     HeaderName::from_static("x-forwarded-client-cert"),
 ];
 
+/// Joins the `cookie` fields of a request into one, with `; ` between them, as RFC 9113
+/// §8.2.3 requires before an HTTP/2 request goes on as HTTP/1.1: HTTP/2 clients split their
+/// cookies over several fields (browsers do, for header compression), while an HTTP/1.1 server
+/// may read only the first `Cookie` line (RFC 6265 §5.4 allows one). Envoy joins them as it
+/// decodes the request, so routes and filters see one field there too.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    if fields.next().is_none() || fields.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    // Valid values with `; ` between them make a valid value.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// Removes hop-by-hop headers in place. `TE: trailers` is kept on requests, because it is the
 /// one TE value that is end-to-end meaningful (it tells the upstream that the client accepts
 /// trailers; hyper only sends HTTP/1.1 response trailers to clients that said so). `Trailer`
@@ -478,6 +501,17 @@ mod tests {
         let s = id.to_str().unwrap();
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_into_one() {
+        let mut h = map(&[("cookie", "a=1"), ("x", "y"), ("cookie", "b=2; c=3")]);
+        join_cookies(&mut h);
+        let cookies: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2; c=3"]);
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1");
     }
 }
 
