@@ -302,13 +302,47 @@ async fn malformed_request_lines_are_400_and_not_forwarded() {
     ])
     .await;
     // What http::Uri takes although it should be escaped, and an absolute target, go through.
-    for req in [
-        &b"GET /x/{\"a\"}?q={b} HTTP/1.1\r\nHost: a\r\nconnection: close\r\n\r\n"[..],
-        b"GET http://a/x HTTP/1.1\r\nHost: a\r\nconnection: close\r\n\r\n",
-    ] {
+    each_answered_200(
+        &gw,
+        &[
+            b"GET /x/{\"a\"}?q={b} HTTP/1.1\r\nHost: a\r\nconnection: close\r\n\r\n",
+            b"GET http://a/x HTTP/1.1\r\nHost: a\r\nconnection: close\r\n\r\n",
+        ],
+    )
+    .await;
+    assert_eq!(up.requests(), 2);
+}
+
+/// Sends each of `requests` on its own connection: each is answered 200.
+async fn each_answered_200(gw: &TestGateway, requests: &[&[u8]]) {
+    for req in requests {
         let out = raw(gw.addr, req, Duration::from_secs(2)).await;
-        assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+        let status = out.split(' ').nth(1);
+        assert_eq!(status, Some("200"), "{out}");
     }
+}
+
+/// RFC 9112 §3.2: a request with two `Host` fields (the gateway would route by one, the
+/// upstream might read the other) and an HTTP/1.1 request that names no host are refused.
+#[tokio::test]
+async fn a_request_with_two_hosts_or_none_is_400() {
+    // Well framed, they leave the connection open: these ask for it to close.
+    let (up, gw) = each_refused_with_400(&[
+        b"GET /x HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a.example\r\nhost: a.example\r\nConnection: close\r\n\r\n",
+        b"GET http://a.example/x HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ])
+    .await;
+    // HTTP/1.0 needs no host; an absolute target names it.
+    each_answered_200(
+        &gw,
+        &[
+            b"GET /x HTTP/1.0\r\n\r\n",
+            b"GET http://a.example/x HTTP/1.1\r\nconnection: close\r\n\r\n",
+        ],
+    )
+    .await;
     assert_eq!(up.requests(), 2);
 }
 

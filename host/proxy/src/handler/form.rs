@@ -92,22 +92,43 @@ pub(super) fn upstream_host(
 /// HTTP/1.1 absolute-form target, HTTP/2's `:authority`), whatever a `Host` header says
 /// (RFC 9112 §3.2.2, RFC 9113 §8.3.1, as Envoy reads it); such a header is made to agree, so
 /// that routes, filters and the upstream all see the host the request was routed by.
-pub(super) fn request_host(parts: &mut http::request::Parts) -> Option<HeaderValue> {
+///
+/// Refused, as RFC 9112 §3.2 requires: a request with two `Host` fields (routed by one, it
+/// would reach an upstream that may read the other), and an HTTP/1.1 request with no host at
+/// all (Envoy's `missing_host_header`).
+pub(super) fn request_host(
+    parts: &mut http::request::Parts,
+) -> Result<Option<HeaderValue>, Failure> {
+    let mut fields = parts.headers.get_all(header::HOST).iter();
+    let first = fields.next();
+    if fields.next().is_some() {
+        return Err((
+            ErrorKind::BadRequest,
+            "the request has more than one Host field".into(),
+        ));
+    }
     let Some(authority) = parts.uri.authority() else {
-        return parts.headers.get(header::HOST).cloned();
+        return match first {
+            Some(host) => Ok(Some(host.clone())),
+            None if parts.version == Version::HTTP_11 => Err((
+                ErrorKind::BadRequest,
+                "an HTTP/1.1 request must name its host".into(),
+            )),
+            None => Ok(None),
+        };
     };
     // A `Host` never carries the target's user information.
     let a = authority.as_str();
     let host = a.rsplit_once('@').map_or(a, |(_, host)| host);
     let Ok(value) = HeaderValue::from_str(host) else {
-        return parts.headers.get(header::HOST).cloned();
+        return Ok(parts.headers.get(header::HOST).cloned());
     };
     if let Some(h) = parts.headers.get_mut(header::HOST)
         && *h != value
     {
         *h = value.clone();
     }
-    Some(value)
+    Ok(Some(value))
 }
 
 /// Why a request is refused before anything but the log reads it, if it is, with Envoy's

@@ -204,11 +204,14 @@ async fn forward(
         Some(_) => forwarding::upgrade_requested(&parts.headers).cloned(),
         None => None,
     };
-    let host = form::request_host(&mut parts);
+    let host = form::request_host(&mut parts)?;
     // Connection-level rules come first, so routes match and filters see the request as the
     // upstream will (as in Envoy, whose connection manager adds these before it picks the
     // route): a route can match the X-Forwarded-Proto or X-Forwarded-For the gateway sets.
     let client_cert_header = forwarding::strip_hop_by_hop(&mut parts.headers, true);
+    if parts.version == Version::HTTP_2 {
+        forwarding::join_cookies(&mut parts.headers);
+    }
     let tls = conn.tls.get();
     let verified = tls.is_some_and(|t| t.peer_certificate_sha256.is_some());
     if client_cert_header || verified {
