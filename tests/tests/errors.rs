@@ -542,6 +542,30 @@ async fn a_bad_head_pipelined_behind_requests_in_flight_is_answered_after_them()
     assert_eq!(up.requests(), 8);
 }
 
+/// What follows a request that may switch protocols waits for its answer (it would be
+/// tunnelled after a switch): answered without one, a bad head after it gets JSON too.
+#[tokio::test]
+async fn a_bad_head_behind_an_upgrade_answered_without_a_switch_is_answered_in_json() {
+    let up = Upstream::start(|_| async { text(StatusCode::OK, "no switch") });
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let out = raw(
+        gw.addr,
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nGET /c HTTP/1.2\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    let refusal = out
+        .find("HTTP/1.1 400 ")
+        .unwrap_or_else(|| panic!("no answer to the bad head: {out}"));
+    let (answer, refused) = out.split_at(refusal);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("no switch"),
+        "{out}"
+    );
+    assert_raw_json_error(refused, 400, "bad_request");
+    assert_eq!(up.requests(), 1);
+}
+
 /// A request head over `max_header_bytes` is refused whatever the limit, below hyper's own
 /// smallest read buffer (8 KiB) too, and so is one with more fields than `max_headers`.
 #[tokio::test]

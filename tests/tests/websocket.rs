@@ -79,6 +79,51 @@ async fn websocket_messages_cross_the_gateway_both_ways() {
     );
 }
 
+/// A client may send its first frame with the upgrade request, before the 101: the gateway
+/// holds it back until the switch is made (until then it might be the next request), then
+/// passes it through the tunnel.
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_request_goes_through_the_tunnel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = WsUpstream::start();
+    let gw = TestGateway::start(&simple_config(up.addr, "")).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let handshake = "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    // A masked text frame, "hi", as a client sends it.
+    let mask = [1u8, 2, 3, 4];
+    let frame = [
+        0x81,
+        0x82,
+        mask[0],
+        mask[1],
+        mask[2],
+        mask[3],
+        b'h' ^ mask[0],
+        b'i' ^ mask[1],
+    ];
+    s.write_all(&[handshake.as_bytes(), &frame].concat())
+        .await
+        .unwrap();
+    // The 101, then the echo of the frame, unmasked, as the server sends it.
+    let mut got = Vec::new();
+    let echo = [0x81, 0x02, b'h', b'i'];
+    let read = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut chunk = [0u8; 1024];
+        while !got.ends_with(&echo) {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+    });
+    read.await.expect("the echo");
+    assert!(
+        got.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
 #[tokio::test]
 async fn upgrades_a_route_does_not_allow_are_refused_with_403() {
     let up = WsUpstream::start();

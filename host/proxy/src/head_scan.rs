@@ -25,7 +25,10 @@ pub(crate) enum Body {
     Length(u64),
     /// By the transfer coding (which hyper takes over a length).
     Chunked,
-    /// No telling: the request may switch protocols (`Upgrade`, `CONNECT`).
+    /// None, and the request may switch protocols (`Upgrade`, `CONNECT`): what follows is
+    /// tunnelled if it does, the next head if it is answered without switching.
+    Switch,
+    /// No telling: the request may switch protocols and names a body as well.
     Unknown,
 }
 
@@ -261,7 +264,11 @@ impl HeadScan {
     /// How what follows the head, now ended, is framed.
     pub(crate) fn body(&self) -> Body {
         if self.seen & UPGRADE != 0 {
-            Body::Unknown
+            if self.seen & CODING != 0 || self.length.is_some_and(|n| n > 0) {
+                Body::Unknown
+            } else {
+                Body::Switch
+            }
         } else if self.seen & CODING != 0 {
             Body::Chunked
         } else {

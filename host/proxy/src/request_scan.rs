@@ -6,9 +6,11 @@
 //!
 //! A head refused here is withheld from hyper, with everything after it; what the read held
 //! before it (the requests pipelined ahead of it) is not, and the refusal is answered once
-//! those have been ([`crate::write_stall`]). The scan stops at a refused head, at a body whose
-//! framing hyper will refuse, and after a request that may switch protocols unless that
-//! request is answered without a switch before anything more is read.
+//! those have been ([`crate::write_stall`]). What follows a request that may switch protocols
+//! (`Upgrade`, `CONNECT`) is held back until that request is answered: tunnelled bytes if it
+//! switched, the next head if not. The scan stops at a refused head, at a body whose framing
+//! hyper will refuse, once a protocol switch has been made, and after a request that may
+//! switch and names a body too.
 
 use crate::head_scan::{Body, HeadFault, HeadScan};
 
@@ -27,7 +29,8 @@ enum Part {
     Length(u64),
     Chunked(Chunk),
     /// After a request that may switch protocols (`Upgrade`, `CONNECT`): what follows is the
-    /// next head only if the request is answered, and no tunnel opened, first.
+    /// next head only if the request is answered, and no tunnel opened, first. Bytes that come
+    /// before the answer are held back until it ([`Told::hold`]).
     Switch,
     /// Nothing more is read here: the connection may have switched protocols, a head was
     /// refused, or a framing is past following.
@@ -71,6 +74,10 @@ pub(crate) struct Told {
     pub both_framings: Option<u64>,
     /// A head in this read was refused: its bytes, and those after it, must not reach hyper.
     pub refuse: Option<Refusal>,
+    /// The read's bytes from this one on came after a request that may switch protocols, and
+    /// before its answer: they wait for it. Tunnelled if it switches, they are the next head
+    /// if it does not, and are to be read here again then.
+    pub hold: Option<usize>,
 }
 
 /// A refused head.
@@ -121,7 +128,9 @@ impl RequestScan {
                             }
                             Body::Length(n) => self.part = Part::Length(n),
                             Body::Chunked => self.part = Part::Chunked(Chunk::Start),
-                            Body::Unknown => self.part = Part::Switch,
+                            Body::Switch => self.part = Part::Switch,
+                            // Where its body ends is not followed.
+                            Body::Unknown => self.part = Part::Stopped,
                         }
                     }
                     Err(fault) => {
@@ -152,12 +161,20 @@ impl RequestScan {
                         None => {}
                     }
                 }
-                // Bytes before the answer: the body, or tunnelled, or the next head.
-                Part::Switch => self.part = Part::Stopped,
+                // Bytes before the answer: tunnelled, or the next head.
+                Part::Switch => {
+                    told.hold = Some(i);
+                    break;
+                }
                 Part::Stopped => break,
             }
         }
         told
+    }
+
+    /// The request whose answer held bytes wait for ([`Told::hold`]).
+    pub(crate) fn holding_for(&self) -> u64 {
+        self.index
     }
 
     fn next_request(&mut self) {
@@ -311,19 +328,27 @@ mod tests {
     const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n";
 
     #[test]
-    fn nothing_is_read_after_a_protocol_switch_may_begin() {
-        // Bytes before the request is answered may be tunnelled: the scan stops.
+    fn what_follows_a_request_that_may_switch_waits_for_its_answer() {
+        // Bytes before the request is answered may be tunnelled: they are held back.
         let mut s = scan();
-        s.feed(UPGRADE, Some(0));
-        assert_eq!(s.feed(BAD, None), Told::default());
-        assert_eq!(s.feed(SMUGGLE, Some(1)), Told::default());
-        // So it does for bytes read with the request, whatever follows.
+        assert_eq!(s.feed(UPGRADE, Some(0)), Told::default());
+        assert_eq!(s.feed(BAD, None).hold, Some(0));
+        assert_eq!(s.holding_for(), 1);
+        // Read with the request, what follows its head is held back from the head's end.
         let mut s = scan();
-        assert_eq!(
-            s.feed(&[UPGRADE, SMUGGLE].concat(), Some(0)),
-            Told::default()
+        let told = s.feed(&[UPGRADE, SMUGGLE].concat(), Some(0));
+        assert_eq!(told.hold, Some(UPGRADE.len()));
+        assert_eq!(told.refuse, None);
+        // Held, then read again once the request was answered: the next head.
+        assert_eq!(s.feed(SMUGGLE, Some(1)).both_framings, Some(2));
+        // A request that may switch and names a body: where the body ends is not followed.
+        let mut s = scan();
+        s.feed(
+            b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\nContent-Length: 3\r\n\r\n",
+            Some(0),
         );
-        assert_eq!(s.feed(BAD, Some(1)), Told::default());
+        assert_eq!(s.feed(b"abc", Some(1)), Told::default());
+        assert_eq!(s.part, Part::Stopped);
     }
 
     #[test]
@@ -335,7 +360,8 @@ mod tests {
             s.feed(SMUGGLE, Some(1)),
             Told {
                 both_framings: Some(2),
-                refuse: None
+                refuse: None,
+                hold: None,
             }
         );
         let mut s = scan();

@@ -96,6 +96,8 @@ impl ConnCtx {
         self.socket
             .heads_over
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Bytes that came after the request, held until now, go on into the tunnel.
+        self.socket.request_answered();
         *self.tunnel.borrow_mut() = Some(tunnel);
     }
 }

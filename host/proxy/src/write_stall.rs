@@ -10,7 +10,9 @@
 //! stream reset alone is `DR`); it shows the bytes it reads to the connection's
 //! [`HeadClock`]; and it withholds from hyper an HTTP/1 request head that [`RequestScan`]
 //! refuses: once the requests pipelined ahead of it have been answered, hyper reads the end of
-//! the connection instead, and the head's answer goes out as the wrapper is dropped.
+//! the connection instead, and the head's answer goes out as the wrapper is dropped. Bytes
+//! that follow a request that may switch protocols are held back until it is answered
+//! (tunnelled if it switched, read as the next head if not).
 
 use std::io;
 use std::pin::Pin;
@@ -44,6 +46,9 @@ pub(crate) struct WriteStall<S: AsyncWrite + Unpin> {
     /// A refused head waiting for the requests ahead of it to be answered: its fault and its
     /// request's index.
     refusal: Option<(HeadFault, u64)>,
+    /// Bytes read after a request that may switch protocols, before its answer
+    /// ([`crate::request_scan::Told::hold`]): hyper gets them once the request is answered.
+    held: Vec<u8>,
 }
 
 /// How a client connection's socket ended, if it did, and how long its pending request head
@@ -97,7 +102,8 @@ impl SocketState {
         }
     }
 
-    /// A request on the connection has been answered in full.
+    /// A request on the connection has been answered in full, or a protocol switch made: a
+    /// read that waits for either goes on.
     pub(crate) fn request_answered(&self) {
         if self.reader_waits.load(Ordering::Relaxed) {
             let waker = self.reader.lock().take();
@@ -131,6 +137,7 @@ impl<S: AsyncWrite + Unpin> WriteStall<S> {
             scan,
             refuse_both_framings,
             refusal: None,
+            held: Vec::new(),
         }
     }
 
@@ -227,43 +234,95 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
             return self.answer_when_due(cx);
         }
         let before = buf.filled().len();
+        if !self.held.is_empty() {
+            return self.release_held(cx, buf, before);
+        }
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         // The end of the client's byte stream (or a broken one): a response cut short after
         // it was cut by the client's connection going, not by a reset of its stream alone.
         match &polled {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                let this = &mut *self;
-                let (head, bytes) = (&this.state.head, &buf.filled()[before..]);
-                head.read(bytes);
-                if head.is_http1() && !this.state.heads_over.load(Ordering::Relaxed) {
-                    let answered = (head.in_flight() == 0).then(|| head.started());
-                    let told = this.scan.feed(bytes, answered);
-                    if let Some(index) = told.both_framings
-                        && this.refuse_both_framings
-                    {
-                        let _ = this.state.framing_conflict.compare_exchange(
-                            0,
-                            index,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        );
-                    }
-                    if let Some(refusal) = told.refuse {
-                        buf.set_filled(before + refusal.keep);
-                        this.refusal = Some((refusal.fault, refusal.index));
-                        // With nothing ahead of it in this read, hyper has nothing to read
-                        // until the answer is due.
-                        if refusal.keep == 0 {
-                            return this.answer_when_due(cx);
-                        }
-                    }
-                }
+                self.state.head.read(&buf.filled()[before..]);
+                return self.scanned(cx, buf, before);
             }
             Poll::Ready(Ok(())) if buf.remaining() == 0 => {}
             Poll::Ready(_) => self.state.peer_closed.store(true, Ordering::Relaxed),
             Poll::Pending => {}
         }
         polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> WriteStall<S> {
+    /// Shows the bytes read into `buf` after `before` to the request scan, and acts on what
+    /// it says: a head to refuse, or bytes to hold back.
+    fn scanned(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        before: usize,
+    ) -> Poll<io::Result<()>> {
+        let head = &self.state.head;
+        if !head.is_http1() || self.state.heads_over.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        let answered = (head.in_flight() == 0).then(|| head.started());
+        let bytes = &buf.filled()[before..];
+        let told = self.scan.feed(bytes, answered);
+        if let Some(index) = told.both_framings
+            && self.refuse_both_framings
+        {
+            let _ = self.state.framing_conflict.compare_exchange(
+                0,
+                index,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        if let Some(from) = told.hold {
+            self.held.extend_from_slice(&bytes[from..]);
+            buf.set_filled(before + from);
+            // Nothing before them in this read: hyper has nothing to read until they are due.
+            if from == 0 {
+                return self.release_held(cx, buf, before);
+            }
+        }
+        if let Some(refusal) = told.refuse {
+            buf.set_filled(before + refusal.keep);
+            self.refusal = Some((refusal.fault, refusal.index));
+            // With nothing ahead of it in this read, hyper has nothing to read until the
+            // answer is due.
+            if refusal.keep == 0 {
+                return self.answer_when_due(cx);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The bytes held after a request that may switch protocols, once it has switched (they
+    /// go on as they are) or been answered (they are read as the next head); until then the
+    /// read waits.
+    fn release_held(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        before: usize,
+    ) -> Poll<io::Result<()>> {
+        let switched = self.state.heads_over.load(Ordering::Relaxed);
+        let head = &self.state.head;
+        let answered = head.in_flight() == 0 && head.started() >= self.scan.holding_for();
+        if !switched && !answered {
+            self.state.park_reader(cx.waker());
+            return Poll::Pending;
+        }
+        let n = self.held.len().min(buf.remaining());
+        buf.put_slice(&self.held[..n]);
+        self.held.drain(..n);
+        if self.held.is_empty() {
+            self.held = Vec::new();
+        }
+        self.state.head.read(&buf.filled()[before..]);
+        self.scanned(cx, buf, before)
     }
 }
 

@@ -299,17 +299,22 @@ fn what_follows_a_head_is_framed_as_hyper_frames_it() {
     // A protocol switch may follow.
     assert_eq!(
         body(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n").1,
-        Body::Unknown
+        Body::Switch
     );
     assert_eq!(
         body(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").1,
+        Body::Switch
+    );
+    // Or a body, or both.
+    assert_eq!(
+        body(b"POST / HTTP/1.1\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\n").1,
         Body::Unknown
     );
     // A read cut within a method that may be CONNECT counts as one.
     let mut scan = HeadScan::new(65536, 100);
     assert_eq!(scan.feed(b"CON").unwrap(), None);
     assert_eq!(scan.feed(b"NECT a:443 HTTP/1.1\r\n\r\n").unwrap(), Some(23));
-    assert_eq!(scan.body(), Body::Unknown);
+    assert_eq!(scan.body(), Body::Switch);
 }
 
 #[test]
