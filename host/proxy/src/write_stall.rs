@@ -49,6 +49,8 @@ pub(crate) struct WriteStall<S: AsyncWrite + Unpin> {
     /// Bytes read after a request that may switch protocols, before its answer
     /// ([`crate::request_scan::Told::hold`]): hyper gets them once the request is answered.
     held: Vec<u8>,
+    /// That request, counted from 1.
+    held_for: u64,
 }
 
 /// How a client connection's socket ended, if it did, and how long its pending request head
@@ -138,6 +140,7 @@ impl<S: AsyncWrite + Unpin> WriteStall<S> {
             refuse_both_framings,
             refusal: None,
             held: Vec::new(),
+            held_for: 0,
         }
     }
 
@@ -280,7 +283,10 @@ impl<S: AsyncWrite + Unpin> WriteStall<S> {
             );
         }
         if let Some(from) = told.hold {
-            self.held.extend_from_slice(&bytes[from..]);
+            // Before any bytes still held from an earlier read (when these were held too,
+            // behind an earlier request): all of them now wait for this one.
+            self.held.splice(0..0, bytes[from..].iter().copied());
+            self.held_for = self.scan.holding_for();
             buf.set_filled(before + from);
             // Nothing before them in this read: hyper has nothing to read until they are due.
             if from == 0 {
@@ -310,7 +316,7 @@ impl<S: AsyncWrite + Unpin> WriteStall<S> {
     ) -> Poll<io::Result<()>> {
         let switched = self.state.heads_over.load(Ordering::Relaxed);
         let head = &self.state.head;
-        let answered = head.in_flight() == 0 && head.started() >= self.scan.holding_for();
+        let answered = head.in_flight() == 0 && head.started() >= self.held_for;
         if !switched && !answered {
             self.state.park_reader(cx.waker());
             return Poll::Pending;
@@ -408,4 +414,53 @@ pub(crate) fn closing_answer(
         body.len()
     );
     (id, answer.into_bytes(), body.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+    const NEXT: &[u8] = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    /// Two requests that may switch protocols and one after them, read all at once and then
+    /// a few bytes at a time (so that what is held comes out over several reads, and is held
+    /// again behind the second request), as hyper would read them: each head read starts a
+    /// request, and a read that waits is let go by answering the request in flight. What
+    /// comes out is what went in, in order, and reads wait once per request that may switch.
+    #[tokio::test]
+    async fn held_bytes_come_out_in_order_as_each_request_is_answered() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let state = Arc::new(SocketState::new(Instant::now()));
+        let scan = RequestScan::new(65536, 100);
+        let mut io = WriteStall::new(server, Duration::ZERO, state.clone(), scan, true);
+        let sent = [UPGRADE, UPGRADE, NEXT].concat();
+        client.write_all(&sent).await.unwrap();
+        let (mut got, mut chunk, mut waits) = (Vec::new(), vec![0u8; 1024], 0);
+        while got.len() < sent.len() {
+            let heads = got.windows(4).filter(|w| w == b"\r\n\r\n").count() as u64;
+            while state.head.started() < heads {
+                state.head.request_started();
+            }
+            let wait = Duration::from_millis(50);
+            match tokio::time::timeout(wait, io.read(&mut chunk)).await {
+                Ok(n) => {
+                    got.extend_from_slice(&chunk[..n.unwrap()]);
+                    chunk.truncate(7);
+                }
+                Err(_) => {
+                    assert_eq!(state.head.in_flight(), 1, "waits with nothing in flight");
+                    waits += 1;
+                    state.head.request_finished();
+                    state.request_answered();
+                }
+            }
+        }
+        assert_eq!(got, sent);
+        assert_eq!(waits, 2);
+    }
 }
