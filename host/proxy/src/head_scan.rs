@@ -256,6 +256,17 @@ impl HeadScan {
         Ok((self.at == At::Done).then_some(used))
     }
 
+    /// The bytes of a request line the last read ended within (0 if it did not end within
+    /// one): hyper would refuse some lines from their first bytes, before the line's end,
+    /// where they are checked here.
+    pub(crate) fn unfinished_line(&self) -> usize {
+        if self.at == At::RequestLine {
+            self.line.len()
+        } else {
+            0
+        }
+    }
+
     /// Whether the head, now ended, named both `Content-Length` and `Transfer-Encoding`.
     pub(crate) fn both_framings(&self) -> bool {
         self.seen & (LENGTH | CODING) == LENGTH | CODING

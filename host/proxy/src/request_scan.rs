@@ -172,6 +172,15 @@ impl RequestScan {
         told
     }
 
+    /// The bytes of a request line the last read ended within, 0 if none
+    /// ([`HeadScan::unfinished_line`]).
+    pub(crate) fn unfinished_line(&self) -> usize {
+        match self.part {
+            Part::Head => self.head.unfinished_line(),
+            _ => 0,
+        }
+    }
+
     /// The request whose answer held bytes wait for ([`Told::hold`]).
     pub(crate) fn holding_for(&self) -> u64 {
         self.index

@@ -18,7 +18,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -51,6 +51,10 @@ pub(crate) struct WriteStall<S: AsyncWrite + Unpin> {
     held: Vec<u8>,
     /// That request, counted from 1.
     held_for: u64,
+    /// The bytes of a request line that has not ended yet, held back from hyper.
+    line: Vec<u8>,
+    /// Bytes scanned and due that did not fit in hyper's last read: its next read gets them.
+    ready: Vec<u8>,
 }
 
 /// How a client connection's socket ended, if it did, and how long its pending request head
@@ -141,6 +145,8 @@ impl<S: AsyncWrite + Unpin> WriteStall<S> {
             refusal: None,
             held: Vec::new(),
             held_for: 0,
+            line: Vec::new(),
+            ready: Vec::new(),
         }
     }
 
@@ -233,45 +239,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
         if self.state.refused.get().is_some() {
             return Poll::Ready(Ok(()));
         }
-        if self.refusal.is_some() {
-            return self.answer_when_due(cx);
-        }
-        let before = buf.filled().len();
-        if !self.held.is_empty() {
-            return self.release_held(cx, buf, before);
-        }
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        // The end of the client's byte stream (or a broken one): a response cut short after
-        // it was cut by the client's connection going, not by a reset of its stream alone.
-        match &polled {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                self.state.head.read(&buf.filled()[before..]);
-                return self.scanned(cx, buf, before);
+        let this = &mut *self;
+        loop {
+            if this.refusal.is_some() {
+                return this.answer_when_due(cx);
             }
-            Poll::Ready(Ok(())) if buf.remaining() == 0 => {}
-            Poll::Ready(_) => self.state.peer_closed.store(true, Ordering::Relaxed),
-            Poll::Pending => {}
+            // Scanned already, and due: they go first.
+            if !this.ready.is_empty() {
+                let n = this.ready.len().min(buf.remaining());
+                buf.put_slice(&this.ready[..n]);
+                this.ready.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
+            let before = buf.filled().len();
+            if !this.held.is_empty() {
+                ready!(this.release_held(cx, buf));
+            } else {
+                let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+                match polled {
+                    Poll::Ready(Ok(())) if buf.filled().len() > before => {}
+                    Poll::Ready(Ok(())) if buf.remaining() == 0 => return polled,
+                    // The end of the client's byte stream (or a broken one): a response cut
+                    // short after it was cut by the client's connection going, not by a reset
+                    // of its stream alone. A request line held back goes to hyper with it.
+                    Poll::Ready(_) => {
+                        this.state.peer_closed.store(true, Ordering::Relaxed);
+                        if this.line.is_empty() {
+                            return polled;
+                        }
+                        this.ready = std::mem::take(&mut this.line);
+                        continue;
+                    }
+                    Poll::Pending => return polled,
+                }
+            }
+            this.state.head.read(&buf.filled()[before..]);
+            if this.scanned(buf, before) {
+                return Poll::Ready(Ok(()));
+            }
         }
-        polled
     }
 }
 
 impl<S: AsyncWrite + Unpin> WriteStall<S> {
-    /// Shows the bytes read into `buf` after `before` to the request scan, and acts on what
-    /// it says: a head to refuse, or bytes to hold back.
-    fn scanned(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-        before: usize,
-    ) -> Poll<io::Result<()>> {
+    /// Shows the bytes put into `buf` after `before` to the request scan and leaves in `buf`
+    /// what hyper may read now: not a refused head, nor bytes that wait for a request's
+    /// answer, nor an unfinished request line (hyper refuses some lines from their first
+    /// bytes, with a 400 of its own, where the scan checks a line at its end). Whether hyper
+    /// got any byte; if not, the caller reads on.
+    fn scanned(&mut self, buf: &mut ReadBuf<'_>, before: usize) -> bool {
         let head = &self.state.head;
         if !head.is_http1() || self.state.heads_over.load(Ordering::Relaxed) {
-            return Poll::Ready(Ok(()));
+            let line = std::mem::take(&mut self.line);
+            let n = buf.filled().len() - before;
+            return self.give(buf, before, line, n);
         }
         let answered = (head.in_flight() == 0).then(|| head.started());
-        let bytes = &buf.filled()[before..];
-        let told = self.scan.feed(bytes, answered);
+        let new = &buf.filled()[before..];
+        let n = new.len();
+        let told = self.scan.feed(new, answered);
         if let Some(index) = told.both_framings
             && self.refuse_both_framings
         {
@@ -282,38 +308,68 @@ impl<S: AsyncWrite + Unpin> WriteStall<S> {
                 Ordering::Relaxed,
             );
         }
+        // A request line held back from an earlier read comes before these bytes.
+        let mut line = std::mem::take(&mut self.line);
+        let mut give = n;
         if let Some(from) = told.hold {
             // Before any bytes still held from an earlier read (when these were held too,
             // behind an earlier request): all of them now wait for this one.
-            self.held.splice(0..0, bytes[from..].iter().copied());
+            self.held.splice(0..0, new[from..].iter().copied());
             self.held_for = self.scan.holding_for();
-            buf.set_filled(before + from);
-            // Nothing before them in this read: hyper has nothing to read until they are due.
-            if from == 0 {
-                return self.release_held(cx, buf, before);
-            }
+            give = from;
         }
         if let Some(refusal) = told.refuse {
-            buf.set_filled(before + refusal.keep);
             self.refusal = Some((refusal.fault, refusal.index));
-            // With nothing ahead of it in this read, hyper has nothing to read until the
-            // answer is due.
             if refusal.keep == 0 {
-                return self.answer_when_due(cx);
+                // The refused head began in an earlier read: so did a line held back.
+                line.clear();
+            }
+            give = give.min(refusal.keep);
+        } else {
+            let unfinished = self.scan.unfinished_line();
+            if unfinished > 0 {
+                if unfinished == line.len() + n {
+                    // Still the same line.
+                    line.extend_from_slice(new);
+                    self.line = line;
+                    buf.set_filled(before);
+                    return false;
+                }
+                // A line begun at the end of these bytes.
+                self.line = new[n - unfinished..].to_vec();
+                give = give.min(n - unfinished);
             }
         }
-        Poll::Ready(Ok(()))
+        self.give(buf, before, line, give)
     }
 
-    /// The bytes held after a request that may switch protocols, once it has switched (they
-    /// go on as they are) or been answered (they are read as the next head); until then the
-    /// read waits.
-    fn release_held(
+    /// Leaves in `buf` a request line held back (`line`, maybe empty) followed by the first
+    /// `give` bytes put there after `before`; what does not fit is hyper's next read. Whether
+    /// hyper got any byte.
+    fn give(
         &mut self,
-        cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
         before: usize,
-    ) -> Poll<io::Result<()>> {
+        mut line: Vec<u8>,
+        give: usize,
+    ) -> bool {
+        if line.is_empty() {
+            buf.set_filled(before + give);
+        } else {
+            line.extend_from_slice(&buf.filled()[before..before + give]);
+            buf.set_filled(before);
+            let fits = line.len().min(buf.remaining());
+            buf.put_slice(&line[..fits]);
+            line.drain(..fits);
+            self.ready = line;
+        }
+        buf.filled().len() > before
+    }
+
+    /// Puts bytes held after a request that may switch protocols into `buf`, once it has
+    /// switched (they go on as they are) or been answered (they are read as the next head);
+    /// until then the read waits.
+    fn release_held(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<()> {
         let switched = self.state.heads_over.load(Ordering::Relaxed);
         let head = &self.state.head;
         let answered = head.in_flight() == 0 && head.started() >= self.held_for;
@@ -327,8 +383,7 @@ impl<S: AsyncWrite + Unpin> WriteStall<S> {
         if self.held.is_empty() {
             self.held = Vec::new();
         }
-        self.state.head.read(&buf.filled()[before..]);
-        self.scanned(cx, buf, before)
+        Poll::Ready(())
     }
 }
 
@@ -462,5 +517,37 @@ mod tests {
         }
         assert_eq!(got, sent);
         assert_eq!(waits, 2);
+    }
+
+    /// hyper's first read of a connection takes 24 bytes (to tell HTTP/2's preface); a request
+    /// line longer than that is held back until it ends, so that hyper, which refuses some
+    /// lines from their first bytes, never sees the start of one the scan refuses.
+    #[tokio::test]
+    async fn a_request_line_reaches_hyper_only_whole_and_checked() {
+        let read = |sent: &'static [u8]| async move {
+            let (mut client, server) = tokio::io::duplex(4096);
+            let state = Arc::new(SocketState::new(Instant::now()));
+            let scan = RequestScan::new(65536, 100);
+            let mut io = WriteStall::new(server, Duration::ZERO, state.clone(), scan, true);
+            client.write_all(sent).await.unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 24];
+            while got.len() < sent.len() {
+                let n = io.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&chunk[..n]);
+            }
+            (got, state.refused.get().map(|r| r.fault))
+        };
+        let good = b"GET /a/long/path/to/read?with=query HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(read(good).await, (good.to_vec(), None));
+        // A space in the target: hyper would refuse it at `world`, within its first read.
+        let bad = b"GET /search?q=hello world&page=2 HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(
+            read(bad).await,
+            (Vec::new(), Some(HeadFault::InvalidTarget))
+        );
     }
 }
