@@ -254,6 +254,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
             let before = buf.filled().len();
             if !this.held.is_empty() {
                 ready!(this.release_held(cx, buf));
+            } else if !this.line.is_empty() {
+                // On within a request line held back: into a buffer of its own, as hyper's
+                // may take as little as 24 bytes (its first read of a connection).
+                let mut chunk = [0u8; 4096];
+                let mut own = ReadBuf::new(&mut chunk);
+                match ready!(Pin::new(&mut this.io).poll_read(cx, &mut own)) {
+                    Ok(()) if !own.filled().is_empty() => {}
+                    // The end (or a break): hyper gets the line, then reads it itself.
+                    _ => {
+                        this.state.peer_closed.store(true, Ordering::Relaxed);
+                        this.ready = std::mem::take(&mut this.line);
+                        continue;
+                    }
+                }
+                this.state.head.read(own.filled());
+                if this.scanned(&mut own, 0) {
+                    let mut out = own.filled().to_vec();
+                    out.append(&mut this.ready);
+                    this.ready = out;
+                }
+                continue;
             } else {
                 let polled = Pin::new(&mut this.io).poll_read(cx, buf);
                 match polled {
