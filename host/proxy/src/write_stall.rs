@@ -261,7 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
                 let mut own = ReadBuf::new(&mut chunk);
                 match ready!(Pin::new(&mut this.io).poll_read(cx, &mut own)) {
                     Ok(()) if !own.filled().is_empty() => {}
-                    // The end (or a break): hyper gets the line, then reads it itself.
+                    // The end (or a break): hyper gets the line, then reads the end itself.
                     _ => {
                         this.state.peer_closed.store(true, Ordering::Relaxed);
                         this.ready = std::mem::take(&mut this.line);
@@ -282,14 +282,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteStall<S> {
                     Poll::Ready(Ok(())) if buf.remaining() == 0 => return polled,
                     // The end of the client's byte stream (or a broken one): a response cut
                     // short after it was cut by the client's connection going, not by a reset
-                    // of its stream alone. A request line held back goes to hyper with it.
+                    // of its stream alone.
                     Poll::Ready(_) => {
                         this.state.peer_closed.store(true, Ordering::Relaxed);
-                        if this.line.is_empty() {
-                            return polled;
-                        }
-                        this.ready = std::mem::take(&mut this.line);
-                        continue;
+                        return polled;
                     }
                     Poll::Pending => return polled,
                 }
