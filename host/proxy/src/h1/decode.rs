@@ -210,14 +210,10 @@ fn trailer_section(buf: &[u8]) -> Result<Option<usize>, Error> {
             Some(_) => return Err(Error::Invalid("trailers: a CR without an LF".into())),
         }
         // The line ended; an empty one after it ends the section.
-        match (buf.get(at + 2), buf.get(at + 3)) {
-            (Some(b'\r'), Some(b'\n')) => return Ok(Some(at + 4)),
-            (Some(b'\r'), Some(_)) => {
-                return Err(Error::Invalid("trailers: a CR without an LF".into()));
-            }
-            (Some(b'\r'), None) | (None, _) => return Ok(None),
-            _ => i = at + 2,
+        if buf[at + 2..].starts_with(b"\r\n") {
+            return Ok(Some(at + 4));
         }
+        i = at + 2;
     }
     Ok(None)
 }
