@@ -99,6 +99,16 @@ impl BodyBuffer {
         }
     }
 
+    /// Takes everything held as one `Bytes`, leaving the buffer empty (no copy when it is a
+    /// single chunk, and then nothing is built or dropped either).
+    pub fn take_bytes(&mut self) -> Bytes {
+        if self.chunks.len() <= 1 {
+            self.len = 0;
+            return self.chunks.pop_front().unwrap_or_default();
+        }
+        self.take().into_bytes()
+    }
+
     /// Everything held as one `Bytes` (no copy when it is a single chunk).
     pub fn into_bytes(mut self) -> Bytes {
         if self.chunks.len() <= 1 {
@@ -175,8 +185,11 @@ mod tests {
         b.append(other);
         b.append(BodyBuffer::default());
         assert_eq!(b.clone().into_bytes(), "df");
+        assert_eq!(b.clone().take_bytes(), "df");
         assert_eq!(b.take().into_bytes(), "df");
         assert!(b.is_empty() && b.clone().into_bytes().is_empty());
+        b.push(Bytes::from_static(b"g"));
+        assert_eq!((b.take_bytes(), b.len()), (Bytes::from_static(b"g"), 0));
         // Empty chunks are not kept, whatever the position.
         b.push(Bytes::new());
         assert_eq!(b.range(0, 1), b"");

@@ -136,12 +136,18 @@ impl VmSlot {
 
     /// Acts on what the last callback asked for: wakes streams it resumed or answered, and
     /// starts the calls it made. On a failed VM, every paused stream is woken with the failure.
+    /// Most callbacks ask for nothing: that check is inlined at every call site.
+    #[inline]
     fn after_callback(self: &Rc<Self>) {
+        if self.vm.borrow().has_aftermath() {
+            self.act_on_aftermath();
+        }
+    }
+
+    #[inline(never)]
+    fn act_on_aftermath(self: &Rc<Self>) {
         let (calls, grpc_calls, deferred, ticks, failed) = {
             let mut vm = self.vm.borrow_mut();
-            if !vm.has_aftermath() {
-                return;
-            }
             (
                 vm.take_calls(),
                 vm.take_grpc_calls(),
@@ -287,10 +293,15 @@ impl VmSlot {
     }
 
     /// Replaces a failed VM with a fresh instance and restarts its plugins.
+    #[inline]
     fn rebuild_if_failed(self: &Rc<Self>) {
-        if self.vm.borrow().failed.is_none() {
-            return;
+        if self.vm.borrow().failed.is_some() {
+            self.rebuild();
         }
+    }
+
+    #[inline(never)]
+    fn rebuild(self: &Rc<Self>) {
         self.after_callback();
         let result = Vm::new(&self.spec).and_then(|mut vm| {
             let roots = self

@@ -479,6 +479,7 @@ impl Vm {
     }
 
     /// What the last callback deferred for stream `ctx` (usually nothing: no lookup then).
+    #[inline]
     fn take_deferred_of(&mut self, ctx: u32) -> Option<Deferred> {
         let deferred = &mut self.store.data_mut().deferred;
         if deferred.is_empty() {
@@ -610,6 +611,7 @@ impl Vm {
 
     /// Whether the last callback left anything for [`crate::filter::VmSlot`] to act on:
     /// calls, deferred stream actions, tick changes or a failure.
+    #[inline]
     pub fn has_aftermath(&self) -> bool {
         let st = self.store.data();
         self.failed.is_some()

@@ -237,11 +237,14 @@ impl Pump {
         self.check_limit(s)?;
         let ex = self.chain.exchange.clone();
         let slot = ex.body(self.direction);
-        *slot.borrow_mut() = self.stages[s].held.take();
+        // The filter reads and edits what it holds in the exchange's slot, empty between
+        // calls: swapped in and out, nothing is dropped or built on the way.
+        debug_assert!(slot.borrow().is_empty());
+        std::mem::swap(&mut *slot.borrow_mut(), &mut self.stages[s].held);
         let verdict = self.chain.call(i, Phase::body(self.direction), |f| {
             f.on_body(&ex, self.direction, eos)
         });
-        self.stages[s].held = slot.take();
+        std::mem::swap(&mut *slot.borrow_mut(), &mut self.stages[s].held);
         let stop = match verdict {
             None | Some(Ok(BodyVerdict::Continue)) => false,
             Some(Ok(BodyVerdict::Buffer)) => true,
@@ -264,7 +267,7 @@ impl Pump {
             return Ok(if eos { Passed::Wait } else { Passed::Held });
         }
         self.stages[s].stopped = false;
-        let out = self.stages[s].held.take().into_bytes();
+        let out = self.stages[s].held.take_bytes();
         Ok(Passed::On(Item::Data(out, eos)))
     }
 
@@ -391,13 +394,11 @@ impl FilteredBody {
     /// `Busy` for a filter. `Ready` when it made progress (output, end, or abort).
     fn advance(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            let mut pump = match std::mem::replace(&mut self.state, State::Done { aborted: false })
-            {
-                State::Done { aborted } => {
-                    self.state = State::Done { aborted };
-                    return Poll::Ready(());
-                }
-                State::Idle(mut pump) => {
+            // The pump stays in place between source frames (it is large): it moves only
+            // into and out of the future that waits for a filter.
+            match &mut self.state {
+                State::Done { .. } => return Poll::Ready(()),
+                State::Idle(pump) => {
                     if pump.finished || pump.aborted {
                         self.state = State::Done {
                             aborted: pump.aborted,
@@ -405,10 +406,7 @@ impl FilteredBody {
                         return Poll::Ready(());
                     }
                     let frame = match pump.source.as_mut().poll_frame(cx) {
-                        Poll::Pending => {
-                            self.state = State::Idle(pump);
-                            return Poll::Pending;
-                        }
+                        Poll::Pending => return Poll::Pending,
                         Poll::Ready(frame) => frame,
                     };
                     if let Some(item) = pump.item(frame) {
@@ -417,27 +415,35 @@ impl FilteredBody {
                         match pump.run(&mut feed) {
                             Ok(None) => {}
                             Ok(Some(wait)) => {
+                                let State::Idle(pump) = std::mem::replace(
+                                    &mut self.state,
+                                    State::Done { aborted: false },
+                                ) else {
+                                    unreachable!("matched above")
+                                };
                                 self.state = State::Busy(Box::pin(pump.finish(feed, wait)));
                                 continue;
                             }
                             Err(stop) => pump.stop(stop),
                         }
                     }
-                    pump
-                }
-                State::Busy(mut waiting) => match waiting.as_mut().poll(cx) {
-                    Poll::Pending => {
-                        self.state = State::Busy(waiting);
-                        return Poll::Pending;
+                    let produced = !pump.out.is_empty();
+                    self.out.append(&mut pump.out);
+                    if produced {
+                        return Poll::Ready(());
                     }
-                    Poll::Ready(pump) => pump,
+                }
+                State::Busy(waiting) => match waiting.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(mut pump) => {
+                        let produced = !pump.out.is_empty();
+                        self.out.append(&mut pump.out);
+                        self.state = State::Idle(pump);
+                        if produced {
+                            return Poll::Ready(());
+                        }
+                    }
                 },
-            };
-            let produced = !pump.out.is_empty();
-            self.out.append(&mut pump.out);
-            self.state = State::Idle(pump);
-            if produced {
-                return Poll::Ready(());
             }
         }
     }

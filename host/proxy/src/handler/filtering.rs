@@ -123,15 +123,18 @@ fn local_head(
 }
 
 /// After the filters produced the whole body: a `content-length` still in the head is made
-/// to match it (filters that edit bodies often leave the old one behind).
-fn fix_content_length(headers: &mut HeaderMap, len: u64) {
+/// to match it (filters that edit bodies often leave the old one behind). Returns whether
+/// the head declares a length.
+fn fix_content_length(headers: &mut HeaderMap, len: u64) -> bool {
     let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
     let (first, second) = (values.next(), values.next());
+    let Some(first) = first else { return false };
     // Usually the body is unchanged: the value is kept rather than formatted again.
-    let right = first.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) == Some(len);
-    if first.is_some() && (second.is_some() || !right) {
+    let right = first.to_str().ok().and_then(|v| v.parse::<u64>().ok()) == Some(len);
+    if second.is_some() || !right {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
+    true
 }
 
 /// A body as it came out of the filters' body phases.
@@ -221,11 +224,10 @@ impl<'a> Ctx<'a> {
         match filtered.settle().await {
             Settled::Aborted => return self.stopped(direction, transfer).await.map(Err),
             Settled::Complete { len } => {
-                fix_content_length(headers, len);
+                let sized = fix_content_length(headers, len);
                 if let Some(data) = filtered.whole() {
                     // A head without a length (a filter removed it, or there was none) keeps
                     // going without one.
-                    let sized = headers.contains_key(header::CONTENT_LENGTH);
                     return Ok(Ok(Filtered::Whole { data, sized }));
                 }
             }
