@@ -237,10 +237,16 @@ impl Pump {
         self.check_limit(s)?;
         let ex = self.chain.exchange.clone();
         let slot = ex.body(self.direction);
-        // The filter reads and edits what it holds in the exchange's slot, empty between
-        // calls: swapped in and out, nothing is dropped or built on the way.
-        debug_assert!(slot.borrow().is_empty());
-        std::mem::swap(&mut *slot.borrow_mut(), &mut self.stages[s].held);
+        // The filter reads and edits what it holds in the exchange's slot: swapped in and
+        // out, nothing is built or dropped on the way.
+        {
+            let mut shown = slot.borrow_mut();
+            if !shown.is_empty() {
+                // Left by a pump dropped while its filter was paused on its last chunk.
+                *shown = BodyBuffer::default();
+            }
+            std::mem::swap(&mut *shown, &mut self.stages[s].held);
+        }
         let verdict = self.chain.call(i, Phase::body(self.direction), |f| {
             f.on_body(&ex, self.direction, eos)
         });
