@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream;
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustygate_tests::client::{http1, raw_upload, send};
-use rustygate_tests::upstream::{Upstream, pattern, sha256_hex, text};
-use rustygate_tests::{TestGateway, probe_config, start_probe, with_listener};
+use rustygate_tests::upstream::{Upstream, full, pattern, sha256_hex, text};
+use rustygate_tests::{
+    ABI_PROBE_WASM, TestGateway, filters_config, probe_config, start_probe, with_listener,
+};
 
 /// A request body sent in separate chunks, so the filter sees several body calls.
 fn chunked(
@@ -161,6 +163,89 @@ async fn a_filter_paused_in_the_body_phase_resumes_after_its_call() {
     assert_eq!(resp.headers()["x-auth-status"], "401");
     assert_eq!(app.requests(), 1, "the rejected body never went upstream");
     assert_eq!(checker.requests(), 2);
+}
+
+/// An upstream whose answer is the request's path: whole with its head, or (under
+/// `/streamed/`) in two frames with a pause between, so that it streams.
+fn path_teller() -> Upstream {
+    Upstream::start(|req| async move {
+        let path = req.uri().path().to_owned();
+        if !path.starts_with("/streamed/") {
+            return Response::new(full(path));
+        }
+        let frames = stream::unfold(0, move |n| {
+            let path = path.clone();
+            async move {
+                let frame = match n {
+                    0 => "[",
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        return Some((Ok(Frame::data(Bytes::from(path + "]"))), 2));
+                    }
+                    _ => return None,
+                };
+                Some((
+                    Ok::<_, std::io::Error>(Frame::data(Bytes::from(frame))),
+                    n + 1,
+                ))
+            }
+        });
+        Response::new(BodyExt::boxed(StreamBody::new(frames)))
+    })
+}
+
+#[tokio::test]
+async fn a_filter_paused_on_the_end_of_the_response_body_resumes_after_its_call() {
+    let app = path_teller();
+    let checker = body_checker();
+    // `tail` comes first in the chain, so the response meets `call` first: what `call`
+    // lets go after its call still goes through `tail`.
+    let yaml = filters_config(
+        app.addr,
+        &format!(
+            "  - name: call
+    module: {ABI_PROBE_WASM}
+    configuration: {{ auth_cluster: checker, auth_on_response_body: true }}
+  - name: tail
+    module: {ABI_PROBE_WASM}
+    configuration: {{ response_body_suffix: \"[tail]\" }}"
+        ),
+        "[tail, call]",
+    )
+    .replace(
+        "filters:\n  - name: call",
+        &format!(
+            "  - name: checker\n    endpoints:\n      - url: http://{}\nfilters:\n  - name: call",
+            checker.addr
+        ),
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let client = http1();
+    for (path, body) in [
+        // The upstream's body came whole with its head.
+        ("/approve", "/approvechecked[tail]"),
+        // It came in frames: `call` buffered them until the last.
+        ("/streamed/approve", "[/streamed/approve]checked[tail]"),
+    ] {
+        let seen = send(
+            &client,
+            Request::get(gw.url(path)).body(Full::default()).unwrap(),
+        )
+        .await;
+        assert_eq!(seen.status, 200, "{path}");
+        assert_eq!(&seen.body[..], body.as_bytes(), "{path}");
+    }
+    for path in ["/reject", "/streamed/reject"] {
+        let seen = send(
+            &client,
+            Request::get(gw.url(path)).body(Full::default()).unwrap(),
+        )
+        .await;
+        assert_eq!(seen.status, StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(seen.header("x-auth-status"), Some("401"), "{path}");
+        assert!(seen.body.starts_with(b"forbidden\n"), "{path}");
+    }
+    assert_eq!(checker.requests(), 4);
 }
 
 #[tokio::test]

@@ -54,6 +54,40 @@ struct Stage {
     stopped: bool,
 }
 
+impl Stage {
+    fn new(filter: usize) -> Self {
+        Self {
+            filter,
+            held: BodyBuffer::default(),
+            stopped: false,
+        }
+    }
+}
+
+/// The filters of `[0, upto)` in the order `direction`'s data meets them.
+fn order(direction: Direction, upto: usize) -> impl Iterator<Item = usize> {
+    let last = upto.saturating_sub(1);
+    (0..upto).map(move |k| match direction {
+        Direction::Request => k,
+        Direction::Response => last - k,
+    })
+}
+
+fn wants(chain: &ChainRun, direction: Direction, i: usize) -> bool {
+    chain.with(i, |f| f.wants_body(direction)) == Some(true)
+}
+
+/// What became of a body that was whole before the filters saw it
+/// ([`FilteredBody::run_whole`]).
+pub(crate) enum Whole {
+    /// Through every filter, and this is all of it (no trailers).
+    Done(Bytes),
+    /// A filter stopped on it (or added trailers): it goes on as a stream.
+    Stream(Box<FilteredBody>),
+    /// A filter ended it ([`ChainRun::body_stop`] says how).
+    Aborted,
+}
+
 /// Items on their way through the stages (the stage each is for, and the item), in FIFO
 /// order. The usual case (one item, no flushes) needs no queue at all.
 type Feed = InlineDeque<(usize, Item)>;
@@ -102,6 +136,27 @@ struct Pump {
 }
 
 impl Pump {
+    /// `limits`: how long a paused filter may hold the body, and most bytes one may hold.
+    fn new(
+        source: UpstreamBody,
+        chain: Rc<ChainRun>,
+        direction: Direction,
+        stages: Vec<Stage>,
+        (pause_limit, max_held): (Duration, usize),
+    ) -> Self {
+        Self {
+            source,
+            chain,
+            direction,
+            stages,
+            pause_limit,
+            max_held,
+            out: Frames::default(),
+            finished: false,
+            aborted: false,
+        }
+    }
+
     /// What a source frame means for the stages; `None` when there is nothing to feed (the
     /// source failed, which aborts, or an unknown frame kind, which is dropped).
     fn item(&mut self, frame: Option<Result<Frame<Bytes>, BoxError>>) -> Option<Item> {
@@ -232,81 +287,33 @@ impl Pump {
 
     /// One chunk at one stage.
     fn data(&mut self, s: usize, data: Bytes, eos: bool) -> Result<Passed, BodyStop> {
-        let i = self.stages[s].filter;
-        self.stages[s].held.push(data);
-        self.check_limit(s)?;
-        let ex = self.chain.exchange.clone();
-        let slot = ex.body(self.direction);
-        // The filter reads and edits what it holds in the exchange's slot: swapped in and
-        // out, nothing is built or dropped on the way.
-        {
-            let mut shown = slot.borrow_mut();
-            if !shown.is_empty() {
-                // Left by a pump dropped while its filter was paused on its last chunk.
-                *shown = BodyBuffer::default();
-            }
-            std::mem::swap(&mut *shown, &mut self.stages[s].held);
-        }
-        let verdict = self.chain.call(i, Phase::body(self.direction), |f| {
-            f.on_body(&ex, self.direction, eos)
-        });
-        std::mem::swap(&mut *slot.borrow_mut(), &mut self.stages[s].held);
-        let stop = match verdict {
-            None | Some(Ok(BodyVerdict::Continue)) => false,
-            Some(Ok(BodyVerdict::Buffer)) => true,
-            Some(Ok(BodyVerdict::StopNoBuffer)) => {
-                self.stages[s].held = BodyBuffer::default();
-                true
-            }
-            Some(Ok(BodyVerdict::Respond(local))) => {
-                return Err(self.reply(i, local));
-            }
-            Some(Ok(BodyVerdict::Reset)) => return Err(self.reset()),
-            Some(Err(e)) => match self.chain.failed(i, e) {
-                Some(f) => return Err(BodyStop::Fail(f)),
-                None => false,
-            },
-        };
-        if stop {
-            self.check_limit(s)?;
-            self.stages[s].stopped = true;
+        let stage = &mut self.stages[s];
+        stage.held.push(data);
+        stage.stopped = offer(
+            &self.chain,
+            self.direction,
+            stage.filter,
+            &mut stage.held,
+            eos,
+            self.max_held,
+        )?;
+        if stage.stopped {
             return Ok(if eos { Passed::Wait } else { Passed::Held });
         }
-        self.stages[s].stopped = false;
-        let out = self.stages[s].held.take_bytes();
-        Ok(Passed::On(Item::Data(out, eos)))
+        Ok(Passed::On(Item::Data(stage.held.take_bytes(), eos)))
     }
 
     /// What a resumed filter decided, as a stop or nothing.
     fn after_resume(&self, i: usize, v: Result<Verdict, FilterError>) -> Result<(), BodyStop> {
         match v {
             Ok(Verdict::Continue | Verdict::Pause) => Ok(()),
-            Ok(Verdict::Respond(local)) => Err(self.reply(i, local)),
-            Ok(Verdict::Reset) => Err(self.reset()),
+            Ok(Verdict::Respond(local)) => Err(reply(i, local)),
+            Ok(Verdict::Reset) => Err(reset(&self.chain)),
             Err(e) => match self.chain.failed(i, e) {
                 Some(f) => Err(BodyStop::Fail(f)),
                 None => Ok(()),
             },
         }
-    }
-
-    fn reply(&self, i: usize, local: rustygate_filter_api::LocalResponse) -> BodyStop {
-        BodyStop::Respond(Reply { local, upto: i + 1 })
-    }
-
-    fn reset(&self) -> BodyStop {
-        self.chain.reset.set(true);
-        BodyStop::Reset
-    }
-
-    fn check_limit(&self, s: usize) -> Result<(), BodyStop> {
-        if self.stages[s].held.len() > self.max_held {
-            return Err(BodyStop::TooLarge {
-                filter: self.chain.name(self.stages[s].filter).to_owned(),
-                limit: self.max_held,
-            });
-        }
-        Ok(())
     }
 
     /// Past the last filter: frames for the reader.
@@ -342,6 +349,75 @@ impl Pump {
     }
 }
 
+/// Offers what filter `i` holds (`held`, its data so far) to its body phase. `Ok(true)`
+/// when the filter stopped: it keeps `held` (emptied if it would not buffer it).
+fn offer(
+    chain: &ChainRun,
+    direction: Direction,
+    i: usize,
+    held: &mut BodyBuffer,
+    eos: bool,
+    max_held: usize,
+) -> Result<bool, BodyStop> {
+    check_limit(chain, i, held, max_held)?;
+    let ex = &chain.exchange;
+    let slot = ex.body(direction);
+    // The filter reads and edits what it holds in the exchange's slot: swapped in and
+    // out, nothing is built or dropped on the way.
+    {
+        let mut shown = slot.borrow_mut();
+        if !shown.is_empty() {
+            // Left by a pump dropped while its filter was paused on its last chunk.
+            *shown = BodyBuffer::default();
+        }
+        std::mem::swap(&mut *shown, held);
+    }
+    let verdict = chain.call(i, Phase::body(direction), |f| f.on_body(ex, direction, eos));
+    std::mem::swap(&mut *slot.borrow_mut(), held);
+    let stop = match verdict {
+        None | Some(Ok(BodyVerdict::Continue)) => false,
+        Some(Ok(BodyVerdict::Buffer)) => true,
+        Some(Ok(BodyVerdict::StopNoBuffer)) => {
+            *held = BodyBuffer::default();
+            true
+        }
+        Some(Ok(BodyVerdict::Respond(local))) => return Err(reply(i, local)),
+        Some(Ok(BodyVerdict::Reset)) => return Err(reset(chain)),
+        Some(Err(e)) => match chain.failed(i, e) {
+            Some(f) => return Err(BodyStop::Fail(f)),
+            None => false,
+        },
+    };
+    if stop {
+        check_limit(chain, i, held, max_held)?;
+    }
+    Ok(stop)
+}
+
+fn check_limit(
+    chain: &ChainRun,
+    i: usize,
+    held: &BodyBuffer,
+    max_held: usize,
+) -> Result<(), BodyStop> {
+    if held.len() > max_held {
+        return Err(BodyStop::TooLarge {
+            filter: chain.name(i).to_owned(),
+            limit: max_held,
+        });
+    }
+    Ok(())
+}
+
+fn reply(i: usize, local: rustygate_filter_api::LocalResponse) -> BodyStop {
+    BodyStop::Respond(Reply { local, upto: i + 1 })
+}
+
+fn reset(chain: &ChainRun) -> BodyStop {
+    chain.reset.set(true);
+    BodyStop::Reset
+}
+
 enum State {
     /// Between source frames (or waiting for the next one).
     Idle(Pump),
@@ -369,31 +445,78 @@ impl FilteredBody {
         pause_limit: Duration,
         max_held: usize,
     ) -> Self {
-        let wants = |i: &usize| chain.with(*i, |f| f.wants_body(direction)) == Some(true);
-        let stage = |filter| Stage {
-            filter,
-            held: BodyBuffer::default(),
-            stopped: false,
-        };
-        let stages = match direction {
-            Direction::Request => (0..upto).filter(wants).map(stage).collect(),
-            Direction::Response => (0..upto).rev().filter(wants).map(stage).collect(),
-        };
-        let pump = Pump {
-            source,
-            chain,
-            direction,
-            stages,
-            pause_limit,
-            max_held,
-            out: Frames::default(),
-            finished: false,
-            aborted: false,
-        };
+        let stages = order(direction, upto)
+            .filter(|i| wants(&chain, direction, *i))
+            .map(Stage::new)
+            .collect();
+        let pump = Pump::new(source, chain, direction, stages, (pause_limit, max_held));
         Self {
             state: State::Idle(pump),
             out: Frames::default(),
         }
+    }
+
+    /// Takes a body that is already whole (it came with its head, as most small upstream
+    /// responses do) through filters `[0, upto)` in a plain loop: no stream, no queue, no
+    /// pump unless a filter stops on it, and then the pump starts from that filter.
+    pub fn run_whole(
+        data: Bytes,
+        chain: &Rc<ChainRun>,
+        direction: Direction,
+        upto: usize,
+        pause_limit: Duration,
+        max_held: usize,
+    ) -> Whole {
+        let mut held = BodyBuffer::default();
+        held.push(data);
+        let mut filters = order(direction, upto);
+        while let Some(i) = filters.next() {
+            if !wants(chain, direction, i) {
+                continue;
+            }
+            match offer(chain, direction, i, &mut held, true, max_held) {
+                Ok(false) => {}
+                Ok(true) => {
+                    // Only this filter can let the body go on: wait for it as the pump
+                    // does, then on through the filters after it.
+                    let mut stages = vec![Stage::new(i)];
+                    stages[0].held = held;
+                    stages[0].stopped = true;
+                    stages.extend(
+                        filters
+                            .filter(|i| wants(chain, direction, *i))
+                            .map(Stage::new),
+                    );
+                    let source = crate::body::in_memory(Bytes::new());
+                    let limits = (pause_limit, max_held);
+                    let pump = Pump::new(source, chain.clone(), direction, stages, limits);
+                    let wait = Wait::Data { s: 0, eos: true };
+                    return Whole::Stream(Box::new(Self {
+                        state: State::Busy(Box::pin(pump.finish(Feed::default(), wait))),
+                        out: Frames::default(),
+                    }));
+                }
+                Err(stop) => {
+                    *chain.body_stop.borrow_mut() = Some(stop);
+                    return Whole::Aborted;
+                }
+            }
+        }
+        let data = held.take_bytes();
+        // A filter may have added trailers at the end of a body that had none.
+        let trailers = chain.exchange.trailers(direction).borrow().clone();
+        let Some(trailers) = trailers else {
+            return Whole::Done(data);
+        };
+        let mut out = Frames::default();
+        if !data.is_empty() {
+            out.push_back(Frame::data(data));
+        }
+        out.push_back(Frame::trailers(trailers));
+        Whole::Stream(Box::new(Self {
+            state: State::Done { aborted: false },
+            out,
+        }))
     }
 
     /// Moves the pump on until it produced output or is waiting: `Idle` for the source,

@@ -232,6 +232,11 @@ impl<S: Socket, H: GiveBack<S>> Body<S, H> {
         body
     }
 
+    /// The whole body, when it arrived with the head.
+    pub(crate) fn take_whole(&mut self) -> Option<Bytes> {
+        self.whole.take()
+    }
+
     /// The body has ended: the connection goes home if it can carry another exchange.
     fn finish(&mut self) {
         self.state = State::Done;

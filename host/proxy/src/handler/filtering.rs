@@ -15,7 +15,7 @@ use super::Failure;
 use super::completion::record_failure;
 use super::errors::error_response;
 use crate::body::{self, ResponseBody, Transfer};
-use crate::chain::pipeline::{FilteredBody, Settled};
+use crate::chain::pipeline::{FilteredBody, Settled, Whole};
 use crate::chain::{BodyStop, ChainFailure, ChainRun, Halt, Reply};
 use crate::pool::UpstreamBody;
 use crate::snapshot::Answer;
@@ -220,7 +220,36 @@ impl<'a> Ctx<'a> {
         if !self.run.wants_body(direction, self.run.len()) {
             return Ok(Ok(Filtered::Stream(body)));
         }
-        let mut filtered = self.filtered(body, direction, self.run.len());
+        let filtered = self.filtered(body, direction, self.run.len());
+        self.settle(filtered, direction, headers, transfer).await
+    }
+
+    /// As [`Ctx::body`], for a body that was whole before the filters saw it.
+    pub async fn whole(
+        &self,
+        data: Bytes,
+        direction: Direction,
+        headers: &mut HeaderMap,
+        transfer: &Transfer,
+    ) -> Result<Result<Filtered, Response<ResponseBody>>, Failure> {
+        let (run, upto) = (self.run, self.run.len());
+        match FilteredBody::run_whole(data, run, direction, upto, self.pause_limit, self.max_held) {
+            Whole::Done(data) => {
+                let sized = fix_content_length(headers, data.len() as u64);
+                Ok(Ok(Filtered::Whole { data, sized }))
+            }
+            Whole::Stream(filtered) => self.settle(*filtered, direction, headers, transfer).await,
+            Whole::Aborted => self.stopped(direction, transfer).await.map(Err),
+        }
+    }
+
+    async fn settle(
+        &self,
+        mut filtered: FilteredBody,
+        direction: Direction,
+        headers: &mut HeaderMap,
+        transfer: &Transfer,
+    ) -> Result<Result<Filtered, Response<ResponseBody>>, Failure> {
         match filtered.settle().await {
             Settled::Aborted => return self.stopped(direction, transfer).await.map(Err),
             Settled::Complete { len } => {

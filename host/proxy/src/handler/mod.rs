@@ -621,7 +621,7 @@ async fn forward(
     let failure = match sent {
         Ok(resp) => {
             done.outcome().set_details("via_upstream");
-            let (mut parts, body) = resp.into_parts();
+            let (mut parts, mut body) = resp.into_parts();
             // The client is answered in the gateway's HTTP version, not the upstream's: hyper
             // writes the version it is given, and after an HTTP/1.0 response it would close an
             // HTTP/1.1 client's keep-alive connection. (hyper answers an HTTP/1.0 client in
@@ -699,15 +699,20 @@ async fn forward(
                 return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
             }
             let ctx = filtering::Ctx::new(run, route.timeout, max_held, request_id);
-            let body = match ctx
-                .body(
-                    Box::pin(body),
-                    Direction::Response,
-                    &mut parts.headers,
-                    transfer,
-                )
-                .await?
-            {
+            let headers = &mut parts.headers;
+            let filtered = match body.take_whole() {
+                // Most small responses: the filters take it in a plain loop.
+                Some(data) if run.wants_body(Direction::Response, run.len()) => {
+                    ctx.whole(data, Direction::Response, headers, transfer)
+                        .await?
+                }
+                Some(data) => Ok(filtering::Filtered::Whole { data, sized: true }),
+                None => {
+                    ctx.body(Box::pin(body), Direction::Response, headers, transfer)
+                        .await?
+                }
+            };
+            let body = match filtered {
                 Ok(filtered) => filtered,
                 Err(answer) => return Ok(answer),
             };

@@ -63,6 +63,15 @@ pub(super) enum Kind {
 }
 
 impl PooledBody {
+    /// The whole body, when it came in the same read as the head (most small responses):
+    /// taken, nothing is left to read.
+    pub fn take_whole(&mut self) -> Option<Bytes> {
+        match &mut self.0 {
+            Kind::Direct(body) => body.take_whole(),
+            Kind::Hyper { .. } => None,
+        }
+    }
+
     /// The response has ended: an HTTP/1.1 connection goes back to the pool, an HTTP/2
     /// stream no longer holds its connection. (A direct body sends its own home.)
     fn go_home(&mut self) {

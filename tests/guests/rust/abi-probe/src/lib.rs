@@ -55,6 +55,9 @@ struct Config {
     /// Make the `auth_cluster` call from the end of the request body (sending the body)
     /// instead of from the request headers.
     auth_on_body: bool,
+    /// Make the `auth_cluster` call from the end of the response body instead (sending the
+    /// body), holding it: 200 appends the call's answer to it, anything else is a local 403.
+    auth_on_response_body: bool,
     /// Report the request body phases in response headers: `x-request-body-calls` and
     /// `x-request-body-size` (the size the last call was given).
     report_request_body: bool,
@@ -204,6 +207,7 @@ impl RootContext for Root {
             request_body_calls: 0,
             request_body_size: 0,
             response_body_calls: 0,
+            response_call_at: None,
         }))
     }
 
@@ -225,6 +229,8 @@ struct Stream {
     request_body_calls: u32,
     request_body_size: usize,
     response_body_calls: u32,
+    /// The response body's size when its call went out (`auth_on_response_body`).
+    response_call_at: Option<usize>,
 }
 
 impl Stream {
@@ -402,7 +408,13 @@ impl Context for Stream {
         let status = self
             .get_http_call_response_header(":status")
             .unwrap_or_default();
-        if status == "200" {
+        if let (Some(at), "200") = (self.response_call_at, status.as_str()) {
+            let body = self
+                .get_http_call_response_body(0, body_size)
+                .unwrap_or_default();
+            self.set_http_response_body(at, 0, &body);
+            self.resume_http_response();
+        } else if status == "200" {
             let body = self
                 .get_http_call_response_body(0, body_size)
                 .unwrap_or_default();
@@ -494,7 +506,10 @@ impl HttpContext for Stream {
         if let (Some(cluster), true) = (c.grpc_cluster.clone(), self.path.starts_with("/grpc/")) {
             return self.grpc(&cluster);
         }
-        if let (Some(cluster), false) = (c.auth_cluster.clone(), c.auth_on_body) {
+        if let (Some(cluster), false) = (
+            c.auth_cluster.clone(),
+            c.auth_on_body || c.auth_on_response_body,
+        ) {
             return self.call_auth(&cluster, None);
         }
         let c = &self.config;
@@ -673,6 +688,20 @@ impl HttpContext for Stream {
                 .unwrap_or_default();
             let new = String::from_utf8_lossy(&body).replace(from.as_str(), to);
             self.set_http_response_body(0, body_size, new.as_bytes());
+        }
+        if c.auth_on_response_body && !end_of_stream {
+            return Action::Pause;
+        }
+        if let (Some(cluster), true, true) = (
+            c.auth_cluster.clone(),
+            c.auth_on_response_body,
+            end_of_stream,
+        ) {
+            let body = self
+                .get_http_response_body(0, body_size)
+                .unwrap_or_default();
+            self.response_call_at = Some(body_size);
+            return self.call_auth(&cluster, Some(&body));
         }
         if end_of_stream {
             if let Some(suffix) = &c.response_body_suffix {
