@@ -5,7 +5,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
 
 use super::Error;
@@ -17,11 +17,17 @@ pub(super) const MAX_HEADERS: usize = 100;
 /// Most bytes in a response head, for the same reason (hyper's default read buffer limit).
 pub(super) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
-/// Writes `req`'s head as HTTP/1.1 into `out` (cleared first), followed by the fields of
-/// `shared` whose names `req`'s own map does not hold (its own fields override them). The
+/// Writes `req`'s head as HTTP/1.1 into `out` (cleared first): `host` first when `req`'s own
+/// map names none, then its own fields, then those of `shared` whose names its own map does
+/// not hold (its own fields override them). The
 /// body is known to be empty, so a `Transfer-Encoding` the client sent is left out, as hyper
 /// does: it would announce a chunked body that never comes.
-pub(super) fn encode_request<B>(req: &Request<B>, shared: Option<&HeaderMap>, out: &mut Vec<u8>) {
+pub(super) fn encode_request<B>(
+    req: &Request<B>,
+    shared: Option<&HeaderMap>,
+    host: Option<&HeaderValue>,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
@@ -29,17 +35,25 @@ pub(super) fn encode_request<B>(req: &Request<B>, shared: Option<&HeaderMap>, ou
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let own = req.headers();
+    if let Some(host) = host
+        && !holds(own, &HOST)
+    {
+        field(out, &HOST, host);
+    }
     for (name, value) in own {
         field(out, name, value);
     }
+    // Usually the own map is empty (the filtered request's `Host` comes separately).
+    let overridden = !own.is_empty();
     for (name, value) in shared.into_iter().flatten() {
-        if !holds(own, name) {
+        if !overridden || !holds(own, name) {
             field(out, name, value);
         }
     }
     out.extend_from_slice(b"\r\n");
 }
 
+#[inline]
 fn field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
     if name == TRANSFER_ENCODING {
         return;
@@ -316,7 +330,7 @@ mod tests {
             .body(())
             .unwrap();
         let mut out = b"left over".to_vec();
-        encode_request(&req, None, &mut out);
+        encode_request(&req, None, None, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /a/b?c=d HTTP/1.1\r\nhost: up\r\nx-two: 1\r\nx-two: 2\r\n\r\n"
@@ -337,11 +351,35 @@ mod tests {
         shared.append("x-b", HeaderValue::from_static("3"));
         shared.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         let mut out = Vec::new();
-        encode_request(&req, Some(&shared), &mut out);
+        encode_request(&req, Some(&shared), None, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET / HTTP/1.1\r\nhost: up\r\ntraceparent: 00-ours\r\n\
              x-a: 1\r\nx-b: 2\r\nx-b: 3\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_separate_host_goes_first_unless_the_own_fields_name_one() {
+        let shared = HeaderMap::from_iter([(
+            HeaderName::from_static("x-a"),
+            HeaderValue::from_static("1"),
+        )]);
+        let host = HeaderValue::from_static("client.example");
+        let mut out = Vec::new();
+        let req = Request::get("/").body(()).unwrap();
+        encode_request(&req, Some(&shared), Some(&host), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nhost: client.example\r\nx-a: 1\r\n\r\n"
+        );
+        // A route's host rewrite puts its own.
+        let mut out = Vec::new();
+        let req = Request::get("/").header("host", "up").body(()).unwrap();
+        encode_request(&req, Some(&shared), Some(&host), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nhost: up\r\nx-a: 1\r\n\r\n"
         );
     }
 

@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::header::UPGRADE;
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -146,9 +146,15 @@ impl<S: Socket> Conn<S> {
     }
 
     /// Makes `req`'s head (its body is empty: see [`fits`]) the next to be sent, with the
-    /// fields of `shared` its own map does not name (see [`head::encode_request`]).
-    pub(crate) fn prepare<B>(&mut self, req: &Request<B>, shared: Option<&HeaderMap>) {
-        head::encode_request(req, shared, &mut self.out);
+    /// fields of `shared` and the `host` its own map does not name (see
+    /// [`head::encode_request`]).
+    pub(crate) fn prepare<B>(
+        &mut self,
+        req: &Request<B>,
+        shared: Option<&HeaderMap>,
+        host: Option<&HeaderValue>,
+    ) {
+        head::encode_request(req, shared, host, &mut self.out);
     }
 
     /// Sends the head [`Conn::prepare`] made, of a request with `method`, and reads the

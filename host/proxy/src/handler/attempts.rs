@@ -10,7 +10,6 @@
 //! (`retry.max_body_bytes`) to be read in full before the first attempt. A body streamed as
 //! it arrives cannot be sent twice.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,11 +21,11 @@ use rustygate_core::resilience::{self, Attempt};
 
 use crate::body::{BoxError, Replay};
 use crate::health::{OwnedSlot, Slot};
-use crate::pool::{ExchangeError, PooledBody, SendError, UpstreamBody};
+use crate::pool::{ExchangeError, PooledBody, SendError, Shared, UpstreamBody};
 use crate::snapshot::{ClusterEntry, RouteEntry};
 use crate::strategy::PickInfo;
 use crate::worker::{Active, Worker};
-use rustygate_filter_api::{PickOutcome, RequestHead};
+use rustygate_filter_api::PickOutcome;
 use rustygate_telemetry::trace::RequestTrace;
 
 /// Why no response came back.
@@ -76,7 +75,7 @@ impl<'a> Destination<'a> {
 pub(super) struct Caller<'a> {
     pub trace: Option<&'a RequestTrace>,
     pub client: std::net::IpAddr,
-    pub shared: Option<&'a RefCell<RequestHead>>,
+    pub shared: Option<Shared<'a>>,
 }
 
 /// The request's body, as far as retries are concerned.

@@ -1,6 +1,7 @@
-//! The parts of a request's handling that involve its filters beyond the header phases:
-//! bodies through the body phases, local responses (whose bodies pass the response body
-//! phases too), and the answer when a filter cut a body short.
+//! The parts of a request's handling that involve its filters beyond the request header
+//! phases: an upstream response through the response phases, bodies through the body
+//! phases, local responses (whose bodies pass the response body phases too), and the answer
+//! when a filter cut a body short.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -8,17 +9,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response};
+use http_body::Body as _;
 use rustygate_core::ErrorKind;
-use rustygate_filter_api::{Direction, LocalResponse};
+use rustygate_filter_api::{Direction, LocalResponse, ResponseHead};
 
 use super::Failure;
-use super::completion::record_failure;
+use super::completion::{Completion, record_failure};
 use super::errors::error_response;
+use super::switch::{Switch, tunnel_log};
 use crate::body::{self, ResponseBody, Transfer};
 use crate::chain::pipeline::{FilteredBody, Settled, Whole};
-use crate::chain::{BodyStop, ChainFailure, ChainRun, Halt, Reply};
-use crate::pool::UpstreamBody;
+use crate::chain::{BodyStop, ChainFailure, ChainRun, Halt, Reply, ResponseOutcome};
+use crate::pool::{PooledBody, UpstreamBody};
 use crate::snapshot::Answer;
+use crate::tunnel::TunnelChain;
+use crate::worker::ConnCtx;
 
 /// Clients learn which filter failed and how (trap, CPU deadline, memory), never the guest's
 /// internals; the details are in the log.
@@ -263,6 +268,73 @@ impl<'a> Ctx<'a> {
             Settled::Streaming => {}
         }
         Ok(Ok(Filtered::Stream(Box::pin(filtered))))
+    }
+
+    /// An upstream response (its head already in the gateway's form) through the filters'
+    /// response phases: the headers, then the body unless it has ended. `site` is the
+    /// client's connection and the request's record, for a protocol switch.
+    pub async fn upstream_response(
+        &self,
+        mut parts: http::response::Parts,
+        mut body: PooledBody,
+        switch: Option<Switch>,
+        (conn, done): (&ConnCtx, &mut Completion),
+        transfer: &Transfer,
+    ) -> Result<Response<ResponseBody>, Failure> {
+        let run = self.run;
+        *run.exchange.response.borrow_mut() = Some(ResponseHead {
+            status: parts.status,
+            headers: std::mem::take(&mut parts.headers),
+        });
+        let body_ended = body.is_end_stream();
+        // A switch's 101 does not end the stream: the tunnel's bytes follow (Envoy).
+        match run
+            .response(body_ended && switch.is_none(), self.pause_limit)
+            .await
+        {
+            ResponseOutcome::Continue => {
+                // `on_log` may still read the response headers: filters keep a copy, the
+                // client gets the map itself (with room for a corrected length).
+                let mut head = run.exchange.response.borrow_mut();
+                let head = head.as_mut().expect("set above");
+                parts.status = head.status;
+                let headers = std::mem::take(&mut head.headers);
+                head.headers = headers.clone();
+                parts.headers = headers;
+            }
+            // The upstream body is dropped unread, which closes that connection.
+            ResponseOutcome::Respond(reply) => return Ok(self.reply(reply).await),
+            ResponseOutcome::Fail(f) => return Err(filter_failed(&f)),
+            ResponseOutcome::Reset => return Err(reset()),
+        }
+        if body_ended {
+            if let Some(switch) = switch {
+                let log = tunnel_log(done, conn, self.request_id);
+                let chain = TunnelChain {
+                    run: run.clone(),
+                    pause_limit: self.pause_limit,
+                    max_held: self.max_held,
+                };
+                switch.open(conn, parts.status, log, done, Some(chain));
+            }
+            return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
+        }
+        let (headers, response) = (&mut parts.headers, Direction::Response);
+        let filtered = match body.take_whole() {
+            // Most small responses: the filters take it in a plain loop.
+            Some(data) if run.wants_body(response, run.len()) => {
+                self.whole(data, response, headers, transfer).await?
+            }
+            Some(data) => Ok(Filtered::Whole { data, sized: true }),
+            None => {
+                self.body(Box::pin(body), response, headers, transfer)
+                    .await?
+            }
+        };
+        match filtered {
+            Ok(filtered) => Ok(Response::from_parts(parts, filtered.into_response())),
+            Err(answer) => Ok(answer),
+        }
     }
 
     /// A local response whose header phases have run: its body still goes through the

@@ -14,20 +14,23 @@ use crate::snapshot::ClusterEntry;
 use crate::worker::ConnCtx;
 
 /// Puts the request in the form `cluster`'s protocol takes: an origin-form URI and `Host` for
-/// HTTP/1.1; an absolute URI (`:scheme`, `:authority`) and no `Host` for HTTP/2.
+/// HTTP/1.1; an absolute URI (`:scheme`, `:authority`) and no `Host` for HTTP/2. `elsewhere`
+/// is a `Host` kept beside the request's own map (see [`crate::pool::Shared`]).
 #[inline]
 pub(super) fn address(
     parts: &mut http::request::Parts,
     cluster: &ClusterEntry,
     path_and_query: PathAndQuery,
     authority: Option<&str>,
+    elsewhere: &mut Option<HeaderValue>,
 ) -> Result<(), Failure> {
     match cluster.settings.protocol {
         UpstreamProtocol::Http1 => {
             parts.uri = Uri::from(path_and_query);
             parts.version = Version::HTTP_11;
             // The client's own `Host` is usually still there: the value is made only when not.
-            if !parts.headers.contains_key(header::HOST)
+            if elsewhere.is_none()
+                && !parts.headers.contains_key(header::HOST)
                 && let Some(a) = authority.and_then(|a| HeaderValue::from_str(a).ok())
             {
                 parts.headers.insert(header::HOST, a);
@@ -47,6 +50,7 @@ pub(super) fn address(
                 .map_err(|e| (ErrorKind::BadRequest, format!("invalid authority: {e}")))?;
             parts.version = Version::HTTP_2;
             parts.headers.remove(header::HOST);
+            *elsewhere = None;
         }
     }
     Ok(())

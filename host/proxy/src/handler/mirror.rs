@@ -69,6 +69,7 @@ impl Copies {
                 cluster,
                 path_and_query.clone(),
                 shadow.as_deref(),
+                &mut None,
             ) {
                 Ok(()) => heads.push((m.cluster, m.max_body_bytes, head)),
                 Err(_) => count(worker, &cluster.name, "failed"),

@@ -17,9 +17,7 @@ use rustygate_config::UpstreamProtocol;
 use rustygate_core::ErrorKind;
 use rustygate_core::forwarding::{self, X_REQUEST_ID};
 use rustygate_core::router::RequestView;
-use rustygate_filter_api::{
-    Direction, Exchange, RequestHead, ResponseHead, StreamInfo, is_grpc_request,
-};
+use rustygate_filter_api::{Direction, Exchange, RequestHead, StreamInfo, is_grpc_request};
 
 mod attempts;
 mod completion;
@@ -30,10 +28,9 @@ mod mirror;
 mod switch;
 
 use crate::body::{Replay, RequestBody, ResponseBody, Transfer};
-use crate::chain::{ChainRun, RequestOutcome, ResponseOutcome};
-use crate::pool::{SendError, UpstreamBody};
+use crate::chain::{ChainRun, RequestOutcome};
+use crate::pool::{SendError, Shared, UpstreamBody};
 use crate::snapshot::{NO_TIMEOUT, RouteEntry};
-use crate::tunnel::TunnelChain;
 use crate::worker::{Active, ConnCtx, Worker};
 use attempts::Failed;
 pub(crate) use completion::{Completion, HeadAnswer, head_answered};
@@ -456,14 +453,19 @@ async fn forward(
     let cluster = &snapshot.clusters[cluster_idx];
     let body_ended = body.is_end_stream();
     let mut shared = None;
+    // The `Host` goes with the filters' fields when the upstream client writes from them.
+    let mut shared_host = None;
     if let Some(run) = &run {
         let whole_read = !body_ended
             || upgrade.is_some()
             || !route.mirrors.is_empty()
             || active.has_strategy(cluster_idx);
         shared = form::hand_over(&run.exchange, &mut parts.headers, whole_read);
-        if let Some(h) = upstream_host(&host, authority_changed, authority.as_deref()) {
-            parts.headers.insert(header::HOST, h);
+        let h = upstream_host(&host, authority_changed, authority.as_deref());
+        match h {
+            Some(h) if shared.is_some() => shared_host = Some(h),
+            Some(h) => drop(parts.headers.insert(header::HOST, h)),
+            None => {}
         }
     }
     let mut path_and_query = parts
@@ -513,13 +515,25 @@ async fn forward(
             conn.peer.ip(),
         )
     };
-    address(&mut parts, cluster, path_and_query, authority.as_deref())?;
-    let mut body: UpstreamBody = Box::pin(RequestBody::new(
-        body,
-        limit,
-        transfer.clone(),
-        stream_idle_timeout(conn, Some(route)),
-    ));
+    let host_elsewhere = &mut shared_host;
+    address(
+        &mut parts,
+        cluster,
+        path_and_query,
+        authority.as_deref(),
+        host_elsewhere,
+    )?;
+    let mut body: UpstreamBody = if body_ended {
+        // Nothing to count or time: no wrapper (the empty body is zero-sized, so unboxed).
+        attempts::empty()
+    } else {
+        Box::pin(RequestBody::new(
+            body,
+            limit,
+            transfer.clone(),
+            stream_idle_timeout(conn, Some(route)),
+        ))
+    };
     if let Some(run) = &run
         && !body_ended
     {
@@ -599,7 +613,10 @@ async fn forward(
         attempts::Caller {
             trace: done.trace.as_deref(),
             client: conn.peer.ip(),
-            shared,
+            shared: shared.map(|head| Shared {
+                head,
+                host: shared_host.as_ref(),
+            }),
         },
         || {
             transfer.too_large.get()
@@ -621,7 +638,7 @@ async fn forward(
     let failure = match sent {
         Ok(resp) => {
             done.outcome().set_details("via_upstream");
-            let (mut parts, mut body) = resp.into_parts();
+            let (mut parts, body) = resp.into_parts();
             // The client is answered in the gateway's HTTP version, not the upstream's: hyper
             // writes the version it is given, and after an HTTP/1.0 response it would close an
             // HTTP/1.1 client's keep-alive connection. (hyper answers an HTTP/1.0 client in
@@ -658,65 +675,10 @@ async fn forward(
                 }
                 return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
             };
-            *run.exchange.response.borrow_mut() = Some(ResponseHead {
-                status: parts.status,
-                headers: std::mem::take(&mut parts.headers),
-            });
-            let body_ended = body.is_end_stream();
-            // A switch's 101 does not end the stream: the tunnel's bytes follow (Envoy).
-            match run
-                .response(body_ended && switch.is_none(), route.timeout)
-                .await
-            {
-                ResponseOutcome::Continue => {
-                    // `on_log` may still read the response headers: filters keep a copy, the
-                    // client gets the map itself (with room for a corrected length).
-                    let mut head = run.exchange.response.borrow_mut();
-                    let head = head.as_mut().expect("set above");
-                    parts.status = head.status;
-                    let headers = std::mem::take(&mut head.headers);
-                    head.headers = headers.clone();
-                    parts.headers = headers;
-                }
-                // The upstream body is dropped unread, which closes that connection.
-                ResponseOutcome::Respond(reply) => {
-                    let ctx = filtering::Ctx::new(run, route.timeout, max_held, request_id);
-                    return Ok(ctx.reply(reply).await);
-                }
-                ResponseOutcome::Fail(f) => return Err(filter_failed(&f)),
-                ResponseOutcome::Reset => return Err(filtering::reset()),
-            }
-            if body_ended {
-                if let Some(switch) = switch {
-                    let log = tunnel_log(done, conn, request_id);
-                    let chain = TunnelChain {
-                        run: run.clone(),
-                        pause_limit: route.timeout,
-                        max_held,
-                    };
-                    switch.open(conn, parts.status, log, done, Some(chain));
-                }
-                return Ok(Response::from_parts(parts, ResponseBody::upstream(body)));
-            }
             let ctx = filtering::Ctx::new(run, route.timeout, max_held, request_id);
-            let headers = &mut parts.headers;
-            let filtered = match body.take_whole() {
-                // Most small responses: the filters take it in a plain loop.
-                Some(data) if run.wants_body(Direction::Response, run.len()) => {
-                    ctx.whole(data, Direction::Response, headers, transfer)
-                        .await?
-                }
-                Some(data) => Ok(filtering::Filtered::Whole { data, sized: true }),
-                None => {
-                    ctx.body(Box::pin(body), Direction::Response, headers, transfer)
-                        .await?
-                }
-            };
-            let body = match filtered {
-                Ok(filtered) => filtered,
-                Err(answer) => return Ok(answer),
-            };
-            return Ok(Response::from_parts(parts, body.into_response()));
+            return ctx
+                .upstream_response(parts, body, switch, (conn, done), transfer)
+                .await;
         }
         Err(Failed::Timeout(t)) => (
             ErrorKind::UpstreamTimeout,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -40,6 +41,17 @@ use connect::{Counted, Io, connect, handshake_h1, handshake_h2};
 /// Body type of requests sent upstream. Not `Send`: bodies may hold worker-local state, and
 /// they never leave the worker.
 pub type UpstreamBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError>>>;
+
+/// A filtered request's header fields that its own map does not hold (see
+/// [`Pool::try_send`]).
+#[derive(Clone, Copy)]
+pub struct Shared<'a> {
+    /// The filters' view of the request, which holds most of them.
+    pub head: &'a RefCell<RequestHead>,
+    /// The `Host` it goes with (filters see it as `:authority` only), unless its own map
+    /// names one.
+    pub host: Option<&'a HeaderValue>,
+}
 
 /// Why a request could not be completed upstream.
 #[derive(Debug, thiserror::Error)]
@@ -243,15 +255,16 @@ impl Pool {
     /// on another endpoint without having been copied.
     ///
     /// `shared` holds the rest of the request's header fields when `req`'s own map has only
-    /// those set after the filters ran (`Host`, a trace context), which override the same
-    /// names there: the filters' view of the request, which they may read until the stream
-    /// ends. The direct client writes it as it stands; other paths send a merged copy.
+    /// those set after the filters ran (a trace context, a rewritten `Host`), which override
+    /// the same names there: the filters' view of the request, which they may read until the
+    /// stream ends, and its `Host`. The direct client writes them as they stand; other paths
+    /// send a merged copy.
     pub async fn try_send(
         self: &Rc<Self>,
         authority: &Arc<str>,
         settings: &EndpointSettings,
         mut req: Request<UpstreamBody>,
-        shared: Option<&RefCell<RequestHead>>,
+        shared: Option<Shared<'_>>,
     ) -> Result<Response<PooledBody>, Unsent> {
         if settings.protocol == UpstreamProtocol::Http1 && settings.tls.is_none() && h1::fits(&req)
         {
@@ -259,7 +272,10 @@ impl Pool {
         }
         if let Some(shared) = shared {
             let own = std::mem::take(req.headers_mut());
-            let mut all = shared.borrow().headers.clone();
+            let mut all = shared.head.borrow().headers.clone();
+            if let Some(host) = shared.host {
+                all.insert(header::HOST, host.clone());
+            }
             // Replaces the fields of the names `own` has.
             all.extend(own);
             *req.headers_mut() = all;
@@ -309,14 +325,15 @@ impl Pool {
         authority: &Arc<str>,
         settings: &EndpointSettings,
         req: Request<UpstreamBody>,
-        shared: Option<&RefCell<RequestHead>>,
+        shared: Option<Shared<'_>>,
     ) -> Result<Response<PooledBody>, Unsent> {
         let resend = idempotent(req.method());
         // Borrowed only while the head is written into the connection's buffer: a filter
         // callback may run while the request is out.
         let prepare = |conn: &mut DirectConn, req: &Request<UpstreamBody>| {
-            let shared = shared.map(RefCell::borrow);
-            conn.prepare(req, shared.as_ref().map(|h| &h.headers));
+            let head = shared.map(|s| s.head.borrow());
+            let host = shared.and_then(|s| s.host);
+            conn.prepare(req, head.as_ref().map(|h| &h.headers), host);
         };
         while let Some(mut conn) = self.take_direct(authority) {
             prepare(&mut conn, &req);
