@@ -19,9 +19,9 @@ pub(super) const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
 /// Writes `req`'s head as HTTP/1.1 into `out` (cleared first): `host` first when `req`'s own
 /// map names none, then its own fields, then those of `shared` whose names its own map does
-/// not hold (its own fields override them). The
-/// body is known to be empty, so a `Transfer-Encoding` the client sent is left out, as hyper
-/// does: it would announce a chunked body that never comes.
+/// not hold (its own fields override them). The body is known to be empty, so a
+/// `Transfer-Encoding` the client sent is left out, as hyper does: it would announce a
+/// chunked body that never comes.
 pub(super) fn encode_request<B>(
     req: &Request<B>,
     shared: Option<&HeaderMap>,

@@ -271,8 +271,8 @@ impl<'a> Ctx<'a> {
     }
 
     /// An upstream response (its head already in the gateway's form) through the filters'
-    /// response phases: the headers, then the body unless it has ended. `site` is the
-    /// client's connection and the request's record, for a protocol switch.
+    /// response phases: the headers, then the body unless it has ended. The client's
+    /// connection and the request's record are for a protocol switch.
     pub async fn upstream_response(
         &self,
         mut parts: http::response::Parts,
