@@ -318,14 +318,7 @@ impl Pump {
 
     /// Past the last filter: frames for the reader.
     fn sink(&mut self, item: Item) {
-        // Copied, not taken: later phases and `on_log` still read them (`response.trailers`).
-        let trailers = |pump: &Self| -> Option<HeaderMap> {
-            pump.chain
-                .exchange
-                .trailers(pump.direction)
-                .borrow()
-                .clone()
-        };
+        let trailers = |pump: &Self| trailers_of(&pump.chain, pump.direction);
         match item {
             Item::Data(data, eos) => {
                 if !data.is_empty() {
@@ -392,6 +385,12 @@ fn offer(
         check_limit(chain, i, held, max_held)?;
     }
     Ok(stop)
+}
+
+/// The trailers the body ends with, if any. Copied, not taken: later phases and `on_log`
+/// still read them (`response.trailers`).
+fn trailers_of(chain: &ChainRun, direction: Direction) -> Option<HeaderMap> {
+    chain.exchange.trailers(direction).borrow().clone()
 }
 
 fn check_limit(
@@ -504,8 +503,7 @@ impl FilteredBody {
         }
         let data = held.take_bytes();
         // A filter may have added trailers at the end of a body that had none.
-        let trailers = chain.exchange.trailers(direction).borrow().clone();
-        let Some(trailers) = trailers else {
+        let Some(trailers) = trailers_of(chain, direction) else {
             return Whole::Done(data);
         };
         let mut out = Frames::default();
