@@ -13,8 +13,11 @@
 //! The state is shared with the socket wrapper, which hyper requires to be `Send`: atomics,
 //! though only the connection's worker thread ever touches them.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+use crate::loop_clock::LoopClock;
 
 /// What an HTTP/2 connection starts with (RFC 9113 §3.4); its request heads are frames that
 /// hyper's HTTP/2 server times itself.
@@ -25,6 +28,8 @@ const HTTP2: u8 = 101;
 
 pub(crate) struct HeadClock {
     base: Instant,
+    /// The worker's clock: a head's start needs the time only to the poll.
+    clock: Arc<LoopClock>,
     /// When the pending request head began, as nanoseconds after `base` plus one; 0: none.
     since: AtomicU64,
     in_flight: AtomicUsize,
@@ -36,9 +41,10 @@ pub(crate) struct HeadClock {
 
 impl HeadClock {
     /// For a connection accepted at `accepted`: its first head is pending from then.
-    pub fn new(accepted: Instant) -> Self {
+    pub fn new(accepted: Instant, clock: Arc<LoopClock>) -> Self {
         Self {
             base: accepted,
+            clock,
             since: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
@@ -83,7 +89,7 @@ impl HeadClock {
         // the idle timeout then covers).
         if self.in_flight.load(Relaxed) == 0 && self.since.load(Relaxed) == 0 {
             self.since
-                .store(self.nanos_after_base(Instant::now()), Relaxed);
+                .store(self.nanos_after_base(self.clock.now()), Relaxed);
         }
     }
 
@@ -175,7 +181,7 @@ mod tests {
     #[test]
     fn the_first_head_is_timed_from_the_accept() {
         let t0 = Instant::now();
-        let clock = HeadClock::new(t0);
+        let clock = HeadClock::new(t0, Arc::default());
         assert_eq!(clock.pending_since(), Some(t0));
         assert_eq!(
             watch(t0 + HEAD, clock.pending_since(), 0, t0, HEAD, IDLE),
@@ -189,7 +195,7 @@ mod tests {
 
     /// A clock whose connection has a request in flight.
     fn running(t0: Instant) -> HeadClock {
-        let clock = HeadClock::new(t0);
+        let clock = HeadClock::new(t0, Arc::default());
         clock.read(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         clock.request_started();
         assert_eq!(clock.pending_since(), None);
@@ -240,7 +246,7 @@ mod tests {
     #[test]
     fn http2_connections_are_not_timed_as_heads() {
         let t0 = Instant::now();
-        let clock = HeadClock::new(t0);
+        let clock = HeadClock::new(t0, Arc::default());
         // The preface may come in pieces.
         clock.read(&PREFACE[..10]);
         assert_eq!(clock.pending_since(), Some(t0));
@@ -252,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_request_line_is_not_mistaken_for_the_preface() {
-        let clock = HeadClock::new(Instant::now());
+        let clock = HeadClock::new(Instant::now(), Arc::default());
         clock.read(b"PRI");
         clock.read(b"NT / HTTP/1.1\r\n");
         clock.request_started();

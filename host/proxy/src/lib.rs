@@ -19,6 +19,7 @@ mod handler;
 mod head_clock;
 mod head_scan;
 mod health;
+mod loop_clock;
 mod pool;
 mod request_line;
 mod request_scan;

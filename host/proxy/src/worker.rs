@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::chain::PhaseTimers;
 use crate::connection::{Drain, serve};
 use crate::deadlines::Deadlines;
+use crate::loop_clock::LoopClock;
 use crate::pool::Pool;
 use crate::snapshot::Snapshot;
 use crate::strategy::{PickInfo, Strategy};
@@ -309,6 +310,9 @@ pub(crate) struct Worker {
     pub drain: Drain,
     /// The deadlines of this worker's upstream attempts.
     pub deadlines: Rc<Deadlines>,
+    /// The time as of the running poll of a client connection (for what needs no finer
+    /// grain; see [`LoopClock`]).
+    pub clock: Arc<LoopClock>,
 }
 
 impl Worker {
@@ -390,7 +394,8 @@ pub(crate) fn run(
     local.block_on(&rt, async move {
         // Filter VMs are created here, on the thread and inside the task set that will run
         // them (their outbound calls are worker tasks), before any traffic.
-        let pool = Rc::new(Pool::default());
+        let clock = Arc::new(LoopClock::new());
+        let pool = Rc::new(Pool::new(clock.clone()));
         tokio::task::spawn_local(crate::pool::reap_idle(pool.clone()));
         let trace_scope = Rc::new(TraceScope::new(shared.tracer.clone()));
         let active = match Active::build(&shared, &pool, &trace_scope, first.0, first.1.as_ref()) {
@@ -414,6 +419,7 @@ pub(crate) fn run(
             trace_scope,
             drain: Drain::default(),
             deadlines,
+            clock,
         });
         for (ctx, std_listener) in listeners {
             let listener = TcpListener::from_std(std_listener)?;
@@ -559,7 +565,7 @@ async fn accept_loop(
             last_active: Cell::new(accepted_at),
             tunnel: RefCell::new(None),
             stream: current.clone(),
-            socket: Arc::new(SocketState::new(accepted_at)),
+            socket: Arc::new(SocketState::new(accepted_at, worker.clock.clone())),
         });
         let (worker, builder, active, handshake_failed) = (
             worker.clone(),
@@ -567,7 +573,8 @@ async fn accept_loop(
             active.clone(),
             handshake_failed.clone(),
         );
-        tokio::task::spawn_local(async move {
+        let clock = worker.clock.clone();
+        tokio::task::spawn_local(clock.per_poll(async move {
             match &conn.listener.tls {
                 None => serve(worker.clone(), &builder, conn.clone(), stream).await,
                 // Boxed: a TLS session's state (a kilobyte) would otherwise sit in every
@@ -611,7 +618,7 @@ async fn accept_loop(
             conn.listener.connections.fetch_sub(1, Ordering::Relaxed);
             active.decrement(1.0);
             worker.shared.connection_closed();
-        });
+        }));
     }
     tracing::debug!(listener = &*ctx.name, "stopped accepting");
 }

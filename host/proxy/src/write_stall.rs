@@ -94,11 +94,14 @@ pub(crate) struct Refused {
 }
 
 impl SocketState {
-    pub(crate) fn new(accepted: std::time::Instant) -> Self {
+    pub(crate) fn new(
+        accepted: std::time::Instant,
+        clock: Arc<crate::loop_clock::LoopClock>,
+    ) -> Self {
         Self {
             stalled: AtomicBool::new(false),
             peer_closed: AtomicBool::new(false),
-            head: HeadClock::new(accepted),
+            head: HeadClock::new(accepted, clock),
             framing_conflict: AtomicU64::new(0),
             refused: std::sync::OnceLock::new(),
             heads_over: AtomicBool::new(false),
@@ -507,7 +510,7 @@ mod tests {
     #[tokio::test]
     async fn held_bytes_come_out_in_order_as_each_request_is_answered() {
         let (mut client, server) = tokio::io::duplex(4096);
-        let state = Arc::new(SocketState::new(Instant::now()));
+        let state = Arc::new(SocketState::new(Instant::now(), Arc::default()));
         let scan = RequestScan::new(65536, 100);
         let mut io = WriteStall::new(server, Duration::ZERO, state.clone(), scan, true);
         let sent = [UPGRADE, UPGRADE, NEXT].concat();
@@ -543,7 +546,7 @@ mod tests {
     async fn a_request_line_reaches_hyper_only_whole_and_checked() {
         let read = |sent: &'static [u8]| async move {
             let (mut client, server) = tokio::io::duplex(4096);
-            let state = Arc::new(SocketState::new(Instant::now()));
+            let state = Arc::new(SocketState::new(Instant::now(), Arc::default()));
             let scan = RequestScan::new(65536, 100);
             let mut io = WriteStall::new(server, Duration::ZERO, state.clone(), scan, true);
             client.write_all(sent).await.unwrap();

@@ -236,12 +236,25 @@ impl ChainRun {
         phase: Phase,
         f: impl FnOnce(&mut Box<dyn HttpFilter>) -> T,
     ) -> Option<T> {
-        let start = self.now();
+        self.call_from(i, phase, self.now(), f).0
+    }
+
+    /// [`ChainRun::call`] timed from `start`, a reading taken when the previous callback of a
+    /// loop ended; also returns the reading that ended this one.
+    fn call_from<T: Action>(
+        &self,
+        i: usize,
+        phase: Phase,
+        start: u64,
+        f: impl FnOnce(&mut Box<dyn HttpFilter>) -> T,
+    ) -> (Option<T>, u64) {
         let out = self.with(i, f);
-        if let Some(out) = &out {
-            self.record(i, phase, start, self.now(), out.action());
-        }
-        out
+        let Some(o) = &out else {
+            return (out, start);
+        };
+        let end = self.now();
+        self.record(i, phase, start, end, o.action());
+        (out, end)
     }
 
     /// Times a callback (from two [`ChainRun::now`] readings) and, when the request is

@@ -293,9 +293,9 @@ impl Pump {
             &self.chain,
             self.direction,
             stage.filter,
-            &mut stage.held,
-            eos,
+            (&mut stage.held, eos),
             self.max_held,
+            &mut None,
         )?;
         if stage.stopped {
             return Ok(if eos { Passed::Wait } else { Passed::Held });
@@ -343,15 +343,19 @@ impl Pump {
 }
 
 /// Offers what filter `i` holds (`held`, its data so far) to its body phase. `Ok(true)`
-/// when the filter stopped: it keeps `held` (emptied if it would not buffer it).
+/// when the filter stopped: it keeps `held` (emptied if it would not buffer it). `clock`:
+/// the callback clock's reading when the previous filter of a loop let the body go on,
+/// which then times the start of this one (one reading per filter instead of two); left
+/// with this one's end when it did too.
 fn offer(
     chain: &ChainRun,
     direction: Direction,
     i: usize,
-    held: &mut BodyBuffer,
-    eos: bool,
+    (held, eos): (&mut BodyBuffer, bool),
     max_held: usize,
+    clock: &mut Option<u64>,
 ) -> Result<bool, BodyStop> {
+    let start = clock.take();
     check_limit(chain, i, held, max_held)?;
     let ex = &chain.exchange;
     let slot = ex.body(direction);
@@ -365,10 +369,16 @@ fn offer(
         }
         std::mem::swap(&mut *shown, held);
     }
-    let verdict = chain.call(i, Phase::body(direction), |f| f.on_body(ex, direction, eos));
+    let start = start.unwrap_or_else(|| chain.now());
+    let (verdict, end) = chain.call_from(i, Phase::body(direction), start, |f| {
+        f.on_body(ex, direction, eos)
+    });
     std::mem::swap(&mut *slot.borrow_mut(), held);
     let stop = match verdict {
-        None | Some(Ok(BodyVerdict::Continue)) => false,
+        None | Some(Ok(BodyVerdict::Continue)) => {
+            *clock = Some(end);
+            false
+        }
         Some(Ok(BodyVerdict::Buffer)) => true,
         Some(Ok(BodyVerdict::StopNoBuffer)) => {
             *held = BodyBuffer::default();
@@ -469,11 +479,12 @@ impl FilteredBody {
         let mut held = BodyBuffer::default();
         held.push(data);
         let mut filters = order(direction, upto);
+        let mut clock = None;
         while let Some(i) = filters.next() {
             if !wants(chain, direction, i) {
                 continue;
             }
-            match offer(chain, direction, i, &mut held, true, max_held) {
+            match offer(chain, direction, i, (&mut held, true), max_held, &mut clock) {
                 Ok(false) => {}
                 Ok(true) => {
                     // Only this filter can let the body go on: wait for it as the pump

@@ -11,7 +11,7 @@
 //! it arrives cannot be sent twice.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Empty};
@@ -205,9 +205,9 @@ pub(super) async fn send(
     let mut req = Some(req);
     let mut _retry_slot: Option<Slot<'_>> = None;
     loop {
-        // One clock reading per attempt serves the deadline, the health clock, the attempt's
-        // timeout and its duration.
-        let now = Instant::now();
+        // One clock reading per attempt (or per poll) serves the deadline, the health clock,
+        // the attempt's timeout and its duration.
+        let now = worker.clock.now();
         let first = *first_start.get_or_insert(now);
         let deadline = first + route_timeout;
         let now_ms = health.ms_at(now);
@@ -257,7 +257,8 @@ pub(super) async fn send(
         let sent = worker.deadlines.timeout(from.into(), length, send).await;
         let (attempt, result) = match sent {
             Ok(Ok(resp)) => {
-                active.upstream_timers[cluster_idx].record(started.elapsed());
+                active.upstream_timers[cluster_idx]
+                    .record(worker.clock.now().saturating_duration_since(started));
                 (Some(Attempt::Status(resp.status().as_u16())), Ok(resp))
             }
             Ok(Err(unsent)) => {
@@ -282,7 +283,7 @@ pub(super) async fn send(
             let outcome = match &result {
                 Ok(resp) => Some(PickOutcome::Response {
                     status: resp.status().as_u16(),
-                    latency: started.elapsed(),
+                    latency: worker.clock.now().saturating_duration_since(started),
                 }),
                 Err(Failed::Overflow(_) | Failed::NoEndpoint) => None,
                 Err(Failed::Timeout(_)) => Some(PickOutcome::Timeout),
@@ -336,7 +337,7 @@ pub(super) async fn send(
         let retry = may_retry
             && tried.len() < policy.max_retries as usize
             && resilience::retriable(policy, attempt)
-            && Instant::now() < deadline;
+            && worker.clock.now() < deadline;
         if retry {
             let next = req.take().or_else(|| head.as_ref().map(Head::request));
             if let Some(next) = next {
@@ -372,7 +373,7 @@ pub(super) async fn send(
                             worker.rng.borrow_mut().f64(),
                         );
                         tokio::time::sleep(
-                            wait.min(deadline.saturating_duration_since(Instant::now())),
+                            wait.min(deadline.saturating_duration_since(worker.clock.now())),
                         )
                         .await;
                         req = Some(next);

@@ -6,7 +6,6 @@
 use std::borrow::Cow;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version, uri::PathAndQuery};
@@ -54,7 +53,8 @@ pub(crate) async fn handle(
     conn: Rc<ConnCtx>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
-    let start = Instant::now();
+    // To the poll: the head arrived in it, or earlier if it took longer than one read.
+    let start = worker.clock.now();
     conn.request_started(start);
     worker.shared.in_flight.fetch_add(1, Ordering::Relaxed);
     // Before anything reads the path: routes, filters, logs and the upstream all see the

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -42,7 +42,7 @@ impl h1::GiveBack<Counted<TcpStream>> for DirectHome {
         if list.len() < self.max_idle {
             list.push(DirectIdle {
                 conn,
-                expires: Instant::now() + self.idle_timeout,
+                expires: self.pool.clock.now() + self.idle_timeout,
             });
         }
     }

@@ -216,6 +216,8 @@ pub struct Pool {
     /// hyper drives cannot be taken back from its task.
     direct: RefCell<HashMap<Arc<str>, Vec<DirectIdle>>>,
     h2: RefCell<HashMap<Arc<str>, H2>>,
+    /// The worker's clock: checkouts and returns need the time only to the poll.
+    pub(crate) clock: Arc<crate::loop_clock::LoopClock>,
 }
 
 /// Longest the reaper sleeps: a connection pooled after it went to sleep closes at most this
@@ -236,6 +238,13 @@ pub(crate) async fn reap_idle(pool: Rc<Pool>) {
 }
 
 impl Pool {
+    pub fn new(clock: Arc<crate::loop_clock::LoopClock>) -> Self {
+        Self {
+            clock,
+            ..Self::default()
+        }
+    }
+
     /// Sends `req` to `authority`, reusing a pooled connection when one is live. A request
     /// that failed on a reused connection *before any of it was written* (the upstream had
     /// closed the idle connection) is sent again on a fresh one; anything else is returned.
@@ -376,7 +385,7 @@ impl Pool {
     fn take_direct(&self, authority: &Arc<str>) -> Option<DirectConn> {
         let mut map = self.direct.borrow_mut();
         let list = map.get_mut(authority)?;
-        let now = Instant::now();
+        let now = self.clock.now();
         // Most recently returned first, as in `take_idle`.
         while let Some(idle) = list.pop() {
             if now < idle.expires && idle.conn.is_reusable() {
@@ -439,7 +448,7 @@ impl Pool {
         let mut map = self.h1.borrow_mut();
         let list = map.get_mut(authority)?;
         // Most recently returned first: it is the least likely to have been closed by the peer.
-        let now = Instant::now();
+        let now = self.clock.now();
         while let Some(at) = list.iter().rposition(|idle| idle.tls == tls) {
             // The last one (the usual case: one cluster per endpoint) is simply popped.
             let idle = list.swap_remove(at);
@@ -467,7 +476,7 @@ impl Pool {
             list.push(Idle {
                 sender,
                 tls,
-                expires: Instant::now() + idle_timeout,
+                expires: self.clock.now() + idle_timeout,
             });
         }
     }
