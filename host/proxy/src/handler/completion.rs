@@ -28,7 +28,8 @@ pub(crate) struct Completion {
     pub(super) path: Option<PathAndQuery>,
     pub(super) version: Version,
     pub(super) request_id: HeaderValue,
-    pub(super) route: Option<(u32, Arc<str>)>,
+    /// The route's index in `active`'s snapshot.
+    pub(super) route: Option<u32>,
     pub(super) upstream: Option<Arc<str>>,
     /// The cluster (index) the request went to, once it was sent.
     pub(super) cluster: Option<usize>,
@@ -181,8 +182,8 @@ impl Completion {
         }
         self.conn.request_finished(end);
         self.worker.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let (route_idx, route_name) = match &self.route {
-            Some((i, n)) => (*i, &**n),
+        let (route_idx, route_name) = match self.route {
+            Some(i) => (i, &*self.active.snapshot.routes[i as usize].name),
             None => (u32::MAX, NO_ROUTE_LABEL),
         };
         self.active.record_request(

@@ -142,9 +142,7 @@ pub(crate) async fn handle(
     done.status = resp.status().as_u16();
     let idle = stream_idle_timeout(
         &conn,
-        done.route
-            .as_ref()
-            .map(|(i, _)| &active.snapshot.routes[*i as usize]),
+        done.route.map(|i| &active.snapshot.routes[i as usize]),
     );
     let (mut parts, body) = resp.into_parts();
     if !transfer.request_ended.get() {
@@ -257,7 +255,7 @@ async fn forward(
         ));
     };
     let mut route = &snapshot.routes[route_idx];
-    done.route = Some((route_idx as u32, route.name.clone()));
+    done.route = Some(route_idx as u32);
     if let Some(t) = &done.trace {
         t.set_route(&route.name);
     }
@@ -398,7 +396,7 @@ async fn forward(
                     cluster = route.targets.pick(&worker.rng);
                     let progress = &run.as_ref().expect("set above").exchange.progress;
                     snapshot.note_route(progress, route, cluster);
-                    done.route = Some((i as u32, route.name.clone()));
+                    done.route = Some(i as u32);
                     if let Some(t) = &done.trace {
                         t.set_route(&route.name);
                     }
@@ -625,7 +623,6 @@ async fn forward(
         },
     )
     .await;
-    done.upstream = outcome.endpoint.clone();
     done.cluster = Some(cluster_idx);
     if let Some(run) = &run {
         let progress = &run.exchange.progress;
@@ -633,7 +630,8 @@ async fn forward(
         progress.attempts.set(outcome.attempts);
     }
     done.cluster_slot = outcome.slot;
-    let endpoint = outcome.endpoint.as_deref().unwrap_or("-");
+    done.upstream = outcome.endpoint;
+    let endpoint = done.upstream.as_deref().unwrap_or("-");
     let sent = outcome.result;
     let failure = match sent {
         Ok(resp) => {

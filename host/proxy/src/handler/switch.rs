@@ -53,10 +53,10 @@ pub(super) fn tunnel_log(
 ) -> Option<TunnelLog> {
     done.access_log.then(|| TunnelLog {
         request_id: request_id.clone(),
-        route: done
-            .route
-            .as_ref()
-            .map_or_else(|| "-".into(), |r| r.1.clone()),
+        route: done.route.map_or_else(
+            || "-".into(),
+            |i| done.active.snapshot.routes[i as usize].name.clone(),
+        ),
         listener: conn.listener.name.clone(),
         client: conn.peer.ip(),
     })
