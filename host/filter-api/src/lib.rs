@@ -164,12 +164,12 @@ pub struct StreamInfo {
 /// `request.size`, `response.size`, `request.duration`).
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// The route's name (shared with the routing snapshot: no copy per request); the new
-    /// route's when a filter's change sends the request to another one.
-    pub route: RefCell<Arc<str>>,
+    /// The route's name (the worker's copy: neither a copy nor an atomic reference count per
+    /// request); the new route's when a filter's change sends the request to another one.
+    pub route: RefCell<Option<Rc<str>>>,
     /// The cluster the request goes to: its route's, drawn again when a filter's change sends
-    /// the request to another route; empty on a route that answers by itself.
-    pub cluster: RefCell<Arc<str>>,
+    /// the request to another route; `None` on a route that answers by itself.
+    pub cluster: RefCell<Option<Rc<str>>>,
     /// The route's `metadata` (`route_metadata`), shared with the routing snapshot; the new
     /// route's after a filter's change sends the request to another one.
     pub route_metadata: RefCell<Option<Arc<MetaValue>>>,

@@ -82,7 +82,7 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[&[u8]]) -> Option<Vec<u8>
         if path.len() == 1 {
             return match md.as_deref() {
                 Some(md) => Some(crate::proto::metadata(md)),
-                None => (!owner.borrow().is_empty()).then(Vec::new),
+                None => owner.borrow().is_some().then(Vec::new),
             };
         }
         return Some(metadata_bytes(
@@ -227,10 +227,17 @@ pub(crate) fn get(state: &HostState, ctx: u32, path: &[&[u8]]) -> Option<Vec<u8>
             .clone()
             .into_bytes(),
         (b"route_name", None, None) | (b"xds", Some(b"route_name"), None) => {
-            ex.progress.route.borrow().as_bytes().to_vec()
+            ex.progress.route.borrow().as_deref()?.as_bytes().to_vec()
         }
         (b"cluster_name", None, None) | (b"xds", Some(b"cluster_name"), None) => {
-            ex.progress.cluster.borrow().as_bytes().to_vec()
+            // Empty, but found, on a route that answers by itself.
+            ex.progress
+                .cluster
+                .borrow()
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes()
+                .to_vec()
         }
         (b"response", Some(b"code"), None) => {
             u64le(u64::from(ex.response.borrow().as_ref()?.status.as_u16()))

@@ -190,25 +190,6 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
-    /// Records in `progress` what filters read of where the request goes (`route_name`,
-    /// `cluster_name`, `route_metadata`, `cluster_metadata`); again after a re-route.
-    pub fn note_route(
-        &self,
-        progress: &rustygate_filter_api::Progress,
-        route: &RouteEntry,
-        cluster: Option<usize>,
-    ) {
-        let c = cluster.map(|c| &self.clusters[c]);
-        progress.route.replace(route.name.clone());
-        progress.route_metadata.replace(route.metadata.clone());
-        progress
-            .cluster
-            .replace(c.map_or_else(|| "".into(), |c| c.name.clone()));
-        progress
-            .cluster_metadata
-            .replace(c.and_then(|c| c.metadata.clone()));
-    }
-
     /// Checks that `config` compiles, without touching any running state.
     pub fn check(config: &Config) -> Result<(), SnapshotError> {
         Self::build(config, 0, &Health::default()).map(drop)

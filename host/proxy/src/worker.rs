@@ -125,6 +125,10 @@ pub(crate) struct Active {
     strategies: Vec<Option<RefCell<Strategy>>>,
     requests: RefCell<HashMap<(u32, u16), Counter>>,
     durations: RefCell<HashMap<u32, LocalDurations>>,
+    /// Route and cluster names by index, this worker's copies: a filtered request holds them
+    /// without an atomic reference count (an `Arc` clone costs one, and its drop another).
+    route_names: Vec<Rc<str>>,
+    cluster_names: Vec<Rc<str>>,
 }
 
 impl Active {
@@ -181,6 +185,12 @@ impl Active {
                     .map(|cl| SmoothWrr::new(cl.endpoints.iter().map(|e| e.weight)))
                     .collect(),
             ),
+            route_names: snapshot.routes.iter().map(|r| Rc::from(&*r.name)).collect(),
+            cluster_names: snapshot
+                .clusters
+                .iter()
+                .map(|c| Rc::from(&*c.name))
+                .collect(),
             snapshot,
             chains,
             timers,
@@ -188,6 +198,28 @@ impl Active {
             requests: RefCell::default(),
             durations: RefCell::default(),
         })
+    }
+
+    /// Records in `progress` what filters read of where the request goes (`route_name`,
+    /// `cluster_name`, `route_metadata`, `cluster_metadata`); again after a re-route.
+    pub fn note_route(
+        &self,
+        progress: &rustygate_filter_api::Progress,
+        route: usize,
+        cluster: Option<usize>,
+    ) {
+        progress
+            .route
+            .replace(Some(self.route_names[route].clone()));
+        progress
+            .route_metadata
+            .replace(self.snapshot.routes[route].metadata.clone());
+        progress
+            .cluster
+            .replace(cluster.map(|c| self.cluster_names[c].clone()));
+        progress
+            .cluster_metadata
+            .replace(cluster.and_then(|c| self.snapshot.clusters[c].metadata.clone()));
     }
 
     /// The filter chain of route `route` (empty when it has none).

@@ -214,7 +214,13 @@ impl gw::HostRequest for State {
     }
 
     fn route(&mut self, _: Resource<gw::Request>) -> String {
-        self.exchange().progress.route.borrow().to_string()
+        self.exchange()
+            .progress
+            .route
+            .borrow()
+            .as_deref()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     fn drop(&mut self, _: Resource<gw::Request>) -> wasmtime::Result<()> {

@@ -326,7 +326,7 @@ async fn forward(
             start: done.start,
         };
         let exchange = Exchange::shared(head, info);
-        snapshot.note_route(&exchange.progress, route, cluster);
+        active.note_route(&exchange.progress, route_idx, cluster);
         let chain_run = ChainRun::new(
             &chain,
             active.timers(route_idx),
@@ -395,7 +395,7 @@ async fn forward(
                     route = &snapshot.routes[i];
                     cluster = route.targets.pick(&worker.rng);
                     let progress = &run.as_ref().expect("set above").exchange.progress;
-                    snapshot.note_route(progress, route, cluster);
+                    active.note_route(progress, i, cluster);
                     done.route = Some(i as u32);
                     if let Some(t) = &done.trace {
                         t.set_route(&route.name);
