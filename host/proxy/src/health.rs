@@ -215,46 +215,21 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Which counter an [`OwnedSlot`] holds.
-#[derive(Debug, Clone, Copy)]
-enum Counter {
-    Requests,
-    Connections,
-}
-
-/// A slot held beyond one stack frame: a request's until its response ends, a connection's
-/// until it closes.
+/// A connection slot held beyond one stack frame, until the connection closes.
 #[derive(Debug)]
-pub struct OwnedSlot(Arc<ClusterLoad>, Counter);
+pub struct OwnedSlot(Arc<ClusterLoad>);
 
 impl OwnedSlot {
-    fn take(load: &Arc<ClusterLoad>, which: Counter, max: usize) -> Option<Self> {
-        let counter = match which {
-            Counter::Requests => &load.requests,
-            Counter::Connections => &load.connections,
-        };
-        std::mem::forget(Slot::take(counter, max)?);
-        Some(OwnedSlot(load.clone(), which))
-    }
-
     /// Takes a connection slot of `load` if it is under `max`.
     pub fn connection(load: &Arc<ClusterLoad>, max: usize) -> Option<Self> {
-        Self::take(load, Counter::Connections, max)
-    }
-
-    /// Takes a request slot of `load` if it is under `max`.
-    pub fn request(load: &Arc<ClusterLoad>, max: usize) -> Option<Self> {
-        Self::take(load, Counter::Requests, max)
+        std::mem::forget(Slot::take(&load.connections, max)?);
+        Some(OwnedSlot(load.clone()))
     }
 }
 
 impl Drop for OwnedSlot {
     fn drop(&mut self) {
-        match self.1 {
-            Counter::Requests => &self.0.requests,
-            Counter::Connections => &self.0.connections,
-        }
-        .fetch_sub(1, Ordering::Relaxed);
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -20,7 +20,7 @@ use rustygate_core::ErrorKind;
 use rustygate_core::resilience::{self, Attempt};
 
 use crate::body::{BoxError, Replay};
-use crate::health::{OwnedSlot, Slot};
+use crate::health::Slot;
 use crate::pool::{ExchangeError, PooledBody, SendError, Shared, UpstreamBody};
 use crate::snapshot::{ClusterEntry, RouteEntry};
 use crate::strategy::PickInfo;
@@ -41,11 +41,12 @@ pub(super) enum Failed {
 }
 
 /// The final attempt's outcome and the endpoint it went to.
-pub(super) struct Outcome {
+pub(super) struct Outcome<'a> {
     pub result: Result<Response<PooledBody>, Failed>,
     pub endpoint: Option<Arc<str>>,
-    /// Holds the cluster's request slot until the response ends.
-    pub slot: Option<OwnedSlot>,
+    /// The cluster's request slot, which the request's `Completion`
+    /// takes over until the response ends.
+    pub slot: Option<Slot<'a>>,
     /// Attempts made (0 when none could be).
     pub attempts: u32,
 }
@@ -142,9 +143,9 @@ pub(super) fn empty() -> UpstreamBody {
 /// Sends `req` (whose body `payload` describes) to `active`'s cluster as `Destination` says.
 /// `client_caused` tells whether a failed exchange was the client's doing (a body cut short
 /// by a filter or a limit), which must not count against the endpoint.
-pub(super) async fn send(
+pub(super) async fn send<'a>(
     worker: &Worker,
-    active: &Active,
+    active: &'a Active,
     Destination {
         cluster_idx,
         retry: policy,
@@ -154,11 +155,11 @@ pub(super) async fn send(
     payload: Payload,
     caller: Caller<'_>,
     client_caused: impl Fn() -> bool,
-) -> Outcome {
+) -> Outcome<'a> {
     let trace = caller.trace;
     let cluster = &active.snapshot.clusters[cluster_idx];
     let metrics = &worker.shared.metrics;
-    let Some(slot) = OwnedSlot::request(&cluster.load, cluster.breaker.max_requests) else {
+    let Some(slot) = Slot::take(&cluster.load.requests, cluster.breaker.max_requests) else {
         metrics.circuit_open(&cluster.name, "requests").increment(1);
         return Outcome {
             result: Err(Failed::Overflow(format!(

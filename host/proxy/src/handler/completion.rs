@@ -15,7 +15,6 @@ use rustygate_telemetry::trace::RequestTrace;
 
 use crate::body::Transfer;
 use crate::chain::ChainRun;
-use crate::health::OwnedSlot;
 use crate::worker::{Active, ConnCtx, Worker};
 
 /// The end of one request: runs when the response body is dropped, whether it was sent in
@@ -38,7 +37,10 @@ pub(crate) struct Completion {
     /// The configuration generation the request runs on, kept until its last byte.
     pub(super) active: Rc<Active>,
     /// The request's place in its cluster's `max_requests`, kept until its last byte.
-    pub(super) cluster_slot: Option<OwnedSlot>,
+    /// The cluster whose request slot (`circuit_breaker.max_requests`) the request holds
+    /// until its response ends: an index into `active`'s snapshot rather than a slot that
+    /// owns a reference to the cluster's counters (two atomic operations per request fewer).
+    pub(super) cluster_slot: Option<usize>,
     pub(super) transfer: Rc<Transfer>,
     /// The request's filters, ended (`on_log`, `on_done`, `on_delete`) with the request.
     pub(super) chain: Option<Rc<ChainRun>>,
@@ -90,6 +92,15 @@ pub(crate) fn record_failure(outcome: &Outcome, kind: ErrorKind) {
     };
     outcome.flag(bits);
     outcome.set_details(details);
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(c) = self.cluster_slot {
+            let load = &self.active.snapshot.clusters[c].load;
+            load.requests.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Completion {

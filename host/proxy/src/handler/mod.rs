@@ -629,7 +629,11 @@ async fn forward(
         progress.upstream.replace(outcome.endpoint.clone());
         progress.attempts.set(outcome.attempts);
     }
-    done.cluster_slot = outcome.slot;
+    done.cluster_slot = outcome.slot.map(|s| {
+        // Released by `done` when the response ends (`Completion`'s drop).
+        std::mem::forget(s);
+        cluster_idx
+    });
     done.upstream = outcome.endpoint;
     let endpoint = done.upstream.as_deref().unwrap_or("-");
     let sent = outcome.result;
