@@ -7,10 +7,11 @@
 //! the connection's return to the pool), each a `clock_gettime` of ≈ 30 ns on the virtual
 //! machines measured here, where the whole request costs ≈ 10 µs. As nginx does with its
 //! cached time per turn of its event loop, the first reading of a poll is kept and the others
-//! of that poll share it. A poll runs until the task waits, which is microseconds, or a
-//! filter callback's CPU limit at most; everything timed here is timed in milliseconds.
-//! What needs the exact time (the request's duration, filter callbacks) reads the clock
-//! itself.
+//! of that poll share it. A poll runs until the task waits: microseconds, longer only when
+//! it runs filters (each callback within its CPU limit), while what is timed here is
+//! deadlines and idle limits of milliseconds or more, and durations that start or end with
+//! the arrival that began a poll. What needs the exact time (the request's duration, filter
+//! callbacks) reads the clock itself.
 //!
 //! Readings outside a connection's poll (health checks, ticks, other tasks of the worker)
 //! are not kept: each reads the clock.

@@ -44,8 +44,8 @@ pub(super) enum Failed {
 pub(super) struct Outcome<'a> {
     pub result: Result<Response<PooledBody>, Failed>,
     pub endpoint: Option<Arc<str>>,
-    /// The cluster's request slot, which the request's `Completion`
-    /// takes over until the response ends.
+    /// The cluster's request slot, which the request's `Completion` takes over until the
+    /// response ends.
     pub slot: Option<Slot<'a>>,
     /// Attempts made (0 when none could be).
     pub attempts: u32,

@@ -36,7 +36,6 @@ pub(crate) struct Completion {
     pub(super) access_log: bool,
     /// The configuration generation the request runs on, kept until its last byte.
     pub(super) active: Rc<Active>,
-    /// The request's place in its cluster's `max_requests`, kept until its last byte.
     /// The cluster whose request slot (`circuit_breaker.max_requests`) the request holds
     /// until its response ends: an index into `active`'s snapshot rather than a slot that
     /// owns a reference to the cluster's counters (two atomic operations per request fewer).

@@ -53,7 +53,7 @@ pub(crate) async fn handle(
     conn: Rc<ConnCtx>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, StreamReset> {
-    // To the poll: the head arrived in it, or earlier if it took longer than one read.
+    // The poll's time (`LoopClock`): this poll read the head, or its last bytes.
     let start = worker.clock.now();
     conn.request_started(start);
     worker.shared.in_flight.fetch_add(1, Ordering::Relaxed);
