@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use crate::loop_clock::LoopClock;
+use crate::loop_clock::{AtomicInstant, LoopClock};
 
 /// What an HTTP/2 connection starts with (RFC 9113 §3.4); its request heads are frames that
 /// hyper's HTTP/2 server times itself.
@@ -27,11 +27,10 @@ const HTTP1: u8 = 100;
 const HTTP2: u8 = 101;
 
 pub(crate) struct HeadClock {
-    base: Instant,
     /// The worker's clock: a head's start needs the time only to the poll.
     clock: Arc<LoopClock>,
-    /// When the pending request head began, as nanoseconds after `base` plus one; 0: none.
-    since: AtomicU64,
+    /// When the pending request head began, if one is.
+    since: AtomicInstant,
     in_flight: AtomicUsize,
     /// Requests started on the connection so far.
     started: AtomicU64,
@@ -42,10 +41,11 @@ pub(crate) struct HeadClock {
 impl HeadClock {
     /// For a connection accepted at `accepted`: its first head is pending from then.
     pub fn new(accepted: Instant, clock: Arc<LoopClock>) -> Self {
+        let since = AtomicInstant::new(accepted);
+        since.store(Some(accepted));
         Self {
-            base: accepted,
             clock,
-            since: AtomicU64::new(1),
+            since,
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             proto: AtomicU8::new(0),
@@ -55,12 +55,7 @@ impl HeadClock {
     /// The first head is pending from `at` instead (after a TLS handshake, which has a
     /// timeout of its own).
     pub fn restart(&self, at: Instant) {
-        self.since.store(self.nanos_after_base(at), Relaxed);
-    }
-
-    fn nanos_after_base(&self, at: Instant) -> u64 {
-        let after = at.saturating_duration_since(self.base);
-        u64::try_from(after.as_nanos()).unwrap_or(u64::MAX - 1) + 1
+        self.since.store(Some(at));
     }
 
     /// Bytes just read from the client.
@@ -76,7 +71,7 @@ impl HeadClock {
                 self.proto.store(HTTP1, Relaxed);
             } else if at + n == PREFACE.len() {
                 self.proto.store(HTTP2, Relaxed);
-                self.since.store(0, Relaxed);
+                self.since.store(None);
                 return;
             } else {
                 self.proto.store((at + n) as u8, Relaxed);
@@ -87,9 +82,8 @@ impl HeadClock {
         }
         // Bytes while a request is in flight are its body (or, pipelined, the next head, which
         // the idle timeout then covers).
-        if self.in_flight.load(Relaxed) == 0 && self.since.load(Relaxed) == 0 {
-            self.since
-                .store(self.nanos_after_base(self.clock.now()), Relaxed);
+        if self.in_flight.load(Relaxed) == 0 && self.since.is_none() {
+            self.since.store(Some(self.clock.now()));
         }
     }
 
@@ -98,7 +92,7 @@ impl HeadClock {
         self.in_flight
             .store(self.in_flight.load(Relaxed) + 1, Relaxed);
         self.started.store(self.started.load(Relaxed) + 1, Relaxed);
-        self.since.store(0, Relaxed);
+        self.since.store(None);
     }
 
     pub fn request_finished(&self) {
@@ -123,10 +117,7 @@ impl HeadClock {
 
     /// When the request head still being received began, if one is.
     pub fn pending_since(&self) -> Option<Instant> {
-        match self.since.load(Relaxed) {
-            0 => None,
-            n => Some(self.base + Duration::from_nanos(n - 1)),
-        }
+        self.since.load()
     }
 }
 

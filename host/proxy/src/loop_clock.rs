@@ -26,10 +26,44 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-pub(crate) struct LoopClock {
+/// An optional instant in an atomic: nanoseconds after `base`, plus one; 0 is none.
+pub(crate) struct AtomicInstant {
     base: Instant,
-    /// The poll's reading, as nanoseconds after `base` plus one; 0: none yet.
-    kept: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl AtomicInstant {
+    /// Empty, measuring from `base`.
+    pub fn new(base: Instant) -> Self {
+        Self {
+            base,
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub fn load(&self) -> Option<Instant> {
+        match self.nanos.load(Relaxed) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.nanos.load(Relaxed) == 0
+    }
+
+    pub fn store(&self, at: Option<Instant>) {
+        let n = at.map_or(0, |at| {
+            let after = at.saturating_duration_since(self.base).as_nanos();
+            u64::try_from(after).unwrap_or(u64::MAX - 1) + 1
+        });
+        self.nanos.store(n, Relaxed);
+    }
+}
+
+pub(crate) struct LoopClock {
+    /// The poll's reading; none yet.
+    kept: AtomicInstant,
     /// Whether a connection's poll is running.
     polling: AtomicBool,
 }
@@ -43,23 +77,19 @@ impl Default for LoopClock {
 impl LoopClock {
     pub fn new() -> Self {
         Self {
-            base: Instant::now(),
-            kept: AtomicU64::new(0),
+            kept: AtomicInstant::new(Instant::now()),
             polling: AtomicBool::new(false),
         }
     }
 
     /// The time: the poll's first reading, or a new one.
     pub fn now(&self) -> Instant {
-        let kept = self.kept.load(Relaxed);
-        if kept != 0 {
-            return self.base + Duration::from_nanos(kept - 1);
+        if let Some(kept) = self.kept.load() {
+            return kept;
         }
         let now = Instant::now();
         if self.polling.load(Relaxed) {
-            let after = now.saturating_duration_since(self.base).as_nanos();
-            self.kept
-                .store(u64::try_from(after).unwrap_or(u64::MAX - 1) + 1, Relaxed);
+            self.kept.store(Some(now));
         }
         now
     }
@@ -90,7 +120,7 @@ impl<F: Future> Future for PerPoll<F> {
         clock.polling.store(true, Relaxed);
         let out = this.fut.poll(cx);
         clock.polling.store(false, Relaxed);
-        clock.kept.store(0, Relaxed);
+        clock.kept.store(None);
         out
     }
 }
