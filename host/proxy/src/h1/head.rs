@@ -171,7 +171,12 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
         // httparse has checked the value's bytes (visible ASCII, obs-text, tabs and spaces).
         let value = HeaderValue::from_maybe_shared(head.slice(at..at + n))
             .map_err(|_| Error::Invalid(format!("invalid value in header {}", f.name)))?;
-        seen.note(&f.name, &value);
+        // Hop-by-hop fields that name nothing else are left out here: the gateway strips them
+        // from every response (RFC 9110 §7.6.1), and removing a field from the map costs more
+        // than the rest of its parse (`Connection: keep-alive` is in nearly every response).
+        if seen.note(&f.name, &value) == Hop::Plain {
+            continue;
+        }
         headers.append(f.name, value);
     }
     let (framing, keep_alive) = framing(status, version, method, &seen, &mut headers)?;
@@ -217,14 +222,32 @@ struct Seen {
     length: Option<Result<u64, ()>>,
 }
 
+/// What a field is to the hop-by-hop rules: [`Hop::Plain`] is a `Connection` that only says
+/// `keep-alive` or `close`, or a `Keep-Alive`: hop-by-hop and naming no other field, so
+/// leaving it out of the map is all that stripping it would do.
+#[derive(Debug, PartialEq, Eq)]
+enum Hop {
+    Plain,
+    Other,
+}
+
 impl Seen {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Hop {
         if name == CONNECTION {
+            let mut names_fields = false;
             for token in value.as_bytes().split(|b| *b == b',') {
                 let token = token.trim_ascii();
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let close = token.eq_ignore_ascii_case(b"close");
+                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+                names_fields |= !(close || keep_alive || token.is_empty());
             }
+            if !names_fields {
+                return Hop::Plain;
+            }
+        } else if name.as_str() == "keep-alive" {
+            return Hop::Plain;
         } else if name == TRANSFER_ENCODING {
             self.transfer_encoding = true;
         } else if name == CONTENT_LENGTH {
@@ -238,6 +261,7 @@ impl Seen {
                 });
             }
         }
+        Hop::Other
     }
 }
 
@@ -458,6 +482,28 @@ mod tests {
         let h = head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
         assert!(h.keep_alive);
         assert_eq!(h.version, Version::HTTP_10);
+    }
+
+    #[test]
+    fn hop_by_hop_fields_that_name_nothing_stay_out_of_the_map() {
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\n\
+              Content-Length: 0\r\n\r\n",
+        );
+        assert!(h.keep_alive);
+        assert!(!h.headers.contains_key(CONNECTION));
+        assert!(!h.headers.contains_key("keep-alive"));
+        assert_eq!(h.headers.len(), 1);
+        // A `Connection` that names a field stays for the stripping that removes both.
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nx-hop: 1\r\n\
+              Content-Length: 0\r\n\r\n",
+        );
+        assert!(!h.keep_alive);
+        assert_eq!(h.headers[CONNECTION], "close, x-hop");
+        assert_eq!(h.headers["x-hop"], "1");
+        let h = head(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!(h.headers[CONNECTION], "Upgrade");
     }
 
     #[test]

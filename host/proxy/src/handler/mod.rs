@@ -61,7 +61,8 @@ pub(crate) async fn handle(
     // canonical one.
     let refused = form::refused(&conn, req.uri_mut());
     let active = worker.active();
-    let request_id = forwarding::request_id(req.headers(), &mut worker.rng.borrow_mut());
+    let present = forwarding::Present::scan(req.headers());
+    let request_id = forwarding::request_id(req.headers(), present, &mut worker.rng.borrow_mut());
     let transfer = Rc::new(Transfer::new(req.body().is_end_stream()));
     let trace = worker.shared.tracer.as_ref().map(|t| {
         Rc::new(t.request(
@@ -106,7 +107,7 @@ pub(crate) async fn handle(
                 &worker,
                 &conn,
                 &active,
-                req,
+                (req, present),
                 &request_id,
                 &transfer,
                 &mut done,
@@ -182,11 +183,12 @@ fn head_timeout(conn: &ConnCtx, route: &RouteEntry) -> std::time::Duration {
     }
 }
 
+/// `present`: what [`forwarding::Present::scan`] found in `req`'s headers.
 async fn forward(
     worker: &Rc<Worker>,
     conn: &ConnCtx,
     active: &Active,
-    req: Request<Incoming>,
+    (req, present): (Request<Incoming>, forwarding::Present),
     request_id: &HeaderValue,
     transfer: &Rc<Transfer>,
     done: &mut Completion,
@@ -203,7 +205,8 @@ async fn forward(
     // Connection-level rules come first, so routes match and filters see the request as the
     // upstream will (as in Envoy, whose connection manager adds these before it picks the
     // route): a route can match the X-Forwarded-Proto or X-Forwarded-For the gateway sets.
-    let client_cert_header = forwarding::strip_hop_by_hop(&mut parts.headers, true);
+    forwarding::strip_hop_by_hop(&mut parts.headers, present, true);
+    let client_cert_header = present.client_cert();
     if parts.version == Version::HTTP_2 {
         forwarding::join_cookies(&mut parts.headers);
     }
@@ -230,9 +233,12 @@ async fn forward(
     }
     // We answer `Expect: 100-continue` ourselves (hyper sends 100 when the body is first
     // read), so it must not reach the upstream as well.
-    parts.headers.remove(header::EXPECT);
+    if present.expect() {
+        parts.headers.remove(header::EXPECT);
+    }
     forwarding::set_forwarded(
         &mut parts.headers,
+        present,
         &conn.peer_value,
         conn.listener.scheme,
         host.as_ref(),
@@ -660,7 +666,8 @@ async fn forward(
                 }
                 _ => None,
             };
-            forwarding::strip_hop_by_hop(&mut parts.headers, false);
+            let present = forwarding::Present::scan(&parts.headers);
+            forwarding::strip_hop_by_hop(&mut parts.headers, present, false);
             if let Some(Switch {
                 protocol: Some(p), ..
             }) = &switch
