@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustygate_tests::client::{http1, raw_upload, send};
+use rustygate_tests::client::{h2c, http1, raw_upload, send};
 use rustygate_tests::upstream::{Upstream, full, pattern, sha256_hex};
 use rustygate_tests::{TestGateway, simple_config, with_listener};
 use sha2::{Digest, Sha256};
@@ -153,6 +153,18 @@ async fn declared_body_over_the_limit_gets_413_without_forwarding() {
     )
     .await;
     assert_eq!(ok.status, 200);
+    // Over HTTP/2 the length is declared in a `content-length` field beside the DATA frames.
+    let seen = send(
+        &h2c(),
+        Request::post(gw.url("/"))
+            .header("content-length", "1001")
+            .body(Full::new(Bytes::from(vec![b'x'; 1001])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(seen.status, 413);
+    assert_eq!(seen.json()["error"], "body_too_large");
+    assert_eq!(up.requests(), 1);
 }
 
 #[tokio::test]

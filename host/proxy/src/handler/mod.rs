@@ -286,7 +286,9 @@ async fn forward(
         .max_request_body_bytes
         .or(conn.listener.limits.max_request_body_bytes);
     let max_held = conn.listener.limits.max_buffered_body_bytes;
-    if let (Some(limit), Some(len)) = (limit, form::content_length(&parts.headers))
+    // hyper's exact size hint is the declared `Content-Length` (HTTP/1.1 and HTTP/2 alike),
+    // without a header lookup.
+    if let (Some(limit), Some(len)) = (limit, body.size_hint().exact())
         && len > limit
     {
         return Err((
