@@ -42,11 +42,12 @@ const EXPECT_AT: usize = 7;
 const XFF_AT: usize = 8;
 const REQUEST_ID_AT: usize = 9;
 
-/// Which of [`HOP_NAMES`] a message carries, from one pass over its names. Most messages carry
-/// none of them, and a lookup that misses costs as much as one that hits (a name outside the
-/// standard set is hashed byte by byte), so the rules below look up only what is there.
-/// A name seen here may since have been removed (a `Connection` can name any field); one not
-/// seen was not there.
+/// Which of the fields the forwarding rules remove or read a message carries (the hop-by-hop
+/// ones, `x-forwarded-client-cert`, `Expect`, `X-Forwarded-For`, `X-Request-Id`), from one
+/// pass over its names. Most messages carry none of them, and a lookup that misses costs as
+/// much as one that hits (a name outside the standard set is hashed byte by byte), so the
+/// rules below look up only what is there. A name seen here may since have been removed (a
+/// `Connection` can name any field); one not seen was not there.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Present(u16);
 
