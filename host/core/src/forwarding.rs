@@ -36,6 +36,7 @@ static HOP_NAMES: [HeaderName; 10] = [
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-request-id"),
 ];
+const CONNECTION_AT: usize = 0;
 const TE_AT: usize = 3;
 const XFCC_AT: usize = 6;
 const EXPECT_AT: usize = 7;
@@ -108,7 +109,8 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 ///
 /// `present` is what [`Present::scan`] found in `headers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, present: Present, keep_te_trailers: bool) {
-    // Nearly every request, and every response the direct client parsed, has none of them.
+    // Nearly every request, and every response the direct client parsed, has none of the
+    // hop-by-hop names (those before XFCC_AT).
     if present.0 & ((1 << XFCC_AT) - 1) == 0 {
         return;
     }
@@ -121,7 +123,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, present: Present, keep_te_trail
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             })
         });
-    if present.has(0) {
+    if present.has(CONNECTION_AT) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -145,7 +147,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, present: Present, keep_te_trail
         }
         headers.remove(header::CONNECTION);
     }
-    for (i, name) in HOP_NAMES[..XFCC_AT].iter().enumerate().skip(1) {
+    for (i, name) in HOP_NAMES[..XFCC_AT]
+        .iter()
+        .enumerate()
+        .skip(CONNECTION_AT + 1)
+    {
         if present.has(i) {
             headers.remove(name);
         }
@@ -307,9 +313,10 @@ pub fn set_forwarded(
     scheme: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    let prev = match present.has(XFF_AT) {
-        true => headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes),
-        false => None,
+    let prev = if present.has(XFF_AT) {
+        headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes)
+    } else {
+        None
     };
     let appended = match prev {
         Some(prev) if !prev.trim_ascii().is_empty() => {
