@@ -61,7 +61,7 @@ pub(crate) fn start(
                     let mut tick = tokio::time::interval(SWEEP);
                     loop {
                         tick.tick().await;
-                        active.set(shared.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64);
+                        active.set(shared.in_flight.total() as f64);
                     }
                 });
                 loop {
@@ -165,6 +165,7 @@ async fn probe(
             return Ok(());
         }
         let _ = stream.set_nodelay(true);
+        let stream = crate::tcp::Tcp::new(stream);
         let host = hc.host.as_deref().unwrap_or(authority);
         // An https:// endpoint is checked over TLS, as requests reach it: a certificate that
         // fails verification fails the check.

@@ -20,12 +20,14 @@ mod head_clock;
 mod head_scan;
 mod health;
 mod loop_clock;
+mod per_worker;
 mod pool;
 mod request_line;
 mod request_scan;
 mod snapshot;
 mod strategy;
 mod stream_watch;
+mod tcp;
 pub mod tls;
 mod trace_scope;
 mod tunnel;
@@ -69,7 +71,8 @@ pub(crate) struct Shared {
     pub tracer: Option<Arc<Tracer>>,
     /// Endpoint health and cluster load, across workers and reloads.
     pub health: Arc<health::Health>,
-    pub in_flight: AtomicUsize,
+    /// Requests in flight, counted by the worker serving them.
+    pub in_flight: per_worker::PerWorker,
     pub connections: AtomicUsize,
     /// The last client connection id handed out (`connection.id`, from 1).
     pub connection_ids: std::sync::atomic::AtomicU64,
@@ -363,7 +366,7 @@ impl Gateway {
             metrics,
             tracer,
             health: health.clone(),
-            in_flight: AtomicUsize::new(0),
+            in_flight: per_worker::PerWorker::new(workers),
             connections: AtomicUsize::new(0),
             connection_ids: std::sync::atomic::AtomicU64::new(0),
             draining: AtomicBool::new(false),
@@ -480,7 +483,7 @@ impl Gateway {
 
     /// Requests currently in flight.
     pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::Relaxed)
+        self.shared.in_flight.total()
     }
 
     /// A handle that applies new configurations (hot reload).

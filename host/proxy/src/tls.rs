@@ -10,8 +10,9 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustygate_config::{ListenerTls, UpstreamProtocol, UpstreamTls};
 use rustygate_filter_api::ConnectionTls;
-use tokio::net::TcpStream;
 use x509_parser::extensions::GeneralName;
+
+use crate::tcp::Tcp;
 
 /// Why a listener's certificate could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -392,8 +393,8 @@ impl ClientTls {
     pub(crate) async fn connect(
         &self,
         authority: &str,
-        tcp: TcpStream,
-    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        tcp: Tcp,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<Tcp>> {
         let name = match &self.server_name {
             Some(name) => name.clone(),
             None => {

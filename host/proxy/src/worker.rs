@@ -332,6 +332,8 @@ pub(crate) enum Control {
 
 /// One worker's state.
 pub(crate) struct Worker {
+    /// From 0, in start order: the worker's slot in per-worker counts.
+    pub id: usize,
     pub shared: Arc<Shared>,
     active: RefCell<Rc<Active>>,
     pending: RefCell<Option<Rc<Active>>>,
@@ -443,6 +445,7 @@ pub(crate) fn run(
         let deadlines = Rc::new(Deadlines::default());
         tokio::task::spawn_local(deadlines.clone().run());
         let worker = Rc::new(Worker {
+            id,
             shared,
             active: RefCell::new(Rc::new(active)),
             pending: RefCell::new(None),
@@ -599,6 +602,7 @@ async fn accept_loop(
             stream: current.clone(),
             socket: Arc::new(SocketState::new(accepted_at, worker.clock.clone())),
         });
+        let stream = crate::tcp::Tcp::new(stream);
         let (worker, builder, active, handshake_failed) = (
             worker.clone(),
             builder.clone(),

@@ -191,7 +191,7 @@ impl Completion {
             run.complete();
         }
         self.conn.request_finished(end);
-        self.worker.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.worker.shared.in_flight.decrement(self.worker.id);
         let (route_idx, route_name) = match self.route {
             Some(i) => (i, &*self.active.snapshot.routes[i as usize].name),
             None => (u32::MAX, NO_ROUTE_LABEL),

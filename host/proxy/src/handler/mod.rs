@@ -5,7 +5,6 @@
 
 use std::borrow::Cow;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version, uri::PathAndQuery};
@@ -56,7 +55,7 @@ pub(crate) async fn handle(
     // The poll's time (`LoopClock`): this poll read the head, or its last bytes.
     let start = worker.clock.now();
     conn.request_started(start);
-    worker.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+    worker.shared.in_flight.increment(worker.id);
     // Before anything reads the path: routes, filters, logs and the upstream all see the
     // canonical one.
     let refused = form::refused(&conn, req.uri_mut());
@@ -77,7 +76,12 @@ pub(crate) async fn handle(
         conn,
         start,
         method: req.method().clone(),
-        path: req.uri().path_and_query().cloned(),
+        // Only the access log needs it once the request has gone.
+        path: active
+            .snapshot
+            .access_log
+            .then(|| req.uri().path_and_query().cloned())
+            .flatten(),
         version: req.version(),
         request_id: request_id.clone(),
         route: None,

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use crate::tcp::Tcp;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use tokio::net::TcpStream;
 
 use super::connect::Counted;
 use super::{DirectConn, DirectIdle, Pool, StreamHold, UpstreamBody};
@@ -35,7 +35,7 @@ pub(super) struct DirectHome {
     pub(super) idle_timeout: Duration,
 }
 
-impl h1::GiveBack<Counted<TcpStream>> for DirectHome {
+impl h1::GiveBack<Counted<Tcp>> for DirectHome {
     fn give_back(self, conn: DirectConn) {
         let mut map = self.pool.direct.borrow_mut();
         let list = map.entry(self.authority).or_default();
@@ -59,7 +59,7 @@ pub(super) enum Kind {
         /// An HTTP/2 response's hold on its connection (see [`H2Use`](super::H2Use)).
         stream: Option<StreamHold>,
     },
-    Direct(h1::Body<Counted<TcpStream>, DirectHome>),
+    Direct(h1::Body<Counted<Tcp>, DirectHome>),
 }
 
 impl PooledBody {

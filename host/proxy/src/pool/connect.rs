@@ -15,6 +15,7 @@ use super::{EndpointSettings, SendError, UpstreamBody};
 use crate::exec::LocalExec;
 use crate::h1;
 use crate::health::{OwnedSlot, Slot};
+use crate::tcp::Tcp;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -58,9 +59,9 @@ pub enum ConnectError {
 
 /// A new upstream connection, in the clear or TLS.
 pub(super) enum Io {
-    Plain(TokioIo<Counted<TcpStream>>),
+    Plain(TokioIo<Counted<Tcp>>),
     /// Boxed: a TLS session's state is a kilobyte, and a connection is made rarely.
-    Tls(TokioIo<Counted<Box<tokio_rustls::client::TlsStream<TcpStream>>>>),
+    Tls(TokioIo<Counted<Box<tokio_rustls::client::TlsStream<Tcp>>>>),
 }
 
 /// A socket holding its place in the cluster's `max_connections` for as long as it exists:
@@ -117,9 +118,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     }
 }
 
-impl h1::Socket for Counted<TcpStream> {
+impl h1::Socket for Counted<Tcp> {
     fn tcp(&self) -> &TcpStream {
-        &self.io
+        self.io.get_ref()
     }
 }
 
@@ -194,7 +195,7 @@ where
     });
 }
 
-async fn tcp_connect(authority: &Arc<str>, timeout: Duration) -> Result<TcpStream, ConnectError> {
+async fn tcp_connect(authority: &Arc<str>, timeout: Duration) -> Result<Tcp, ConnectError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(&**authority))
         .await
         .map_err(|_| ConnectError::Timeout {
@@ -206,5 +207,5 @@ async fn tcp_connect(authority: &Arc<str>, timeout: Duration) -> Result<TcpStrea
             source,
         })?;
     let _ = stream.set_nodelay(true);
-    Ok(stream)
+    Ok(Tcp::new(stream))
 }

@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::tcp::Tcp;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
@@ -23,7 +24,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1, http2};
 use rustygate_config::UpstreamProtocol;
 use rustygate_filter_api::RequestHead;
-use tokio::net::TcpStream;
 
 use crate::body::BoxError;
 use crate::h1;
@@ -140,7 +140,7 @@ struct DirectIdle {
     expires: Instant,
 }
 
-type DirectConn = h1::Conn<Counted<TcpStream>>;
+type DirectConn = h1::Conn<Counted<Tcp>>;
 
 /// The shared HTTP/2 connection to one endpoint.
 struct H2 {
