@@ -201,12 +201,14 @@ impl<S: Socket> Conn<S> {
 
 /// Where a connection goes when its response has ended and it can serve another.
 pub(crate) trait GiveBack<S> {
-    fn give_back(self, conn: Conn<S>);
+    fn give_back(self, conn: Box<Conn<S>>);
 }
 
 /// A response body read straight off its connection.
 pub(crate) struct Body<S, H> {
-    conn: Option<Conn<S>>,
+    /// Boxed (once, when the connection is made): the body travels inside the response
+    /// through every layer of the handler, and is copied at each.
+    conn: Option<Box<Conn<S>>>,
     state: State,
     keep_alive: bool,
     home: Option<H>,
@@ -216,7 +218,7 @@ pub(crate) struct Body<S, H> {
 
 impl<S: Socket, H: GiveBack<S>> Body<S, H> {
     /// The body that follows `head` on `conn`.
-    pub(crate) fn new(conn: Conn<S>, head: &ResponseHead, home: H) -> Self {
+    pub(crate) fn new(conn: Box<Conn<S>>, head: &ResponseHead, home: H) -> Self {
         let mut body = Self {
             conn: Some(conn),
             state: State::new(head.framing),

@@ -263,7 +263,7 @@ pub(super) async fn send<'a>(
                 (Some(Attempt::Status(resp.status().as_u16())), Ok(resp))
             }
             Ok(Err(unsent)) => {
-                req = unsent.request;
+                req = unsent.request.map(|r| *r);
                 let attempt = match &unsent.error {
                     SendError::Overflow(what) => {
                         metrics.circuit_open(&cluster.name, what).increment(1);

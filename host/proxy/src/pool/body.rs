@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
 use super::connect::Counted;
-use super::{DirectConn, DirectIdle, Pool, StreamHold, UpstreamBody};
+use super::{DirectConn, DirectList, Pool, StreamHold, UpstreamBody};
 use crate::body::BoxError;
 use crate::h1;
 
@@ -27,24 +27,17 @@ pub(super) struct Home {
     pub(super) idle_timeout: Duration,
 }
 
-/// Where a direct connection goes when its response has ended.
+/// Where a direct connection goes when its response has ended: its endpoint's idle list, on
+/// the cluster's terms as of the request.
 pub(super) struct DirectHome {
-    pub(super) pool: Rc<Pool>,
-    pub(super) authority: Arc<str>,
+    pub(super) list: Rc<DirectList>,
     pub(super) max_idle: usize,
     pub(super) idle_timeout: Duration,
 }
 
 impl h1::GiveBack<Counted<Tcp>> for DirectHome {
     fn give_back(self, conn: DirectConn) {
-        let mut map = self.pool.direct.borrow_mut();
-        let list = map.entry(self.authority).or_default();
-        if list.len() < self.max_idle {
-            list.push(DirectIdle {
-                conn,
-                expires: self.pool.clock.now() + self.idle_timeout,
-            });
-        }
+        self.list.put(conn, self.max_idle, self.idle_timeout);
     }
 }
 
@@ -55,7 +48,9 @@ pub struct PooledBody(pub(super) Kind);
 pub(super) enum Kind {
     Hyper {
         inner: Incoming,
-        home: Option<Home>,
+        /// Boxed: its sender alone is larger than the rest of the body, which every layer of
+        /// the handler copies (this path already allocates per request, in hyper).
+        home: Option<Box<Home>>,
         /// An HTTP/2 response's hold on its connection (see [`H2Use`](super::H2Use)).
         stream: Option<StreamHold>,
     },

@@ -97,15 +97,16 @@ impl ExchangeError {
 pub struct Unsent {
     /// What went wrong.
     pub error: SendError,
-    /// The request, if not a byte of it reached the upstream.
-    pub request: Option<Request<UpstreamBody>>,
+    /// The request, if not a byte of it reached the upstream. Boxed: a failure is rare, and
+    /// the result that may hold it is copied at each layer of a send that succeeds as well.
+    pub request: Option<Box<Request<UpstreamBody>>>,
 }
 
 impl Unsent {
     fn with(error: SendError, request: Request<UpstreamBody>) -> Self {
         Self {
             error,
-            request: Some(request),
+            request: Some(Box::new(request)),
         }
     }
 
@@ -117,7 +118,7 @@ impl Unsent {
     }
 
     fn from_try(mut e: TrySendError<Request<UpstreamBody>>) -> Self {
-        let request = e.take_message();
+        let request = e.take_message().map(Box::new);
         Self {
             error: SendError::Exchange(e.into_error().into()),
             request,
@@ -133,6 +134,41 @@ struct Idle {
     expires: Instant,
 }
 
+/// The idle connections of the direct HTTP/1.1 client ([`h1`]) to one endpoint, shared by
+/// the pool's map and the bodies of the responses in flight from that endpoint: a body puts
+/// its connection back here without a lookup by name (and without holding the name, whose
+/// reference count is atomic).
+struct DirectList {
+    idle: RefCell<Vec<DirectIdle>>,
+    clock: Arc<crate::loop_clock::LoopClock>,
+}
+
+impl DirectList {
+    /// The most recently returned connection that is still live, if any (as in
+    /// [`Pool::take_idle`]); expired or closed ones met on the way are dropped.
+    fn take(&self) -> Option<DirectConn> {
+        let mut idle = self.idle.borrow_mut();
+        let now = self.clock.now();
+        while let Some(i) = idle.pop() {
+            if now < i.expires && i.conn.is_reusable() {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` for reuse for `idle_timeout`, unless `max_idle` are kept already.
+    fn put(&self, conn: DirectConn, max_idle: usize, idle_timeout: Duration) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < max_idle {
+            idle.push(DirectIdle {
+                conn,
+                expires: self.clock.now() + idle_timeout,
+            });
+        }
+    }
+}
+
 /// An idle connection of the direct HTTP/1.1 client ([`h1`]).
 struct DirectIdle {
     conn: DirectConn,
@@ -140,7 +176,8 @@ struct DirectIdle {
     expires: Instant,
 }
 
-type DirectConn = h1::Conn<Counted<Tcp>>;
+/// Boxed when made, so that moving it (into a response's body and back) moves a pointer.
+type DirectConn = Box<h1::Conn<Counted<Tcp>>>;
 
 /// The shared HTTP/2 connection to one endpoint.
 struct H2 {
@@ -214,7 +251,7 @@ pub struct Pool {
     h1: RefCell<HashMap<Arc<str>, Vec<Idle>>>,
     /// Cleartext HTTP/1.1 connections of the direct client. Apart from hyper's: a connection
     /// hyper drives cannot be taken back from its task.
-    direct: RefCell<HashMap<Arc<str>, Vec<DirectIdle>>>,
+    direct: RefCell<HashMap<Arc<str>, Rc<DirectList>>>,
     h2: RefCell<HashMap<Arc<str>, H2>>,
     /// The worker's clock: checkouts and returns need the time only to the poll.
     pub(crate) clock: Arc<crate::loop_clock::LoopClock>,
@@ -235,6 +272,23 @@ pub(crate) async fn reap_idle(pool: Rc<Pool>) {
             .map_or(now + REAP_INTERVAL, |t| t.min(now + REAP_INTERVAL));
         tokio::time::sleep_until(next.into()).await;
     }
+}
+
+/// The response whose head `conn` has just read, with a body that puts `conn` back in `list`
+/// once read to its end.
+fn wrap_direct(
+    conn: DirectConn,
+    head: h1::ResponseHead,
+    list: Rc<DirectList>,
+    settings: &EndpointSettings,
+) -> Response<PooledBody> {
+    let home = DirectHome {
+        list,
+        max_idle: settings.max_idle,
+        idle_timeout: settings.idle_timeout,
+    };
+    let body = h1::Body::new(conn, &head, home);
+    h1::response(head).map(|()| PooledBody(Kind::Direct(body)))
 }
 
 impl Pool {
@@ -344,55 +398,40 @@ impl Pool {
             let host = shared.and_then(|s| s.host);
             conn.prepare(req, head.as_ref().map(|h| &h.headers), host);
         };
-        while let Some(mut conn) = self.take_direct(authority) {
+        let list = self.direct_list(authority);
+        while let Some(mut conn) = list.take() {
             prepare(&mut conn, &req);
             match conn.exchange(req.method()).await {
-                Ok(head) => return Ok(self.wrap_direct(conn, head, authority, settings)),
+                Ok(head) => return Ok(wrap_direct(conn, head, list, settings)),
                 Err(f) if f.unsent || (f.nothing_back && resend) => continue,
                 Err(f) => return Err(Unsent::sent(f.error)),
             }
         }
         let mut conn = match Box::pin(connect(authority, settings)).await {
-            Ok(Io::Plain(io)) => h1::Conn::new(io.into_inner()),
+            Ok(Io::Plain(io)) => Box::new(h1::Conn::new(io.into_inner())),
             Ok(Io::Tls(_)) => unreachable!("the direct client is for cleartext clusters"),
             Err(error) => return Err(Unsent::with(error, req)),
         };
         prepare(&mut conn, &req);
         match conn.exchange(req.method()).await {
-            Ok(head) => Ok(self.wrap_direct(conn, head, authority, settings)),
+            Ok(head) => Ok(wrap_direct(conn, head, list, settings)),
             Err(f) if f.unsent => Err(Unsent::with(SendError::Exchange(f.error.into()), req)),
             Err(f) => Err(Unsent::sent(f.error)),
         }
     }
 
-    fn wrap_direct(
-        self: &Rc<Self>,
-        conn: DirectConn,
-        head: h1::ResponseHead,
-        authority: &Arc<str>,
-        settings: &EndpointSettings,
-    ) -> Response<PooledBody> {
-        let home = DirectHome {
-            pool: self.clone(),
-            authority: authority.clone(),
-            max_idle: settings.max_idle,
-            idle_timeout: settings.idle_timeout,
-        };
-        let body = h1::Body::new(conn, &head, home);
-        h1::response(head).map(|()| PooledBody(Kind::Direct(body)))
-    }
-
-    fn take_direct(&self, authority: &Arc<str>) -> Option<DirectConn> {
+    /// The direct client's idle list for `authority`, made on first use.
+    fn direct_list(&self, authority: &Arc<str>) -> Rc<DirectList> {
         let mut map = self.direct.borrow_mut();
-        let list = map.get_mut(authority)?;
-        let now = self.clock.now();
-        // Most recently returned first, as in `take_idle`.
-        while let Some(idle) = list.pop() {
-            if now < idle.expires && idle.conn.is_reusable() {
-                return Some(idle.conn);
-            }
+        if let Some(list) = map.get(authority) {
+            return list.clone();
         }
-        None
+        let list = Rc::new(DirectList {
+            idle: RefCell::new(Vec::new()),
+            clock: self.clock.clone(),
+        });
+        map.insert(authority.clone(), list.clone());
+        list
     }
 
     async fn send_h2(
@@ -493,9 +532,11 @@ impl Pool {
             !list.is_empty()
         });
         self.direct.borrow_mut().retain(|_, list| {
-            list.retain(|idle| now < idle.expires && idle.conn.is_reusable());
-            list.iter().for_each(|idle| soonest(idle.expires));
-            !list.is_empty()
+            let mut idle = list.idle.borrow_mut();
+            idle.retain(|i| now < i.expires && i.conn.is_reusable());
+            idle.iter().for_each(|i| soonest(i.expires));
+            // A list that a response in flight will put its connection back in stays.
+            !idle.is_empty() || Rc::strong_count(list) > 1
         });
         self.h2.borrow_mut().retain(|_, c| {
             let expires = c.expires();
@@ -517,13 +558,15 @@ impl Pool {
     ) -> Response<PooledBody> {
         // A connection that switched protocols belongs to its tunnel, never to the pool.
         let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-        let home = (!switched).then(|| Home {
-            pool: self.clone(),
-            authority: authority.clone(),
-            tls: tls_id(settings),
-            sender,
-            max_idle: settings.max_idle,
-            idle_timeout: settings.idle_timeout,
+        let home = (!switched).then(|| {
+            Box::new(Home {
+                pool: self.clone(),
+                authority: authority.clone(),
+                tls: tls_id(settings),
+                sender,
+                max_idle: settings.max_idle,
+                idle_timeout: settings.idle_timeout,
+            })
         });
         resp.map(|inner| {
             PooledBody(Kind::Hyper {
