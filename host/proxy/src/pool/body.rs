@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use crate::tcp::Tcp;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -17,6 +16,7 @@ use super::connect::Counted;
 use super::{DirectConn, DirectList, Pool, StreamHold, UpstreamBody};
 use crate::body::BoxError;
 use crate::h1;
+use crate::tcp::Tcp;
 
 pub(super) struct Home {
     pub(super) pool: Rc<Pool>,

@@ -15,7 +15,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::tcp::Tcp;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
@@ -28,6 +27,7 @@ use rustygate_filter_api::RequestHead;
 use crate::body::BoxError;
 use crate::h1;
 use crate::health::ClusterLoad;
+use crate::tcp::Tcp;
 use crate::tls::ClientTls;
 
 mod body;
