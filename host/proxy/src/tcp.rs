@@ -114,6 +114,9 @@ impl AsyncWrite for Tcp {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let fd = fd(&self.0);
+        // Counted over the slices that go, so that a full write of them is not taken for a
+        // short one (which would clear readiness that epoll does not set again).
+        let bufs = &bufs[..bufs.len().min(MAX_IOV)];
         let len = bufs.iter().map(|b| b.len()).sum();
         transfer(&self.0, cx, Interest::WRITABLE, len, || {
             sys::send_vectored(fd, bufs)
@@ -133,6 +136,9 @@ impl AsyncWrite for Tcp {
         Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
+
+/// Most slices one vectored write takes (Linux's `UIO_MAXIOV`, POSIX's least `IOV_MAX`).
+const MAX_IOV: usize = 1024;
 
 fn fd(stream: &TcpStream) -> std::os::fd::RawFd {
     std::os::fd::AsRawFd::as_raw_fd(stream)
@@ -193,7 +199,7 @@ mod sys {
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         // `IoSlice` is ABI-compatible with `iovec` on Unix; the kernel only reads them.
         msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+        msg.msg_iovlen = bufs.len() as _;
         call(
             libc::SYS_sendmsg,
             [
@@ -247,15 +253,20 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Both ends of a loopback connection: (connecting, accepted).
+    async fn pair() -> (Tcp, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (Tcp::new(client.unwrap()), accepted.unwrap().0)
+    }
+
     /// Bytes both ways, a vectored write, a short read that leaves more to come, and the end
     /// of the stream, over a real loopback connection.
     #[tokio::test]
     async fn reads_and_writes_by_system_call() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let mut client = Tcp::new(client.unwrap());
-        let mut server = Tcp::new(accepted.unwrap().0);
+        let (mut client, server) = pair().await;
+        let mut server = Tcp::new(server);
 
         client.write_all(b"hello").await.unwrap();
         let mut buf = [0u8; 64];
@@ -288,11 +299,8 @@ mod tests {
     /// Writing to a peer that has gone fails with an error, not a signal.
     #[tokio::test]
     async fn a_write_to_a_closed_peer_is_an_error() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let mut client = Tcp::new(client.unwrap());
-        drop(accepted.unwrap());
+        let (mut client, server) = pair().await;
+        drop(server);
         let mut failed = false;
         for _ in 0..100 {
             if client.write_all(&[0u8; 65536]).await.is_err() {
