@@ -10,6 +10,10 @@
 //!
 //! A module without wasm threads runs one callback at a time on one thread, which is what
 //! makes the unsynchronised lists sound.
+//!
+//! A block is filed by the size it is given back with. A host writes at most as many bytes
+//! as it asked the guest to allocate, so a block the SDK frees by the length it received can
+//! only land on a list of its own class or a smaller one, where it is large enough.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
@@ -30,7 +34,8 @@ pub struct FilterAlloc {
     free: UnsafeCell<[*mut u8; CLASSES]>,
 }
 
-// SAFETY: only built for wasm32 without the atomics feature, where a module is one thread.
+// SAFETY: built for wasm32 without the atomics feature, where a module is one thread, and
+// natively for the tests below, which use each instance from one thread.
 unsafe impl Sync for FilterAlloc {}
 
 impl FilterAlloc {
