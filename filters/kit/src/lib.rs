@@ -1,7 +1,7 @@
 //! Shared by the filters in `filters/`. Everything here is plain logic over strings and bytes,
 //! so it is unit-tested natively; the proxy-wasm glue lives in each filter's `plugin` module.
 
-// The one place the filters need `unsafe`: an allocator cannot be written without it.
+// An allocator cannot be written without `unsafe`; the rest of the kit has none.
 #[cfg(any(test, all(target_arch = "wasm32", not(target_feature = "atomics"))))]
 #[allow(unsafe_code)]
 mod alloc;
