@@ -468,6 +468,16 @@ async fn read_response(s: &mut tokio::net::TcpStream) -> String {
     text + &String::from_utf8_lossy(&body)
 }
 
+/// An upstream that echoes requests (as JSON), answering `/slow` after `delay`.
+fn echo_slow_at_slow(delay: Duration) -> Upstream {
+    Upstream::start(move |req| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(delay).await;
+        }
+        rustygate_tests::upstream::echo_response(req).await
+    })
+}
+
 /// A pipelined request whose body arrives before the request before it is answered, but is
 /// read only after: its bytes, which would be a bad head, are its body, and it is forwarded
 /// whole.
@@ -476,12 +486,7 @@ async fn a_pipelined_body_arriving_late_is_a_body() {
     use tokio::io::AsyncWriteExt;
     // The first answer waits, so the second request's last bytes are in the socket, unread,
     // when it comes.
-    let up = Upstream::start(|req| async move {
-        if req.uri().path() == "/slow" {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        rustygate_tests::upstream::echo_response(req).await
-    });
+    let up = echo_slow_at_slow(Duration::from_millis(300));
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 21\r\n\r\n")
@@ -623,12 +628,7 @@ async fn oversized_request_head_is_431() {
 #[tokio::test]
 async fn pipelined_requests_split_anywhere_are_both_answered() {
     use tokio::io::AsyncWriteExt;
-    let up = Upstream::start(|req| async move {
-        if req.uri().path() == "/slow" {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        rustygate_tests::upstream::echo_response(req).await
-    });
+    let up = echo_slow_at_slow(Duration::from_millis(20));
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
     let stream: &[u8] = b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 21\r\n\r\nGET / HTTP/1.1\r\nX:\x01\n\n";
     for split in 1..stream.len() {
