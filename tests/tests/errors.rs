@@ -469,7 +469,7 @@ async fn read_response(s: &mut tokio::net::TcpStream) -> String {
 }
 
 /// An upstream that echoes requests (as JSON), answering `/slow` after `delay`.
-fn echo_slow_at_slow(delay: Duration) -> Upstream {
+fn echo_with_slow_path(delay: Duration) -> Upstream {
     Upstream::start(move |req| async move {
         if req.uri().path() == "/slow" {
             tokio::time::sleep(delay).await;
@@ -486,7 +486,7 @@ async fn a_pipelined_body_arriving_late_is_a_body() {
     use tokio::io::AsyncWriteExt;
     // The first answer waits, so the second request's last bytes are in the socket, unread,
     // when it comes.
-    let up = echo_slow_at_slow(Duration::from_millis(300));
+    let up = echo_with_slow_path(Duration::from_millis(300));
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 21\r\n\r\n")
@@ -628,7 +628,7 @@ async fn oversized_request_head_is_431() {
 #[tokio::test]
 async fn pipelined_requests_split_anywhere_are_both_answered() {
     use tokio::io::AsyncWriteExt;
-    let up = echo_slow_at_slow(Duration::from_millis(20));
+    let up = echo_with_slow_path(Duration::from_millis(20));
     let gw = TestGateway::start(&simple_config(up.addr, "")).await;
     let stream: &[u8] = b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 21\r\n\r\nGET / HTTP/1.1\r\nX:\x01\n\n";
     for split in 1..stream.len() {
