@@ -61,7 +61,7 @@ pub enum ErrorKind {
     /// A cluster's circuit breaker is open: too many connections, pending or active requests.
     #[error("upstream cluster overloaded")]
     UpstreamOverflow,
-    /// The client asked to switch to a protocol its route does not allow (`Upgrade`).
+    /// The client asked to switch to a protocol its route does not allow (`Upgrade`, `CONNECT`).
     #[error("protocol upgrade not allowed")]
     UpgradeRefused,
     /// A bug or unexpected internal state.

@@ -19,7 +19,10 @@ pub(crate) fn pairs(stream: &StreamCtx, map_type: i32) -> Option<Vec<(Vec<u8>, V
             let r = ex.request.borrow();
             let mut out = Vec::with_capacity(r.headers.len() + 4);
             out.push((b":method".to_vec(), r.method.as_str().as_bytes().to_vec()));
-            out.push((b":path".to_vec(), r.path.as_bytes().to_vec()));
+            // A CONNECT has no `:path` (its target is the `:authority`).
+            if !r.path.is_empty() {
+                out.push((b":path".to_vec(), r.path.as_bytes().to_vec()));
+            }
             out.push((b":authority".to_vec(), r.authority.as_bytes().to_vec()));
             out.push((b":scheme".to_vec(), r.scheme.as_bytes().to_vec()));
             out.extend(
@@ -98,6 +101,9 @@ pub(crate) fn value(stream: &StreamCtx, map_type: i32, key: &[u8]) -> Option<Val
             Some(if pseudo(":method") {
                 text(r.method.as_str())
             } else if pseudo(":path") {
+                if r.path.is_empty() {
+                    return None;
+                }
                 text(&r.path)
             } else if pseudo(":authority") {
                 text(&r.authority)

@@ -56,7 +56,9 @@ pub struct Route {
     /// Protocols an HTTP/1.1 client may switch to on this route with `Connection: upgrade`
     /// and `Upgrade: <protocol>` (compared case-insensitively). When the upstream answers
     /// `101 Switching Protocols`, the connection becomes a byte tunnel between client and
-    /// upstream. Any other `Upgrade` is refused with 403; `[]` refuses them all.
+    /// upstream. Any other `Upgrade` is refused with 403; `[]` refuses them all. `CONNECT`
+    /// allows CONNECT requests (HTTP/1.1 and HTTP/2), which are refused with 403 otherwise:
+    /// they go to the upstream as CONNECT, and its 2xx opens the tunnel.
     #[serde(default = "default_upgrades")]
     pub upgrades: Vec<String>,
     /// Copies of the route's requests, sent to other clusters as they go upstream, whose

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Uri, Version, uri::PathAndQuery};
+use http::{HeaderMap, Method, Uri, Version, uri::PathAndQuery};
 use rustygate_config::UpstreamProtocol;
 use rustygate_core::ErrorKind;
 use rustygate_filter_api::{Exchange, RequestHead};
@@ -13,9 +13,10 @@ use super::Failure;
 use crate::snapshot::ClusterEntry;
 use crate::worker::ConnCtx;
 
-/// Puts the request in the form `cluster`'s protocol takes: an origin-form URI and `Host` for
-/// HTTP/1.1; an absolute URI (`:scheme`, `:authority`) and no `Host` for HTTP/2. `elsewhere`
-/// is a `Host` kept beside the request's own map (see [`crate::pool::Shared`]).
+/// Puts the request in the form `cluster`'s protocol takes: an origin-form URI (a CONNECT's
+/// authority form) and `Host` for HTTP/1.1; an absolute URI (`:scheme`, `:authority`) and no
+/// `Host` for HTTP/2. `elsewhere` is a `Host` kept beside the request's own map (see
+/// [`crate::pool::Shared`]).
 #[inline]
 pub(super) fn address(
     parts: &mut http::request::Parts,
@@ -26,7 +27,21 @@ pub(super) fn address(
 ) -> Result<(), Failure> {
     match cluster.settings.protocol {
         UpstreamProtocol::Http1 => {
-            parts.uri = Uri::from(path_and_query);
+            parts.uri = if parts.method == Method::CONNECT {
+                // The tunnel's far end, as the filters and the route's rewrites left it.
+                authority
+                    .and_then(|a| Uri::try_from(a).ok())
+                    .filter(|u| u.authority().is_some_and(|a| a.port().is_some()))
+                    .ok_or_else(|| {
+                        let a = authority.unwrap_or_default();
+                        (
+                            ErrorKind::BadRequest,
+                            format!("invalid CONNECT target {a:?}"),
+                        )
+                    })?
+            } else {
+                Uri::from(path_and_query)
+            };
             parts.version = Version::HTTP_11;
             // The client's own `Host` is usually still there: the value is made only when not.
             if elsewhere.is_none()

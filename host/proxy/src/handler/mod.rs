@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::rc::Rc;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version, uri::PathAndQuery};
+use http::{Method, Request, Response, Version, uri::PathAndQuery};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -199,9 +199,11 @@ async fn forward(
 ) -> Result<Response<ResponseBody>, Failure> {
     let snapshot = &active.snapshot;
     let (mut parts, body) = req.into_parts();
-    // hyper marks an HTTP/1.1 request carrying `Upgrade` (or a CONNECT) with an `OnUpgrade`:
+    // hyper marks an HTTP/1.1 request carrying `Upgrade`, and a CONNECT, with an `OnUpgrade`:
     // every other request, nearly all of them, skips the header lookups.
+    let connect = parts.method == Method::CONNECT;
     let upgrade = match parts.extensions.get::<OnUpgrade>() {
+        _ if connect => Some(switch::connect_target(&parts.uri)?),
         Some(_) => forwarding::upgrade_requested(&parts.headers).cloned(),
         None => None,
     };
@@ -232,7 +234,7 @@ async fn forward(
             cert.as_ref(),
         );
     }
-    if let Some(u) = &upgrade {
+    if let Some(u) = upgrade.as_ref().filter(|_| !connect) {
         forwarding::keep_upgrade(&mut parts.headers, u.clone());
     }
     // We answer `Expect: 100-continue` ourselves (hyper sends 100 when the body is first
@@ -272,16 +274,19 @@ async fn forward(
     if let Some(u) = &upgrade
         && !route.allows_upgrade(u.to_str().unwrap_or_default())
     {
+        let asked = String::from_utf8_lossy(u.as_bytes());
+        let asked = if connect {
+            asked
+        } else {
+            format!("Upgrade: {asked}").into()
+        };
         return Err((
             ErrorKind::UpgradeRefused,
-            format!(
-                "route {} does not allow Upgrade: {}",
-                route.name,
-                String::from_utf8_lossy(u.as_bytes())
-            ),
+            format!("route {} does not allow {asked}", route.name),
         ));
     }
-    // The client's side of the switch, resolved by hyper once our 101 has been written.
+    // The client's side of the switch, resolved by hyper once our 101 (or a CONNECT's 2xx)
+    // has been written.
     let client_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<OnUpgrade>());
@@ -319,10 +324,11 @@ async fn forward(
         let head = RequestHead {
             // A copy (a standard method's is a tag): compared below to see if it changed.
             method: parts.method.clone(),
+            // Empty for a CONNECT's authority form: filters see no `:path`, as in Envoy.
             path: parts
                 .uri
                 .path_and_query()
-                .map_or("/", |p| p.as_str())
+                .map_or("", |p| p.as_str())
                 .to_owned(),
             authority: authority.as_deref().unwrap_or_default().to_owned(),
             scheme: conn.listener.scheme,
@@ -368,7 +374,7 @@ async fn forward(
                 parts.method = head.method.clone();
             }
             // Most filters leave the path alone: re-parse only when it changed.
-            if parts.uri.path_and_query().map(|p| p.as_str()) != Some(head.path.as_str()) {
+            if parts.uri.path_and_query().map_or("", |p| p.as_str()) != head.path {
                 target_changed = true;
                 parts.uri = head.path.parse().map_err(|e| {
                     (
@@ -658,20 +664,7 @@ async fn forward(
             // HTTP/1.1 client's keep-alive connection. (hyper answers an HTTP/1.0 client in
             // 1.0 itself; HTTP/2 ignores the field.)
             parts.version = Version::HTTP_11;
-            let switch = match (parts.status, client_upgrade) {
-                (StatusCode::SWITCHING_PROTOCOLS, Some(client)) => Some(Switch {
-                    client,
-                    upstream: parts.extensions.remove::<OnUpgrade>(),
-                    protocol: parts.headers.get(header::UPGRADE).cloned(),
-                }),
-                (StatusCode::SWITCHING_PROTOCOLS, None) => {
-                    return Err((
-                        ErrorKind::UpstreamProtocol,
-                        format!("{endpoint}: 101 Switching Protocols to a request without Upgrade"),
-                    ));
-                }
-                _ => None,
-            };
+            let switch = Switch::agreed(&mut parts, client_upgrade, connect, endpoint)?;
             let present = forwarding::Present::scan(&parts.headers);
             forwarding::strip_hop_by_hop(&mut parts.headers, present, false);
             if let Some(Switch {

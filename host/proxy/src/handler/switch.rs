@@ -1,23 +1,73 @@
-//! A protocol switch (`Upgrade`, WebSocket) the upstream agreed to: once the 101 is written,
-//! the connection becomes a tunnel.
+//! A protocol switch the upstream agreed to (a 101 to an `Upgrade`, WebSocket; a 2xx to a
+//! `CONNECT`): once that answer is written, the connection becomes a tunnel.
 
-use http::StatusCode;
-use http::header::HeaderValue;
+use http::header::{self, HeaderValue};
+use http::{StatusCode, Uri};
 use hyper::upgrade::OnUpgrade;
+use rustygate_core::ErrorKind;
 
-use super::Completion;
+use super::{Completion, Failure};
 use crate::tunnel::{TunnelChain, TunnelLog};
 use crate::worker::ConnCtx;
+
+/// Checks a `CONNECT`'s target: only the authority form (`host:port`) names a tunnel's far
+/// end (RFC 9112 §3.2.3; HTTP/2's CONNECT carries `:authority` alone, RFC 9113 §8.5).
+/// Returns what the request asks for, as a route's `upgrades` names it.
+pub(super) fn connect_target(uri: &Uri) -> Result<HeaderValue, Failure> {
+    match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        (None, Some(a), None) if a.port().is_some() => Ok(HeaderValue::from_static("CONNECT")),
+        _ => Err((
+            ErrorKind::BadRequest,
+            format!("CONNECT needs a host:port target, not {uri:?}"),
+        )),
+    }
+}
 
 /// Both sides of a protocol switch the upstream agreed to.
 pub(super) struct Switch {
     pub client: OnUpgrade,
     pub upstream: Option<OnUpgrade>,
-    /// The upstream's `Upgrade`, passed on to the client.
+    /// The upstream's `Upgrade`, passed on to the client (none for a `CONNECT`).
     pub protocol: Option<HeaderValue>,
+    /// A `CONNECT`'s tunnel, which any 2xx opens.
+    pub connect: bool,
 }
 
 impl Switch {
+    /// The switch an upstream response agrees to, if any: a 101 to an `Upgrade`, a 2xx to a
+    /// `CONNECT`. `client` is the client's side, taken when the request asked for one.
+    pub(super) fn agreed(
+        parts: &mut http::response::Parts,
+        client: Option<OnUpgrade>,
+        connect: bool,
+        endpoint: &str,
+    ) -> Result<Option<Switch>, Failure> {
+        let status = parts.status;
+        match client {
+            Some(client) if Self::agrees(connect, status) => Ok(Some(Switch {
+                client,
+                upstream: parts.extensions.remove::<OnUpgrade>(),
+                protocol: (!connect)
+                    .then(|| parts.headers.get(header::UPGRADE).cloned())
+                    .flatten(),
+                connect,
+            })),
+            _ if status == StatusCode::SWITCHING_PROTOCOLS => Err((
+                ErrorKind::UpstreamProtocol,
+                format!("{endpoint}: 101 Switching Protocols to a request without Upgrade"),
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    fn agrees(connect: bool, status: StatusCode) -> bool {
+        if connect {
+            status.is_success()
+        } else {
+            status == StatusCode::SWITCHING_PROTOCOLS
+        }
+    }
+
     /// Turns the connection into a tunnel once the response (with `status`, as the filters
     /// left it) has been written; a filter that answered otherwise cancels the switch. `log`
     /// names the tunnel in the access log when it ends. The request's filters, if any, go
@@ -30,17 +80,24 @@ impl Switch {
         done: &mut Completion,
         chain: Option<TunnelChain>,
     ) {
-        if let (StatusCode::SWITCHING_PROTOCOLS, Some(upstream)) = (status, self.upstream) {
+        if let (true, Some(upstream)) = (Self::agrees(self.connect, status), self.upstream) {
             if chain.is_some() {
                 done.chain = None;
             }
-            conn.set_tunnel(crate::tunnel::tunnel(
+            let tunnel = crate::tunnel::tunnel(
                 self.client,
                 upstream,
                 conn.listener.limits.idle_timeout.get(),
                 log,
                 chain,
-            ));
+            );
+            if done.version == http::Version::HTTP_2 {
+                // One stream of many: the connection goes on serving the others, and stays
+                // open (so a drain waits for it) while this stream is.
+                tokio::task::spawn_local(tunnel);
+            } else {
+                conn.set_tunnel(tunnel);
+            }
         }
     }
 }

@@ -556,8 +556,12 @@ impl Pool {
         settings: &EndpointSettings,
         sender: http1::SendRequest<UpstreamBody>,
     ) -> Response<PooledBody> {
-        // A connection that switched protocols belongs to its tunnel, never to the pool.
-        let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        // A connection that switched protocols (a 101, a CONNECT's 2xx: hyper hands over
+        // such a connection) belongs to its tunnel, never to the pool.
+        let switched = resp
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some();
         let home = (!switched).then(|| {
             Box::new(Home {
                 pool: self.clone(),

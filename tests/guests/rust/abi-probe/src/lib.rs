@@ -101,6 +101,9 @@ struct Config {
     /// `Hang`, cancels it when its initial metadata arrives and goes on, `/grpc/cancel-at-once`
     /// cancels it in the callback that opened it (a callback for a cancelled call traps).
     grpc_cluster: Option<String>,
+    /// Report these request fields (pseudo-headers too) in `x-request-<name>` (without a
+    /// leading colon) on the response, `-` where the request has none.
+    request_fields: Vec<String>,
     /// Misbehave on these paths.
     trap_path: Option<String>,
     loop_path: Option<String>,
@@ -584,6 +587,11 @@ impl HttpContext for Stream {
             let path: Vec<&str> = p.split('.').collect();
             let value = display(p, self.get_property(path));
             self.add_http_response_header(&format!("x-prop-{}", p.replace('.', "-")), &value);
+        }
+        for name in &c.request_fields {
+            let value = self.get_http_request_header(name);
+            let header = format!("x-request-{}", name.trim_start_matches(':'));
+            self.add_http_response_header(&header, value.as_deref().unwrap_or("-"));
         }
         for p in &c.property_status {
             let status = raw::property_status(p);
