@@ -48,6 +48,23 @@ pub fn h2c() -> Client<HttpConnector, Full<Bytes>> {
         .build_http()
 }
 
+/// One HTTP/2 connection (h2c) to `addr`, driven by a task of its own: for what the pooled
+/// client hides (CONNECT streams that become tunnels, several streams on one connection).
+pub async fn h2_connection<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
 /// A unary gRPC call to `url` over HTTP/2, as a gRPC client sends it (an empty message).
 pub fn grpc_call(url: &str) -> Request<Full<Bytes>> {
     Request::post(url)

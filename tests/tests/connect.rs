@@ -9,8 +9,9 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
+use rustygate_tests::client::h2_connection;
 use rustygate_tests::{ABI_PROBE_WASM, TestGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -205,12 +206,7 @@ async fn h2_tunnel(
     TokioIo<hyper::upgrade::Upgraded>,
     hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>>,
 ) {
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_connection(gw.addr).await;
     let req = Request::builder()
         .method(Method::CONNECT)
         .uri(far.to_string())

@@ -4,6 +4,7 @@
 
 pub mod balance;
 pub mod error;
+pub mod extended_connect;
 pub mod forwarding;
 pub mod path;
 pub mod redirect;

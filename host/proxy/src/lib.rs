@@ -405,6 +405,7 @@ impl Gateway {
                 client_cert_details: l.client_cert_details.as_slice().into(),
                 paths: l.path_normalization.clone(),
                 allow_chunked_length: l.allow_chunked_length,
+                http2_extended_connect: l.http2_extended_connect,
             });
             for per_worker in sockets.iter_mut() {
                 let socket = bind(addr).map_err(bind_err)?;

@@ -54,6 +54,8 @@ pub(crate) struct ListenerCtx {
     pub paths: rustygate_config::PathNormalization,
     /// Let a request with both a length and a transfer coding through (see `head_scan`).
     pub allow_chunked_length: bool,
+    /// Offer HTTP/2 clients RFC 8441's extended CONNECT (see `handler::switch`).
+    pub http2_extended_connect: bool,
 }
 
 /// Per-connection state shared by the connection task and its requests.
@@ -526,7 +528,8 @@ async fn control_loop(
     stopped.set();
 }
 
-fn server_builder(limits: &ListenerLimits, current: Rc<Current>) -> auto::Builder<StreamExec> {
+fn server_builder(ctx: &ListenerCtx, current: Rc<Current>) -> auto::Builder<StreamExec> {
+    let limits = &ctx.limits;
     let mut b = auto::Builder::new(StreamExec::new(current));
     b.http1()
         .timer(TokioTimer::new())
@@ -544,6 +547,9 @@ fn server_builder(limits: &ListenerLimits, current: Rc<Current>) -> auto::Builde
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    if ctx.http2_extended_connect {
+        b.http2().enable_connect_protocol();
+    }
     b
 }
 
@@ -554,7 +560,7 @@ async fn accept_loop(
     mut phase: watch::Receiver<Phase>,
 ) {
     let current = Rc::new(Current::default());
-    let builder = Rc::new(server_builder(&ctx.limits, current.clone()));
+    let builder = Rc::new(server_builder(&ctx, current.clone()));
     let active = worker.shared.metrics.connections_active(&ctx.name);
     let rejected = worker
         .shared

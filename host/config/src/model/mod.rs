@@ -195,6 +195,13 @@ pub struct Listener {
     /// smuggling attempt, is answered 400.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_chunked_length: bool,
+    /// Offer HTTP/2 clients the extended CONNECT of RFC 8441, with which browsers open
+    /// WebSockets over an HTTP/2 connection they already have: Envoy's
+    /// `http2_protocol_options.allow_connect`. Such a request goes on as an HTTP/1.1 upgrade
+    /// (the route's `upgrades` decide), and the upstream's 101 reaches the client as 200.
+    /// Off by default, as in Envoy: clients then open an HTTP/1.1 connection for a WebSocket.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http2_extended_connect: bool,
     /// Terminate TLS on this listener with this certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,

@@ -59,6 +59,7 @@ pub(crate) async fn handle(
     // Before anything reads the path: routes, filters, logs and the upstream all see the
     // canonical one.
     let refused = form::refused(&conn, req.uri_mut());
+    let extended = switch::extended_connect(&mut req, &worker.rng);
     let active = worker.active();
     let present = forwarding::Present::scan(req.headers());
     let request_id = forwarding::request_id(req.headers(), present, &mut worker.rng.borrow_mut());
@@ -150,6 +151,9 @@ pub(crate) async fn handle(
         done.route.map(|i| &active.snapshot.routes[i as usize]),
     );
     let (mut parts, body) = resp.into_parts();
+    if extended {
+        rustygate_core::extended_connect::answer(&mut parts.status, &mut parts.headers);
+    }
     if !transfer.request_ended.get() {
         done.close_early(&conn, &mut parts);
     }

@@ -2,9 +2,10 @@
 //! `CONNECT`): once that answer is written, the connection becomes a tunnel.
 
 use http::header::{self, HeaderValue};
-use http::{StatusCode, Uri};
+use http::{Method, StatusCode, Uri};
+use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use rustygate_core::ErrorKind;
+use rustygate_core::{ErrorKind, extended_connect};
 
 use super::{Completion, Failure};
 use crate::tunnel::{TunnelChain, TunnelLog};
@@ -21,6 +22,30 @@ pub(super) fn connect_target(uri: &Uri) -> Result<HeaderValue, Failure> {
             format!("CONNECT needs a host:port target, not {uri:?}"),
         )),
     }
+}
+
+/// Makes an extended CONNECT (RFC 8441, on a listener with `http2_extended_connect`) the
+/// HTTP/1.1 upgrade it stands for, before anything reads the request: routes, filters, logs
+/// and the upstream see a `GET` asking to upgrade, as behind Envoy's HTTP/2 codec. Returns
+/// whether it was one, so that the answer is made the HTTP/2 kind again.
+pub(super) fn extended_connect(
+    req: &mut http::Request<Incoming>,
+    rng: &std::cell::RefCell<fastrand::Rng>,
+) -> bool {
+    if req.method() != Method::CONNECT {
+        return false;
+    }
+    // A protocol that is not a header value stays a CONNECT, which its path makes a 400.
+    let Some(protocol) = req
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .and_then(|p| HeaderValue::from_str(p.as_str()).ok())
+    else {
+        return false;
+    };
+    *req.method_mut() = Method::GET;
+    extended_connect::as_upgrade(req.headers_mut(), protocol, &mut rng.borrow_mut());
+    true
 }
 
 /// Both sides of a protocol switch the upstream agreed to.
