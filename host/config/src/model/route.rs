@@ -53,10 +53,11 @@ pub struct Route {
     /// Filters run on this route, in order (responses pass through them in reverse).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<RouteFilter>,
-    /// Protocols an HTTP/1.1 client may switch to on this route with `Connection: upgrade`
-    /// and `Upgrade: <protocol>` (compared case-insensitively). When the upstream answers
-    /// `101 Switching Protocols`, the connection becomes a byte tunnel between client and
-    /// upstream. Any other `Upgrade` is refused with 403; `[]` refuses them all. `CONNECT`
+    /// Protocols a client may switch to on this route (compared case-insensitively): with
+    /// `Connection: upgrade` and `Upgrade: <protocol>` over HTTP/1.1, with an extended
+    /// CONNECT over HTTP/2 (on a listener with `http2_extended_connect`). When the upstream
+    /// answers `101 Switching Protocols`, the connection (an HTTP/2 stream) becomes a byte
+    /// tunnel between client and upstream. Any other `Upgrade` is refused with 403; `[]` refuses them all. `CONNECT`
     /// allows CONNECT requests (HTTP/1.1 and HTTP/2), which are refused with 403 otherwise:
     /// they go to the upstream as CONNECT, and its 2xx opens the tunnel.
     #[serde(default = "default_upgrades")]
