@@ -9,8 +9,10 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
 use rustygate_tests::client::h2_connection;
+use rustygate_tests::tls::Pki;
 use rustygate_tests::websocket::WsUpstream;
 use rustygate_tests::{TestGateway, simple_config, with_listener};
 use tokio_tungstenite::WebSocketStream;
@@ -101,6 +103,44 @@ async fn a_websocket_over_http2_reaches_an_http1_websocket_server() {
     }
     gw.metrics_with(r#"rustygate_requests_total{route="all",status="101"} 1"#)
         .await;
+}
+
+/// As a browser opens it: TLS, `h2` by ALPN, then the extended CONNECT on that connection.
+#[tokio::test]
+async fn over_tls_as_a_browser_opens_it() {
+    let up = WsUpstream::start();
+    let pki = Pki::new("websocket-h2");
+    let settings = format!(
+        "    tls: {}\n    http2_extended_connect: true\n",
+        pki.listener_yaml()
+    );
+    let gw = TestGateway::start(&with_listener(&simple_config(up.addr, ""), &settings)).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(pki.client_config(&[b"h2", b"http/1.1"]))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let url = format!("https://localhost:{}", gw.addr.port());
+    let warm = Request::get(format!("{url}/warm-up"))
+        .body(Body::new())
+        .unwrap();
+    let _ = send.send_request(warm).await.unwrap();
+    let mut req = extended_connect(&gw, "/chat");
+    *req.uri_mut() = format!("{url}/chat").parse().unwrap();
+    let mut resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let stream = hyper::upgrade::on(&mut resp).await.unwrap();
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(stream), Role::Client, None).await;
+    ws.send(Message::text("secure")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("secure"));
+    assert_eq!(up.handshakes()[0]["x-forwarded-proto"], "https");
 }
 
 /// The route decides, as for an HTTP/1.1 upgrade: one that allows no upgrade answers 403.
