@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use rustygate_tests::client::h2_connection;
-use rustygate_tests::{ABI_PROBE_WASM, TestGateway};
+use rustygate_tests::{ABI_PROBE_WASM, TestGateway, simple_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -99,40 +99,32 @@ impl ForwardProxy {
 }
 
 /// A CONNECT route to the forward proxy (with `route`'s lines, indented four spaces) beside an
-/// ordinary one.
+/// ordinary one, and the abi-probe filter for the routes that name it.
 fn config(proxy: SocketAddr, route: &str) -> String {
-    format!(
-        "workers: 1
-listeners:
-  - name: main
-    address: 127.0.0.1:0
-logging: {{ access_log: false }}
-clusters:
-  - name: proxy
-    endpoints:
-      - url: http://{proxy}
-filters:
-  - name: probe
-    module: {ABI_PROBE_WASM}
-    configuration: {{ request_fields: [':method', ':path', ':authority'] }}
-routes:
-  - name: tunnel
-    match: {{ methods: [CONNECT] }}
-    cluster: proxy
-{route}  - name: all
-    cluster: proxy
-"
-    )
+    let tunnel =
+        format!("  - name: tunnel\n    match: {{ methods: [CONNECT] }}\n    cluster: up\n{route}");
+    let probe = format!(
+        "filters:\n  - name: probe\n    module: {ABI_PROBE_WASM}\n    \
+         configuration: {{ request_fields: [':method', ':path', ':authority'] }}\nroutes:\n"
+    );
+    simple_config(proxy, &tunnel).replace("routes:\n", &probe)
+}
+
+/// Sends `head` (and anything after it) on a new raw connection; returns the answer's head.
+async fn send_raw(gw: &TestGateway, head: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_head(&mut s).await;
+    (s, answer)
 }
 
 /// Opens a tunnel to `far` on a raw connection; returns the answer's head.
 async fn open_tunnel(gw: &TestGateway, far: SocketAddr) -> (TcpStream, String) {
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(format!("CONNECT {far} HTTP/1.1\r\nHost: {far}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let head = read_head(&mut s).await;
-    (s, head)
+    send_raw(
+        gw,
+        &format!("CONNECT {far} HTTP/1.1\r\nHost: {far}\r\n\r\n"),
+    )
+    .await
 }
 
 /// Reads a response head (through its blank line) byte by byte, leaving what follows unread.
@@ -164,13 +156,10 @@ async fn a_connect_the_route_allows_becomes_a_tunnel_to_the_far_end() {
     let far = echo_server().await;
     let proxy = ForwardProxy::start().await;
     let gw = TestGateway::start(&config(proxy.addr, "    upgrades: [CONNECT]\n")).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
     // The first tunnelled bytes ride with the request, before the answer: they are held
     // until the tunnel is open, then go through it.
-    s.write_all(format!("CONNECT {far} HTTP/1.1\r\nHost: {far}\r\n\r\nhello").as_bytes())
-        .await
-        .unwrap();
-    let head = read_head(&mut s).await;
+    let request = format!("CONNECT {far} HTTP/1.1\r\nHost: {far}\r\n\r\nhello");
+    let (mut s, head) = send_raw(&gw, &request).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     // A 2xx to CONNECT has no body and says no length (RFC 9110 §9.3.6).
     assert!(!head.contains("content-length"), "{head}");
@@ -301,11 +290,8 @@ async fn a_connect_to_a_path_is_a_bad_request() {
     let proxy = ForwardProxy::start().await;
     let gw = TestGateway::start(&config(proxy.addr, "    upgrades: [CONNECT]\n")).await;
     for target in ["/api/test", "http://a.example/x", "a.example"] {
-        let mut s = TcpStream::connect(gw.addr).await.unwrap();
-        s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: a.example\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let head = read_head(&mut s).await;
+        let request = format!("CONNECT {target} HTTP/1.1\r\nHost: a.example\r\n\r\n");
+        let (_, head) = send_raw(&gw, &request).await;
         assert!(head.starts_with("http/1.1 400"), "{target}: {head}");
     }
     assert!(proxy.seen().is_empty());
@@ -317,11 +303,8 @@ async fn a_connect_to_a_path_is_a_bad_request() {
 async fn a_connect_the_upstream_refuses_leaves_an_ordinary_connection() {
     let proxy = ForwardProxy::start().await;
     let gw = TestGateway::start(&config(proxy.addr, "    upgrades: [CONNECT]\n")).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"CONNECT refused.invalid:443 HTTP/1.1\r\nHost: refused.invalid:443\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_head(&mut s).await;
+    let request = "CONNECT refused.invalid:443 HTTP/1.1\r\nHost: refused.invalid:443\r\n\r\n";
+    let (mut s, head) = send_raw(&gw, request).await;
     assert!(head.starts_with("http/1.1 403"), "{head}");
     assert!(head.contains("content-length: 12"), "{head}");
     assert_eq!(read_exactly(&mut s, 12).await, "not that one");
