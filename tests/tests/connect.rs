@@ -142,6 +142,19 @@ async fn read_head(s: &mut TcpStream) -> String {
     String::from_utf8(head).unwrap().to_ascii_lowercase()
 }
 
+/// The JSON body that follows `head` (a response of the gateway's own, with a length).
+async fn read_json_body(s: &mut TcpStream, head: &str) -> serde_json::Value {
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let len: usize = head
+        .split("content-length: ")
+        .nth(1)
+        .and_then(|r| r.split("\r\n").next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    serde_json::from_str(&read_exactly(s, len).await).unwrap()
+}
+
 async fn read_exactly(s: &mut TcpStream, n: usize) -> String {
     let mut buf = vec![0u8; n];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
@@ -156,10 +169,34 @@ async fn a_connect_the_route_allows_becomes_a_tunnel_to_the_far_end() {
     let far = echo_server().await;
     let proxy = ForwardProxy::start().await;
     let gw = TestGateway::start(&config(proxy.addr, "    upgrades: [CONNECT]\n")).await;
-    // The first tunnelled bytes ride with the request, before the answer: they are held
-    // until the tunnel is open, then go through it.
-    let request = format!("CONNECT {far} HTTP/1.1\r\nHost: {far}\r\n\r\nhello");
-    let (mut s, head) = send_raw(&gw, &request).await;
+    let s = tunnel_with_hello(&gw, &far.to_string()).await;
+
+    let seen = proxy.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, Method::CONNECT);
+    assert_eq!(seen[0].uri.to_string(), far.to_string());
+    assert_eq!(seen[0].headers["host"], far.to_string().as_str());
+    assert_eq!(seen[0].headers["x-forwarded-for"], "127.0.0.1");
+    closes_after_client(s).await;
+}
+
+/// The client's close ends the tunnel: the gateway passes it on and closes its side.
+async fn closes_after_client(mut s: TcpStream) {
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel closes")
+        .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// A CONNECT to `target` whose first tunnelled bytes ride with the request, before the
+/// answer (they are held until the tunnel is open, then go through it): the 200 and two
+/// round trips through the echo server at the far end.
+async fn tunnel_with_hello(gw: &TestGateway, target: &str) -> TcpStream {
+    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\nhello");
+    let (mut s, head) = send_raw(gw, &request).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     // A 2xx to CONNECT has no body and says no length (RFC 9110 §9.3.6).
     assert!(!head.contains("content-length"), "{head}");
@@ -168,22 +205,7 @@ async fn a_connect_the_route_allows_becomes_a_tunnel_to_the_far_end() {
     assert_eq!(read_exactly(&mut s, 10).await, "echo:hello");
     s.write_all(b" and more").await.unwrap();
     assert_eq!(read_exactly(&mut s, 9).await, " and more");
-
-    let seen = proxy.seen();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].method, Method::CONNECT);
-    assert_eq!(seen[0].uri.to_string(), far.to_string());
-    assert_eq!(seen[0].headers["host"], far.to_string().as_str());
-    assert_eq!(seen[0].headers["x-forwarded-for"], "127.0.0.1");
-
-    // The client's close ends the tunnel: the gateway passes it on and closes its side.
-    s.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
-        .await
-        .expect("the tunnel closes")
-        .unwrap();
-    assert!(rest.is_empty(), "{rest:?}");
+    s
 }
 
 /// An HTTP/2 CONNECT stream as a tunnel (hyper's client), over a connection that goes on
@@ -267,15 +289,7 @@ async fn connect_is_refused_where_the_route_does_not_allow_it() {
     let gw = TestGateway::start(&config(proxy.addr, "")).await;
     let (mut s, head) = open_tunnel(&gw, far).await;
     assert!(head.starts_with("http/1.1 403"), "{head}");
-    assert!(head.contains("content-type: application/json"), "{head}");
-    let len: usize = head
-        .split("content-length: ")
-        .nth(1)
-        .and_then(|r| r.split("\r\n").next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let body: serde_json::Value = serde_json::from_str(&read_exactly(&mut s, len).await).unwrap();
+    let body = read_json_body(&mut s, &head).await;
     assert_eq!(body["error"], "upgrade_refused", "{body}");
     assert_eq!(
         body["message"], "protocol upgrade not allowed: route tunnel does not allow CONNECT",
@@ -365,4 +379,69 @@ async fn connect_refused_by_default_through_a_client_library() {
         String::from_utf8_lossy(&body).contains("upgrade_refused"),
         "{body:?}"
     );
+}
+
+/// `connect: terminate` (Envoy's `connect_config`): the gateway answers the CONNECT itself
+/// and the tunnel goes to the cluster's endpoint, whatever the target; the endpoint gets the
+/// client's bytes and nothing of the request.
+#[tokio::test]
+async fn a_terminated_connect_tunnels_to_the_cluster_itself() {
+    let far = echo_server().await;
+    let route = "    upgrades: [CONNECT]\n    connect: terminate\n";
+    let gw = TestGateway::start(&config(far, route)).await;
+    // The echo server's first bytes are the client's: it never saw the CONNECT's head.
+    let s = tunnel_with_hello(&gw, "anywhere.example:443").await;
+    closes_after_client(s).await;
+}
+
+#[tokio::test]
+async fn a_terminated_http2_connect_tunnels_to_the_cluster() {
+    let far = echo_server().await;
+    let route = "    upgrades: [CONNECT]\n    connect: terminate\n";
+    // The cluster's protocol is HTTP's, which a terminated CONNECT does not speak to it.
+    let yaml =
+        config(far, route).replace("    endpoints:\n", "    protocol: http2\n    endpoints:\n");
+    let gw = TestGateway::start(&yaml).await;
+    let target: SocketAddr = "192.0.2.1:443".parse().unwrap();
+    let (mut tunnel, _send) = h2_tunnel(&gw, target).await;
+    echoed(&mut tunnel, "over h2", "echo:over h2").await;
+    echoed(&mut tunnel, " again", " again").await;
+}
+
+/// An endpoint that cannot be reached is the gateway's usual 502; the client's connection
+/// stays an HTTP one.
+#[tokio::test]
+async fn a_terminated_connect_to_an_unreachable_endpoint_is_a_502() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let route = "    upgrades: [CONNECT]\n    connect: terminate\n";
+    let gw = TestGateway::start(&config(addr, route)).await;
+    let (mut s, head) = open_tunnel(&gw, addr).await;
+    assert!(head.starts_with("http/1.1 502"), "{head}");
+    let body = read_json_body(&mut s, &head).await;
+    assert_eq!(body["error"], "connect_failure", "{body}");
+}
+
+/// The filters see the CONNECT and the gateway's 200 (the probe copies request fields onto
+/// the response), and the tunnel's bytes pass their body callbacks.
+#[tokio::test]
+async fn filters_see_a_terminated_connect_and_its_answer() {
+    let far = echo_server().await;
+    let route = "    upgrades: [CONNECT]\n    connect: terminate\n    filters: [probe]\n";
+    let gw = TestGateway::start(&config(far, route)).await;
+    let (mut s, head) = send_raw(
+        &gw,
+        "CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("x-request-method: connect\r\n"), "{head}");
+    assert!(head.contains("x-request-path: -\r\n"), "{head}");
+    assert!(
+        head.contains("x-request-authority: db.internal:5432\r\n"),
+        "{head}"
+    );
+    s.write_all(b"through the filter").await.unwrap();
+    assert_eq!(read_exactly(&mut s, 23).await, "echo:through the filter");
 }

@@ -51,6 +51,9 @@ pub struct RouteEntry {
     pub retry: RetryPolicy,
     /// Protocols clients may switch to (`Upgrade`), lower-cased.
     pub upgrades: Box<[Box<str>]>,
+    /// A `CONNECT` is answered by the gateway and tunnelled to the cluster's endpoint as raw
+    /// bytes, instead of being forwarded.
+    pub terminate_connect: bool,
     /// The path the upstream is asked for instead of the client's, if the route rewrites it.
     pub rewrite_path: Option<PathRewrite>,
     /// The `Host` the upstream sees instead of the client's, if the route sets one.
@@ -335,6 +338,7 @@ impl Snapshot {
                         .iter()
                         .map(|p| p.to_ascii_lowercase().into())
                         .collect(),
+                    terminate_connect: r.connect == rustygate_config::ConnectMode::Terminate,
                     rewrite_path: r
                         .rewrite
                         .as_ref()

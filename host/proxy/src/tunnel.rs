@@ -28,9 +28,28 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use crate::body::BoxError;
 use crate::chain::ChainRun;
 use crate::chain::pipeline::FilteredBody;
+use crate::pool::RawIo;
 
 /// What the connection task runs after hyper has handed its socket over.
 pub(crate) type Tunnel = Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// The tunnel's upstream end.
+pub(crate) enum Upstream {
+    /// A connection hyper hands over once it has read the upstream's agreement (a 101, a
+    /// forwarded `CONNECT`'s 2xx).
+    Switched(OnUpgrade),
+    /// A connection the gateway opened for a `CONNECT` it answered itself.
+    Raw(Box<dyn RawIo>),
+}
+
+impl Upstream {
+    async fn ready(self) -> hyper::Result<Box<dyn RawIo>> {
+        match self {
+            Upstream::Switched(on) => Ok(Box::new(TokioIo::new(on.await?))),
+            Upstream::Raw(io) => Ok(io),
+        }
+    }
+}
 
 /// Who the tunnel belongs to, for the access-log line written when it ends.
 pub(crate) struct TunnelLog {
@@ -75,13 +94,13 @@ impl End {
 /// `log`, the end is logged like a request (target `access`), with the bytes each way.
 pub(crate) fn tunnel(
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    upstream: Upstream,
     idle_timeout: Duration,
     log: Option<TunnelLog>,
     chain: Option<TunnelChain>,
 ) -> Tunnel {
     Box::pin(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
+        let (client, upstream) = match tokio::try_join!(client, upstream.ready()) {
             Ok(both) => both,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
@@ -92,7 +111,7 @@ pub(crate) fn tunnel(
         let last = Rc::new(Cell::new(opened));
         let (up, down) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
         let mut client = Watched::new(TokioIo::new(client), &last, &up);
-        let mut upstream = Watched::new(TokioIo::new(upstream), &last, &down);
+        let mut upstream = Watched::new(upstream, &last, &down);
         let end = {
             let copy: Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>> = match &chain
             {

@@ -62,6 +62,12 @@ pub struct Route {
     /// they go to the upstream as CONNECT, and its 2xx opens the tunnel.
     #[serde(default = "default_upgrades")]
     pub upgrades: Vec<String>,
+    /// Where a `CONNECT` this route allows goes: `forward` (the default) sends the CONNECT to
+    /// the cluster, a forward proxy that answers it; `terminate` has the gateway open a TCP
+    /// connection to one of the cluster's endpoints, answer 200 itself, and tunnel the
+    /// client's bytes to that endpoint (Envoy's route `connect_config`).
+    #[serde(default, skip_serializing_if = "ConnectMode::is_forward")]
+    pub connect: ConnectMode,
     /// Copies of the route's requests, sent to other clusters as they go upstream, whose
     /// answers are thrown away (Envoy's `request_mirror_policies`, Istio's `mirror`): to try
     /// a new version on real traffic without its answers reaching clients.
@@ -75,6 +81,24 @@ pub struct Route {
     /// `metadata`: `{ filter_metadata: { <namespace>: { key: value, ... } } }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
+}
+
+/// Who answers a `CONNECT` a route allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectMode {
+    /// The cluster: the CONNECT goes to it, and its 2xx opens the tunnel.
+    #[default]
+    Forward,
+    /// The gateway: once it has a TCP connection to one of the cluster's endpoints it answers
+    /// 200, and the tunnel carries the client's bytes to that endpoint.
+    Terminate,
+}
+
+impl ConnectMode {
+    fn is_forward(&self) -> bool {
+        *self == ConnectMode::Forward
+    }
 }
 
 /// A route's or cluster's `metadata`, laid out as Envoy's (`envoy.config.core.v3.Metadata`).

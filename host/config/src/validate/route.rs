@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use super::{Checker, http_token_invalid, regex_error, retry_checks};
-use crate::model::{PathMatch, Redirect, Rewrite, Route, ValueMatch};
+use crate::model::{ConnectMode, PathMatch, Redirect, Rewrite, Route, ValueMatch};
 
 /// Everything about `routes[i]` but the uniqueness of its name.
 pub(super) fn route_checks(
@@ -141,6 +141,19 @@ fn action_checks(c: &mut Checker<'_>, i: usize, r: &Route, clusters: &HashSet<&s
             format!("routes[{i}].rewrite"),
             "rewrites change what is forwarded; this route answers by itself".into(),
         );
+    }
+    if r.connect == ConnectMode::Terminate {
+        if !r.upgrades.iter().any(|u| u.eq_ignore_ascii_case("CONNECT")) {
+            c.error(
+                format!("routes[{i}].connect"),
+                "terminate answers CONNECT requests, which this route refuses: add CONNECT to its upgrades".into(),
+            );
+        } else if !forwards {
+            c.error(
+                format!("routes[{i}].connect"),
+                "terminate tunnels to the route's cluster; this route answers by itself".into(),
+            );
+        }
     }
     if !forwards && !r.mirror.is_empty() {
         c.error(

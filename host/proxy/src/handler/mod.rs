@@ -27,7 +27,7 @@ mod switch;
 
 use crate::body::{Replay, RequestBody, ResponseBody, Transfer};
 use crate::chain::{ChainRun, RequestOutcome};
-use crate::pool::{SendError, Shared, UpstreamBody};
+use crate::pool::{SendError, Shared, TerminateConnect, UpstreamBody};
 use crate::snapshot::{NO_TIMEOUT, RouteEntry};
 use crate::worker::{Active, ConnCtx, Worker};
 use attempts::Failed;
@@ -513,7 +513,10 @@ async fn forward(
         authority = host.to_str().ok().map(Cow::Borrowed);
         parts.headers.insert(header::HOST, host.clone());
     }
-    if upgrade.is_some() && cluster.settings.protocol == UpstreamProtocol::Http2 {
+    // A CONNECT the gateway answers itself never goes upstream as a request: the cluster's
+    // protocol and the request's form do not matter to it.
+    let terminate = connect && route.terminate_connect;
+    if upgrade.is_some() && !terminate && cluster.settings.protocol == UpstreamProtocol::Http2 {
         return Err((
             ErrorKind::UpgradeRefused,
             format!(
@@ -535,14 +538,15 @@ async fn forward(
             conn.peer.ip(),
         )
     };
-    let host_elsewhere = &mut shared_host;
-    address(
-        &mut parts,
-        cluster,
-        path_and_query,
-        authority.as_deref(),
-        host_elsewhere,
-    )?;
+    if !terminate {
+        address(
+            &mut parts,
+            cluster,
+            path_and_query,
+            authority.as_deref(),
+            &mut shared_host,
+        )?;
+    }
     let mut body: UpstreamBody = if body_ended {
         // Nothing to count or time: no wrapper (the empty body is zero-sized, so unboxed).
         attempts::empty()
@@ -619,7 +623,10 @@ async fn forward(
             attempts::Payload::Streamed => body = Box::pin(mirror::Tee::new(body, copies)),
         }
     }
-    let upstream_req = Request::from_parts(parts, body);
+    let mut upstream_req = Request::from_parts(parts, body);
+    if terminate {
+        upstream_req.extensions_mut().insert(TerminateConnect);
+    }
 
     let outcome = attempts::send(
         worker,
@@ -662,13 +669,13 @@ async fn forward(
     let failure = match sent {
         Ok(resp) => {
             done.outcome().set_details("via_upstream");
-            let (mut parts, body) = resp.into_parts();
+            let (mut parts, mut body) = resp.into_parts();
             // The client is answered in the gateway's HTTP version, not the upstream's: hyper
             // writes the version it is given, and after an HTTP/1.0 response it would close an
             // HTTP/1.1 client's keep-alive connection. (hyper answers an HTTP/1.0 client in
             // 1.0 itself; HTTP/2 ignores the field.)
             parts.version = Version::HTTP_11;
-            let switch = Switch::agreed(&mut parts, client_upgrade, connect, endpoint)?;
+            let switch = Switch::agreed(&mut parts, &mut body, client_upgrade, connect, endpoint)?;
             let present = forwarding::Present::scan(&parts.headers);
             forwarding::strip_hop_by_hop(&mut parts.headers, present, false);
             if let Some(Switch {

@@ -8,7 +8,8 @@ use hyper::upgrade::OnUpgrade;
 use rustygate_core::{ErrorKind, extended_connect};
 
 use super::{Completion, Failure};
-use crate::tunnel::{TunnelChain, TunnelLog};
+use crate::pool::PooledBody;
+use crate::tunnel::{TunnelChain, TunnelLog, Upstream};
 use crate::worker::ConnCtx;
 
 /// Checks a `CONNECT`'s target: only the authority form (`host:port`) names a tunnel's far
@@ -51,7 +52,7 @@ pub(super) fn extended_connect(
 /// Both sides of a protocol switch the upstream agreed to.
 pub(super) struct Switch {
     pub client: OnUpgrade,
-    pub upstream: Option<OnUpgrade>,
+    pub upstream: Option<Upstream>,
     /// The upstream's `Upgrade`, passed on to the client (none for a `CONNECT`).
     pub protocol: Option<HeaderValue>,
     /// A `CONNECT`'s tunnel, which any 2xx opens.
@@ -60,9 +61,11 @@ pub(super) struct Switch {
 
 impl Switch {
     /// The switch an upstream response agrees to, if any: a 101 to an `Upgrade`, a 2xx to a
-    /// `CONNECT`. `client` is the client's side, taken when the request asked for one.
+    /// `CONNECT`. `client` is the client's side, taken when the request asked for one;
+    /// `body` holds the upstream's side when the gateway answered a `CONNECT` itself.
     pub(super) fn agreed(
         parts: &mut http::response::Parts,
+        body: &mut PooledBody,
         client: Option<OnUpgrade>,
         connect: bool,
         endpoint: &str,
@@ -71,7 +74,13 @@ impl Switch {
         match client {
             Some(client) if Self::agrees(connect, status) => Ok(Some(Switch {
                 client,
-                upstream: parts.extensions.remove::<OnUpgrade>(),
+                upstream: match body.take_tunnel() {
+                    Some(io) => Some(Upstream::Raw(io)),
+                    None => parts
+                        .extensions
+                        .remove::<OnUpgrade>()
+                        .map(Upstream::Switched),
+                },
                 protocol: (!connect)
                     .then(|| parts.headers.get(header::UPGRADE).cloned())
                     .flatten(),

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
 use super::connect::Counted;
-use super::{DirectConn, DirectList, Pool, StreamHold, UpstreamBody};
+use super::{DirectConn, DirectList, Pool, RawIo, StreamHold, UpstreamBody};
 use crate::body::BoxError;
 use crate::h1;
 use crate::tcp::Tcp;
@@ -55,6 +55,8 @@ pub(super) enum Kind {
         stream: Option<StreamHold>,
     },
     Direct(h1::Body<Counted<Tcp>, DirectHome>),
+    /// No body: the connection a terminated `CONNECT` opened, until its switch takes it.
+    Tunnel(Option<Box<dyn RawIo>>),
 }
 
 impl PooledBody {
@@ -63,7 +65,15 @@ impl PooledBody {
     pub fn take_whole(&mut self) -> Option<Bytes> {
         match &mut self.0 {
             Kind::Direct(body) => body.take_whole(),
-            Kind::Hyper { .. } => None,
+            Kind::Hyper { .. } | Kind::Tunnel(_) => None,
+        }
+    }
+
+    /// The connection a terminated `CONNECT` opened (see [`super::TerminateConnect`]).
+    pub fn take_tunnel(&mut self) -> Option<Box<dyn RawIo>> {
+        match &mut self.0 {
+            Kind::Tunnel(io) => io.take(),
+            _ => None,
         }
     }
 
@@ -99,6 +109,7 @@ impl Body for PooledBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let inner = match &mut self.0 {
             Kind::Direct(body) => return Pin::new(body).poll_frame(cx),
+            Kind::Tunnel(_) => return Poll::Ready(None),
             Kind::Hyper { inner, .. } => inner,
         };
         let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
@@ -118,6 +129,7 @@ impl Body for PooledBody {
         match &self.0 {
             Kind::Hyper { inner, .. } => inner.is_end_stream(),
             Kind::Direct(body) => body.is_end_stream(),
+            Kind::Tunnel(_) => true,
         }
     }
 
@@ -125,6 +137,7 @@ impl Body for PooledBody {
         match &self.0 {
             Kind::Hyper { inner, .. } => inner.size_hint(),
             Kind::Direct(body) => body.size_hint(),
+            Kind::Tunnel(_) => SizeHint::with_exact(0),
         }
     }
 }

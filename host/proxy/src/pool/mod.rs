@@ -42,6 +42,16 @@ use connect::{Counted, Io, connect, handshake_h1, handshake_h2};
 /// they never leave the worker.
 pub type UpstreamBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError>>>;
 
+/// Marks a `CONNECT` the gateway answers itself (a route's `connect: terminate`): the pool
+/// opens a connection to the endpoint instead of sending the request.
+#[derive(Debug, Clone, Copy)]
+pub struct TerminateConnect;
+
+/// A byte stream to an upstream: the far end of a terminated `CONNECT`'s tunnel.
+pub trait RawIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawIo for T {}
+
 /// A filtered request's header fields that its own map does not hold (see
 /// [`Pool::try_send`]).
 #[derive(Clone, Copy)]
@@ -329,6 +339,11 @@ impl Pool {
         mut req: Request<UpstreamBody>,
         shared: Option<Shared<'_>>,
     ) -> Result<Response<PooledBody>, Unsent> {
+        if req.method() == http::Method::CONNECT
+            && req.extensions().get::<TerminateConnect>().is_some()
+        {
+            return self.open_raw(authority, settings, req).await;
+        }
         if settings.protocol == UpstreamProtocol::Http1 && settings.tls.is_none() && h1::fits(&req)
         {
             return self.send_direct(authority, settings, req, shared).await;
@@ -378,6 +393,23 @@ impl Pool {
             Ok(resp) => Ok(self.wrap_h1(resp, authority, settings, sender)),
             Err(e) => Err(Unsent::from_try(e)),
         }
+    }
+
+    /// Answers a `CONNECT` the gateway terminates: a new connection to `authority` (never a
+    /// pooled one: it becomes the tunnel's), and a 200 whose body holds it for the switch to
+    /// take ([`PooledBody::take_tunnel`]). The request itself goes nowhere.
+    async fn open_raw(
+        &self,
+        authority: &Arc<str>,
+        settings: &EndpointSettings,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, Unsent> {
+        let io: Box<dyn RawIo> = match Box::pin(connect(authority, settings)).await {
+            Ok(Io::Plain(io)) => Box::new(io.into_inner()),
+            Ok(Io::Tls(io)) => Box::new(io.into_inner()),
+            Err(error) => return Err(Unsent::with(error, req)),
+        };
+        Ok(Response::new(PooledBody(Kind::Tunnel(Some(io)))))
     }
 
     /// Sends a bodiless cleartext request on the direct client. A reused connection the
