@@ -445,3 +445,34 @@ async fn filters_see_a_terminated_connect_and_its_answer() {
     s.write_all(b"through the filter").await.unwrap();
     assert_eq!(read_exactly(&mut s, 23).await, "echo:through the filter");
 }
+
+/// A 101 is no answer to a CONNECT (RFC 9110 §15.2.2: it answers an `Upgrade`): the client
+/// gets a 502 that says so, and no tunnel.
+#[tokio::test]
+async fn a_101_to_a_connect_is_a_bad_gateway() {
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
+                .await;
+        }
+    });
+    let gw = TestGateway::start(&config(addr, "    upgrades: [CONNECT]\n")).await;
+    let (mut s, head) = send_raw(
+        &gw,
+        "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 502"), "{head}");
+    let body = read_json_body(&mut s, &head).await;
+    assert_eq!(body["error"], "protocol_error", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("101 Switching Protocols to a CONNECT"),
+        "{body}"
+    );
+}

@@ -88,7 +88,14 @@ impl Switch {
             })),
             _ if status == StatusCode::SWITCHING_PROTOCOLS => Err((
                 ErrorKind::UpstreamProtocol,
-                format!("{endpoint}: 101 Switching Protocols to a request without Upgrade"),
+                format!(
+                    "{endpoint}: 101 Switching Protocols to a {}",
+                    if connect {
+                        "CONNECT (a 2xx opens its tunnel)"
+                    } else {
+                        "request without Upgrade"
+                    }
+                ),
             )),
             _ => Ok(None),
         }
