@@ -476,3 +476,42 @@ async fn a_101_to_a_connect_is_a_bad_gateway() {
         "{body}"
     );
 }
+
+/// A copy could not carry a tunnel's bytes: a route's mirror gets its ordinary requests, not
+/// its CONNECTs.
+#[tokio::test]
+async fn connects_are_not_mirrored() {
+    let far = echo_server().await;
+    let mirror = ForwardProxy::start().await;
+    let route =
+        "    upgrades: [CONNECT]\n    connect: terminate\n    mirror: [ { cluster: shadow } ]\n";
+    let yaml = config(far, route)
+        .replace(
+            "clusters:\n",
+            &format!(
+                "clusters:\n  - name: shadow\n    endpoints:\n      - url: http://{}\n",
+                mirror.addr
+            ),
+        )
+        .replace(
+            "  - name: all\n    cluster: up\n",
+            "  - name: all\n    cluster: up\n    mirror: [ { cluster: shadow } ]\n",
+        );
+    let gw = TestGateway::start(&yaml).await;
+    let s = tunnel_with_hello(&gw, "db.internal:5432").await;
+    closes_after_client(s).await;
+    // An ordinary request on the same gateway is copied (the echo server answers it with
+    // its greeting; what matters here is the copy).
+    let (_s, _) = send_raw(&gw, "GET /copied HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    for _ in 0..500 {
+        if !mirror.seen.lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = mirror.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, Method::GET);
+    assert_eq!(seen[0].uri.path(), "/copied");
+}

@@ -525,7 +525,8 @@ async fn forward(
             ),
         ));
     }
-    let copies = if route.mirrors.is_empty() {
+    // A copy could not carry a tunnel's bytes: requests that switch protocols are not copied.
+    let copies = if route.mirrors.is_empty() || upgrade.is_some() {
         None
     } else {
         mirror::Copies::sample(
