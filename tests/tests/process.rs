@@ -317,6 +317,33 @@ async fn access_log_has_the_400_of_a_request_head_that_could_not_be_parsed() {
     gw.child.wait().await.unwrap();
 }
 
+/// A CONNECT has no path: its access line prints the target, as nginx's request line does.
+#[tokio::test]
+async fn access_log_prints_a_connects_target_as_its_path() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::echo();
+    let (port, admin) = (free_port(), free_port());
+    let tunnel = "  - name: tunnel\n    match: { methods: [CONNECT] }\n    cluster: up\n    \
+                  upgrades: [CONNECT]\n    connect: terminate\n";
+    let yaml = config(port, admin, up.addr, "").replace("routes:\n", &format!("routes:\n{tunnel}"));
+    let mut gw = GatewayProcess::start(&yaml).await;
+    wait_ready(port).await;
+    let mut client = tokio::net::TcpStream::connect(gw_addr(port)).await.unwrap();
+    let head = "CONNECT db.internal:5432 HTTP/1.1\r\nhost: db.internal:5432\r\n\
+                x-request-id: connect-target\r\n\r\n";
+    client.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 12];
+    client.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let entry = access_line(&mut gw, "connect-target").await;
+    assert_eq!(entry["method"], "CONNECT");
+    assert_eq!(entry["path"], "db.internal:5432");
+    assert_eq!(entry["route"], "tunnel");
+    drop(client);
+    gw.signal("TERM");
+    gw.child.wait().await.unwrap();
+}
+
 #[tokio::test]
 async fn access_log_says_when_the_client_left_or_the_upstream_broke_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

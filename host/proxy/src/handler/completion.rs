@@ -17,6 +17,31 @@ use crate::body::Transfer;
 use crate::chain::ChainRun;
 use crate::worker::{Active, ConnCtx, Worker};
 
+/// A request's target as the access log prints it: its path and query, or a CONNECT's
+/// `host:port` (it has no path), as nginx and HAProxy print the request line's target.
+pub(super) enum LogPath {
+    Path(PathAndQuery),
+    Authority(http::uri::Authority),
+}
+
+impl LogPath {
+    /// `uri`'s, for a request with `method`.
+    pub(super) fn of(method: &Method, uri: &http::Uri) -> Option<LogPath> {
+        if method == Method::CONNECT {
+            uri.authority().cloned().map(LogPath::Authority)
+        } else {
+            uri.path_and_query().cloned().map(LogPath::Path)
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            LogPath::Path(p) => p.as_str(),
+            LogPath::Authority(a) => a.as_str(),
+        }
+    }
+}
+
 /// The end of one request: runs when the response body is dropped, whether it was sent in
 /// full or the client went away.
 pub(crate) struct Completion {
@@ -24,7 +49,8 @@ pub(crate) struct Completion {
     pub(super) conn: Rc<ConnCtx>,
     pub(super) start: Instant,
     pub(super) method: Method,
-    pub(super) path: Option<PathAndQuery>,
+    /// What the access log prints as `path`, kept only when it prints one.
+    pub(super) path: Option<LogPath>,
     pub(super) version: Version,
     pub(super) request_id: HeaderValue,
     /// The route's index in `active`'s snapshot.
@@ -245,7 +271,7 @@ impl Completion {
             tracing::info!(
                 target: "access",
                 method = self.method.as_str(),
-                path = self.path.as_ref().map_or("/", |p| p.as_str()),
+                path = self.path.as_ref().map_or("/", LogPath::as_str),
                 protocol = ?self.version,
                 status,
                 latency_ms = millis(elapsed),

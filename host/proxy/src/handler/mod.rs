@@ -31,6 +31,7 @@ use crate::pool::{SendError, Shared, TerminateConnect, UpstreamBody};
 use crate::snapshot::{NO_TIMEOUT, RouteEntry};
 use crate::worker::{Active, ConnCtx, Worker};
 use attempts::Failed;
+use completion::LogPath;
 pub(crate) use completion::{Completion, HeadAnswer, head_answered};
 use errors::error_response;
 use filtering::filter_failed;
@@ -81,7 +82,7 @@ pub(crate) async fn handle(
         path: active
             .snapshot
             .access_log
-            .then(|| req.uri().path_and_query().cloned())
+            .then(|| LogPath::of(req.method(), req.uri()))
             .flatten(),
         version: req.version(),
         request_id: request_id.clone(),
