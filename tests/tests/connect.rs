@@ -412,9 +412,7 @@ async fn a_terminated_http2_connect_tunnels_to_the_cluster() {
 /// stays an HTTP one.
 #[tokio::test]
 async fn a_terminated_connect_to_an_unreachable_endpoint_is_a_502() {
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
+    let (_refusing, addr) = rustygate_tests::refusing_address();
     let route = "    upgrades: [CONNECT]\n    connect: terminate\n";
     let gw = TestGateway::start(&config(addr, route)).await;
     let (mut s, head) = open_tunnel(&gw, addr).await;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extended_connect;
 pub mod forwarding;
 pub mod path;
+pub mod proxy_protocol;
 pub mod redirect;
 pub mod resilience;
 pub mod rewrite;

@@ -22,6 +22,7 @@ mod health;
 mod loop_clock;
 mod per_worker;
 mod pool;
+mod proxy_header;
 mod request_line;
 mod request_scan;
 mod snapshot;
@@ -406,6 +407,7 @@ impl Gateway {
                 paths: l.path_normalization.clone(),
                 allow_chunked_length: l.allow_chunked_length,
                 http2_extended_connect: l.http2_extended_connect,
+                proxy_protocol: l.proxy_protocol,
             });
             for per_worker in sockets.iter_mut() {
                 let socket = bind(addr).map_err(bind_err)?;

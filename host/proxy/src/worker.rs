@@ -56,6 +56,8 @@ pub(crate) struct ListenerCtx {
     pub allow_chunked_length: bool,
     /// Offer HTTP/2 clients RFC 8441's extended CONNECT (see `handler::switch`).
     pub http2_extended_connect: bool,
+    /// Connections start with a PROXY protocol header (see [`crate::proxy_header`]).
+    pub proxy_protocol: bool,
 }
 
 /// Per-connection state shared by the connection task and its requests.
@@ -566,12 +568,18 @@ async fn accept_loop(
         .shared
         .metrics
         .connections_rejected(&ctx.name, "max_connections");
-    // Only a TLS listener has handshakes to count.
+    // Only a TLS listener has handshakes to count, and only a PROXY protocol one headers.
     let handshake_failed = ctx.tls.as_ref().map(|_| {
         worker
             .shared
             .metrics
             .connections_rejected(&ctx.name, "tls_handshake")
+    });
+    let header_failed = ctx.proxy_protocol.then(|| {
+        worker
+            .shared
+            .metrics
+            .connections_rejected(&ctx.name, "proxy_protocol")
     });
     loop {
         let accepted = tokio::select! {
@@ -596,71 +604,101 @@ async fn accept_loop(
         active.increment(1.0);
         let _ = stream.set_nodelay(true);
         let accepted_at = Instant::now();
-        let conn = Rc::new(ConnCtx {
-            listener: ctx.clone(),
-            peer,
-            local: stream.local_addr().unwrap_or(peer),
-            id: worker.shared.connection_ids.fetch_add(1, Ordering::Relaxed) + 1,
-            peer_value: rustygate_core::forwarding::client_address_value(peer.ip()),
-            tls: std::cell::OnceCell::new(),
-            last_active: Cell::new(accepted_at),
-            tunnel: RefCell::new(None),
-            stream: current.clone(),
-            socket: Arc::new(SocketState::new(accepted_at, worker.clock.clone())),
-        });
-        let stream = crate::tcp::Tcp::new(stream);
-        let (worker, builder, active, handshake_failed) = (
+        let local = stream.local_addr().unwrap_or(peer);
+        let id = worker.shared.connection_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        let (worker, builder, active, handshake_failed, header_failed) = (
             worker.clone(),
             builder.clone(),
             active.clone(),
             handshake_failed.clone(),
+            header_failed.clone(),
         );
+        let (ctx, current) = (ctx.clone(), current.clone());
         let clock = worker.clock.clone();
         tokio::task::spawn_local(clock.per_poll(async move {
-            match &conn.listener.tls {
-                None => serve(worker.clone(), &builder, conn.clone(), stream).await,
-                // Boxed: a TLS session's state (a kilobyte) would otherwise sit in every
-                // connection's task, TLS or not.
-                Some(slot) => {
-                    let acceptor = slot.read().clone();
-                    Box::pin(async {
-                        // The handshake gets the time a request head gets: a client that
-                        // stalls in it holds a connection slot no longer than a slow head would.
-                        match tokio::time::timeout(
-                            conn.listener.limits.header_read_timeout.get(),
-                            acceptor.accept(stream),
-                        )
-                        .await
-                        {
-                            Ok(Ok(tls)) => {
-                                let _ = conn.tls.set(Arc::new(crate::tls::settled(tls.get_ref().1)));
-                                // The first head gets its own time, as the handshake had.
-                                let now = Instant::now();
-                                conn.socket.head.restart(now);
-                                conn.last_active.set(now);
-                                serve(worker.clone(), &builder, conn.clone(), tls).await
-                            }
-                            Ok(Err(e)) => {
-                                if let Some(c) = &handshake_failed {
-                                    c.increment(1);
-                                }
-                                tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
-                            }
-                            Err(_) => {
-                                if let Some(c) = &handshake_failed {
-                                    c.increment(1);
-                                }
-                                tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
-                            }
-                        }
-                    })
+            let mut stream = stream;
+            let ends = match &header_failed {
+                None => Some((peer, local)),
+                // Boxed: its buffers would otherwise sit in every connection's task.
+                Some(failed) => {
+                    let limit = ctx.limits.header_read_timeout.get();
+                    Box::pin(crate::proxy_header::ends(
+                        &mut stream,
+                        (peer, local),
+                        limit,
+                        failed,
+                    ))
                     .await
                 }
+            };
+            if let Some((peer, local)) = ends {
+                let conn = Rc::new(ConnCtx {
+                    listener: ctx.clone(),
+                    peer,
+                    local,
+                    id,
+                    peer_value: rustygate_core::forwarding::client_address_value(peer.ip()),
+                    tls: std::cell::OnceCell::new(),
+                    last_active: Cell::new(accepted_at),
+                    tunnel: RefCell::new(None),
+                    stream: current,
+                    socket: Arc::new(SocketState::new(accepted_at, worker.clock.clone())),
+                });
+                let stream = crate::tcp::Tcp::new(stream);
+                serve_accepted(&worker, &builder, conn, stream, handshake_failed.as_ref()).await;
             }
-            conn.listener.connections.fetch_sub(1, Ordering::Relaxed);
+            ctx.connections.fetch_sub(1, Ordering::Relaxed);
             active.decrement(1.0);
             worker.shared.connection_closed();
         }));
     }
     tracing::debug!(listener = &*ctx.name, "stopped accepting");
+}
+
+/// Serves an accepted connection, after its TLS handshake on a TLS listener.
+async fn serve_accepted(
+    worker: &Rc<Worker>,
+    builder: &Rc<auto::Builder<StreamExec>>,
+    conn: Rc<ConnCtx>,
+    stream: crate::tcp::Tcp,
+    handshake_failed: Option<&metrics::Counter>,
+) {
+    let Some(slot) = &conn.listener.tls else {
+        return serve(worker.clone(), builder, conn.clone(), stream).await;
+    };
+    let acceptor = slot.read().clone();
+    // Boxed: a TLS session's state (a kilobyte) would otherwise sit in every connection's
+    // task, TLS or not.
+    Box::pin(async {
+        // The handshake gets the time a request head gets: a client that stalls in it holds
+        // a connection slot no longer than a slow head would.
+        match tokio::time::timeout(
+            conn.listener.limits.header_read_timeout.get(),
+            acceptor.accept(stream),
+        )
+        .await
+        {
+            Ok(Ok(tls)) => {
+                let _ = conn.tls.set(Arc::new(crate::tls::settled(tls.get_ref().1)));
+                // The first head gets its own time, as the handshake had.
+                let now = Instant::now();
+                conn.socket.head.restart(now);
+                conn.last_active.set(now);
+                serve(worker.clone(), builder, conn.clone(), tls).await
+            }
+            Ok(Err(e)) => {
+                if let Some(c) = handshake_failed {
+                    c.increment(1);
+                }
+                tracing::debug!(peer = %conn.peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                if let Some(c) = handshake_failed {
+                    c.increment(1);
+                }
+                tracing::debug!(peer = %conn.peer, "TLS handshake timed out");
+            }
+        }
+    })
+    .await
 }

@@ -202,6 +202,12 @@ pub struct Listener {
     /// Off by default, as in Envoy: clients then open an HTTP/1.1 connection for a WebSocket.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub http2_extended_connect: bool,
+    /// Every connection starts with a PROXY protocol header (version 1 or 2, as HAProxy, AWS
+    /// NLB and most load balancers send it), whose source address is the client's: for
+    /// `X-Forwarded-For`, the access log, filters (`source.address`) and rate limits. A
+    /// connection without a valid header is closed: Envoy's `proxy_protocol` listener filter.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
     /// Terminate TLS on this listener with this certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
