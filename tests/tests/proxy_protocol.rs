@@ -195,3 +195,31 @@ async fn the_header_comes_before_the_tls_handshake() {
     assert!(answer.starts_with("http/1.1 200"), "{answer}");
     assert_eq!(forwarded_for(&answer), "203.0.113.7");
 }
+
+/// `allow_requests_without_proxy_protocol`: connections with a header and without one are both
+/// served, and a request that merely begins like a header (`PROPFIND` as `PROXY `) loses no
+/// byte to the check, even when its first bytes arrive alone.
+#[tokio::test]
+async fn an_optional_header_serves_connections_without_one() {
+    let up = Upstream::echo();
+    let yaml = config(up.addr).replace(
+        "    proxy_protocol: true\n",
+        "    proxy_protocol: true\n    allow_requests_without_proxy_protocol: true\n",
+    );
+    let gw = TestGateway::start(&yaml).await;
+    let answer = exchange(&gw, &[REQUEST]).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert_eq!(forwarded_for(&answer), "127.0.0.1");
+    let header = b"PROXY TCP4 203.0.113.7 192.0.2.10 56324 443\r\n";
+    let answer = exchange(&gw, &[b"PROX", &[&header[4..], REQUEST].concat()]).await;
+    assert_eq!(forwarded_for(&answer), "203.0.113.7");
+    let propfind = b"PROPFIND /who HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n";
+    let answer = exchange(&gw, &[&propfind[..3], &propfind[3..]]).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echo["method"], "propfind", "{echo}");
+    // A header that begins but breaks is still refused.
+    let broken = [b"PROXY TCP9 x\r\n".as_slice(), REQUEST].concat();
+    assert_eq!(exchange(&gw, &[&broken]).await, "");
+}

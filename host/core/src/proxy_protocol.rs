@@ -55,6 +55,33 @@ pub enum HeaderError {
     V2(&'static str),
 }
 
+/// Whether a connection's first bytes begin a header, as far as they tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// They hold a whole signature.
+    Header,
+    /// They are not a header's.
+    NotHeader,
+    /// Too few to tell: a signature's first bytes, or none.
+    Undecided,
+}
+
+/// Tells a header from anything else by its signature, before a byte is consumed (a client
+/// that may send no header: `PROPFIND` begins as `PROXY ` does).
+pub fn start(bytes: &[u8]) -> Start {
+    for signature in [V1_PREFIX.as_slice(), V2_SIGNATURE] {
+        let n = bytes.len().min(signature.len());
+        if bytes[..n] == signature[..n] {
+            return if n == signature.len() {
+                Start::Header
+            } else {
+                Start::Undecided
+            };
+        }
+    }
+    Start::NotHeader
+}
+
 /// Reads a header from the start of `bytes`, the first bytes of a connection.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, HeaderError> {
     match bytes.first() {
@@ -261,6 +288,19 @@ mod tests {
         assert_eq!(parse(b"PRI * HTTP/2.0"), Err(HeaderError::Missing));
         assert_eq!(parse(b"\x16\x03\x01"), Err(HeaderError::Missing));
         assert_eq!(parse(b"\r\n\r\n\0\r\nQUIX"), Err(HeaderError::Missing));
+    }
+
+    #[test]
+    fn a_signature_is_told_before_anything_is_consumed() {
+        assert_eq!(start(b""), Start::Undecided);
+        assert_eq!(start(b"PROX"), Start::Undecided);
+        assert_eq!(start(b"PROXY "), Start::Header);
+        assert_eq!(start(b"PROPFIND / HTTP/1.1"), Start::NotHeader);
+        assert_eq!(start(b"\r\n\r\n\0"), Start::Undecided);
+        assert_eq!(start(V2_SIGNATURE), Start::Header);
+        assert_eq!(start(b"\r\n\r\nGET"), Start::NotHeader);
+        assert_eq!(start(b"GET / HTTP/1.1"), Start::NotHeader);
+        assert_eq!(start(b"\x16\x03\x01"), Start::NotHeader);
     }
 
     #[test]

@@ -408,6 +408,11 @@ impl Gateway {
                 allow_chunked_length: l.allow_chunked_length,
                 http2_extended_connect: l.http2_extended_connect,
                 proxy_protocol: l.proxy_protocol,
+                proxy_header: if l.allow_requests_without_proxy_protocol {
+                    proxy_header::Expect::Optional
+                } else {
+                    proxy_header::Expect::Required
+                },
             });
             for per_worker in sockets.iter_mut() {
                 let socket = bind(addr).map_err(bind_err)?;

@@ -5,21 +5,30 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rustygate_core::proxy_protocol::{self, Addresses, HeaderError, Parsed};
+use rustygate_core::proxy_protocol::{self, Addresses, HeaderError, Parsed, Start};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// The connection's client and local ends: the header's, or `own` where it names none. `None`
-/// when the header is missing, invalid or not whole within `limit`, counted in `failed`: the
-/// connection is then closed unanswered.
+/// How a listener takes the header.
+#[derive(Clone, Copy)]
+pub(crate) enum Expect {
+    /// Every connection sends one.
+    Required,
+    /// A connection may start without one (`allow_requests_without_proxy_protocol`).
+    Optional,
+}
+
+/// The connection's client and local ends: the header's, or `own` where it names none (or,
+/// where it may, the connection sent none). `None` when the header is missing, invalid or not
+/// whole within `limit`, counted in `failed`: the connection is then closed unanswered.
 pub(crate) async fn ends(
     stream: &mut TcpStream,
     own: (SocketAddr, SocketAddr),
-    limit: Duration,
+    (expect, limit): (Expect, Duration),
     failed: &metrics::Counter,
 ) -> Option<(SocketAddr, SocketAddr)> {
     let peer = own.0;
-    match tokio::time::timeout(limit, read(stream)).await {
+    match tokio::time::timeout(limit, read(stream, expect)).await {
         Ok(Ok(Some(told))) => Some((told.source, told.destination)),
         Ok(Ok(None)) => Some(own),
         Ok(Err(e)) => {
@@ -51,7 +60,10 @@ pub(crate) enum ReadError {
 
 /// The connection's real ends as `stream`'s header gives them (`None`: its own stand),
 /// consuming exactly the header.
-pub(crate) async fn read(stream: &mut TcpStream) -> Result<Option<Addresses>, ReadError> {
+pub(crate) async fn read(
+    stream: &mut TcpStream,
+    expect: Expect,
+) -> Result<Option<Addresses>, ReadError> {
     // What was read so far: all of it the header's.
     let mut header = Vec::new();
     // Version 2's addresses and usual TLVs fit; a longer header is taken in several turns.
@@ -60,6 +72,20 @@ pub(crate) async fn read(stream: &mut TcpStream) -> Result<Option<Addresses>, Re
         let n = stream.peek(&mut waiting).await?;
         if n == 0 {
             return Err(ReadError::Closed);
+        }
+        // Where the header is optional nothing is consumed until a whole signature says
+        // there is one: the bytes may be the client's own.
+        if let (Expect::Optional, true) = (expect, header.is_empty()) {
+            match proxy_protocol::start(&waiting[..n]) {
+                Start::NotHeader => return Ok(None),
+                Start::Header => {}
+                // A few bytes that may begin a signature: the rest is a moment away (peeking
+                // again at once would find the same bytes).
+                Start::Undecided => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+            }
         }
         let seen = [header.as_slice(), &waiting[..n]].concat();
         let take = match proxy_protocol::parse(&seen)? {

@@ -58,6 +58,8 @@ pub(crate) struct ListenerCtx {
     pub http2_extended_connect: bool,
     /// Connections start with a PROXY protocol header (see [`crate::proxy_header`]).
     pub proxy_protocol: bool,
+    /// Whether they all must.
+    pub proxy_header: crate::proxy_header::Expect,
 }
 
 /// Per-connection state shared by the connection task and its requests.
@@ -621,11 +623,11 @@ async fn accept_loop(
                 None => Some((peer, local)),
                 // Boxed: its buffers would otherwise sit in every connection's task.
                 Some(failed) => {
-                    let limit = ctx.limits.header_read_timeout.get();
+                    let terms = (ctx.proxy_header, ctx.limits.header_read_timeout.get());
                     Box::pin(crate::proxy_header::ends(
                         &mut stream,
                         (peer, local),
-                        limit,
+                        terms,
                         failed,
                     ))
                     .await

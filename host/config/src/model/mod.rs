@@ -208,6 +208,11 @@ pub struct Listener {
     /// connection without a valid header is closed: Envoy's `proxy_protocol` listener filter.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub proxy_protocol: bool,
+    /// With `proxy_protocol`, also serve connections that start without a header (with their
+    /// own addresses): Envoy's `allow_requests_without_proxy_protocol`, for turning the
+    /// protocol on at the balancer and the gateway one after the other.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_requests_without_proxy_protocol: bool,
     /// Terminate TLS on this listener with this certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,

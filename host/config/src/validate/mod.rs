@@ -163,6 +163,13 @@ pub fn validate(file: &str, pos: &Positions, config: &Config) -> Result<(), Vec<
                 "acts only on clients with a verified certificate: set tls.client_ca_certificates (or use always_forward_only behind a proxy that sets the header)".into(),
             );
         }
+        if l.allow_requests_without_proxy_protocol && !l.proxy_protocol {
+            c.error(
+                format!("listeners[{i}].allow_requests_without_proxy_protocol"),
+                "applies to a listener that reads the PROXY protocol: set proxy_protocol: true"
+                    .into(),
+            );
+        }
         if !describes && !l.client_cert_details.is_empty() {
             c.error(
                 format!("listeners[{i}].client_cert_details"),
