@@ -60,7 +60,7 @@ pub(crate) enum ReadError {
 
 /// The connection's real ends as `stream`'s header gives them (`None`: its own stand),
 /// consuming exactly the header.
-pub(crate) async fn read(
+async fn read(
     stream: &mut TcpStream,
     expect: Expect,
 ) -> Result<Option<Addresses>, ReadError> {
