@@ -10,9 +10,10 @@ use rustygate_tests::{ABI_PROBE_WASM, TestGateway, simple_config, with_listener}
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A PROXY protocol listener to `up`, with the abi-probe filter on every route copying the
-/// connection's addresses, as filters read them, into response headers.
-fn config(up: SocketAddr) -> String {
+/// A PROXY protocol listener (with `settings`, lines indented as the listener's fields) to
+/// `up`, with the abi-probe filter on every route copying the connection's addresses, as
+/// filters read them, into response headers.
+fn config(up: SocketAddr, settings: &str) -> String {
     let probe = format!(
         "filters:\n  - name: probe\n    module: {ABI_PROBE_WASM}\n    \
          configuration: {{ properties: [source.address, destination.address] }}\nroutes:\n"
@@ -21,7 +22,7 @@ fn config(up: SocketAddr) -> String {
         "    cluster: up\n",
         "    cluster: up\n    filters: [probe]\n",
     );
-    with_listener(&yaml, "    proxy_protocol: true\n")
+    with_listener(&yaml, &format!("    proxy_protocol: true\n{settings}"))
 }
 
 const REQUEST: &[u8] = b"GET /who HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n";
@@ -52,11 +53,15 @@ async fn exchange(gw: &TestGateway, pieces: &[&[u8]]) -> String {
     String::from_utf8_lossy(&out).to_ascii_lowercase()
 }
 
-/// The upstream's view of `X-Forwarded-For`, from the echo's JSON body.
-fn forwarded_for(answer: &str) -> String {
+/// The echo's JSON body: the request as the upstream saw it.
+fn echoed(answer: &str) -> serde_json::Value {
     let body = answer.split_once("\r\n\r\n").expect("a response").1;
-    let json: serde_json::Value = serde_json::from_str(body).expect("the echo's JSON");
-    json["headers"]["x-forwarded-for"][0]
+    serde_json::from_str(body).expect("the echo's JSON")
+}
+
+/// The upstream's view of `X-Forwarded-For`.
+fn forwarded_for(answer: &str) -> String {
+    echoed(answer)["headers"]["x-forwarded-for"][0]
         .as_str()
         .unwrap()
         .to_owned()
@@ -65,7 +70,7 @@ fn forwarded_for(answer: &str) -> String {
 #[tokio::test]
 async fn a_version_1_header_names_the_client() {
     let up = Upstream::echo();
-    let gw = TestGateway::start(&config(up.addr)).await;
+    let gw = TestGateway::start(&config(up.addr, "")).await;
     let header = b"PROXY TCP4 203.0.113.7 192.0.2.10 56324 443\r\n";
     // In the same write as the request, as load balancers often send it.
     let answer = exchange(&gw, &[&[header.as_slice(), REQUEST].concat()]).await;
@@ -109,7 +114,7 @@ fn v2(command: u8, source: Ipv6Addr, port: u16) -> Vec<u8> {
 #[tokio::test]
 async fn a_version_2_header_names_the_client_and_local_keeps_the_connection_own() {
     let up = Upstream::echo();
-    let gw = TestGateway::start(&config(up.addr)).await;
+    let gw = TestGateway::start(&config(up.addr, "")).await;
     let client: Ipv6Addr = "2001:db8::7".parse().unwrap();
     let answer = exchange(&gw, &[&v2(1, client, 40000), REQUEST]).await;
     assert!(answer.starts_with("http/1.1 200"), "{answer}");
@@ -129,10 +134,7 @@ async fn a_version_2_header_names_the_client_and_local_keeps_the_connection_own(
 #[tokio::test]
 async fn a_connection_without_a_valid_header_is_closed_unanswered() {
     let up = Upstream::echo();
-    let yaml = config(up.addr).replace(
-        "    proxy_protocol: true\n",
-        "    proxy_protocol: true\n    limits: { header_read_timeout: 300ms }\n",
-    );
+    let yaml = config(up.addr, "    limits: { header_read_timeout: 300ms }\n");
     let gw = TestGateway::start(&yaml).await;
     for bad in [
         REQUEST.to_vec(),
@@ -168,13 +170,7 @@ async fn a_connection_without_a_valid_header_is_closed_unanswered() {
 async fn the_header_comes_before_the_tls_handshake() {
     let up = Upstream::echo();
     let pki = rustygate_tests::tls::Pki::new("proxy-protocol");
-    let yaml = with_listener(
-        &simple_config(up.addr, ""),
-        &format!(
-            "    proxy_protocol: true\n    tls: {}\n",
-            pki.listener_yaml()
-        ),
-    );
+    let yaml = config(up.addr, &format!("    tls: {}\n", pki.listener_yaml()));
     let gw = TestGateway::start(&yaml).await;
     let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
     tcp.write_all(b"PROXY TCP4 203.0.113.7 192.0.2.10 56324 443\r\n")
@@ -202,10 +198,7 @@ async fn the_header_comes_before_the_tls_handshake() {
 #[tokio::test]
 async fn an_optional_header_serves_connections_without_one() {
     let up = Upstream::echo();
-    let yaml = config(up.addr).replace(
-        "    proxy_protocol: true\n",
-        "    proxy_protocol: true\n    allow_requests_without_proxy_protocol: true\n",
-    );
+    let yaml = config(up.addr, "    allow_requests_without_proxy_protocol: true\n");
     let gw = TestGateway::start(&yaml).await;
     let answer = exchange(&gw, &[REQUEST]).await;
     assert!(answer.starts_with("http/1.1 200"), "{answer}");
@@ -216,9 +209,7 @@ async fn an_optional_header_serves_connections_without_one() {
     let propfind = b"PROPFIND /who HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n";
     let answer = exchange(&gw, &[&propfind[..3], &propfind[3..]]).await;
     assert!(answer.starts_with("http/1.1 200"), "{answer}");
-    let body = answer.split_once("\r\n\r\n").unwrap().1;
-    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
-    assert_eq!(echo["method"], "propfind", "{echo}");
+    assert_eq!(echoed(&answer)["method"], "propfind", "{answer}");
     // A header that begins but breaks is still refused.
     let broken = [b"PROXY TCP9 x\r\n".as_slice(), REQUEST].concat();
     assert_eq!(exchange(&gw, &[&broken]).await, "");

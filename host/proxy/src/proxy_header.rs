@@ -60,10 +60,7 @@ pub(crate) enum ReadError {
 
 /// The connection's real ends as `stream`'s header gives them (`None`: its own stand),
 /// consuming exactly the header.
-async fn read(
-    stream: &mut TcpStream,
-    expect: Expect,
-) -> Result<Option<Addresses>, ReadError> {
+async fn read(stream: &mut TcpStream, expect: Expect) -> Result<Option<Addresses>, ReadError> {
     // What was read so far: all of it the header's.
     let mut header = Vec::new();
     // Version 2's addresses and usual TLVs fit; a longer header is taken in several turns.
