@@ -289,6 +289,23 @@ pub async fn echo_response(req: Request<Incoming>) -> Response<Body> {
     r
 }
 
+/// A server that answers wrongly on purpose: on each connection it reads what arrives first
+/// (the request head), writes `answer` as it is (nothing: it just closes) and closes. Runs on
+/// the caller's tokio runtime.
+pub async fn canned(answer: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut head = vec![0u8; 4096];
+            let _ = s.read(&mut head).await;
+            let _ = s.write_all(answer).await;
+        }
+    });
+    addr
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

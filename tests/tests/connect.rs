@@ -448,17 +448,10 @@ async fn filters_see_a_terminated_connect_and_its_answer() {
 /// gets a 502 that says so, and no tunnel.
 #[tokio::test]
 async fn a_101_to_a_connect_is_a_bad_gateway() {
-    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = upstream.accept().await {
-            let mut buf = vec![0u8; 4096];
-            let _ = s.read(&mut buf).await;
-            let _ = s
-                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
-                .await;
-        }
-    });
+    let addr = rustygate_tests::upstream::canned(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+    )
+    .await;
     let gw = TestGateway::start(&config(addr, "    upgrades: [CONNECT]\n")).await;
     let (mut s, head) = send_raw(
         &gw,

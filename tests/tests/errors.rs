@@ -80,17 +80,7 @@ async fn a_grpc_client_gets_gateway_errors_as_grpc_statuses() {
 #[tokio::test]
 async fn upstream_that_resets_is_502() {
     // Accepts, reads the request, and closes without answering.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        use std::io::Read;
-        for stream in listener.incoming() {
-            let mut s = stream.unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            drop(s);
-        }
-    });
+    let addr = rustygate_tests::upstream::canned(b"").await;
     let gw = TestGateway::start(&simple_config(addr, "")).await;
     let seen = get(&gw.url("/x")).await;
     assert_json_error(&seen, 502, "reset");

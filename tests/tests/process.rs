@@ -346,7 +346,7 @@ async fn access_log_prints_a_connects_target_as_its_path() {
 
 #[tokio::test]
 async fn access_log_says_when_the_client_left_or_the_upstream_broke_off() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let big = Upstream::download(64 * 1024 * 1024);
 
     // The client reads the head and some of the body, then closes its connection.
@@ -359,17 +359,10 @@ async fn access_log_says_when_the_client_left_or_the_upstream_broke_off() {
     ended_as(gw, "left-early", "DC", "downstream_remote_disconnect").await;
 
     // An upstream that promises 1000 bytes, sends 10 and closes.
-    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let raw_addr = raw.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = raw.accept().await {
-            let mut head = vec![0u8; 4096];
-            let _ = s.read(&mut head).await;
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
-                .await;
-        }
-    });
+    let raw_addr = rustygate_tests::upstream::canned(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789",
+    )
+    .await;
     let (gw, port) = gateway_on(raw_addr, "").await;
     let mut client = raw_get(port, "/short", "broke-off").await;
     let mut got = Vec::new();
