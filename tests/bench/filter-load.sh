@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Filter overhead under load: one RustyGate process ($CONFIG, default config/bench-filters.yaml;
 # one worker pinned to CPU 0) serving routes /api/<route> for each of $ROUTES (the first is the
-# baseline, default "none one three": 0, 1 and 3 no-op filters); wrk (CPU 1) drives each route in
+# baseline; default "none one three bare-one bare-three": 0, 1 and 3 no-op filters built with the
+# Rust SDK, then 1 and 3 built without one); wrk (CPU 1) drives each route in
 # turn, round after round, so slow drift of the shared machine hits all alike. $WRK_HEADER, if
 # set, is sent with every request. The backend is nginx from ../shared/bench. Prints median
 # req/s and p99 per route and the ratios to the baseline. Everything runs on 127.0.0.1 and is
@@ -15,7 +16,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-50}
 CONFIG=${CONFIG:-$ROOT/config/bench-filters.yaml}
-read -r -a ROUTE_LIST <<< "${ROUTES:-none one three}"
+read -r -a ROUTE_LIST <<< "${ROUTES:-none one three bare-one bare-three}"
 WRK_EXTRA=()
 if [ -n "${WRK_HEADER:-}" ]; then WRK_EXTRA=(-H "$WRK_HEADER"); fi
 BACKEND_CPU=1 source "$ROOT/tests/bench/backend.sh"

@@ -6,8 +6,9 @@
 # It leaves out the kernel (sockets are about half of a request's CPU here) and cache effects.
 #
 # One gateway ($CONFIG, default config/bench-filters.yaml) serves each of $ROUTES (default
-# "none one three") in turn: curl sends $N requests on one keep-alive connection after 200 to
-# warm up (PROTO=h2: h2load, over HTTP/2), with counting switched on only around them.
+# "none one three bare-one bare-three") in turn: curl sends $N requests on one keep-alive
+# connection after 200 to warm up (PROTO=h2: h2load, over HTTP/2), with counting switched on only
+# around them.
 # RUSTYGATE_VALGRIND=1 makes the wasm engine lay memory out so that valgrind can run it (no
 # instance pool, no guard regions).
 set -euo pipefail
@@ -16,7 +17,7 @@ SHARED=$ROOT/../shared/bench
 # The binary under test: `make bench` passes the profile-guided build (tests/bench/pgo.sh).
 GATEWAY=${GATEWAY:-$ROOT/target/release/rustygate}
 CONFIG=${CONFIG:-$ROOT/config/bench-filters.yaml}
-read -r -a ROUTE_LIST <<< "${ROUTES:-none one three}"
+read -r -a ROUTE_LIST <<< "${ROUTES:-none one three bare-one bare-three}"
 N=${N:-1000}
 HEADER=()
 if [ -n "${WRK_HEADER:-}" ]; then HEADER=(-H "$WRK_HEADER"); fi
