@@ -389,4 +389,57 @@ mod tests {
             Err(HeaderError::V2("the version must be 2"))
         );
     }
+
+    /// Whatever arrives, the parser does not panic and a whole header is within the bytes
+    /// given; every prefix of a valid header waits for more without claiming a byte past the
+    /// header, since the listener consumes what it is told belongs to it.
+    #[test]
+    fn prefixes_and_mutations_of_headers_are_taken_safely() {
+        let mut v2 = vec![203, 0, 113, 7, 192, 0, 2, 10, 0xdc, 0x04, 0x01, 0xbb];
+        v2.extend_from_slice(&[0x02, 0, 3, b'a', b'.', b'b']);
+        let valid: [Vec<u8>; 3] = [
+            b"PROXY TCP4 203.0.113.7 192.0.2.10 56324 443\r\n".to_vec(),
+            b"PROXY TCP6 2001:db8::7 2001:db8::1 1 65535\r\n".to_vec(),
+            v2_header(1, 0x11, &v2),
+        ];
+        let check = |bytes: &[u8]| {
+            if let Ok(Parsed::Header { len, .. }) = parse(bytes) {
+                assert!(len <= bytes.len(), "{bytes:?}");
+            }
+        };
+        let mut rng = fastrand::Rng::with_seed(7);
+        for header in &valid {
+            for end in 0..header.len() {
+                let waits = match parse(&header[..end]) {
+                    Ok(Parsed::Incomplete { at_least }) => {
+                        at_least <= header.len() && (end == 0 || at_least > 0)
+                    }
+                    _ => false,
+                };
+                assert!(waits, "the first {end} bytes of {header:?}");
+            }
+            for _ in 0..20_000 {
+                let mut bytes = header.clone();
+                for _ in 0..rng.usize(1..4) {
+                    match rng.u8(0..3) {
+                        0 => {
+                            let i = rng.usize(..bytes.len());
+                            bytes[i] = rng.u8(..);
+                        }
+                        1 => {
+                            let i = rng.usize(..=bytes.len());
+                            bytes.insert(i, rng.u8(..));
+                        }
+                        _ if bytes.len() > 1 => {
+                            bytes.remove(rng.usize(..bytes.len()));
+                        }
+                        _ => {}
+                    }
+                }
+                check(&bytes);
+                let cut = rng.usize(..=bytes.len());
+                check(&bytes[..cut]);
+            }
+        }
+    }
 }
