@@ -146,7 +146,8 @@ PGO_GATEWAY := $(CURDIR)/target/pgo/rustygate
 build-pgo: bench-deps guests filters
 	CARGO=$(CARGO) tests/bench/pgo.sh
 
-## Throughput with 0, 1 and 3 no-op proxy-wasm filters, same gateway, same run.
+## Throughput with 0, 1 and 3 no-op proxy-wasm filters (built with the Rust SDK, and without an
+## SDK: the host's own part), same gateway, same run.
 bench-filters: build-pgo
 	GATEWAY=$(PGO_GATEWAY) tests/bench/filter-load.sh
 

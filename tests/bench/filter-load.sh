@@ -2,11 +2,11 @@
 # Filter overhead under load: one RustyGate process ($CONFIG, default config/bench-filters.yaml;
 # one worker pinned to CPU 0) serving routes /api/<route> for each of $ROUTES (the first is the
 # baseline; default "none one three bare-one bare-three": 0, 1 and 3 no-op filters built with the
-# Rust SDK, then 1 and 3 built without one); wrk (CPU 1) drives each route in
-# turn, round after round, so slow drift of the shared machine hits all alike. $WRK_HEADER, if
-# set, is sent with every request. The backend is nginx from ../shared/bench. Prints median
-# req/s and p99 per route and the ratios to the baseline. Everything runs on 127.0.0.1 and is
-# stopped on exit. Besides req/s, it prints the gateway's CPU time per request (from /proc).
+# Rust SDK, then 1 and 3 built without one); wrk (CPU 1) drives each route in turn, round after
+# round, so slow drift of the shared machine hits all alike. $WRK_HEADER, if set, is sent with
+# every request. The backend is nginx from ../shared/bench. Prints median req/s and p99 per route
+# and the ratios to the baseline. Everything runs on 127.0.0.1 and is stopped on exit. Besides
+# req/s, it prints the gateway's CPU time per request (from /proc).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=$ROOT/../shared/bench
