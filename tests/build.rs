@@ -141,7 +141,13 @@ fn wasm_cargo(manifest: &Path, target_dir: &Path, target: &str) -> Command {
 }
 
 fn build_rust(guests: &Path, target_dir: &Path) {
-    for p in ["Cargo.toml", "Cargo.lock", "abi-probe", "stamp"] {
+    for p in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "abi-probe",
+        "bare-noop",
+        "stamp",
+    ] {
         rerun_if_changed(&guests.join(p));
     }
     // A target dir of its own: the outer cargo holds the lock on the workspace's.
@@ -155,6 +161,8 @@ fn build_rust(guests: &Path, target_dir: &Path) {
     );
     let wasm = target_dir.join("wasm32-wasip1/release/abi_probe.wasm");
     println!("cargo:rustc-env=ABI_PROBE_WASM={}", wasm.display());
+    let wasm = target_dir.join("wasm32-wasip1/release/bare_noop.wasm");
+    println!("cargo:rustc-env=BARE_NOOP_WASM={}", wasm.display());
     // Two builds of `stamp` that differ only in the version they stamp, for the reload tests.
     let built = target_dir.join("wasm32-wasip1/release/stamp.wasm");
     for (version, features) in [("v1", None), ("v2", Some("v2"))] {

@@ -45,6 +45,9 @@ pub fn test_runtime(pool_slots: u32) -> rustygate_wasm_runtime::Runtime {
 
 /// Path of the abi-probe guest filter, built from `tests/guests/rust/abi-probe` by build.rs.
 pub const ABI_PROBE_WASM: &str = env!("ABI_PROBE_WASM");
+/// A no-op filter without an SDK that exports only context creation and request headers
+/// (`tests/guests/rust/bare-noop`), built by build.rs.
+pub const BARE_NOOP_WASM: &str = env!("BARE_NOOP_WASM");
 /// The Go test filter (stock Go, `GOOS=wasip1`, hand-declared ABI), built by `build.rs`.
 pub const GO_PROBE_WASM: &str = env!("GO_PROBE_WASM");
 /// The C test filter (clang + wasi-libc), built by `build.rs`.

@@ -10,10 +10,12 @@ use http::Request;
 use http_body_util::Full;
 use rustygate_tests::client::{get, h2c, http1, send};
 use rustygate_tests::upstream::Upstream;
-use rustygate_tests::{ABI_PROBE_WASM, TestGateway};
+use rustygate_tests::{ABI_PROBE_WASM, BARE_NOOP_WASM, TestGateway};
 
 /// One good cluster (`/ok`, `/denied`), one nobody listens on (`/dead`), one that answers
-/// too late for its route (`/slow`); abi-probe on every route, logging what `on_log` saw.
+/// too late for its route (`/slow`); abi-probe on every route, logging what `on_log` saw,
+/// except `/early`, whose one filter cannot run once the response head is passed on (on
+/// `/mixed` abi-probe follows it).
 async fn gateway(good: &Upstream, slow: &Upstream) -> TestGateway {
     let (_port, dead) = rustygate_tests::refusing_address();
     let yaml = format!(
@@ -30,6 +32,8 @@ clusters:
   - name: slow
     endpoints: [{{ url: http://{} }}]
 filters:
+  - name: early
+    module: {BARE_NOOP_WASM}
   - name: probe
     module: {ABI_PROBE_WASM}
     configuration:
@@ -49,6 +53,14 @@ routes:
     cluster: slow
     timeout: 200ms
     filters: [probe]
+  - name: mixed
+    match: {{ path: {{ prefix: /mixed }} }}
+    cluster: good
+    filters: [early, probe]
+  - name: early
+    match: {{ path: {{ prefix: /early }} }}
+    cluster: good
+    filters: [early]
   - name: moved
     match: {{ path: {{ exact: /old }} }}
     redirect: {{ path: /new }}
@@ -228,4 +240,26 @@ async fn the_head_maps_hold_the_pseudo_headers_as_envoys_do() {
         })
         .sum();
     assert_eq!(seen["request.headers_bytes"], bytes.to_string());
+}
+
+/// The response head is handed on without a copy when no filter of the chain can run after
+/// it; one that can (here abi-probe's `on_log`, behind a filter that cannot) still reads it.
+#[tokio::test]
+async fn the_response_head_stays_readable_where_a_filter_can_read_it_late() {
+    let good = Upstream::echo();
+    let slow = Upstream::slow(Duration::from_secs(3));
+    let gw = gateway(&good, &slow).await;
+    let early = get(&gw.url("/early/x")).await;
+    assert_eq!(early.status, 200);
+    assert_eq!(early.header("content-type"), Some("application/json"));
+    assert_eq!(early.json()["path"], "/early/x");
+    for path in ["/mixed", "/ok"] {
+        let seen = logged(&gw, path, 200).await;
+        let response: Vec<&str> = seen["response.headers"].split(", ").collect();
+        assert_eq!(response[0], ":status: 200", "{path}: {response:?}");
+        assert!(
+            response.contains(&"content-type: application/json"),
+            "{path}: {response:?}"
+        );
+    }
 }

@@ -397,6 +397,14 @@ pub trait HttpFilter {
         false
     }
 
+    /// Whether the filter may read the response head ([`Exchange::response`]) after its
+    /// response-header phase, once the proxy has handed the head on towards the client: in a
+    /// response body or trailer phase, at the end of the stream, or from a callback of its own.
+    /// The proxy keeps a copy of the head only when some filter of the chain may.
+    fn reads_response_late(&self) -> bool {
+        true
+    }
+
     /// After a phase of `direction` returned [`Verdict::Pause`], [`BodyVerdict::Buffer`] or
     /// [`BodyVerdict::StopNoBuffer`]: completes when the filter lets that direction go on
     /// (`Continue`) or answers the request (`Respond`). After a body stop, it completes only

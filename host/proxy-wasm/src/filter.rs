@@ -555,6 +555,10 @@ impl HttpFilter for Stream {
                 .has_body_callbacks(direction == Direction::Response)
     }
 
+    fn reads_response_late(&self) -> bool {
+        self.slot.vm.borrow().has_late_callbacks()
+    }
+
     fn resumed(
         &mut self,
         direction: Direction,

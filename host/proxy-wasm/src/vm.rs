@@ -416,6 +416,24 @@ impl Vm {
         }
     }
 
+    /// Whether the module can run after a stream's response head has been handed on: a
+    /// response body or trailers callback, the end-of-stream ones, or any callback of its root
+    /// contexts (which may set a stream's context as the effective one and read its maps).
+    pub fn has_late_callbacks(&self) -> bool {
+        let cb = &self.cb;
+        self.has_body_callbacks(true)
+            || cb.on_log.is_some()
+            || cb.on_done.is_some()
+            || cb.on_delete.is_some()
+            || cb.http_call_response.is_some()
+            || cb.on_tick.is_some()
+            || cb.queue_ready.is_some()
+            || cb.grpc_initial_metadata.is_some()
+            || cb.grpc_receive.is_some()
+            || cb.grpc_trailing_metadata.is_some()
+            || cb.grpc_close.is_some()
+    }
+
     /// Runs a body callback; returns the raw action and whatever it deferred.
     pub fn on_body(
         &mut self,

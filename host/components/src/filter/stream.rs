@@ -407,6 +407,12 @@ impl HttpFilter for Stream {
         })
     }
 
+    /// Components have no end-of-stream phase and get the response only as a handle during
+    /// a phase: only a response body phase comes after the head was handed on.
+    fn reads_response_late(&self) -> bool {
+        self.phases.contains(gw::Phases::RESPONSE_BODY)
+    }
+
     /// A request held for a `call` goes on with the filter's answer to the response; nothing
     /// else pauses (a buffered body goes on with the next chunk's call).
     fn resumed(

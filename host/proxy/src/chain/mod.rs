@@ -282,6 +282,12 @@ impl ChainRun {
         }
     }
 
+    /// Whether any filter may read the response head after it was handed on
+    /// ([`HttpFilter::reads_response_late`]).
+    pub fn reads_response_late(&self) -> bool {
+        (0..self.len()).any(|i| self.with(i, |f| f.reads_response_late()) == Some(true))
+    }
+
     /// Whether any of filters `[0, upto)` has body phases in `direction`.
     pub fn wants_body(&self, direction: Direction, upto: usize) -> bool {
         (0..upto).any(|i| self.with(i, |f| f.wants_body(direction)) == Some(true))

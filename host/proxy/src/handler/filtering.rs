@@ -293,13 +293,16 @@ impl<'a> Ctx<'a> {
             .await
         {
             ResponseOutcome::Continue => {
-                // `on_log` may still read the response headers: filters keep a copy, the
-                // client gets the map itself (with room for a corrected length).
+                // The client gets the map itself (with room for a corrected length). Filters
+                // that may still read it (`on_log`, a body phase) keep a copy; the status
+                // stays for all.
                 let mut head = run.exchange.response.borrow_mut();
                 let head = head.as_mut().expect("set above");
                 parts.status = head.status;
                 let headers = std::mem::take(&mut head.headers);
-                head.headers = headers.clone();
+                if run.reads_response_late() {
+                    head.headers = headers.clone();
+                }
                 parts.headers = headers;
             }
             // The upstream body is dropped unread, which closes that connection.

@@ -205,12 +205,14 @@ impl HttpFilter for Probe {
     fn on_response_body(
         &mut self,
         _request: &Request,
-        _response: &Response,
+        response: &Response,
         body: &Body,
         end_of_stream: bool,
     ) -> BodyAction {
         if self.path == "/bang" && end_of_stream {
-            body.append(b"!");
+            // The head went on towards the client before the body phase: still readable here.
+            let kind = response.header("content-type").unwrap_or_default();
+            body.append(format!("!{kind}").as_bytes());
         }
         BodyAction::Continue
     }
