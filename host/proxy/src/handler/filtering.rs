@@ -295,12 +295,13 @@ impl<'a> Ctx<'a> {
             ResponseOutcome::Continue => {
                 // The client gets the map itself (with room for a corrected length). Filters
                 // that may still read it (`on_log`, a body phase) keep a copy; the status
-                // stays for all.
+                // stays for all. Decided before the head is borrowed: deciding asks the filters.
+                let keep = run.reads_response_late();
                 let mut head = run.exchange.response.borrow_mut();
                 let head = head.as_mut().expect("set above");
                 parts.status = head.status;
                 let headers = std::mem::take(&mut head.headers);
-                if run.reads_response_late() {
+                if keep {
                     head.headers = headers.clone();
                 }
                 parts.headers = headers;
