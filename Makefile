@@ -5,6 +5,7 @@
 #   make test    formatting, lints, schema check and every test (unit, golden, end-to-end)
 #   make bench   criterion micro-benchmarks, instructions per request (callgrind) and loopback
 #                load benchmarks against nginx/haproxy
+#   make bench-guests  how much of a filtered request's CPU the filters' own code takes (perf)
 #   make build-pgo  profile-guided release build, target/pgo/rustygate (docs/operations/build.md)
 #   make examples  examples/api-key in Rust, Go and AssemblyScript, into target/examples/
 #   make compat-rust-sdk SDK_DIR=...  the proxy-wasm Rust SDK's own examples, from a checkout,
@@ -37,7 +38,7 @@ EXAMPLE := examples/api-key
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: all deps build build-pgo run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-instructions bench-deps guests filters examples sdk-check compat-rust-sdk compat-go-sdk compat-cpp-sdk clean
+.PHONY: all deps build build-pgo run observe test fmt fmt-check lint schema bench bench-micro bench-load bench-filters bench-chain bench-balancer bench-instructions bench-guests bench-deps guests filters examples sdk-check compat-rust-sdk compat-go-sdk compat-cpp-sdk clean
 
 all: build
 
@@ -194,6 +195,14 @@ bench-instructions: build-pgo
 	GATEWAY=$(PGO_GATEWAY) CONFIG=$(CURDIR)/config/bench-chain.yaml ROUTES="none cors jwt rl headers secure" \
 	WRK_HEADER="Authorization: Bearer $$(examples/mint-token.sh bench 86400)" \
 	  tests/bench/instructions.sh
+
+## The share of the gateway's CPU under load spent inside the filters' own code (perf samples;
+## needs perf): the no-op routes, then the shipped chain. Not part of `make bench`.
+bench-guests: build-pgo
+	GATEWAY=$(PGO_GATEWAY) tests/bench/guest-time.sh
+	GATEWAY=$(PGO_GATEWAY) CONFIG=$(CURDIR)/config/bench-chain.yaml ROUTES="none secure" \
+	WRK_HEADER="Authorization: Bearer $$(examples/mint-token.sh bench 86400)" \
+	  tests/bench/guest-time.sh
 
 bench-deps:
 	@command -v nginx >/dev/null && command -v haproxy >/dev/null && command -v wrk >/dev/null \

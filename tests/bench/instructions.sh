@@ -10,7 +10,8 @@
 # connection after 200 to warm up (PROTO=h2: h2load, over HTTP/2), with counting switched on only
 # around them.
 # RUSTYGATE_VALGRIND=1 makes the wasm engine lay memory out so that valgrind can run it (no
-# instance pool, no guard regions).
+# instance pool; each memory keeps its guard regions, so the guests' code is what production
+# runs, with no explicit bounds checks: until 2026-12-06 it had them, and counted more).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=$ROOT/../shared/bench

@@ -37,7 +37,10 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Lays memory out so that the process runs under valgrind (set by `RUSTYGATE_VALGRIND`;
     /// `tests/bench/instructions.sh` counts instructions per request that way): no instance
-    /// pool, small reservations, explicit bounds checks. Guests run slower; not for serving.
+    /// pool, whose reservation valgrind cannot map. Each memory keeps its own guarded
+    /// reservation, so guests run the code they run in production (bounds checks left to the
+    /// guard pages). Wasmtime's traps are then signals, which valgrind may not hand back as
+    /// wasmtime expects: the benchmarks' filters never trap. Not for serving.
     pub valgrind_compatible: bool,
     /// Writes `/tmp/perf-<pid>.map` naming the compiled guest functions (set by
     /// `RUSTYGATE_PERF_MAP`), so that `perf report` and callgrind profiles can attribute time
@@ -165,13 +168,6 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.max_wasm_stack(512 * 1024);
-        if cfg.valgrind_compatible {
-            // Valgrind cannot map the pool's or a guarded memory's terabyte-scale
-            // reservations, nor deliver wasmtime's trap signals.
-            config.memory_reservation(1 << 26);
-            config.memory_guard_size(0);
-            config.signals_based_traps(false);
-        }
         if cfg.perf_map {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
