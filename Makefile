@@ -199,6 +199,7 @@ bench-instructions: build-pgo
 ## The share of the gateway's CPU under load spent inside the filters' own code (perf samples;
 ## needs perf): the no-op routes, then the shipped chain. Not part of `make bench`.
 bench-guests: build-pgo
+	@command -v perf >/dev/null || $(APT_INSTALL) linux-perf
 	GATEWAY=$(PGO_GATEWAY) tests/bench/guest-time.sh
 	GATEWAY=$(PGO_GATEWAY) CONFIG=$(CURDIR)/config/bench-chain.yaml ROUTES="none secure" \
 	WRK_HEADER="Authorization: Bearer $$(examples/mint-token.sh bench 86400)" \

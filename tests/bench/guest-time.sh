@@ -25,7 +25,7 @@ DURATION=${DURATION:-10}
 read -r -a ROUTE_LIST <<< "${ROUTES:-none one three bare-one bare-three}"
 WRK_EXTRA=()
 if [ -n "${WRK_HEADER:-}" ]; then WRK_EXTRA=(-H "$WRK_HEADER"); fi
-command -v perf >/dev/null || { echo "guest-time: perf not found (Debian: apt-get install linux-perf)"; exit 1; }
+command -v perf >/dev/null || { echo "guest-time: perf not found ('make bench-guests' installs it; Debian: linux-perf)"; exit 1; }
 BACKEND_CPU=1 source "$ROOT/tests/bench/backend.sh"
 RUSTYGATE_PERF_MAP=1 taskset -c 0 "$GATEWAY" run --config "$CONFIG" > "$RUN/gateway.log" 2>&1 & gw=$!; pids+=($gw)
 ticks() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
