@@ -20,13 +20,7 @@ read -r -a ROUTE_LIST <<< "${ROUTES:-none one three bare-one bare-three}"
 WRK_EXTRA=()
 if [ -n "${WRK_HEADER:-}" ]; then WRK_EXTRA=(-H "$WRK_HEADER"); fi
 BACKEND_CPU=1 source "$ROOT/tests/bench/backend.sh"
-taskset -c 0 "$GATEWAY" run --config "$CONFIG" > "$RUN/gateway.log" 2>&1 & gw=$!; pids+=($gw)
-# The gateway's CPU time (user + system, clock ticks) so far: CPU per request is steadier than
-# req/s when other guests on the host take the CPU away for part of a run.
-ticks() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
-hz=$(getconf CLK_TCK)
-for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:18090/api/${ROUTE_LIST[0]}" && break; sleep 0.2; done
-for route in "${ROUTE_LIST[@]}"; do curl -sf -o /dev/null "${WRK_EXTRA[@]}" "http://127.0.0.1:18090/api/$route" || { echo "route $route not answering"; cat "$RUN/gateway.log"; exit 1; }; done
+source "$ROOT/tests/bench/pinned-gateway.sh"
 results=$RUN/results.tsv
 for round in $(seq "$ROUNDS"); do
   # Even rounds run the routes in reverse order, so whatever favours the first (or second) run
@@ -42,7 +36,7 @@ for round in $(seq "$ROUNDS"); do
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
     n=$(awk '/requests in/ {print $1}' <<<"$out")
-    cpu=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$n" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+    cpu=$(cpu_per_request "$t0" "$t1" "$n")
     printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$route" "$rps" "$p99" "$cpu" >> "$results"
     printf '[filters] round %s %-5s %s req/s p99 %s, %s CPU us/request\n' "$round" "$route" "$rps" "$p99" "$cpu" >&2
   done

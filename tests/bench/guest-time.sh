@@ -27,13 +27,10 @@ WRK_EXTRA=()
 if [ -n "${WRK_HEADER:-}" ]; then WRK_EXTRA=(-H "$WRK_HEADER"); fi
 command -v perf >/dev/null || { echo "guest-time: perf not found ('make bench-guests' installs it; Debian: linux-perf)"; exit 1; }
 BACKEND_CPU=1 source "$ROOT/tests/bench/backend.sh"
-RUSTYGATE_PERF_MAP=1 taskset -c 0 "$GATEWAY" run --config "$CONFIG" > "$RUN/gateway.log" 2>&1 & gw=$!; pids+=($gw)
-ticks() { awk '{print $14 + $15}' "/proc/$gw/stat"; }
-hz=$(getconf CLK_TCK)
-for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:18090/api/${ROUTE_LIST[0]}" && break; sleep 0.2; done
+export RUSTYGATE_PERF_MAP=1
+source "$ROOT/tests/bench/pinned-gateway.sh"
 # Every route warm (modules compiled or loaded, VMs built) before anything is sampled.
 for route in "${ROUTE_LIST[@]}"; do
-  curl -sf -o /dev/null "${WRK_EXTRA[@]}" "http://127.0.0.1:18090/api/$route" || { echo "route $route not answering"; cat "$RUN/gateway.log"; exit 1; }
   taskset -c 1 wrk -t1 -c50 -d2s "${WRK_EXTRA[@]}" "http://127.0.0.1:18090/api/$route" > /dev/null
 done
 # Percent of a profile's samples whose line matches $2 in `perf report --sort $3`.
@@ -52,7 +49,7 @@ for round in $(seq "$ROUNDS"); do
     wait "$rec" || true
     t1=$(ticks)
     n=$(awk '/requests in/ {print $1}' <<< "$out")
-    cpu=$(awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.2f", (b - a) / hz * 1e6 / n }')
+    cpu=$(cpu_per_request "$t0" "$t1" "$n")
     guests=$(share "$data" 'cwasm|perf-[0-9]+\.map' dso)
     engine=$(share "$data" 'wasmtime' sym)
     us=$(awk -v c="$cpu" -v g="$guests" 'BEGIN { printf "%.2f", c * g / 100 }')
