@@ -91,6 +91,8 @@ pub(crate) struct Vm {
     /// Shared so a call can hold a callback while borrowing the VM mutably (a `TypedFunc`
     /// clone costs a type-registry reference count per call).
     cb: Rc<Callbacks>,
+    /// [`Callbacks::late`], fixed with the module's exports: asked on every request.
+    late_callbacks: bool,
     next_id: u32,
     cpu_limit: std::time::Duration,
     /// Plugin start-up (`context_create`, `vm_start`, `configure` of roots) runs with the
@@ -112,6 +114,27 @@ fn typed<P: WasmParams, R: WasmResults>(
             .typed::<P, R>(&*store)
             .map(Some)
             .map_err(|e| format!("export {name} has the wrong signature: {e:#}")),
+    }
+}
+
+impl Callbacks {
+    /// Whether the module has a callback that can run after a stream's response head has been
+    /// handed on: a response body or trailers callback, the end-of-stream ones, or any callback
+    /// of its root contexts (which may set a stream's context as the effective one and read its
+    /// maps).
+    fn late(&self) -> bool {
+        self.response_body.is_some()
+            || self.response_trailers.is_some()
+            || self.on_log.is_some()
+            || self.on_done.is_some()
+            || self.on_delete.is_some()
+            || self.http_call_response.is_some()
+            || self.on_tick.is_some()
+            || self.queue_ready.is_some()
+            || self.grpc_initial_metadata.is_some()
+            || self.grpc_receive.is_some()
+            || self.grpc_trailing_metadata.is_some()
+            || self.grpc_close.is_some()
     }
 }
 
@@ -236,6 +259,7 @@ impl Vm {
         };
         Ok(Vm {
             store,
+            late_callbacks: cb.late(),
             cb: Rc::new(cb),
             next_id: 1,
             cpu_limit: spec.cpu_limit,
@@ -416,22 +440,10 @@ impl Vm {
         }
     }
 
-    /// Whether the module can run after a stream's response head has been handed on: a
-    /// response body or trailers callback, the end-of-stream ones, or any callback of its root
-    /// contexts (which may set a stream's context as the effective one and read its maps).
+    /// Whether the module can run after a stream's response head has been handed on
+    /// ([`Callbacks::late`]).
     pub fn has_late_callbacks(&self) -> bool {
-        let cb = &self.cb;
-        self.has_body_callbacks(true)
-            || cb.on_log.is_some()
-            || cb.on_done.is_some()
-            || cb.on_delete.is_some()
-            || cb.http_call_response.is_some()
-            || cb.on_tick.is_some()
-            || cb.queue_ready.is_some()
-            || cb.grpc_initial_metadata.is_some()
-            || cb.grpc_receive.is_some()
-            || cb.grpc_trailing_metadata.is_some()
-            || cb.grpc_close.is_some()
+        self.late_callbacks
     }
 
     /// Runs a body callback; returns the raw action and whatever it deferred.
